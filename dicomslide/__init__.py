@@ -1,0 +1,1 @@
+"""dicomslide: fast asyncio-first reader for DICOM whole-slide microscopy images."""
