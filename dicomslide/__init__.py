@@ -1,1 +1,107 @@
-"""dicomslide: fast asyncio-first reader for DICOM whole-slide microscopy images."""
+"""dicomslide: fast asyncio-first reader for DICOM whole-slide microscopy images.
+
+Read slides from local DICOM folders (:class:`DICOMfileClient`) or any
+``dicomweb_client.DICOMClient`` with ``await``::
+
+    client = dicomslide.DICOMfileClient("/data/slides")
+    slides = await dicomslide.find_slides(client)
+    region = await slides[0].get_image_region(offset=(0, 0), level=0, size=(512, 512))
+
+The blocking twin of this package is ``dicomslide_sync``.
+"""
+
+from dicomslide.enums import ChannelTypes, ImageFlavors
+from dicomslide.errors import (
+    DecodeError,
+    DicomSlideError,
+    DicomWebError,
+    InvalidClientError,
+    InvalidDataError,
+    MissingCodecError,
+    NotFoundError,
+    ProtocolError,
+    RegionError,
+    SourceError,
+    TransportError,
+    UnsupportedError,
+    UsageError,
+)
+from dicomslide.frames import CacheStats
+from dicomslide.geometry import compute_frame_positions
+from dicomslide.image import TiledImage, TotalPixelMatrix
+from dicomslide.pyramid import Pyramid, PyramidLevel
+from dicomslide.runtime import get_cache_stats
+from dicomslide.sampler import TotalPixelMatrixSampler
+from dicomslide.slide import Slide, find_slides
+from dicomslide.sources.local import DICOMfileClient
+from dicomslide.utils import (
+    assemble_total_pixel_matrix,
+    compute_image_center_position,
+    disassemble_total_pixel_matrix,
+    does_optical_path_item_match,
+    does_segment_item_match,
+    does_specimen_description_item_match,
+    get_image_flavor,
+    get_image_pixel_spacing,
+    get_image_size,
+    is_image,
+    is_label_image,
+    is_overview_image,
+    is_thumbnail_image,
+    is_tiled_image,
+    is_volume_image,
+    select_image_at_magnification,
+    select_image_at_pixel_spacing,
+    sort_images_by_pixel_spacing,
+    sort_images_by_size,
+)
+
+__version__ = "0.8.0.dev0"
+
+__all__ = [
+    "CacheStats",
+    "ChannelTypes",
+    "DICOMfileClient",
+    "DecodeError",
+    "DicomSlideError",
+    "DicomWebError",
+    "ImageFlavors",
+    "InvalidClientError",
+    "InvalidDataError",
+    "MissingCodecError",
+    "NotFoundError",
+    "ProtocolError",
+    "Pyramid",
+    "PyramidLevel",
+    "RegionError",
+    "Slide",
+    "SourceError",
+    "TiledImage",
+    "TotalPixelMatrix",
+    "TotalPixelMatrixSampler",
+    "TransportError",
+    "UnsupportedError",
+    "UsageError",
+    "assemble_total_pixel_matrix",
+    "compute_frame_positions",
+    "compute_image_center_position",
+    "disassemble_total_pixel_matrix",
+    "does_optical_path_item_match",
+    "does_segment_item_match",
+    "does_specimen_description_item_match",
+    "find_slides",
+    "get_cache_stats",
+    "get_image_flavor",
+    "get_image_pixel_spacing",
+    "get_image_size",
+    "is_image",
+    "is_label_image",
+    "is_overview_image",
+    "is_thumbnail_image",
+    "is_tiled_image",
+    "is_volume_image",
+    "select_image_at_magnification",
+    "select_image_at_pixel_spacing",
+    "sort_images_by_pixel_spacing",
+    "sort_images_by_size",
+]

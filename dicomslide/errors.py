@@ -21,6 +21,7 @@ __all__ = [
     "MissingCodecError",
     "DecodeError",
     "InvalidDataError",
+    "InvalidClientError",
 ]
 
 
@@ -105,3 +106,7 @@ class DecodeError(DicomSlideError, ValueError):
         super().__init__(message)
         self.sop_instance_uid = sop_instance_uid
         self.frame_number = frame_number
+
+
+class InvalidClientError(DicomSlideError, TypeError):
+    """An object given as a client is neither a dicomslide source nor a DICOMClient."""

@@ -1,0 +1,360 @@
+"""Encoded-frame access shared by every slide of a source: cache, single-flight, coalescing.
+
+One :class:`FrameService` sits in front of each :class:`~dicomslide.sources.Source`. Readers ask
+it for futures of frames; it
+
+* answers from a byte-bounded LRU of encoded frames keyed by (SOP Instance UID, frame number);
+* joins frames already in flight, so no frame is ever fetched twice at the same time;
+* queues the rest, and at the end of the current event-loop tick (or after a short, configurable
+  window, so that blocking callers on many threads merge too) asks the source for all frames
+  queued per instance at once, chunked to ``max_frames_per_request``;
+* resolves each future as its frame arrives, so decoding starts before a long response ends.
+
+Fetches run as tasks owned by the service, not by the reader: a reader that is cancelled stops
+waiting but never cancels a fetch that others share. Failures resolve the affected futures with
+the error and are never cached. The service is confined to the event loop it was created on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from dicomslide.errors import DicomSlideError, ProtocolError, SourceError
+from dicomslide.sources.protocol import EncodedFrame, Source
+
+__all__ = ["CacheStats", "FrameCache", "FrameService", "InstanceRef"]
+
+
+@dataclass(frozen=True)
+class InstanceRef:
+    """Address of one instance.
+
+    Attributes
+    ----------
+    study_instance_uid: str
+        Study Instance UID
+    series_instance_uid: str
+        Series Instance UID
+    sop_instance_uid: str
+        SOP Instance UID
+    """
+
+    study_instance_uid: str
+    series_instance_uid: str
+    sop_instance_uid: str
+
+
+@dataclass
+class CacheStats:
+    """Counters of a frame service.
+
+    Attributes
+    ----------
+    hits: int
+        Frames answered from the cache
+    misses: int
+        Frames that were not cached when asked for
+    joined: int
+        Frames that were already in flight and were joined instead of fetched again
+    bytes: int
+        Bytes currently held by the cache
+    max_bytes: int
+        Budget of the cache in bytes
+    evictions: int
+        Frames evicted to stay within budget
+    requests: int
+        Calls to the source (one per instance and chunk)
+    frames_fetched: int
+        Frames received from the source
+    """
+
+    hits: int = 0
+    misses: int = 0
+    joined: int = 0
+    bytes: int = 0
+    max_bytes: int = 0
+    evictions: int = 0
+    requests: int = 0
+    frames_fetched: int = 0
+
+    @property
+    def frames_per_request(self) -> float:
+        """Mean number of frames per source request.
+
+        Returns
+        -------
+        float
+            ``frames_fetched / requests`` (0.0 before the first request)
+        """
+        return self.frames_fetched / self.requests if self.requests else 0.0
+
+
+class FrameCache:
+    """Byte-bounded LRU of encoded frames.
+
+    Parameters
+    ----------
+    max_bytes: int
+        Budget in bytes; a frame larger than the budget is never cached
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        if max_bytes < 0:
+            raise ValueError(f"Cache budget must be >= 0 bytes, got {max_bytes}.")
+        self._items: OrderedDict[tuple[str, int], EncodedFrame] = OrderedDict()
+        self.stats = CacheStats(max_bytes=max_bytes)
+
+    def get(self, key: tuple[str, int]) -> EncodedFrame | None:
+        """Look up a frame and mark it as recently used.
+
+        Parameters
+        ----------
+        key: tuple[str, int]
+            (SOP Instance UID, one-based frame number)
+
+        Returns
+        -------
+        dicomslide.sources.EncodedFrame | None
+            The cached frame, if any
+        """
+        frame = self._items.get(key)
+        if frame is not None:
+            self._items.move_to_end(key)
+        return frame
+
+    def put(self, key: tuple[str, int], frame: EncodedFrame) -> None:
+        """Store a frame, evicting the least recently used ones beyond the budget.
+
+        Parameters
+        ----------
+        key: tuple[str, int]
+            (SOP Instance UID, one-based frame number)
+        frame: dicomslide.sources.EncodedFrame
+            The frame
+        """
+        size = len(frame.data)
+        if size > self.stats.max_bytes:
+            return
+        old = self._items.pop(key, None)
+        if old is not None:
+            self.stats.bytes -= len(old.data)
+        self._items[key] = frame
+        self.stats.bytes += size
+        while self.stats.bytes > self.stats.max_bytes:
+            _, evicted = self._items.popitem(last=False)
+            self.stats.bytes -= len(evicted.data)
+            self.stats.evictions += 1
+
+    def clear(self) -> None:
+        """Drop every cached frame."""
+        self._items.clear()
+        self.stats.bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+def _consume_exception(future: asyncio.Future[EncodedFrame]) -> None:
+    # A fetch error may have no waiter left (all cancelled); retrieving it here keeps asyncio
+    # from logging "exception was never retrieved" for a failure somebody already handled.
+    if not future.cancelled():
+        future.exception()
+
+
+@dataclass
+class _Pending:
+    instance: InstanceRef
+    numbers: list[int] = field(default_factory=list)
+
+
+class FrameService:
+    """Cache, single-flight and request coalescing in front of one source.
+
+    Parameters
+    ----------
+    source: dicomslide.sources.Source
+        Where frames come from
+    cache: FrameCache
+        Cache of encoded frames (may outlive the service, e.g. across event loops)
+    max_frames_per_request: int, optional
+        Most frames asked of the source in one call
+    max_concurrent_requests: int, optional
+        Most source calls running at once
+    coalesce_window: float, optional
+        Seconds to wait for more frame requests before sending; 0 sends at the end of the
+        current event-loop tick
+    """
+
+    def __init__(
+        self,
+        source: Source,
+        cache: FrameCache,
+        *,
+        max_frames_per_request: int = 256,
+        max_concurrent_requests: int = 8,
+        coalesce_window: float = 0.0,
+    ) -> None:
+        if max_frames_per_request < 1:
+            raise ValueError(f"max_frames_per_request must be >= 1, got {max_frames_per_request}.")
+        if max_concurrent_requests < 1:
+            raise ValueError(
+                f"max_concurrent_requests must be >= 1, got {max_concurrent_requests}."
+            )
+        self.source = source
+        self.cache = cache
+        self.max_frames_per_request = max_frames_per_request
+        self.coalesce_window = coalesce_window
+        self.loop = asyncio.get_running_loop()
+        self._semaphore = asyncio.Semaphore(max_concurrent_requests)
+        self._inflight: dict[tuple[str, int], asyncio.Future[EncodedFrame]] = {}
+        self._pending: dict[str, _Pending] = {}
+        self._flush_scheduled = False
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def stats(self) -> CacheStats:
+        """Statistics of the cache and the requests.
+
+        Returns
+        -------
+        CacheStats
+            Live counters
+        """
+        return self.cache.stats
+
+    def request(
+        self, instance: InstanceRef, frame_numbers: Sequence[int]
+    ) -> list[asyncio.Future[EncodedFrame]]:
+        """Futures for frames of one instance; fetching is scheduled, not awaited.
+
+        Parameters
+        ----------
+        instance: InstanceRef
+            The instance
+        frame_numbers: Sequence[int]
+            One-based frame numbers
+
+        Returns
+        -------
+        list[asyncio.Future[dicomslide.sources.EncodedFrame]]
+            One future per frame number, in the same order. Await them with
+            :func:`asyncio.wait` (never cancel them: others may share them).
+        """
+        uid = instance.sop_instance_uid
+        stats = self.cache.stats
+        futures: list[asyncio.Future[EncodedFrame]] = []
+        for number in frame_numbers:
+            key = (uid, number)
+            cached = self.cache.get(key)
+            if cached is not None:
+                stats.hits += 1
+                fut: asyncio.Future[EncodedFrame] = self.loop.create_future()
+                fut.set_result(cached)
+                futures.append(fut)
+                continue
+            stats.misses += 1
+            inflight = self._inflight.get(key)
+            if inflight is not None:
+                stats.joined += 1
+                futures.append(inflight)
+                continue
+            fut = self.loop.create_future()
+            fut.add_done_callback(_consume_exception)
+            self._inflight[key] = fut
+            self._pending.setdefault(uid, _Pending(instance)).numbers.append(number)
+            futures.append(fut)
+        if self._pending and not self._flush_scheduled:
+            self._flush_scheduled = True
+            if self.coalesce_window > 0:
+                self.loop.call_later(self.coalesce_window, self._flush)
+            else:
+                self.loop.call_soon(self._flush)
+        return futures
+
+    async def get(self, instance: InstanceRef, frame_numbers: Sequence[int]) -> list[EncodedFrame]:
+        """Frames of one instance, in the order asked.
+
+        Parameters
+        ----------
+        instance: InstanceRef
+            The instance
+        frame_numbers: Sequence[int]
+            One-based frame numbers
+
+        Returns
+        -------
+        list[dicomslide.sources.EncodedFrame]
+            The frames
+        """
+        futures = self.request(instance, frame_numbers)
+        if futures:
+            await asyncio.wait(futures)
+        return [f.result() for f in futures]
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        pending, self._pending = self._pending, {}
+        for entry in pending.values():
+            numbers = sorted(set(entry.numbers))
+            step = self.max_frames_per_request
+            for i in range(0, len(numbers), step):
+                task = self.loop.create_task(self._fetch(entry.instance, numbers[i : i + step]))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _fetch(self, instance: InstanceRef, numbers: list[int]) -> None:
+        uid = instance.sop_instance_uid
+        remaining = set(numbers)
+        try:
+            async with self._semaphore:
+                self.cache.stats.requests += 1
+                frames = self.source.iter_frames(
+                    instance.study_instance_uid,
+                    instance.series_instance_uid,
+                    uid,
+                    numbers,
+                )
+                async for number, frame in frames:
+                    if number not in remaining:
+                        raise ProtocolError(
+                            f"Source returned frame {number} of instance {uid}, which was not "
+                            f"asked for (or twice); asked for {len(numbers)} frames."
+                        )
+                    remaining.discard(number)
+                    self.cache.stats.frames_fetched += 1
+                    self.cache.put((uid, number), frame)
+                    fut = self._inflight.pop((uid, number), None)
+                    if fut is not None and not fut.done():
+                        fut.set_result(frame)
+            if remaining:
+                raise ProtocolError(
+                    f"Source returned {len(numbers) - len(remaining)} of {len(numbers)} frames "
+                    f"asked of instance {uid}; missing: {sorted(remaining)[:10]}."
+                )
+        except (Exception, asyncio.CancelledError) as exc:
+            error: BaseException
+            if isinstance(exc, asyncio.CancelledError):
+                error = SourceError(f"Fetching frames of instance {uid} was cancelled.")
+            elif isinstance(exc, DicomSlideError):
+                error = exc
+            else:
+                error = SourceError(
+                    f"Fetching frames {numbers[:10]} of instance {uid} failed: {exc!r}"
+                )
+                error.__cause__ = exc
+            for number in remaining:
+                fut = self._inflight.pop((uid, number), None)
+                if fut is not None and not fut.done():
+                    fut.set_exception(error)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+
+    async def aclose(self) -> None:
+        """Cancel running fetches; waiters get a :class:`~dicomslide.errors.SourceError`."""
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks))

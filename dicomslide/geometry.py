@@ -1,0 +1,465 @@
+"""Tile and frame geometry of tiled images (sans-IO: no asyncio, no httpx).
+
+This is the one place where DICOM's one-based frame numbers meet zero-based tile, pixel,
+channel and focal-plane indices. A :class:`FrameIndex` maps
+``(channel, focal plane, tile row, tile column)`` to a zero-based *global* frame index over all
+parts of a concatenation, and :meth:`FrameIndex.locate` turns that into the SOP Instance UID of
+the part and its one-based frame number.
+
+How frames are placed
+---------------------
+* ``TILED_FULL`` (Dimension Organization Type): by arithmetic. Frames run along a tile row from
+  left to right, then rows top to bottom, then focal planes, then channels (optical paths or
+  segments), as the standard prescribes; no per-frame items are read.
+* Otherwise (``TILED_SPARSE``, or files with per-frame positions and no Dimension Organization
+  Type, as written by some converters): from the Plane Position (Slide) items of each frame.
+  Positions must sit on the tile grid; frames that are absent leave holes that readers fill.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from pydicom import Dataset
+
+from dicomslide.errors import InvalidDataError, UnsupportedError
+
+__all__ = [
+    "FrameIndex",
+    "ImagePart",
+    "compute_frame_positions",
+    "get_channel_items",
+    "get_focal_plane_offsets",
+    "iter_tiles_in_region",
+]
+
+_SEGMENTATION_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
+_PARAMETRIC_MAP_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.30"
+
+#: Upper bound on frames per instance that we are willing to index; protects against
+#: allocations sized by corrupt metadata.
+MAX_FRAMES = 10_000_000
+
+
+@dataclass(frozen=True)
+class ImagePart:
+    """One instance of a (possibly concatenated) tiled image.
+
+    Attributes
+    ----------
+    study_instance_uid: str
+        Study Instance UID
+    series_instance_uid: str
+        Series Instance UID
+    sop_instance_uid: str
+        SOP Instance UID of this part
+    first_frame: int
+        Zero-based global frame index of this part's frame 1
+    number_of_frames: int
+        Number of frames in this part
+    """
+
+    study_instance_uid: str
+    series_instance_uid: str
+    sop_instance_uid: str
+    first_frame: int
+    number_of_frames: int
+
+
+def _int(ds: Dataset, keyword: str, default: int | None = None) -> int:
+    value = ds.get(keyword, None)
+    if value is None or value == "":
+        if default is None:
+            raise InvalidDataError(
+                f"Image {ds.get('SOPInstanceUID', '?')} lacks the required attribute {keyword}."
+            )
+        return default
+    return int(value)
+
+
+def get_channel_items(ds: Dataset) -> list[Dataset]:
+    """Items that define the channels of an image.
+
+    Parameters
+    ----------
+    ds: pydicom.Dataset
+        Image metadata
+
+    Returns
+    -------
+    list[pydicom.Dataset]
+        Segment Sequence items for Segmentations, Real World Value Mapping items (one channel)
+        for Parametric Maps, Optical Path Sequence items otherwise (one empty item if absent)
+    """
+    sop_class = str(ds.get("SOPClassUID", ""))
+    if sop_class == _SEGMENTATION_SOP_CLASS:
+        return list(ds.get("SegmentSequence", []))
+    if sop_class == _PARAMETRIC_MAP_SOP_CLASS:
+        return [Dataset()]
+    items = list(ds.get("OpticalPathSequence", []))
+    return items if items else [Dataset()]
+
+
+def _channel_identifier(ds: Dataset, item: Dataset) -> str:
+    sop_class = str(ds.get("SOPClassUID", ""))
+    if sop_class == _SEGMENTATION_SOP_CLASS:
+        return str(item.get("SegmentNumber", ""))
+    return str(item.get("OpticalPathIdentifier", ""))
+
+
+def _shared_item(ds: Dataset, sequence_keyword: str) -> Dataset | None:
+    for fg in ds.get("SharedFunctionalGroupsSequence", []):
+        seq = fg.get(sequence_keyword)
+        if seq:
+            return seq[0]  # type: ignore[no-any-return]
+    return None
+
+
+def get_focal_plane_offsets(ds: Dataset) -> list[float]:
+    """Z offsets (micrometres) of the focal planes of an image, ascending.
+
+    Parameters
+    ----------
+    ds: pydicom.Dataset
+        Image metadata
+
+    Returns
+    -------
+    list[float]
+        One offset per focal plane; ``[0.0]`` when the image does not say
+    """
+    organization = str(ds.get("DimensionOrganizationType", ""))
+    if organization == "TILED_FULL":
+        planes = _int(ds, "TotalPixelMatrixFocalPlanes", 1)
+        spacing = float(ds.get("SpacingBetweenFocalPlanes", 0.0) or 0.0)
+        z0 = 0.0
+        origin = ds.get("TotalPixelMatrixOriginSequence")
+        if origin and "ZOffsetInSlideCoordinateSystem" in origin[0]:
+            z0 = float(origin[0].ZOffsetInSlideCoordinateSystem)
+        # Z offsets are stored in micrometres per the standard; spacing is in mm.
+        return [z0 + i * spacing * 1000.0 for i in range(planes)]
+    offsets: set[float] = set()
+    for item in ds.get("PerFrameFunctionalGroupsSequence", []):
+        pos = item.get("PlanePositionSlideSequence")
+        if pos and "ZOffsetInSlideCoordinateSystem" in pos[0]:
+            offsets.add(round(float(pos[0].ZOffsetInSlideCoordinateSystem), 6))
+    shared = _shared_item(ds, "PlanePositionSlideSequence")
+    if not offsets and shared is not None and "ZOffsetInSlideCoordinateSystem" in shared:
+        offsets.add(round(float(shared.ZOffsetInSlideCoordinateSystem), 6))
+    return sorted(offsets) if offsets else [0.0]
+
+
+@dataclass
+class FrameIndex:
+    """Where each tile of each channel and focal plane of a tiled image is stored.
+
+    Parameters
+    ----------
+    parts: Sequence[ImagePart]
+        Instances holding the frames, in concatenation order
+    tile_rows: int
+        Rows per frame
+    tile_columns: int
+        Columns per frame
+    total_rows: int
+        Total Pixel Matrix Rows
+    total_columns: int
+        Total Pixel Matrix Columns
+    lookup: numpy.ndarray
+        Array of shape (channels, focal planes, grid rows, grid columns) with the zero-based
+        global frame index of each tile, or -1 where the tile is absent
+    channel_identifiers: tuple[str, ...]
+        Identifier of each channel (optical path identifier or segment number)
+    focal_plane_offsets: tuple[float, ...]
+        Z offset (micrometres) of each focal plane
+    """
+
+    parts: Sequence[ImagePart]
+    tile_rows: int
+    tile_columns: int
+    total_rows: int
+    total_columns: int
+    lookup: np.ndarray
+    channel_identifiers: tuple[str, ...]
+    focal_plane_offsets: tuple[float, ...]
+    _part_starts: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._part_starts = np.array([p.first_frame for p in self.parts], dtype=np.int64)
+
+    @property
+    def grid_shape(self) -> tuple[int, int]:
+        """Number of tile rows and tile columns.
+
+        Returns
+        -------
+        tuple[int, int]
+            (grid rows, grid columns)
+        """
+        return int(self.lookup.shape[2]), int(self.lookup.shape[3])
+
+    def locate(self, global_frame: int) -> tuple[ImagePart, int]:
+        """Part and one-based frame number of a zero-based global frame index.
+
+        Parameters
+        ----------
+        global_frame: int
+            Zero-based frame index over all parts
+
+        Returns
+        -------
+        tuple[ImagePart, int]
+            The part holding the frame and the frame's one-based number within it
+        """
+        i = int(np.searchsorted(self._part_starts, global_frame, side="right")) - 1
+        part = self.parts[i]
+        return part, global_frame - part.first_frame + 1
+
+    @classmethod
+    def from_metadata(cls, parts_metadata: Sequence[Dataset]) -> FrameIndex:
+        """Build the index from the metadata of every part of one image.
+
+        Parameters
+        ----------
+        parts_metadata: Sequence[pydicom.Dataset]
+            Metadata of each instance of the image (one, or the parts of a concatenation)
+
+        Returns
+        -------
+        FrameIndex
+            The frame index
+        """
+        parts_metadata = sorted(
+            parts_metadata,
+            key=lambda d: (
+                int(d.get("InConcatenationNumber", 1) or 1),
+                int(d.get("ConcatenationFrameOffsetNumber", 0) or 0),
+            ),
+        )
+        first = parts_metadata[0]
+        tile_rows = _int(first, "Rows")
+        tile_cols = _int(first, "Columns")
+        total_rows = _int(first, "TotalPixelMatrixRows", tile_rows)
+        total_cols = _int(first, "TotalPixelMatrixColumns", tile_cols)
+        if min(tile_rows, tile_cols, total_rows, total_cols) <= 0:
+            raise InvalidDataError(
+                f"Image {first.get('SOPInstanceUID', '?')} has non-positive dimensions: "
+                f"frames {tile_rows}x{tile_cols}, total pixel matrix {total_rows}x{total_cols}."
+            )
+        grid_rows = -(-total_rows // tile_rows)
+        grid_cols = -(-total_cols // tile_cols)
+        channel_items = get_channel_items(first)
+        channel_ids = tuple(_channel_identifier(first, it) for it in channel_items)
+        planes = get_focal_plane_offsets(first)
+
+        parts: list[ImagePart] = []
+        start = 0
+        for ds in parts_metadata:
+            n = _int(ds, "NumberOfFrames", 1)
+            if not 0 < n <= MAX_FRAMES:
+                raise InvalidDataError(
+                    f"Image {ds.get('SOPInstanceUID', '?')} declares {n} frames; "
+                    f"expected 1..{MAX_FRAMES}."
+                )
+            parts.append(
+                ImagePart(
+                    str(ds.StudyInstanceUID),
+                    str(ds.SeriesInstanceUID),
+                    str(ds.SOPInstanceUID),
+                    start,
+                    n,
+                )
+            )
+            start += n
+        total_frames = start
+        shape = (len(channel_ids), len(planes), grid_rows, grid_cols)
+        if int(np.prod(shape)) > 4 * MAX_FRAMES:
+            raise InvalidDataError(
+                f"Image {first.get('SOPInstanceUID', '?')} would need a tile grid of {shape}; "
+                "its dimensions are implausible."
+            )
+        lookup = np.full(shape, -1, dtype=np.int64)
+        organization = str(first.get("DimensionOrganizationType", ""))
+        if organization == "TILED_FULL":
+            expected = int(np.prod(shape))
+            if total_frames < expected:
+                raise InvalidDataError(
+                    f"TILED_FULL image {first.get('SOPInstanceUID', '?')} has {total_frames} "
+                    f"frames but its tiling of {grid_rows}x{grid_cols} tiles, {len(planes)} focal "
+                    f"plane(s) and {len(channel_ids)} channel(s) needs {expected}."
+                )
+            lookup[...] = np.arange(expected, dtype=np.int64).reshape(shape)
+        else:
+            _fill_from_per_frame_items(
+                lookup, parts_metadata, channel_ids, planes, tile_rows, tile_cols
+            )
+        return cls(
+            parts=parts,
+            tile_rows=tile_rows,
+            tile_columns=tile_cols,
+            total_rows=total_rows,
+            total_columns=total_cols,
+            lookup=lookup,
+            channel_identifiers=channel_ids,
+            focal_plane_offsets=tuple(planes),
+        )
+
+
+def _fill_from_per_frame_items(
+    lookup: np.ndarray,
+    parts_metadata: Sequence[Dataset],
+    channel_ids: tuple[str, ...],
+    planes: Sequence[float],
+    tile_rows: int,
+    tile_cols: int,
+) -> None:
+    first = parts_metadata[0]
+    is_seg = str(first.get("SOPClassUID", "")) == _SEGMENTATION_SOP_CLASS
+    channel_of = {cid: i for i, cid in enumerate(channel_ids)}
+    plane_of = {round(z, 6): i for i, z in enumerate(planes)}
+    grid_rows, grid_cols = lookup.shape[2], lookup.shape[3]
+    global_frame = 0
+    for ds in parts_metadata:
+        uid = ds.get("SOPInstanceUID", "?")
+        n = int(ds.get("NumberOfFrames", 1) or 1)
+        items = ds.get("PerFrameFunctionalGroupsSequence")
+        if items is None or len(items) != n:
+            raise InvalidDataError(
+                f"Image {uid} has {n} frames but "
+                f"{0 if items is None else len(items)} per-frame functional group items and no "
+                "TILED_FULL dimension organization; frame positions are unknown."
+            )
+        shared_path = _shared_item(ds, "OpticalPathIdentificationSequence")
+        shared_seg = _shared_item(ds, "SegmentIdentificationSequence")
+        for item in items:
+            pos_seq = item.get("PlanePositionSlideSequence")
+            if not pos_seq:
+                raise InvalidDataError(f"Frame {global_frame + 1} of image {uid} has no position.")
+            pos = pos_seq[0]
+            row = int(pos.RowPositionInTotalImagePixelMatrix) - 1
+            col = int(pos.ColumnPositionInTotalImagePixelMatrix) - 1
+            if row % tile_rows or col % tile_cols:
+                raise UnsupportedError(
+                    f"Frame {global_frame + 1} of image {uid} starts at pixel ({row}, {col}), "
+                    f"which is not on the {tile_rows}x{tile_cols} tile grid."
+                )
+            tr, tc = row // tile_rows, col // tile_cols
+            if not (0 <= tr < grid_rows and 0 <= tc < grid_cols):
+                raise InvalidDataError(
+                    f"Frame {global_frame + 1} of image {uid} lies outside the total pixel "
+                    f"matrix at pixel ({row}, {col})."
+                )
+            z = 0
+            if "ZOffsetInSlideCoordinateSystem" in pos:
+                z = plane_of.get(round(float(pos.ZOffsetInSlideCoordinateSystem), 6), 0)
+            c = 0
+            if is_seg:
+                seg = item.get("SegmentIdentificationSequence")
+                seg_item = seg[0] if seg else shared_seg
+                if seg_item is not None:
+                    c = channel_of.get(str(seg_item.ReferencedSegmentNumber), 0)
+            else:
+                path = item.get("OpticalPathIdentificationSequence")
+                path_item = path[0] if path else shared_path
+                if path_item is not None:
+                    c = channel_of.get(str(path_item.OpticalPathIdentifier), 0)
+            lookup[c, z, tr, tc] = global_frame
+            global_frame += 1
+
+
+def iter_tiles_in_region(
+    offset: tuple[int, int],
+    size: tuple[int, int],
+    tile_shape: tuple[int, int],
+    grid_shape: tuple[int, int],
+) -> list[tuple[int, int, tuple[slice, slice], tuple[slice, slice]]]:
+    """Tiles that a region of the total pixel matrix touches.
+
+    Parameters
+    ----------
+    offset: tuple[int, int]
+        Zero-based (row, column) of the region's top-left pixel; may be negative
+    size: tuple[int, int]
+        (rows, columns) of the region
+    tile_shape: tuple[int, int]
+        (rows, columns) of a tile
+    grid_shape: tuple[int, int]
+        (rows, columns) of the tile grid
+
+    Returns
+    -------
+    list[tuple[int, int, tuple[slice, slice], tuple[slice, slice]]]
+        For each touched tile: tile row, tile column, the slices into the tile, and the slices
+        into the region array where those pixels go
+    """
+    r0, c0 = offset
+    h, w = size
+    th, tw = tile_shape
+    out = []
+    first_tr = max(r0, 0) // th
+    last_tr = min(r0 + h, grid_shape[0] * th) - 1
+    first_tc = max(c0, 0) // tw
+    last_tc = min(c0 + w, grid_shape[1] * tw) - 1
+    if last_tr < max(r0, 0) or last_tc < max(c0, 0):
+        return out
+    for tr in range(first_tr, last_tr // th + 1):
+        top = tr * th
+        ys, ye = max(r0, top), min(r0 + h, top + th)
+        for tc in range(first_tc, last_tc // tw + 1):
+            left = tc * tw
+            xs, xe = max(c0, left), min(c0 + w, left + tw)
+            out.append(
+                (
+                    tr,
+                    tc,
+                    (slice(ys - top, ye - top), slice(xs - left, xe - left)),
+                    (slice(ys - r0, ye - r0), slice(xs - c0, xe - c0)),
+                )
+            )
+    return out
+
+
+def compute_frame_positions(
+    image: Dataset,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Compute the positions of frames.
+
+    Parameters
+    ----------
+    image: pydicom.Dataset
+        Metadata of a tiled image
+
+    Returns
+    -------
+    total_pixel_matrix_positions: numpy.ndarray
+        Zero-based (row, column) offset of the top-left pixel of each frame in the total pixel
+        matrix, shape (frames, 2)
+    slide_positions: numpy.ndarray
+        (x, y, z) slide coordinates in millimetres of the top-left pixel of each frame (z in
+        micrometres as stored), shape (frames, 3)
+    channel_indices: numpy.ndarray
+        Zero-based channel index of each frame
+    focal_plane_indices: numpy.ndarray
+        Zero-based focal plane index of each frame
+    """
+    from dicomslide.coordinates import ImageGeometry
+
+    index = FrameIndex.from_metadata([image])
+    n = int(image.get("NumberOfFrames", 1) or 1)
+    positions = np.zeros((n, 2), dtype=np.int64)
+    channels = np.zeros(n, dtype=np.int64)
+    planes = np.zeros(n, dtype=np.int64)
+    c_idx, z_idx, tr_idx, tc_idx = np.nonzero(index.lookup >= 0)
+    frames = index.lookup[c_idx, z_idx, tr_idx, tc_idx]
+    keep = frames < n
+    frames = frames[keep]
+    positions[frames, 0] = tr_idx[keep] * index.tile_rows
+    positions[frames, 1] = tc_idx[keep] * index.tile_columns
+    channels[frames] = c_idx[keep]
+    planes[frames] = z_idx[keep]
+    geometry = ImageGeometry.from_dataset(image)
+    slide = geometry.pixel_to_slide(positions.astype(np.float64))
+    slide[:, 2] = np.asarray(index.focal_plane_offsets, dtype=np.float64)[planes]
+    return positions, slide, channels, planes

@@ -1,0 +1,1108 @@
+"""Tiled images and their total pixel matrices (async).
+
+A :class:`TiledImage` is one DICOM image (a pyramid level, a label, an overview, a segmentation
+level...) — one instance, or the parts of a concatenation. A :class:`TotalPixelMatrix` is the
+2-D pixel matrix of one channel and focal plane of it, read tile by tile.
+
+Reading a region: the tiles it touches are looked up in the image's
+:class:`~dicomslide.geometry.FrameIndex`, their frames are asked of the client's
+:class:`~dicomslide.frames.FrameService` (cache, single-flight, coalescing), and each frame is
+decoded in the thread pool as soon as it arrives and pasted straight into the output array.
+
+Fill values
+-----------
+Pixels with no frame (missing tiles of TILED_SPARSE images, slide regions outside the scanned
+area) are white (255 or the maximum value) for colour images and 0 for monochrome images,
+segmentations and parametric maps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from pydicom import Dataset
+
+from dicomslide.codecs import PixelFormat, decode_frame
+from dicomslide.color import ColorTransform, get_color_transform
+from dicomslide.coordinates import ImageGeometry
+from dicomslide.enums import ChannelTypes
+from dicomslide.errors import RegionError
+from dicomslide.frames import FrameService, InstanceRef
+from dicomslide.geometry import FrameIndex, get_channel_items, iter_tiles_in_region
+from dicomslide.runtime import as_source, decode_executor, frame_service
+from dicomslide.sources.protocol import EncodedFrame, Source
+
+__all__ = ["TiledImage", "TotalPixelMatrix"]
+
+_SEGMENTATION_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
+_PARAMETRIC_MAP_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.30"
+
+
+def _check_index(value: int, count: int, what: str, where: str) -> int:
+    if not isinstance(value, int | np.integer) or isinstance(value, bool):
+        raise RegionError(f"{what} must be an integer, got {value!r}.")
+    if not 0 <= value < count:
+        raise RegionError(f"{what} {value} is out of range for {where}: valid is 0..{count - 1}.")
+    return int(value)
+
+
+def _pair(value: Sequence[int], what: str) -> tuple[int, int]:
+    try:
+        a, b = value
+        return int(a), int(b)
+    except (TypeError, ValueError):
+        raise RegionError(f"{what} must be a pair of integers, got {value!r}.") from None
+
+
+class _ImageState:
+    """What a tiled image and all its total pixel matrices share."""
+
+    def __init__(
+        self,
+        source: Source,
+        parts_metadata: Sequence[Dataset],
+        correct_color: bool,
+    ) -> None:
+        self.source = source
+        self.parts_metadata = list(parts_metadata)
+        self.metadata = self.parts_metadata[0]
+        self.format = PixelFormat.from_dataset(self.metadata)
+        self.correct_color = correct_color
+        self._index: FrameIndex | None = None
+        self._index_lock: asyncio.Lock | None = None
+        self._icc_loaded = False
+        self._color: ColorTransform | None = None
+
+    def index(self) -> FrameIndex:
+        if self._index is None:
+            self._index = FrameIndex.from_metadata(self.parts_metadata)
+        return self._index
+
+    async def aindex(self) -> FrameIndex:
+        if self._index is None:
+            # Per-frame functional groups of large sparse images take a while to walk.
+            self._index = await asyncio.to_thread(FrameIndex.from_metadata, self.parts_metadata)
+        return self._index
+
+    def is_color(self) -> bool:
+        return self.format.samples_per_pixel == 3
+
+    def fill_value(self) -> int | float:
+        if self.is_color():
+            return int(np.iinfo(self.format.dtype).max) if self.format.dtype.kind == "u" else 0
+        return 0
+
+    async def color_transform(self) -> ColorTransform | None:
+        if not (self.correct_color and self.is_color()):
+            return None
+        if not self._icc_loaded:
+            profile = b""
+            for item in self.metadata.get("OpticalPathSequence", []):
+                value = item.get("ICCProfile")
+                if value:
+                    profile = bytes(value)
+                    break
+                uris = getattr(item, "dicomslide_bulkdata_uris", {})
+                uri = uris.get("00282000")
+                if uri:
+                    profile = await self.source.retrieve_bulkdata(uri)
+                    break
+            if not profile and "ICCProfile" in self.metadata:
+                profile = bytes(self.metadata.ICCProfile or b"")
+            self._color = await asyncio.to_thread(get_color_transform, profile)
+            self._icc_loaded = True
+        return self._color
+
+    def decode_into(
+        self,
+        frame: EncodedFrame,
+        sop_instance_uid: str,
+        frame_number: int,
+        color: ColorTransform | None,
+        out: np.ndarray,
+        pastes: Sequence[tuple[tuple[slice, slice], tuple[slice, slice]]],
+    ) -> None:
+        tile = decode_frame(
+            frame.data,
+            frame.transfer_syntax_uid,
+            self.format,
+            sop_instance_uid=sop_instance_uid,
+            frame_number=frame_number,
+        )
+        if color is not None:
+            tile = color.apply(tile)
+        for tile_slices, out_slices in pastes:
+            out[out_slices] = tile[tile_slices]
+
+    async def read(
+        self,
+        channel: int,
+        plane: int,
+        offset: tuple[int, int],
+        size: tuple[int, int],
+    ) -> np.ndarray:
+        """Pixels of a region; pixels outside the matrix or without a frame are filled."""
+        index = await self.aindex()
+        color = await self.color_transform()
+        service: FrameService = frame_service(self.source)
+        fmt = self.format
+        out_samples = 3 if fmt.samples_per_pixel == 3 else fmt.samples_per_pixel
+        out = np.full((size[0], size[1], out_samples), self.fill_value(), dtype=fmt.dtype)
+        lookup = index.lookup[channel, plane]
+        by_frame: dict[int, list[tuple[tuple[slice, slice], tuple[slice, slice]]]] = {}
+        for tr, tc, tile_sl, out_sl in iter_tiles_in_region(
+            offset, size, (index.tile_rows, index.tile_columns), index.grid_shape
+        ):
+            frame = int(lookup[tr, tc])
+            if frame >= 0:
+                by_frame.setdefault(frame, []).append((tile_sl, out_sl))
+        if not by_frame:
+            return out
+        by_part: dict[str, list[int]] = {}
+        parts = {}
+        for frame in by_frame:
+            part, number = index.locate(frame)
+            parts[part.sop_instance_uid] = part
+            by_part.setdefault(part.sop_instance_uid, []).append(frame)
+        waiting: dict[asyncio.Future[EncodedFrame], tuple[str, int, int]] = {}
+        for uid, frames in by_part.items():
+            part = parts[uid]
+            numbers = [frame - part.first_frame + 1 for frame in frames]
+            ref = InstanceRef(part.study_instance_uid, part.series_instance_uid, uid)
+            for fut, frame, number in zip(
+                service.request(ref, numbers), frames, numbers, strict=True
+            ):
+                waiting[fut] = (uid, frame, number)
+        loop = asyncio.get_running_loop()
+        executor = decode_executor()
+        decodes: list[asyncio.Future[None]] = []
+        pending: set[asyncio.Future[EncodedFrame]] = set(waiting)
+        try:
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for fut in done:
+                    uid, frame, number = waiting[fut]
+                    decodes.append(
+                        loop.run_in_executor(
+                            executor,
+                            self.decode_into,
+                            fut.result(),
+                            uid,
+                            number,
+                            color,
+                            out,
+                            by_frame[frame],
+                        )
+                    )
+            if decodes:
+                await asyncio.gather(*decodes)
+        except BaseException:
+            # Decodes still running write into an array nobody will see; let them finish
+            # quietly instead of logging "exception never retrieved".
+            for d in decodes:
+                d.add_done_callback(lambda f: f.cancelled() or f.exception())
+            raise
+        return out
+
+
+class TotalPixelMatrix:
+    """Total pixel matrix of one channel and focal plane of a tiled image.
+
+    Instances index like NumPy arrays, asynchronously: ``await matrix[:256, 256:512, :]`` gives a
+    region (negative indices and clipping exactly as NumPy), while a one-dimensional index gives
+    tiles of the flattened tile grid: ``await matrix[0]`` is one tile,
+    ``await matrix[[0, 1, 5]]`` and ``await matrix[2:6]`` are stacks of tiles. Tiles at the right
+    and bottom edges are returned at full tile size, padded with the fill value.
+
+    Parameters
+    ----------
+    client: Any
+        A dicomslide client or a ``dicomweb_client.DICOMClient``
+    image_metadata: pydicom.Dataset
+        Metadata of a tiled DICOM image
+    channel_index: int, optional
+        Zero-based channel index
+    focal_plane_index: int, optional
+        Zero-based focal plane index
+    max_frame_cache_size: int, optional
+        Accepted for compatibility with dicomslide 0.7; frames are cached per client in a
+        byte-bounded cache instead (see :func:`dicomslide.get_cache_stats`)
+    correct_color: bool, optional
+        Whether colour images are transformed from their ICC profile to sRGB
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        image_metadata: Dataset,
+        channel_index: int = 0,
+        focal_plane_index: int = 0,
+        max_frame_cache_size: int = 9,
+        correct_color: bool = True,
+        *,
+        _state: _ImageState | None = None,
+    ) -> None:
+        if _state is None:
+            _state = _ImageState(as_source(client), [image_metadata], correct_color)
+        self._state = _state
+        index = _state.index()
+        self._channel = _check_index(
+            channel_index, len(index.channel_identifiers), "Channel index", "this image"
+        )
+        self._plane = _check_index(
+            focal_plane_index, len(index.focal_plane_offsets), "Focal plane index", "this image"
+        )
+        self._index = index
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        """Data type of the pixels.
+
+        Returns
+        -------
+        numpy.dtype
+            Data type
+        """
+        return self._state.format.dtype
+
+    @property
+    def ndim(self) -> int:
+        """Number of dimensions (always 3).
+
+        Returns
+        -------
+        int
+            3
+        """
+        return 3
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """Rows, columns and samples per pixel.
+
+        Returns
+        -------
+        tuple[int, int, int]
+            Shape of the whole matrix
+        """
+        return (self._index.total_rows, self._index.total_columns, self._samples)
+
+    @property
+    def _samples(self) -> int:
+        return self._state.format.samples_per_pixel
+
+    @property
+    def size(self) -> int:
+        """Number of values (rows x columns x samples).
+
+        Returns
+        -------
+        int
+            Size
+        """
+        rows, columns, samples = self.shape
+        return rows * columns * samples
+
+    @property
+    def num_tiles(self) -> int:
+        """Number of tiles of the tile grid.
+
+        Returns
+        -------
+        int
+            Grid rows x grid columns
+        """
+        rows, columns = self._index.grid_shape
+        return rows * columns
+
+    def __len__(self) -> int:
+        return self.num_tiles
+
+    @property
+    def tile_shape(self) -> tuple[int, int, int]:
+        """Rows, columns and samples per pixel of one tile.
+
+        Returns
+        -------
+        tuple[int, int, int]
+            Tile shape
+        """
+        return (self._index.tile_rows, self._index.tile_columns, self._samples)
+
+    @property
+    def tile_size(self) -> int:
+        """Number of values of one tile.
+
+        Returns
+        -------
+        int
+            Tile size
+        """
+        rows, columns, samples = self.tile_shape
+        return rows * columns * samples
+
+    @property
+    def tile_grid_shape(self) -> tuple[int, int]:
+        """Number of tile rows and tile columns.
+
+        Returns
+        -------
+        tuple[int, int]
+            Grid shape
+        """
+        return self._index.grid_shape
+
+    @property
+    def tile_grid_positions(self) -> np.ndarray:
+        """Zero-based (row, column) grid position of every tile, in flattened order.
+
+        Returns
+        -------
+        numpy.ndarray
+            Array of shape (num_tiles, 2)
+        """
+        rows, columns = self.tile_grid_shape
+        r, c = np.divmod(np.arange(rows * columns), columns)
+        return np.stack([r, c], axis=1)
+
+    @property
+    def tile_positions(self) -> np.ndarray:
+        """Zero-based (row, column) pixel offset of every tile, in flattened order.
+
+        Returns
+        -------
+        numpy.ndarray
+            Array of shape (num_tiles, 2)
+        """
+        return self.tile_grid_positions * np.array(
+            [self._index.tile_rows, self._index.tile_columns]
+        )
+
+    def _check_tile_index(self, index: int) -> int:
+        return _check_index(index, self.num_tiles, "Tile index", "this total pixel matrix")
+
+    def get_tile_grid_position(self, index: int) -> tuple[int, int]:
+        """Position of a tile in the tile grid.
+
+        Parameters
+        ----------
+        index: int
+            Zero-based index of the tile in the flattened grid
+
+        Returns
+        -------
+        tuple[int, int]
+            Zero-based (row, column) grid position
+        """
+        i = self._check_tile_index(index)
+        r, c = divmod(i, self.tile_grid_shape[1])
+        return r, c
+
+    def get_tile_position(self, index: int) -> tuple[int, int]:
+        """Pixel offset of a tile.
+
+        Parameters
+        ----------
+        index: int
+            Zero-based index of the tile in the flattened grid
+
+        Returns
+        -------
+        tuple[int, int]
+            Zero-based (row, column) offset in the total pixel matrix
+        """
+        r, c = self.get_tile_grid_position(index)
+        return r * self._index.tile_rows, c * self._index.tile_columns
+
+    def get_tile_bounding_box(self, index: int) -> tuple[tuple[int, int], tuple[int, int]]:
+        """Bounding box of a tile, clipped to the matrix.
+
+        Parameters
+        ----------
+        index: int
+            Zero-based tile index
+
+        Returns
+        -------
+        tuple[tuple[int, int], tuple[int, int]]
+            Zero-based (row, column) offset and (rows, columns) size
+        """
+        r, c = self.get_tile_position(index)
+        rows = min(self._index.tile_rows, self._index.total_rows - r)
+        columns = min(self._index.tile_columns, self._index.total_columns - c)
+        return (r, c), (rows, columns)
+
+    def get_tile_index(
+        self,
+        position: tuple[int, int] | None = None,
+        frame_number: int | None = None,
+    ) -> int:
+        """Index of a tile given its grid position or its frame number.
+
+        Parameters
+        ----------
+        position: tuple[int, int] | None, optional
+            Zero-based (row, column) grid position
+        frame_number: int | None, optional
+            One-based frame number in the image (over all parts of a concatenation)
+
+        Returns
+        -------
+        int
+            Zero-based tile index in the flattened grid
+        """
+        rows, columns = self.tile_grid_shape
+        if position is not None:
+            r, c = _pair(position, "Tile grid position")
+            _check_index(r, rows, "Tile grid row", "this total pixel matrix")
+            _check_index(c, columns, "Tile grid column", "this total pixel matrix")
+            return r * columns + c
+        if frame_number is not None:
+            lookup = self._index.lookup[self._channel, self._plane]
+            hits = np.argwhere(lookup == int(frame_number) - 1)
+            if len(hits) == 0:
+                raise RegionError(
+                    f"Frame {frame_number} does not belong to channel {self._channel} and "
+                    f"focal plane {self._plane} of this image."
+                )
+            return int(hits[0][0]) * columns + int(hits[0][1])
+        raise RegionError("Either position or frame_number must be given.")
+
+    async def read_region(self, offset: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
+        """Read a region; pixels outside the matrix are filled (see module notes).
+
+        Parameters
+        ----------
+        offset: tuple[int, int]
+            Zero-based (row, column) of the top-left pixel (may be negative)
+        size: tuple[int, int]
+            (rows, columns) of the region
+
+        Returns
+        -------
+        numpy.ndarray
+            Array of shape (rows, columns, samples)
+        """
+        return await self._state.read(self._channel, self._plane, offset, size)
+
+    async def read_tiles(self, indices: Sequence[int]) -> np.ndarray:
+        """Read whole tiles (edge tiles padded to full size).
+
+        Parameters
+        ----------
+        indices: Sequence[int]
+            Zero-based tile indices
+
+        Returns
+        -------
+        numpy.ndarray
+            Array of shape (len(indices), tile rows, tile columns, samples)
+        """
+        th, tw, _ = self.tile_shape
+        tiles = await asyncio.gather(
+            *(self.read_region(self.get_tile_position(i), (th, tw)) for i in indices)
+        )
+        if not tiles:
+            return np.empty((0, *self.tile_shape), dtype=self.dtype)
+        return np.stack(tiles)
+
+    async def _getitem(self, key: Any) -> np.ndarray:
+        if isinstance(key, tuple):
+            if not 1 <= len(key) <= 3 or Ellipsis in key:
+                raise RegionError(
+                    f"Index {key!r} must have 2 or 3 components (rows, columns[, samples])."
+                )
+            if len(key) == 1:
+                return await self._getitem(key[0])
+            rows_key, cols_key = key[0], key[1]
+            samples_key = key[2] if len(key) == 3 else slice(None)
+            row_slice = self._as_slice(rows_key, self.shape[0], "row")
+            col_slice = self._as_slice(cols_key, self.shape[1], "column")
+            r0, r1, rs = row_slice.indices(self.shape[0])
+            c0, c1, cs = col_slice.indices(self.shape[1])
+            rows = range(r0, r1, rs)
+            cols = range(c0, c1, cs)
+            if len(rows) == 0 or len(cols) == 0:
+                region = np.empty((len(rows), len(cols), self.shape[2]), dtype=self.dtype)
+            else:
+                top, bottom = min(rows[0], rows[-1]), max(rows[0], rows[-1]) + 1
+                left, right = min(cols[0], cols[-1]), max(cols[0], cols[-1]) + 1
+                region = await self.read_region((top, left), (bottom - top, right - left))
+                if rs != 1:
+                    region = region[np.asarray(rows) - top]
+                if cs != 1:
+                    region = region[:, np.asarray(cols) - left]
+            squeeze = []
+            if isinstance(rows_key, int | np.integer):
+                squeeze.append(0)
+            if isinstance(cols_key, int | np.integer):
+                squeeze.append(1)
+            region = region[:, :, samples_key]
+            if squeeze:
+                region = np.squeeze(region, axis=tuple(squeeze))
+            return np.ascontiguousarray(region)
+        if isinstance(key, int | np.integer) and not isinstance(key, bool):
+            i = int(key)
+            if i < 0:
+                i += self.num_tiles
+            tiles = await self.read_tiles([self._check_tile_index(i)])
+            return tiles[0]
+        if isinstance(key, slice):
+            indices = list(range(*key.indices(self.num_tiles)))
+            return await self.read_tiles(indices)
+        if isinstance(key, list | np.ndarray):
+            indices = [
+                self._check_tile_index(int(i) + (self.num_tiles if int(i) < 0 else 0))
+                for i in np.asarray(key).ravel()
+            ]
+            return await self.read_tiles(indices)
+        raise RegionError(f"Unsupported index {key!r} for a total pixel matrix.")
+
+    @staticmethod
+    def _as_slice(key: Any, length: int, what: str) -> slice:
+        if isinstance(key, slice):
+            return key
+        if isinstance(key, int | np.integer) and not isinstance(key, bool):
+            i = int(key)
+            if not -length <= i < length:
+                raise RegionError(
+                    f"Index {i} is out of bounds for the {what} axis with size {length}."
+                )
+            i %= length
+            return slice(i, i + 1)
+        raise RegionError(f"Unsupported {what} index {key!r}: use an integer or a slice.")
+
+    def __getitem__(self, key: Any) -> Any:
+        """Index the matrix; returns an awaitable that resolves to a NumPy array.
+
+        Parameters
+        ----------
+        key: Any
+            A 2- or 3-component tuple of ints/slices (pixel region) or a 1-D tile index (int,
+            slice, list of ints)
+
+        Returns
+        -------
+        Awaitable[numpy.ndarray]
+            The pixels
+        """
+        return self._getitem(key)
+
+
+class TiledImage:
+    """A tiled DICOM image (one instance, or the parts of one concatenation).
+
+    Parameters
+    ----------
+    client: Any
+        A dicomslide client or a ``dicomweb_client.DICOMClient``
+    image_metadata: pydicom.Dataset
+        Metadata of a tiled DICOM image
+    max_frame_cache_size: int, optional
+        Accepted for compatibility with dicomslide 0.7; frames are cached per client in a
+        byte-bounded cache instead (see :func:`dicomslide.get_cache_stats`)
+    correct_color: bool, optional
+        Whether colour images are transformed from their ICC profile to sRGB
+    concatenation_parts: Sequence[pydicom.Dataset] | None, optional
+        Metadata of every part when the image is a concatenation (``image_metadata`` is then
+        one of them)
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        image_metadata: Dataset,
+        max_frame_cache_size: int = 6,
+        correct_color: bool = True,
+        concatenation_parts: Sequence[Dataset] | None = None,
+    ) -> None:
+        parts = list(concatenation_parts) if concatenation_parts else [image_metadata]
+        self._state = _ImageState(as_source(client), parts, correct_color)
+        self._geometry = ImageGeometry.from_dataset(self._state.metadata)
+        self._matrices: dict[tuple[int, int], TotalPixelMatrix] = {}
+
+    @property
+    def metadata(self) -> Dataset:
+        """Image metadata (of the first part of a concatenation).
+
+        Returns
+        -------
+        pydicom.Dataset
+            Metadata
+        """
+        return self._state.metadata
+
+    @property
+    def frame_index(self) -> FrameIndex:
+        """Where each tile of each channel and focal plane is stored.
+
+        Returns
+        -------
+        dicomslide.geometry.FrameIndex
+            The frame index
+        """
+        return self._state.index()
+
+    @property
+    def sop_instance_uids(self) -> tuple[str, ...]:
+        """SOP Instance UIDs of all parts.
+
+        Returns
+        -------
+        tuple[str, ...]
+            UIDs in concatenation order
+        """
+        return tuple(str(d.SOPInstanceUID) for d in self._state.parts_metadata)
+
+    @property
+    def frame_of_reference_uid(self) -> str:
+        """Frame of Reference UID (empty string when the image has none).
+
+        Returns
+        -------
+        str
+            UID
+        """
+        return str(self.metadata.get("FrameOfReferenceUID", ""))
+
+    @property
+    def channel_type(self) -> ChannelTypes:
+        """Type of the channels of this image.
+
+        Returns
+        -------
+        dicomslide.ChannelTypes
+            Channel type
+        """
+        sop_class = str(self.metadata.get("SOPClassUID", ""))
+        if sop_class == _SEGMENTATION_SOP_CLASS:
+            return ChannelTypes.SEGMENT
+        if sop_class == _PARAMETRIC_MAP_SOP_CLASS:
+            return ChannelTypes.PARAMETER
+        return ChannelTypes.OPTICAL_PATH
+
+    @property
+    def num_channels(self) -> int:
+        """Number of channels.
+
+        Returns
+        -------
+        int
+            Number of optical paths, segments or parameters
+        """
+        return len(get_channel_items(self.metadata))
+
+    @property
+    def num_focal_planes(self) -> int:
+        """Number of focal planes.
+
+        Returns
+        -------
+        int
+            Number of focal planes
+        """
+        return len(self.frame_index.focal_plane_offsets)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """Number of total pixel matrix rows and columns.
+
+        Returns
+        -------
+        tuple[int, int]
+            (rows, columns)
+        """
+        rows = int(self.metadata.get("TotalPixelMatrixRows", self.metadata.Rows))
+        columns = int(self.metadata.get("TotalPixelMatrixColumns", self.metadata.Columns))
+        return rows, columns
+
+    @property
+    def pixel_spacing(self) -> tuple[float, float]:
+        """Spacing between rows and between columns in millimetres.
+
+        Returns
+        -------
+        tuple[float, float]
+            Pixel spacing
+        """
+        return self._geometry.pixel_spacing
+
+    @property
+    def geometry(self) -> ImageGeometry:
+        """Mapping between pixel indices and slide coordinates.
+
+        Returns
+        -------
+        dicomslide.coordinates.ImageGeometry
+            Geometry
+        """
+        return self._geometry
+
+    def _corners(self) -> np.ndarray:
+        rows, columns = self.size
+        corners = np.array(
+            [[-0.5, -0.5], [-0.5, columns - 0.5], [rows - 0.5, -0.5], [rows - 0.5, columns - 0.5]]
+        )
+        return self._geometry.pixel_to_slide(corners)[:, :2]
+
+    @property
+    def physical_offset(self) -> tuple[float, float]:
+        """Smallest X and Y slide coordinate (mm) covered by the total pixel matrix.
+
+        Returns
+        -------
+        tuple[float, float]
+            (x, y) in millimetres
+        """
+        lo = self._corners().min(axis=0)
+        return float(lo[0]), float(lo[1])
+
+    @property
+    def physical_size(self) -> tuple[float, float]:
+        """Extent of the total pixel matrix along the slide X and Y axes (mm).
+
+        Returns
+        -------
+        tuple[float, float]
+            (width along X, height along Y) in millimetres
+        """
+        corners = self._corners()
+        extent = corners.max(axis=0) - corners.min(axis=0)
+        return float(extent[0]), float(extent[1])
+
+    def get_channel_identifier(self, channel_index: int) -> str:
+        """Identifier of a channel.
+
+        Parameters
+        ----------
+        channel_index: int
+            Zero-based channel index
+
+        Returns
+        -------
+        str
+            Optical path identifier or segment number
+
+        Raises
+        ------
+        ValueError
+            When no channel has that index
+        """
+        ids = self.frame_index.channel_identifiers
+        return ids[_check_index(channel_index, len(ids), "Channel index", "this image")]
+
+    def get_channel_index(self, channel_identifier: str) -> int:
+        """Index of a channel.
+
+        Parameters
+        ----------
+        channel_identifier: str
+            Optical path identifier or segment number
+
+        Returns
+        -------
+        int
+            Zero-based channel index
+
+        Raises
+        ------
+        ValueError
+            When no channel has that identifier
+        """
+        ids = self.frame_index.channel_identifiers
+        try:
+            return ids.index(str(channel_identifier))
+        except ValueError:
+            raise RegionError(
+                f"No channel with identifier {channel_identifier!r}; this image has {list(ids)}."
+            ) from None
+
+    def get_focal_plane_offset(self, focal_plane_index: int) -> float:
+        """Z offset of a focal plane in micrometres.
+
+        Parameters
+        ----------
+        focal_plane_index: int
+            Zero-based focal plane index
+
+        Returns
+        -------
+        float
+            Z offset in micrometres
+
+        Raises
+        ------
+        ValueError
+            When no focal plane has that index
+        """
+        offsets = self.frame_index.focal_plane_offsets
+        i = _check_index(focal_plane_index, len(offsets), "Focal plane index", "this image")
+        return offsets[i]
+
+    def get_focal_plane_index(self, focal_plane_offset: float) -> int:
+        """Index of the focal plane at a Z offset.
+
+        Parameters
+        ----------
+        focal_plane_offset: float
+            Z offset in micrometres
+
+        Returns
+        -------
+        int
+            Zero-based focal plane index
+
+        Raises
+        ------
+        ValueError
+            When no focal plane is at that offset (to within 1 nm)
+        """
+        offsets = self.frame_index.focal_plane_offsets
+        for i, z in enumerate(offsets):
+            if math.isclose(z, float(focal_plane_offset), abs_tol=1e-3):
+                return i
+        raise RegionError(
+            f"No focal plane at Z offset {focal_plane_offset} um; this image has {list(offsets)}."
+        )
+
+    def get_total_pixel_matrix(
+        self, channel_index: int = 0, focal_plane_index: int = 0
+    ) -> TotalPixelMatrix:
+        """Total pixel matrix of a channel and focal plane.
+
+        Parameters
+        ----------
+        channel_index: int, optional
+            Zero-based channel index
+        focal_plane_index: int, optional
+            Zero-based focal plane index
+
+        Returns
+        -------
+        dicomslide.TotalPixelMatrix
+            The matrix
+        """
+        key = (channel_index, focal_plane_index)
+        matrix = self._matrices.get(key)
+        if matrix is None:
+            matrix = TotalPixelMatrix(
+                None,
+                self.metadata,
+                channel_index,
+                focal_plane_index,
+                _state=self._state,
+            )
+            self._matrices[key] = matrix
+        return matrix
+
+    def _check_region(self, offset: Sequence[int], size: Sequence[int]) -> tuple[Any, Any]:
+        r, c = _pair(offset, "Offset")
+        h, w = _pair(size, "Size")
+        rows, columns = self.size
+        if h < 1 or w < 1:
+            raise RegionError(f"Region size must be positive, got (rows, columns) = ({h}, {w}).")
+        if not (r >= 0 and c >= 0 and r + h <= rows and c + w <= columns):
+            raise RegionError(
+                f"Region at (row, column) ({r}, {c}) of size ({h}, {w}) does not fit the "
+                f"{rows} x {columns} total pixel matrix: rows must lie in [0, {rows}) and "
+                f"columns in [0, {columns})."
+            )
+        return (r, c), (h, w)
+
+    async def get_image_region(
+        self,
+        offset: tuple[int, int],
+        size: tuple[int, int],
+        channel_index: int = 0,
+        focal_plane_index: int = 0,
+    ) -> np.ndarray:
+        """Read a region of the total pixel matrix.
+
+        Parameters
+        ----------
+        offset: tuple[int, int]
+            Zero-based (row, column) of the region's top-left pixel
+        size: tuple[int, int]
+            (rows, columns) of the region; the region must lie inside the matrix
+        channel_index: int, optional
+            Zero-based channel index
+        focal_plane_index: int, optional
+            Zero-based focal plane index
+
+        Returns
+        -------
+        numpy.ndarray
+            Array of shape (rows, columns, samples per pixel)
+        """
+        matrix = self.get_total_pixel_matrix(channel_index, focal_plane_index)
+        (r, c), (h, w) = self._check_region(offset, size)
+        return await matrix.read_region((r, c), (h, w))
+
+    def get_slide_offset(self, pixel_indices: tuple[int, int]) -> tuple[float, float]:
+        """Slide coordinates of a pixel.
+
+        Parameters
+        ----------
+        pixel_indices: tuple[int, int]
+            Zero-based (row, column) in the total pixel matrix
+
+        Returns
+        -------
+        tuple[float, float]
+            (x, y) in millimetres
+        """
+        xyz = self._geometry.pixel_to_slide(np.array([_pair(pixel_indices, "Pixel indices")]))
+        return float(xyz[0, 0]), float(xyz[0, 1])
+
+    def get_pixel_indices(self, offset: tuple[float, float]) -> tuple[int, int]:
+        """Pixel nearest to a slide position (may lie outside the matrix).
+
+        Parameters
+        ----------
+        offset: tuple[float, float]
+            (x, y) in millimetres
+
+        Returns
+        -------
+        tuple[int, int]
+            Zero-based (row, column)
+        """
+        rc = self._geometry.slide_to_pixel(np.array([[float(offset[0]), float(offset[1])]]))
+        return int(np.rint(rc[0, 0])), int(np.rint(rc[0, 1]))
+
+    def map_pixel_indices_to_slide_coordinates(self, pixel_indices: np.ndarray) -> np.ndarray:
+        """Map pixel indices to slide coordinates.
+
+        Parameters
+        ----------
+        pixel_indices: numpy.ndarray
+            Array of shape (n, 2) of zero-based (row, column) indices
+
+        Returns
+        -------
+        numpy.ndarray
+            Array of shape (n, 3) of (x, y, z) coordinates in millimetres
+        """
+        return self._geometry.pixel_to_slide(np.asarray(pixel_indices, dtype=np.float64))
+
+    def map_slide_coordinates_to_pixel_indices(self, slide_coordinates: np.ndarray) -> np.ndarray:
+        """Map slide coordinates to (nearest) pixel indices.
+
+        Parameters
+        ----------
+        slide_coordinates: numpy.ndarray
+            Array of shape (n, 2) or (n, 3) of (x, y[, z]) in millimetres
+
+        Returns
+        -------
+        numpy.ndarray
+            Array of shape (n, 2) of zero-based (row, column) integer indices
+        """
+        rc = self._geometry.slide_to_pixel(np.asarray(slide_coordinates, dtype=np.float64))
+        return np.rint(rc).astype(np.int64)
+
+    def get_rotation(self) -> float:
+        """Counterclockwise angle (degrees) that aligns the pixel matrix with the slide axes.
+
+        Returns
+        -------
+        float
+            Angle in degrees
+        """
+        return self._geometry.rotation_degrees()
+
+    def get_references(self, sop_class_uid: str | None = None) -> list[tuple[str, str, str]]:
+        """Instances this image references (source images of derived images).
+
+        Parameters
+        ----------
+        sop_class_uid: str | None, optional
+            Only references to instances of this SOP class
+
+        Returns
+        -------
+        list[tuple[str, str, str]]
+            (Study, Series, SOP Instance UID) of each referenced instance
+        """
+        ds = self.metadata
+        study = str(ds.get("StudyInstanceUID", ""))
+        refs: list[tuple[str, str, str]] = []
+        for series in ds.get("ReferencedSeriesSequence", []):
+            for inst in series.get("ReferencedInstanceSequence", []):
+                if sop_class_uid is None or inst.ReferencedSOPClassUID == sop_class_uid:
+                    refs.append(
+                        (study, str(series.SeriesInstanceUID), str(inst.ReferencedSOPInstanceUID))
+                    )
+        for keyword in ("ReferencedImageSequence", "SourceImageSequence"):
+            for inst in ds.get(keyword, []):
+                if sop_class_uid is None or inst.ReferencedSOPClassUID == sop_class_uid:
+                    ref = (study, "", str(inst.ReferencedSOPInstanceUID))
+                    if ref[2] not in {r[2] for r in refs}:
+                        refs.append(ref)
+        return refs
+
+    async def get_slide_region(
+        self,
+        offset: tuple[float, float],
+        size: tuple[float, float],
+        channel_index: int = 0,
+        focal_plane_index: int = 0,
+    ) -> np.ndarray:
+        """Read a region given in slide coordinates, aligned with the slide axes.
+
+        The returned array's columns run along +X and its rows along +Y of the slide coordinate
+        system, one output pixel per image pixel spacing (nearest neighbour). Output pixel
+        (i, j) shows the image pixel nearest to slide position (x + j * s, y + i * s).
+        Parts outside the scanned area are filled (see module notes).
+
+        Parameters
+        ----------
+        offset: tuple[float, float]
+            (x, y) of the region's corner in millimetres
+        size: tuple[float, float]
+            Width (along X) and height (along Y) in millimetres
+        channel_index: int, optional
+            Zero-based channel index
+        focal_plane_index: int, optional
+            Zero-based focal plane index
+
+        Returns
+        -------
+        numpy.ndarray
+            Array of shape (rows, columns, samples per pixel)
+        """
+        matrix = self.get_total_pixel_matrix(channel_index, focal_plane_index)
+        x0, y0 = float(offset[0]), float(offset[1])
+        width, height = float(size[0]), float(size[1])
+        if not (width > 0 and height > 0):
+            raise RegionError(f"Slide region size must be positive, got {size!r} mm.")
+        spacing = float(np.mean(self._geometry.pixel_spacing))
+        n_cols = max(1, round(width / spacing))
+        n_rows = max(1, round(height / spacing))
+        if n_rows * n_cols > 1 << 30:
+            raise RegionError(
+                f"Slide region of {width} x {height} mm would have {n_rows} x {n_cols} pixels at "
+                "this level; choose a lower-resolution level."
+            )
+        xs = x0 + np.arange(n_cols) * spacing
+        ys = y0 + np.arange(n_rows) * spacing
+        # Pixel index = A @ (x, y) + b is affine, so its value along each output axis follows
+        # from two probes per axis; axis-aligned orientations need only 1-D index vectors.
+        probe = self._geometry.slide_to_pixel(
+            np.array([[x0, y0], [x0 + spacing, y0], [x0, y0 + spacing]])
+        )
+        d_col = probe[1] - probe[0]  # change of (row, col) per output column
+        d_row = probe[2] - probe[0]  # change of (row, col) per output row
+        grid_r = probe[0][0] + np.arange(n_rows)[:, None] * d_row[0] + np.arange(n_cols) * d_col[0]
+        grid_c = probe[0][1] + np.arange(n_rows)[:, None] * d_row[1] + np.arange(n_cols) * d_col[1]
+        del xs, ys
+        ri = np.rint(grid_r).astype(np.int64)
+        ci = np.rint(grid_c).astype(np.int64)
+        top, bottom = int(ri.min()), int(ri.max()) + 1
+        left, right = int(ci.min()), int(ci.max()) + 1
+        region = await matrix.read_region((top, left), (bottom - top, right - left))
+        return np.ascontiguousarray(region[ri - top, ci - left])

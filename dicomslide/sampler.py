@@ -1,0 +1,223 @@
+"""Regular-grid sampling of regions of a total pixel matrix (async).
+
+Regions of ``region_dimensions`` are laid on a grid starting at the top-left corner of the
+bounding box (the whole matrix by default). Regions at the right and bottom borders and padding
+that reaches beyond the matrix are filled like every read outside the image (white for colour,
+0 otherwise). With ``tile_grid_positions``, only regions that overlap one of those tiles are
+sampled; a ``bounding_box`` takes precedence, as documented.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Sequence
+
+import numpy as np
+
+from dicomslide.errors import RegionError
+from dicomslide.image import TotalPixelMatrix
+
+__all__ = ["TotalPixelMatrixSampler"]
+
+
+def _padding4(padding: int | Sequence[int]) -> tuple[int, int, int, int]:
+    values = np.atleast_1d(np.asarray(padding)).astype(np.int64).tolist()
+    if len(values) == 1:
+        v = int(values[0])
+        result = (v, v, v, v)
+    elif len(values) == 2:
+        result = (int(values[0]), int(values[1]), int(values[0]), int(values[1]))
+    elif len(values) == 4:
+        result = (int(values[0]), int(values[1]), int(values[2]), int(values[3]))
+    else:
+        raise RegionError(f"Padding must have 1, 2 or 4 values, got {padding!r}.")
+    if min(result) < 0:
+        raise RegionError(f"Padding must not be negative, got {padding!r}.")
+    return result
+
+
+class TotalPixelMatrixSampler:
+    """Sample equally sized regions of a total pixel matrix on a regular grid.
+
+    Use ``len(sampler)``, ``await sampler[i]`` or ``async for region in sampler``.
+
+    Parameters
+    ----------
+    matrix: dicomslide.TotalPixelMatrix
+        Total pixel matrix
+    region_dimensions: tuple[int, int]
+        (rows, columns) of each region
+    bounding_box: tuple[tuple[int, int], tuple[int, int]] | None, optional
+        ((row, column) offset, (rows, columns) size) of the area to sample
+    tile_grid_positions: Sequence[tuple[int, int]] | numpy.ndarray | None, optional
+        Zero-based (row, column) tile grid positions; only regions overlapping them are sampled
+    padding: int | tuple[int, int] | tuple[int, int, int, int], optional
+        Pixels added from neighbouring regions: one value, (left/right, top/bottom) or
+        (left, top, right, bottom)
+    """
+
+    def __init__(
+        self,
+        matrix: TotalPixelMatrix,
+        region_dimensions: tuple[int, int],
+        bounding_box: tuple[tuple[int, int], tuple[int, int]] | None = None,
+        tile_grid_positions: Sequence[tuple[int, int]] | np.ndarray | None = None,
+        padding: int | tuple[int, int] | tuple[int, int, int, int] = 0,
+    ) -> None:
+        self._matrix = matrix
+        rh, rw = (int(v) for v in region_dimensions)
+        if rh < 1 or rw < 1:
+            raise RegionError(f"Region dimensions must be positive, got {region_dimensions!r}.")
+        self._region = (rh, rw)
+        self._padding = _padding4(padding)
+        rows, columns, _ = matrix.shape
+        if bounding_box is not None:
+            (r0, c0), (h, w) = bounding_box
+            r0, c0, h, w = int(r0), int(c0), int(h), int(w)
+            if not (0 <= r0 < rows and 0 <= c0 < columns and h > 0 and w > 0):
+                raise RegionError(
+                    f"Bounding box {bounding_box!r} does not lie in the {rows} x {columns} matrix."
+                )
+            h, w = min(h, rows - r0), min(w, columns - c0)
+        else:
+            r0, c0, h, w = 0, 0, rows, columns
+        self._box = (r0, c0, h, w)
+        grid_rows, grid_cols = -(-h // rh), -(-w // rw)
+        self._grid_shape = (grid_rows, grid_cols)
+        positions = [(i, j) for i in range(grid_rows) for j in range(grid_cols)]
+        if bounding_box is None and tile_grid_positions is not None:
+            th, tw, _ = matrix.tile_shape
+            tiles = np.asarray(tile_grid_positions, dtype=np.int64).reshape(-1, 2)
+            wanted = set()
+            for tr, tc in tiles.tolist():
+                top, left = tr * th, tc * tw
+                for i in range(max(0, top // rh), min(grid_rows, (top + th - 1) // rh + 1)):
+                    for j in range(max(0, left // rw), min(grid_cols, (left + tw - 1) // rw + 1)):
+                        wanted.add((i, j))
+            positions = sorted(wanted)
+        self._positions = positions
+
+    @property
+    def matrix(self) -> TotalPixelMatrix:
+        """Total pixel matrix.
+
+        Returns
+        -------
+        dicomslide.TotalPixelMatrix
+            Matrix
+        """
+        return self._matrix
+
+    @property
+    def region_shape(self) -> tuple[int, int, int]:
+        """Rows, columns and samples of a region.
+
+        Returns
+        -------
+        tuple[int, int, int]
+            Shape
+        """
+        return (*self._region, self._matrix.shape[2])
+
+    @property
+    def padding(self) -> tuple[int, int, int, int]:
+        """Padding at the left, top, right and bottom of each region.
+
+        Returns
+        -------
+        tuple[int, int, int, int]
+            Padding in pixels
+        """
+        return self._padding
+
+    @property
+    def padded_region_shape(self) -> tuple[int, int, int]:
+        """Rows, columns and samples of a region with its padding.
+
+        Returns
+        -------
+        tuple[int, int, int]
+            Shape
+        """
+        left, top, right, bottom = self._padding
+        rh, rw = self._region
+        return (rh + top + bottom, rw + left + right, self._matrix.shape[2])
+
+    def __len__(self) -> int:
+        return len(self._positions)
+
+    def get_region_grid_position(self, index: int) -> tuple[int, int]:
+        """Grid position of a sampled region.
+
+        Parameters
+        ----------
+        index: int
+            Zero-based index of the sampled region
+
+        Returns
+        -------
+        tuple[int, int]
+            Zero-based (row, column) grid position
+        """
+        if not 0 <= index < len(self._positions):
+            raise RegionError(
+                f"Region index {index} is out of range: valid are 0..{len(self._positions) - 1}."
+            )
+        return self._positions[index]
+
+    def get_region_bounding_box(self, index: int) -> tuple[tuple[int, int], tuple[int, int]]:
+        """Padded bounding box of a sampled region in the total pixel matrix.
+
+        Parameters
+        ----------
+        index: int
+            Zero-based index of the sampled region
+
+        Returns
+        -------
+        tuple[tuple[int, int], tuple[int, int]]
+            Zero-based (row, column) offset (may be negative) and (rows, columns) size
+        """
+        i, j = self.get_region_grid_position(index)
+        left, top, _, _ = self._padding
+        r0, c0, _, _ = self._box
+        rh, rw = self._region
+        ph, pw, _ = self.padded_region_shape
+        return (r0 + i * rh - top, c0 + j * rw - left), (ph, pw)
+
+    async def _get(self, index: int) -> np.ndarray:
+        offset, size = self.get_region_bounding_box(index)
+        return await self._matrix.read_region(offset, size)
+
+    def __getitem__(self, index: int) -> Awaitable[np.ndarray]:
+        """The padded region at an index, as an awaitable.
+
+        Parameters
+        ----------
+        index: int
+            Zero-based index of the sampled region
+
+        Returns
+        -------
+        Awaitable[numpy.ndarray]
+            Array of shape :attr:`padded_region_shape`
+        """
+        return self._get(index)
+
+    async def __aiter__(self) -> AsyncIterator[np.ndarray]:
+        # Read a few regions ahead so that fetching and decoding overlap.
+        ahead = 4
+        tasks: list[asyncio.Task[np.ndarray]] = []
+        try:
+            for i in range(len(self)):
+                tasks.append(asyncio.ensure_future(self._get(i)))
+                if len(tasks) > ahead:
+                    yield await tasks.pop(0)
+            while tasks:
+                yield await tasks.pop(0)
+        finally:
+            for t in tasks:
+                t.cancel()
+
+    def __repr__(self) -> str:
+        return f"TotalPixelMatrixSampler(regions={len(self)}, region_shape={self.region_shape})"

@@ -1,0 +1,1073 @@
+"""Slides: every image of one glass slide, as channels x focal planes x pyramid levels (async).
+
+How images become a slide
+-------------------------
+* Images are grouped into slides by Frame of Reference UID and Container Identifier. Images
+  without a Frame of Reference UID (some converters omit it) are grouped by Study Instance UID,
+  Series Instance UID and Container Identifier instead.
+* Parts of a concatenation (same Concatenation UID) are merged into one :class:`TiledImage`.
+* VOLUME and THUMBNAIL images form the pyramid; LABEL and OVERVIEW images are kept aside.
+  Missing Image Type is handled by :mod:`dicomslide.utils` (tiled images count as VOLUME).
+* Channels are the optical paths of the slide microscopy images (by Optical Path Identifier),
+  followed by the segments of Segmentations and the parameter of each Parametric Map when
+  derived images are included. Focal planes are the distinct Z offsets of the volume images,
+  ascending. Levels are the distinct total pixel matrix sizes, largest first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from pydicom import Dataset
+
+from dicomslide.enums import ChannelTypes, ImageFlavors
+from dicomslide.errors import DicomSlideError, InvalidDataError, RegionError
+from dicomslide.frames import CacheStats
+from dicomslide.image import TiledImage
+from dicomslide.pyramid import Pyramid
+from dicomslide.runtime import as_source, get_cache_stats
+from dicomslide.sources.protocol import Source
+from dicomslide.utils import (
+    does_optical_path_item_match,
+    does_segment_item_match,
+    does_specimen_description_item_match,
+    get_image_flavor,
+    is_tiled_image,
+)
+
+__all__ = ["Slide", "find_slides"]
+
+_WSI_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.77.1.6"
+_SEGMENTATION_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
+_PARAMETRIC_MAP_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.30"
+_DERIVED_SOP_CLASSES = {_SEGMENTATION_SOP_CLASS, _PARAMETRIC_MAP_SOP_CLASS}
+
+
+@dataclass
+class _Channel:
+    type: ChannelTypes
+    identifier: str
+    item: Dataset
+    # (level, plane) -> (image, channel index in image, plane index in image)
+    images: dict[tuple[int, int], tuple[TiledImage, int, int]] = field(default_factory=dict)
+
+
+def _group_concatenations(metadata: Sequence[Dataset]) -> list[list[Dataset]]:
+    groups: dict[str, list[Dataset]] = {}
+    for ds in metadata:
+        key = str(ds.get("ConcatenationUID", "") or ds.SOPInstanceUID)
+        groups.setdefault(key, []).append(ds)
+    return list(groups.values())
+
+
+def _normalize_level(level: int, count: int) -> int:
+    if not isinstance(level, int | np.integer) or isinstance(level, bool):
+        raise RegionError(f"Level must be an integer, got {level!r}.")
+    i = int(level)
+    if not -count <= i < count:
+        raise RegionError(
+            f"Level {i} is out of range: this slide has {count} levels, valid are "
+            f"0..{count - 1} (or -{count}..-1 counting from the top)."
+        )
+    return i % count
+
+
+class Slide:
+    """A digital slide: the images of one glass slide in one frame of reference.
+
+    Parameters
+    ----------
+    client: Any
+        A dicomslide client or a ``dicomweb_client.DICOMClient``
+    image_metadata: Sequence[pydicom.Dataset]
+        Metadata of the VL Whole Slide Microscopy Image instances (and derived Segmentation or
+        Parametric Map instances) of the slide
+    max_frame_cache_size: int, optional
+        Accepted for compatibility with dicomslide 0.7; frames are cached per client in a
+        byte-bounded cache (see :attr:`cache_stats`)
+    pyramid_tolerance: float, optional
+        Largest tolerated distance (mm) between the centres of images at different levels
+    correct_color: bool, optional
+        Whether colour images are transformed from their ICC profile to sRGB
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        image_metadata: Sequence[Dataset],
+        max_frame_cache_size: int = 6,
+        pyramid_tolerance: float = 0.1,
+        correct_color: bool = True,
+    ) -> None:
+        self._client = client
+        self._source: Source = as_source(client)
+        self._correct_color = correct_color
+        metadata = [ds for ds in image_metadata if is_tiled_image(ds)]
+        if not metadata:
+            raise RegionError("A slide needs the metadata of at least one tiled image.")
+        volume: list[TiledImage] = []
+        derived: list[TiledImage] = []
+        self._labels: list[TiledImage] = []
+        self._overviews: list[TiledImage] = []
+        self._thumbnails: list[TiledImage] = []
+        for parts in _group_concatenations(metadata):
+            try:
+                flavor = get_image_flavor(parts[0])
+            except InvalidDataError:
+                continue
+            image = TiledImage(
+                self._source,
+                parts[0],
+                correct_color=correct_color,
+                concatenation_parts=parts,
+            )
+            sop_class = str(parts[0].get("SOPClassUID", ""))
+            if flavor is ImageFlavors.LABEL:
+                self._labels.append(image)
+            elif flavor is ImageFlavors.OVERVIEW:
+                self._overviews.append(image)
+            elif sop_class in _DERIVED_SOP_CLASSES:
+                derived.append(image)
+            else:
+                if flavor is ImageFlavors.THUMBNAIL:
+                    self._thumbnails.append(image)
+                volume.append(image)
+        if not volume:
+            raise RegionError(
+                "None of the given images is a VOLUME or THUMBNAIL slide microscopy image."
+            )
+        volume.sort(key=lambda im: im.size[0] * im.size[1], reverse=True)
+        self._volume = volume
+        self._pyramid = Pyramid(
+            [im.metadata for im in volume],
+            pyramid_tolerance,
+        )
+        sizes = [lvl.total_pixel_matrix_dimensions for lvl in self._pyramid]
+        level_of = {dims: i for i, dims in enumerate(sizes)}
+        planes = sorted({round(z, 6) for im in volume for z in im.frame_index.focal_plane_offsets})
+        self._focal_planes = tuple(planes)
+        plane_of = {z: i for i, z in enumerate(planes)}
+        self._channels: list[_Channel] = []
+        channel_of: dict[tuple[ChannelTypes, str], _Channel] = {}
+        for image in [*volume, *derived]:
+            level = level_of.get(image.size)
+            if level is None:
+                continue  # a derived image at a size no slide level has
+            index = image.frame_index
+            items = _channel_items(image)
+            for c, identifier in enumerate(index.channel_identifiers):
+                ctype = image.channel_type
+                key_id = identifier
+                if ctype is not ChannelTypes.OPTICAL_PATH:
+                    # Segment numbers restart in every segmentation series.
+                    key_id = f"{image.metadata.SeriesInstanceUID}:{identifier}"
+                channel = channel_of.get((ctype, key_id))
+                if channel is None:
+                    channel = _Channel(ctype, identifier, items[c])
+                    channel_of[(ctype, key_id)] = channel
+                    self._channels.append(channel)
+                for z, offset in enumerate(index.focal_plane_offsets):
+                    zi = plane_of.get(round(offset, 6), 0)
+                    channel.images.setdefault((level, zi), (image, c, z))
+        self._channels.sort(key=lambda ch: list(ChannelTypes).index(ch.type))
+        self._specimen_items = list(volume[0].metadata.get("SpecimenDescriptionSequence", []))
+
+    # --- properties ---------------------------------------------------------------------
+
+    @property
+    def client(self) -> Any:
+        """The client the slide reads from.
+
+        Returns
+        -------
+        Any
+            Client as given
+        """
+        return self._client
+
+    @property
+    def cache_stats(self) -> CacheStats:
+        """Statistics of the client's frame cache and requests (shared by its slides).
+
+        Returns
+        -------
+        dicomslide.frames.CacheStats
+            Live counters
+        """
+        return get_cache_stats(self._source)
+
+    @property
+    def pyramid(self) -> Pyramid:
+        """Levels of the slide.
+
+        Returns
+        -------
+        dicomslide.Pyramid
+            Pyramid
+        """
+        return self._pyramid
+
+    @property
+    def frame_of_reference_uid(self) -> str:
+        """Frame of Reference UID (empty string when the images have none).
+
+        Returns
+        -------
+        str
+            UID
+        """
+        return self._volume[0].frame_of_reference_uid
+
+    @property
+    def container_id(self) -> str:
+        """Container Identifier (the slide's barcode/label text).
+
+        Returns
+        -------
+        str
+            Identifier
+        """
+        return str(self._volume[0].metadata.get("ContainerIdentifier", ""))
+
+    @property
+    def num_channels(self) -> int:
+        """Number of channels.
+
+        Returns
+        -------
+        int
+            Optical paths plus segments and parameters of derived images
+        """
+        return len(self._channels)
+
+    @property
+    def num_focal_planes(self) -> int:
+        """Number of focal planes.
+
+        Returns
+        -------
+        int
+            Number of distinct Z offsets
+        """
+        return len(self._focal_planes)
+
+    @property
+    def num_levels(self) -> int:
+        """Number of pyramid levels (sorted from the base, largest, to the top, smallest).
+
+        Returns
+        -------
+        int
+            Number of levels
+        """
+        return len(self._pyramid)
+
+    @property
+    def total_pixel_matrix_dimensions(self) -> tuple[tuple[int, int], ...]:
+        """Total pixel matrix (rows, columns) at each level.
+
+        Returns
+        -------
+        tuple[tuple[int, int], ...]
+            One pair per level
+        """
+        return tuple(lvl.total_pixel_matrix_dimensions for lvl in self._pyramid)
+
+    @property
+    def downsampling_factors(self) -> tuple[float, ...]:
+        """Downsampling factor of each level relative to the base level.
+
+        Returns
+        -------
+        tuple[float, ...]
+            Mean of the row and column factors, 1.0 for the base level
+        """
+        return tuple(float(np.mean(lvl.downsampling_factors)) for lvl in self._pyramid)
+
+    @property
+    def pixel_spacings(self) -> tuple[tuple[float, float], ...]:
+        """Spacing between rows and between columns (mm) at each level.
+
+        Returns
+        -------
+        tuple[tuple[float, float], ...]
+            One pair per level
+        """
+        return tuple(lvl.pixel_spacing for lvl in self._pyramid)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """Total pixel matrix (rows, columns) of the base level.
+
+        Returns
+        -------
+        tuple[int, int]
+            Size
+        """
+        return self._pyramid[0].total_pixel_matrix_dimensions
+
+    @property
+    def physical_offset(self) -> tuple[float, float]:
+        """Smallest X and Y slide coordinates (mm) covered by the images.
+
+        Returns
+        -------
+        tuple[float, float]
+            (x, y)
+        """
+        offsets = np.array([im.physical_offset for im in self._volume])
+        return float(offsets[:, 0].min()), float(offsets[:, 1].min())
+
+    @property
+    def physical_size(self) -> tuple[float, float]:
+        """Largest extent of the images along the slide X and Y axes (mm).
+
+        Returns
+        -------
+        tuple[float, float]
+            (width, height)
+        """
+        sizes = np.array([im.physical_size for im in self._volume])
+        return float(sizes[:, 0].max()), float(sizes[:, 1].max())
+
+    @property
+    def label_images(self) -> tuple[TiledImage, ...]:
+        """LABEL images of the slide.
+
+        Returns
+        -------
+        tuple[dicomslide.TiledImage, ...]
+            Images
+        """
+        return tuple(self._labels)
+
+    @property
+    def overview_images(self) -> tuple[TiledImage, ...]:
+        """OVERVIEW images of the slide.
+
+        Returns
+        -------
+        tuple[dicomslide.TiledImage, ...]
+            Images
+        """
+        return tuple(self._overviews)
+
+    @property
+    def thumbnail_images(self) -> tuple[TiledImage, ...]:
+        """THUMBNAIL images of the slide (they are pyramid levels too).
+
+        Returns
+        -------
+        tuple[dicomslide.TiledImage, ...]
+            Images
+        """
+        return tuple(self._thumbnails)
+
+    # --- channels and focal planes ----------------------------------------------------
+
+    def _channel(self, channel_index: int) -> _Channel:
+        if not isinstance(channel_index, int | np.integer) or isinstance(channel_index, bool):
+            raise RegionError(f"Channel index must be an integer, got {channel_index!r}.")
+        if not 0 <= channel_index < len(self._channels):
+            raise RegionError(
+                f"Channel index {channel_index} is out of range: this slide has "
+                f"{len(self._channels)} channel(s), valid are 0..{len(self._channels) - 1}."
+            )
+        return self._channels[int(channel_index)]
+
+    def _check_plane(self, focal_plane_index: int) -> int:
+        n = len(self._focal_planes)
+        if (
+            not isinstance(focal_plane_index, int | np.integer)
+            or isinstance(focal_plane_index, bool)
+            or not 0 <= focal_plane_index < n
+        ):
+            raise RegionError(
+                f"Focal plane index {focal_plane_index!r} is out of range: this slide has {n} "
+                f"focal plane(s), valid are 0..{n - 1}."
+            )
+        return int(focal_plane_index)
+
+    def get_channel_type(self, channel_index: int) -> ChannelTypes:
+        """Type of a channel.
+
+        Parameters
+        ----------
+        channel_index: int
+            Zero-based channel index
+
+        Returns
+        -------
+        dicomslide.ChannelTypes
+            Channel type
+
+        Raises
+        ------
+        ValueError
+            When no channel has that index
+        """
+        return self._channel(channel_index).type
+
+    def get_channel_identifier(self, channel_index: int) -> str:
+        """Identifier of a channel (optical path identifier or segment number).
+
+        Parameters
+        ----------
+        channel_index: int
+            Zero-based channel index
+
+        Returns
+        -------
+        str
+            Identifier
+
+        Raises
+        ------
+        ValueError
+            When no channel has that index
+        """
+        return self._channel(channel_index).identifier
+
+    def get_channel_index(
+        self, channel_identifier: str, channel_type: str | ChannelTypes = ChannelTypes.OPTICAL_PATH
+    ) -> int:
+        """Index of the first channel of a type with an identifier.
+
+        Parameters
+        ----------
+        channel_identifier: str
+            Optical path identifier or segment number
+        channel_type: str | dicomslide.ChannelTypes, optional
+            Channel type
+
+        Returns
+        -------
+        int
+            Zero-based channel index
+
+        Raises
+        ------
+        ValueError
+            When no channel matches
+        """
+        try:
+            ctype = ChannelTypes(channel_type)
+        except ValueError:
+            raise RegionError(
+                f"Unknown channel type {channel_type!r}; valid are "
+                f"{[t.value for t in ChannelTypes]}."
+            ) from None
+        for i, ch in enumerate(self._channels):
+            if ch.type is ctype and ch.identifier == str(channel_identifier):
+                return i
+        known = [ch.identifier for ch in self._channels if ch.type is ctype]
+        raise RegionError(
+            f"No {ctype.value} channel with identifier {channel_identifier!r}; "
+            f"this slide has {known}."
+        )
+
+    def get_focal_plane_offset(self, focal_plane_index: int) -> float:
+        """Z offset (micrometres) of a focal plane.
+
+        Parameters
+        ----------
+        focal_plane_index: int
+            Zero-based focal plane index
+
+        Returns
+        -------
+        float
+            Offset
+
+        Raises
+        ------
+        ValueError
+            When no focal plane has that index
+        """
+        return float(self._focal_planes[self._check_plane(focal_plane_index)])
+
+    def get_focal_plane_index(self, focal_plane_offset: float) -> int:
+        """Index of the focal plane at a Z offset (micrometres, to within 1 nm).
+
+        Parameters
+        ----------
+        focal_plane_offset: float
+            Z offset in micrometres
+
+        Returns
+        -------
+        int
+            Zero-based focal plane index
+
+        Raises
+        ------
+        ValueError
+            When no focal plane is at that offset
+        """
+        for i, z in enumerate(self._focal_planes):
+            if abs(z - float(focal_plane_offset)) <= 1e-3:
+                return i
+        raise RegionError(
+            f"No focal plane at Z offset {focal_plane_offset} um; this slide has "
+            f"{list(self._focal_planes)}."
+        )
+
+    def find_optical_paths(
+        self,
+        identifier: str | None = None,
+        description: str | None = None,
+        illumination_wavelength: float | None = None,
+        specimen_stain: Any | None = None,
+    ) -> tuple[int, ...]:
+        """Channels that are optical paths matching every given criterion.
+
+        Parameters
+        ----------
+        identifier: str | None, optional
+            Optical path identifier
+        description: str | None, optional
+            Optical path description
+        illumination_wavelength: float | None, optional
+            Illumination wavelength (nm)
+        specimen_stain: pydicom.sr.coding.Code | highdicom.sr.CodedConcept | None, optional
+            Stain that the slide's specimen description must list
+
+        Returns
+        -------
+        tuple[int, ...]
+            Zero-based channel indices
+        """
+        if specimen_stain is not None and not any(
+            does_specimen_description_item_match(item, specimen_stain)
+            for item in self._specimen_items
+        ):
+            return ()
+        return tuple(
+            i
+            for i, ch in enumerate(self._channels)
+            if ch.type is ChannelTypes.OPTICAL_PATH
+            and does_optical_path_item_match(
+                ch.item,
+                identifier=identifier,
+                description=description,
+                illumination_wavelength=illumination_wavelength,
+            )
+        )
+
+    def find_segments(
+        self,
+        number: int | None = None,
+        label: str | None = None,
+        property_category: Any | None = None,
+        property_type: Any | None = None,
+    ) -> tuple[int, ...]:
+        """Channels that are segments matching every given criterion.
+
+        Parameters
+        ----------
+        number: int | None, optional
+            Segment number
+        label: str | None, optional
+            Segment label
+        property_category: pydicom.sr.coding.Code | highdicom.sr.CodedConcept | None, optional
+            Segmented property category
+        property_type: pydicom.sr.coding.Code | highdicom.sr.CodedConcept | None, optional
+            Segmented property type
+
+        Returns
+        -------
+        tuple[int, ...]
+            Zero-based channel indices
+        """
+        return tuple(
+            i
+            for i, ch in enumerate(self._channels)
+            if ch.type is ChannelTypes.SEGMENT
+            and does_segment_item_match(
+                ch.item,
+                number=number,
+                label=label,
+                property_category=property_category,
+                property_type=property_type,
+            )
+        )
+
+    # --- images -------------------------------------------------------------------------
+
+    def get_volume_images(
+        self, channel_index: int = 0, focal_plane_index: int = 0
+    ) -> tuple[TiledImage, ...]:
+        """VOLUME or THUMBNAIL images of a channel and focal plane, largest first.
+
+        Parameters
+        ----------
+        channel_index: int, optional
+            Zero-based channel index
+        focal_plane_index: int, optional
+            Zero-based focal plane index
+
+        Returns
+        -------
+        tuple[dicomslide.TiledImage, ...]
+            Images, one per level that has pixels for this channel and plane
+        """
+        channel = self._channel(channel_index)
+        plane = self._check_plane(focal_plane_index)
+        images = []
+        for level in range(self.num_levels):
+            entry = channel.images.get((level, plane))
+            if entry is not None and entry[0] not in images:
+                images.append(entry[0])
+        return tuple(images)
+
+    def _resolve(
+        self, level: int, channel_index: int, focal_plane_index: int
+    ) -> tuple[TiledImage, int, int, int]:
+        lvl = _normalize_level(level, self.num_levels)
+        channel = self._channel(channel_index)
+        plane = self._check_plane(focal_plane_index)
+        entry = channel.images.get((lvl, plane))
+        if entry is None:
+            have = sorted({lv for lv, z in channel.images if z == plane})
+            raise RegionError(
+                f"Channel {channel_index} ({channel.type.value} {channel.identifier!r}) has no "
+                f"image at level {lvl} and focal plane {plane}; levels with pixels: {have}."
+            )
+        image, c, z = entry
+        return image, c, z, lvl
+
+    async def get_image_region(
+        self,
+        offset: tuple[int, int] | None = None,
+        level: int = 0,
+        size: tuple[int, int] | None = None,
+        channel_index: int = 0,
+        focal_plane_index: int = 0,
+        *,
+        pixel_indices: tuple[int, int] | None = None,
+    ) -> np.ndarray:
+        """Read a region of the image at a level.
+
+        Parameters
+        ----------
+        offset: tuple[int, int] | None
+            Zero-based (row, column) of the region's top-left pixel in the total pixel matrix
+            of the **base level** (as OpenSlide's ``location``); must lie inside it
+        level: int, optional
+            Zero-based level index; negative values count from the top (-1 is the smallest)
+        size: tuple[int, int] | None
+            (rows, columns) of the region at ``level``. Pixels beyond the bottom or right edge
+            of the image are filled (white for colour, 0 otherwise).
+        channel_index: int, optional
+            Zero-based channel index
+        focal_plane_index: int, optional
+            Zero-based focal plane index
+        pixel_indices: tuple[int, int] | None, optional
+            Alias of ``offset`` (the name the user guide uses)
+
+        Returns
+        -------
+        numpy.ndarray
+            Array of shape (rows, columns, samples per pixel)
+        """
+        if pixel_indices is not None:
+            if offset is not None:
+                raise RegionError("Give either offset or pixel_indices, not both.")
+            offset = pixel_indices
+        if offset is None or size is None:
+            raise RegionError("Both offset (or pixel_indices) and size are required.")
+        image, c, z, lvl = self._resolve(level, channel_index, focal_plane_index)
+        r0, c0 = _pair_int(offset, "Offset")
+        h, w = _pair_int(size, "Size")
+        base_rows, base_cols = self.size
+        if not (0 <= r0 < base_rows and 0 <= c0 < base_cols):
+            raise RegionError(
+                f"Offset (row, column) ({r0}, {c0}) lies outside the base level: rows must be in "
+                f"[0, {base_rows}) and columns in [0, {base_cols})."
+            )
+        if h < 1 or w < 1:
+            raise RegionError(f"Region size must be positive, got (rows, columns) = ({h}, {w}).")
+        factors = self._pyramid[lvl].downsampling_factors
+        top, left = int(r0 // factors[0]), int(c0 // factors[1])
+        matrix = image.get_total_pixel_matrix(c, z)
+        return await matrix.read_region((top, left), (h, w))
+
+    def get_pixel_indices(
+        self,
+        offset: tuple[float, float],
+        level: int,
+        channel_index: int = 0,
+        focal_plane_index: int = 0,
+    ) -> tuple[int, int]:
+        """Pixel nearest to a slide position at a level (may lie outside the image).
+
+        Parameters
+        ----------
+        offset: tuple[float, float]
+            (x, y) in millimetres
+        level: int
+            Zero-based level index (negative counts from the top)
+        channel_index: int, optional
+            Zero-based channel index
+        focal_plane_index: int, optional
+            Zero-based focal plane index
+
+        Returns
+        -------
+        tuple[int, int]
+            Zero-based (row, column)
+        """
+        image, *_ = self._resolve(level, channel_index, focal_plane_index)
+        return image.get_pixel_indices(offset)
+
+    def get_slide_offset(
+        self,
+        pixel_indices: tuple[int, int],
+        level: int,
+        channel_index: int = 0,
+        focal_plane_index: int = 0,
+    ) -> tuple[float, float]:
+        """Slide position of a pixel at a level.
+
+        Parameters
+        ----------
+        pixel_indices: tuple[int, int]
+            Zero-based (row, column)
+        level: int
+            Zero-based level index (negative counts from the top)
+        channel_index: int, optional
+            Zero-based channel index
+        focal_plane_index: int, optional
+            Zero-based focal plane index
+
+        Returns
+        -------
+        tuple[float, float]
+            (x, y) in millimetres
+        """
+        image, *_ = self._resolve(level, channel_index, focal_plane_index)
+        return image.get_slide_offset(pixel_indices)
+
+    def map_pixel_indices_to_slide_coordinates(
+        self,
+        pixel_indices: np.ndarray,
+        level: int,
+        channel_index: int = 0,
+        focal_plane_index: int = 0,
+    ) -> np.ndarray:
+        """Map pixel indices at a level to slide coordinates.
+
+        Parameters
+        ----------
+        pixel_indices: numpy.ndarray
+            Array of shape (n, 2) of zero-based (row, column)
+        level: int
+            Zero-based level index (negative counts from the top)
+        channel_index: int, optional
+            Zero-based channel index
+        focal_plane_index: int, optional
+            Zero-based focal plane index
+
+        Returns
+        -------
+        numpy.ndarray
+            Array of shape (n, 3) of (x, y, z) in millimetres
+        """
+        image, *_ = self._resolve(level, channel_index, focal_plane_index)
+        return image.map_pixel_indices_to_slide_coordinates(pixel_indices)
+
+    def map_slide_coordinates_to_pixel_indices(
+        self,
+        slide_coordinates: np.ndarray,
+        level: int,
+        channel_index: int = 0,
+        focal_plane_index: int = 0,
+    ) -> np.ndarray:
+        """Map slide coordinates to pixel indices at a level.
+
+        Parameters
+        ----------
+        slide_coordinates: numpy.ndarray
+            Array of shape (n, 2) or (n, 3) of (x, y[, z]) in millimetres
+        level: int
+            Zero-based level index (negative counts from the top)
+        channel_index: int, optional
+            Zero-based channel index
+        focal_plane_index: int, optional
+            Zero-based focal plane index
+
+        Returns
+        -------
+        numpy.ndarray
+            Array of shape (n, 2) of zero-based (row, column)
+        """
+        image, *_ = self._resolve(level, channel_index, focal_plane_index)
+        return image.map_slide_coordinates_to_pixel_indices(slide_coordinates)
+
+    async def get_slide_region(
+        self,
+        offset: tuple[float, float],
+        level: int,
+        size: tuple[float, float],
+        channel_index: int = 0,
+        focal_plane_index: int = 0,
+    ) -> np.ndarray:
+        """Read a region in slide coordinates, aligned with the slide axes.
+
+        See :meth:`dicomslide.TiledImage.get_slide_region` for the layout of the result.
+
+        Parameters
+        ----------
+        offset: tuple[float, float]
+            (x, y) of the region's corner in millimetres
+        level: int
+            Zero-based level index (negative counts from the top)
+        size: tuple[float, float]
+            Width (along X) and height (along Y) in millimetres
+        channel_index: int, optional
+            Zero-based channel index
+        focal_plane_index: int, optional
+            Zero-based focal plane index
+
+        Returns
+        -------
+        numpy.ndarray
+            Array of shape (rows, columns, samples per pixel)
+        """
+        image, c, z, _ = self._resolve(level, channel_index, focal_plane_index)
+        return await image.get_slide_region(offset, size, c, z)
+
+    async def get_slide_region_for_annotation(
+        self,
+        annotation: Any,
+        level: int,
+        channel_index: int = 0,
+        padding: float | tuple[float, float] | tuple[float, float, float, float] = 0.0,
+    ) -> np.ndarray:
+        """Read the bounding box of a graphic annotation in slide coordinates.
+
+        Parameters
+        ----------
+        annotation: highdicom.sr.Scoord3DContentItem
+            Annotation whose graphic data (POINT, MULTIPOINT, POLYLINE, POLYGON, ELLIPSE) are in
+            the slide's frame of reference
+        level: int
+            Zero-based level index (negative counts from the top)
+        channel_index: int, optional
+            Zero-based channel index
+        padding: float | tuple[float, float] | tuple[float, float, float, float], optional
+            Padding in millimetres: one value for all borders, (along X, along Y), or
+            (left (-X), top (+Y), right (+X), bottom (-Y))
+
+        Returns
+        -------
+        numpy.ndarray
+            Array of shape (rows, columns, samples per pixel)
+        """
+        graphic = np.asarray(annotation.value, dtype=np.float64).reshape(-1, 3)
+        ref = str(getattr(annotation, "ReferencedFrameOfReferenceUID", "") or "")
+        if ref and self.frame_of_reference_uid and ref != self.frame_of_reference_uid:
+            raise RegionError(
+                f"Annotation is in frame of reference {ref}, the slide in "
+                f"{self.frame_of_reference_uid}."
+            )
+        pad = np.atleast_1d(np.asarray(padding, dtype=np.float64))
+        if pad.size == 1:
+            left = top = right = bottom = float(pad[0])
+        elif pad.size == 2:
+            left = right = float(pad[0])
+            top = bottom = float(pad[1])
+        elif pad.size == 4:
+            left, top, right, bottom = (float(v) for v in pad)
+        else:
+            raise RegionError(f"Padding must have 1, 2 or 4 values, got {padding!r}.")
+        lo = graphic[:, :2].min(axis=0)
+        hi = graphic[:, :2].max(axis=0)
+        z_values = graphic[:, 2]
+        plane = 0
+        if self.num_focal_planes > 1:
+            # Annotation Z is in millimetres, focal plane offsets in micrometres.
+            z_um = float(np.mean(z_values)) * 1000.0
+            plane = int(np.argmin([abs(z - z_um) for z in self._focal_planes]))
+        x0, y0 = lo[0] - left, lo[1] - bottom
+        width = (hi[0] + right) - x0
+        height = (hi[1] + top) - y0
+        return await self.get_slide_region(
+            (float(x0), float(y0)),
+            level,
+            (max(float(width), 1e-9), max(float(height), 1e-9)),
+            channel_index=channel_index,
+            focal_plane_index=plane,
+        )
+
+
+def _pair_int(value: Sequence[int], what: str) -> tuple[int, int]:
+    try:
+        a, b = value
+        return int(a), int(b)
+    except (TypeError, ValueError):
+        raise RegionError(f"{what} must be a pair of integers, got {value!r}.") from None
+
+
+def _channel_items(image: TiledImage) -> list[Dataset]:
+    from dicomslide.geometry import get_channel_items
+
+    return get_channel_items(image.metadata)
+
+
+def _image_matches(
+    ds: Dataset,
+    specimen_stains: Sequence[Any] | None,
+    optical_path_ids: Sequence[str] | None,
+) -> bool:
+    if str(ds.get("SOPClassUID", "")) != _WSI_SOP_CLASS:
+        return True
+    if specimen_stains:
+        items = list(ds.get("SpecimenDescriptionSequence", []))
+        if not any(
+            does_specimen_description_item_match(item, stain)
+            for stain in specimen_stains
+            for item in items
+        ):
+            return False
+    if optical_path_ids:
+        ids = {
+            str(it.get("OpticalPathIdentifier", "")) for it in ds.get("OpticalPathSequence", [])
+        }
+        if not ids & {str(i) for i in optical_path_ids}:
+            return False
+    return True
+
+
+def _slide_key(ds: Dataset) -> tuple[str, ...]:
+    container = str(ds.get("ContainerIdentifier", ""))
+    frame_of_reference = str(ds.get("FrameOfReferenceUID", ""))
+    if frame_of_reference:
+        return ("FOR", frame_of_reference, container)
+    return ("SERIES", str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), container)
+
+
+async def find_slides(
+    client: Any,
+    study_instance_uid: str | None = None,
+    patient_id: str | None = None,
+    study_id: str | None = None,
+    container_id: str | None = None,
+    max_frame_cache_size: int = 6,
+    pyramid_tolerance: float = 0.1,
+    fail_on_error: bool = True,
+    include_derived: bool = True,
+    specimen_stains: Sequence[Any] | None = None,
+    optical_path_ids: Sequence[str] | None = None,
+    *,
+    correct_color: bool = True,
+) -> list[Slide]:
+    """Find slides.
+
+    Series of slide microscopy images (Modality SM) matching the study-level filters are found
+    with one search; the metadata of each series is then fetched concurrently (one request per
+    series) and images are grouped into slides (see the module notes). All given criteria must
+    match.
+
+    Parameters
+    ----------
+    client: Any
+        A dicomslide client or a ``dicomweb_client.DICOMClient``
+    study_instance_uid: str | None, optional
+        Study Instance UID
+    patient_id: str | None, optional
+        Patient ID
+    study_id: str | None, optional
+        Study ID
+    container_id: str | None, optional
+        Container Identifier of the slide
+    max_frame_cache_size: int, optional
+        Accepted for compatibility with dicomslide 0.7 (see :class:`Slide`)
+    pyramid_tolerance: float, optional
+        Largest tolerated distance (mm) between image centres of different levels
+    fail_on_error: bool, optional
+        Whether an error building one slide is raised; if False the slide is skipped
+    include_derived: bool, optional
+        Whether Segmentations and Parametric Maps become channels of the slides they belong to
+    specimen_stains: Sequence[pydicom.sr.coding.Code | highdicom.sr.CodedConcept] | None
+        Only images whose specimen description lists one of these stains
+    optical_path_ids: Sequence[str] | None, optional
+        Only images with one of these optical path identifiers
+    correct_color: bool, optional
+        Whether colour images are transformed from their ICC profile to sRGB
+
+    Returns
+    -------
+    list[dicomslide.Slide]
+        Slides, ordered by study, container and frame of reference
+    """
+    source = as_source(client)
+    filters: dict[str, Any] = {}
+    if patient_id is not None:
+        filters["PatientID"] = patient_id
+    if study_id is not None:
+        filters["StudyID"] = study_id
+    modalities = ["SM", "SEG", "OT"] if include_derived else ["SM"]
+    searches = [
+        source.search_for_series(
+            study_instance_uid=study_instance_uid,
+            search_filters={**filters, "Modality": modality},
+        )
+        for modality in modalities
+    ]
+    series_lists = await asyncio.gather(*searches)
+    seen: set[tuple[str, str]] = set()
+    series_refs: list[tuple[str, str]] = []
+    for series_list in series_lists:
+        for s in series_list:
+            ref = (str(s.StudyInstanceUID), str(s.SeriesInstanceUID))
+            if ref not in seen:
+                seen.add(ref)
+                series_refs.append(ref)
+    metadata_lists = await asyncio.gather(
+        *(source.retrieve_series_metadata(st, se) for st, se in series_refs)
+    )
+    groups: dict[tuple[str, ...], list[Dataset]] = {}
+    derived: list[Dataset] = []
+    for metadata in metadata_lists:
+        for ds in metadata:
+            if not is_tiled_image(ds):
+                continue
+            sop_class = str(ds.get("SOPClassUID", ""))
+            if sop_class in _DERIVED_SOP_CLASSES:
+                if include_derived:
+                    derived.append(ds)
+                continue
+            if sop_class != _WSI_SOP_CLASS:
+                continue
+            if container_id is not None and str(ds.get("ContainerIdentifier", "")) != container_id:
+                continue
+            if not _image_matches(ds, specimen_stains, optical_path_ids):
+                continue
+            groups.setdefault(_slide_key(ds), []).append(ds)
+    for ds in derived:
+        key = _slide_key(ds)
+        for slide_key in groups:
+            if slide_key[0] == "FOR" and key[0] == "FOR" and slide_key[1] == key[1]:
+                groups[slide_key].append(ds)
+                break
+    slides: list[Slide] = []
+    for key in sorted(groups):
+        try:
+            slides.append(
+                Slide(
+                    client,
+                    groups[key],
+                    max_frame_cache_size=max_frame_cache_size,
+                    pyramid_tolerance=pyramid_tolerance,
+                    correct_color=correct_color,
+                )
+            )
+        except DicomSlideError:
+            if fail_on_error:
+                raise
+    return slides

@@ -1,0 +1,223 @@
+"""Adapter that lets any ``dicomweb_client.DICOMClient`` serve as an async :class:`Source`.
+
+``dicomweb_client.DICOMwebClient`` and ``dicomweb_client.DICOMfileClient`` are blocking; each
+call runs in a worker thread so the event loop stays free. Frame requests arrive here already
+coalesced by :class:`dicomslide.frames.FrameService`, so one ``retrieve_instance_frames`` call
+serves many concurrent readers.
+
+The stored bytes are asked for (``application/octet-stream`` with ``transfer-syntax=*``); the
+transfer syntax of the answer comes from the instance metadata (Available Transfer Syntax UID or
+the file meta information) and, failing both, from the bytes themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
+
+import anyio.to_thread
+from pydicom import Dataset
+
+from dicomslide.codecs import sniff_transfer_syntax
+from dicomslide.errors import NotFoundError, SourceError
+from dicomslide.sources.protocol import EncodedFrame
+
+__all__ = ["ForeignClientSource", "is_foreign_client"]
+
+_EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
+_STORED_BYTES = (("application/octet-stream", "*"),)
+
+
+def is_foreign_client(obj: object) -> bool:
+    """Whether an object looks like a ``dicomweb_client.DICOMClient``.
+
+    Parameters
+    ----------
+    obj: object
+        Candidate client
+
+    Returns
+    -------
+    bool
+        True if it has the methods the adapter uses
+    """
+    return all(
+        callable(getattr(obj, name, None))
+        for name in (
+            "search_for_series",
+            "retrieve_series_metadata",
+            "retrieve_instance_metadata",
+            "retrieve_instance_frames",
+        )
+    )
+
+
+BULKDATA_URIS_ATTRIBUTE = "dicomslide_bulkdata_uris"
+
+
+def _to_dataset(item: Mapping[str, Any]) -> Dataset:
+    uris: dict[str, str] = {}
+
+    def handler(tag: str, vr: str, value: str) -> Any:
+        # Bulk data (e.g. the ICC profile) is fetched lazily, not during searches.
+        uris[tag.upper()] = value
+        return b""
+
+    ds = Dataset.from_json(dict(item), bulk_data_uri_handler=handler)
+    if uris:
+        # Kept on the dataset so that domain objects can fetch e.g. the ICC profile later.
+        object.__setattr__(ds, BULKDATA_URIS_ATTRIBUTE, uris)
+    return ds
+
+
+def _wrap(error: Exception, what: str) -> SourceError:
+    status = getattr(getattr(error, "response", None), "status_code", None)
+    if status == 404:
+        err: SourceError = NotFoundError(f"{what}: not found ({error})")  # type: ignore[assignment]
+    else:
+        err = SourceError(f"{what} failed: {error!r}")
+    err.__cause__ = error
+    return err
+
+
+class ForeignClientSource:
+    """Async :class:`~dicomslide.sources.Source` over a blocking ``DICOMClient``.
+
+    Parameters
+    ----------
+    client: dicomweb_client.DICOMClient
+        A ``DICOMwebClient``, ``DICOMfileClient`` or any object with the same methods
+    """
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self._transfer_syntaxes: dict[str, str] = {}
+
+    async def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        def call() -> Any:
+            return fn(*args, **kwargs)
+
+        try:
+            return await anyio.to_thread.run_sync(call)
+        except Exception as error:  # the foreign client's own error types are unknown here
+            raise _wrap(error, what) from error
+
+    async def search_for_studies(
+        self, search_filters: Mapping[str, Any] | None = None
+    ) -> list[Dataset]:
+        """Search for studies (see :class:`~dicomslide.sources.Source`)."""
+        items = await self._call(
+            "Searching studies",
+            self.client.search_for_studies,
+            search_filters=dict(search_filters or {}),
+        )
+        return [_to_dataset(i) for i in items]
+
+    async def search_for_series(
+        self,
+        study_instance_uid: str | None = None,
+        search_filters: Mapping[str, Any] | None = None,
+    ) -> list[Dataset]:
+        """Search for series (see :class:`~dicomslide.sources.Source`)."""
+        items = await self._call(
+            "Searching series",
+            self.client.search_for_series,
+            study_instance_uid=study_instance_uid,
+            search_filters=dict(search_filters or {}),
+        )
+        return [_to_dataset(i) for i in items]
+
+    async def search_for_instances(
+        self,
+        study_instance_uid: str | None = None,
+        series_instance_uid: str | None = None,
+        search_filters: Mapping[str, Any] | None = None,
+    ) -> list[Dataset]:
+        """Search for instances (see :class:`~dicomslide.sources.Source`)."""
+        items = await self._call(
+            "Searching instances",
+            self.client.search_for_instances,
+            study_instance_uid=study_instance_uid,
+            series_instance_uid=series_instance_uid,
+            search_filters=dict(search_filters or {}),
+        )
+        return [_to_dataset(i) for i in items]
+
+    def _remember_syntax(self, ds: Dataset) -> None:
+        uid = str(ds.get("SOPInstanceUID", ""))
+        syntax = ds.get("AvailableTransferSyntaxUID") or getattr(
+            getattr(ds, "file_meta", None), "TransferSyntaxUID", None
+        )
+        if uid and syntax:
+            self._transfer_syntaxes[uid] = str(syntax)
+
+    async def retrieve_series_metadata(
+        self, study_instance_uid: str, series_instance_uid: str
+    ) -> list[Dataset]:
+        """Metadata of every instance of a series (see :class:`~dicomslide.sources.Source`)."""
+        items = await self._call(
+            f"Retrieving metadata of series {series_instance_uid}",
+            self.client.retrieve_series_metadata,
+            study_instance_uid,
+            series_instance_uid,
+        )
+        out = [_to_dataset(i) for i in items]
+        for ds in out:
+            self._remember_syntax(ds)
+        return out
+
+    async def retrieve_instance_metadata(
+        self, study_instance_uid: str, series_instance_uid: str, sop_instance_uid: str
+    ) -> Dataset:
+        """Metadata of one instance (see :class:`~dicomslide.sources.Source`)."""
+        item = await self._call(
+            f"Retrieving metadata of instance {sop_instance_uid}",
+            self.client.retrieve_instance_metadata,
+            study_instance_uid,
+            series_instance_uid,
+            sop_instance_uid,
+        )
+        ds = _to_dataset(item)
+        self._remember_syntax(ds)
+        return ds
+
+    async def iter_frames(
+        self,
+        study_instance_uid: str,
+        series_instance_uid: str,
+        sop_instance_uid: str,
+        frame_numbers: Sequence[int],
+    ) -> AsyncIterator[tuple[int, EncodedFrame]]:
+        """Frames of one instance (see :class:`~dicomslide.sources.Source`)."""
+        numbers = list(frame_numbers)
+        frames = await self._call(
+            f"Retrieving frames {numbers[:10]} of instance {sop_instance_uid}",
+            self.client.retrieve_instance_frames,
+            study_instance_uid,
+            series_instance_uid,
+            sop_instance_uid,
+            frame_numbers=numbers,
+            media_types=_STORED_BYTES,
+        )
+        if len(frames) != len(numbers):
+            raise SourceError(
+                f"Client returned {len(frames)} frames of instance {sop_instance_uid}; "
+                f"asked for {len(numbers)}."
+            )
+        known = self._transfer_syntaxes.get(sop_instance_uid)
+        for number, data in zip(numbers, frames, strict=True):
+            syntax = known or sniff_transfer_syntax(data) or _EXPLICIT_VR_LITTLE_ENDIAN
+            yield number, EncodedFrame(bytes(data), syntax)
+
+    async def retrieve_bulkdata(self, url: str) -> bytes:
+        """Bulk data behind a URI (see :class:`~dicomslide.sources.Source`)."""
+        parts = await self._call(
+            f"Retrieving bulk data {url}",
+            self.client.retrieve_bulkdata,
+            url,
+            media_types=("application/octet-stream",),
+        )
+        return b"".join(parts)
+
+    async def aclose(self) -> None:
+        """Nothing to release: the foreign client belongs to the caller."""
