@@ -104,6 +104,7 @@ class Slide:
         correct_color: bool = True,
     ) -> None:
         self._client = client
+        self._image_metadata = list(image_metadata)
         self._source: Source = as_source(client)
         self._correct_color = correct_color
         metadata = [ds for ds in image_metadata if is_tiled_image(ds)]
@@ -188,6 +189,17 @@ class Slide:
             Client as given
         """
         return self._client
+
+    @property
+    def image_metadata(self) -> list[Dataset]:
+        """Metadata of every image the slide was built from.
+
+        Returns
+        -------
+        list[pydicom.Dataset]
+            Metadata, as given
+        """
+        return list(self._image_metadata)
 
     @property
     def cache_stats(self) -> CacheStats:

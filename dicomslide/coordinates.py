@@ -1,0 +1,337 @@
+"""Plane geometry of a total pixel matrix: pixel indices <-> slide coordinates.
+
+This module is sans-IO: it reads attributes from :class:`pydicom.Dataset` objects that are
+already in memory and does arithmetic with NumPy.
+
+Conventions
+-----------
+* Pixel indices are zero-based ``(row, column)`` positions in the total pixel matrix and refer
+  to the *center* of a pixel, so the center of the top-left pixel is ``(0, 0)`` and fractional
+  indices address points inside a pixel.
+* Slide coordinates are ``(x, y, z)`` positions in the slide coordinate system (frame of
+  reference) in millimeter.
+* Following the DICOM standard (PS3.3, Whole Slide Microscopy Image modules), the slide
+  position of pixel ``(r, c)`` is::
+
+      origin + c * column_spacing * row_direction + r * row_spacing * column_direction
+
+  where ``row_direction`` is ``ImageOrientationSlide[0:3]`` (the direction in which the column
+  index increases along a row), ``column_direction`` is ``ImageOrientationSlide[3:6]``,
+  ``row_spacing`` is ``PixelSpacing[0]`` (between rows, i.e. vertical) and ``column_spacing`` is
+  ``PixelSpacing[1]`` (between columns, i.e. horizontal).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from pydicom import Dataset
+
+from dicomslide.errors import InvalidDataError, RegionError
+
+__all__ = ["DEFAULT_ORIENTATION", "ImageGeometry"]
+
+#: Orientation assumed when a dataset has none: rows along +X and columns along +Y, so that
+#: slide coordinates grow with pixel indices and no rotation is applied for display. A
+#: scanner-specific guess (such as ``(0, -1, 0, -1, 0, 0)``) would rotate images whose geometry
+#: is simply unknown.
+DEFAULT_ORIENTATION: tuple[float, float, float, float, float, float] = (
+    1.0,
+    0.0,
+    0.0,
+    0.0,
+    1.0,
+    0.0,
+)
+
+
+def _first_item(dataset: Dataset, keyword: str) -> Dataset | None:
+    """Return the first item of a sequence attribute, or ``None`` if absent or empty."""
+    sequence = dataset.get(keyword)
+    if not sequence:
+        return None
+    item: Dataset = sequence[0]
+    return item
+
+
+def _functional_group_value(dataset: Dataset, macro_keyword: str, keyword: str) -> Any:
+    """Look up an attribute of a functional group macro, shared groups first.
+
+    Only the first per-frame item is consulted: the callers want one value per image, and
+    per-frame items of large sparse images can number in the thousands.
+    """
+    for groups_keyword in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+        groups = _first_item(dataset, groups_keyword)
+        if groups is None:
+            continue
+        macro = _first_item(groups, macro_keyword)
+        if macro is None:
+            continue
+        value = macro.get(keyword)
+        if value is not None:
+            return value
+    return None
+
+
+def _read_pixel_spacing(dataset: Dataset) -> tuple[float, float]:
+    value = _functional_group_value(dataset, "PixelMeasuresSequence", "PixelSpacing")
+    if value is None:
+        value = dataset.get("PixelSpacing")
+    if value is None:
+        raise InvalidDataError(
+            "Image has no Pixel Spacing: looked in SharedFunctionalGroupsSequence, the first "
+            "item of PerFrameFunctionalGroupsSequence and the top-level dataset"
+        )
+    spacing = tuple(float(v) for v in value)
+    if len(spacing) != 2 or not all(math.isfinite(v) and v > 0 for v in spacing):
+        raise InvalidDataError(
+            f"Pixel Spacing must be two positive numbers in millimeter, got {list(spacing)}"
+        )
+    return spacing[0], spacing[1]
+
+
+def _read_orientation(
+    dataset: Dataset,
+) -> tuple[float, float, float, float, float, float]:
+    value = dataset.get("ImageOrientationSlide")
+    if value is None:
+        # Derived images (e.g. Segmentation) may carry it only in a functional group.
+        value = _functional_group_value(
+            dataset, "PlaneOrientationSequence", "ImageOrientationSlide"
+        )
+    if value is None:
+        return DEFAULT_ORIENTATION
+    cosines = tuple(float(v) for v in value)
+    if len(cosines) != 6:
+        raise InvalidDataError(
+            f"Image Orientation (Slide) must have 6 values, got {len(cosines)}: {list(cosines)}"
+        )
+    return cosines[0], cosines[1], cosines[2], cosines[3], cosines[4], cosines[5]
+
+
+def _read_origin(dataset: Dataset) -> tuple[float, float, float]:
+    x = y = 0.0
+    origin_item = _first_item(dataset, "TotalPixelMatrixOriginSequence")
+    if origin_item is not None:
+        x = float(origin_item.get("XOffsetInSlideCoordinateSystem", 0.0) or 0.0)
+        y = float(origin_item.get("YOffsetInSlideCoordinateSystem", 0.0) or 0.0)
+    z_value = _functional_group_value(
+        dataset, "PlanePositionSlideSequence", "ZOffsetInSlideCoordinateSystem"
+    )
+    z = float(z_value) if z_value is not None else 0.0
+    return x, y, z
+
+
+def _as_points(values: npt.ArrayLike, widths: tuple[int, ...], name: str) -> npt.NDArray[Any]:
+    array = np.asarray(values, dtype=np.float64)
+    if array.ndim != 2 or array.shape[1] not in widths:
+        expected = " or ".join(f"(N, {w})" for w in widths)
+        raise RegionError(f"{name} must be an array of shape {expected}, got shape {array.shape}")
+    return array
+
+
+@dataclass(frozen=True)
+class ImageGeometry:
+    """Plane geometry of one total pixel matrix in the slide coordinate system.
+
+    Parameters
+    ----------
+    origin: tuple[float, float, float]
+        Slide ``(x, y, z)`` coordinates in millimeter of the center of the top-left pixel of the
+        total pixel matrix
+    orientation: tuple[float, float, float, float, float, float]
+        Image Orientation (Slide): direction cosines of the rows (direction of increasing column
+        index) followed by direction cosines of the columns (direction of increasing row index)
+    pixel_spacing: tuple[float, float]
+        Spacing in millimeter between rows (vertical) and between columns (horizontal), in that
+        order, as in the DICOM Pixel Spacing attribute
+
+    Raises
+    ------
+    dicomslide.errors.RegionError
+        When a tuple has the wrong length, a spacing is not positive, or a direction is zero or
+        the two directions are parallel
+    """
+
+    origin: tuple[float, float, float]
+    orientation: tuple[float, float, float, float, float, float]
+    pixel_spacing: tuple[float, float]
+
+    def __post_init__(self) -> None:
+        if len(self.origin) != 3 or not all(math.isfinite(v) for v in self.origin):
+            raise RegionError(f"origin must be 3 finite numbers (x, y, z), got {self.origin}")
+        if len(self.orientation) != 6:
+            raise RegionError(
+                f"orientation must be 6 direction cosines, got {len(self.orientation)} values"
+            )
+        if len(self.pixel_spacing) != 2 or not all(
+            math.isfinite(v) and v > 0 for v in self.pixel_spacing
+        ):
+            raise RegionError(
+                "pixel_spacing must be two positive numbers (between rows, between columns) "
+                f"in millimeter, got {self.pixel_spacing}"
+            )
+        row_direction = np.asarray(self.orientation[0:3], dtype=np.float64)
+        column_direction = np.asarray(self.orientation[3:6], dtype=np.float64)
+        # Parallel or zero directions would make the plane degenerate and slide_to_pixel
+        # meaningless; catching it here gives one clear error instead of NaNs later.
+        if np.linalg.norm(np.cross(row_direction, column_direction)) < 1e-6:
+            raise RegionError(
+                "orientation must hold two non-zero, non-parallel directions, "
+                f"got {self.orientation}"
+            )
+
+    @classmethod
+    def from_dataset(cls, ds: Dataset) -> ImageGeometry:
+        """Read the geometry of the total pixel matrix of an image.
+
+        Parameters
+        ----------
+        ds: pydicom.Dataset
+            Metadata of a VL Whole Slide Microscopy Image, Segmentation or Parametric Map
+            instance
+
+        Returns
+        -------
+        ImageGeometry
+            Geometry of the total pixel matrix
+
+        Raises
+        ------
+        dicomslide.errors.InvalidDataError
+            When the image has no usable Pixel Spacing or a malformed Image Orientation (Slide)
+
+        Notes
+        -----
+        Attributes are looked up as follows:
+
+        * Pixel Spacing: Shared Functional Groups Sequence > Pixel Measures Sequence, then the
+          first item of the Per-Frame Functional Groups Sequence, then the top-level dataset.
+          Missing everywhere is an error, because no coordinate can be computed without it.
+        * Origin: X and Y from the Total Pixel Matrix Origin Sequence (``(0, 0)`` if absent);
+          Z from Plane Position (Slide) Sequence > Z Offset in Slide Coordinate System in the
+          shared functional groups, then in the first per-frame item (``0`` if absent). For
+          images with several focal planes this is the Z of the first frame.
+        * Orientation: top-level Image Orientation (Slide), then Plane Orientation Sequence in
+          the functional groups. If absent, ``(1, 0, 0, 0, 1, 0)`` is assumed (rows along +X,
+          columns along +Y, no rotation), because an unknown geometry should not rotate the
+          image on display.
+        """
+        return cls(
+            origin=_read_origin(ds),
+            orientation=_read_orientation(ds),
+            pixel_spacing=_read_pixel_spacing(ds),
+        )
+
+    def _basis(self) -> npt.NDArray[np.float64]:
+        """Return the 3x2 matrix mapping ``(row, column)`` offsets to slide offsets in mm."""
+        row_direction = np.asarray(self.orientation[0:3], dtype=np.float64)
+        column_direction = np.asarray(self.orientation[3:6], dtype=np.float64)
+        row_spacing, column_spacing = self.pixel_spacing
+        # Moving one row down steps along the column direction by the spacing between rows.
+        return np.stack([column_direction * row_spacing, row_direction * column_spacing], axis=1)
+
+    def pixel_to_slide(self, pixel_indices: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        """Map total pixel matrix positions to slide coordinates.
+
+        Parameters
+        ----------
+        pixel_indices: numpy.ndarray
+            Zero-based ``(row, column)`` positions of shape ``(N, 2)``; fractional values are
+            allowed, ``(0, 0)`` is the center of the top-left pixel
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(x, y, z)`` slide coordinates in millimeter of shape ``(N, 3)``
+
+        Raises
+        ------
+        dicomslide.errors.RegionError
+            When `pixel_indices` does not have shape ``(N, 2)``
+        """
+        indices = _as_points(pixel_indices, (2,), "pixel_indices")
+        origin = np.asarray(self.origin, dtype=np.float64)
+        result: npt.NDArray[np.float64] = origin + indices @ self._basis().T
+        return result
+
+    def slide_to_pixel(self, coordinates: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        """Map slide coordinates to (fractional) total pixel matrix positions.
+
+        Parameters
+        ----------
+        coordinates: numpy.ndarray
+            Slide coordinates in millimeter of shape ``(N, 2)`` for ``(x, y)`` or ``(N, 3)``
+            for ``(x, y, z)``
+
+        Returns
+        -------
+        numpy.ndarray
+            Zero-based ``(row, column)`` positions of shape ``(N, 2)`` as floating-point
+            numbers; the caller decides how to round. Positions outside the total pixel matrix
+            are returned as they are (possibly negative), not clipped.
+
+        Raises
+        ------
+        dicomslide.errors.RegionError
+            When `coordinates` does not have shape ``(N, 2)`` or ``(N, 3)``, or when ``(x, y)``
+            coordinates are given but the image plane is perpendicular to the slide
+
+        Note
+        ----
+        ``(x, y)`` coordinates are solved in the XY plane, ignoring Z. ``(x, y, z)``
+        coordinates are first projected orthogonally onto the image plane, so a point above
+        or below the plane maps to the pixel directly beneath or above it.
+        """
+        points = _as_points(coordinates, (2, 3), "coordinates")
+        basis = self._basis()
+        origin = np.asarray(self.origin, dtype=np.float64)
+        if points.shape[1] == 2:
+            planar = basis[0:2, :]
+            if abs(np.linalg.det(planar)) < 1e-12 * max(self.pixel_spacing) ** 2:
+                raise RegionError(
+                    "Cannot map (x, y) coordinates: the image plane with orientation "
+                    f"{self.orientation} does not project onto the slide's XY plane; "
+                    "pass (x, y, z) coordinates instead"
+                )
+            offsets = points - origin[0:2]
+            solved = np.linalg.solve(planar, offsets.T).T
+            return np.asarray(solved, dtype=np.float64)
+        offsets = points - origin
+        projected = offsets @ np.linalg.pinv(basis).T
+        return np.asarray(projected, dtype=np.float64)
+
+    def rotation_degrees(self) -> float:
+        """Get the angle by which to rotate the pixel matrix so that it aligns with the slide.
+
+        Returns
+        -------
+        float
+            Counterclockwise angle in degrees, in the range ``[0, 360)``, by which the total
+            pixel matrix, as displayed with rows going down and columns going right, must be
+            rotated so that moving right along a row moves along the slide's +X axis. This is
+            the convention of :meth:`PIL.Image.Image.rotate` and of ``numpy.rot90`` with
+            ``k = angle / 90``. For the common scanner orientation ``(0, -1, 0, -1, 0, 0)``
+            the angle is 270.
+
+        Note
+        ----
+        A rotation cannot undo a mirrored orientation, so after rotating, the slide's Y axis
+        points either down or up depending on the handedness of the orientation.
+        """
+        # Components of the slide X axis along increasing column (display right) and along
+        # increasing row (display down).
+        along_columns = self.orientation[0]
+        along_rows = self.orientation[3]
+        if math.hypot(along_columns, along_rows) < 1e-9:
+            # The X axis is perpendicular to the image plane; no rotation can help.
+            return 0.0
+        # With the display's y axis pointing down, the counterclockwise angle of the X axis is
+        # atan2(-down, right); rotating by its negative brings it to the right.
+        degrees = math.degrees(math.atan2(along_rows, along_columns))
+        degrees = round(degrees, 9) % 360.0
+        return 0.0 if degrees == 360.0 else degrees

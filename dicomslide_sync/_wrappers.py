@@ -1,0 +1,949 @@
+"""Blocking twins of dicomslide's async classes.
+
+Every twin holds the async object it mirrors and runs its coroutines on the one private event
+loop of :mod:`dicomslide_sync._portal`, so all threads of a process share one frame service,
+one cache and one request batcher per client. Properties that need no I/O are read straight
+from the async object. Twins pickle by their inputs and re-open in the receiving process.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
+
+import numpy as np
+from pydicom import Dataset
+
+import dicomslide
+from dicomslide.enums import ChannelTypes
+from dicomslide.frames import CacheStats
+from dicomslide.pyramid import Pyramid
+from dicomslide_sync._portal import run
+
+__all__ = [
+    "DICOMfileClient",
+    "Slide",
+    "TiledImage",
+    "TotalPixelMatrix",
+    "TotalPixelMatrixSampler",
+    "find_slides",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _twin(original: Any) -> Callable[[F], F]:
+    """Give a blocking twin the documentation of the async original."""
+
+    def decorate(fn: F) -> F:
+        doc = getattr(original, "__doc__", None)
+        if doc:
+            fn.__doc__ = doc
+        return fn
+
+    return decorate
+
+
+def _unwrap(client: Any) -> Any:
+    return getattr(client, "__dicomslide_source__", None) or client
+
+
+class DICOMfileClient:
+    """Blocking client for a folder of DICOM Part 10 files (twin of the async client).
+
+    Parameters
+    ----------
+    url: str | os.PathLike[str]
+        Folder path or ``file://`` URL
+    index_dir: str | os.PathLike[str] | None, optional
+        Where the folder index is kept (see :class:`dicomslide.DICOMfileClient`)
+    recursive: bool, optional
+        Whether sub-folders are searched
+    """
+
+    def __init__(
+        self,
+        url: str | os.PathLike[str],
+        *,
+        index_dir: str | os.PathLike[str] | None = None,
+        recursive: bool = True,
+    ) -> None:
+        self._args = (url, index_dir, recursive)
+        self.__dicomslide_source__ = dicomslide.DICOMfileClient(
+            url, index_dir=index_dir, recursive=recursive
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        url, index_dir, recursive = self._args
+        return (_reopen_file_client, (url, index_dir, recursive))
+
+    @property
+    def base_dir(self) -> Any:
+        """Folder that is served.
+
+        Returns
+        -------
+        pathlib.Path
+            Folder
+        """
+        return self.__dicomslide_source__.base_dir
+
+    def search_for_studies(self, search_filters: dict[str, Any] | None = None) -> list[Dataset]:
+        """Search for studies (blocking twin of the async method).
+
+        Parameters
+        ----------
+        search_filters: dict[str, Any] | None, optional
+            Attribute keywords mapped to values that must match
+
+        Returns
+        -------
+        list[pydicom.Dataset]
+            Matching studies
+        """
+        return run(self.__dicomslide_source__.search_for_studies(search_filters))
+
+    def search_for_series(
+        self,
+        study_instance_uid: str | None = None,
+        search_filters: dict[str, Any] | None = None,
+    ) -> list[Dataset]:
+        """Search for series (blocking twin of the async method).
+
+        Parameters
+        ----------
+        study_instance_uid: str | None, optional
+            Study Instance UID
+        search_filters: dict[str, Any] | None, optional
+            Attribute keywords mapped to values that must match
+
+        Returns
+        -------
+        list[pydicom.Dataset]
+            Matching series
+        """
+        return run(
+            self.__dicomslide_source__.search_for_series(study_instance_uid, search_filters)
+        )
+
+    def search_for_instances(
+        self,
+        study_instance_uid: str | None = None,
+        series_instance_uid: str | None = None,
+        search_filters: dict[str, Any] | None = None,
+    ) -> list[Dataset]:
+        """Search for instances (blocking twin of the async method).
+
+        Parameters
+        ----------
+        study_instance_uid: str | None, optional
+            Study Instance UID
+        series_instance_uid: str | None, optional
+            Series Instance UID
+        search_filters: dict[str, Any] | None, optional
+            Attribute keywords mapped to values that must match
+
+        Returns
+        -------
+        list[pydicom.Dataset]
+            Matching instances
+        """
+        return run(
+            self.__dicomslide_source__.search_for_instances(
+                study_instance_uid, series_instance_uid, search_filters
+            )
+        )
+
+    def retrieve_series_metadata(
+        self, study_instance_uid: str, series_instance_uid: str
+    ) -> list[Dataset]:
+        """Metadata of every instance of a series (blocking).
+
+        Parameters
+        ----------
+        study_instance_uid: str
+            Study Instance UID
+        series_instance_uid: str
+            Series Instance UID
+
+        Returns
+        -------
+        list[pydicom.Dataset]
+            Metadata without Pixel Data
+        """
+        return run(
+            self.__dicomslide_source__.retrieve_series_metadata(
+                study_instance_uid, series_instance_uid
+            )
+        )
+
+    def retrieve_instance_metadata(
+        self, study_instance_uid: str, series_instance_uid: str, sop_instance_uid: str
+    ) -> Dataset:
+        """Metadata of one instance (blocking).
+
+        Parameters
+        ----------
+        study_instance_uid: str
+            Study Instance UID
+        series_instance_uid: str
+            Series Instance UID
+        sop_instance_uid: str
+            SOP Instance UID
+
+        Returns
+        -------
+        pydicom.Dataset
+            Metadata without Pixel Data
+        """
+        return run(
+            self.__dicomslide_source__.retrieve_instance_metadata(
+                study_instance_uid, series_instance_uid, sop_instance_uid
+            )
+        )
+
+    def close(self) -> None:
+        """Release file handles and caches."""
+        run(self.__dicomslide_source__.aclose())
+
+    def __enter__(self) -> DICOMfileClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _reopen_file_client(url: Any, index_dir: Any, recursive: bool) -> DICOMfileClient:
+    return DICOMfileClient(url, index_dir=index_dir, recursive=recursive)
+
+
+class TotalPixelMatrix:
+    """Blocking twin of :class:`dicomslide.TotalPixelMatrix`: ``matrix[...]`` is an array.
+
+    Parameters
+    ----------
+    client: Any
+        A dicomslide client or a ``dicomweb_client.DICOMClient``
+    image_metadata: pydicom.Dataset
+        Metadata of a tiled DICOM image
+    channel_index: int, optional
+        Zero-based channel index
+    focal_plane_index: int, optional
+        Zero-based focal plane index
+    max_frame_cache_size: int, optional
+        Accepted for compatibility (see :class:`dicomslide.TotalPixelMatrix`)
+    correct_color: bool, optional
+        Whether colour images are transformed from their ICC profile to sRGB
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        image_metadata: Dataset,
+        channel_index: int = 0,
+        focal_plane_index: int = 0,
+        max_frame_cache_size: int = 9,
+        correct_color: bool = True,
+    ) -> None:
+        self._async = dicomslide.TotalPixelMatrix(
+            _unwrap(client),
+            image_metadata,
+            channel_index,
+            focal_plane_index,
+            max_frame_cache_size,
+            correct_color,
+        )
+
+    @classmethod
+    def _wrap(cls, matrix: dicomslide.TotalPixelMatrix) -> TotalPixelMatrix:
+        obj = cls.__new__(cls)
+        obj._async = matrix
+        return obj
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        """Data type (see :class:`dicomslide.TotalPixelMatrix`)."""
+        return self._async.dtype
+
+    @property
+    def ndim(self) -> int:
+        """Number of dimensions (3)."""
+        return self._async.ndim
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """Rows, columns and samples per pixel."""
+        return self._async.shape
+
+    @property
+    def size(self) -> int:
+        """Number of values."""
+        return self._async.size
+
+    @property
+    def num_tiles(self) -> int:
+        """Number of tiles."""
+        return self._async.num_tiles
+
+    @property
+    def tile_shape(self) -> tuple[int, int, int]:
+        """Rows, columns and samples per pixel of a tile."""
+        return self._async.tile_shape
+
+    @property
+    def tile_size(self) -> int:
+        """Number of values of a tile."""
+        return self._async.tile_size
+
+    @property
+    def tile_grid_shape(self) -> tuple[int, int]:
+        """Number of tile rows and columns."""
+        return self._async.tile_grid_shape
+
+    @property
+    def tile_grid_positions(self) -> np.ndarray:
+        """Grid position of every tile."""
+        return self._async.tile_grid_positions
+
+    @property
+    def tile_positions(self) -> np.ndarray:
+        """Pixel offset of every tile."""
+        return self._async.tile_positions
+
+    def __len__(self) -> int:
+        return len(self._async)
+
+    @_twin(dicomslide.TotalPixelMatrix.get_tile_grid_position)
+    def get_tile_grid_position(self, index: int) -> tuple[int, int]:
+        """Position of a tile in the tile grid."""
+        return self._async.get_tile_grid_position(index)
+
+    @_twin(dicomslide.TotalPixelMatrix.get_tile_position)
+    def get_tile_position(self, index: int) -> tuple[int, int]:
+        """Pixel offset of a tile."""
+        return self._async.get_tile_position(index)
+
+    @_twin(dicomslide.TotalPixelMatrix.get_tile_bounding_box)
+    def get_tile_bounding_box(self, index: int) -> tuple[tuple[int, int], tuple[int, int]]:
+        """Bounding box of a tile."""
+        return self._async.get_tile_bounding_box(index)
+
+    @_twin(dicomslide.TotalPixelMatrix.get_tile_index)
+    def get_tile_index(
+        self,
+        position: tuple[int, int] | None = None,
+        frame_number: int | None = None,
+    ) -> int:
+        """Index of a tile."""
+        return self._async.get_tile_index(position, frame_number)
+
+    @_twin(dicomslide.TotalPixelMatrix.read_region)
+    def read_region(self, offset: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
+        """Read a region (pixels outside are filled)."""
+        return run(self._async.read_region(offset, size))
+
+    @_twin(dicomslide.TotalPixelMatrix.read_tiles)
+    def read_tiles(self, indices: Sequence[int]) -> np.ndarray:
+        """Read whole tiles."""
+        return run(self._async.read_tiles(indices))
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        """Index like a NumPy array (see :class:`dicomslide.TotalPixelMatrix`).
+
+        Parameters
+        ----------
+        key: Any
+            Pixel region (2- or 3-tuple) or tile index (int, slice, list)
+
+        Returns
+        -------
+        numpy.ndarray
+            Pixels
+        """
+        return run(self._async._getitem(key))  # type: ignore[no-any-return]
+
+
+class TiledImage:
+    """Blocking twin of :class:`dicomslide.TiledImage`.
+
+    Parameters
+    ----------
+    client: Any
+        A dicomslide client or a ``dicomweb_client.DICOMClient``
+    image_metadata: pydicom.Dataset
+        Metadata of a tiled DICOM image
+    max_frame_cache_size: int, optional
+        Accepted for compatibility (see :class:`dicomslide.TiledImage`)
+    correct_color: bool, optional
+        Whether colour images are transformed from their ICC profile to sRGB
+    concatenation_parts: Sequence[pydicom.Dataset] | None, optional
+        Metadata of every part of a concatenation
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        image_metadata: Dataset,
+        max_frame_cache_size: int = 6,
+        correct_color: bool = True,
+        concatenation_parts: Sequence[Dataset] | None = None,
+    ) -> None:
+        self._async = dicomslide.TiledImage(
+            _unwrap(client),
+            image_metadata,
+            max_frame_cache_size,
+            correct_color,
+            concatenation_parts,
+        )
+
+    @classmethod
+    def _wrap(cls, image: dicomslide.TiledImage) -> TiledImage:
+        obj = cls.__new__(cls)
+        obj._async = image
+        return obj
+
+    def __getattr__(self, name: str) -> Any:
+        # Properties and pure methods (no I/O) are the async object's own.
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._async, name)
+
+    @property
+    def metadata(self) -> Dataset:
+        """Image metadata."""
+        return self._async.metadata
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """Total pixel matrix rows and columns."""
+        return self._async.size
+
+    @property
+    def num_channels(self) -> int:
+        """Number of channels."""
+        return self._async.num_channels
+
+    @property
+    def num_focal_planes(self) -> int:
+        """Number of focal planes."""
+        return self._async.num_focal_planes
+
+    @property
+    def channel_type(self) -> ChannelTypes:
+        """Type of the channels."""
+        return self._async.channel_type
+
+    @property
+    def frame_of_reference_uid(self) -> str:
+        """Frame of Reference UID."""
+        return self._async.frame_of_reference_uid
+
+    @property
+    def physical_offset(self) -> tuple[float, float]:
+        """Smallest slide X and Y covered (mm)."""
+        return self._async.physical_offset
+
+    @property
+    def physical_size(self) -> tuple[float, float]:
+        """Extent along slide X and Y (mm)."""
+        return self._async.physical_size
+
+    @_twin(dicomslide.TiledImage.get_total_pixel_matrix)
+    def get_total_pixel_matrix(
+        self, channel_index: int = 0, focal_plane_index: int = 0
+    ) -> TotalPixelMatrix:
+        """Total pixel matrix of a channel and focal plane."""
+        return TotalPixelMatrix._wrap(
+            self._async.get_total_pixel_matrix(channel_index, focal_plane_index)
+        )
+
+    @_twin(dicomslide.TiledImage.get_image_region)
+    def get_image_region(
+        self,
+        offset: tuple[int, int],
+        size: tuple[int, int],
+        channel_index: int = 0,
+        focal_plane_index: int = 0,
+    ) -> np.ndarray:
+        """Read a region of the total pixel matrix."""
+        return run(self._async.get_image_region(offset, size, channel_index, focal_plane_index))
+
+    @_twin(dicomslide.TiledImage.get_slide_region)
+    def get_slide_region(
+        self,
+        offset: tuple[float, float],
+        size: tuple[float, float],
+        channel_index: int = 0,
+        focal_plane_index: int = 0,
+    ) -> np.ndarray:
+        """Read a region in slide coordinates."""
+        return run(self._async.get_slide_region(offset, size, channel_index, focal_plane_index))
+
+
+class Slide:
+    """Blocking twin of :class:`dicomslide.Slide`.
+
+    Parameters
+    ----------
+    client: Any
+        A dicomslide client or a ``dicomweb_client.DICOMClient``
+    image_metadata: Sequence[pydicom.Dataset]
+        Metadata of the images of the slide
+    max_frame_cache_size: int, optional
+        Accepted for compatibility (see :class:`dicomslide.Slide`)
+    pyramid_tolerance: float, optional
+        Largest tolerated distance (mm) between image centres of different levels
+    correct_color: bool, optional
+        Whether colour images are transformed from their ICC profile to sRGB
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        image_metadata: Sequence[Dataset],
+        max_frame_cache_size: int = 6,
+        pyramid_tolerance: float = 0.1,
+        correct_color: bool = True,
+    ) -> None:
+        self._client = client
+        self._async = dicomslide.Slide(
+            _unwrap(client), image_metadata, max_frame_cache_size, pyramid_tolerance, correct_color
+        )
+        self._args = (
+            self._async.image_metadata,
+            max_frame_cache_size,
+            pyramid_tolerance,
+            correct_color,
+        )
+
+    @classmethod
+    def _wrap(cls, client: Any, slide: dicomslide.Slide, args: tuple[Any, ...]) -> Slide:
+        obj = cls.__new__(cls)
+        obj._client = client
+        obj._args = args
+        obj._async = slide
+        return obj
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Slide, (self._client, *self._args))
+
+    @property
+    def async_slide(self) -> dicomslide.Slide:
+        """The async slide this twin runs.
+
+        Returns
+        -------
+        dicomslide.Slide
+            Async slide
+        """
+        return self._async
+
+    @property
+    def client(self) -> Any:
+        """The client the slide reads from."""
+        return self._client
+
+    @property
+    def cache_stats(self) -> CacheStats:
+        """Statistics of the client's frame cache and requests."""
+        return self._async.cache_stats
+
+    @property
+    def pyramid(self) -> Pyramid:
+        """Levels of the slide."""
+        return self._async.pyramid
+
+    @property
+    def frame_of_reference_uid(self) -> str:
+        """Frame of Reference UID."""
+        return self._async.frame_of_reference_uid
+
+    @property
+    def container_id(self) -> str:
+        """Container Identifier."""
+        return self._async.container_id
+
+    @property
+    def num_channels(self) -> int:
+        """Number of channels."""
+        return self._async.num_channels
+
+    @property
+    def num_focal_planes(self) -> int:
+        """Number of focal planes."""
+        return self._async.num_focal_planes
+
+    @property
+    def num_levels(self) -> int:
+        """Number of pyramid levels."""
+        return self._async.num_levels
+
+    @property
+    def total_pixel_matrix_dimensions(self) -> tuple[tuple[int, int], ...]:
+        """Total pixel matrix (rows, columns) per level."""
+        return self._async.total_pixel_matrix_dimensions
+
+    @property
+    def downsampling_factors(self) -> tuple[float, ...]:
+        """Downsampling factor per level."""
+        return self._async.downsampling_factors
+
+    @property
+    def pixel_spacings(self) -> tuple[tuple[float, float], ...]:
+        """Pixel spacing (mm) per level."""
+        return self._async.pixel_spacings
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """Base level rows and columns."""
+        return self._async.size
+
+    @property
+    def physical_offset(self) -> tuple[float, float]:
+        """Smallest slide X and Y covered (mm)."""
+        return self._async.physical_offset
+
+    @property
+    def physical_size(self) -> tuple[float, float]:
+        """Largest extent along slide X and Y (mm)."""
+        return self._async.physical_size
+
+    @property
+    def label_images(self) -> tuple[TiledImage, ...]:
+        """LABEL images."""
+        return tuple(TiledImage._wrap(im) for im in self._async.label_images)
+
+    @property
+    def overview_images(self) -> tuple[TiledImage, ...]:
+        """OVERVIEW images."""
+        return tuple(TiledImage._wrap(im) for im in self._async.overview_images)
+
+    @property
+    def thumbnail_images(self) -> tuple[TiledImage, ...]:
+        """THUMBNAIL images."""
+        return tuple(TiledImage._wrap(im) for im in self._async.thumbnail_images)
+
+    @_twin(dicomslide.Slide.get_channel_type)
+    def get_channel_type(self, channel_index: int) -> ChannelTypes:
+        """Type of a channel."""
+        return self._async.get_channel_type(channel_index)
+
+    @_twin(dicomslide.Slide.get_channel_identifier)
+    def get_channel_identifier(self, channel_index: int) -> str:
+        """Identifier of a channel."""
+        return self._async.get_channel_identifier(channel_index)
+
+    @_twin(dicomslide.Slide.get_channel_index)
+    def get_channel_index(
+        self,
+        channel_identifier: str,
+        channel_type: str | ChannelTypes = ChannelTypes.OPTICAL_PATH,
+    ) -> int:
+        """Index of a channel."""
+        return self._async.get_channel_index(channel_identifier, channel_type)
+
+    @_twin(dicomslide.Slide.get_focal_plane_offset)
+    def get_focal_plane_offset(self, focal_plane_index: int) -> float:
+        """Z offset of a focal plane."""
+        return self._async.get_focal_plane_offset(focal_plane_index)
+
+    @_twin(dicomslide.Slide.get_focal_plane_index)
+    def get_focal_plane_index(self, focal_plane_offset: float) -> int:
+        """Index of a focal plane."""
+        return self._async.get_focal_plane_index(focal_plane_offset)
+
+    @_twin(dicomslide.Slide.find_optical_paths)
+    def find_optical_paths(
+        self,
+        identifier: str | None = None,
+        description: str | None = None,
+        illumination_wavelength: float | None = None,
+        specimen_stain: Any | None = None,
+    ) -> tuple[int, ...]:
+        """Channels that are matching optical paths."""
+        return self._async.find_optical_paths(
+            identifier, description, illumination_wavelength, specimen_stain
+        )
+
+    @_twin(dicomslide.Slide.find_segments)
+    def find_segments(
+        self,
+        number: int | None = None,
+        label: str | None = None,
+        property_category: Any | None = None,
+        property_type: Any | None = None,
+    ) -> tuple[int, ...]:
+        """Channels that are matching segments."""
+        return self._async.find_segments(number, label, property_category, property_type)
+
+    @_twin(dicomslide.Slide.get_volume_images)
+    def get_volume_images(
+        self, channel_index: int = 0, focal_plane_index: int = 0
+    ) -> tuple[TiledImage, ...]:
+        """VOLUME or THUMBNAIL images of a channel and focal plane."""
+        return tuple(
+            TiledImage._wrap(im)
+            for im in self._async.get_volume_images(channel_index, focal_plane_index)
+        )
+
+    @_twin(dicomslide.Slide.get_image_region)
+    def get_image_region(
+        self,
+        offset: tuple[int, int] | None = None,
+        level: int = 0,
+        size: tuple[int, int] | None = None,
+        channel_index: int = 0,
+        focal_plane_index: int = 0,
+        *,
+        pixel_indices: tuple[int, int] | None = None,
+    ) -> np.ndarray:
+        """Read a region of the image at a level."""
+        return run(
+            self._async.get_image_region(
+                offset,
+                level,
+                size,
+                channel_index,
+                focal_plane_index,
+                pixel_indices=pixel_indices,
+            )
+        )
+
+    @_twin(dicomslide.Slide.get_slide_region)
+    def get_slide_region(
+        self,
+        offset: tuple[float, float],
+        level: int,
+        size: tuple[float, float],
+        channel_index: int = 0,
+        focal_plane_index: int = 0,
+    ) -> np.ndarray:
+        """Read a region in slide coordinates."""
+        return run(
+            self._async.get_slide_region(offset, level, size, channel_index, focal_plane_index)
+        )
+
+    @_twin(dicomslide.Slide.get_slide_region_for_annotation)
+    def get_slide_region_for_annotation(
+        self,
+        annotation: Any,
+        level: int,
+        channel_index: int = 0,
+        padding: float | tuple[float, float] | tuple[float, float, float, float] = 0.0,
+    ) -> np.ndarray:
+        """Read the bounding box of a graphic annotation."""
+        return run(
+            self._async.get_slide_region_for_annotation(annotation, level, channel_index, padding)
+        )
+
+    @_twin(dicomslide.Slide.get_pixel_indices)
+    def get_pixel_indices(
+        self,
+        offset: tuple[float, float],
+        level: int,
+        channel_index: int = 0,
+        focal_plane_index: int = 0,
+    ) -> tuple[int, int]:
+        """Pixel nearest to a slide position."""
+        return self._async.get_pixel_indices(offset, level, channel_index, focal_plane_index)
+
+    @_twin(dicomslide.Slide.get_slide_offset)
+    def get_slide_offset(
+        self,
+        pixel_indices: tuple[int, int],
+        level: int,
+        channel_index: int = 0,
+        focal_plane_index: int = 0,
+    ) -> tuple[float, float]:
+        """Slide position of a pixel."""
+        return self._async.get_slide_offset(pixel_indices, level, channel_index, focal_plane_index)
+
+    @_twin(dicomslide.Slide.map_pixel_indices_to_slide_coordinates)
+    def map_pixel_indices_to_slide_coordinates(
+        self,
+        pixel_indices: np.ndarray,
+        level: int,
+        channel_index: int = 0,
+        focal_plane_index: int = 0,
+    ) -> np.ndarray:
+        """Map pixel indices to slide coordinates."""
+        return self._async.map_pixel_indices_to_slide_coordinates(
+            pixel_indices, level, channel_index, focal_plane_index
+        )
+
+    @_twin(dicomslide.Slide.map_slide_coordinates_to_pixel_indices)
+    def map_slide_coordinates_to_pixel_indices(
+        self,
+        slide_coordinates: np.ndarray,
+        level: int,
+        channel_index: int = 0,
+        focal_plane_index: int = 0,
+    ) -> np.ndarray:
+        """Map slide coordinates to pixel indices."""
+        return self._async.map_slide_coordinates_to_pixel_indices(
+            slide_coordinates, level, channel_index, focal_plane_index
+        )
+
+
+class TotalPixelMatrixSampler:
+    """Blocking twin of :class:`dicomslide.TotalPixelMatrixSampler`.
+
+    Parameters
+    ----------
+    matrix: dicomslide_sync.TotalPixelMatrix
+        Total pixel matrix
+    region_dimensions: tuple[int, int]
+        (rows, columns) of each region
+    bounding_box: tuple[tuple[int, int], tuple[int, int]] | None, optional
+        Area to sample
+    tile_grid_positions: Sequence[tuple[int, int]] | numpy.ndarray | None, optional
+        Tiles whose regions are sampled
+    padding: int | tuple[int, int] | tuple[int, int, int, int], optional
+        Padding of each region
+    """
+
+    def __init__(
+        self,
+        matrix: TotalPixelMatrix,
+        region_dimensions: tuple[int, int],
+        bounding_box: tuple[tuple[int, int], tuple[int, int]] | None = None,
+        tile_grid_positions: Sequence[tuple[int, int]] | np.ndarray | None = None,
+        padding: int | tuple[int, int] | tuple[int, int, int, int] = 0,
+    ) -> None:
+        self._matrix = matrix
+        self._async = dicomslide.TotalPixelMatrixSampler(
+            matrix._async, region_dimensions, bounding_box, tile_grid_positions, padding
+        )
+
+    @property
+    def matrix(self) -> TotalPixelMatrix:
+        """Total pixel matrix."""
+        return self._matrix
+
+    @property
+    def region_shape(self) -> tuple[int, int, int]:
+        """Shape of a region."""
+        return self._async.region_shape
+
+    @property
+    def padded_region_shape(self) -> tuple[int, int, int]:
+        """Shape of a padded region."""
+        return self._async.padded_region_shape
+
+    @property
+    def padding(self) -> tuple[int, int, int, int]:
+        """Padding (left, top, right, bottom)."""
+        return self._async.padding
+
+    def __len__(self) -> int:
+        return len(self._async)
+
+    @_twin(dicomslide.TotalPixelMatrixSampler.get_region_grid_position)
+    def get_region_grid_position(self, index: int) -> tuple[int, int]:
+        """Grid position of a sampled region."""
+        return self._async.get_region_grid_position(index)
+
+    @_twin(dicomslide.TotalPixelMatrixSampler.get_region_bounding_box)
+    def get_region_bounding_box(self, index: int) -> tuple[tuple[int, int], tuple[int, int]]:
+        """Padded bounding box of a sampled region."""
+        return self._async.get_region_bounding_box(index)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        """The padded region at an index.
+
+        Parameters
+        ----------
+        index: int
+            Zero-based region index
+
+        Returns
+        -------
+        numpy.ndarray
+            Pixels
+        """
+        return run(self._async._get(index))
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for i in range(len(self)):
+            yield self[i]
+
+
+def find_slides(
+    client: Any,
+    study_instance_uid: str | None = None,
+    patient_id: str | None = None,
+    study_id: str | None = None,
+    container_id: str | None = None,
+    max_frame_cache_size: int = 6,
+    pyramid_tolerance: float = 0.1,
+    fail_on_error: bool = True,
+    include_derived: bool = True,
+    specimen_stains: Sequence[Any] | None = None,
+    optical_path_ids: Sequence[str] | None = None,
+    *,
+    correct_color: bool = True,
+) -> list[Slide]:
+    """Find slides (blocking twin of :func:`dicomslide.find_slides`).
+
+    Parameters
+    ----------
+    client: Any
+        A dicomslide(_sync) client or a ``dicomweb_client.DICOMClient``
+    study_instance_uid: str | None, optional
+        Study Instance UID
+    patient_id: str | None, optional
+        Patient ID
+    study_id: str | None, optional
+        Study ID
+    container_id: str | None, optional
+        Container Identifier of the slide
+    max_frame_cache_size: int, optional
+        Accepted for compatibility with dicomslide 0.7
+    pyramid_tolerance: float, optional
+        Largest tolerated distance (mm) between image centres of different levels
+    fail_on_error: bool, optional
+        Whether an error building one slide is raised; if False the slide is skipped
+    include_derived: bool, optional
+        Whether Segmentations and Parametric Maps become channels
+    specimen_stains: Sequence[pydicom.sr.coding.Code | highdicom.sr.CodedConcept] | None
+        Only images whose specimen description lists one of these stains
+    optical_path_ids: Sequence[str] | None, optional
+        Only images with one of these optical path identifiers
+    correct_color: bool, optional
+        Whether colour images are transformed from their ICC profile to sRGB
+
+    Returns
+    -------
+    list[dicomslide_sync.Slide]
+        Slides
+    """
+    slides = run(
+        dicomslide.find_slides(
+            _unwrap(client),
+            study_instance_uid,
+            patient_id,
+            study_id,
+            container_id,
+            max_frame_cache_size,
+            pyramid_tolerance,
+            fail_on_error,
+            include_derived,
+            specimen_stains,
+            optical_path_ids,
+            correct_color=correct_color,
+        )
+    )
+    return [
+        Slide._wrap(
+            client,
+            s,
+            (
+                s.image_metadata,
+                max_frame_cache_size,
+                pyramid_tolerance,
+                correct_color,
+            ),
+        )
+        for s in slides
+    ]
