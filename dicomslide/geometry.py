@@ -133,12 +133,20 @@ def get_focal_plane_offsets(ds: Dataset) -> list[float]:
     organization = str(ds.get("DimensionOrganizationType", ""))
     if organization == "TILED_FULL":
         planes = _int(ds, "TotalPixelMatrixFocalPlanes", 1)
-        spacing = float(ds.get("SpacingBetweenFocalPlanes", 0.0) or 0.0)
+        measures = _shared_item(ds, "PixelMeasuresSequence")
+        spacing = 0.0
+        if measures is not None:
+            spacing = float(measures.get("SpacingBetweenSlices", 0.0) or 0.0)
+        if planes > 1 and spacing <= 0:
+            raise InvalidDataError(
+                f"TILED_FULL image {ds.get('SOPInstanceUID', '?')} has {planes} focal planes "
+                "but no positive Spacing Between Slices to place them."
+            )
         z0 = 0.0
-        origin = ds.get("TotalPixelMatrixOriginSequence")
-        if origin and "ZOffsetInSlideCoordinateSystem" in origin[0]:
-            z0 = float(origin[0].ZOffsetInSlideCoordinateSystem)
-        # Z offsets are stored in micrometres per the standard; spacing is in mm.
+        shared = _shared_item(ds, "PlanePositionSlideSequence")
+        if shared is not None and "ZOffsetInSlideCoordinateSystem" in shared:
+            z0 = float(shared.ZOffsetInSlideCoordinateSystem)
+        # Z offsets are in micrometres per the standard; the spacing is in millimetres.
         return [z0 + i * spacing * 1000.0 for i in range(planes)]
     offsets: set[float] = set()
     for item in ds.get("PerFrameFunctionalGroupsSequence", []):

@@ -32,6 +32,7 @@ from dicomslide.pyramid import Pyramid
 from dicomslide.runtime import as_source, get_cache_stats
 from dicomslide.sources.protocol import Source
 from dicomslide.utils import (
+    compute_image_center_position,
     does_optical_path_item_match,
     does_segment_item_match,
     does_specimen_description_item_match,
@@ -142,6 +143,7 @@ class Slide:
                 "None of the given images is a VOLUME or THUMBNAIL slide microscopy image."
             )
         volume.sort(key=lambda im: im.size[0] * im.size[1], reverse=True)
+        volume = _drop_unaligned_untyped(volume, pyramid_tolerance)
         self._volume = volume
         self._pyramid = Pyramid(
             [im.metadata for im in volume],
@@ -915,6 +917,26 @@ class Slide:
             channel_index=channel_index,
             focal_plane_index=plane,
         )
+
+
+def _drop_unaligned_untyped(volume: list[TiledImage], tolerance: float) -> list[TiledImage]:
+    # Without Image Type a label or overview photo looks like a pyramid level. Such images are
+    # kept only if they are aligned with the finest image; the rest are not part of the pyramid.
+    if all("ImageType" in im.metadata for im in volume):
+        return volume
+    finest = min(volume, key=lambda im: min(im.pixel_spacing))
+    center = np.array(compute_image_center_position(finest.metadata)[:2])
+    kept = []
+    for im in volume:
+        if "ImageType" in im.metadata:
+            kept.append(im)
+            continue
+        distance = float(
+            np.linalg.norm(np.array(compute_image_center_position(im.metadata)[:2]) - center)
+        )
+        if distance <= tolerance:
+            kept.append(im)
+    return kept
 
 
 def _pair_int(value: Sequence[int], what: str) -> tuple[int, int]:
