@@ -1,0 +1,45 @@
+"""Developer sessions: ``nox -s tests lint typecheck integration benchmarks``."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["lint", "typecheck", "tests"]
+PACKAGES = ["dicomslide", "dicomslide_sync"]
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Unit, async and sync tests (integration tests skip without Orthanc unless CI is set)."""
+    session.install("-e", ".[test]")
+    session.run("pytest", "-m", "not integration", *session.posargs)
+
+
+@nox.session
+def integration(session: nox.Session) -> None:
+    """Tests against a private Orthanc and third-party converter output (needs .ci/install-system.sh)."""
+    session.install("-e", ".[test]")
+    session.run("pytest", "-m", "integration", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check."""
+    session.install("ruff")
+    session.run("ruff", "check", *PACKAGES, "tests", "benchmarks")
+    session.run("ruff", "format", "--check", *PACKAGES, "tests", "benchmarks")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict on both packages."""
+    session.install("-e", ".[test,lint]")
+    session.run("mypy", "--strict", *PACKAGES)
+
+
+@nox.session
+def benchmarks(session: nox.Session) -> None:
+    """The published benchmark: peers in their own venv, results in benchmarks/RESULTS.md."""
+    session.install("-e", ".[test,fast]")
+    session.run("python", "benchmarks/setup_peers.py")
+    session.run("python", "benchmarks/run.py", *session.posargs)
