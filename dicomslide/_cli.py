@@ -101,7 +101,7 @@ def _to_image(region: np.ndarray) -> Image.Image:
     return Image.fromarray(region.astype(np.uint8), mode="RGB")
 
 
-async def _run(args: argparse.Namespace) -> int:
+def _prepare_source(args: argparse.Namespace) -> Path | None:
     if args.source is None:
         from dicomslide.synthetic import write_sample_slide
 
@@ -113,12 +113,15 @@ async def _run(args: argparse.Namespace) -> int:
                 f"wrote sample slide: {len(files)} files in {folder} "
                 f"({time.perf_counter() - started:.2f} s)"
             )
-        source = folder
-    else:
-        source = Path(args.source)
-        if not source.is_dir():
-            print(f"dicomslide: {source} is not a folder", file=sys.stderr)
-            return 2
+        return folder
+    source = Path(args.source)
+    if not source.is_dir():
+        print(f"dicomslide: {source} is not a folder", file=sys.stderr)
+        return None
+    return source
+
+
+async def _run(args: argparse.Namespace, source: Path) -> int:
     client = dicomslide.DICOMfileClient(source)
     started = time.perf_counter()
     slides = await dicomslide.find_slides(client, container_id=args.container_id)
@@ -152,7 +155,9 @@ async def _run(args: argparse.Namespace) -> int:
             (row, col), level, (rows, cols), args.channel, args.focal_plane
         )
         image = _to_image(region)
-        what = f"region {region.shape[1]} x {region.shape[0]} px at level {level % slide.num_levels}"
+        what = (
+            f"region {region.shape[1]} x {region.shape[0]} px at level {level % slide.num_levels}"
+        )
     elapsed = time.perf_counter() - started
     stats = slide.cache_stats
     print(
@@ -181,8 +186,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         Exit status
     """
     args = _parser().parse_args(argv)
+    source = _prepare_source(args)
+    if source is None:
+        return 2
     try:
-        return asyncio.run(_run(args))
+        return asyncio.run(_run(args, source))
     except DicomSlideError as error:
         print(f"dicomslide: {error}", file=sys.stderr)
         return 1

@@ -405,7 +405,7 @@ def iter_tiles_in_region(
     r0, c0 = offset
     h, w = size
     th, tw = tile_shape
-    out = []
+    out: list[tuple[int, int, tuple[slice, slice], tuple[slice, slice]]] = []
     first_tr = max(r0, 0) // th
     last_tr = min(r0 + h, grid_shape[0] * th) - 1
     first_tc = max(c0, 0) // tw

@@ -378,7 +378,7 @@ class TotalPixelMatrix:
         numpy.ndarray
             Array of shape (num_tiles, 2)
         """
-        return self.tile_grid_positions * np.array(
+        return self.tile_grid_positions * np.array(  # type: ignore[no-any-return]
             [self._index.tile_rows, self._index.tile_columns]
         )
 
@@ -550,7 +550,7 @@ class TotalPixelMatrix:
             if i < 0:
                 i += self.num_tiles
             tiles = await self.read_tiles([self._check_tile_index(i)])
-            return tiles[0]
+            return np.asarray(tiles[0])
         if isinstance(key, slice):
             indices = list(range(*key.indices(self.num_tiles)))
             return await self.read_tiles(indices)

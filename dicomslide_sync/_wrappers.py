@@ -361,7 +361,7 @@ class TotalPixelMatrix:
         numpy.ndarray
             Pixels
         """
-        return run(self._async._getitem(key))  # type: ignore[no-any-return]
+        return run(self._async._getitem(key))
 
 
 class TiledImage:

@@ -167,9 +167,8 @@ async def test_region_beyond_bottom_right_is_filled(
     slide = await _open(variant_dirs["tiled_full_native"], tmp_path)
     rows, cols = spec.size
     region = await slide.get_image_region((rows - 10, cols - 20), 0, (30, 40))
-    np.testing.assert_array_equal(
-        region[:10, :20], expected_pixels(spec, 0, 0, 0, slice(rows - 10, rows), slice(cols - 20, cols))
-    )
+    truth = expected_pixels(spec, 0, 0, 0, slice(rows - 10, rows), slice(cols - 20, cols))
+    np.testing.assert_array_equal(region[:10, :20], truth)
     assert (region[10:, :] == 255).all()
     assert (region[:, 20:] == 255).all()
 
@@ -211,7 +210,8 @@ async def test_channel_and_focal_plane_lookups(
 ) -> None:
     slide = await _open(variant_dirs["multi_z_tiled_full"], tmp_path)
     offsets = [slide.get_focal_plane_offset(i) for i in range(3)]
-    assert offsets == sorted(offsets) and len(set(offsets)) == 3
+    assert offsets == sorted(offsets)
+    assert len(set(offsets)) == 3
     for i, z in enumerate(offsets):
         assert slide.get_focal_plane_index(z) == i
     with pytest.raises(ValueError, match="No focal plane"):
@@ -267,9 +267,7 @@ async def test_total_pixel_matrix_indexes_like_numpy(
     np.testing.assert_array_equal(await matrix[-1], await matrix[len(matrix) - 1])
 
 
-async def test_sampler_regions_with_padding(
-    variant_dirs: dict[str, Path], tmp_path: Path
-) -> None:
+async def test_sampler_regions_with_padding(variant_dirs: dict[str, Path], tmp_path: Path) -> None:
     spec = VARIANTS["tiled_full_native"]
     slide = await _open(variant_dirs["tiled_full_native"], tmp_path)
     matrix = slide.get_volume_images()[0].get_total_pixel_matrix()
@@ -298,9 +296,7 @@ async def test_concurrent_reads_share_requests_and_never_refetch(
     before = slide.cache_stats.requests
     rng = np.random.default_rng(1)
     offsets = [(int(rng.integers(0, 200)), int(rng.integers(0, 400))) for _ in range(64)]
-    regions = await asyncio.gather(
-        *(slide.get_image_region(o, 0, (100, 120)) for o in offsets)
-    )
+    regions = await asyncio.gather(*(slide.get_image_region(o, 0, (100, 120)) for o in offsets))
     stats = slide.cache_stats
     touched = {
         (tr, tc)

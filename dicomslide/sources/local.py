@@ -1,0 +1,1231 @@
+"""Async source of DICOM data stored as Part 10 files in a local folder.
+
+:class:`DICOMfileClient` implements :class:`dicomslide.sources.Source` for a folder. Every
+file operation (walking the folder, ``stat``, header parsing, frame reads) runs in a worker
+thread through :func:`anyio.to_thread.run_sync`; the event loop never blocks on the disk.
+
+Index
+-----
+On first use (once, however many tasks ask concurrently) the client walks the folder
+(recursively unless ``recursive=False``), ``stat``\\ s every file and reads the header of each
+new or changed one with ``pydicom.dcmread(stop_before_pixels=True, specific_tags=...)``, keeping
+the UIDs, the transfer syntax and the attributes searches can filter on. Files without the
+``DICM`` prefix are skipped and counted; files that fail to parse are recorded with the reason
+(see :meth:`DICOMfileClient.index_summary`); neither stops the indexing.
+
+The index is persisted as one JSON file, written atomically, in ``index_dir`` (default:
+``$XDG_CACHE_HOME/dicomslide/index``, else ``~/.cache/dicomslide/index``), named by a SHA-256
+of the resolved folder path and the ``recursive`` flag. If that directory is not writable the
+index lives in memory only.
+
+Invalidation: every client ``stat``\\ s every file once when it indexes (cheap); a file whose
+``(size, mtime_ns)`` differs from the persisted entry, or that is new, is parsed again; entries
+of files that no longer exist are dropped. Unchanged files are never parsed again. After that
+the client works on this snapshot; when frames are read the file is ``fstat``\\ ed again, and a
+changed file gets its frame table rebuilt.
+
+Frames
+------
+Frames are located without reading the whole file (see :mod:`dicomslide.sources.part10`):
+offset tables or one scan of item headers for encapsulated pixel data, arithmetic for native
+pixel data. The frame table of an instance is cached in memory, keyed by SOP Instance UID and
+the file's ``(size, mtime_ns)``. Deflated files are inflated once into an anonymous temporary
+file (a bounded number are kept). Frames of one request are read in file order with
+``os.pread``, several per worker-thread job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import re
+import tempfile
+import threading
+import time
+import urllib.parse
+import urllib.request
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, BinaryIO, Final
+
+import anyio
+import anyio.to_thread
+import pydicom
+from pydicom import Dataset
+from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
+from pydicom.multival import MultiValue
+
+from dicomslide.errors import (
+    InvalidDataError,
+    NotFoundError,
+    RegionError,
+    UnsupportedError,
+    UsageError,
+)
+from dicomslide.sources import part10
+from dicomslide.sources.protocol import EncodedFrame
+
+__all__ = ["DICOMfileClient", "IndexSummary"]
+
+_INDEX_FORMAT: Final = 1
+_DICOMDIR_SOP_CLASS: Final = "1.2.840.10008.1.3.10"
+
+_STUDY_KEYWORDS: Final = (
+    "StudyInstanceUID",
+    "PatientID",
+    "PatientName",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyID",
+    "AccessionNumber",
+    "StudyDate",
+    "StudyTime",
+    "StudyDescription",
+    "ReferringPhysicianName",
+)
+_SERIES_KEYWORDS: Final = (
+    "SeriesInstanceUID",
+    "Modality",
+    "SeriesNumber",
+    "SeriesDescription",
+    "FrameOfReferenceUID",
+    "ContainerIdentifier",
+)
+_INSTANCE_KEYWORDS: Final = (
+    "SOPInstanceUID",
+    "SOPClassUID",
+    "InstanceNumber",
+    "ImageType",
+    "NumberOfFrames",
+    "Rows",
+    "Columns",
+    "TotalPixelMatrixRows",
+    "TotalPixelMatrixColumns",
+    "TotalPixelMatrixFocalPlanes",
+    "NumberOfOpticalPaths",
+)
+_INDEX_KEYWORDS: Final = _STUDY_KEYWORDS + _SERIES_KEYWORDS + _INSTANCE_KEYWORDS
+_INDEX_TAGS: Final[list[int]] = [int(tag_for_keyword(k) or 0) for k in _INDEX_KEYWORDS]
+_SEARCHABLE: Final = frozenset((*_INDEX_KEYWORDS, "TransferSyntaxUID"))
+_REQUIRED: Final = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
+_INT_VRS: Final = frozenset({"IS", "US", "UL", "SS", "SL", "SV", "UV"})
+_RANGE_KEYWORDS: Final = frozenset({"StudyDate", "StudyTime", "PatientBirthDate"})
+
+_METADATA_CACHE_SIZE: Final = 256
+_FRAME_TABLE_CACHE_SIZE: Final = 1024
+_INFLATED_CACHE_SIZE: Final = 4
+_PARSE_THREADS: Final = 4
+_PARSE_CHUNK: Final = 32
+_READ_JOB_BYTES: Final = 16 << 20
+_READ_JOB_FRAMES: Final = 64
+_COALESCE_GAP: Final = 4096
+_COALESCE_BYTES: Final = 8 << 20
+
+
+@dataclass(frozen=True)
+class IndexSummary:
+    """What indexing a folder found and did.
+
+    Attributes
+    ----------
+    base_dir: pathlib.Path
+        The indexed folder
+    index_file: pathlib.Path | None
+        Where the index is persisted, ``None`` if it is kept in memory only
+    instances: int
+        Number of DICOM instances indexed
+    non_dicom: int
+        Number of files skipped because they are not DICOM Part 10 instances
+    failures: Mapping[str, str]
+        Files (relative to ``base_dir``) that could not be parsed, with the reason
+    duplicates: Sequence[str]
+        Files skipped because an earlier file (in path order) has the same SOP Instance UID
+    parsed: int
+        Number of file headers parsed by this client (new or changed files)
+    reused: int
+        Number of files whose persisted entry was reused without parsing
+    persist_error: str | None
+        Why the index could not be written, if it could not
+    seconds: float
+        Wall time of indexing
+    """
+
+    base_dir: Path
+    index_file: Path | None
+    instances: int
+    non_dicom: int
+    failures: Mapping[str, str]
+    duplicates: Sequence[str]
+    parsed: int
+    reused: int
+    persist_error: str | None
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Instance:
+    relpath: str
+    path: str
+    size: int
+    mtime_ns: int
+    attrs: Mapping[str, Any]
+
+    @property
+    def study_uid(self) -> str:
+        return str(self.attrs["StudyInstanceUID"])
+
+    @property
+    def series_uid(self) -> str:
+        return str(self.attrs["SeriesInstanceUID"])
+
+    @property
+    def sop_uid(self) -> str:
+        return str(self.attrs["SOPInstanceUID"])
+
+    @property
+    def number_of_frames(self) -> int:
+        return int(self.attrs.get("NumberOfFrames") or 1)
+
+
+@dataclass
+class _Index:
+    instances: dict[str, _Instance]
+    summary: IndexSummary
+
+
+@dataclass
+class _FrameSource:
+    stat_key: tuple[int, int]
+    layout: part10.FrameLayout
+    transfer_syntax_uid: str
+    inflated: BinaryIO | None = None
+
+
+@dataclass
+class _ReadState:
+    """Per-request file handle, touched only by one worker thread at a time."""
+
+    path: str
+    sop_uid: str
+    source: _FrameSource
+    fd: int | None = None
+    owns_fd: bool = False
+
+
+class _StaleFrameTableError(Exception):
+    """The file changed since its frame table was built."""
+
+
+# --------------------------------------------------------------------------------------------
+# Blocking helpers, run in worker threads. Module-level so tests can observe them.
+# --------------------------------------------------------------------------------------------
+
+_seek_lock = threading.Lock()
+
+
+def _pread(fd: int, size: int, offset: int) -> bytes:
+    """Read up to ``size`` bytes at ``offset``; short only at the end of the file."""
+    if not hasattr(os, "pread"):  # pragma: no cover - Windows
+        with _seek_lock:
+            os.lseek(fd, offset, os.SEEK_SET)
+            return os.read(fd, size)
+    data = os.pread(fd, size, offset)
+    if len(data) == size or not data:
+        return data
+    # Regular files only return short reads at EOF, but signals may interrupt large reads.
+    parts = [data]
+    got = len(data)
+    while got < size:
+        more = os.pread(fd, size - got, offset + got)
+        if not more:
+            break
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
+
+
+def _json_value(value: Any, vr: str) -> Any:
+    if value is None or value == "":
+        return None
+    if isinstance(value, MultiValue | list | tuple):
+        items = [_json_value(v, vr) for v in value]
+        return [v for v in items if v is not None] or None
+    if vr in _INT_VRS:
+        return int(value)
+    return str(value)
+
+
+def _parse_index_entry(path: str, size: int, mtime_ns: int) -> list[Any]:
+    """Parse one file's header into a persisted index entry ``[size, mtime_ns, status, data]``.
+
+    ``status`` is ``"dicom"`` (data: attributes), ``"other"`` (not a DICOM instance) or
+    ``"error"`` (data: reason).
+    """
+    try:
+        with open(path, "rb") as fp:
+            st = os.fstat(fp.fileno())
+            size, mtime_ns = st.st_size, st.st_mtime_ns
+            if not part10.is_part10(fp.read(132)):
+                return [size, mtime_ns, "other", None]
+            fp.seek(0)
+            ds = pydicom.dcmread(fp, stop_before_pixels=True, specific_tags=_INDEX_TAGS)
+        meta = ds.file_meta
+        if str(meta.get("MediaStorageSOPClassUID", "")) == _DICOMDIR_SOP_CLASS:
+            return [size, mtime_ns, "other", None]
+        attrs: dict[str, Any] = {}
+        for keyword in _INDEX_KEYWORDS:
+            elem = ds.get(keyword)
+            if elem is None:
+                continue
+            try:
+                value = _json_value(ds[keyword].value, dictionary_VR(keyword))
+            except (ValueError, TypeError):
+                # An unreadable optional attribute must not hide the instance.
+                continue
+            if value is not None:
+                attrs[keyword] = value
+        missing = [k for k in _REQUIRED if k not in attrs]
+        if missing:
+            return [size, mtime_ns, "error", f"missing {', '.join(missing)}"]
+        attrs["TransferSyntaxUID"] = str(meta.get("TransferSyntaxUID", ""))
+        return [size, mtime_ns, "dicom", attrs]
+    except Exception as exc:  # a broken file is recorded, not fatal
+        return [size, mtime_ns, "error", f"{type(exc).__name__}: {exc}"]
+
+
+def _walk(root: Path, recursive: bool, skip: Path | None) -> list[tuple[str, int, int]]:
+    """List ``(relative path, size, mtime_ns)`` of the regular files under ``root``."""
+    found: list[tuple[str, int, int]] = []
+    pending = [root]
+    skip_str = str(skip) if skip is not None else None
+    while pending:
+        folder = pending.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                # Not following directory links keeps cyclic links from looping forever.
+                if entry.is_dir(follow_symlinks=False):
+                    if recursive:
+                        pending.append(Path(entry.path))
+                    continue
+                if not entry.is_file() or entry.path == skip_str:
+                    continue
+                st = entry.stat()
+            except OSError:
+                continue
+            found.append((os.path.relpath(entry.path, root), st.st_size, st.st_mtime_ns))
+    found.sort()
+    return found
+
+
+def _default_index_dir() -> Path:
+    cache = os.environ.get("XDG_CACHE_HOME")
+    base = Path(cache) if cache else Path.home() / ".cache"
+    return base / "dicomslide" / "index"
+
+
+def _load_index(index_file: Path, root: Path, recursive: bool) -> dict[str, list[Any]]:
+    try:
+        with open(index_file, encoding="utf-8") as fp:
+            data = json.load(fp)
+    except (OSError, ValueError):
+        return {}
+    if (
+        not isinstance(data, dict)
+        or data.get("format") != _INDEX_FORMAT
+        or data.get("root") != str(root)
+        or data.get("recursive") != recursive
+        or not isinstance(data.get("files"), dict)
+    ):
+        return {}
+    files: dict[str, list[Any]] = data["files"]
+    return {k: v for k, v in files.items() if isinstance(v, list) and len(v) == 4}
+
+
+def _save_index(
+    index_file: Path, root: Path, recursive: bool, files: Mapping[str, list[Any]]
+) -> str | None:
+    payload = {"format": _INDEX_FORMAT, "root": str(root), "recursive": recursive, "files": files}
+    tmp_name: str | None = None
+    try:
+        index_file.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=index_file.name, dir=index_file.parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as fp:
+            json.dump(payload, fp, separators=(",", ":"))
+        # Atomic replace: concurrent clients never see a half-written index.
+        os.replace(tmp_name, index_file)
+    except OSError as exc:
+        if tmp_name is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp_name)
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def _read_metadata(path: str) -> Dataset:
+    return pydicom.dcmread(path, stop_before_pixels=True)
+
+
+def _build_frame_source(path: str) -> _FrameSource:
+    with open(path, "rb") as fp:
+        st = os.fstat(fp.fileno())
+        fd = fp.fileno()
+        header = part10.read_part10_header(fp, specific_tags=part10.LAYOUT_TAGS)
+        if header.transfer_syntax_uid != part10.DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
+            if header.dataset is None or header.pixel_data is None:
+                raise InvalidDataError("no Pixel Data element")
+            layout = part10.build_frame_layout(
+                header.dataset,
+                header.pixel_data,
+                header.transfer_syntax_uid,
+                lambda offset, size: _pread(fd, size, offset),
+                st.st_size,
+            )
+            return _FrameSource((st.st_size, st.st_mtime_ns), layout, header.transfer_syntax_uid)
+        inflated: BinaryIO = tempfile.TemporaryFile()  # noqa: SIM115 - lives in the cache
+        try:
+            inflated_size = part10.inflate_body(fp, inflated, header.body_offset)
+            inflated.flush()
+            inflated.seek(0)
+            dataset, pixel_data = part10.read_body_header(
+                inflated,
+                implicit_vr=False,
+                little_endian=True,
+                specific_tags=part10.LAYOUT_TAGS,
+            )
+            if pixel_data is None:
+                raise InvalidDataError("no Pixel Data element")
+            tmp_fd = inflated.fileno()
+            layout = part10.build_frame_layout(
+                dataset,
+                pixel_data,
+                part10.EXPLICIT_VR_LITTLE_ENDIAN,
+                lambda offset, size: _pread(tmp_fd, size, offset),
+                inflated_size,
+            )
+        except BaseException:
+            inflated.close()
+            raise
+        return _FrameSource(
+            (st.st_size, st.st_mtime_ns), layout, part10.EXPLICIT_VR_LITTLE_ENDIAN, inflated
+        )
+
+
+def _read_frames(
+    state: _ReadState, reads: Sequence[tuple[int, int, list[tuple[int, int, int]]]]
+) -> list[tuple[int, bytes]]:
+    """Read a group of coalesced ranges and cut them into frames (in a worker thread)."""
+    source = state.source
+    if state.fd is None:
+        if source.inflated is not None:
+            st = os.stat(state.path)
+            state.fd = source.inflated.fileno()
+            size = os.fstat(state.fd).st_size
+        else:
+            state.fd = os.open(state.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+            state.owns_fd = True
+            st = os.fstat(state.fd)
+            size = st.st_size
+        if (st.st_size, st.st_mtime_ns) != source.stat_key:
+            raise _StaleFrameTableError
+    else:
+        size = os.fstat(state.fd).st_size
+    out: list[tuple[int, bytes]] = []
+    for offset, length, members in reads:
+        if offset + length > size:
+            numbers = ", ".join(str(m[0]) for m in members)
+            raise InvalidDataError(
+                f"{state.path}, SOP Instance UID {state.sop_uid}, frame {numbers}: bytes "
+                f"{offset}-{offset + length} lie beyond the end of the file ({size} bytes); "
+                "file truncated?"
+            )
+        data = _pread(state.fd, length, offset)
+        for number, frame_offset, frame_length in members:
+            start = frame_offset - offset
+            raw = data if len(members) == 1 else data[start : start + frame_length]
+            try:
+                out.append((number, source.layout.extract(number, raw)))
+            except InvalidDataError as exc:
+                raise InvalidDataError(
+                    f"{state.path}, SOP Instance UID {state.sop_uid}, frame {number}: {exc}"
+                ) from exc
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Search helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _normalize_keyword(key: str) -> str:
+    hex_key = key.replace(",", "").replace("(", "").replace(")", "")
+    if re.fullmatch(r"[0-9A-Fa-f]{8}", hex_key):
+        keyword = keyword_for_tag(int(hex_key, 16))
+        if keyword:
+            return keyword
+    return key
+
+
+def _wildcard_regex(pattern: str) -> re.Pattern[str]:
+    parts = (".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.compile("".join(parts), re.DOTALL)
+
+
+def _match_one(keyword: str, candidates: list[str], wanted: Any) -> bool:
+    if isinstance(wanted, list | tuple | set | frozenset):
+        return any(_match_one(keyword, candidates, w) for w in wanted)
+    if wanted is None:
+        return True
+    text = str(wanted)
+    if text == "":
+        return True
+    if keyword in _RANGE_KEYWORDS and "-" in text:
+        low, _, high = text.partition("-")
+        return any((not low or c >= low) and (not high or c <= high) for c in candidates)
+    if "*" in text or "?" in text:
+        regex = _wildcard_regex(text)
+        return any(regex.fullmatch(c) for c in candidates)
+    return text in candidates
+
+
+def _candidates(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, list):
+        values = [str(v) for v in value]
+        # A multi-valued attribute matches its whole value or any single value.
+        return ["\\".join(values), *values]
+    return [str(value)]
+
+
+def _compile_filters(search_filters: Mapping[str, Any] | None) -> list[tuple[str, Any]]:
+    filters: list[tuple[str, Any]] = []
+    for key, wanted in (search_filters or {}).items():
+        keyword = _normalize_keyword(str(key))
+        if keyword not in _SEARCHABLE:
+            raise UnsupportedError(
+                f"cannot search a local folder on {key!r}; supported keywords: "
+                f"{', '.join(sorted(_SEARCHABLE))}"
+            )
+        filters.append((keyword, wanted))
+    return filters
+
+
+def _matches(instance: _Instance, filters: Sequence[tuple[str, Any]]) -> bool:
+    return all(
+        _match_one(keyword, _candidates(instance.attrs.get(keyword)), wanted)
+        for keyword, wanted in filters
+    )
+
+
+def _none_last(value: Any) -> tuple[bool, Any]:
+    return (value is None, value if value is not None else 0)
+
+
+def _instance_sort_key(instance: _Instance) -> tuple[Any, ...]:
+    return (
+        instance.study_uid,
+        instance.series_uid,
+        _none_last(instance.attrs.get("InstanceNumber")),
+        instance.sop_uid,
+    )
+
+
+def _put(dataset: Dataset, attrs: Mapping[str, Any], keywords: Iterable[str]) -> None:
+    for keyword in keywords:
+        value = attrs.get(keyword)
+        if value is not None:
+            setattr(dataset, keyword, value)
+
+
+def _to_path(url: str | os.PathLike[str]) -> Path:
+    text = os.fspath(url)
+    if text.startswith("file:"):
+        parsed = urllib.parse.urlsplit(text)
+        if parsed.netloc not in ("", "localhost"):
+            raise UnsupportedError(f"file URL with a remote host is not supported: {text}")
+        return Path(urllib.request.url2pathname(parsed.path))
+    return Path(text)
+
+
+class DICOMfileClient:
+    """Async :class:`~dicomslide.sources.Source` reading DICOM Part 10 files in a folder.
+
+    Parameters
+    ----------
+    url: str | os.PathLike[str]
+        The folder, as a path or a ``file:///`` URL
+    index_dir: str | os.PathLike[str] | None, optional
+        Folder for the persisted index (default: ``$XDG_CACHE_HOME/dicomslide/index`` or
+        ``~/.cache/dicomslide/index``)
+    recursive: bool, optional
+        Whether to index sub-folders too
+
+    Notes
+    -----
+    Use as ``async with DICOMfileClient(path) as client: ...`` or call :meth:`aclose`.
+    Datasets returned by the metadata methods are cached and shared between calls: do not
+    modify them. See the module documentation for how the index is kept up to date.
+    """
+
+    def __init__(
+        self,
+        url: str | os.PathLike[str],
+        *,
+        index_dir: str | os.PathLike[str] | None = None,
+        recursive: bool = True,
+    ) -> None:
+        # abspath, not resolve(): no file system access outside worker threads.
+        self._base_dir = Path(os.path.abspath(_to_path(url).expanduser()))
+        self._index_dir = Path(index_dir) if index_dir is not None else None
+        self._recursive = recursive
+        self._index: _Index | None = None
+        self._index_lock = asyncio.Lock()
+        self._closed = False
+        self._metadata: OrderedDict[str, Dataset] = OrderedDict()
+        self._frame_sources: OrderedDict[str, _FrameSource] = OrderedDict()
+        self._frame_source_locks: dict[str, asyncio.Lock] = {}
+
+    @property
+    def base_dir(self) -> Path:
+        """pathlib.Path: The (absolute) folder this client reads."""
+        return self._base_dir
+
+    async def __aenter__(self) -> DICOMfileClient:
+        """Enter the context; indexing still happens lazily on first use.
+
+        Returns
+        -------
+        DICOMfileClient
+            This client
+        """
+        self._check_open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Close the client (see :meth:`aclose`).
+
+        Parameters
+        ----------
+        exc_type: type[BaseException] | None
+            Exception type, if the block raised
+        exc: BaseException | None
+            Exception, if the block raised
+        tb: types.TracebackType | None
+            Traceback, if the block raised
+        """
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Drop caches and temporary files; any later call raises :class:`UsageError`."""
+        self._closed = True
+        self._metadata.clear()
+        sources = list(self._frame_sources.values())
+        self._frame_sources.clear()
+        for source in sources:
+            if source.inflated is not None:
+                source.inflated.close()
+
+    async def index_summary(self) -> IndexSummary:
+        """Index the folder if not done yet and report what was found.
+
+        Returns
+        -------
+        IndexSummary
+            Counts, failures and where the index is persisted
+        """
+        return (await self._ensure_index()).summary
+
+    # ----------------------------------------------------------------------------------------
+    # Searches
+    # ----------------------------------------------------------------------------------------
+
+    async def search_for_studies(
+        self, search_filters: Mapping[str, Any] | None = None
+    ) -> list[Dataset]:
+        """Search for studies.
+
+        A study matches if any of its instances matches every filter (exact string match,
+        ``*`` and ``?`` wildcards, ``"low-high"`` ranges for dates and times, a list for
+        any-of).
+
+        Parameters
+        ----------
+        search_filters: Mapping[str, Any] | None, optional
+            Attribute keywords (or tags as ``"00100020"``) mapped to values that must match
+
+        Returns
+        -------
+        list[pydicom.Dataset]
+            One dataset per matching study with study-level attributes, ordered by
+            Study Instance UID
+
+        Raises
+        ------
+        dicomslide.errors.UnsupportedError
+            If a keyword is not in the index
+        """
+        filters = _compile_filters(search_filters)
+        index = await self._ensure_index()
+        matching = {i.study_uid for i in index.instances.values() if _matches(i, filters)}
+        studies: dict[str, list[_Instance]] = {}
+        for instance in sorted(index.instances.values(), key=_instance_sort_key):
+            if instance.study_uid in matching:
+                studies.setdefault(instance.study_uid, []).append(instance)
+        results = []
+        for members in studies.values():
+            ds = Dataset()
+            _put(ds, members[0].attrs, _STUDY_KEYWORDS)
+            modalities = sorted(
+                {str(m.attrs["Modality"]) for m in members if "Modality" in m.attrs}
+            )
+            if modalities:
+                ds.ModalitiesInStudy = modalities
+            ds.NumberOfStudyRelatedSeries = len({m.series_uid for m in members})
+            ds.NumberOfStudyRelatedInstances = len(members)
+            results.append(ds)
+        return results
+
+    async def search_for_series(
+        self,
+        study_instance_uid: str | None = None,
+        search_filters: Mapping[str, Any] | None = None,
+    ) -> list[Dataset]:
+        """Search for series, optionally within one study.
+
+        A series matches if any of its instances matches every filter (see
+        :meth:`search_for_studies`).
+
+        Parameters
+        ----------
+        study_instance_uid: str | None, optional
+            Study Instance UID
+        search_filters: Mapping[str, Any] | None, optional
+            Attribute keywords mapped to values that must match
+
+        Returns
+        -------
+        list[pydicom.Dataset]
+            One dataset per matching series with study- and series-level attributes, ordered
+            by Study Instance UID, Series Number and Series Instance UID
+
+        Raises
+        ------
+        dicomslide.errors.UnsupportedError
+            If a keyword is not in the index
+        """
+        filters = _compile_filters(search_filters)
+        index = await self._ensure_index()
+        selected = [
+            i
+            for i in index.instances.values()
+            if study_instance_uid is None or i.study_uid == study_instance_uid
+        ]
+        matching = {i.series_uid for i in selected if _matches(i, filters)}
+        series: dict[str, list[_Instance]] = {}
+        for instance in sorted(selected, key=_instance_sort_key):
+            if instance.series_uid in matching:
+                series.setdefault(instance.series_uid, []).append(instance)
+        ordered = sorted(
+            series.values(),
+            key=lambda m: (
+                m[0].study_uid,
+                _none_last(m[0].attrs.get("SeriesNumber")),
+                m[0].series_uid,
+            ),
+        )
+        results = []
+        for members in ordered:
+            ds = Dataset()
+            _put(ds, members[0].attrs, (*_STUDY_KEYWORDS, *_SERIES_KEYWORDS))
+            ds.NumberOfSeriesRelatedInstances = len(members)
+            results.append(ds)
+        return results
+
+    async def search_for_instances(
+        self,
+        study_instance_uid: str | None = None,
+        series_instance_uid: str | None = None,
+        search_filters: Mapping[str, Any] | None = None,
+    ) -> list[Dataset]:
+        """Search for instances, optionally within one study or series.
+
+        Parameters
+        ----------
+        study_instance_uid: str | None, optional
+            Study Instance UID
+        series_instance_uid: str | None, optional
+            Series Instance UID
+        search_filters: Mapping[str, Any] | None, optional
+            Attribute keywords mapped to values that must match (see
+            :meth:`search_for_studies`)
+
+        Returns
+        -------
+        list[pydicom.Dataset]
+            One dataset per matching instance with study-, series- and instance-level
+            attributes and Available Transfer Syntax UID, ordered by Study and Series
+            Instance UID, Instance Number and SOP Instance UID
+
+        Raises
+        ------
+        dicomslide.errors.UnsupportedError
+            If a keyword is not in the index
+        """
+        filters = _compile_filters(search_filters)
+        index = await self._ensure_index()
+        found = sorted(
+            (
+                i
+                for i in index.instances.values()
+                if (study_instance_uid is None or i.study_uid == study_instance_uid)
+                and (series_instance_uid is None or i.series_uid == series_instance_uid)
+                and _matches(i, filters)
+            ),
+            key=_instance_sort_key,
+        )
+        results = []
+        for instance in found:
+            ds = Dataset()
+            _put(ds, instance.attrs, _INDEX_KEYWORDS)
+            if instance.attrs.get("TransferSyntaxUID"):
+                ds.AvailableTransferSyntaxUID = instance.attrs["TransferSyntaxUID"]
+            results.append(ds)
+        return results
+
+    # ----------------------------------------------------------------------------------------
+    # Metadata
+    # ----------------------------------------------------------------------------------------
+
+    async def retrieve_series_metadata(
+        self, study_instance_uid: str, series_instance_uid: str
+    ) -> list[Dataset]:
+        """Retrieve the metadata of every instance of a series.
+
+        Parameters
+        ----------
+        study_instance_uid: str
+            Study Instance UID
+        series_instance_uid: str
+            Series Instance UID
+
+        Returns
+        -------
+        list[pydicom.Dataset]
+            Metadata of each instance as read (with ``file_meta``), without Pixel Data,
+            ordered by Instance Number and SOP Instance UID
+
+        Raises
+        ------
+        dicomslide.errors.NotFoundError
+            If the series is not in the folder
+        dicomslide.errors.InvalidDataError
+            If a file cannot be parsed (any more)
+        """
+        index = await self._ensure_index()
+        members = sorted(
+            (
+                i
+                for i in index.instances.values()
+                if i.study_uid == study_instance_uid and i.series_uid == series_instance_uid
+            ),
+            key=_instance_sort_key,
+        )
+        if not members:
+            raise NotFoundError(
+                f"series {series_instance_uid} of study {study_instance_uid} not found in "
+                f"{self._base_dir}"
+            )
+        known = {
+            i.sop_uid: self._metadata[i.sop_uid] for i in members if i.sop_uid in self._metadata
+        }
+        missing = [i for i in members if i.sop_uid not in known]
+        if missing:
+            read = await anyio.to_thread.run_sync(self._read_many_metadata, missing)
+            self._check_open()
+            for instance, ds in zip(missing, read, strict=True):
+                known[instance.sop_uid] = ds
+                self._remember_metadata(instance.sop_uid, ds)
+        return [known[i.sop_uid] for i in members]
+
+    async def retrieve_instance_metadata(
+        self, study_instance_uid: str, series_instance_uid: str, sop_instance_uid: str
+    ) -> Dataset:
+        """Retrieve the metadata of one instance.
+
+        Parameters
+        ----------
+        study_instance_uid: str
+            Study Instance UID
+        series_instance_uid: str
+            Series Instance UID
+        sop_instance_uid: str
+            SOP Instance UID
+
+        Returns
+        -------
+        pydicom.Dataset
+            Metadata as read (with ``file_meta``), without Pixel Data
+
+        Raises
+        ------
+        dicomslide.errors.NotFoundError
+            If the instance is not in that series and study
+        dicomslide.errors.InvalidDataError
+            If the file cannot be parsed (any more)
+        """
+        instance = await self._lookup(study_instance_uid, series_instance_uid, sop_instance_uid)
+        return await self._instance_metadata(instance)
+
+    # ----------------------------------------------------------------------------------------
+    # Frames and bulk data
+    # ----------------------------------------------------------------------------------------
+
+    async def iter_frames(
+        self,
+        study_instance_uid: str,
+        series_instance_uid: str,
+        sop_instance_uid: str,
+        frame_numbers: Sequence[int],
+    ) -> AsyncIterator[tuple[int, EncodedFrame]]:
+        """Read frames of one instance, yielding them in file order.
+
+        Parameters
+        ----------
+        study_instance_uid: str
+            Study Instance UID
+        series_instance_uid: str
+            Series Instance UID
+        sop_instance_uid: str
+            SOP Instance UID
+        frame_numbers: Sequence[int]
+            One-based frame numbers, without duplicates
+
+        Yields
+        ------
+        tuple[int, dicomslide.sources.EncodedFrame]
+            Frame number and frame as stored (deflated data comes inflated, as Explicit VR
+            Little Endian; 1-bit frames are re-packed to start at bit 0)
+
+        Raises
+        ------
+        dicomslide.errors.NotFoundError
+            If the instance is not in that series and study
+        dicomslide.errors.RegionError
+            If a frame number is outside ``[1, NumberOfFrames]`` or repeated
+        dicomslide.errors.InvalidDataError
+            If offset tables, item tags or lengths contradict the metadata or the file size
+        """
+        instance = await self._lookup(study_instance_uid, series_instance_uid, sop_instance_uid)
+        numbers = [int(n) for n in frame_numbers]
+        _check_frame_numbers(numbers, instance.number_of_frames, sop_instance_uid)
+        if not numbers:
+            return
+        state: _ReadState | None = None
+        try:
+            for attempt in range(2):
+                source = await self._frame_source(instance, rebuild=attempt > 0)
+                _check_frame_numbers(numbers, source.layout.number_of_frames, sop_instance_uid)
+                state = _ReadState(instance.path, sop_instance_uid, source)
+                jobs = _plan_reads(source.layout, numbers)
+                try:
+                    first = await anyio.to_thread.run_sync(_read_frames, state, jobs[0])
+                except _StaleFrameTableError:
+                    _close_state(state)
+                    continue
+                break
+            else:
+                raise InvalidDataError(
+                    f"{instance.path}, SOP Instance UID {sop_instance_uid}: file keeps "
+                    "changing while its frames are read"
+                )
+            for number, data in first:
+                yield number, EncodedFrame(data, source.transfer_syntax_uid)
+            for job in jobs[1:]:
+                self._check_open()
+                batch = await anyio.to_thread.run_sync(_read_frames, state, job)
+                for number, data in batch:
+                    yield number, EncodedFrame(data, source.transfer_syntax_uid)
+        finally:
+            if state is not None:
+                _close_state(state)
+
+    async def retrieve_bulkdata(self, url: str) -> bytes:
+        """Read a file of the folder named by a ``file://`` URL or path.
+
+        Local files carry their bulk data inline, so only whole files inside
+        :attr:`base_dir` can be retrieved.
+
+        Parameters
+        ----------
+        url: str
+            ``file://`` URL or path (relative paths are relative to :attr:`base_dir`)
+
+        Returns
+        -------
+        bytes
+            Content of the file
+
+        Raises
+        ------
+        dicomslide.errors.NotFoundError
+            If ``url`` is not a file inside :attr:`base_dir`
+        """
+        self._check_open()
+        if re.match(r"^[A-Za-z][A-Za-z0-9+.-]+://", url) and not url.startswith("file:"):
+            raise NotFoundError(f"a local folder has no bulk data at {url}")
+        path = _to_path(url)
+        base = self._base_dir
+
+        def read() -> bytes:
+            root = base.resolve()
+            target = (base / path).resolve()
+            if not target.is_relative_to(root) or not target.is_file():
+                raise NotFoundError(f"no file {url} inside {base}")
+            return target.read_bytes()
+
+        return await anyio.to_thread.run_sync(read)
+
+    # ----------------------------------------------------------------------------------------
+    # Internals
+    # ----------------------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise UsageError(f"DICOMfileClient for {self._base_dir} is closed")
+
+    async def _ensure_index(self) -> _Index:
+        self._check_open()
+        if self._index is None:
+            async with self._index_lock:
+                if self._index is None:
+                    self._index = await self._build_index()
+        self._check_open()
+        return self._index
+
+    def _index_file(self, root: Path) -> Path:
+        digest = hashlib.sha256(f"{root}\0{self._recursive}".encode()).hexdigest()[:32]
+        folder = self._index_dir if self._index_dir is not None else _default_index_dir()
+        return folder / f"{digest}.json"
+
+    async def _build_index(self) -> _Index:
+        started = time.perf_counter()
+        base = self._base_dir
+
+        def prepare() -> tuple[Path, Path, dict[str, list[Any]], list[tuple[str, int, int]]]:
+            if not base.is_dir():
+                raise NotFoundError(f"folder {base} does not exist")
+            root = base.resolve()
+            index_file = self._index_file(root)
+            persisted = _load_index(index_file, root, self._recursive)
+            return root, index_file, persisted, _walk(root, self._recursive, index_file)
+
+        root, index_file, persisted, files = await anyio.to_thread.run_sync(prepare)
+        entries: dict[str, list[Any]] = {}
+        to_parse: list[tuple[str, int, int]] = []
+        for relpath, size, mtime_ns in files:
+            old = persisted.get(relpath)
+            if old is not None and old[0] == size and old[1] == mtime_ns:
+                entries[relpath] = old
+            else:
+                to_parse.append((relpath, size, mtime_ns))
+        reused = len(entries)
+
+        def parse_chunk(chunk: Sequence[tuple[str, int, int]]) -> list[list[Any]]:
+            return [_parse_index_entry(str(root / rel), size, mtime) for rel, size, mtime in chunk]
+
+        async def run_chunk(chunk: Sequence[tuple[str, int, int]]) -> None:
+            parsed = await anyio.to_thread.run_sync(parse_chunk, chunk, limiter=limiter)
+            for (relpath, _, _), entry in zip(chunk, parsed, strict=True):
+                entries[relpath] = entry
+
+        limiter = anyio.CapacityLimiter(_PARSE_THREADS)
+        async with anyio.create_task_group() as tg:
+            for start in range(0, len(to_parse), _PARSE_CHUNK):
+                tg.start_soon(run_chunk, to_parse[start : start + _PARSE_CHUNK])
+
+        persist_error: str | None = None
+        if to_parse or len(entries) != len(persisted):
+            ordered = dict(sorted(entries.items()))
+            persist_error = await anyio.to_thread.run_sync(
+                _save_index, index_file, root, self._recursive, ordered
+            )
+
+        instances: dict[str, _Instance] = {}
+        failures: dict[str, str] = {}
+        duplicates: list[str] = []
+        non_dicom = 0
+        for relpath in sorted(entries):
+            size, mtime_ns, status, data = entries[relpath]
+            if status == "other":
+                non_dicom += 1
+            elif status == "error":
+                failures[relpath] = str(data)
+            else:
+                instance = _Instance(relpath, str(root / relpath), size, mtime_ns, data)
+                if instance.sop_uid in instances:
+                    duplicates.append(relpath)
+                else:
+                    instances[instance.sop_uid] = instance
+        summary = IndexSummary(
+            base_dir=base,
+            index_file=None if persist_error else index_file,
+            instances=len(instances),
+            non_dicom=non_dicom,
+            failures=failures,
+            duplicates=duplicates,
+            parsed=len(to_parse),
+            reused=reused,
+            persist_error=persist_error,
+            seconds=time.perf_counter() - started,
+        )
+        return _Index(instances, summary)
+
+    async def _lookup(self, study_uid: str, series_uid: str, sop_uid: str) -> _Instance:
+        index = await self._ensure_index()
+        instance = index.instances.get(sop_uid)
+        if (
+            instance is None
+            or instance.study_uid != study_uid
+            or instance.series_uid != series_uid
+        ):
+            raise NotFoundError(
+                f"instance {sop_uid} of series {series_uid} of study {study_uid} not found in "
+                f"{self._base_dir}"
+            )
+        return instance
+
+    def _remember_metadata(self, sop_uid: str, ds: Dataset) -> None:
+        self._metadata[sop_uid] = ds
+        self._metadata.move_to_end(sop_uid)
+        while len(self._metadata) > _METADATA_CACHE_SIZE:
+            self._metadata.popitem(last=False)
+
+    def _read_many_metadata(self, instances: Sequence[_Instance]) -> list[Dataset]:
+        return [self._read_checked_metadata(i) for i in instances]
+
+    @staticmethod
+    def _read_checked_metadata(instance: _Instance) -> Dataset:
+        try:
+            ds = _read_metadata(instance.path)
+        except FileNotFoundError as exc:
+            raise NotFoundError(
+                f"{instance.path} (SOP Instance UID {instance.sop_uid}) was deleted"
+            ) from exc
+        except Exception as exc:
+            raise InvalidDataError(
+                f"{instance.path} (SOP Instance UID {instance.sop_uid}) cannot be read: {exc}"
+            ) from exc
+        if str(ds.get("SOPInstanceUID", "")) != instance.sop_uid:
+            raise InvalidDataError(
+                f"{instance.path} no longer holds SOP Instance UID {instance.sop_uid}; "
+                "open a new client to re-index"
+            )
+        return ds
+
+    async def _instance_metadata(self, instance: _Instance) -> Dataset:
+        cached = self._metadata.get(instance.sop_uid)
+        if cached is not None:
+            self._metadata.move_to_end(instance.sop_uid)
+            return cached
+        ds = await anyio.to_thread.run_sync(self._read_checked_metadata, instance)
+        self._check_open()
+        self._remember_metadata(instance.sop_uid, ds)
+        return ds
+
+    async def _frame_source(self, instance: _Instance, *, rebuild: bool) -> _FrameSource:
+        sop_uid = instance.sop_uid
+        if not rebuild:
+            cached = self._frame_sources.get(sop_uid)
+            if cached is not None:
+                self._frame_sources.move_to_end(sop_uid)
+                return cached
+        # One build per instance at a time: concurrent first reads must not all scan or
+        # inflate the same file.
+        lock = self._frame_source_locks.setdefault(sop_uid, asyncio.Lock())
+        async with lock:
+            cached = self._frame_sources.get(sop_uid)
+            if cached is not None and not rebuild:
+                return cached
+            try:
+                source = await anyio.to_thread.run_sync(_build_frame_source, instance.path)
+            except FileNotFoundError as exc:
+                raise NotFoundError(
+                    f"{instance.path} (SOP Instance UID {sop_uid}) was deleted"
+                ) from exc
+            except (InvalidDataError, UnsupportedError) as exc:
+                raise type(exc)(f"{instance.path}, SOP Instance UID {sop_uid}: {exc}") from exc
+            except Exception as exc:
+                raise InvalidDataError(
+                    f"{instance.path}, SOP Instance UID {sop_uid}: cannot locate frames: {exc}"
+                ) from exc
+            if self._closed:
+                if source.inflated is not None:
+                    source.inflated.close()
+                self._check_open()
+            self._store_frame_source(sop_uid, source)
+            return source
+
+    def _store_frame_source(self, sop_uid: str, source: _FrameSource) -> None:
+        # Evicted temporary files close once the last reader drops its reference.
+        self._frame_sources.pop(sop_uid, None)
+        self._frame_sources[sop_uid] = source
+        while len(self._frame_sources) > _FRAME_TABLE_CACHE_SIZE:
+            self._frame_sources.popitem(last=False)
+        inflated = [k for k, v in self._frame_sources.items() if v.inflated is not None]
+        for key in inflated[: max(0, len(inflated) - _INFLATED_CACHE_SIZE)]:
+            del self._frame_sources[key]
+
+
+def _check_frame_numbers(numbers: Sequence[int], number_of_frames: int, sop_uid: str) -> None:
+    bad = [n for n in numbers if not 1 <= n <= number_of_frames]
+    if bad:
+        raise RegionError(
+            f"frame numbers {bad} outside the valid range [1, {number_of_frames}] of "
+            f"instance {sop_uid}"
+        )
+    if len(set(numbers)) != len(numbers):
+        raise RegionError(f"repeated frame numbers requested from instance {sop_uid}")
+
+
+def _plan_reads(
+    layout: part10.FrameLayout, numbers: Sequence[int]
+) -> list[list[tuple[int, int, list[tuple[int, int, int]]]]]:
+    spans = sorted(((n, *layout.span(n)) for n in numbers), key=lambda span: (span[1], span[0]))
+    reads = part10.coalesce_spans(spans, max_gap=_COALESCE_GAP, max_size=_COALESCE_BYTES)
+    jobs: list[list[tuple[int, int, list[tuple[int, int, int]]]]] = []
+    job_bytes = job_frames = 0
+    for read in reads:
+        if jobs and (
+            job_bytes + read[1] <= _READ_JOB_BYTES
+            and job_frames + len(read[2]) <= _READ_JOB_FRAMES
+        ):
+            jobs[-1].append(read)
+            job_bytes += read[1]
+            job_frames += len(read[2])
+        else:
+            jobs.append([read])
+            job_bytes, job_frames = read[1], len(read[2])
+    return jobs
+
+
+def _close_state(state: _ReadState) -> None:
+    # Closing a regular file's descriptor does not block, so it may happen on the loop.
+    if state.owns_fd and state.fd is not None:
+        os.close(state.fd)
+    state.fd = None
+    state.owns_fd = False
