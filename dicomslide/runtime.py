@@ -6,7 +6,8 @@ Clients given by users are resolved to a :class:`~dicomslide.sources.Source` onc
 * objects with a ``__dicomslide_source__`` attribute (the blocking twins in ``dicomslide_sync``)
   hand over the async source they wrap, so both packages share one cache;
 * foreign ``dicomweb_client.DICOMClient`` objects get one adapter each, kept as long as the
-  client lives.
+  client lives; a ``dicomweb_client.DICOMfileClient`` is served by dicomslide's own local
+  source for the same folder (its SQLite handle cannot be used from worker threads).
 
 Each source has one encoded-frame cache for its lifetime and one :class:`FrameService` per
 event loop (a service's futures belong to one loop; the cache is plain data and is shared).
@@ -72,13 +73,25 @@ def as_source(client: Any) -> Source:
         with _lock:
             adapter = _adapters.get(client)
             if adapter is None:
-                adapter = ForeignClientSource(client)
+                adapter = _adapt(client)
                 _adapters[client] = adapter
         return adapter
     raise InvalidClientError(
         f"Expected a dicomslide client or a dicomweb_client.DICOMClient, got "
         f"{type(client).__module__}.{type(client).__qualname__}."
     )
+
+
+def _adapt(client: Any) -> Any:
+    cls = type(client)
+    if cls.__module__.startswith("dicomweb_client") and cls.__name__ == "DICOMfileClient":
+        # dicomweb_client's file client keeps an SQLite connection that only the thread that
+        # opened it may use, so it cannot serve calls from worker threads. The same folder is
+        # read with dicomslide's own local source instead; the user's object is left untouched.
+        from dicomslide.sources.local import DICOMfileClient
+
+        return DICOMfileClient(client._db_manager.base_dir)
+    return ForeignClientSource(client)
 
 
 def _cache_for(source: Source) -> FrameCache:

@@ -403,11 +403,75 @@ class TiledImage:
         obj._async = image
         return obj
 
-    def __getattr__(self, name: str) -> Any:
-        # Properties and pure methods (no I/O) are the async object's own.
-        if name.startswith("_"):
-            raise AttributeError(name)
-        return getattr(self._async, name)
+    @property
+    def frame_index(self) -> Any:
+        """Where each tile of each channel and focal plane is stored."""
+        return self._async.frame_index
+
+    @property
+    def geometry(self) -> Any:
+        """Mapping between pixel indices and slide coordinates."""
+        return self._async.geometry
+
+    @property
+    def pixel_spacing(self) -> tuple[float, float]:
+        """Spacing between rows and between columns (mm)."""
+        return self._async.pixel_spacing
+
+    @property
+    def sop_instance_uids(self) -> tuple[str, ...]:
+        """SOP Instance UIDs of all parts."""
+        return self._async.sop_instance_uids
+
+    @_twin(dicomslide.TiledImage.get_channel_identifier)
+    def get_channel_identifier(self, channel_index: int) -> str:
+        """Identifier of a channel."""
+        return self._async.get_channel_identifier(channel_index)
+
+    @_twin(dicomslide.TiledImage.get_channel_index)
+    def get_channel_index(self, channel_identifier: str) -> int:
+        """Index of a channel."""
+        return self._async.get_channel_index(channel_identifier)
+
+    @_twin(dicomslide.TiledImage.get_focal_plane_offset)
+    def get_focal_plane_offset(self, focal_plane_index: int) -> float:
+        """Z offset of a focal plane (um)."""
+        return self._async.get_focal_plane_offset(focal_plane_index)
+
+    @_twin(dicomslide.TiledImage.get_focal_plane_index)
+    def get_focal_plane_index(self, focal_plane_offset: float) -> int:
+        """Index of the focal plane at a Z offset."""
+        return self._async.get_focal_plane_index(focal_plane_offset)
+
+    @_twin(dicomslide.TiledImage.get_slide_offset)
+    def get_slide_offset(self, pixel_indices: tuple[int, int]) -> tuple[float, float]:
+        """Slide coordinates of a pixel."""
+        return self._async.get_slide_offset(pixel_indices)
+
+    @_twin(dicomslide.TiledImage.get_pixel_indices)
+    def get_pixel_indices(self, offset: tuple[float, float]) -> tuple[int, int]:
+        """Pixel nearest to a slide position."""
+        return self._async.get_pixel_indices(offset)
+
+    @_twin(dicomslide.TiledImage.map_pixel_indices_to_slide_coordinates)
+    def map_pixel_indices_to_slide_coordinates(self, pixel_indices: np.ndarray) -> np.ndarray:
+        """Map pixel indices to slide coordinates."""
+        return self._async.map_pixel_indices_to_slide_coordinates(pixel_indices)
+
+    @_twin(dicomslide.TiledImage.map_slide_coordinates_to_pixel_indices)
+    def map_slide_coordinates_to_pixel_indices(self, slide_coordinates: np.ndarray) -> np.ndarray:
+        """Map slide coordinates to pixel indices."""
+        return self._async.map_slide_coordinates_to_pixel_indices(slide_coordinates)
+
+    @_twin(dicomslide.TiledImage.get_rotation)
+    def get_rotation(self) -> float:
+        """Angle that aligns the pixel matrix with the slide axes."""
+        return self._async.get_rotation()
+
+    @_twin(dicomslide.TiledImage.get_references)
+    def get_references(self, sop_class_uid: str | None = None) -> list[tuple[str, str, str]]:
+        """Instances this image references."""
+        return self._async.get_references(sop_class_uid)
 
     @property
     def metadata(self) -> Dataset:
@@ -543,6 +607,11 @@ class Slide:
     def client(self) -> Any:
         """The client the slide reads from."""
         return self._client
+
+    @property
+    def image_metadata(self) -> list[Dataset]:
+        """Metadata of every image the slide was built from."""
+        return self._async.image_metadata
 
     @property
     def cache_stats(self) -> CacheStats:

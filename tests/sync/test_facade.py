@@ -1,0 +1,155 @@
+"""The blocking facade: signature parity, threads sharing one batcher, pickling, fork."""
+
+from __future__ import annotations
+
+import inspect
+import multiprocessing
+import os
+import pickle
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import dicomslide
+import dicomslide_sync
+from dicomslide.synthetic import SlideSpec, expected_pixels, write_slide
+from dicomslide_sync import _portal
+
+SPEC = SlideSpec(
+    size=(700, 900), tile_size=(128, 128), levels=2, transfer_syntax_uid="1.2.840.10008.1.2.1"
+)
+
+TWINS = ["Slide", "TiledImage", "TotalPixelMatrix", "TotalPixelMatrixSampler"]
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("facade")
+    write_slide(out, SPEC)
+    return out
+
+
+def _public(cls: type) -> dict[str, object]:
+    return {
+        name: member
+        for name, member in inspect.getmembers(cls)
+        if not name.startswith("_") or name in {"__init__", "__getitem__", "__len__"}
+    }
+
+
+@pytest.mark.parametrize("name", TWINS)
+def test_every_public_member_has_a_twin_with_the_same_signature(name: str) -> None:
+    async_cls = getattr(dicomslide, name)
+    sync_cls = getattr(dicomslide_sync, name)
+    for member, value in _public(async_cls).items():
+        if member in {"__aiter__", "read_region", "read_tiles", "frame_index", "geometry"}:
+            continue
+        assert hasattr(sync_cls, member), f"dicomslide_sync.{name}.{member} is missing"
+        if inspect.isfunction(value) and member != "__getitem__":
+            a = inspect.signature(value)
+            s = inspect.signature(getattr(sync_cls, member))
+            a_params = [p for p in a.parameters.values() if not p.name.startswith("_")]
+            s_params = list(s.parameters.values())
+            assert [(p.name, p.kind, p.default) for p in a_params] == [
+                (p.name, p.kind, p.default) for p in s_params
+            ], f"{name}.{member}: {a} != {s}"
+            if inspect.iscoroutinefunction(value):
+                assert not inspect.iscoroutinefunction(getattr(sync_cls, member))
+
+
+def test_module_functions_are_the_same_or_twins() -> None:
+    for name in dicomslide.__all__:
+        assert hasattr(dicomslide_sync, name), f"dicomslide_sync.{name} is missing"
+        a, s = getattr(dicomslide, name), getattr(dicomslide_sync, name)
+        if inspect.iscoroutinefunction(a):
+            assert inspect.signature(a) == inspect.signature(s)
+            assert not inspect.iscoroutinefunction(s)
+
+
+def test_many_threads_read_one_slide_through_one_batcher(folder: Path, tmp_path: Path) -> None:
+    client = dicomslide_sync.DICOMfileClient(folder, index_dir=tmp_path)
+    slide = dicomslide_sync.find_slides(client)[0]
+    truth = expected_pixels(SPEC, 0)
+    rng = np.random.default_rng(3)
+    offsets = [(int(rng.integers(0, 600)), int(rng.integers(0, 800))) for _ in range(96)]
+
+    def read(offset: tuple[int, int]) -> np.ndarray:
+        return slide.get_image_region(offset, 0, (100, 100))
+
+    with ThreadPoolExecutor(16) as pool:
+        regions = list(pool.map(read, offsets))
+    for (r, c), region in zip(offsets, regions, strict=True):
+        np.testing.assert_array_equal(region, truth[r : r + 100, c : c + 100])
+    stats = slide.cache_stats
+    total_tiles = 6 * 8
+    # every frame came from the source at most once, whatever the interleaving of threads
+    assert stats.frames_fetched <= total_tiles
+    assert stats.frames_fetched == stats.misses - stats.joined
+
+
+def test_facade_works_inside_a_running_event_loop(folder: Path, tmp_path: Path) -> None:
+    import asyncio
+
+    async def notebook_cell() -> np.ndarray:
+        client = dicomslide_sync.DICOMfileClient(folder, index_dir=tmp_path)
+        slide = dicomslide_sync.find_slides(client)[0]
+        return slide.get_image_region((0, 0), 1, (50, 60))
+
+    region = asyncio.run(notebook_cell())
+    np.testing.assert_array_equal(region, expected_pixels(SPEC, 1)[:50, :60])
+
+
+def test_blocking_call_from_the_loop_thread_is_refused(folder: Path, tmp_path: Path) -> None:
+    client = dicomslide_sync.DICOMfileClient(folder, index_dir=tmp_path)
+    slide = dicomslide_sync.find_slides(client)[0]
+
+    async def inside_loop() -> None:
+        slide.get_image_region((0, 0), 0, (10, 10))
+
+    with pytest.raises(dicomslide.UsageError, match="deadlock"):
+        _portal.run(inside_loop())
+
+
+def _read_pickled(payload: bytes) -> bytes:
+    slide = pickle.loads(payload)
+    return bytes(slide.get_image_region((128, 256), 0, (64, 64)).tobytes())
+
+
+def test_slides_pickle_and_reopen_in_another_process(folder: Path, tmp_path: Path) -> None:
+    client = dicomslide_sync.DICOMfileClient(folder, index_dir=tmp_path)
+    slide = dicomslide_sync.find_slides(client)[0]
+    payload = pickle.dumps(slide)
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(1) as pool:
+        data = pool.apply(_read_pickled, (payload,))
+    region = np.frombuffer(data, dtype=np.uint8).reshape(64, 64, 3)
+    np.testing.assert_array_equal(region, expected_pixels(SPEC, 0)[128:192, 256:320])
+
+
+def test_forked_child_reads_with_a_fresh_loop(folder: Path, tmp_path: Path) -> None:
+    client = dicomslide_sync.DICOMfileClient(folder, index_dir=tmp_path)
+    slide = dicomslide_sync.find_slides(client)[0]
+    expected = slide.get_image_region((0, 0), 0, (32, 32))
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        try:
+            again = slide.get_image_region((0, 0), 0, (32, 32))
+            os._exit(0 if np.array_equal(again, expected) else 1)
+        except BaseException:
+            os._exit(2)
+    _, status = os.waitpid(pid, 0)
+    assert os.WEXITSTATUS(status) == 0
+
+
+def test_total_pixel_matrix_and_sampler_twins(folder: Path, tmp_path: Path) -> None:
+    client = dicomslide_sync.DICOMfileClient(folder, index_dir=tmp_path)
+    slide = dicomslide_sync.find_slides(client)[0]
+    matrix = slide.get_volume_images()[0].get_total_pixel_matrix()
+    truth = expected_pixels(SPEC, 0)
+    np.testing.assert_array_equal(matrix[10:300, -200:], truth[10:300, -200:])
+    sampler = dicomslide_sync.TotalPixelMatrixSampler(matrix, (256, 256))
+    regions = list(sampler)
+    assert len(regions) == len(sampler) == 3 * 4
+    np.testing.assert_array_equal(regions[5], truth[256:512, 256:512])
