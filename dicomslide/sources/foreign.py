@@ -22,10 +22,41 @@ from dicomslide.codecs import sniff_transfer_syntax
 from dicomslide.errors import NotFoundError, SourceError
 from dicomslide.sources.protocol import EncodedFrame
 
-__all__ = ["ForeignClientSource", "is_foreign_client"]
+__all__ = ["ForeignClientSource", "is_foreign_client", "looks_like_rle"]
 
 _EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
 _STORED_BYTES = (("application/octet-stream", "*"),)
+
+
+_RLE_LOSSLESS = "1.2.840.10008.1.2.5"
+
+
+def looks_like_rle(data: bytes) -> bool:
+    """Whether bytes start with a plausible DICOM RLE header.
+
+    The header is 16 little-endian uint32: the segment count (1..15), then each segment's
+    offset, the first being 64, ascending and inside the data.
+
+    Parameters
+    ----------
+    data: bytes
+        Frame bytes
+
+    Returns
+    -------
+    bool
+        True for a plausible RLE frame
+    """
+    if len(data) < 66:
+        return False
+    header = [int.from_bytes(data[i : i + 4], "little") for i in range(0, 64, 4)]
+    count = header[0]
+    if not 1 <= count <= 15 or header[1] != 64:
+        return False
+    offsets = header[1 : count + 1]
+    if any(b <= a for a, b in zip(offsets, offsets[1:], strict=False)) or offsets[-1] >= len(data):
+        return False
+    return all(v == 0 for v in header[count + 1 :])
 
 
 def is_foreign_client(obj: object) -> bool:
@@ -206,7 +237,11 @@ class ForeignClientSource:
             )
         known = self._transfer_syntaxes.get(sop_instance_uid)
         for number, data in zip(numbers, frames, strict=True):
-            syntax = known or sniff_transfer_syntax(data) or _EXPLICIT_VR_LITTLE_ENDIAN
+            # Foreign clients drop the part headers that name the syntax; the metadata rarely
+            # carries it, so the bytes are the last resort.
+            syntax = known or sniff_transfer_syntax(data)
+            if syntax is None:
+                syntax = _RLE_LOSSLESS if looks_like_rle(data) else _EXPLICIT_VR_LITTLE_ENDIAN
             yield number, EncodedFrame(bytes(data), syntax)
 
     async def retrieve_bulkdata(self, url: str) -> bytes:
