@@ -8,6 +8,7 @@ as stored: a missing profile is common and is not an error.
 from __future__ import annotations
 
 import io
+import threading
 from functools import lru_cache
 
 import numpy as np
@@ -18,6 +19,10 @@ __all__ = ["ColorTransform", "get_color_transform"]
 
 class ColorTransform:
     """Transform from an embedded ICC profile to sRGB.
+
+    Most scanners embed plain sRGB, and a transform that changes no colour costs about 1 ms per
+    256-pixel tile for nothing. Whether the transform is exactly the identity is found out in a
+    background thread over all 2**24 colours; until then (and if it is not) it is applied.
 
     Parameters
     ----------
@@ -38,6 +43,27 @@ class ColorTransform:
             renderingIntent=ImageCms.Intent.PERCEPTUAL,
             flags=ImageCms.Flags.NOCACHE,
         )
+        self.is_identity = False
+        threading.Thread(
+            target=self._check_identity, name="dicomslide-icc-check", daemon=True
+        ).start()
+
+    def _check_identity(self) -> None:
+        levels = np.arange(256, dtype=np.uint8)
+        for red in range(0, 256, 16):
+            # 16 slabs of 16 x 256 x 256 colours keep the probe's memory small
+            r = np.arange(red, red + 16, dtype=np.uint8)
+            cube = np.stack(np.meshgrid(r, levels, levels, indexing="ij"), axis=-1)
+            cube = cube.reshape(16 * 256, 256, 3)
+            if not np.array_equal(self._apply(cube), cube):
+                return
+        self.is_identity = True
+
+    def _apply(self, array: np.ndarray) -> np.ndarray:
+        image = Image.fromarray(np.ascontiguousarray(array), mode="RGB")
+        out = ImageCms.applyTransform(image, self._transform)
+        assert out is not None
+        return np.asarray(out)
 
     def apply(self, array: np.ndarray) -> np.ndarray:
         """Apply the transform to an 8-bit RGB array.
@@ -45,19 +71,16 @@ class ColorTransform:
         Parameters
         ----------
         array: numpy.ndarray
-            Array of shape (rows, columns, 3) and dtype uint8
+            Array of shape (rows, columns, 3) and dtype uint8; other arrays are returned as given
 
         Returns
         -------
         numpy.ndarray
             Transformed array of the same shape
         """
-        if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
+        if self.is_identity or array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
             return array
-        image = Image.fromarray(np.ascontiguousarray(array), mode="RGB")
-        out = ImageCms.applyTransform(image, self._transform)
-        assert out is not None
-        return np.asarray(out)
+        return self._apply(array)
 
 
 @lru_cache(maxsize=32)
@@ -77,13 +100,6 @@ def get_color_transform(icc_profile: bytes) -> ColorTransform | None:
     if not icc_profile:
         return None
     try:
-        transform = ColorTransform(bytes(icc_profile))
+        return ColorTransform(bytes(icc_profile))
     except (OSError, ImageCms.PyCMSError, ValueError):
         return None
-    # Most scanners embed plain sRGB; a transform that changes no colour costs ~1 ms per tile
-    # for nothing, so it is skipped when a probe of the colour cube comes back unchanged.
-    levels = np.arange(0, 256, 5, dtype=np.uint8)
-    cube = np.stack(np.meshgrid(levels, levels, levels, indexing="ij"), axis=-1).reshape(1, -1, 3)
-    if np.array_equal(transform.apply(cube), cube):
-        return None
-    return transform

@@ -34,6 +34,7 @@ from dicomslide.errors import RegionError
 from dicomslide.frames import FrameService, InstanceRef
 from dicomslide.geometry import FrameIndex, get_channel_items, iter_tiles_in_region
 from dicomslide.runtime import as_source, decode_executor, frame_service
+from dicomslide.sources.foreign import BULKDATA_URIS_ATTRIBUTE
 from dicomslide.sources.protocol import EncodedFrame, Source
 
 __all__ = ["TiledImage", "TotalPixelMatrix"]
@@ -73,9 +74,10 @@ class _ImageState:
         self.format = PixelFormat.from_dataset(self.metadata)
         self.correct_color = correct_color
         self._index: FrameIndex | None = None
-        self._index_lock: asyncio.Lock | None = None
         self._icc_loaded = False
         self._color: ColorTransform | None = None
+        self._prepared: tuple[FrameIndex, ColorTransform | None] | None = None
+        self._preparing: tuple[asyncio.AbstractEventLoop, asyncio.Task[Any]] | None = None
 
     def index(self) -> FrameIndex:
         if self._index is None:
@@ -87,6 +89,25 @@ class _ImageState:
             # Per-frame functional groups of large sparse images take a while to walk.
             self._index = await asyncio.to_thread(FrameIndex.from_metadata, self.parts_metadata)
         return self._index
+
+    async def prepare(self) -> tuple[FrameIndex, ColorTransform | None]:
+        """Frame index and colour transform, computed once however many readers ask."""
+        if self._prepared is not None:
+            return self._prepared
+        loop = asyncio.get_running_loop()
+        if self._preparing is None or self._preparing[0] is not loop:
+            self._preparing = (loop, loop.create_task(self._prepare()))
+        task = self._preparing[1]
+        try:
+            # shield: a reader that is cancelled must not cancel the work others wait for
+            self._prepared = await asyncio.shield(task)
+        finally:
+            if task.done() and (task.cancelled() or task.exception() is not None):
+                self._preparing = None
+        return self._prepared
+
+    async def _prepare(self) -> tuple[FrameIndex, ColorTransform | None]:
+        return await self.aindex(), await self.color_transform()
 
     def is_color(self) -> bool:
         return self.format.samples_per_pixel == 3
@@ -106,11 +127,12 @@ class _ImageState:
                 if value:
                     profile = bytes(value)
                     break
-                uris = getattr(item, "dicomslide_bulkdata_uris", {})
+            if not profile:
+                # Over DICOMweb the profile is bulk data, fetched only now that it is needed.
+                uris = getattr(self.metadata, BULKDATA_URIS_ATTRIBUTE, {})
                 uri = uris.get("00282000")
                 if uri:
                     profile = await self.source.retrieve_bulkdata(uri)
-                    break
             if not profile and "ICCProfile" in self.metadata:
                 profile = bytes(self.metadata.ICCProfile or b"")
             self._color = await asyncio.to_thread(get_color_transform, profile)
@@ -146,8 +168,7 @@ class _ImageState:
         size: tuple[int, int],
     ) -> np.ndarray:
         """Pixels of a region; pixels outside the matrix or without a frame are filled."""
-        index = await self.aindex()
-        color = await self.color_transform()
+        index, color = await self.prepare()
         service: FrameService = frame_service(self.source)
         fmt = self.format
         out_samples = 3 if fmt.samples_per_pixel == 3 else fmt.samples_per_pixel

@@ -225,7 +225,7 @@ async def test_channel_and_focal_plane_lookups(
         assert fluo.find_optical_paths(identifier=ident) == (i,)
     with pytest.raises(ValueError, match="No OPTICAL_PATH channel"):
         fluo.get_channel_index("nope", dicomslide.ChannelTypes.OPTICAL_PATH)
-    with pytest.raises(ValueError, match="valid are 0..2"):
+    with pytest.raises(ValueError, match=r"valid are 0\.\.2"):
         fluo.get_channel_identifier(3)
 
 

@@ -98,9 +98,7 @@ def test_dicomizer_output_matches_wsidicom(
             np.testing.assert_array_equal(mine, _whole_level(ours_bare, level))
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                theirs = np.asarray(
-                    oracle.read_region((0, 0), level, (cols, rows)).convert("RGB")
-                )
+                theirs = np.asarray(oracle.read_region((0, 0), level, (cols, rows)).convert("RGB"))
             diff = np.abs(mine.astype(np.int16) - theirs.astype(np.int16))
             if compression == "jpeg":
                 # both decode with libjpeg-turbo, but chroma upsampling may differ by a step
@@ -187,7 +185,9 @@ def test_pixels_over_dicomweb_equal_local_synthetic(
     orthanc.upload([folder])
     local = _slide(folder, tmp_path / "idx")
     web_client = dicomweb_client.DICOMwebClient(url=orthanc.dicomweb_url)
-    web = dicomslide_sync.find_slides(web_client, study_instance_uid=local.image_metadata[0].StudyInstanceUID)
+    web = dicomslide_sync.find_slides(
+        web_client, study_instance_uid=local.image_metadata[0].StudyInstanceUID
+    )
     assert len(web) == 1
     remote = web[0]
     assert remote.total_pixel_matrix_dimensions == local.total_pixel_matrix_dimensions

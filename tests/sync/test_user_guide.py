@@ -72,7 +72,9 @@ def _check(namespace: dict[str, Any]) -> None:
     region = namespace["region"]
     assert isinstance(region, np.ndarray)
     assert region.shape == (512, 512, 3)
-    np.testing.assert_array_equal(region, expected_pixels(SPEC, 2, 0, 0, slice(0, 512), slice(0, 512)))
+    np.testing.assert_array_equal(
+        region, expected_pixels(SPEC, 2, 0, 0, slice(0, 512), slice(0, 512))
+    )
 
 
 def _run_guide(code: str, client: Any, module: Any) -> dict[str, Any]:
