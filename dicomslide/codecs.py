@@ -9,8 +9,8 @@ as stored (``MONOCHROME1`` is not inverted, ``PALETTE COLOR`` indices are not lo
 
 For each compressed transfer syntax the installed decoders are ranked at import time, fastest
 first (see ``benchmarks/decoders.py``). Optional libraries are imported only when a frame
-first needs them. If the first decoder fails on a frame the next one is tried, because the
-libraries differ in which corner cases of the standards they accept.
+first needs them. Decoders known to reject some valid frames, or to decode some wrongly, pass
+such frames on to the next decoder; a failure of any other decoder means the frame is corrupt.
 """
 
 from __future__ import annotations
@@ -261,7 +261,6 @@ class _JpegHeader:
     """What the marker segments before the first scan say about a JPEG or JPEG-LS stream."""
 
     sof: int
-    precision: int
     component_ids: tuple[int, ...]
     jfif: bool
     adobe_transform: int | None
@@ -276,6 +275,7 @@ class _J2kHeader:
     end: int
     mct: bool
     high_throughput: bool
+    reversible: bool
 
 
 @dataclass(frozen=True)
@@ -290,6 +290,11 @@ class _Job:
     fmt: PixelFormat
     ycbcr: bool
     jpeg: _JpegHeader | None = None
+    j2k: _J2kHeader | None = None
+
+
+class _Refused(Exception):
+    """A decoder declines a frame it is known to decode wrongly; the next one is tried."""
 
 
 @dataclass(frozen=True)
@@ -375,13 +380,14 @@ def _libjpeg_turbo_assumes_ycbcr(header: _JpegHeader) -> bool:
 def _pillow_jpeg(job: _Job) -> npt.NDArray[Any]:
     image_module = _import("PIL.Image")
     header = job.jpeg
-    assert header is not None
+    if header is None:
+        raise _Refused("Pillow needs the parsed JPEG header")
     colour = job.fmt.samples_per_pixel == 3
     with image_module.open(io.BytesIO(job.data), formats=["JPEG"]) as image:
         expected_mode = "RGB" if colour else "L"
         if colour and _libjpeg_turbo_assumes_ycbcr(header) != job.ycbcr:
             if job.ycbcr:
-                raise RuntimeError("Pillow cannot force YCbCr decoding of this stream")
+                raise _Refused("Pillow cannot force YCbCr decoding of this stream")
             # Asking for YCbCr output makes libjpeg-turbo skip its colour conversion, so the
             # RGB components come out untouched.
             image.draft("YCbCr", image.size)
@@ -430,6 +436,10 @@ def _jpeg2k_imagecodecs(job: _Job) -> npt.NDArray[Any]:
 
 
 def _htj2k_imagecodecs(job: _Job) -> npt.NDArray[Any]:
+    if job.j2k is None or not job.j2k.reversible:
+        # OpenJPH (imagecodecs 2026.3) wraps samples that the irreversible wavelet pushes
+        # past the maximum around to 0, which turns white background black.
+        raise _Refused("OpenJPH decodes irreversible codestreams wrongly")
     arr: npt.NDArray[Any] = _imagecodecs("HTJ2K").htj2k_decode(job.data)
     return arr
 
@@ -500,11 +510,20 @@ _IC = "imagecodecs"
 _LIBJPEG = "pylibjpeg-libjpeg"
 
 _JPEG_LOSSY_DECODERS = (
-    _Decoder("imagecodecs.jpeg8", _IC, "imagecodecs", _jpeg8_lossy, _integer_samples, True),
+    _Decoder(
+        "imagecodecs.jpeg8", _IC, "imagecodecs", _jpeg8_lossy, _integer_samples,
+        converts_ycbcr=True,
+    ),
     # Pillow cannot be told the colour space of every stream.
-    _Decoder("pillow", "pillow", "PIL", _pillow_jpeg, _eight_bit, True, may_reject_valid=True),
-    _Decoder("pylibjpeg-libjpeg", _LIBJPEG, "libjpeg", _libjpeg_lossy, _integer_samples, True),
-)
+    _Decoder(
+        "pillow", "pillow", "PIL", _pillow_jpeg, _eight_bit,
+        converts_ycbcr=True, may_reject_valid=True,
+    ),
+    _Decoder(
+        "pylibjpeg-libjpeg", _LIBJPEG, "libjpeg", _libjpeg_lossy, _integer_samples,
+        converts_ycbcr=True,
+    ),
+)  # fmt: skip
 # Lossless JPEG encoders of the past wrote streams with quirks that only some decoders
 # accept, so each one defers to the next.
 _JPEG_LOSSLESS_DECODERS = (
@@ -527,12 +546,11 @@ _JPEG_LS_DECODERS = (
     _Decoder("pyjpegls", "pyjpegls", "jpeg_ls", _jpegls_pyjpegls, _integer_samples),
     _Decoder("pylibjpeg-libjpeg", _LIBJPEG, "libjpeg", _libjpeg_raw, _integer_samples),
 )
-_OPENJPEG = _Decoder(
-    "pylibjpeg-openjpeg", "pylibjpeg-openjpeg", "openjpeg", _jpeg2k_openjpeg, _j2k_samples
-)
 _J2K_DECODERS = (
     _Decoder("imagecodecs.jpeg2k", _IC, "imagecodecs", _jpeg2k_imagecodecs, _j2k_samples),
-    _OPENJPEG,
+    _Decoder(
+        "pylibjpeg-openjpeg", "pylibjpeg-openjpeg", "openjpeg", _jpeg2k_openjpeg, _j2k_samples
+    ),
 )
 # OpenJPH decodes HTJ2K about twice as fast as OpenJPEG but implements only part of it
 # (no JPEG 2000 part 1 code-blocks, for example), so OpenJPEG >= 2.5 stays as the fallback.
@@ -829,7 +847,7 @@ def _decode_native(
 
     if fmt.bits_allocated == 1:
         packed = np.frombuffer(data, dtype=np.uint8, count=expected)
-        bits = np.unpackbits(packed, bitorder="big")
+        bits = np.unpackbits(packed, bitorder="little")
         return bits[bit_offset : bit_offset + count].reshape(shape)
 
     stored = fmt.dtype.newbyteorder(">" if big_endian else "<")
@@ -901,7 +919,7 @@ def _scan_jpeg(data: bytes) -> _JpegHeader | None:
     if size < 4 or data[0] != 0xFF or data[1] != 0xD8:
         return None
     pos = 2
-    sof = precision = -1
+    sof = -1
     ids: tuple[int, ...] = ()
     jfif = False
     adobe: int | None = None
@@ -922,7 +940,7 @@ def _scan_jpeg(data: bytes) -> _JpegHeader | None:
             return None
         segment = data[pos + 2 : pos + length]
         if marker in _JPEG_SOF_MARKERS and len(segment) >= 6:
-            sof, precision = marker, segment[0]
+            sof = marker
             ids = tuple(segment[6 : 6 + 3 * segment[5] : 3])
         elif marker == 0xE0 and segment.startswith(b"JFIF\x00"):
             jfif = True
@@ -931,7 +949,7 @@ def _scan_jpeg(data: bytes) -> _JpegHeader | None:
         elif marker == 0xDA:
             if sof < 0:
                 return None
-            return _JpegHeader(sof, precision, ids, jfif, adobe, pos + length)
+            return _JpegHeader(sof, ids, jfif, adobe, pos + length)
         pos += length
     return None
 
@@ -962,20 +980,21 @@ def _scan_j2k(data: bytes) -> _J2kHeader | None:
     if data[start : start + 4] != b"\xff\x4f\xff\x51":
         return None
     pos = start + 2
-    mct = high_throughput = False
+    mct = high_throughput = reversible = False
     while pos + 4 <= end:
         if data[pos] != 0xFF:
             return None
         marker = data[pos + 1]
         if marker in (0x90, 0x93):  # SOT or SOD: the main header is over
-            return _J2kHeader(start, end, mct, high_throughput)
+            return _J2kHeader(start, end, mct, high_throughput, reversible)
         length = int.from_bytes(data[pos + 2 : pos + 4], "big")
         if length < 2 or pos + 2 + length > end:
             return None
         if marker == 0x50:  # CAP is mandatory in HTJ2K codestreams
             high_throughput = True
-        elif marker == 0x52 and length >= 12:  # COD: byte 8 is the multiple component flag
+        elif marker == 0x52 and length >= 12:  # COD
             mct = data[pos + 8] != 0
+            reversible = data[pos + 13] == 1  # 5/3 wavelet
         pos += 2 + length
     return None
 
@@ -1032,7 +1051,7 @@ def _prepare(data: bytes, uid: str, fmt: PixelFormat, context: _Context) -> _Job
     ycbcr = (
         colour and not j2k.mct and fmt.photometric_interpretation in ("YBR_FULL", "YBR_FULL_422")
     )
-    return _Job(data, fmt, ycbcr)
+    return _Job(data, fmt, ycbcr, j2k=j2k)
 
 
 def _run(decoders: list[_Decoder], job: _Job, context: _Context) -> npt.NDArray[Any]:
@@ -1040,6 +1059,9 @@ def _run(decoders: list[_Decoder], job: _Job, context: _Context) -> npt.NDArray[
     for decoder in decoders:
         try:
             raw = decoder.decode(job)
+        except _Refused as exc:
+            failures.append((decoder, exc))
+            continue
         except MemoryError:
             raise
         except Exception as exc:  # libraries raise all kinds of exceptions
@@ -1049,13 +1071,20 @@ def _run(decoders: list[_Decoder], job: _Job, context: _Context) -> npt.NDArray[
             break
         return _finish(raw, job, decoder, context)
     first_decoder, first_error = next(
-        ((d, e) for d, e in failures if not isinstance(e, ImportError)), failures[0]
+        ((d, e) for d, e in failures if not isinstance(e, (ImportError, _Refused))),
+        failures[0],
     )
-    if all(isinstance(exc, ImportError) for _, exc in failures):
+    if all(isinstance(exc, (ImportError, _Refused)) for _, exc in failures):
         name = _SYNTAX_NAMES[context.uid]
-        raise MissingCodecError(
-            _missing_message(name, context.uid, [d for d, _ in failures])
-        ) from first_error
+        refused = {d.name for d, exc in failures if isinstance(exc, _Refused)}
+        wanted = [
+            d for d in _ALL_DECODERS[context.uid] if d.accepts(job.fmt) and d.name not in refused
+        ]
+        if not wanted:
+            raise UnsupportedError(
+                f"no decoder handles this {name} frame correctly: {first_error}"
+            ) from first_error
+        raise MissingCodecError(_missing_message(name, context.uid, wanted)) from first_error
     tried = ", ".join(d.name for d, _ in failures)
     raise context.error(
         f"{first_decoder.name}: {first_error} (decoders tried: {tried})"

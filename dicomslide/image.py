@@ -100,11 +100,12 @@ class _ImageState:
         task = self._preparing[1]
         try:
             # shield: a reader that is cancelled must not cancel the work others wait for
-            self._prepared = await asyncio.shield(task)
+            prepared: tuple[FrameIndex, ColorTransform | None] = await asyncio.shield(task)
         finally:
             if task.done() and (task.cancelled() or task.exception() is not None):
                 self._preparing = None
-        return self._prepared
+        self._prepared = prepared
+        return prepared
 
     async def _prepare(self) -> tuple[FrameIndex, ColorTransform | None]:
         return await self.aindex(), await self.color_transform()
