@@ -55,6 +55,8 @@ from dicomslide_sync._wrappers import (
     TotalPixelMatrix,
     TotalPixelMatrixSampler,
     find_slides,
+    get_default_timeout,
+    set_default_timeout,
 )
 
 __all__ = [
@@ -90,6 +92,8 @@ __all__ = [
     "does_segment_item_match",
     "does_specimen_description_item_match",
     "find_slides",
+    "get_default_timeout",
+    "set_default_timeout",
     "get_cache_stats",
     "get_image_flavor",
     "get_image_pixel_spacing",

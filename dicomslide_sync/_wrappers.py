@@ -9,7 +9,7 @@ from the async object. Twins pickle by their inputs and re-open in the receiving
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
@@ -19,10 +19,12 @@ import dicomslide
 from dicomslide.enums import ChannelTypes
 from dicomslide.frames import CacheStats
 from dicomslide.pyramid import Pyramid
-from dicomslide_sync._portal import run
+from dicomslide_sync import _portal
 
 __all__ = [
     "DICOMfileClient",
+    "get_default_timeout",
+    "set_default_timeout",
     "Slide",
     "TiledImage",
     "TotalPixelMatrix",
@@ -31,6 +33,41 @@ __all__ = [
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+
+_default_timeout: float | None = None
+
+
+def set_default_timeout(seconds: float | None) -> None:
+    """Set how long any blocking call may take before it is cancelled.
+
+    Parameters
+    ----------
+    seconds: float | None
+        Time limit in seconds for every call of this package; None (the default) waits for as
+        long as the call takes. A call that runs out of time is cancelled and raises
+        :class:`dicomslide_sync.SyncTimeoutError` (a ``TimeoutError``).
+    """
+    global _default_timeout
+    if seconds is not None and not seconds > 0:
+        raise dicomslide.RegionError(f"Timeout must be positive or None, got {seconds!r}.")
+    _default_timeout = seconds
+
+
+def get_default_timeout() -> float | None:
+    """The time limit of blocking calls set by :func:`set_default_timeout`.
+
+    Returns
+    -------
+    float | None
+        Seconds, or None for no limit
+    """
+    return _default_timeout
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine on the private loop with the default time limit."""
+    return _portal.run(coro, timeout=_default_timeout)
 
 
 def _twin(original: Any) -> Callable[[F], F]:

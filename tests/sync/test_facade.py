@@ -153,3 +153,32 @@ def test_total_pixel_matrix_and_sampler_twins(folder: Path, tmp_path: Path) -> N
     regions = list(sampler)
     assert len(regions) == len(sampler) == 3 * 4
     np.testing.assert_array_equal(regions[5], truth[256:512, 256:512])
+
+
+def test_default_timeout_cancels_blocking_calls(folder: Path, tmp_path: Path) -> None:
+    import asyncio
+
+    client = dicomslide_sync.DICOMfileClient(folder, index_dir=tmp_path)
+    slide = dicomslide_sync.find_slides(client)[0]
+    source = slide.async_slide._source
+    original = source.iter_frames
+    cancelled = []
+
+    async def stuck(*args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.append(True)
+            raise
+        yield  # pragma: no cover
+
+    source.iter_frames = stuck  # type: ignore[method-assign]
+    dicomslide_sync.set_default_timeout(0.3)
+    try:
+        with pytest.raises(TimeoutError):
+            slide.get_image_region((0, 0), 0, (10, 10))
+    finally:
+        dicomslide_sync.set_default_timeout(None)
+        source.iter_frames = original  # type: ignore[method-assign]
+    with pytest.raises(ValueError, match="positive"):
+        dicomslide_sync.set_default_timeout(0)
