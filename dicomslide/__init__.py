@@ -29,6 +29,7 @@ from dicomslide.errors import (
 from dicomslide.frames import CacheStats
 from dicomslide.geometry import compute_frame_positions
 from dicomslide.image import TiledImage, TotalPixelMatrix
+from dicomslide.openslide import OpenSlide, open_slide
 from dicomslide.pyramid import Pyramid, PyramidLevel
 from dicomslide.runtime import get_cache_stats
 from dicomslide.sampler import TotalPixelMatrixSampler
@@ -70,6 +71,7 @@ __all__ = [
     "InvalidDataError",
     "MissingCodecError",
     "NotFoundError",
+    "OpenSlide",
     "ProtocolError",
     "Pyramid",
     "PyramidLevel",
@@ -100,6 +102,7 @@ __all__ = [
     "is_thumbnail_image",
     "is_tiled_image",
     "is_volume_image",
+    "open_slide",
     "select_image_at_magnification",
     "select_image_at_pixel_spacing",
     "sort_images_by_pixel_spacing",

@@ -193,6 +193,17 @@ class Slide:
         return self._client
 
     @property
+    def correct_color(self) -> bool:
+        """Whether colour images are transformed from their ICC profile to sRGB.
+
+        Returns
+        -------
+        bool
+            The setting the slide was opened with
+        """
+        return self._correct_color
+
+    @property
     def image_metadata(self) -> list[Dataset]:
         """Metadata of every image the slide was built from.
 

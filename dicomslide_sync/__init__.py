@@ -48,6 +48,7 @@ from dicomslide import (
     sort_images_by_size,
 )
 from dicomslide_sync._portal import SyncTimeoutError
+from dicomslide_sync.openslide import OpenSlide, open_slide
 from dicomslide_sync._wrappers import (
     DICOMfileClient,
     Slide,
@@ -71,6 +72,7 @@ __all__ = [
     "InvalidDataError",
     "MissingCodecError",
     "NotFoundError",
+    "OpenSlide",
     "ProtocolError",
     "Pyramid",
     "PyramidLevel",
@@ -104,6 +106,7 @@ __all__ = [
     "is_thumbnail_image",
     "is_tiled_image",
     "is_volume_image",
+    "open_slide",
     "select_image_at_magnification",
     "select_image_at_pixel_spacing",
     "sort_images_by_pixel_spacing",

@@ -651,6 +651,11 @@ class Slide:
         return self._async.image_metadata
 
     @property
+    def correct_color(self) -> bool:
+        """Whether colour images are transformed from their ICC profile to sRGB."""
+        return self._async.correct_color
+
+    @property
     def cache_stats(self) -> CacheStats:
         """Statistics of the client's frame cache and requests."""
         return self._async.cache_stats
