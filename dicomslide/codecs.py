@@ -1047,10 +1047,10 @@ def _prepare(data: bytes, uid: str, fmt: PixelFormat, context: _Context) -> _Job
     if j2k.start or j2k.end != len(data):
         data = data[j2k.start : j2k.end]
     # The decoders undo a multiple component transform themselves; without one the
-    # components are as stored, which the Photometric Interpretation describes.
-    ycbcr = (
-        colour and not j2k.mct and fmt.photometric_interpretation in ("YBR_FULL", "YBR_FULL_422")
-    )
+    # components are as stored, which the Photometric Interpretation describes. YBR_FULL_422
+    # cannot describe a JPEG 2000 codestream (it has no 4:2:2 chroma); converters that write
+    # it (OrthancWSIDicomizer) store RGB, so only YBR_FULL means stored YCbCr.
+    ycbcr = colour and not j2k.mct and fmt.photometric_interpretation == "YBR_FULL"
     return _Job(data, fmt, ycbcr, j2k=j2k)
 
 

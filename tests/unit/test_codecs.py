@@ -1067,3 +1067,16 @@ def test_works_without_imagecodecs(tmp_path: Path) -> None:
     assert result["j2k"] == ["pylibjpeg-openjpeg", 0.0]
     assert result["htj2k"] == ["pylibjpeg-openjpeg", 0.0]
     assert result["rle"] == ["pylibjpeg-rle", 0.0]
+
+
+def test_j2k_labelled_ybr_full_422_without_mct_is_stored_rgb() -> None:
+    # OrthancWSIDicomizer writes RGB JPEG 2000 codestreams (no colour transform) and labels
+    # them YBR_FULL_422, a label J2K cannot have; converting would ruin every colour.
+    rng = np.random.default_rng(5)
+    rgb = rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
+    data = imagecodecs.jpeg2k_encode(rgb, level=0, mct=False)
+    decoded = decode_frame(data, "1.2.840.10008.1.2.4.90", FMT_YBR422)
+    np.testing.assert_array_equal(decoded, rgb)
+    ybr_full = PixelFormat(SIZE, SIZE, 3, 8, 8, 0, "YBR_FULL")
+    converted = decode_frame(data, "1.2.840.10008.1.2.4.90", ybr_full)
+    assert not np.array_equal(converted, rgb)
