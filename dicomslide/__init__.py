@@ -35,6 +35,7 @@ from dicomslide.runtime import get_cache_stats
 from dicomslide.sampler import TotalPixelMatrixSampler
 from dicomslide.slide import Slide, find_slides
 from dicomslide.sources.local import DICOMfileClient
+from dicomslide.sources.web import DICOMwebClient, RetryPolicy
 from dicomslide.utils import (
     assemble_total_pixel_matrix,
     compute_image_center_position,
@@ -63,6 +64,7 @@ __all__ = [
     "CacheStats",
     "ChannelTypes",
     "DICOMfileClient",
+    "DICOMwebClient",
     "DecodeError",
     "DicomSlideError",
     "DicomWebError",
@@ -76,6 +78,7 @@ __all__ = [
     "Pyramid",
     "PyramidLevel",
     "RegionError",
+    "RetryPolicy",
     "Slide",
     "SourceError",
     "TiledImage",

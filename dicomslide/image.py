@@ -123,15 +123,16 @@ class _ImageState:
             return None
         if not self._icc_loaded:
             profile = b""
+            uri = None
             for item in self.metadata.get("OpticalPathSequence", []):
                 value = item.get("ICCProfile")
                 if value:
                     profile = bytes(value)
                     break
+                uri = uri or getattr(item, BULKDATA_URIS_ATTRIBUTE, {}).get("00282000")
             if not profile:
                 # Over DICOMweb the profile is bulk data, fetched only now that it is needed.
-                uris = getattr(self.metadata, BULKDATA_URIS_ATTRIBUTE, {})
-                uri = uris.get("00282000")
+                uri = uri or getattr(self.metadata, BULKDATA_URIS_ATTRIBUTE, {}).get("00282000")
                 if uri:
                     profile = await self.source.retrieve_bulkdata(uri)
             if not profile and "ICCProfile" in self.metadata:

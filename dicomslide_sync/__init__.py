@@ -21,6 +21,7 @@ from dicomslide import (
     Pyramid,
     PyramidLevel,
     RegionError,
+    RetryPolicy,
     SourceError,
     TransportError,
     UnsupportedError,
@@ -48,9 +49,9 @@ from dicomslide import (
     sort_images_by_size,
 )
 from dicomslide_sync._portal import SyncTimeoutError
-from dicomslide_sync.openslide import OpenSlide, open_slide
 from dicomslide_sync._wrappers import (
     DICOMfileClient,
+    DICOMwebClient,
     Slide,
     TiledImage,
     TotalPixelMatrix,
@@ -59,11 +60,13 @@ from dicomslide_sync._wrappers import (
     get_default_timeout,
     set_default_timeout,
 )
+from dicomslide_sync.openslide import OpenSlide, open_slide
 
 __all__ = [
     "CacheStats",
     "ChannelTypes",
     "DICOMfileClient",
+    "DICOMwebClient",
     "DecodeError",
     "DicomSlideError",
     "DicomWebError",
@@ -77,6 +80,7 @@ __all__ = [
     "Pyramid",
     "PyramidLevel",
     "RegionError",
+    "RetryPolicy",
     "Slide",
     "SourceError",
     "SyncTimeoutError",

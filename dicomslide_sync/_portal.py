@@ -29,7 +29,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, Generic, TypeVar, cast
 
 from dicomslide.errors import DicomSlideError, RegionError, UsageError
@@ -470,3 +470,32 @@ def _forget_after_fork() -> None:
 atexit.register(_stop_at_exit)
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+def close_soon(aclose: Callable[[], Coroutine[Any, Any, Any]]) -> None:
+    """Schedule an async close on the private loop without waiting (for finalizers).
+
+    Parameters
+    ----------
+    aclose: Callable[[], Coroutine[Any, Any, Any]]
+        Function returning the closing coroutine; called on the loop thread
+
+    Notes
+    -----
+    Finalizers must never block: nothing is awaited here, and nothing happens if the loop is
+    not running (then the resources die with it).
+    """
+    portal = _portal
+    if portal is None or portal.closing:
+        return
+
+    def start() -> None:
+        task = portal.loop.create_task(aclose())
+        _closing_tasks.add(task)
+        task.add_done_callback(_closing_tasks.discard)
+
+    with contextlib.suppress(RuntimeError):
+        portal.loop.call_soon_threadsafe(start)
+
+
+_closing_tasks: set[asyncio.Task[Any]] = set()

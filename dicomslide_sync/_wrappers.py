@@ -9,6 +9,7 @@ from the async object. Twins pickle by their inputs and re-open in the receiving
 from __future__ import annotations
 
 import os
+import weakref
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -19,10 +20,12 @@ import dicomslide
 from dicomslide.enums import ChannelTypes
 from dicomslide.frames import CacheStats
 from dicomslide.pyramid import Pyramid
+from dicomslide.sources.protocol import Source
 from dicomslide_sync import _portal
 
 __all__ = [
     "DICOMfileClient",
+    "DICOMwebClient",
     "get_default_timeout",
     "set_default_timeout",
     "Slide",
@@ -86,45 +89,14 @@ def _unwrap(client: Any) -> Any:
     return getattr(client, "__dicomslide_source__", None) or client
 
 
-class DICOMfileClient:
-    """Blocking client for a folder of DICOM Part 10 files (twin of the async client).
+class _SourceTwin:
+    """Blocking methods shared by the client twins."""
 
-    Parameters
-    ----------
-    url: str | os.PathLike[str]
-        Folder path or ``file://`` URL
-    index_dir: str | os.PathLike[str] | None, optional
-        Where the folder index is kept (see :class:`dicomslide.DICOMfileClient`)
-    recursive: bool, optional
-        Whether sub-folders are searched
-    """
+    __dicomslide_source__: Any
 
-    def __init__(
-        self,
-        url: str | os.PathLike[str],
-        *,
-        index_dir: str | os.PathLike[str] | None = None,
-        recursive: bool = True,
-    ) -> None:
-        self._args = (url, index_dir, recursive)
-        self.__dicomslide_source__ = dicomslide.DICOMfileClient(
-            url, index_dir=index_dir, recursive=recursive
-        )
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        url, index_dir, recursive = self._args
-        return (_reopen_file_client, (url, index_dir, recursive))
-
-    @property
-    def base_dir(self) -> Any:
-        """Folder that is served.
-
-        Returns
-        -------
-        pathlib.Path
-            Folder
-        """
-        return self.__dicomslide_source__.base_dir
+    def _source(self) -> Source:
+        source: Source = self.__dicomslide_source__
+        return source
 
     def search_for_studies(self, search_filters: dict[str, Any] | None = None) -> list[Dataset]:
         """Search for studies (blocking twin of the async method).
@@ -235,7 +207,7 @@ class DICOMfileClient:
             Metadata without Pixel Data
         """
         return run(
-            self.__dicomslide_source__.retrieve_instance_metadata(
+            self._source().retrieve_instance_metadata(
                 study_instance_uid, series_instance_uid, sop_instance_uid
             )
         )
@@ -244,11 +216,110 @@ class DICOMfileClient:
         """Release file handles and caches."""
         run(self.__dicomslide_source__.aclose())
 
-    def __enter__(self) -> DICOMfileClient:
+    def __enter__(self) -> Any:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class DICOMfileClient(_SourceTwin):
+    """Blocking client for a folder of DICOM Part 10 files (twin of the async client).
+
+    Parameters
+    ----------
+    url: str | os.PathLike[str]
+        Folder path or ``file://`` URL
+    index_dir: str | os.PathLike[str] | None, optional
+        Where the folder index is kept (see :class:`dicomslide.DICOMfileClient`)
+    recursive: bool, optional
+        Whether sub-folders are searched
+    """
+
+    def __init__(
+        self,
+        url: str | os.PathLike[str],
+        *,
+        index_dir: str | os.PathLike[str] | None = None,
+        recursive: bool = True,
+    ) -> None:
+        self._args = (url, index_dir, recursive)
+        self.__dicomslide_source__ = dicomslide.DICOMfileClient(
+            url, index_dir=index_dir, recursive=recursive
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        url, index_dir, recursive = self._args
+        return (_reopen_file_client, (url, index_dir, recursive))
+
+    @property
+    def base_dir(self) -> Any:
+        """Folder that is served.
+
+        Returns
+        -------
+        pathlib.Path
+            Folder
+        """
+        return self.__dicomslide_source__.base_dir
+
+
+class DICOMwebClient(_SourceTwin):
+    """Blocking DICOMweb client (twin of :class:`dicomslide.DICOMwebClient`).
+
+    Every keyword of the async client is accepted (headers, auth, transport, timeouts,
+    retries, request sizes, coalescing window, cache budget). Frame requests of all threads
+    are merged on the private loop; the default ``coalesce_window`` of a few milliseconds is
+    what lets requests from many threads meet.
+
+    Parameters
+    ----------
+    url: str
+        Base URL of the DICOMweb service
+    **kwargs: Any
+        Keywords of :class:`dicomslide.DICOMwebClient`
+    """
+
+    def __init__(self, url: str, **kwargs: Any) -> None:
+        self._args = (url, kwargs)
+        source = dicomslide.DICOMwebClient(url, **kwargs)
+        self.__dicomslide_source__ = source
+        # Connections live on the private loop; close them there when this twin is dropped.
+        weakref.finalize(self, _portal.close_soon, source.aclose)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        url, kwargs = self._args
+        return (_reopen_web_client, (url, kwargs))
+
+    @property
+    def url(self) -> str:
+        """Base URL of the service.
+
+        Returns
+        -------
+        str
+            URL
+        """
+        return str(self.__dicomslide_source__.url)
+
+    def retrieve_bulkdata(self, url: str) -> bytes:
+        """Bulk data behind a BulkDataURI (blocking).
+
+        Parameters
+        ----------
+        url: str
+            The BulkDataURI
+
+        Returns
+        -------
+        bytes
+            The bulk data
+        """
+        return run(self._source().retrieve_bulkdata(url))
+
+
+def _reopen_web_client(url: str, kwargs: dict[str, Any]) -> DICOMwebClient:
+    return DICOMwebClient(url, **kwargs)
 
 
 def _reopen_file_client(url: Any, index_dir: Any, recursive: bool) -> DICOMfileClient:

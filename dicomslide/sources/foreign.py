@@ -12,6 +12,7 @@ the file meta information) and, failing both, from the bytes themselves.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
@@ -54,7 +55,7 @@ def looks_like_rle(data: bytes) -> bool:
     if not 1 <= count <= 15 or header[1] != 64:
         return False
     offsets = header[1 : count + 1]
-    if any(b <= a for a, b in zip(offsets, offsets[1:], strict=False)) or offsets[-1] >= len(data):
+    if any(b <= a for a, b in itertools.pairwise(offsets)) or offsets[-1] >= len(data):
         return False
     return all(v == 0 for v in header[count + 1 :])
 

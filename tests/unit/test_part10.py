@@ -497,3 +497,18 @@ def test_coalesce_spans() -> None:
     ]
     reads = part10.coalesce_spans(spans, max_gap=0, max_size=15)
     assert [[m[0] for m in ms] for _, _, ms in reads] == [[1], [2], [3], [4]]
+
+
+def test_eot_with_unpadded_odd_lengths() -> None:
+    frames = [b"\xff\xd8abc", b"\xff\xd8defgh"]
+    value = _bot([]) + _item(frames[0] + b"\x00") + _item(frames[1] + b"\x00") + _DELIMITER
+    layout = part10.build_encapsulated_layout(
+        _reader(value),
+        file_size=len(value),
+        value_offset=0,
+        number_of_frames=2,
+        transfer_syntax_uid=JPEGBaseline8Bit,
+        extended_offset_table=struct.pack("<2Q", 0, 14),
+        extended_offset_table_lengths=struct.pack("<2Q", 5, 7),
+    )
+    assert _frames(value, layout) == [f + b"\x00" for f in frames]

@@ -1,0 +1,481 @@
+"""Run benchmark workloads for one reader in this process and print JSON timings.
+
+Invoked by ``benchmarks/run.py`` in a fresh process per measurement: with the peers'
+interpreter (``benchmarks/.venv-peers``) for wsidicom, OpenSlide and dicomslide 0.7.2,
+and with the main interpreter for ours (``dicomslide`` and ``dicomslide_sync``), so every
+reader starts equally cold. Only the standard library is imported at module level: the
+same file must run in both environments.
+
+Every task opens a new reader object, times the first call (``cold``) and then
+``--warm`` more calls on the same object (``warm``). Errors are reported, not raised,
+so one failing reader does not take the run down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import resource
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+READERS = ("dicomslide", "dicomslide_sync", "wsidicom", "openslide", "dicomslide-0.7.2")
+TASKS = ("open", "region", "scan", "random", "thumbnail")
+
+
+class Plan:
+    """Workload geometry, identical for every reader (computed by run.py)."""
+
+    def __init__(self, d: dict[str, Any]) -> None:
+        self.folder: str = d["folder"]
+        self.level0_file: str = d["level0_file"]
+        # (width, height) per level, largest first, and downsample factor per level
+        self.levels: list[tuple[int, int]] = [tuple(x) for x in d["levels"]]
+        self.factors: list[float] = d["factors"]
+        self.tile: int = d["tile"]
+        self.region: tuple[int, int, int, int] = tuple(d["region"])  # x, y, w, h at level 0
+        self.scan_level: int = d["scan_level"]
+        self.random_size: int = d["random_size"]
+        self.random_count: int = d["random_count"]
+        self.random_seed: int = d["random_seed"]
+        self.threads: int = d["threads"]
+        self.tasks_async: int = d["async_tasks"]
+        self.thumbnail: int = d["thumbnail"]
+
+    def scan_tiles(self) -> list[tuple[int, int, int, int]]:
+        """(x, y, w, h) of every tile of the scan level, in level coordinates."""
+        w, h = self.levels[self.scan_level]
+        t = self.tile
+        return [
+            (x, y, min(t, w - x), min(t, h - y)) for y in range(0, h, t) for x in range(0, w, t)
+        ]
+
+    def random_regions(self) -> list[tuple[int, int]]:
+        """Top-left (x, y) of the random level-0 regions (seeded: the same for every reader)."""
+        rng = random.Random(self.random_seed)
+        w, h = self.levels[0]
+        s = self.random_size
+        return [
+            (rng.randrange(0, w - s), rng.randrange(0, h - s)) for _ in range(self.random_count)
+        ]
+
+
+def _checksum(arr: Any) -> int:
+    # Cheap proof that pixels were produced (and a sanity check across readers).
+    import numpy as np
+
+    a = np.asarray(arr)
+    return int(a[..., :3].sum(dtype=np.uint64) % 1_000_003)
+
+
+# --- blocking adapters ---------------------------------------------------------------------
+
+
+class BlockingReader:
+    """Open / region / tile / thumbnail through a blocking API."""
+
+    name = ""
+    threads_for_scan = True
+    # Imported before any timing: import cost is start-up, not open cost.
+    modules: tuple[str, ...] = ("numpy",)
+
+    def __init__(self, plan: Plan, opts: dict[str, Any]) -> None:
+        self.plan = plan
+        self.opts = opts
+
+    def open(self) -> Any:
+        raise NotImplementedError
+
+    def region(self, h: Any, level: int, x: int, y: int, w: int, hh: int) -> Any:
+        """Region with (x, y) in level coordinates."""
+        raise NotImplementedError
+
+    def tile(self, h: Any, level: int, x: int, y: int, w: int, hh: int) -> Any:
+        return self.region(h, level, x, y, w, hh)
+
+    def thumbnail(self, h: Any) -> Any:
+        lw, lh = self.plan.levels[-1]
+        return self.region(h, len(self.plan.levels) - 1, 0, 0, lw, lh)
+
+    def close(self, h: Any) -> None:
+        pass
+
+    def stats(self, h: Any) -> dict[str, Any]:
+        return {}
+
+
+class Ours(BlockingReader):
+    name = "dicomslide_sync"
+    modules = ("numpy", "dicomslide_sync")
+
+    def open(self) -> Any:
+        import dicomslide_sync
+
+        index_dir = self.opts["index_dir"]
+        client = dicomslide_sync.DICOMfileClient(self.plan.folder, index_dir=index_dir)
+        slides = dicomslide_sync.find_slides(client)
+        return slides[0]
+
+    def region(self, h: Any, level: int, x: int, y: int, w: int, hh: int) -> Any:
+        f = self.plan.factors[level]
+        return h.get_image_region(offset=(round(y * f), round(x * f)), level=level, size=(hh, w))
+
+    def stats(self, h: Any) -> dict[str, Any]:
+        return _cache_stats(h)
+
+
+class WsiDicomReader(BlockingReader):
+    name = "wsidicom"
+    modules = ("numpy", "wsidicom")
+
+    def open(self) -> Any:
+        from wsidicom import WsiDicom
+
+        return WsiDicom.open(self.plan.folder)
+
+    def region(self, h: Any, level: int, x: int, y: int, w: int, hh: int) -> Any:
+        import numpy as np
+
+        return np.asarray(h.read_region((x, y), level, (w, hh)))
+
+    def tile(self, h: Any, level: int, x: int, y: int, w: int, hh: int) -> Any:
+        import numpy as np
+
+        t = self.plan.tile
+        return np.asarray(h.read_tile(level, (x // t, y // t)))
+
+    def thumbnail(self, h: Any) -> Any:
+        import numpy as np
+
+        s = self.plan.thumbnail
+        return np.asarray(h.read_thumbnail((s, s)))
+
+    def close(self, h: Any) -> None:
+        h.close()
+
+
+class OpenSlideReader(BlockingReader):
+    name = "openslide"
+    modules = ("numpy", "openslide")
+
+    def open(self) -> Any:
+        import openslide
+
+        return openslide.OpenSlide(self.plan.level0_file)
+
+    def region(self, h: Any, level: int, x: int, y: int, w: int, hh: int) -> Any:
+        import numpy as np
+
+        # OpenSlide takes the location in level-0 pixels.
+        f = self.plan.factors[level]
+        return np.asarray(h.read_region((round(x * f), round(y * f)), level, (w, hh)))
+
+    def thumbnail(self, h: Any) -> Any:
+        import numpy as np
+
+        s = self.plan.thumbnail
+        return np.asarray(h.get_thumbnail((s, s)))
+
+    def close(self, h: Any) -> None:
+        h.close()
+
+
+class OldDicomslide(BlockingReader):
+    name = "dicomslide-0.7.2"
+    # 0.7.2's per-slide frame cache is not thread-safe; it is measured as used: sequentially.
+    threads_for_scan = False
+    modules = ("numpy", "dicomslide", "dicomweb_client")
+
+    def open(self) -> Any:
+        from dicomweb_client import DICOMfileClient
+
+        import dicomslide
+
+        client = DICOMfileClient(url=Path(self.plan.folder).as_uri(), in_memory=True)
+        return dicomslide.find_slides(client)[0]
+
+    def region(self, h: Any, level: int, x: int, y: int, w: int, hh: int) -> Any:
+        f = self.plan.factors[level]
+        return h.get_image_region(offset=(round(y * f), round(x * f)), level=level, size=(hh, w))
+
+
+def _cache_stats(slide: Any) -> dict[str, Any]:
+    try:
+        s = slide.cache_stats
+    except Exception as exc:  # a diagnostic only; never fail the measurement for it
+        return {"cache_stats_error": repr(exc)}
+    fields = getattr(s, "_fields", None) or getattr(s, "__dataclass_fields__", {})
+    return {k: getattr(s, k) for k in fields}
+
+
+def _map(fn: Callable[[Any], Any], items: Sequence[Any], threads: int) -> list[Any]:
+    if threads <= 1:
+        return [fn(i) for i in items]
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(fn, items))
+
+
+def run_blocking(reader: BlockingReader, task: str, warm: int) -> dict[str, Any]:
+    import importlib
+
+    plan = reader.plan
+    for mod in reader.modules:
+        importlib.import_module(mod)
+    out: dict[str, Any] = {}
+    if task == "open":
+        times = []
+        for _ in range(1 + warm):
+            t0 = time.perf_counter()
+            h = reader.open()
+            times.append(time.perf_counter() - t0)
+            reader.close(h)
+        return {"cold": times[0], "warm": times[1:]}
+    h = reader.open()
+    threads = plan.threads if reader.threads_for_scan else 1
+
+    def once() -> tuple[float, Any]:
+        t0 = time.perf_counter()
+        if task == "region":
+            x, y, w, hh = plan.region
+            res: Any = _checksum(reader.region(h, 0, x, y, w, hh))
+        elif task == "scan":
+            tiles = plan.scan_tiles()
+            lvl = plan.scan_level
+            res = len(_map(lambda t: reader.tile(h, lvl, *t).shape, tiles, threads))
+        elif task == "random":
+            s = plan.random_size
+            regions = plan.random_regions()
+            res = len(
+                _map(lambda p: reader.region(h, 0, p[0], p[1], s, s).shape, regions, threads)
+            )
+        elif task == "thumbnail":
+            res = list(reader.thumbnail(h).shape)
+        else:
+            raise ValueError(task)
+        return time.perf_counter() - t0, res
+
+    cold, out["result"] = once()
+    warm_times = [once()[0] for _ in range(warm)]
+    out.update(cold=cold, warm=warm_times, threads=threads, stats=reader.stats(h))
+    reader.close(h)
+    return out
+
+
+# --- ours, async ---------------------------------------------------------------------------
+
+
+async def run_async(plan: Plan, opts: dict[str, Any], task: str, warm: int) -> dict[str, Any]:
+    import numpy  # noqa: F401 - imported before timing, as for the blocking readers
+
+    import dicomslide
+
+    async def open_slide() -> Any:
+        client = dicomslide.DICOMfileClient(plan.folder, index_dir=opts["index_dir"])
+        return (await dicomslide.find_slides(client))[0], client
+
+    async def close(client: Any) -> None:
+        aclose = getattr(client, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+    if task == "open":
+        times = []
+        for _ in range(1 + warm):
+            t0 = time.perf_counter()
+            _, client = await open_slide()
+            times.append(time.perf_counter() - t0)
+            await close(client)
+        return {"cold": times[0], "warm": times[1:]}
+
+    slide, client = await open_slide()
+
+    async def region(level: int, x: int, y: int, w: int, h: int) -> Any:
+        f = plan.factors[level]
+        return await slide.get_image_region(
+            offset=(round(y * f), round(x * f)), level=level, size=(h, w)
+        )
+
+    async def pool(jobs: list[tuple[int, int, int, int, int]], n: int) -> int:
+        it = iter(jobs)
+        done = 0
+
+        async def worker() -> None:
+            nonlocal done
+            for job in it:  # one shared iterator: each job goes to exactly one task
+                await region(*job)
+                done += 1
+
+        async with asyncio.TaskGroup() as tg:
+            for _ in range(n):
+                tg.create_task(worker())
+        return done
+
+    async def once() -> tuple[float, Any]:
+        t0 = time.perf_counter()
+        if task == "region":
+            x, y, w, h = plan.region
+            res: Any = _checksum(await region(0, x, y, w, h))
+        elif task == "scan":
+            lvl = plan.scan_level
+            res = await pool([(lvl, *t) for t in plan.scan_tiles()], plan.tasks_async)
+        elif task == "random":
+            s = plan.random_size
+            res = await pool([(0, x, y, s, s) for x, y in plan.random_regions()], plan.threads)
+        elif task == "thumbnail":
+            lw, lh = plan.levels[-1]
+            res = list((await region(len(plan.levels) - 1, 0, 0, lw, lh)).shape)
+        else:
+            raise ValueError(task)
+        return time.perf_counter() - t0, res
+
+    out: dict[str, Any] = {}
+    cold, out["result"] = await once()
+    warm_times = [(await once())[0] for _ in range(warm)]
+    concurrency = {"scan": plan.tasks_async, "random": plan.threads}.get(task, 1)
+    out.update(cold=cold, warm=warm_times, tasks=concurrency, stats=_cache_stats(slide))
+    await close(client)
+    return out
+
+
+# --- decode limit --------------------------------------------------------------------------
+
+
+def run_decode(plan: Plan, warm: int) -> dict[str, Any]:
+    """Decode-only rate of the scan level's frames: the ceiling for any reader on 2 cores."""
+    import numpy as np
+    import pydicom
+    from pydicom.encaps import generate_frames
+
+    # The instance whose total pixel matrix is the scan level.
+    want = plan.levels[plan.scan_level]
+    frames: list[bytes] = []
+    for f in sorted(Path(plan.folder).glob("*.dcm")):
+        ds = pydicom.dcmread(f, stop_before_pixels=True)
+        if (int(ds.TotalPixelMatrixColumns), int(ds.TotalPixelMatrixRows)) == tuple(want):
+            ds = pydicom.dcmread(f)
+            frames = list(generate_frames(ds.PixelData, number_of_frames=int(ds.NumberOfFrames)))
+            break
+    if not frames:
+        raise RuntimeError(f"no instance with a {want} total pixel matrix")
+    decoders: dict[str, Callable[[bytes], Any]] = {}
+    try:
+        import imagecodecs
+
+        decoders["imagecodecs.jpeg8_decode"] = imagecodecs.jpeg8_decode
+    except ImportError:
+        pass
+    import io
+
+    from PIL import Image
+
+    def pil(b: bytes) -> Any:
+        return np.asarray(Image.open(io.BytesIO(b)))
+
+    decoders["PIL"] = pil
+    threads = min(2, os.cpu_count() or 1)
+    out: dict[str, Any] = {"frames": len(frames), "threads": threads, "decoders": {}}
+    with ThreadPoolExecutor(threads) as pool:
+        for name, dec in decoders.items():
+            times = []
+            for _ in range(1 + warm):
+                t0 = time.perf_counter()
+                list(pool.map(dec, frames))
+                times.append(time.perf_counter() - t0)
+            out["decoders"][name] = {"cold": times[0], "warm": times[1:]}
+    best = min(out["decoders"], key=lambda k: min(out["decoders"][k]["warm"] or [1e9]))
+    out.update(best=best, cold=out["decoders"][best]["cold"], warm=out["decoders"][best]["warm"])
+    return out
+
+
+# --- main ----------------------------------------------------------------------------------
+
+BLOCKING = {
+    "dicomslide_sync": Ours,
+    "wsidicom": WsiDicomReader,
+    "openslide": OpenSlideReader,
+    "dicomslide-0.7.2": OldDicomslide,
+}
+
+
+def versions(reader: str) -> dict[str, str]:
+    import importlib.metadata as md
+
+    names = {
+        "dicomslide": ["dicomslide", "pydicom", "numpy", "imagecodecs", "pillow"],
+        "dicomslide_sync": ["dicomslide", "pydicom", "numpy", "imagecodecs", "pillow"],
+        "wsidicom": ["wsidicom", "pydicom", "numpy", "imagecodecs", "pillow"],
+        "openslide": ["openslide-python", "openslide-bin"],
+        "dicomslide-0.7.2": ["dicomslide", "dicomweb-client", "highdicom", "pydicom"],
+        "decode": ["imagecodecs", "pillow", "pydicom"],
+    }[reader]
+    out = {}
+    for n in names:
+        with contextlib.suppress(md.PackageNotFoundError):
+            out[n] = md.version(n)
+    if reader == "openslide":
+        try:
+            import openslide
+
+            out["libopenslide"] = openslide.__library_version__
+        except Exception as exc:  # version lookup is best effort
+            out["libopenslide"] = repr(exc)
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--reader", required=True, choices=[*READERS, "decode"])
+    ap.add_argument("--tasks", required=True, help="comma-separated: " + ",".join(TASKS))
+    ap.add_argument("--plan", required=True, help="JSON plan (see run.py)")
+    ap.add_argument("--warm", type=int, default=1, help="warm calls after the cold one")
+    ap.add_argument(
+        "--index-dir",
+        default=None,
+        help="ours: persisted index folder; 'fresh' for an empty one per open",
+    )
+    args = ap.parse_args()
+    plan = Plan(json.loads(args.plan))
+    result: dict[str, Any] = {"reader": args.reader, "pid": os.getpid(), "tasks": {}}
+    try:
+        result["versions"] = versions(args.reader)
+    except Exception as exc:  # reported, the run goes on
+        result["versions"] = {"error": repr(exc)}
+    opts: dict[str, Any] = {"index_dir": args.index_dir}
+    with tempfile.TemporaryDirectory(prefix="dicomslide-bench-index-") as tmp:
+        for task in args.tasks.split(","):
+            if args.index_dir == "fresh":
+                # An empty folder per task: the persisted index is cold for the first open.
+                opts["index_dir"] = tempfile.mkdtemp(dir=tmp)
+            try:
+                if args.reader == "decode":
+                    res = run_decode(plan, args.warm)
+                elif args.reader == "dicomslide":
+                    res = asyncio.run(run_async(plan, opts, task, args.warm))
+                else:
+                    res = run_blocking(BLOCKING[args.reader](plan, opts), task, args.warm)
+            except BaseException as exc:
+                if isinstance(exc, KeyboardInterrupt):
+                    raise
+                res = {
+                    "error": f"{type(exc).__name__}: {exc}",
+                    "traceback": traceback.format_exc(),
+                }
+            result["tasks"][task] = res
+    result["maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    json.dump(result, sys.stdout)
+    sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,187 @@
+"""dicomslide's own DICOMweb client against a private Orthanc: pixels, request counts."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import dicomslide
+import dicomslide_sync
+from dicomslide.synthetic import SlideSpec, write_slide
+from tests.support.orthanc import OrthancServer, find_dicomweb_plugin, find_orthanc
+from tests.support.thirdparty import Compression, find_dicomizer, make_dicomizer_slide
+
+pytestmark = pytest.mark.integration
+
+VARIANTS = {
+    "jpeg_full": SlideSpec(size=(700, 1000), tile_size=(128, 128), levels=3, seed=21),
+    "rle_sparse_shuffled": SlideSpec(
+        size=(700, 1000),
+        tile_size=(128, 128),
+        levels=2,
+        transfer_syntax_uid="1.2.840.10008.1.2.5",
+        dimension_organization="TILED_SPARSE",
+        shuffle_frames=True,
+        sparse_missing_tiles=((2, 3),),
+        seed=22,
+    ),
+    "native_concatenated": SlideSpec(
+        size=(700, 1000),
+        tile_size=(128, 128),
+        levels=2,
+        transfer_syntax_uid="1.2.840.10008.1.2.1",
+        concatenation_parts=3,
+        seed=23,
+    ),
+    "j2k_multi_z_fluorescence": SlideSpec(
+        size=(300, 400),
+        tile_size=(128, 128),
+        levels=2,
+        transfer_syntax_uid="1.2.840.10008.1.2.4.90",
+        photometric="MONOCHROME2",
+        bits=16,
+        optical_paths=2,
+        focal_planes=2,
+        icc_profile=False,
+        seed=24,
+    ),
+}
+
+
+def _require(available: object, what: str) -> None:
+    if available:
+        return
+    message = f"{what} is not installed (run .ci/install-system.sh)"
+    if os.environ.get("CI"):
+        pytest.fail(f"{message}; it is required when CI is set", pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[OrthancServer, Path]]:
+    _require(find_orthanc(), "Orthanc (Debian package orthanc)")
+    _require(find_dicomweb_plugin(), "the Orthanc DICOMweb plugin (orthanc-dicomweb)")
+    root = tmp_path_factory.mktemp("web-variants")
+    for name, spec in VARIANTS.items():
+        write_slide(root / name, spec)
+    with OrthancServer(workdir=tmp_path_factory.mktemp("orthanc-web")) as orthanc:
+        orthanc.upload([root])
+        yield orthanc, root
+
+
+def _local(folder: Path, index_dir: Path) -> dicomslide_sync.Slide:
+    slides = dicomslide_sync.find_slides(
+        dicomslide_sync.DICOMfileClient(folder, index_dir=index_dir)
+    )
+    assert len(slides) == 1
+    return slides[0]
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_every_level_channel_plane_equals_local(
+    name: str,
+    server: tuple[OrthancServer, Path],
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> None:
+    orthanc, root = server
+    local = _local(root / name, tmp_path)
+    client = dicomslide_sync.DICOMwebClient(orthanc.dicomweb_url)
+    request.addfinalizer(client.close)
+    study = str(local.image_metadata[0].StudyInstanceUID)
+    slides = dicomslide_sync.find_slides(client, study_instance_uid=study)
+    assert len(slides) == 1
+    remote = slides[0]
+    assert remote.total_pixel_matrix_dimensions == local.total_pixel_matrix_dimensions
+    assert remote.num_channels == local.num_channels
+    assert remote.num_focal_planes == local.num_focal_planes
+    assert len(remote.label_images) == len(local.label_images)
+    for level in range(local.num_levels):
+        rows, cols = local.total_pixel_matrix_dimensions[level]
+        for c in range(local.num_channels):
+            for z in range(local.num_focal_planes):
+                np.testing.assert_array_equal(
+                    remote.get_image_region((0, 0), level, (rows, cols), c, z),
+                    local.get_image_region((0, 0), level, (rows, cols), c, z),
+                )
+
+
+def test_concurrent_reads_cost_one_request_per_instance(
+    server: tuple[OrthancServer, Path], tmp_path: Path
+) -> None:
+    orthanc, root = server
+    local = _local(root / "jpeg_full", tmp_path)
+    study = str(local.image_metadata[0].StudyInstanceUID)
+
+    async def main() -> tuple[int, int, list[np.ndarray]]:
+        client = dicomslide.DICOMwebClient(orthanc.dicomweb_url)
+        slide = (await dicomslide.find_slides(client, study_instance_uid=study))[0]
+        opened = client.requests_sent
+        rng = np.random.default_rng(0)
+        offsets = [(int(rng.integers(0, 600)), int(rng.integers(0, 900))) for _ in range(64)]
+        regions = await asyncio.gather(
+            *(slide.get_image_region(o, 0, (100, 100)) for o in offsets)
+        )
+        frames_requests = client.requests_sent - opened
+        stats = slide.cache_stats
+        await client.aclose()
+        assert stats.frames_fetched == stats.misses - stats.joined
+        return opened, frames_requests, regions
+
+    opened, frames_requests, regions = asyncio.run(main())
+    # find_slides: series searches (SM, SEG, OT) + one metadata request per series
+    assert opened <= 5
+    # 64 overlapping reads of one level-0 instance: one multipart request (plus the ICC)
+    assert frames_requests <= 2
+    assert all(r.shape == (100, 100, 3) for r in regions)
+
+
+@pytest.mark.parametrize(
+    ("compression", "max_size_mb"), [("jpeg", 1), ("jpeg2000", 0), ("none", 1)]
+)
+def test_dicomizer_slides_over_our_client_equal_local(
+    compression: Compression,
+    max_size_mb: int,
+    server: tuple[OrthancServer, Path],
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+) -> None:
+    _require(find_dicomizer(), "OrthancWSIDicomizer")
+    orthanc, _ = server
+    cache = getattr(request.config, "cache", None)
+    cache_root = Path(cache.mkdir("dicomizer")) if cache else tmp_path / "dicomizer"
+    files = make_dicomizer_slide(cache_root, compression=compression, max_size_mb=max_size_mb)
+    orthanc.upload(files)
+    local = _local(files[0].parent, tmp_path)
+    client = dicomslide_sync.DICOMwebClient(orthanc.dicomweb_url)
+    request.addfinalizer(client.close)
+    study = str(local.image_metadata[0].StudyInstanceUID)
+    remote = dicomslide_sync.find_slides(client, study_instance_uid=study)[0]
+    for level in range(local.num_levels):
+        rows, cols = local.total_pixel_matrix_dimensions[level]
+        np.testing.assert_array_equal(
+            remote.get_image_region((0, 0), level, (rows, cols)),
+            local.get_image_region((0, 0), level, (rows, cols)),
+        )
+
+
+def test_unknown_study_gives_no_slides_and_bad_path_a_typed_error(
+    server: tuple[OrthancServer, Path], request: pytest.FixtureRequest
+) -> None:
+    orthanc, _ = server
+    client = dicomslide_sync.DICOMwebClient(orthanc.dicomweb_url)
+    request.addfinalizer(client.close)
+    assert dicomslide_sync.find_slides(client, study_instance_uid="1.2.3.4.5") == []
+    with pytest.raises(dicomslide.NotFoundError):
+        client.retrieve_series_metadata("1.2.3", "4.5.6")
+    bad = dicomslide_sync.DICOMwebClient(orthanc.base_url + "/no-such-root")
+    request.addfinalizer(bad.close)
+    with pytest.raises(dicomslide.DicomWebError) as info:
+        bad.search_for_studies()
+    assert info.value.status_code == 404
+    assert "/no-such-root/studies" in info.value.url

@@ -1,0 +1,190 @@
+"""Tests of DICOM JSON → pydicom conversion."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pydicom import Dataset
+from pydicom.sequence import Sequence
+
+from dicomslide.errors import ProtocolError
+from dicomslide.sources.dicomjson import (
+    BULKDATA_URIS_ATTR,
+    bulkdata_uris,
+    datasets_from_json,
+    parse_json_bytes,
+)
+
+
+def reference(item: dict[str, Any]) -> Dataset:
+    """What pydicom itself makes of `item` (bulk data left empty)."""
+    return Dataset.from_json(item, lambda tag, vr, uri: None)
+
+
+def slide_instance(frames: int) -> dict[str, Any]:
+    """DICOM JSON of a TILED_SPARSE slide image with bulk data at the root and nested."""
+    ds = Dataset()
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.77.1.6"
+    ds.SOPInstanceUID = "1.2.3.4"
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "VOLUME", "NONE"]
+    ds.PatientName = "Doe^Jane"
+    ds.Rows = ds.Columns = 256
+    ds.NumberOfFrames = frames
+    ds.TotalPixelMatrixColumns = 100_000
+    ds.DimensionOrganizationType = "TILED_SPARSE"
+    ds.ImagedVolumeWidth = 25.5
+    ds.FrameIncrementPointer = 0x00209157
+    optical_path = Dataset()
+    optical_path.OpticalPathIdentifier = "1"
+    ds.OpticalPathSequence = Sequence([optical_path])
+    items = []
+    for i in range(frames):
+        position = Dataset()
+        position.XOffsetInSlideCoordinateSystem = 20.0 + i * 0.064
+        position.YOffsetInSlideCoordinateSystem = 40.5
+        position.ColumnPositionInTotalImagePixelMatrix = 1 + 256 * i
+        position.RowPositionInTotalImagePixelMatrix = 1
+        content = Dataset()
+        content.DimensionIndexValues = [1 + i, 1]
+        item = Dataset()
+        item.PlanePositionSlideSequence = Sequence([position])
+        item.FrameContentSequence = Sequence([content])
+        items.append(item)
+    ds.PerFrameFunctionalGroupsSequence = Sequence(items)
+    ds.LossyImageCompressionRatio = [10, 12.5]
+    ds.RedPaletteColorLookupTableDescriptor = [256, 0, 16]  # "US or SS"
+    ds.PixelPaddingValue = 0
+    data = ds.to_json_dict()
+    data["00282000"] = {"vr": "OB", "BulkDataURI": "http://x/bulk/icc"}
+    data["7FE00010"] = {"vr": "OB", "BulkDataURI": ["http://x/bulk/pixels"]}
+    data["00480105"]["Value"][0]["00282000"] = {"vr": "OB", "BulkDataURI": "http://x/op/icc"}
+    data["00091010"] = {"vr": "OB", "InlineBinary": "AQID"}
+    data["00080020"] = {"vr": "DA"}  # empty
+    data["00081140"] = {"vr": "SQ", "Value": [None, {}]}
+    data["00200037"] = {"vr": "DS", "Value": [1, None, 0, 0, 1, 0]}
+    return data
+
+
+def test_equals_pydicom_from_json() -> None:
+    item = slide_instance(50)
+    (converted,) = datasets_from_json([json.loads(json.dumps(item))])
+    assert converted == reference(item)
+    assert converted.PerFrameFunctionalGroupsSequence[49].PlanePositionSlideSequence[
+        0
+    ].ColumnPositionInTotalImagePixelMatrix == (1 + 256 * 49)
+    assert converted.ImagedVolumeWidth == 25.5
+    assert converted.ICCProfile is None
+    assert converted[0x00091010].value == b"\x01\x02\x03"
+
+
+def test_bulkdata_uris_are_recorded_where_they_are() -> None:
+    (converted,) = datasets_from_json([slide_instance(2)])
+    assert getattr(converted, BULKDATA_URIS_ATTR) == {
+        "00282000": "http://x/bulk/icc",
+        "7FE00010": "http://x/bulk/pixels",
+    }
+    assert bulkdata_uris(converted.OpticalPathSequence[0]) == {"00282000": "http://x/op/icc"}
+    frame_item = converted.PerFrameFunctionalGroupsSequence[0]
+    assert not hasattr(frame_item, BULKDATA_URIS_ATTR)
+    assert bulkdata_uris(frame_item) == {}
+    # The recorded URIs are not data elements.
+    assert BULKDATA_URIS_ATTR not in converted.dir()
+
+
+def test_every_root_has_the_attribute() -> None:
+    datasets = datasets_from_json([{}, {"00080060": {"vr": "CS", "Value": ["SM"]}}])
+    assert [getattr(ds, BULKDATA_URIS_ATTR) for ds in datasets] == [{}, {}]
+    assert datasets[1].Modality == "SM"
+
+
+_scalar_values = {
+    "CS": st.sampled_from(["SM", "ORIGINAL", "A B"]),
+    "LO": st.text(st.characters(codec="ascii", exclude_characters="\\\x00"), max_size=20),
+    "UI": st.sampled_from(["1.2.3", "1.2.840.10008.1.2.4.50"]),
+    "US": st.integers(0, 65535),
+    "UL": st.integers(0, 2**32 - 1),
+    "SS": st.integers(-32768, 32767),
+    "FL": st.floats(-1e6, 1e6, width=32),
+    "FD": st.floats(allow_nan=False, allow_infinity=False),
+    "IS": st.integers(-(10**9), 10**9),
+    "DS": st.integers(-(10**6), 10**6).map(lambda n: n / 1000),
+}
+element = st.sampled_from(sorted(_scalar_values)).flatmap(
+    lambda vr: st.fixed_dictionaries(
+        {"vr": st.just(vr), "Value": st.lists(_scalar_values[vr], max_size=3)}
+    )
+)
+tag = st.integers(0x00080000, 0x0040FFFF).map(lambda n: f"{n:08X}")
+flat_item = st.dictionaries(tag, element, max_size=6)
+nested_item = st.dictionaries(
+    tag,
+    st.one_of(
+        element,
+        st.fixed_dictionaries({"vr": st.just("SQ"), "Value": st.lists(flat_item, max_size=2)}),
+    ),
+    max_size=6,
+)
+
+
+@given(items=st.lists(nested_item, max_size=3))
+def test_random_items_equal_pydicom(items: list[dict[str, Any]]) -> None:
+    assert datasets_from_json(items) == [reference(item) for item in items]
+
+
+def test_parse_json_bytes() -> None:
+    assert parse_json_bytes(b'[{"00080060": {"vr": "CS", "Value": ["SM"]}}]') == [
+        {"00080060": {"vr": "CS", "Value": ["SM"]}}
+    ]
+    assert parse_json_bytes("[]".encode("utf-16")) == []
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b'[{"00080060": {"vr": "CS", "Value": ["SM"]},, }]', r"invalid DICOM JSON .*Value"),
+        (b"<html>502 Bad Gateway</html>", "Bad Gateway"),
+        (b'{"00080060": {}}', "must be an array.*dict"),
+        (b"[1]", "item 0 is int"),
+        (b"\xff\xfe\x00", "invalid DICOM JSON"),
+        (b"", "invalid DICOM JSON"),
+    ],
+)
+def test_parse_json_bytes_errors(data: bytes, message: str) -> None:
+    with pytest.raises(ProtocolError, match=message):
+        parse_json_bytes(data)
+
+
+def test_parse_json_bytes_excerpt_is_short() -> None:
+    data = b"[" + b'{"a": 1},' * 100_000 + b"oops]"
+    with pytest.raises(ProtocolError) as info:
+        parse_json_bytes(data)
+    assert len(str(info.value)) < 300
+    assert "oops" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        ({"00080060": {"Value": ["SM"]}}, "item 0, tag '00080060'.*vr"),
+        ({"0008006X": {"vr": "CS", "Value": ["SM"]}}, "tag '0008006X'"),
+        ({"00080060": {"vr": "CS", "Value": "SM"}}, "must be a list"),
+        ({"00080060": ["SM"]}, "not an object"),
+        (
+            {"00081140": {"vr": "SQ", "Value": [{"00081150": {"Value": ["1.2"]}}]}},
+            r"item 0 > 00081140\[0\], tag '00081150'",
+        ),
+        ({"00282000": {"vr": "OB", "BulkDataURI": 5}}, "BulkDataURI"),
+    ],
+)
+def test_model_violations(item: dict[str, Any], message: str) -> None:
+    with pytest.raises(ProtocolError, match=message):
+        datasets_from_json([item])
+
+
+def test_non_object_items() -> None:
+    with pytest.raises(ProtocolError, match="item 1 is list"):
+        datasets_from_json([{}, []])  # type: ignore[list-item]
