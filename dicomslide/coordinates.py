@@ -32,6 +32,7 @@ import numpy.typing as npt
 from pydicom import Dataset
 
 from dicomslide.errors import InvalidDataError, RegionError
+from dicomslide.perframe import first_per_frame_item
 
 __all__ = ["DEFAULT_ORIENTATION", "ImageGeometry"]
 
@@ -65,7 +66,11 @@ def _functional_group_value(dataset: Dataset, macro_keyword: str, keyword: str) 
     per-frame items of large sparse images can number in the thousands.
     """
     for groups_keyword in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
-        groups = _first_item(dataset, groups_keyword)
+        if groups_keyword == "SharedFunctionalGroupsSequence":
+            groups = _first_item(dataset, groups_keyword)
+        else:
+            # Parsing all per-frame items of a large image would cost seconds.
+            groups = first_per_frame_item(dataset)
         if groups is None:
             continue
         macro = _first_item(groups, macro_keyword)

@@ -25,6 +25,7 @@ import numpy as np
 from pydicom import Dataset
 
 from dicomslide.errors import InvalidDataError, UnsupportedError
+from dicomslide.perframe import extract_frame_positions
 
 __all__ = [
     "FrameIndex",
@@ -149,10 +150,9 @@ def get_focal_plane_offsets(ds: Dataset) -> list[float]:
         # Z offsets are in micrometres per the standard; the spacing is in millimetres.
         return [z0 + i * spacing * 1000.0 for i in range(planes)]
     offsets: set[float] = set()
-    for item in ds.get("PerFrameFunctionalGroupsSequence", []):
-        pos = item.get("PlanePositionSlideSequence")
-        if pos and "ZOffsetInSlideCoordinateSystem" in pos[0]:
-            offsets.add(round(float(pos[0].ZOffsetInSlideCoordinateSystem), 6))
+    positions = extract_frame_positions(ds, int(ds.get("NumberOfFrames", 1) or 1))
+    if positions is not None:
+        offsets = {round(z, 6) for z in positions.z if z is not None}
     shared = _shared_item(ds, "PlanePositionSlideSequence")
     if not offsets and shared is not None and "ZOffsetInSlideCoordinateSystem" in shared:
         offsets.add(round(float(shared.ZOffsetInSlideCoordinateSystem), 6))
@@ -260,7 +260,13 @@ class FrameIndex:
         grid_cols = -(-total_cols // tile_cols)
         channel_items = get_channel_items(first)
         channel_ids = tuple(_channel_identifier(first, it) for it in channel_items)
-        planes = get_focal_plane_offsets(first)
+        organization = str(first.get("DimensionOrganizationType", ""))
+        if organization == "TILED_FULL":
+            planes = get_focal_plane_offsets(first)
+        else:
+            planes = sorted(
+                {round(z, 6) for ds in parts_metadata for z in get_focal_plane_offsets(ds)}
+            )
 
         parts: list[ImagePart] = []
         start = 0
@@ -289,7 +295,6 @@ class FrameIndex:
                 "its dimensions are implausible."
             )
         lookup = np.full(shape, -1, dtype=np.int64)
-        organization = str(first.get("DimensionOrganizationType", ""))
         if organization == "TILED_FULL":
             expected = int(np.prod(shape))
             if total_frames < expected:
@@ -332,49 +337,54 @@ def _fill_from_per_frame_items(
     for ds in parts_metadata:
         uid = ds.get("SOPInstanceUID", "?")
         n = int(ds.get("NumberOfFrames", 1) or 1)
-        items = ds.get("PerFrameFunctionalGroupsSequence")
-        if items is None or len(items) != n:
+        positions = extract_frame_positions(ds, n)
+        if positions is None:
+            items = ds.get("PerFrameFunctionalGroupsSequence")
             raise InvalidDataError(
                 f"Image {uid} has {n} frames but "
                 f"{0 if items is None else len(items)} per-frame functional group items and no "
                 "TILED_FULL dimension organization; frame positions are unknown."
             )
+        if (positions.rows < 1).any() or (positions.columns < 1).any():
+            bad = int(np.argmax((positions.rows < 1) | (positions.columns < 1)))
+            raise InvalidDataError(f"Frame {bad + 1} of image {uid} has no position.")
+        rows = positions.rows - 1
+        cols = positions.columns - 1
+        if (rows % tile_rows).any() or (cols % tile_cols).any():
+            bad = int(np.argmax((rows % tile_rows != 0) | (cols % tile_cols != 0)))
+            raise UnsupportedError(
+                f"Frame {bad + 1} of image {uid} starts at pixel ({rows[bad]}, {cols[bad]}), "
+                f"which is not on the {tile_rows}x{tile_cols} tile grid."
+            )
+        tr, tc = rows // tile_rows, cols // tile_cols
+        outside = (tr >= grid_rows) | (tc >= grid_cols)
+        if outside.any():
+            bad = int(np.argmax(outside))
+            raise InvalidDataError(
+                f"Frame {bad + 1} of image {uid} lies outside the total pixel matrix at pixel "
+                f"({rows[bad]}, {cols[bad]})."
+            )
         shared_path = _shared_item(ds, "OpticalPathIdentificationSequence")
         shared_seg = _shared_item(ds, "SegmentIdentificationSequence")
-        for item in items:
-            pos_seq = item.get("PlanePositionSlideSequence")
-            if not pos_seq:
-                raise InvalidDataError(f"Frame {global_frame + 1} of image {uid} has no position.")
-            pos = pos_seq[0]
-            row = int(pos.RowPositionInTotalImagePixelMatrix) - 1
-            col = int(pos.ColumnPositionInTotalImagePixelMatrix) - 1
-            if row % tile_rows or col % tile_cols:
-                raise UnsupportedError(
-                    f"Frame {global_frame + 1} of image {uid} starts at pixel ({row}, {col}), "
-                    f"which is not on the {tile_rows}x{tile_cols} tile grid."
-                )
-            tr, tc = row // tile_rows, col // tile_cols
-            if not (0 <= tr < grid_rows and 0 <= tc < grid_cols):
-                raise InvalidDataError(
-                    f"Frame {global_frame + 1} of image {uid} lies outside the total pixel "
-                    f"matrix at pixel ({row}, {col})."
-                )
-            z = 0
-            if "ZOffsetInSlideCoordinateSystem" in pos:
-                z = plane_of.get(round(float(pos.ZOffsetInSlideCoordinateSystem), 6), 0)
-            c = 0
+        default_channel = 0
+        if is_seg and shared_seg is not None:
+            default_channel = channel_of.get(str(shared_seg.ReferencedSegmentNumber), 0)
+        elif not is_seg and shared_path is not None:
+            default_channel = channel_of.get(str(shared_path.OpticalPathIdentifier), 0)
+        for i in range(n):
+            z = positions.z[i]
+            zi = 0 if z is None else plane_of.get(round(z, 6), 0)
+            c = default_channel
             if is_seg:
-                seg = item.get("SegmentIdentificationSequence")
-                seg_item = seg[0] if seg else shared_seg
-                if seg_item is not None:
-                    c = channel_of.get(str(seg_item.ReferencedSegmentNumber), 0)
+                segment = positions.segments[i]
+                if segment is not None:
+                    c = channel_of.get(str(segment), 0)
             else:
-                path = item.get("OpticalPathIdentificationSequence")
-                path_item = path[0] if path else shared_path
-                if path_item is not None:
-                    c = channel_of.get(str(path_item.OpticalPathIdentifier), 0)
-            lookup[c, z, tr, tc] = global_frame
-            global_frame += 1
+                path = positions.optical_paths[i]
+                if path is not None:
+                    c = channel_of.get(path, 0)
+            lookup[c, zi, tr[i], tc[i]] = global_frame + i
+        global_frame += n
 
 
 def iter_tiles_in_region(

@@ -1,0 +1,300 @@
+"""Fast extraction of per-frame tile positions (sans-IO).
+
+Sparse and converter-written images carry one Per-Frame Functional Groups item per frame;
+walking thousands of them through pydicom's element conversion costs ~0.2 ms a frame (1.6 s
+for a 7,000-frame pyramid). pydicom leaves a sequence read from a file as raw bytes until it is
+first accessed, so this module reads the few values the frame index needs (row and column
+position, Z offset, optical path identifier, referenced segment number) straight from those
+bytes. Datasets that were already converted (or came from DICOM JSON) take the ordinary path.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from io import BytesIO
+from typing import Any
+
+import numpy as np
+from pydicom import Dataset
+from pydicom.dataelem import RawDataElement
+from pydicom.filereader import read_dataset
+
+__all__ = ["FramePositions", "extract_frame_positions", "first_per_frame_item"]
+
+_PER_FRAME = 0x52009230
+_PLANE_POSITION_SLIDE = 0x0048021A
+_OPTICAL_PATH_ID_SEQ = 0x00480207
+_SEGMENT_ID_SEQ = 0x0062000A
+_COLUMN_POSITION = 0x0048021E
+_ROW_POSITION = 0x0048021F
+_Z_OFFSET = 0x0040074A
+_OPTICAL_PATH_ID = 0x00480106
+_REFERENCED_SEGMENT = 0x0062000B
+
+_ITEM = 0xFFFEE000
+_ITEM_END = 0xFFFEE00D
+_SEQUENCE_END = 0xFFFEE0DD
+_UNDEFINED = 0xFFFFFFFF
+_LONG_VRS = frozenset(
+    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+)
+_WANTED_SEQUENCES = frozenset({_PLANE_POSITION_SLIDE, _OPTICAL_PATH_ID_SEQ, _SEGMENT_ID_SEQ})
+
+
+@dataclass
+class FramePositions:
+    """Per-frame values needed to place frames.
+
+    Attributes
+    ----------
+    rows: numpy.ndarray
+        One-based Row Position In Total Image Pixel Matrix of each frame (0 when absent)
+    columns: numpy.ndarray
+        One-based Column Position In Total Image Pixel Matrix of each frame (0 when absent)
+    z: list[float | None]
+        Z Offset In Slide Coordinate System (micrometres) of each frame, None when absent
+    optical_paths: list[str | None]
+        Optical Path Identifier of each frame, None when absent
+    segments: list[int | None]
+        Referenced Segment Number of each frame, None when absent
+    """
+
+    rows: np.ndarray
+    columns: np.ndarray
+    z: list[float | None]
+    optical_paths: list[str | None]
+    segments: list[int | None]
+
+
+class _Malformed(Exception):
+    pass
+
+
+class _Reader:
+    """Walks an encoded Per-Frame Functional Groups Sequence value."""
+
+    def __init__(self, data: bytes, implicit: bool) -> None:
+        self.data = data
+        self.implicit = implicit
+        self.header = struct.Struct("<HHI") if implicit else struct.Struct("<HH2sH")
+
+    def element(self, pos: int) -> tuple[int, bytes | None, int, int]:
+        """Tag, VR (None if implicit), value start and value length at pos."""
+        data = self.data
+        if pos + 8 > len(data):
+            raise _Malformed
+        group, elem = struct.unpack_from("<HH", data, pos)
+        tag = (group << 16) | elem
+        if group == 0xFFFE or self.implicit:
+            (length,) = struct.unpack_from("<I", data, pos + 4)
+            return tag, None, pos + 8, length
+        vr = data[pos + 4 : pos + 6]
+        if vr in _LONG_VRS:
+            if pos + 12 > len(data):
+                raise _Malformed
+            (length,) = struct.unpack_from("<I", data, pos + 8)
+            return tag, vr, pos + 12, length
+        (length,) = struct.unpack_from("<H", data, pos + 6)
+        return tag, vr, pos + 8, length
+
+    def skip_undefined(self, pos: int, end_tag: int) -> int:
+        """Position after the delimiter closing an undefined-length value that starts at pos."""
+        while True:
+            tag, _vr, start, length = self.element(pos)
+            if tag == end_tag:
+                return start
+            if length == _UNDEFINED:
+                inner_end = _SEQUENCE_END if tag != _ITEM else _ITEM_END
+                pos = self.skip_undefined(start, inner_end)
+            else:
+                pos = start + length
+
+    def items(self, pos: int, end: int | None) -> list[tuple[int, int]]:
+        """(start, end) of each item of a sequence value starting at pos."""
+        out = []
+        while end is None or pos < end:
+            tag, _, start, length = self.element(pos)
+            if tag == _SEQUENCE_END:
+                break
+            if tag != _ITEM:
+                raise _Malformed
+            if length == _UNDEFINED:
+                item_end = self.skip_undefined(start, _ITEM_END)
+                out.append((start, item_end - 8))
+                pos = item_end
+            else:
+                out.append((start, start + length))
+                pos = start + length
+        return out
+
+    def elements(self, start: int, end: int) -> dict[int, tuple[int, int, int]]:
+        """Top-level elements of an item: tag -> (value start, value length, next position)."""
+        found: dict[int, tuple[int, int, int]] = {}
+        pos = start
+        while pos < end:
+            tag, _, vstart, length = self.element(pos)
+            if tag == _ITEM_END:
+                break
+            if length == _UNDEFINED:
+                nxt = self.skip_undefined(vstart, _SEQUENCE_END)
+                found[tag] = (vstart, -1, nxt)
+            else:
+                nxt = vstart + length
+                found[tag] = (vstart, length, nxt)
+            pos = nxt
+        return found
+
+    def first_item_elements(self, value: tuple[int, int, int]) -> dict[int, tuple[int, int, int]]:
+        start, length, _nxt = value
+        items = self.items(start, None if length < 0 else start + length)
+        if not items:
+            return {}
+        return self.elements(*items[0])
+
+    def text(self, value: tuple[int, int, int]) -> str:
+        start, length, _ = value
+        return self.data[start : start + length].decode("ascii", "replace").strip(" \x00")
+
+    def signed(self, value: tuple[int, int, int]) -> int:
+        start, length, _ = value
+        if length == 4:
+            return int(struct.unpack_from("<i", self.data, start)[0])
+        if length == 2:
+            return int(struct.unpack_from("<H", self.data, start)[0])
+        raise _Malformed
+
+
+def _fast(raw: RawDataElement, n: int) -> FramePositions | None:
+    if not raw.is_little_endian or not isinstance(raw.value, bytes | bytearray):
+        return None
+    reader = _Reader(bytes(raw.value), raw.is_implicit_VR)
+    rows = np.zeros(n, dtype=np.int64)
+    columns = np.zeros(n, dtype=np.int64)
+    z: list[float | None] = [None] * n
+    paths: list[str | None] = [None] * n
+    segments: list[int | None] = [None] * n
+    try:
+        items = reader.items(0, len(reader.data))
+        if len(items) != n:
+            return None
+        for i, (start, end) in enumerate(items):
+            groups = reader.elements(start, end)
+            position = groups.get(_PLANE_POSITION_SLIDE)
+            if position is not None:
+                values = reader.first_item_elements(position)
+                if _ROW_POSITION in values:
+                    rows[i] = reader.signed(values[_ROW_POSITION])
+                if _COLUMN_POSITION in values:
+                    columns[i] = reader.signed(values[_COLUMN_POSITION])
+                if _Z_OFFSET in values:
+                    z[i] = float(reader.text(values[_Z_OFFSET]))
+            path = groups.get(_OPTICAL_PATH_ID_SEQ)
+            if path is not None:
+                values = reader.first_item_elements(path)
+                if _OPTICAL_PATH_ID in values:
+                    paths[i] = reader.text(values[_OPTICAL_PATH_ID])
+            segment = groups.get(_SEGMENT_ID_SEQ)
+            if segment is not None:
+                values = reader.first_item_elements(segment)
+                if _REFERENCED_SEGMENT in values:
+                    segments[i] = reader.signed(values[_REFERENCED_SEGMENT])
+    except (_Malformed, struct.error, ValueError):
+        return None  # let pydicom parse it and report what is wrong
+    return FramePositions(rows, columns, z, paths, segments)
+
+
+def _first(item: Dataset, keyword: str) -> Any:
+    seq = item.get(keyword)
+    return seq[0] if seq else None
+
+
+def _slow(items: Any, n: int) -> FramePositions:
+    rows = np.zeros(n, dtype=np.int64)
+    columns = np.zeros(n, dtype=np.int64)
+    z: list[float | None] = [None] * n
+    paths: list[str | None] = [None] * n
+    segments: list[int | None] = [None] * n
+    for i, item in enumerate(items):
+        position = _first(item, "PlanePositionSlideSequence")
+        if position is not None:
+            rows[i] = int(position.get("RowPositionInTotalImagePixelMatrix", 0) or 0)
+            columns[i] = int(position.get("ColumnPositionInTotalImagePixelMatrix", 0) or 0)
+            if position.get("ZOffsetInSlideCoordinateSystem") is not None:
+                z[i] = float(position.ZOffsetInSlideCoordinateSystem)
+        path = _first(item, "OpticalPathIdentificationSequence")
+        if path is not None and "OpticalPathIdentifier" in path:
+            paths[i] = str(path.OpticalPathIdentifier)
+        segment = _first(item, "SegmentIdentificationSequence")
+        if segment is not None and "ReferencedSegmentNumber" in segment:
+            segments[i] = int(segment.ReferencedSegmentNumber)
+    return FramePositions(rows, columns, z, paths, segments)
+
+
+def extract_frame_positions(ds: Dataset, number_of_frames: int) -> FramePositions | None:
+    """Per-frame positions, optical paths and segments of an image.
+
+    Parameters
+    ----------
+    ds: pydicom.Dataset
+        Image metadata
+    number_of_frames: int
+        Expected number of per-frame items
+
+    Returns
+    -------
+    FramePositions | None
+        The values, or None when the image has no (or a wrong number of) per-frame items
+    """
+    element = ds.get_item(_PER_FRAME)
+    if element is None:
+        return None
+    if isinstance(element, RawDataElement):
+        fast = _fast(element, number_of_frames)
+        if fast is not None:
+            return fast
+    items = ds.get("PerFrameFunctionalGroupsSequence")
+    if items is None or len(items) != number_of_frames:
+        return None
+    return _slow(items, number_of_frames)
+
+
+def first_per_frame_item(ds: Dataset) -> Dataset | None:
+    """The first Per-Frame Functional Groups item, without parsing the others.
+
+    Parameters
+    ----------
+    ds: pydicom.Dataset
+        Image metadata
+
+    Returns
+    -------
+    pydicom.Dataset | None
+        The first item, or None when there is none
+    """
+    element = ds.get_item(_PER_FRAME)
+    if element is None:
+        return None
+    if (
+        isinstance(element, RawDataElement)
+        and element.is_little_endian
+        and isinstance(element.value, bytes | bytearray)
+    ):
+        data = bytes(element.value)
+        reader = _Reader(data, element.is_implicit_VR)
+        try:
+            _, _, start, length = reader.element(0)
+            end = (
+                reader.skip_undefined(start, _ITEM_END) - 8
+                if length == _UNDEFINED
+                else start + length
+            )
+            return read_dataset(
+                BytesIO(data[start:end]),
+                is_implicit_VR=element.is_implicit_VR,
+                is_little_endian=True,
+            )
+        except (_Malformed, struct.error, ValueError):
+            pass
+    items = ds.get("PerFrameFunctionalGroupsSequence")
+    return items[0] if items else None
