@@ -369,3 +369,25 @@ async def test_slide_region_is_aligned_with_slide_axes(
         ),
         pix,
     )
+
+
+async def test_icc_profile_is_applied_and_can_be_switched_off(tmp_path: Path) -> None:
+    import pydicom
+
+    from tests.support.icc import wide_gamut_profile
+
+    spec = SlideSpec(transfer_syntax_uid=EXPLICIT, label=False, overview=False, **SMALL)  # type: ignore[arg-type]
+    files = write_slide(tmp_path / "s", spec)
+    for path in files:
+        ds = pydicom.dcmread(path)
+        ds.OpticalPathSequence[0].ICCProfile = wide_gamut_profile()
+        ds.save_as(path)
+    client = dicomslide.DICOMfileClient(tmp_path / "s", index_dir=tmp_path / "index")
+    raw = (await dicomslide.find_slides(client, correct_color=False))[0]
+    managed = (await dicomslide.find_slides(client))[0]
+    assert managed.correct_color and not raw.correct_color
+    truth = expected_pixels(spec, 0)
+    as_stored = await raw.get_image_region((0, 0), 0, (300, 520))
+    corrected = await managed.get_image_region((0, 0), 0, (300, 520))
+    np.testing.assert_array_equal(as_stored, truth)
+    assert np.abs(corrected.astype(int) - truth.astype(int)).max() > 3
