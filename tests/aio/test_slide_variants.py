@@ -385,7 +385,8 @@ async def test_icc_profile_is_applied_and_can_be_switched_off(tmp_path: Path) ->
     client = dicomslide.DICOMfileClient(tmp_path / "s", index_dir=tmp_path / "index")
     raw = (await dicomslide.find_slides(client, correct_color=False))[0]
     managed = (await dicomslide.find_slides(client))[0]
-    assert managed.correct_color and not raw.correct_color
+    assert managed.correct_color
+    assert not raw.correct_color
     truth = expected_pixels(spec, 0)
     as_stored = await raw.get_image_region((0, 0), 0, (300, 520))
     corrected = await managed.get_image_region((0, 0), 0, (300, 520))
