@@ -73,9 +73,9 @@ async def test_frame_count_larger_than_pixel_data(tmp_path: Path) -> None:
     ds.save_as(files[0])
     client = dicomslide.DICOMfileClient(tmp_path / "s", index_dir=tmp_path / "i")
     try:
+        slide = (await dicomslide.find_slides(client))[0]
+        # the last frames do not exist in the file
         with pytest.raises(dicomslide.DicomSlideError) as info:
-            slide = (await dicomslide.find_slides(client))[0]
-            # the last frames do not exist in the file
             await slide.get_image_region((0, 0), 0, slide.size)
         assert ds.SOPInstanceUID in str(info.value) or files[0].name in str(info.value)
     finally:
