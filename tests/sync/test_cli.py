@@ -1,0 +1,92 @@
+"""The main job: ``dicomslide`` / ``python -m dicomslide`` on the sample slide and on folders."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from dicomslide._cli import main
+from dicomslide.synthetic import SlideSpec, write_slide
+
+
+def test_no_source_writes_and_reads_the_sample_slide(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "dicomslide", "--out", "region.png"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "wrote sample slide" in result.stdout
+    assert "found 1 slide(s)" in result.stdout
+    assert "label images: 1, overview images: 1" in result.stdout
+    with Image.open(tmp_path / "region.png") as image:
+        assert image.size == (512, 384)
+        assert np.asarray(image).std() > 10  # real content, not a blank fill
+    # a second run reuses the written sample
+    again = subprocess.run(
+        [sys.executable, "-m", "dicomslide"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert again.returncode == 0
+    assert "wrote sample slide" not in again.stdout
+
+
+def test_folder_listing_region_and_thumbnail(tmp_path: Path, capsys: object) -> None:
+    spec = SlideSpec(
+        size=(600, 800),
+        tile_size=(128, 128),
+        levels=3,
+        optical_paths=2,
+        photometric="MONOCHROME2",
+        icc_profile=False,
+        focal_planes=2,
+        transfer_syntax_uid="1.2.840.10008.1.2.1",
+    )
+    write_slide(tmp_path / "s", spec)
+    out = tmp_path / "r.png"
+    code = main(
+        [
+            str(tmp_path / "s"),
+            "--region",
+            "10",
+            "20",
+            "100",
+            "150",
+            "--level",
+            "0",
+            "--channel",
+            "1",
+            "--focal-plane",
+            "1",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out  # type: ignore[attr-defined]
+    assert "channels: 2" in printed
+    assert "focal planes: 2" in printed
+    assert "0: 800 x 600 px" in printed
+    with Image.open(out) as image:
+        assert image.size == (150, 100)
+    thumb = tmp_path / "t.png"
+    assert main([str(tmp_path / "s"), "--thumbnail", "64", "--out", str(thumb)]) == 0
+    with Image.open(thumb) as image:
+        assert image.size[0] <= 64
+
+
+def test_bad_arguments_exit_non_zero(tmp_path: Path) -> None:
+    assert main([str(tmp_path / "missing")]) == 2
+    (tmp_path / "empty").mkdir()
+    assert main([str(tmp_path / "empty")]) == 1
