@@ -362,12 +362,22 @@ class TotalPixelMatrix:
             max_frame_cache_size,
             correct_color,
         )
+        self._reopen: tuple[Any, ...] = (
+            TotalPixelMatrix,
+            (client, image_metadata, channel_index, focal_plane_index, 9, correct_color),
+        )
 
     @classmethod
-    def _wrap(cls, matrix: dicomslide.TotalPixelMatrix) -> TotalPixelMatrix:
+    def _wrap(
+        cls, matrix: dicomslide.TotalPixelMatrix, reopen: tuple[Any, ...]
+    ) -> TotalPixelMatrix:
         obj = cls.__new__(cls)
         obj._async = matrix
+        obj._reopen = reopen
         return obj
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return self._reopen
 
     @property
     def dtype(self) -> np.dtype[Any]:
@@ -472,6 +482,10 @@ class TotalPixelMatrix:
         return run(self._async._getitem(key))
 
 
+def _reopen_matrix(image: TiledImage, channel_index: int, focal_plane_index: int) -> Any:
+    return image.get_total_pixel_matrix(channel_index, focal_plane_index)
+
+
 class TiledImage:
     """Blocking twin of :class:`dicomslide.TiledImage`.
 
@@ -504,12 +518,21 @@ class TiledImage:
             correct_color,
             concatenation_parts,
         )
+        self._client = client
 
     @classmethod
-    def _wrap(cls, image: dicomslide.TiledImage) -> TiledImage:
+    def _wrap(cls, image: dicomslide.TiledImage, client: Any) -> TiledImage:
         obj = cls.__new__(cls)
         obj._async = image
+        obj._client = client
         return obj
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        state = self._async._state
+        return (
+            TiledImage,
+            (self._client, state.metadata, 6, state.correct_color, state.parts_metadata),
+        )
 
     @property
     def frame_index(self) -> Any:
@@ -627,7 +650,8 @@ class TiledImage:
     ) -> TotalPixelMatrix:
         """Total pixel matrix of a channel and focal plane."""
         return TotalPixelMatrix._wrap(
-            self._async.get_total_pixel_matrix(channel_index, focal_plane_index)
+            self._async.get_total_pixel_matrix(channel_index, focal_plane_index),
+            (_reopen_matrix, (self, channel_index, focal_plane_index)),
         )
 
     @_twin(dicomslide.TiledImage.get_image_region)
@@ -794,17 +818,17 @@ class Slide:
     @property
     def label_images(self) -> tuple[TiledImage, ...]:
         """LABEL images."""
-        return tuple(TiledImage._wrap(im) for im in self._async.label_images)
+        return tuple(TiledImage._wrap(im, self._client) for im in self._async.label_images)
 
     @property
     def overview_images(self) -> tuple[TiledImage, ...]:
         """OVERVIEW images."""
-        return tuple(TiledImage._wrap(im) for im in self._async.overview_images)
+        return tuple(TiledImage._wrap(im, self._client) for im in self._async.overview_images)
 
     @property
     def thumbnail_images(self) -> tuple[TiledImage, ...]:
         """THUMBNAIL images."""
-        return tuple(TiledImage._wrap(im) for im in self._async.thumbnail_images)
+        return tuple(TiledImage._wrap(im, self._client) for im in self._async.thumbnail_images)
 
     @_twin(dicomslide.Slide.get_channel_type)
     def get_channel_type(self, channel_index: int) -> ChannelTypes:
@@ -865,7 +889,7 @@ class Slide:
     ) -> tuple[TiledImage, ...]:
         """VOLUME or THUMBNAIL images of a channel and focal plane."""
         return tuple(
-            TiledImage._wrap(im)
+            TiledImage._wrap(im, self._client)
             for im in self._async.get_volume_images(channel_index, focal_plane_index)
         )
 

@@ -182,3 +182,14 @@ def test_default_timeout_cancels_blocking_calls(folder: Path, tmp_path: Path) ->
         source.iter_frames = original  # type: ignore[method-assign]
     with pytest.raises(ValueError, match="positive"):
         dicomslide_sync.set_default_timeout(0)
+
+
+def test_images_and_matrices_pickle_too(folder: Path, tmp_path: Path) -> None:
+    client = dicomslide_sync.DICOMfileClient(folder, index_dir=tmp_path)
+    slide = dicomslide_sync.find_slides(client)[0]
+    image = slide.get_volume_images()[0]
+    matrix = image.get_total_pixel_matrix()
+    image2 = pickle.loads(pickle.dumps(image))
+    matrix2 = pickle.loads(pickle.dumps(matrix))
+    np.testing.assert_array_equal(image2.get_image_region((5, 7), (40, 50)), matrix[5:45, 7:57])
+    np.testing.assert_array_equal(matrix2[100:140, 200:260], matrix[100:140, 200:260])
