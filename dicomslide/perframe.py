@@ -10,6 +10,7 @@ bytes. Datasets that were already converted (or came from DICOM JSON) take the o
 
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass
 from io import BytesIO
@@ -32,6 +33,7 @@ _Z_OFFSET = 0x0040074A
 _OPTICAL_PATH_ID = 0x00480106
 _REFERENCED_SEGMENT = 0x0062000B
 
+_CACHE_ATTRIBUTE = "_dicomslide_frame_positions"
 _ITEM = 0xFFFEE000
 _ITEM_END = 0xFFFEE00D
 _SEQUENCE_END = 0xFFFEE0DD
@@ -204,6 +206,98 @@ def _fast(raw: RawDataElement, n: int) -> FramePositions | None:
     return FramePositions(rows, columns, z, paths, segments)
 
 
+def _quick(raw: RawDataElement, n: int) -> FramePositions | None:
+    """Find the values by their encoded tags; None unless every item has exactly one each.
+
+    Per-frame items of one image share their layout, so a byte search for each wanted
+    element's tag and header is far cheaper than walking every element. Item boundaries
+    are walked exactly, and any surprise (undefined lengths, a second or missing match in an
+    item) hands over to the element walker.
+    """
+    data = raw.value
+    if not isinstance(data, bytes | bytearray) or not raw.is_little_endian:
+        return None
+    data = bytes(data)
+    implicit = bool(raw.is_implicit_VR)
+    starts = np.empty(n, dtype=np.int64)
+    pos = 0
+    unpack = struct.Struct("<II").unpack_from
+    size = len(data)
+    for i in range(n):
+        if pos + 8 > size:
+            return None
+        tag, length = unpack(data, pos)
+        if tag != 0xE000FFFE or length == _UNDEFINED:
+            return None
+        starts[i] = pos
+        pos += 8 + length
+    if pos != size:
+        return None
+
+    def find(
+        group: int, element: int, vr: bytes, width: int | None
+    ) -> tuple[np.ndarray, list[bytes]] | None:
+        tag = struct.pack("<HH", group, element)
+        if width is not None:
+            header = tag + (
+                struct.pack("<I", width) if implicit else vr + struct.pack("<H", width)
+            )
+            pattern = re.compile(re.escape(header) + b"(.{%d})" % width, re.DOTALL)
+        else:
+            header = tag + (b"" if implicit else vr)
+            pattern = re.compile(re.escape(header), re.DOTALL)
+        where: list[int] = []
+        values: list[bytes] = []
+        for match in pattern.finditer(data):
+            where.append(match.start())
+            if width is not None:
+                values.append(match.group(1))
+            else:
+                at = match.end()
+                if implicit:
+                    (length,) = struct.unpack_from("<I", data, at)
+                    at += 4
+                else:
+                    (length,) = struct.unpack_from("<H", data, at)
+                    at += 2
+                values.append(data[at : at + length])
+        owner = np.searchsorted(starts, np.asarray(where, dtype=np.int64), side="right") - 1
+        return owner, values
+
+    rows_found = find(0x0048, 0x021F, b"SL", 4)
+    cols_found = find(0x0048, 0x021E, b"SL", 4)
+    if rows_found is None or cols_found is None:
+        return None
+    for owner, _ in (rows_found, cols_found):
+        if len(owner) != n or not np.array_equal(owner, np.arange(n)):
+            return None
+    rows = np.frombuffer(b"".join(rows_found[1]), dtype="<i4").astype(np.int64)
+    columns = np.frombuffer(b"".join(cols_found[1]), dtype="<i4").astype(np.int64)
+    z: list[float | None] = [None] * n
+    paths: list[str | None] = [None] * n
+    segments: list[int | None] = [None] * n
+    z_found = find(0x0040, 0x074A, b"DS", None)
+    path_found = find(0x0048, 0x0106, b"SH", None)
+    if z_found is None or path_found is None:
+        return None
+    for owner, _ in (z_found, path_found):
+        if len(owner) and (np.diff(owner) == 0).any():
+            return None
+    for i, value in zip(z_found[0].tolist(), z_found[1], strict=True):
+        z[i] = float(value.decode("ascii").strip(" \x00"))
+    for i, value in zip(path_found[0].tolist(), path_found[1], strict=True):
+        paths[i] = value.decode("ascii", "replace").strip(" \x00")
+    seg = find(0x0062, 0x000B, b"US", 2)
+    if seg is None:
+        return None
+    owner, values = seg
+    if len(owner) and (np.diff(owner) == 0).any():
+        return None
+    for i, value in zip(owner.tolist(), values, strict=True):
+        segments[i] = int.from_bytes(value, "little")
+    return FramePositions(rows, columns, z, paths, segments)
+
+
 def _first(item: Dataset, keyword: str) -> Any:
     seq = item.get(keyword)
     return seq[0] if seq else None
@@ -246,17 +340,26 @@ def extract_frame_positions(ds: Dataset, number_of_frames: int) -> FramePosition
     FramePositions | None
         The values, or None when the image has no (or a wrong number of) per-frame items
     """
+    cached: tuple[int, FramePositions | None] | None = ds.__dict__.get(_CACHE_ATTRIBUTE)
+    if cached is not None and cached[0] == number_of_frames:
+        return cached[1]
     element = ds.get_item(_PER_FRAME)
-    if element is None:
-        return None
-    if isinstance(element, RawDataElement):
-        fast = _fast(element, number_of_frames)
-        if fast is not None:
-            return fast
-    items = ds.get("PerFrameFunctionalGroupsSequence")
-    if items is None or len(items) != number_of_frames:
-        return None
-    return _slow(items, number_of_frames)
+    result: FramePositions | None = None
+    if element is not None:
+        if isinstance(element, RawDataElement):
+            try:
+                result = _quick(element, number_of_frames)
+            except (struct.error, ValueError, UnicodeDecodeError):
+                result = None
+            if result is None:
+                result = _fast(element, number_of_frames)
+        if result is None:
+            items = ds.get("PerFrameFunctionalGroupsSequence")
+            if items is not None and len(items) == number_of_frames:
+                result = _slow(items, number_of_frames)
+    # Kept on the dataset: the frame index and the focal-plane lookup both need it.
+    object.__setattr__(ds, _CACHE_ATTRIBUTE, (number_of_frames, result))
+    return result
 
 
 def first_per_frame_item(ds: Dataset) -> Dataset | None:

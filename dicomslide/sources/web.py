@@ -13,27 +13,55 @@ Stored bytes are asked for with one media range,
 frame is taken from its part's Content-Type, else the response's, else the instance metadata,
 else the bytes. A server that refuses that request (400, 406, or 500 after retries — all seen
 in the wild) is asked once more per instance with an explicit media type, and the answer is
-remembered for the instance.
+remembered for the instance. While that first request of an instance is unanswered, other
+requests for frames of the same instance wait for its outcome, so the refusal costs one round
+(not one per concurrent request).
+
+Frames and parts
+----------------
+PS3.18 requires the parts in the order the frames were asked for, so parts are matched to
+frame numbers by position, unless a part's ``Content-Location`` names one frame
+(``.../frames/7``), which is then believed. A part for a frame that was not asked for, or for
+one already delivered, or more parts than frames, raise
+:class:`~dicomslide.errors.ProtocolError`. The body is read with its ``Content-Encoding``
+undone (servers may gzip multipart responses).
 
 Robustness
 ----------
 Connect and read timeouts; retries with capped exponential backoff and full jitter for
-connection errors and 408/429/500/502/503/504, honouring ``Retry-After``, never for other
-4xx. A truncated or short multipart response is retried for the missing frames only. Headers
-and ``auth`` are only sent to the configured origin (not to bulk data or redirects on other
-hosts); redirects are not followed automatically. Errors carry the status and the URL without
-credentials.
+connection errors and 408/429/500/502/503/504, honouring ``Retry-After`` (seconds or an HTTP
+date; capped by ``max_backoff``), never for other 4xx. A truncated or short multipart
+response, or a connection dropped mid-body, is retried for the missing frames only; when the
+retries run out the error is a :class:`~dicomslide.errors.TransportError` (dropped
+connection) or a :class:`~dicomslide.errors.ProtocolError` (malformed body). Timeouts raise a
+:class:`~dicomslide.errors.TransportError` that is also a :class:`TimeoutError`. QIDO-RS
+searches are paged with ``limit``/``offset`` (``qido_page_size`` per page); a short page ends
+the search unless the server's ``Warning`` says more results can be requested, and a server
+that ignores ``offset`` is noticed and not asked for ever.
+
+Credentials
+-----------
+Headers, ``auth`` and the query parameters of the configured URL (e.g. ``?access_token=...``)
+are only sent to the configured origin (scheme, host and port): not to bulk data or redirects
+on other hosts. Redirects (up to 5) are followed by this client, not by httpx, so that this
+holds for every hop. Errors carry the status and the URL without credentials, and their
+messages never contain the values of credential headers, the ``auth`` password or credential
+query parameters (even when a server echoes them in its error body).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
+import datetime
 import email.utils
 import random
+import re
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import httpx
 from pydicom import Dataset
@@ -51,6 +79,7 @@ from dicomslide.errors import (
 from dicomslide.sources.dicomjson import datasets_from_json, parse_json_bytes
 from dicomslide.sources.dicomweb_urls import (
     ACCEPT_STORED_FRAMES,
+    _is_credential_name,
     accept_for_transfer_syntax,
     chunk_frame_numbers,
     frames_url,
@@ -76,6 +105,13 @@ _RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 _REFUSAL_STATUSES = frozenset({400, 406, 500})
 _EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
 _RLE_LOSSLESS = "1.2.840.10008.1.2.5"
+_MAX_REDIRECTS = 5
+_FRAME_LOCATION_RE = re.compile(r"/frames/([0-9]+)/?$")
+# Values shorter than this are not scrubbed from messages (they would mangle them).
+_MIN_SECRET_LENGTH = 4
+
+# Waits between retries go through this name so tests can record them instead of waiting.
+_sleep = asyncio.sleep
 
 
 class ServerError(DicomWebError):
@@ -85,6 +121,10 @@ class ServerError(DicomWebError):
 class _IncompleteResponse(ProtocolError):
     """A frames response ended early; the missing frames may be asked for again."""
 
+    def __init__(self, message: str, url: str) -> None:
+        super().__init__(message)
+        self.url = url
+
 
 class NotAcceptableError(DicomWebError):
     """The server cannot give the representation asked for (406, or 400 for media types)."""
@@ -92,6 +132,10 @@ class NotAcceptableError(DicomWebError):
 
 class _NotFound(DicomWebError, NotFoundError):
     """404: the resource does not exist."""
+
+
+class _Timeout(TransportError, TimeoutError):
+    """The server did not answer (or finish answering) in time."""
 
 
 def _error_for(status: int, message: str, url: str) -> DicomWebError:
@@ -138,12 +182,9 @@ class RetryPolicy:
         if response is not None:
             retry_after = response.headers.get("retry-after")
             if retry_after:
-                try:
-                    seconds = float(retry_after)
-                except ValueError:
-                    parsed = email.utils.parsedate_to_datetime(retry_after)
-                    seconds = parsed.timestamp() - time.time() if parsed else 0.0
-                return max(0.0, min(seconds, self.max_backoff))
+                seconds = _retry_after_seconds(retry_after)
+                if seconds is not None:
+                    return max(0.0, min(seconds, self.max_backoff))
         # Full jitter: spreads the retries of many clients hitting one busy server.
         return random.uniform(0, min(self.max_backoff, self.backoff * 2**attempt))
 
@@ -212,12 +253,28 @@ class DICOMwebClient:
             raise RegionError(
                 "Put credentials in auth=, not in the URL (they would end up in logs)."
             )
-        self.url = url.rstrip("/")
+        # Query parameters of the URL (e.g. an access token) go with every request to the
+        # origin, after the path segments this client appends.
+        self._base_params = parse_qsl(parts.query, keep_blank_values=True)
+        self.url = urlunsplit((parts.scheme, parts.netloc, parts.path, "", "")).rstrip("/")
         self._origin = (parts.scheme, parts.netloc)
         self.qido_root = self.url + ("/" + qido_url_prefix.strip("/") if qido_url_prefix else "")
         self.wado_root = self.url + ("/" + wado_url_prefix.strip("/") if wado_url_prefix else "")
         self._headers = dict(headers or {})
         self._auth = auth
+        secrets = [v for k, v in self._base_params if _is_credential_name(k)]
+        secrets += [
+            v
+            for k, v in self._headers.items()
+            if _is_credential_name(k) or k.lower() in {"cookie", "proxy-authorization"}
+        ]
+        if isinstance(auth, tuple):
+            # The password, and the Basic credentials a server may echo back.
+            secrets.append(auth[1])
+            secrets.append(base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode())
+        self._secrets = sorted(
+            {s for s in secrets if len(s) >= _MIN_SECRET_LENGTH}, key=len, reverse=True
+        )
         self._transport = transport
         self._http2 = http2
         self._timeout = timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout)
@@ -236,8 +293,12 @@ class DICOMwebClient:
         self._clients: dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
         self._syntax_of: dict[str, str] = {}
         self._refuses_stored: set[str] = set()
+        self._serves_stored: set[str] = set()
+        self._probes: dict[str, asyncio.Future[None]] = {}
         self._closed = False
         self.requests_sent = 0
+        #: QIDO-RS ``limit`` of one page of search results.
+        self.qido_page_size = 1000
 
     # --- plumbing -----------------------------------------------------------------------
 
@@ -268,6 +329,11 @@ class DICOMwebClient:
         parts = urlsplit(url)
         return (parts.scheme, parts.netloc) == self._origin
 
+    def _scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
     async def _send(
         self,
         url: str,
@@ -278,36 +344,48 @@ class DICOMwebClient:
         retry_statuses: frozenset[int] = _RETRY_STATUSES,
     ) -> httpx.Response:
         client = self._client()
-        headers = {"Accept": accept}
-        auth: Any = None
+        query: list[tuple[str, Any]] = list(params or ())
         if self._same_origin(url):
-            headers = {**self._headers, **headers}
-            auth = self._auth
+            query = self._base_params + query
+        request = client.build_request("GET", url, params=query or None)
         attempt = 0
+        hops = 0
         while True:
-            request = client.build_request(
-                "GET", url, params=list(params) if params else None, headers=headers
-            )
+            # Credentials are decided per hop: a redirect may leave the origin.
+            headers = {"Accept": accept}
+            auth: Any = None
+            if self._same_origin(str(request.url)):
+                headers = {**self._headers, **headers}
+                auth = self._auth
+            request = client.build_request("GET", request.url, headers=headers)
+            shown = self._scrub(redact_url(str(request.url)))
             self.requests_sent += 1
             try:
                 response = await client.send(request, auth=auth, stream=stream)
-            except httpx.TimeoutException as exc:
-                if attempt + 1 >= self.retry.attempts:
-                    raise _transport_error(exc, url, timeout=True) from exc
-                await asyncio.sleep(self.retry.delay(attempt))
-                attempt += 1
-                continue
             except httpx.TransportError as exc:
+                timeout = isinstance(exc, httpx.TimeoutException)
                 if attempt + 1 >= self.retry.attempts:
-                    raise _transport_error(exc, url, timeout=False) from exc
-                await asyncio.sleep(self.retry.delay(attempt))
+                    raise self._transport_error(exc, shown, timeout=timeout) from exc
+                await _sleep(self.retry.delay(attempt))
                 attempt += 1
                 continue
-            if response.status_code < 400:
+            if response.is_redirect:
+                location = response.headers["location"]
+                await response.aclose()
+                if hops >= _MAX_REDIRECTS:
+                    raise DicomWebError(
+                        f"GET {shown} was redirected more than {_MAX_REDIRECTS} times.",
+                        response.status_code,
+                        shown,
+                    )
+                hops += 1
+                request = client.build_request("GET", request.url.join(location))
+                continue
+            if response.status_code < 300:
                 return response
             if response.status_code in retry_statuses and attempt + 1 < self.retry.attempts:
                 await response.aclose()
-                await asyncio.sleep(self.retry.delay(attempt, response))
+                await _sleep(self.retry.delay(attempt, response))
                 attempt += 1
                 continue
             body = b""
@@ -315,21 +393,36 @@ class DICOMwebClient:
                 body = (await response.aread())[:300]
             finally:
                 await response.aclose()
+            text = self._scrub(body.decode("utf-8", "replace").strip())
             raise _error_for(
                 response.status_code,
-                f"GET {redact_url(str(request.url))} answered {response.status_code} "
-                f"{response.reason_phrase}: {body.decode('utf-8', 'replace').strip()}",
-                redact_url(str(request.url)),
+                f"GET {shown} answered {response.status_code} {response.reason_phrase}: {text}",
+                shown,
             )
+
+    def _transport_error(self, exc: Exception, shown_url: str, *, timeout: bool) -> SourceError:
+        what = "timed out" if timeout else "failed"
+        cls = _Timeout if timeout else TransportError
+        return cls(self._scrub(f"GET {shown_url} {what}: {type(exc).__name__}: {exc}"))
 
     async def _json(
         self, url: str, params: Sequence[tuple[str, str]] | None = None
     ) -> list[dict[str, Any]]:
+        return (await self._json_page(url, params))[0]
+
+    async def _json_page(
+        self, url: str, params: Sequence[tuple[str, str]] | None = None
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """Items of a JSON response, and whether the server says it holds back more."""
         response = await self._send(url, accept="application/dicom+json", params=params)
+        # PS3.18 8.3.4.4: a server that returns fewer results than matched says so with
+        # "Warning: 299 <agent>: There are additional results that can be requested".
+        warning = " ".join(response.headers.get_list("warning")).lower()
+        more = "additional results" in warning
         if response.status_code == 204 or not response.content:
-            return []
+            return [], more
         # Series metadata of sparse images runs to megabytes: parse it off the loop.
-        return await asyncio.to_thread(parse_json_bytes, response.content)
+        return await asyncio.to_thread(parse_json_bytes, response.content), more
 
     async def _datasets(self, items: list[dict[str, Any]]) -> list[Dataset]:
         if len(items) > 50:
@@ -344,7 +437,7 @@ class DICOMwebClient:
         study_instance_uid: str | None,
         series_instance_uid: str | None,
         search_filters: Mapping[str, Any] | None,
-        page_size: int = 1000,
+        page_size: int | None = None,
     ) -> list[Dataset]:
         url = qido_url(self.qido_root, level, study_instance_uid, series_instance_uid)
         filters = dict(search_filters or {})
@@ -361,19 +454,24 @@ class DICOMwebClient:
         return await self._datasets(items)
 
     async def _paged(
-        self, url: str, filters: Mapping[str, Any], page_size: int
+        self, url: str, filters: Mapping[str, Any], page_size: int | None = None
     ) -> list[dict[str, Any]]:
+        page_size = page_size or self.qido_page_size
         out: list[dict[str, Any]] = []
         offset = 0
         previous_first: Any = None
         while True:
             params = qido_params(filters, limit=page_size, offset=offset)
-            page = await self._json(url, params)
+            page, more = await self._json_page(url, params)
             if not page or page[0] == previous_first:
                 break  # the server ignores offset: do not loop for ever
             out.extend(page)
-            if len(page) < page_size:
+            # A full page may be followed by more; so may a short one if the server capped
+            # it below our limit and said so.
+            if len(page) < page_size and not more:
                 break
+            if len(page) > page_size:
+                break  # the server ignores limit: this was everything
             previous_first = page[0]
             offset += len(page)
         return out
@@ -573,78 +671,122 @@ class DICOMwebClient:
             attempt = 0
             while remaining:
                 try:
-                    async for number, frame in self._frames_once(
+                    frames = self._frames_once(
                         study_instance_uid, series_instance_uid, sop_instance_uid, list(remaining)
-                    ):
-                        remaining.remove(number)
-                        yield number, frame
-                except _IncompleteResponse:
+                    )
+                    # Closed here even when our consumer stops early, so the response is
+                    # released now rather than whenever the generator is collected.
+                    async with contextlib.aclosing(frames):
+                        async for number, frame in frames:
+                            remaining.remove(number)
+                            yield number, frame
+                except _IncompleteResponse as exc:
                     # A truncated body or a connection dropped mid-body: ask again for the
                     # frames still missing, never for those already delivered.
                     attempt += 1
                     if attempt >= self.retry.attempts:
+                        cause = exc.__cause__
+                        if isinstance(cause, httpx.TransportError):
+                            raise self._transport_error(
+                                cause,
+                                exc.url,
+                                timeout=isinstance(cause, httpx.TimeoutException),
+                            ) from exc
                         raise
-                    await asyncio.sleep(self.retry.delay(attempt - 1))
+                    await _sleep(self.retry.delay(attempt - 1))
 
-    async def _frames_once(
-        self, study: str, series: str, sop: str, numbers: list[int]
-    ) -> AsyncIterator[tuple[int, EncodedFrame]]:
-        url = frames_url(self.wado_root, study, series, sop, numbers)
-        if sop in self._refuses_stored:
-            accept = accept_for_transfer_syntax(
-                self._syntax_of.get(sop, _EXPLICIT_VR_LITTLE_ENDIAN)
-            )
-            response = await self._send(url, accept=accept, stream=True)
-        else:
+    async def _frames_response(self, sop: str, url: str) -> httpx.Response:
+        loop = asyncio.get_running_loop()
+        while sop not in self._refuses_stored and sop not in self._serves_stored:
+            probe = self._probes.get(sop)
+            if probe is not None and not probe.done() and probe.get_loop() is loop:
+                # The first request of this instance will tell whether the server refuses
+                # stored bytes; wait for that rather than be refused too. (asyncio.wait does
+                # not cancel the shared future when this waiter is cancelled.)
+                await asyncio.wait([probe])
+                continue
+            probe = loop.create_future()
+            self._probes[sop] = probe
             try:
-                response = await self._send(
-                    url,
-                    accept=ACCEPT_STORED_FRAMES,
-                    stream=True,
-                    retry_statuses=_RETRY_STATUSES,
-                )
+                return await self._stored_or_explicit(sop, url)
+            finally:
+                if self._probes.get(sop) is probe:
+                    del self._probes[sop]
+                probe.set_result(None)
+        return await self._stored_or_explicit(sop, url)
+
+    async def _stored_or_explicit(self, sop: str, url: str) -> httpx.Response:
+        if sop not in self._refuses_stored:
+            try:
+                response = await self._send(url, accept=ACCEPT_STORED_FRAMES, stream=True)
             except DicomWebError as exc:
                 if exc.status_code not in _REFUSAL_STATUSES:
                     raise
                 # The server cannot send stored bytes as asked; remember and ask explicitly.
                 self._refuses_stored.add(sop)
-                accept = accept_for_transfer_syntax(
-                    self._syntax_of.get(sop, _EXPLICIT_VR_LITTLE_ENDIAN)
-                )
-                response = await self._send(url, accept=accept, stream=True)
+            else:
+                self._serves_stored.add(sop)
+                return response
+        accept = accept_for_transfer_syntax(self._syntax_of.get(sop, _EXPLICIT_VR_LITTLE_ENDIAN))
+        return await self._send(url, accept=accept, stream=True)
+
+    async def _frames_once(
+        self, study: str, series: str, sop: str, numbers: list[int]
+    ) -> AsyncGenerator[tuple[int, EncodedFrame], None]:
+        url = frames_url(self.wado_root, study, series, sop, numbers)
+        response = await self._frames_response(sop, url)
+        shown = self._scrub(redact_url(str(response.request.url)))
         try:
             content_type = response.headers.get("content-type", "")
             outer_syntax = transfer_syntax_from_content_type(content_type)
             parser = MultipartParser(boundary_from_content_type(content_type))
+            wanted = set(numbers)
+            delivered: set[int] = set()
             index = 0
             try:
-                async for chunk in response.aiter_raw():
+                # aiter_bytes, not aiter_raw: a gzip Content-Encoding must be undone.
+                async for chunk in response.aiter_bytes():
                     for part in parser.feed(chunk):
                         if index >= len(numbers):
                             raise ProtocolError(
                                 f"Server returned more parts than the {len(numbers)} frames "
                                 f"asked of instance {sop}."
                             )
+                        number = _frame_from_location(part.content_location) or numbers[index]
+                        if number not in wanted or number in delivered:
+                            what = "twice" if number in delivered else "without being asked for"
+                            raise ProtocolError(
+                                f"Server returned frame {number} of instance {sop} {what} "
+                                f"(part {index + 1} of a response for {len(numbers)} frames)."
+                            )
+                        delivered.add(number)
                         frame = self._frame(part.body, part.content_type, outer_syntax, sop)
-                        yield numbers[index], frame
                         index += 1
+                        yield number, frame
                 parser.close()
             except httpx.TransportError as exc:
                 raise _IncompleteResponse(
                     f"Response for {len(numbers)} frames of instance {sop} broke off after "
-                    f"{index} parts: {type(exc).__name__}: {exc}"
+                    f"{index} parts: {type(exc).__name__}: {self._scrub(str(exc))}",
+                    shown,
                 ) from exc
             except ProtocolError as exc:
-                if parser.finished or index >= len(numbers):
+                if (
+                    isinstance(exc, _IncompleteResponse)
+                    or parser.finished
+                    or index >= len(numbers)
+                ):
                     raise
                 raise _IncompleteResponse(
                     f"Response for {len(numbers)} frames of instance {sop} ended after {index} "
-                    f"parts: {exc}"
+                    f"parts: {exc}",
+                    shown,
                 ) from exc
             if index < len(numbers):
                 raise _IncompleteResponse(
                     f"Server returned {index} parts for the {len(numbers)} frames asked of "
-                    f"instance {sop}."
+                    f"instance {sop}.",
+                    shown,
                 )
         finally:
             await response.aclose()
@@ -678,10 +820,27 @@ class DICOMwebClient:
         await self.aclose()
 
 
-def _transport_error(exc: Exception, url: str, *, timeout: bool) -> SourceError:
-    what = "timed out" if timeout else "failed"
-    error = TransportError(f"GET {redact_url(url)} {what}: {type(exc).__name__}: {exc}")
-    return error
+def _retry_after_seconds(value: str) -> float | None:
+    """Seconds a ``Retry-After`` value asks for, or None if it is neither a number nor a date."""
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        parsed = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if parsed.tzinfo is None:  # "-0000": UTC by RFC 5322
+        return parsed.replace(tzinfo=datetime.timezone.utc).timestamp() - time.time()
+    return parsed.timestamp() - time.time()
+
+
+def _frame_from_location(location: str | None) -> int | None:
+    """The frame number a part's Content-Location names, if it names exactly one."""
+    if not location:
+        return None
+    match = _FRAME_LOCATION_RE.search(urlsplit(location).path)
+    return int(match.group(1)) if match else None
 
 
 def _matches(ds: Dataset, filters: Mapping[str, Any]) -> bool:

@@ -9,7 +9,7 @@ import pydicom
 import pytest
 from pydicom.dataelem import RawDataElement
 
-from dicomslide.perframe import _slow, extract_frame_positions, first_per_frame_item
+from dicomslide.perframe import _fast, _quick, _slow, extract_frame_positions, first_per_frame_item
 from dicomslide.synthetic import SlideSpec, write_slide
 
 SPECS = {
@@ -56,15 +56,16 @@ def test_fast_reader_equals_pydicom(name: str, tmp_path: Path) -> None:
         fresh = pydicom.dcmread(path, stop_before_pixels=True)
         assert isinstance(fresh.get_item(0x52009230), RawDataElement)
         n = int(ds.NumberOfFrames)
-        fast = extract_frame_positions(fresh, n)
+        raw = fresh.get_item(0x52009230)
         slow = _slow(ds.PerFrameFunctionalGroupsSequence, n)
-        assert fast is not None
-        np.testing.assert_array_equal(fast.rows, slow.rows)
-        np.testing.assert_array_equal(fast.columns, slow.columns)
-        assert fast.z == slow.z
-        assert fast.optical_paths == slow.optical_paths
-        assert fast.segments == slow.segments
-        assert (fast.rows >= 1).all()
+        for fast in (_quick(raw, n), _fast(raw, n), extract_frame_positions(fresh, n)):
+            assert fast is not None
+            np.testing.assert_array_equal(fast.rows, slow.rows)
+            np.testing.assert_array_equal(fast.columns, slow.columns)
+            assert fast.z == slow.z
+            assert fast.optical_paths == slow.optical_paths
+            assert fast.segments == slow.segments
+            assert (fast.rows >= 1).all()
         # the fast path did not make pydicom parse the sequence
         assert isinstance(fresh.get_item(0x52009230), RawDataElement)
         first = first_per_frame_item(fresh)
