@@ -25,13 +25,15 @@ import numpy as np
 from pydicom import Dataset
 
 from dicomslide.errors import InvalidDataError, UnsupportedError
-from dicomslide.perframe import extract_frame_positions
+from dicomslide.perframe import extract_frame_positions, extract_z_offsets
 
 __all__ = [
     "FrameIndex",
     "ImagePart",
     "compute_frame_positions",
+    "get_channel_identifiers",
     "get_channel_items",
+    "get_image_focal_plane_offsets",
     "get_focal_plane_offsets",
     "iter_tiles_in_region",
 ]
@@ -118,6 +120,43 @@ def _shared_item(ds: Dataset, sequence_keyword: str) -> Dataset | None:
     return None
 
 
+def get_channel_identifiers(ds: Dataset) -> tuple[str, ...]:
+    """Identifier of each channel of an image (optical path identifier or segment number).
+
+    Parameters
+    ----------
+    ds: pydicom.Dataset
+        Image metadata
+
+    Returns
+    -------
+    tuple[str, ...]
+        Identifiers in channel order
+    """
+    return tuple(_channel_identifier(ds, item) for item in get_channel_items(ds))
+
+
+def get_image_focal_plane_offsets(parts_metadata: Sequence[Dataset]) -> tuple[float, ...]:
+    """Z offsets (micrometres) of the focal planes of an image made of one or more parts.
+
+    Parameters
+    ----------
+    parts_metadata: Sequence[pydicom.Dataset]
+        Metadata of each instance of the image
+
+    Returns
+    -------
+    tuple[float, ...]
+        Offsets, ascending
+    """
+    first = parts_metadata[0]
+    if str(first.get("DimensionOrganizationType", "")) == "TILED_FULL":
+        return tuple(get_focal_plane_offsets(first))
+    return tuple(
+        sorted({round(z, 6) for ds in parts_metadata for z in get_focal_plane_offsets(ds)})
+    )
+
+
 def get_focal_plane_offsets(ds: Dataset) -> list[float]:
     """Z offsets (micrometres) of the focal planes of an image, ascending.
 
@@ -149,10 +188,7 @@ def get_focal_plane_offsets(ds: Dataset) -> list[float]:
             z0 = float(shared.ZOffsetInSlideCoordinateSystem)
         # Z offsets are in micrometres per the standard; the spacing is in millimetres.
         return [z0 + i * spacing * 1000.0 for i in range(planes)]
-    offsets: set[float] = set()
-    positions = extract_frame_positions(ds, int(ds.get("NumberOfFrames", 1) or 1))
-    if positions is not None:
-        offsets = {round(z, 6) for z in positions.z if z is not None}
+    offsets = extract_z_offsets(ds, int(ds.get("NumberOfFrames", 1) or 1))
     shared = _shared_item(ds, "PlanePositionSlideSequence")
     if not offsets and shared is not None and "ZOffsetInSlideCoordinateSystem" in shared:
         offsets.add(round(float(shared.ZOffsetInSlideCoordinateSystem), 6))
@@ -258,15 +294,8 @@ class FrameIndex:
             )
         grid_rows = -(-total_rows // tile_rows)
         grid_cols = -(-total_cols // tile_cols)
-        channel_items = get_channel_items(first)
-        channel_ids = tuple(_channel_identifier(first, it) for it in channel_items)
-        organization = str(first.get("DimensionOrganizationType", ""))
-        if organization == "TILED_FULL":
-            planes = get_focal_plane_offsets(first)
-        else:
-            planes = sorted(
-                {round(z, 6) for ds in parts_metadata for z in get_focal_plane_offsets(ds)}
-            )
+        channel_ids = get_channel_identifiers(first)
+        planes = list(get_image_focal_plane_offsets(parts_metadata))
 
         parts: list[ImagePart] = []
         start = 0
@@ -295,7 +324,7 @@ class FrameIndex:
                 "its dimensions are implausible."
             )
         lookup = np.full(shape, -1, dtype=np.int64)
-        if organization == "TILED_FULL":
+        if str(first.get("DimensionOrganizationType", "")) == "TILED_FULL":
             expected = int(np.prod(shape))
             if total_frames < expected:
                 raise InvalidDataError(

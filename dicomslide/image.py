@@ -32,7 +32,13 @@ from dicomslide.coordinates import ImageGeometry
 from dicomslide.enums import ChannelTypes
 from dicomslide.errors import RegionError
 from dicomslide.frames import FrameService, InstanceRef
-from dicomslide.geometry import FrameIndex, get_channel_items, iter_tiles_in_region
+from dicomslide.geometry import (
+    FrameIndex,
+    get_channel_identifiers,
+    get_channel_items,
+    get_image_focal_plane_offsets,
+    iter_tiles_in_region,
+)
 from dicomslide.runtime import as_source, decode_executor, frame_service
 from dicomslide.sources.foreign import BULKDATA_URIS_ATTRIBUTE
 from dicomslide.sources.protocol import EncodedFrame, Source
@@ -74,10 +80,22 @@ class _ImageState:
         self.format = PixelFormat.from_dataset(self.metadata)
         self.correct_color = correct_color
         self._index: FrameIndex | None = None
+        self._channel_ids: tuple[str, ...] | None = None
+        self._planes: tuple[float, ...] | None = None
         self._icc_loaded = False
         self._color: ColorTransform | None = None
         self._prepared: tuple[FrameIndex, ColorTransform | None] | None = None
         self._preparing: tuple[asyncio.AbstractEventLoop, asyncio.Task[Any]] | None = None
+
+    def channel_identifiers(self) -> tuple[str, ...]:
+        if self._channel_ids is None:
+            self._channel_ids = get_channel_identifiers(self.metadata)
+        return self._channel_ids
+
+    def focal_plane_offsets(self) -> tuple[float, ...]:
+        if self._planes is None:
+            self._planes = get_image_focal_plane_offsets(self.parts_metadata)
+        return self._planes
 
     def index(self) -> FrameIndex:
         if self._index is None:
@@ -272,14 +290,20 @@ class TotalPixelMatrix:
         if _state is None:
             _state = _ImageState(as_source(client), [image_metadata], correct_color)
         self._state = _state
-        index = _state.index()
         self._channel = _check_index(
-            channel_index, len(index.channel_identifiers), "Channel index", "this image"
+            channel_index, len(_state.channel_identifiers()), "Channel index", "this image"
         )
         self._plane = _check_index(
-            focal_plane_index, len(index.focal_plane_offsets), "Focal plane index", "this image"
+            focal_plane_index,
+            len(_state.focal_plane_offsets()),
+            "Focal plane index",
+            "this image",
         )
-        self._index = index
+
+    @property
+    def _index(self) -> FrameIndex:
+        # Built on first use (reads build it off the event loop before they get here).
+        return self._state.index()
 
     @property
     def dtype(self) -> np.dtype[Any]:
@@ -660,6 +684,28 @@ class TiledImage:
         return self._state.metadata
 
     @property
+    def channel_identifiers(self) -> tuple[str, ...]:
+        """Identifier of each channel (optical path identifier or segment number).
+
+        Returns
+        -------
+        tuple[str, ...]
+            Identifiers in channel order
+        """
+        return self._state.channel_identifiers()
+
+    @property
+    def focal_plane_offsets(self) -> tuple[float, ...]:
+        """Z offset (micrometres) of each focal plane, ascending.
+
+        Returns
+        -------
+        tuple[float, ...]
+            Offsets
+        """
+        return self._state.focal_plane_offsets()
+
+    @property
     def frame_index(self) -> FrameIndex:
         """Where each tile of each channel and focal plane is stored.
 
@@ -728,7 +774,7 @@ class TiledImage:
         int
             Number of focal planes
         """
-        return len(self.frame_index.focal_plane_offsets)
+        return len(self._state.focal_plane_offsets())
 
     @property
     def size(self) -> tuple[int, int]:
@@ -815,7 +861,7 @@ class TiledImage:
         ValueError
             When no channel has that index
         """
-        ids = self.frame_index.channel_identifiers
+        ids = self._state.channel_identifiers()
         return ids[_check_index(channel_index, len(ids), "Channel index", "this image")]
 
     def get_channel_index(self, channel_identifier: str) -> int:
@@ -836,7 +882,7 @@ class TiledImage:
         ValueError
             When no channel has that identifier
         """
-        ids = self.frame_index.channel_identifiers
+        ids = self._state.channel_identifiers()
         try:
             return ids.index(str(channel_identifier))
         except ValueError:
@@ -862,7 +908,7 @@ class TiledImage:
         ValueError
             When no focal plane has that index
         """
-        offsets = self.frame_index.focal_plane_offsets
+        offsets = self._state.focal_plane_offsets()
         i = _check_index(focal_plane_index, len(offsets), "Focal plane index", "this image")
         return offsets[i]
 
@@ -884,7 +930,7 @@ class TiledImage:
         ValueError
             When no focal plane is at that offset (to within 1 nm)
         """
-        offsets = self.frame_index.focal_plane_offsets
+        offsets = self._state.focal_plane_offsets()
         for i, z in enumerate(offsets):
             if math.isclose(z, float(focal_plane_offset), abs_tol=1e-3):
                 return i

@@ -21,7 +21,12 @@ from pydicom import Dataset
 from pydicom.dataelem import RawDataElement
 from pydicom.filereader import read_dataset
 
-__all__ = ["FramePositions", "extract_frame_positions", "first_per_frame_item"]
+__all__ = [
+    "FramePositions",
+    "extract_frame_positions",
+    "extract_z_offsets",
+    "first_per_frame_item",
+]
 
 _PER_FRAME = 0x52009230
 _PLANE_POSITION_SLIDE = 0x0048021A
@@ -401,3 +406,51 @@ def first_per_frame_item(ds: Dataset) -> Dataset | None:
             pass
     items = ds.get("PerFrameFunctionalGroupsSequence")
     return items[0] if items else None
+
+
+def extract_z_offsets(ds: Dataset, number_of_frames: int) -> set[float]:
+    """The distinct Z offsets (micrometres, rounded to 1e-6) of an image's frames.
+
+    Cheaper than :func:`extract_frame_positions` while the per-frame sequence is still raw:
+    only the encoded Z elements are searched for, since which frame has which Z does not
+    matter here.
+
+    Parameters
+    ----------
+    ds: pydicom.Dataset
+        Image metadata
+    number_of_frames: int
+        Expected number of per-frame items
+
+    Returns
+    -------
+    set[float]
+        Z offsets; empty when no frame has one
+    """
+    cached: tuple[int, FramePositions | None] | None = ds.__dict__.get(_CACHE_ATTRIBUTE)
+    element = ds.get_item(_PER_FRAME)
+    if (
+        cached is None
+        and isinstance(element, RawDataElement)
+        and element.is_little_endian
+        and isinstance(element.value, bytes | bytearray)
+    ):
+        data = bytes(element.value)
+        tag = struct.pack("<HH", 0x0040, 0x074A)
+        header = tag if element.is_implicit_VR else tag + b"DS"
+        width = 4 if element.is_implicit_VR else 2
+        values: set[float] = set()
+        try:
+            for match in re.finditer(re.escape(header), data):
+                at = match.end()
+                length = int.from_bytes(data[at : at + width], "little")
+                text = data[at + width : at + width + length]
+                values.add(round(float(text.decode("ascii").strip(" \x00")), 6))
+        except (ValueError, UnicodeDecodeError):
+            pass
+        else:
+            return values
+    positions = extract_frame_positions(ds, number_of_frames)
+    if positions is None:
+        return set()
+    return {round(z, 6) for z in positions.z if z is not None}

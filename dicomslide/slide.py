@@ -151,7 +151,7 @@ class Slide:
         )
         sizes = [lvl.total_pixel_matrix_dimensions for lvl in self._pyramid]
         level_of = {dims: i for i, dims in enumerate(sizes)}
-        planes = sorted({round(z, 6) for im in volume for z in im.frame_index.focal_plane_offsets})
+        planes = sorted({round(z, 6) for im in volume for z in im.focal_plane_offsets})
         self._focal_planes = tuple(planes)
         plane_of = {z: i for i, z in enumerate(planes)}
         self._channels: list[_Channel] = []
@@ -160,9 +160,8 @@ class Slide:
             level = level_of.get(image.size)
             if level is None:
                 continue  # a derived image at a size no slide level has
-            index = image.frame_index
             items = _channel_items(image)
-            for c, identifier in enumerate(index.channel_identifiers):
+            for c, identifier in enumerate(image.channel_identifiers):
                 ctype = image.channel_type
                 key_id = identifier
                 if ctype is not ChannelTypes.OPTICAL_PATH:
@@ -173,7 +172,7 @@ class Slide:
                     channel = _Channel(ctype, identifier, items[c])
                     channel_of[(ctype, key_id)] = channel
                     self._channels.append(channel)
-                for z, offset in enumerate(index.focal_plane_offsets):
+                for z, offset in enumerate(image.focal_plane_offsets):
                     zi = plane_of.get(round(offset, 6), 0)
                     channel.images.setdefault((level, zi), (image, c, z))
         self._channels.sort(key=lambda ch: list(ChannelTypes).index(ch.type))

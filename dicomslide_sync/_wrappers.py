@@ -535,6 +535,16 @@ class TiledImage:
         )
 
     @property
+    def channel_identifiers(self) -> tuple[str, ...]:
+        """Identifier of each channel."""
+        return self._async.channel_identifiers
+
+    @property
+    def focal_plane_offsets(self) -> tuple[float, ...]:
+        """Z offset (micrometres) of each focal plane."""
+        return self._async.focal_plane_offsets
+
+    @property
     def frame_index(self) -> Any:
         """Where each tile of each channel and focal plane is stored."""
         return self._async.frame_index
