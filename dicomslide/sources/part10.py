@@ -560,8 +560,9 @@ def inflate_body(
                 break
             pending = inflater.decompress(chunk, chunk_size)
             emit(pending)
-            # max_length keeps each output block bounded; drain what did not fit.
-            while inflater.unconsumed_tail:
+            # max_length keeps each output block bounded; drain what did not fit. Once the
+            # stream has ended, leftover bytes (writers pad to even length) are not data.
+            while inflater.unconsumed_tail and not inflater.eof:
                 emit(inflater.decompress(inflater.unconsumed_tail, chunk_size))
         emit(inflater.flush())
     except zlib.error as exc:

@@ -512,3 +512,15 @@ def test_eot_with_unpadded_odd_lengths() -> None:
         extended_offset_table_lengths=struct.pack("<2Q", 5, 7),
     )
     assert _frames(value, layout) == [f + b"\x00" for f in frames]
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("size", [64, 128, 640, 1000])
+def test_inflate_ignores_padding_after_the_stream(size: int) -> None:
+    body = bytes(range(256)) * 4
+    body = body[:size]
+    packer = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    deflated = packer.compress(body) + packer.flush() + b"\x00"
+    out = io.BytesIO()
+    assert part10.inflate_body(io.BytesIO(b"HDR" + deflated), out, 3, chunk_size=64) == size
+    assert out.getvalue() == body
