@@ -15,6 +15,7 @@ __all__ = [
     "NotFoundError",
     "SourceError",
     "TransportError",
+    "RequestTimeoutError",
     "DicomWebError",
     "ProtocolError",
     "UnsupportedError",
@@ -47,6 +48,10 @@ class SourceError(DicomSlideError):
 
 class TransportError(SourceError):
     """The connection failed or timed out before the server answered."""
+
+
+class RequestTimeoutError(TransportError, TimeoutError):
+    """A request did not complete within its time limit."""
 
 
 class DicomWebError(SourceError):

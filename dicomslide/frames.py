@@ -18,6 +18,7 @@ the error and are never cached. The service is confined to the event loop it was
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -317,18 +318,20 @@ class FrameService:
                     uid,
                     numbers,
                 )
-                async for number, frame in frames:
-                    if number not in remaining:
-                        raise ProtocolError(
-                            f"Source returned frame {number} of instance {uid}, which was not "
-                            f"asked for (or twice); asked for {len(numbers)} frames."
-                        )
-                    remaining.discard(number)
-                    self.cache.stats.frames_fetched += 1
-                    self.cache.put((uid, number), frame)
-                    fut = self._inflight.pop((uid, number), None)
-                    if fut is not None and not fut.done():
-                        fut.set_result(frame)
+                # aclosing: a failed or cancelled fetch closes the source's response at once
+                async with contextlib.aclosing(frames):  # type: ignore[type-var]
+                    async for number, frame in frames:
+                        if number not in remaining:
+                            raise ProtocolError(
+                                f"Source returned frame {number} of instance {uid}, which was not "
+                                f"asked for (or twice); asked for {len(numbers)} frames."
+                            )
+                        remaining.discard(number)
+                        self.cache.stats.frames_fetched += 1
+                        self.cache.put((uid, number), frame)
+                        fut = self._inflight.pop((uid, number), None)
+                        if fut is not None and not fut.done():
+                            fut.set_result(frame)
             if remaining:
                 raise ProtocolError(
                     f"Source returned {len(numbers) - len(remaining)} of {len(numbers)} frames "

@@ -72,6 +72,7 @@ from dicomslide.errors import (
     NotFoundError,
     ProtocolError,
     RegionError,
+    RequestTimeoutError,
     SourceError,
     TransportError,
     UsageError,
@@ -132,10 +133,6 @@ class NotAcceptableError(DicomWebError):
 
 class _NotFound(DicomWebError, NotFoundError):
     """404: the resource does not exist."""
-
-
-class _Timeout(TransportError, TimeoutError):
-    """The server did not answer (or finish answering) in time."""
 
 
 def _error_for(status: int, message: str, url: str) -> DicomWebError:
@@ -402,7 +399,7 @@ class DICOMwebClient:
 
     def _transport_error(self, exc: Exception, shown_url: str, *, timeout: bool) -> SourceError:
         what = "timed out" if timeout else "failed"
-        cls = _Timeout if timeout else TransportError
+        cls = RequestTimeoutError if timeout else TransportError
         return cls(self._scrub(f"GET {shown_url} {what}: {type(exc).__name__}: {exc}"))
 
     async def _json(
