@@ -761,6 +761,38 @@ def _add_dicom_properties(props: dict[str, str], prefix: str, dataset: Dataset) 
 # --- opening ------------------------------------------------------------------------------
 
 
+def _split_dicomweb_url(url: str) -> tuple[str, str | None, str | None]:
+    """Base URL, study and series of ``{base}[/studies/{study}[/series/{series}]]``."""
+    parts = url.rstrip("/").split("/")
+    study = series = None
+    if "studies" in parts:
+        i = parts.index("studies")
+        if i + 1 < len(parts):
+            study = parts[i + 1]
+        if i + 3 < len(parts) and parts[i + 2] == "series":
+            series = parts[i + 3]
+        parts = parts[:i]
+    return "/".join(parts), study, series
+
+
+class _SeriesOnly:
+    """A source seen through one series: what a DICOMweb series URL names."""
+
+    def __init__(self, source: Any, series_instance_uid: str) -> None:
+        self._source = source
+        self._series = series_instance_uid
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._source, name)
+
+    async def search_for_series(
+        self, study_instance_uid: str | None = None, search_filters: Any = None
+    ) -> list[Any]:
+        filters = {**(search_filters or {}), "SeriesInstanceUID": self._series}
+        found: list[Any] = await self._source.search_for_series(study_instance_uid, filters)
+        return [ds for ds in found if str(ds.get("SeriesInstanceUID", "")) == self._series]
+
+
 async def open_slide(
     source: str | os.PathLike[str] | Any,
     *,
@@ -773,8 +805,9 @@ async def open_slide(
     Parameters
     ----------
     source: str | os.PathLike[str] | Any
-        Folder of DICOM files (a :class:`dicomslide.DICOMfileClient` is created and closed with
-        the returned object), or a client
+        Folder of DICOM files, or a DICOMweb URL (``{base}``, ``{base}/studies/{study}`` or
+        ``{base}/studies/{study}/series/{series}``) — for these a client is created and closed
+        with the returned object — or a client
     channel_index: int, optional
         Zero-based channel served
     focal_plane_index: int, optional
@@ -794,12 +827,22 @@ async def open_slide(
     dicomslide.RegionError
         If it holds more than one slide
     """
-    owned = None
-    if isinstance(source, str | os.PathLike):
+    owned: Any = None
+    if isinstance(source, str) and source.startswith(("http://", "https://")):
+        from dicomslide.sources.web import DICOMwebClient
+
+        base, study, series = _split_dicomweb_url(source)
+        if study is not None:
+            kwargs.setdefault("study_instance_uid", study)
+        owned = DICOMwebClient(base)
+        client: Any = owned
+        if series is not None:
+            client = _SeriesOnly(owned, series)
+    elif isinstance(source, str | os.PathLike):
         from dicomslide.sources.local import DICOMfileClient
 
         owned = DICOMfileClient(source)
-        client: Any = owned
+        client = owned
     else:
         client = source
     try:
