@@ -16,6 +16,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -265,6 +266,10 @@ def ensure_slide(spec: SlideSpec, force: bool = False, keep_tiff: bool = False) 
     if shutil.which("OrthancWSIDicomizer") is None:
         # Checked before synthesising: that takes minutes for the full slide.
         raise ConverterMissingError("OrthancWSIDicomizer not found (apt-get install orthanc-wsi).")
+    if importlib.util.find_spec("tifffile") is None:
+        raise ConverterMissingError(
+            "tifffile is not installed (pip install tifffile, or run benchmarks/setup_peers.py)."
+        )
     if folder.exists():
         shutil.rmtree(folder)
     dicom = folder / "dicom"

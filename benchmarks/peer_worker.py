@@ -20,6 +20,7 @@ import json
 import os
 import random
 import resource
+import statistics
 import sys
 import tempfile
 import time
@@ -30,7 +31,9 @@ from pathlib import Path
 from typing import Any
 
 READERS = ("dicomslide", "dicomslide_sync", "wsidicom", "openslide", "dicomslide-0.7.2")
-TASKS = ("open", "region", "scan", "random", "thumbnail")
+TASKS = ("open", "region", "scan", "scan_region", "random", "thumbnail", "prefetch")
+# Frames as stored, whatever the transfer syntax (Orthanc answers this for JPEG and J2K).
+FRAMES_ACCEPT = 'multipart/related; type="application/octet-stream"; transfer-syntax=*'
 
 
 class Plan:
@@ -51,6 +54,40 @@ class Plan:
         self.threads: int = d["threads"]
         self.tasks_async: int = d["async_tasks"]
         self.thumbnail: int = d["thumbnail"]
+        # Reading a whole level by concurrent regions ("prefetch").
+        self.prefetch_level: int = d.get("prefetch_level", 0)
+        self.prefetch_size: int = d.get("prefetch_size", 2048)
+        self.prefetch_workers: int = d.get("prefetch_workers", 4)
+        # DICOMweb: URL (through the delay proxy), UIDs, the proxy's counter port.
+        self.source: str = d.get("source", "local")
+        self.url: str = d.get("url", "")
+        self.study_uid: str = d.get("study_uid", "")
+        self.series_uid: str = d.get("series_uid", "")
+        self.instances: list[dict[str, Any]] = d.get("instances", [])
+        self.control_port: int | None = d.get("control_port")
+
+    def requests(self) -> int | None:
+        """HTTP requests the proxy has seen so far (None for local files)."""
+        if self.control_port is None:
+            return None
+        import socket
+
+        with socket.create_connection(("127.0.0.1", self.control_port), timeout=5) as sock:
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+        return int(json.loads(data)["requests"])
+
+    def prefetch_regions(self) -> list[tuple[int, int, int, int]]:
+        """(x, y, w, h) covering the prefetch level, in level coordinates."""
+        w, h = self.levels[self.prefetch_level]
+        s = self.prefetch_size
+        return [
+            (x, y, min(s, w - x), min(s, h - y)) for y in range(0, h, s) for x in range(0, w, s)
+        ]
 
     def scan_tiles(self) -> list[tuple[int, int, int, int]]:
         """(x, y, w, h) of every tile of the scan level, in level coordinates."""
@@ -68,6 +105,27 @@ class Plan:
         return [
             (rng.randrange(0, w - s), rng.randrange(0, h - s)) for _ in range(self.random_count)
         ]
+
+
+class Requests:
+    """Requests per phase (open, cold call, warm calls), counted at the delay proxy."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        self.last = plan.requests()
+        self.phases: dict[str, Any] = {}
+
+    def mark(self, phase: str) -> None:
+        if self.last is None:
+            return
+        now = self.plan.requests()
+        assert now is not None
+        n = now - self.last
+        self.last = now
+        if phase == "warm":
+            self.phases.setdefault("warm", []).append(n)
+        else:
+            self.phases[phase] = n
 
 
 def _checksum(arr: Any) -> int:
@@ -121,10 +179,16 @@ class Ours(BlockingReader):
     def open(self) -> Any:
         import dicomslide_sync
 
-        index_dir = self.opts["index_dir"]
-        client = dicomslide_sync.DICOMfileClient(self.plan.folder, index_dir=index_dir)
-        slides = dicomslide_sync.find_slides(client)
+        if self.plan.source == "dicomweb":
+            client: Any = dicomslide_sync.DICOMwebClient(self.plan.url)
+        else:
+            index_dir = self.opts["index_dir"]
+            client = dicomslide_sync.DICOMfileClient(self.plan.folder, index_dir=index_dir)
+        slides = dicomslide_sync.find_slides(client, correct_color=self.opts["correct_color"])
         return slides[0]
+
+    def close(self, h: Any) -> None:
+        h.client.close()
 
     def region(self, h: Any, level: int, x: int, y: int, w: int, hh: int) -> Any:
         f = self.plan.factors[level]
@@ -141,6 +205,11 @@ class WsiDicomReader(BlockingReader):
     def open(self) -> Any:
         from wsidicom import WsiDicom
 
+        if self.plan.source == "dicomweb":
+            from wsidicom import WsiDicomWebClient
+
+            client = WsiDicomWebClient.create_client(self.plan.url)
+            return WsiDicom.open_web(client, self.plan.study_uid, [self.plan.series_uid])
         return WsiDicom.open(self.plan.folder)
 
     def region(self, h: Any, level: int, x: int, y: int, w: int, hh: int) -> Any:
@@ -197,9 +266,13 @@ class OldDicomslide(BlockingReader):
     modules = ("numpy", "dicomslide", "dicomweb_client")
 
     def open(self) -> Any:
-        from dicomweb_client import DICOMfileClient
-
         import dicomslide
+
+        if self.plan.source == "dicomweb":
+            from dicomweb_client import DICOMwebClient
+
+            return dicomslide.find_slides(DICOMwebClient(self.plan.url))[0]
+        from dicomweb_client import DICOMfileClient
 
         client = DICOMfileClient(url=Path(self.plan.folder).as_uri(), in_memory=True)
         return dicomslide.find_slides(client)[0]
@@ -232,15 +305,18 @@ def run_blocking(reader: BlockingReader, task: str, warm: int) -> dict[str, Any]
     for mod in reader.modules:
         importlib.import_module(mod)
     out: dict[str, Any] = {}
+    req = Requests(plan)
     if task == "open":
         times = []
-        for _ in range(1 + warm):
+        for i in range(1 + warm):
             t0 = time.perf_counter()
             h = reader.open()
             times.append(time.perf_counter() - t0)
+            req.mark("cold" if i == 0 else "warm")
             reader.close(h)
-        return {"cold": times[0], "warm": times[1:]}
+        return {"cold": times[0], "warm": times[1:], "requests": req.phases}
     h = reader.open()
+    req.mark("open")
     threads = plan.threads if reader.threads_for_scan else 1
 
     def once() -> tuple[float, Any]:
@@ -252,12 +328,19 @@ def run_blocking(reader: BlockingReader, task: str, warm: int) -> dict[str, Any]
             tiles = plan.scan_tiles()
             lvl = plan.scan_level
             res = len(_map(lambda t: reader.tile(h, lvl, *t).shape, tiles, threads))
+        elif task == "scan_region":
+            lw, lh = plan.levels[plan.scan_level]
+            res = list(reader.region(h, plan.scan_level, 0, 0, lw, lh).shape)
         elif task == "random":
             s = plan.random_size
             regions = plan.random_regions()
             res = len(
                 _map(lambda p: reader.region(h, 0, p[0], p[1], s, s).shape, regions, threads)
             )
+        elif task == "prefetch":
+            lvl = plan.prefetch_level
+            n = plan.prefetch_workers if reader.threads_for_scan else 1
+            res = len(_map(lambda r: reader.region(h, lvl, *r).shape, plan.prefetch_regions(), n))
         elif task == "thumbnail":
             res = list(reader.thumbnail(h).shape)
         else:
@@ -265,8 +348,13 @@ def run_blocking(reader: BlockingReader, task: str, warm: int) -> dict[str, Any]
         return time.perf_counter() - t0, res
 
     cold, out["result"] = once()
-    warm_times = [once()[0] for _ in range(warm)]
+    req.mark("cold")
+    warm_times = []
+    for _ in range(warm):
+        warm_times.append(once()[0])
+        req.mark("warm")
     out.update(cold=cold, warm=warm_times, threads=threads, stats=reader.stats(h))
+    out["requests"] = req.phases
     reader.close(h)
     return out
 
@@ -280,24 +368,31 @@ async def run_async(plan: Plan, opts: dict[str, Any], task: str, warm: int) -> d
     import dicomslide
 
     async def open_slide() -> Any:
-        client = dicomslide.DICOMfileClient(plan.folder, index_dir=opts["index_dir"])
-        return (await dicomslide.find_slides(client))[0], client
+        if plan.source == "dicomweb":
+            client: Any = dicomslide.DICOMwebClient(plan.url)
+        else:
+            client = dicomslide.DICOMfileClient(plan.folder, index_dir=opts["index_dir"])
+        slides = await dicomslide.find_slides(client, correct_color=opts["correct_color"])
+        return slides[0], client
 
     async def close(client: Any) -> None:
         aclose = getattr(client, "aclose", None)
         if aclose is not None:
             await aclose()
 
+    req = Requests(plan)
     if task == "open":
         times = []
-        for _ in range(1 + warm):
+        for i in range(1 + warm):
             t0 = time.perf_counter()
             _, client = await open_slide()
             times.append(time.perf_counter() - t0)
+            req.mark("cold" if i == 0 else "warm")
             await close(client)
-        return {"cold": times[0], "warm": times[1:]}
+        return {"cold": times[0], "warm": times[1:], "requests": req.phases}
 
     slide, client = await open_slide()
+    req.mark("open")
 
     async def region(level: int, x: int, y: int, w: int, h: int) -> Any:
         f = plan.factors[level]
@@ -328,9 +423,16 @@ async def run_async(plan: Plan, opts: dict[str, Any], task: str, warm: int) -> d
         elif task == "scan":
             lvl = plan.scan_level
             res = await pool([(lvl, *t) for t in plan.scan_tiles()], plan.tasks_async)
+        elif task == "scan_region":
+            lw, lh = plan.levels[plan.scan_level]
+            res = list((await region(plan.scan_level, 0, 0, lw, lh)).shape)
         elif task == "random":
             s = plan.random_size
             res = await pool([(0, x, y, s, s) for x, y in plan.random_regions()], plan.threads)
+        elif task == "prefetch":
+            lvl = plan.prefetch_level
+            jobs = [(lvl, *r) for r in plan.prefetch_regions()]
+            res = await pool(jobs, plan.prefetch_workers)
         elif task == "thumbnail":
             lw, lh = plan.levels[-1]
             res = list((await region(len(plan.levels) - 1, 0, 0, lw, lh)).shape)
@@ -340,9 +442,18 @@ async def run_async(plan: Plan, opts: dict[str, Any], task: str, warm: int) -> d
 
     out: dict[str, Any] = {}
     cold, out["result"] = await once()
-    warm_times = [(await once())[0] for _ in range(warm)]
-    concurrency = {"scan": plan.tasks_async, "random": plan.threads}.get(task, 1)
+    req.mark("cold")
+    warm_times = []
+    for _ in range(warm):
+        warm_times.append((await once())[0])
+        req.mark("warm")
+    concurrency = {
+        "scan": plan.tasks_async,
+        "random": plan.threads,
+        "prefetch": plan.prefetch_workers,
+    }.get(task, 1)
     out.update(cold=cold, warm=warm_times, tasks=concurrency, stats=_cache_stats(slide))
+    out["requests"] = req.phases
     await close(client)
     return out
 
@@ -350,14 +461,17 @@ async def run_async(plan: Plan, opts: dict[str, Any], task: str, warm: int) -> d
 # --- decode limit --------------------------------------------------------------------------
 
 
-def run_decode(plan: Plan, warm: int) -> dict[str, Any]:
-    """Decode-only rate of the scan level's frames: the ceiling for any reader on 2 cores."""
+def run_decode(plan: Plan, task: str, warm: int) -> dict[str, Any]:
+    """Decode-only rate of one level's frames: the ceiling for any reader on 2 cores.
+
+    ``scan``: the scan level; ``prefetch``: the prefetch level.
+    """
     import numpy as np
     import pydicom
     from pydicom.encaps import generate_frames
 
-    # The instance whose total pixel matrix is the scan level.
-    want = plan.levels[plan.scan_level]
+    # The instance whose total pixel matrix is the level.
+    want = plan.levels[plan.prefetch_level if task == "prefetch" else plan.scan_level]
     frames: list[bytes] = []
     for f in sorted(Path(plan.folder).glob("*.dcm")):
         ds = pydicom.dcmread(f, stop_before_pixels=True)
@@ -397,6 +511,77 @@ def run_decode(plan: Plan, warm: int) -> dict[str, Any]:
     return out
 
 
+# --- server limit --------------------------------------------------------------------------
+
+
+def run_server(plan: Plan, warm: int) -> dict[str, Any]:
+    """What the DICOMweb server (through the proxy) costs, with raw httpx and no decoding.
+
+    * ``per_request``: the same frames of the prefetch level one per request, sequentially
+      on one keep-alive connection, vs. all of them in one multipart request;
+    * ``level``: every frame of the prefetch level in requests of ``batch`` frames,
+      ``conns`` requests in flight: the server's frame rate, the ceiling for a prefetch.
+    """
+    import httpx
+
+    inst = plan.instances[plan.prefetch_level]
+    base = f"{plan.url}/studies/{plan.study_uid}/series/{plan.series_uid}/instances/{inst['sop']}"
+    n_frames = int(inst["frames"])
+    sample = list(range(1, n_frames + 1, max(1, n_frames // 50)))[:50]
+    headers = {"Accept": FRAMES_ACCEPT}
+
+    def url(numbers: Sequence[int]) -> str:
+        return f"{base}/frames/{','.join(map(str, numbers))}"
+
+    out: dict[str, Any] = {"sample_frames": len(sample), "level_frames": n_frames}
+    with httpx.Client(trust_env=False, timeout=120, headers=headers) as client:
+        client.get(url([1])).raise_for_status()  # connect before timing
+        single, multi = [], []
+        for _ in range(1 + warm):
+            t0 = time.perf_counter()
+            for n in sample:
+                client.get(url([n])).raise_for_status()
+            single.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            r = client.get(url(sample))
+            r.raise_for_status()
+            multi.append(time.perf_counter() - t0)
+    out["single_s"] = single
+    out["multi_s"] = multi
+    out["ms_per_request_single"] = min(single) / len(sample) * 1000
+    out["ms_one_request_all"] = min(multi) * 1000
+
+    batch, conns = 100, 4
+    chunks = [list(range(a, min(a + batch, n_frames + 1))) for a in range(1, n_frames + 1, batch)]
+
+    async def level() -> tuple[float, int]:
+        nbytes = 0
+        it = iter(chunks)
+        async with httpx.AsyncClient(trust_env=False, timeout=120, headers=headers) as ac:
+            await ac.get(url([1]))
+
+            async def worker() -> None:
+                nonlocal nbytes
+                for c in it:
+                    r = await ac.get(url(c))
+                    r.raise_for_status()
+                    nbytes += len(r.content)
+
+            t0 = time.perf_counter()
+            async with asyncio.TaskGroup() as tg:
+                for _ in range(conns):
+                    tg.create_task(worker())
+            return time.perf_counter() - t0, nbytes
+
+    times = []
+    for _ in range(1 + warm):
+        t, nbytes = asyncio.run(level())
+        times.append(t)
+    out.update(batch=batch, conns=conns, bytes=nbytes, cold=times[0], warm=times[1:])
+    out["level_frames_per_s"] = n_frames / statistics.median(times)
+    return out
+
+
 # --- main ----------------------------------------------------------------------------------
 
 BLOCKING = {
@@ -417,6 +602,7 @@ def versions(reader: str) -> dict[str, str]:
         "openslide": ["openslide-python", "openslide-bin"],
         "dicomslide-0.7.2": ["dicomslide", "dicomweb-client", "highdicom", "pydicom"],
         "decode": ["imagecodecs", "pillow", "pydicom"],
+        "server": ["httpx"],
     }[reader]
     out = {}
     for n in names:
@@ -434,7 +620,7 @@ def versions(reader: str) -> dict[str, str]:
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--reader", required=True, choices=[*READERS, "decode"])
+    ap.add_argument("--reader", required=True, choices=[*READERS, "decode", "server"])
     ap.add_argument("--tasks", required=True, help="comma-separated: " + ",".join(TASKS))
     ap.add_argument("--plan", required=True, help="JSON plan (see run.py)")
     ap.add_argument("--warm", type=int, default=1, help="warm calls after the cold one")
@@ -443,6 +629,7 @@ def main() -> int:
         default=None,
         help="ours: persisted index folder; 'fresh' for an empty one per open",
     )
+    ap.add_argument("--no-icc", action="store_true", help="ours: correct_color=False")
     args = ap.parse_args()
     plan = Plan(json.loads(args.plan))
     result: dict[str, Any] = {"reader": args.reader, "pid": os.getpid(), "tasks": {}}
@@ -450,7 +637,7 @@ def main() -> int:
         result["versions"] = versions(args.reader)
     except Exception as exc:  # reported, the run goes on
         result["versions"] = {"error": repr(exc)}
-    opts: dict[str, Any] = {"index_dir": args.index_dir}
+    opts: dict[str, Any] = {"index_dir": args.index_dir, "correct_color": not args.no_icc}
     with tempfile.TemporaryDirectory(prefix="dicomslide-bench-index-") as tmp:
         for task in args.tasks.split(","):
             if args.index_dir == "fresh":
@@ -458,7 +645,9 @@ def main() -> int:
                 opts["index_dir"] = tempfile.mkdtemp(dir=tmp)
             try:
                 if args.reader == "decode":
-                    res = run_decode(plan, args.warm)
+                    res = run_decode(plan, task, args.warm)
+                elif args.reader == "server":
+                    res = run_server(plan, args.warm)
                 elif args.reader == "dicomslide":
                     res = asyncio.run(run_async(plan, opts, task, args.warm))
                 else:

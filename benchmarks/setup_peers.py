@@ -10,12 +10,19 @@ wsidicomizer goes into a second env, ``benchmarks/.venv-convert`` (only with
 want to benchmark. The default test slide is made by OrthancWSIDicomizer, so the
 convert env is optional.
 
-Usage: ``python benchmarks/setup_peers.py [--recreate] [--convert]``
+It also prepares what ``benchmarks/run.py`` needs on a fresh machine besides the peers:
+``tifffile`` in *this* interpreter (the test slide is written as a pyramidal TIFF first;
+the project's extras do not include it) and the Debian packages ``orthanc``,
+``orthanc-dicomweb`` and ``orthanc-wsi`` (through ``.ci/install-system.sh``, which needs
+root or sudo) when the converter or Orthanc is missing.
+
+Usage: ``python benchmarks/setup_peers.py [--recreate] [--convert] [--no-system]``
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -24,6 +31,7 @@ import venv
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
 VENV = HERE / ".venv-peers"
 CONVERT_VENV = HERE / ".venv-convert"
 
@@ -99,16 +107,51 @@ def build(env: Path, groups: list[tuple[str, list[str]]], recreate: bool) -> dic
     return info
 
 
+def ensure_main_env() -> list[str]:
+    """tifffile in this interpreter, the system packages; return what is still missing."""
+    missing = []
+    if importlib.util.find_spec("tifffile") is None:
+        cmd = [sys.executable, "-m", "pip", "--disable-pip-version-check", "install", "-q"]
+        print("+", " ".join([*cmd, "tifffile"]), flush=True)
+        if subprocess.call([*cmd, "tifffile"]) != 0:
+            missing.append("tifffile")
+    return missing
+
+
+def ensure_system() -> list[str]:
+    sys.path.insert(0, str(ROOT))
+    from tests.support.orthanc import find_dicomweb_plugin, find_orthanc
+
+    def have() -> bool:
+        converter = shutil.which("OrthancWSIDicomizer") or shutil.which(
+            "OrthancWSIDicomizer", path="/usr/bin:/usr/local/bin"
+        )
+        return bool(converter and find_orthanc() and find_dicomweb_plugin())
+
+    if have():
+        return []
+    script = ROOT / ".ci" / "install-system.sh"
+    if script.exists():
+        print(f"+ bash {script}", flush=True)
+        subprocess.call(["bash", str(script)])
+    return [] if have() else ["orthanc / orthanc-dicomweb / orthanc-wsi (apt)"]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--recreate", action="store_true", help="delete and rebuild the env(s)")
     ap.add_argument("--convert", action="store_true", help="also build .venv-convert")
+    ap.add_argument("--no-system", action="store_true", help="do not run .ci/install-system.sh")
     args = ap.parse_args()
+    missing = ensure_main_env()
+    if not args.no_system:
+        missing += ensure_system()
     infos = [build(VENV, GROUPS, args.recreate)]
     if args.convert:
         infos.append(build(CONVERT_VENV, CONVERT_GROUPS, args.recreate))
-    print(json.dumps({"python": sys.version.split()[0], "envs": infos}, indent=2))
-    return 1 if any(info["failed"] for info in infos) else 0
+    report = {"python": sys.version.split()[0], "envs": infos, "missing": missing}
+    print(json.dumps(report, indent=2))
+    return 1 if missing or any(info["failed"] for info in infos) else 0
 
 
 if __name__ == "__main__":
