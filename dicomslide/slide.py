@@ -155,26 +155,24 @@ class Slide:
         self._focal_planes = tuple(planes)
         plane_of = {z: i for i, z in enumerate(planes)}
         self._channels: list[_Channel] = []
-        channel_of: dict[tuple[ChannelTypes, str], _Channel] = {}
+        channel_of: dict[tuple[ChannelTypes, str, int], _Channel] = {}
         for image in [*volume, *derived]:
             level = level_of.get(image.size)
             if level is None:
                 continue  # a derived image at a size no slide level has
             items = _channel_items(image)
+            ctype = image.channel_type
             for c, identifier in enumerate(image.channel_identifiers):
-                ctype = image.channel_type
-                key_id = identifier
-                if ctype is not ChannelTypes.OPTICAL_PATH:
-                    # Segment numbers restart in every segmentation series.
-                    key_id = f"{image.metadata.SeriesInstanceUID}:{identifier}"
-                channel = channel_of.get((ctype, key_id))
+                if ctype is ChannelTypes.PARAMETER:
+                    identifier = _parameter_identifier(image.metadata, c)
+                keys = [(level, plane_of.get(round(z, 6), 0)) for z in image.focal_plane_offsets]
+                channel, registry_key = _find_channel(channel_of, image, ctype, identifier, keys)
                 if channel is None:
                     channel = _Channel(ctype, identifier, items[c])
-                    channel_of[(ctype, key_id)] = channel
+                    channel_of[registry_key] = channel
                     self._channels.append(channel)
-                for z, offset in enumerate(image.focal_plane_offsets):
-                    zi = plane_of.get(round(offset, 6), 0)
-                    channel.images.setdefault((level, zi), (image, c, z))
+                for z, key in enumerate(keys):
+                    channel.images.setdefault(key, (image, c, z))
         self._channels.sort(key=lambda ch: list(ChannelTypes).index(ch.type))
         self._specimen_items = list(volume[0].metadata.get("SpecimenDescriptionSequence", []))
 
@@ -957,6 +955,78 @@ def _pair_int(value: Sequence[int], what: str) -> tuple[int, int]:
         raise RegionError(f"{what} must be a pair of integers, got {value!r}.") from None
 
 
+def _find_channel(
+    channel_of: dict[tuple[ChannelTypes, str, int], _Channel],
+    image: TiledImage,
+    ctype: ChannelTypes,
+    identifier: str,
+    keys: Sequence[tuple[int, int]],
+) -> tuple[_Channel | None, tuple[ChannelTypes, str, int]]:
+    """Channel an image's channel joins, or None and the key under which to register a new one.
+
+    Optical paths are joined by identifier across all images. Segments and parameters are
+    joined by identifier only within one series (segment numbers restart in every
+    Segmentation series), and only while the (level, focal plane) slots they fill are free:
+    two instances of one series that use the same segment number at the same level are
+    different segments and become different channels.
+
+    Parameters
+    ----------
+    channel_of: dict[tuple[dicomslide.ChannelTypes, str, int], _Channel]
+        Channels so far by (type, key, serial)
+    image: dicomslide.TiledImage
+        Image the channel belongs to
+    ctype: dicomslide.ChannelTypes
+        Channel type
+    identifier: str
+        Optical path identifier, segment number or parameter label
+    keys: Sequence[tuple[int, int]]
+        (level, focal plane) slots the image's channel fills
+
+    Returns
+    -------
+    tuple[_Channel | None, tuple[dicomslide.ChannelTypes, str, int]]
+        Existing channel and its key, or None and the key of the new channel the caller must
+        create
+    """
+    key_id = identifier
+    if ctype is not ChannelTypes.OPTICAL_PATH:
+        key_id = f"{image.metadata.get('SeriesInstanceUID', '')}:{identifier}"
+    serial = 0
+    while (ctype, key_id, serial) in channel_of:
+        channel = channel_of[(ctype, key_id, serial)]
+        if ctype is ChannelTypes.OPTICAL_PATH or not any(
+            k in channel.images and channel.images[k][0] is not image for k in keys
+        ):
+            return channel, (ctype, key_id, serial)
+        serial += 1
+    return None, (ctype, key_id, serial)
+
+
+def _parameter_identifier(ds: Dataset, index: int) -> str:
+    """Identifier of a Parametric Map channel: the LUT Label of its real world value mapping.
+
+    Parameters
+    ----------
+    ds: pydicom.Dataset
+        Parametric Map metadata
+    index: int
+        Zero-based channel index within the image
+
+    Returns
+    -------
+    str
+        LUT Label of the first Real World Value Mapping item, or the one-based channel number
+        when there is none
+    """
+    for group in ds.get("SharedFunctionalGroupsSequence", []):
+        for mapping in group.get("RealWorldValueMappingSequence", []):
+            label = str(mapping.get("LUTLabel", "") or "").strip()
+            if label:
+                return label
+    return str(index + 1)
+
+
 def _channel_items(image: TiledImage) -> list[Dataset]:
     from dicomslide.geometry import get_channel_items
 
@@ -995,6 +1065,68 @@ def _slide_key(ds: Dataset) -> tuple[str, ...]:
     return ("SERIES", str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), container)
 
 
+async def _search_instances(
+    source: Source,
+    study_instance_uid: str | None,
+    keyword: str,
+    wanted: str,
+) -> list[Dataset] | None:
+    """Instance-level search on one attribute, or None where the source cannot do it.
+
+    Parameters
+    ----------
+    source: dicomslide.sources.protocol.Source
+        Source to ask
+    study_instance_uid: str | None
+        Study to search in, or None for all studies
+    keyword: str
+        Attribute keyword to filter on
+    wanted: str
+        Value the attribute must have
+
+    Returns
+    -------
+    list[pydicom.Dataset] | None
+        Matching instances; None when the search failed or found nothing. The caller then
+        falls back to reading the metadata of every candidate series, because some stores
+        answer searches on attributes they do not index with an error or an empty list.
+    """
+    try:
+        found = await source.search_for_instances(
+            study_instance_uid=study_instance_uid, search_filters={keyword: wanted}
+        )
+    except (DicomSlideError, NotImplementedError):
+        return None
+    # A store that ignores the filter returns too much; drop what is visibly wrong.
+    found = [ds for ds in found if keyword not in ds or str(ds.get(keyword, "")) == wanted]
+    return found or None
+
+
+def _series_of(datasets: Sequence[Dataset]) -> set[tuple[str, str]]:
+    return {
+        (str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID))
+        for ds in datasets
+        if "StudyInstanceUID" in ds and "SeriesInstanceUID" in ds
+    }
+
+
+async def _retrieve_metadata(
+    source: Source, refs: Sequence[tuple[str, str]], fail_on_error: bool
+) -> list[list[Dataset]]:
+    results = await asyncio.gather(
+        *(source.retrieve_series_metadata(st, se) for st, se in refs),
+        return_exceptions=True,
+    )
+    out: list[list[Dataset]] = []
+    for result in results:
+        if isinstance(result, BaseException):
+            if fail_on_error or not isinstance(result, DicomSlideError):
+                raise result
+            continue
+        out.append(result)
+    return out
+
+
 async def find_slides(
     client: Any,
     study_instance_uid: str | None = None,
@@ -1012,10 +1144,21 @@ async def find_slides(
 ) -> list[Slide]:
     """Find slides.
 
-    Series of slide microscopy images (Modality SM) matching the study-level filters are found
-    with one search; the metadata of each series is then fetched concurrently (one request per
-    series) and images are grouped into slides (see the module notes). All given criteria must
-    match.
+    All given criteria must match. Series of slide microscopy images (Modality SM, and SEG and
+    OT for derived images) matching the study-level filters (``study_instance_uid``,
+    ``patient_id``, ``study_id``) are found with one search per modality. With a
+    ``container_id``, one instance-level search on Container Identifier narrows them down to
+    the series holding that slide, so that only their metadata is fetched; derived images of
+    the slide are then found by an instance-level search on its Frame of Reference UID. When a
+    source rejects these searches (or they find nothing), the metadata of every candidate series
+    is fetched and filtered here instead. Metadata is fetched concurrently, one request per
+    series, and images are grouped into slides (see the module notes).
+
+    ``specimen_stains`` and ``optical_path_ids`` are checked on the metadata: a slide
+    microscopy image is kept if its specimen description lists *any* of the stains (coded
+    concepts compared by coding scheme designator and code value) and if it has *any* of the
+    optical paths. Derived images are attached to the slides whose Frame of Reference UID they
+    share.
 
     Parameters
     ----------
@@ -1034,7 +1177,8 @@ async def find_slides(
     pyramid_tolerance: float, optional
         Largest tolerated distance (mm) between image centres of different levels
     fail_on_error: bool, optional
-        Whether an error building one slide is raised; if False the slide is skipped
+        Whether an error fetching the metadata of one series or building one slide is raised;
+        if False that series or slide is skipped
     include_derived: bool, optional
         Whether Segmentations and Parametric Maps become channels of the slides they belong to
     specimen_stains: Sequence[pydicom.sr.coding.Code | highdicom.sr.CodedConcept] | None
@@ -1048,33 +1192,71 @@ async def find_slides(
     -------
     list[dicomslide.Slide]
         Slides, ordered by study, container and frame of reference
+
+    Raises
+    ------
+    ValueError
+        When a stain is not a coded concept
     """
     source = as_source(client)
+    for stain in specimen_stains or ():
+        does_specimen_description_item_match(Dataset(), stain)  # validates the argument
     filters: dict[str, Any] = {}
     if patient_id is not None:
         filters["PatientID"] = patient_id
     if study_id is not None:
         filters["StudyID"] = study_id
     modalities = ["SM", "SEG", "OT"] if include_derived else ["SM"]
-    searches = [
-        source.search_for_series(
-            study_instance_uid=study_instance_uid,
-            search_filters={**filters, "Modality": modality},
+    series_lists = await asyncio.gather(
+        *(
+            source.search_for_series(
+                study_instance_uid=study_instance_uid,
+                search_filters={**filters, "Modality": modality},
+            )
+            for modality in modalities
         )
-        for modality in modalities
-    ]
-    series_lists = await asyncio.gather(*searches)
+    )
+    candidates: dict[str, list[tuple[str, str]]] = {}
     seen: set[tuple[str, str]] = set()
-    series_refs: list[tuple[str, str]] = []
-    for series_list in series_lists:
+    for modality, series_list in zip(modalities, series_lists, strict=True):
         for s in series_list:
             ref = (str(s.StudyInstanceUID), str(s.SeriesInstanceUID))
             if ref not in seen:
                 seen.add(ref)
-                series_refs.append(ref)
-    metadata_lists = await asyncio.gather(
-        *(source.retrieve_series_metadata(st, se) for st, se in series_refs)
+                candidates.setdefault(modality, []).append(ref)
+    sm_refs = candidates.get("SM", [])
+    derived_refs = [*candidates.get("SEG", []), *candidates.get("OT", [])]
+    pushed_down = False
+    if container_id is not None and sm_refs:
+        hits = await _search_instances(
+            source, study_instance_uid, "ContainerIdentifier", container_id
+        )
+        if hits is not None:
+            wanted = _series_of(hits)
+            sm_refs = [ref for ref in sm_refs if ref in wanted]
+            pushed_down = True
+    metadata_lists = await _retrieve_metadata(
+        source, sm_refs if pushed_down else [*sm_refs, *derived_refs], fail_on_error
     )
+    if pushed_down and include_derived and derived_refs:
+        frames_of_reference = sorted(
+            {
+                str(ds.get("FrameOfReferenceUID", ""))
+                for metadata in metadata_lists
+                for ds in metadata
+                if ds.get("FrameOfReferenceUID")
+            }
+        )
+        derived_wanted: set[tuple[str, str]] = set()
+        for uid in frames_of_reference:
+            hits = await _search_instances(source, study_instance_uid, "FrameOfReferenceUID", uid)
+            if hits is None:
+                derived_wanted = set(derived_refs)
+                break
+            derived_wanted |= _series_of(hits)
+        metadata_lists += await _retrieve_metadata(
+            source, [ref for ref in derived_refs if ref in derived_wanted], fail_on_error
+        )
     groups: dict[tuple[str, ...], list[Dataset]] = {}
     derived: list[Dataset] = []
     for metadata in metadata_lists:
@@ -1095,10 +1277,13 @@ async def find_slides(
             groups.setdefault(_slide_key(ds), []).append(ds)
     for ds in derived:
         key = _slide_key(ds)
-        for slide_key in groups:
-            if slide_key[0] == "FOR" and key[0] == "FOR" and slide_key[1] == key[1]:
-                groups[slide_key].append(ds)
-                break
+        if key[0] != "FOR":
+            continue
+        same_frame = [k for k in groups if k[0] == "FOR" and k[1] == key[1]]
+        # Prefer the slide with the same container when the derived image names one.
+        same_container = [k for k in same_frame if k[2] == key[2]]
+        for slide_key in same_container or same_frame:
+            groups[slide_key].append(ds)
     slides: list[Slide] = []
     for key in sorted(groups):
         try:
