@@ -10,6 +10,16 @@ Read slides from local DICOM folders (:class:`DICOMfileClient`) or any
 The blocking twin of this package is ``dicomslide_sync``.
 """
 
+from typing import Any
+
+from dicomslide.bulk import (
+    PrefetchBudgetError,
+    PrefetchBudgetWarning,
+    PrefetchResult,
+    Tile,
+    iter_tiles,
+    prefetch,
+)
 from dicomslide.enums import ChannelTypes, ImageFlavors
 from dicomslide.errors import (
     DecodeError,
@@ -61,7 +71,21 @@ from dicomslide.utils import (
 
 __version__ = "0.8.0.dev0"
 
+
+def __getattr__(name: str) -> Any:
+    # Dask is optional and slow to import: load the bridge only when it is asked for.
+    if name in {"to_dask", "DaskNotInstalledError"}:
+        from dicomslide import dask_array
+
+        return getattr(dask_array, name)
+    raise AttributeError(f"module 'dicomslide' has no attribute {name!r}")
+
+
 __all__ = [
+    "Tile",
+    "PrefetchResult",
+    "PrefetchBudgetWarning",
+    "PrefetchBudgetError",
     "CacheStats",
     "ChannelTypes",
     "DICOMfileClient",
@@ -107,7 +131,9 @@ __all__ = [
     "is_thumbnail_image",
     "is_tiled_image",
     "is_volume_image",
+    "iter_tiles",
     "open_slide",
+    "prefetch",
     "select_image_at_magnification",
     "select_image_at_pixel_spacing",
     "sort_images_by_pixel_spacing",

@@ -1,24 +1,37 @@
-"""The ``dicomslide`` command: find slides in a folder and read from them.
+"""The ``dicomslide`` command: find slides in a folder or on a DICOMweb server and read them.
 
 Without a source it writes the package's sample slide into a local folder and reads that, so a
 fresh install can show that everything works. With a folder it lists the slides found and can
-write a region or a thumbnail as PNG.
+write a region or a thumbnail as PNG (``dicomslide FOLDER [--region ...] [--thumbnail N]``).
+
+Subcommands work on a folder or a DICOMweb URL::
+
+    dicomslide info SOURCE
+    dicomslide region SOURCE --level L --offset ROW COL --size ROWS COLS --out x.png|x.tif
+    dicomslide thumbnail SOURCE --size N --out x.png
+    dicomslide prefetch SOURCE --level L
+
+DICOMweb credentials: ``--header 'Name: value'`` (repeatable) and ``--bearer-token TOKEN`` or
+the environment variable ``DICOMSLIDE_TOKEN``; their values are never printed. Exit status:
+0 success, 1 nothing found or a runtime error (one line on stderr), 2 usage error.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
 import dicomslide
-from dicomslide.errors import DicomSlideError
+from dicomslide.errors import DicomSlideError, RegionError
 
 __all__ = ["main"]
 
@@ -172,13 +185,13 @@ async def _run(args: argparse.Namespace, source: Path) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line.
+def _legacy_main(argv: Sequence[str]) -> int:
+    """Run the command line without a subcommand (sample slide or folder listing).
 
     Parameters
     ----------
-    argv: Sequence[str] | None, optional
-        Arguments (default: ``sys.argv[1:]``)
+    argv: Sequence[str]
+        Arguments
 
     Returns
     -------
@@ -196,3 +209,317 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+# --- subcommands ---------------------------------------------------------------------------
+
+SUBCOMMANDS = ("info", "region", "thumbnail", "prefetch")
+TOKEN_ENV = "DICOMSLIDE_TOKEN"
+
+
+class _UsageError(Exception):
+    """A bad argument found after parsing (exit status 2)."""
+
+
+def _add_source_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("source", help="folder of DICOM files or DICOMweb base URL")
+    parser.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="'NAME: VALUE'",
+        help="HTTP header sent to the DICOMweb server (repeatable; values are never printed)",
+    )
+    parser.add_argument(
+        "--bearer-token",
+        help=f"OAuth bearer token for the DICOMweb server (default: ${TOKEN_ENV})",
+    )
+    parser.add_argument("--study", help="only slides of this Study Instance UID")
+    parser.add_argument("--container-id", help="only slides with this Container Identifier")
+    parser.add_argument("--slide", type=int, default=0, help="index of the slide to use")
+    parser.add_argument("--timeout", type=float, default=30.0, help="DICOMweb timeout in seconds")
+
+
+def _subparser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dicomslide",
+        description="Read DICOM whole-slide images from a folder or a DICOMweb server.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    info = commands.add_parser("info", help="list slides: levels, sizes, spacing, channels")
+    _add_source_options(info)
+    region = commands.add_parser("region", help="write a region as PNG or TIFF")
+    _add_source_options(region)
+    region.add_argument("--level", type=int, default=0, help="level (default: %(default)s)")
+    region.add_argument(
+        "--offset",
+        type=int,
+        nargs=2,
+        default=(0, 0),
+        metavar=("ROW", "COLUMN"),
+        help="top-left pixel in base-level coordinates (default: 0 0)",
+    )
+    region.add_argument(
+        "--size",
+        type=int,
+        nargs=2,
+        required=True,
+        metavar=("ROWS", "COLUMNS"),
+        help="size of the region at --level",
+    )
+    region.add_argument("--channel", type=int, default=0, help="channel index")
+    region.add_argument("--focal-plane", type=int, default=0, help="focal plane index")
+    region.add_argument("--out", type=Path, required=True, help="output file (.png, .tif)")
+    thumb = commands.add_parser("thumbnail", help="write a thumbnail as PNG or TIFF")
+    _add_source_options(thumb)
+    thumb.add_argument("--size", type=int, required=True, help="width and height limit (px)")
+    thumb.add_argument("--channel", type=int, default=0, help="channel index")
+    thumb.add_argument("--focal-plane", type=int, default=0, help="focal plane index")
+    thumb.add_argument("--out", type=Path, required=True, help="output file (.png, .tif)")
+    pre = commands.add_parser("prefetch", help="fetch every frame of a level into the cache")
+    _add_source_options(pre)
+    pre.add_argument("--level", type=int, default=0, help="level (default: %(default)s)")
+    pre.add_argument(
+        "--channel", type=int, action="append", help="channel index (repeatable; default all)"
+    )
+    pre.add_argument("--cache-mb", type=float, help="frame cache budget in MB (default 512 MiB)")
+    pre.add_argument(
+        "--progress",
+        choices=("auto", "bar", "plain", "none"),
+        default="auto",
+        help="progress on stderr: a bar on a terminal, lines otherwise (default: auto)",
+    )
+    return parser
+
+
+def _secrets(args: argparse.Namespace) -> list[str]:
+    values = [h.partition(":")[2].strip() for h in args.header]
+    if args.bearer_token:
+        values.append(args.bearer_token)
+    return sorted({v for v in values if v}, key=len, reverse=True)
+
+
+def _redact(text: str, secrets: Sequence[str]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text
+
+
+def _open_client(args: argparse.Namespace) -> Any:
+    source = str(args.source)
+    cache = getattr(args, "cache_mb", None)
+    if source.startswith(("http://", "https://")):
+        headers: dict[str, str] = {}
+        for header in args.header:
+            name, sep, value = header.partition(":")
+            if not sep or not name.strip():
+                raise _UsageError("--header must look like 'Name: value'")
+            headers[name.strip()] = value.strip()
+        if args.bearer_token:
+            headers["Authorization"] = f"Bearer {args.bearer_token}"
+        return dicomslide.DICOMwebClient(
+            source,
+            headers=headers,
+            timeout=args.timeout,
+            cache_max_bytes=int(cache * 1e6) if cache else None,
+        )
+    folder = Path(source)
+    if not folder.is_dir():
+        raise _UsageError(f"{source} is neither a folder nor an http(s):// URL")
+    if args.header or args.bearer_token:
+        raise _UsageError("--header and --bearer-token apply to DICOMweb URLs only")
+    client = dicomslide.DICOMfileClient(folder)
+    if cache:
+        # read by the frame cache when it is created, on first use
+        client.cache_max_bytes = int(cache * 1e6)  # type: ignore[attr-defined]
+    return client
+
+
+def _transfer_syntaxes(slide: dicomslide.Slide, level: int) -> str:
+    from pydicom.uid import UID
+
+    names = set()
+    for c in range(slide.num_channels):
+        for z in range(slide.num_focal_planes):
+            try:
+                image, *_ = slide._resolve(level, c, z)
+            except DicomSlideError:
+                continue
+            ds = image.metadata
+            uid = ds.get("AvailableTransferSyntaxUID") or getattr(
+                getattr(ds, "file_meta", None), "TransferSyntaxUID", None
+            )
+            names.add(UID(str(uid)).name if uid else "unknown")
+    return ", ".join(sorted(names)) or "unknown"
+
+
+def _info(index: int, slide: dicomslide.Slide) -> str:
+    out = _describe(index, slide).splitlines()
+    levels_at = out.index("  levels:")
+    for level in range(slide.num_levels):
+        i = levels_at + 1 + level
+        out[i] += f", {_transfer_syntaxes(slide, level)}"
+    return "\n".join(out)
+
+
+class _Progress:
+    """Progress of a prefetch on stderr: a redrawn bar on a terminal, else plain lines."""
+
+    def __init__(self, mode: str, stream: Any = None) -> None:
+        self.stream = stream or sys.stderr
+        if mode == "auto":
+            mode = "bar" if self.stream.isatty() else "plain"
+        self.mode = mode
+        self.last_time = 0.0
+        self.last_decile = -1
+        self.started = time.perf_counter()
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.mode == "none":
+            return
+        now = time.perf_counter()
+        fraction = done / total if total else 1.0
+        if self.mode == "bar":
+            if done < total and now - self.last_time < 0.1:
+                return
+            self.last_time = now
+            width = 30
+            filled = int(fraction * width)
+            rate = done / max(now - self.started, 1e-9)
+            self.stream.write(
+                f"\r[{'#' * filled}{'.' * (width - filled)}] {fraction * 100:5.1f}% "
+                f"{done}/{total} frames {rate:,.0f} frames/s"
+            )
+            if done >= total:
+                self.stream.write("\n")
+            self.stream.flush()
+            return
+        decile = int(fraction * 10)
+        if decile != self.last_decile:
+            self.last_decile = decile
+            print(f"prefetch: {done}/{total} frames ({fraction * 100:.0f}%)", file=self.stream)
+
+    def close(self) -> None:
+        if self.mode == "bar" and self.last_time:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+async def _pick_slide(args: argparse.Namespace, client: Any) -> tuple[list[Any], Any]:
+    slides = await dicomslide.find_slides(
+        client, study_instance_uid=args.study, container_id=args.container_id
+    )
+    if not slides:
+        raise LookupError(f"no slides found in {_display_source(args.source)}")
+    if args.command != "info" and not 0 <= args.slide < len(slides):
+        raise _UsageError(f"--slide must be in 0..{len(slides) - 1}")
+    return slides, slides[args.slide] if args.command != "info" else None
+
+
+def _display_source(source: str) -> str:
+    from dicomslide.sources.dicomweb_urls import redact_url
+
+    if source.startswith(("http://", "https://")):
+        return str(redact_url(source))
+    return source
+
+
+def _save(image: Image.Image, out: Path) -> None:
+    if out.suffix.lower() not in {".png", ".tif", ".tiff", ".jpg", ".jpeg"}:
+        raise _UsageError(f"--out must end in .png, .tif or .tiff, got {out.name}")
+    image.save(out)
+
+
+async def _run_command(args: argparse.Namespace) -> int:
+    client = _open_client(args)
+    try:
+        started = time.perf_counter()
+        slides, slide = await _pick_slide(args, client)
+        if args.command == "info":
+            print(
+                f"found {len(slides)} slide(s) in {_display_source(args.source)} "
+                f"({time.perf_counter() - started:.2f} s)"
+            )
+            for i, found in enumerate(slides):
+                print(_info(i, found))
+            return 0
+        if args.command == "region":
+            region = await slide.get_image_region(
+                tuple(args.offset), args.level, tuple(args.size), args.channel, args.focal_plane
+            )
+            image = _to_image(region)
+            _save(image, args.out)
+            print(f"wrote {args.out}: {image.width} x {image.height} px (w x h)")
+            return 0
+        if args.command == "thumbnail":
+            if args.size < 1:
+                raise _UsageError("--size must be positive")
+            level = slide.num_levels - 1
+            rows, cols = slide.total_pixel_matrix_dimensions[level]
+            region = await slide.get_image_region(
+                (0, 0), level, (rows, cols), args.channel, args.focal_plane
+            )
+            image = _to_image(region)
+            image.thumbnail((args.size, args.size))
+            _save(image, args.out)
+            print(f"wrote {args.out}: {image.width} x {image.height} px from level {level}")
+            return 0
+        from dicomslide.bulk import prefetch
+
+        progress = _Progress(args.progress)
+        try:
+            result = await prefetch(slide, args.level, channels=args.channel, progress=progress)
+        finally:
+            progress.close()
+        print(
+            f"prefetched level {result.level}: {result.fetched_frames} frames fetched "
+            f"({result.cached_frames} already cached, {result.skipped_frames} over budget), "
+            f"{result.megabytes:.1f} MB in {result.seconds:.2f} s, "
+            f"{result.frames_per_second:.0f} frames/s, {result.requests} request(s)"
+        )
+        return 0
+    finally:
+        await client.aclose()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line.
+
+    Parameters
+    ----------
+    argv: Sequence[str] | None, optional
+        Arguments (default: ``sys.argv[1:]``)
+
+    Returns
+    -------
+    int
+        Exit status: 0 success, 1 nothing found or runtime error, 2 usage error
+    """
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if not arguments or arguments[0] not in SUBCOMMANDS:
+        try:
+            return _legacy_main(arguments)
+        except SystemExit as exit_:
+            return exit_.code if isinstance(exit_.code, int) else 2
+    try:
+        args = _subparser().parse_args(arguments)
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else 2
+    if args.bearer_token is None:
+        args.bearer_token = os.environ.get(TOKEN_ENV) or None
+    secrets = _secrets(args)
+    try:
+        return asyncio.run(_run_command(args))
+    except (_UsageError, RegionError) as error:
+        print(f"dicomslide {args.command}: error: {_redact(str(error), secrets)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except LookupError as error:
+        message = error.args[0] if error.args else str(error)
+        print(f"dicomslide: {_redact(str(message), secrets)}", file=sys.stderr)
+        return 1
+    except Exception as error:  # one line, never a traceback, never a credential
+        text = " ".join(str(error).split()) or type(error).__name__
+        print(f"dicomslide: error: {_redact(text, secrets)}", file=sys.stderr)
+        return 1

@@ -155,8 +155,12 @@ class PixelFormat:
         problems = []
         if self.rows < 1 or self.columns < 1:
             problems.append(f"Rows {self.rows} and Columns {self.columns} must be positive")
-        if self.samples_per_pixel < 1:
-            problems.append(f"SamplesPerPixel {self.samples_per_pixel} must be positive")
+        # Rows and Columns are US (at most 65535); SamplesPerPixel is 1 or 3 (4 in retired
+        # ARGB/CMYK). Unchecked, absurd values from metadata would size buffers of terabytes.
+        if self.rows > 0xFFFF or self.columns > 0xFFFF:
+            problems.append(f"Rows {self.rows} and Columns {self.columns} must be at most 65535")
+        if self.samples_per_pixel not in (1, 3, 4):
+            problems.append(f"SamplesPerPixel {self.samples_per_pixel} is not 1, 3 or 4")
         if self.bits_allocated not in (1, 8, 16, 32, 64):
             problems.append(f"BitsAllocated {self.bits_allocated} is not 1, 8, 16, 32 or 64")
         if not 1 <= self.bits_stored <= self.bits_allocated:

@@ -872,6 +872,13 @@ class Slide:
     ) -> np.ndarray:
         """Read the bounding box of a graphic annotation in slide coordinates.
 
+        The box spans the smallest to the largest X and Y of the graphic data (for an ELLIPSE,
+        the extent of the ellipse itself), grown by ``padding``. As for :meth:`get_slide_region`,
+        columns of the result run along +X and rows along +Y, one sample per pixel spacing of
+        the level, from the box's low corner up to **and including** its high corner, so a
+        POINT gives one pixel. With several focal planes, the plane nearest to the mean Z of the
+        graphic data (mm; focal plane offsets are in micrometres) is read.
+
         Parameters
         ----------
         annotation: highdicom.sr.Scoord3DContentItem
@@ -889,42 +896,142 @@ class Slide:
         -------
         numpy.ndarray
             Array of shape (rows, columns, samples per pixel)
+
+        Raises
+        ------
+        ValueError
+            When the annotation is in another frame of reference, has an unsupported graphic
+            type or malformed graphic data, when padding is malformed, or when the level or
+            channel does not exist
         """
-        graphic = np.asarray(annotation.value, dtype=np.float64).reshape(-1, 3)
-        ref = str(getattr(annotation, "ReferencedFrameOfReferenceUID", "") or "")
-        if ref and self.frame_of_reference_uid and ref != self.frame_of_reference_uid:
-            raise RegionError(
-                f"Annotation is in frame of reference {ref}, the slide in "
-                f"{self.frame_of_reference_uid}."
-            )
-        pad = np.atleast_1d(np.asarray(padding, dtype=np.float64))
-        if pad.size == 1:
-            left = top = right = bottom = float(pad[0])
-        elif pad.size == 2:
-            left = right = float(pad[0])
-            top = bottom = float(pad[1])
-        elif pad.size == 4:
-            left, top, right, bottom = (float(v) for v in pad)
-        else:
-            raise RegionError(f"Padding must have 1, 2 or 4 values, got {padding!r}.")
-        lo = graphic[:, :2].min(axis=0)
-        hi = graphic[:, :2].max(axis=0)
-        z_values = graphic[:, 2]
+        lvl = _normalize_level(level, self.num_levels)
+        lo, hi, z_mm = _annotation_bounds(annotation, self.frame_of_reference_uid)
+        left, top, right, bottom = _padding(padding)
         plane = 0
-        if self.num_focal_planes > 1:
+        if self.num_focal_planes > 1 and z_mm is not None:
             # Annotation Z is in millimetres, focal plane offsets in micrometres.
-            z_um = float(np.mean(z_values)) * 1000.0
+            z_um = z_mm * 1000.0
             plane = int(np.argmin([abs(z - z_um) for z in self._focal_planes]))
-        x0, y0 = lo[0] - left, lo[1] - bottom
-        width = (hi[0] + right) - x0
-        height = (hi[1] + top) - y0
+        x0, y0 = float(lo[0]) - left, float(lo[1]) - bottom
+        x1, y1 = float(hi[0]) + right, float(hi[1]) + top
+        if x1 < x0 or y1 < y0:
+            raise RegionError(
+                f"Padding {padding!r} shrinks the annotation's bounding box to nothing."
+            )
+        # Sample from the low corner up to and including the high corner: one more sample than
+        # whole pixel spacings fit, so that a point gives one pixel.
+        spacing = float(np.mean(self._pyramid[lvl].pixel_spacing))
         return await self.get_slide_region(
-            (float(x0), float(y0)),
-            level,
-            (max(float(width), 1e-9), max(float(height), 1e-9)),
+            (x0, y0),
+            lvl,
+            (x1 - x0 + spacing, y1 - y0 + spacing),
             channel_index=channel_index,
             focal_plane_index=plane,
         )
+
+
+_GRAPHIC_TYPES = frozenset({"POINT", "MULTIPOINT", "POLYLINE", "POLYGON", "ELLIPSE"})
+
+
+def _annotation_bounds(
+    annotation: Any, frame_of_reference_uid: str
+) -> tuple[np.ndarray, np.ndarray, float | None]:
+    """Bounding box in slide coordinates of a 3D graphic annotation.
+
+    Parameters
+    ----------
+    annotation: highdicom.sr.Scoord3DContentItem
+        Annotation (any object with ``value`` or ``GraphicData``, ``graphic_type`` or
+        ``GraphicType``, and optionally ``ReferencedFrameOfReferenceUID``)
+    frame_of_reference_uid: str
+        Frame of Reference UID of the slide (empty if it has none)
+
+    Returns
+    -------
+    tuple[numpy.ndarray, numpy.ndarray, float | None]
+        Smallest (x, y), largest (x, y) in millimetres, and the mean Z in millimetres (None if
+        the data are 2D)
+
+    Raises
+    ------
+    dicomslide.errors.RegionError
+        When the annotation is in another frame of reference, its graphic type is not supported,
+        or its graphic data do not fit the type
+    """
+    ref = str(getattr(annotation, "ReferencedFrameOfReferenceUID", "") or "")
+    if ref and frame_of_reference_uid and ref != frame_of_reference_uid:
+        raise RegionError(
+            f"Annotation is in frame of reference {ref}, the slide in {frame_of_reference_uid}."
+        )
+    graphic_type = getattr(annotation, "graphic_type", None)
+    if graphic_type is None:
+        graphic_type = getattr(annotation, "GraphicType", "")
+    graphic_type = str(getattr(graphic_type, "value", graphic_type))
+    if graphic_type not in _GRAPHIC_TYPES:
+        raise RegionError(
+            f"Graphic type {graphic_type!r} is not supported; use one of {sorted(_GRAPHIC_TYPES)}."
+        )
+    data = getattr(annotation, "value", None)
+    if data is None:
+        data = getattr(annotation, "GraphicData", None)
+    try:
+        points = np.asarray(data, dtype=np.float64).reshape(-1, 3)
+    except (TypeError, ValueError):
+        raise RegionError(
+            f"Graphic data of a {graphic_type} annotation must be (x, y, z) triplets."
+        ) from None
+    if len(points) == 0 or not np.isfinite(points).all():
+        raise RegionError(f"The {graphic_type} annotation has no usable graphic data.")
+    xy = points[:, :2]
+    if graphic_type == "ELLIPSE":
+        if len(points) != 4:
+            raise RegionError(
+                f"An ELLIPSE needs 4 points (major and minor axis end points), got {len(points)}."
+            )
+        center = (xy[0] + xy[1]) / 2.0
+        a = (xy[1] - xy[0]) / 2.0  # half major axis
+        b = (xy[3] - xy[2]) / 2.0  # half minor axis
+        # Extent of center + a cos t + b sin t along each axis.
+        half = np.sqrt(a**2 + b**2)
+        return center - half, center + half, float(points[:, 2].mean())
+    return xy.min(axis=0), xy.max(axis=0), float(points[:, 2].mean())
+
+
+def _padding(
+    padding: float | tuple[float, float] | tuple[float, float, float, float],
+) -> tuple[float, float, float, float]:
+    """Padding (left, top, right, bottom) in millimetres from its three accepted forms.
+
+    Parameters
+    ----------
+    padding: float | tuple[float, float] | tuple[float, float, float, float]
+        One value for all borders, (along X, along Y), or (left (-X), top (+Y), right (+X),
+        bottom (-Y))
+
+    Returns
+    -------
+    tuple[float, float, float, float]
+        (left, top, right, bottom)
+
+    Raises
+    ------
+    dicomslide.errors.RegionError
+        When padding has another number of values or is not finite
+    """
+    try:
+        pad = np.atleast_1d(np.asarray(padding, dtype=np.float64)).ravel()
+    except (TypeError, ValueError):
+        raise RegionError(f"Padding must be numbers, got {padding!r}.") from None
+    if not np.isfinite(pad).all():
+        raise RegionError(f"Padding must be finite, got {padding!r}.")
+    if pad.size == 1:
+        v = float(pad[0])
+        return v, v, v, v
+    if pad.size == 2:
+        return float(pad[0]), float(pad[1]), float(pad[0]), float(pad[1])
+    if pad.size == 4:
+        return float(pad[0]), float(pad[1]), float(pad[2]), float(pad[3])
+    raise RegionError(f"Padding must have 1, 2 or 4 values, got {padding!r}.")
 
 
 def _drop_unaligned_untyped(volume: list[TiledImage], tolerance: float) -> list[TiledImage]:

@@ -17,6 +17,9 @@ from dicomslide import (
     InvalidDataError,
     MissingCodecError,
     NotFoundError,
+    PrefetchBudgetError,
+    PrefetchBudgetWarning,
+    PrefetchResult,
     ProtocolError,
     Pyramid,
     PyramidLevel,
@@ -24,6 +27,7 @@ from dicomslide import (
     RequestTimeoutError,
     RetryPolicy,
     SourceError,
+    Tile,
     TransportError,
     UnsupportedError,
     UsageError,
@@ -61,9 +65,14 @@ from dicomslide_sync._wrappers import (
     get_default_timeout,
     set_default_timeout,
 )
+from dicomslide_sync.bulk import iter_tiles, prefetch
 from dicomslide_sync.openslide import OpenSlide, open_slide
 
 __all__ = [
+    "Tile",
+    "PrefetchResult",
+    "PrefetchBudgetWarning",
+    "PrefetchBudgetError",
     "CacheStats",
     "ChannelTypes",
     "DICOMfileClient",
@@ -112,7 +121,9 @@ __all__ = [
     "is_thumbnail_image",
     "is_tiled_image",
     "is_volume_image",
+    "iter_tiles",
     "open_slide",
+    "prefetch",
     "select_image_at_magnification",
     "select_image_at_pixel_spacing",
     "sort_images_by_pixel_spacing",

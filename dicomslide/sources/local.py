@@ -304,6 +304,7 @@ def _walk(root: Path, recursive: bool, skip: Path | None) -> list[tuple[str, int
     found: list[tuple[str, int, int]] = []
     pending = [root]
     skip_str = str(skip) if skip is not None else None
+    root_str = os.path.realpath(root)
     while pending:
         folder = pending.pop()
         try:
@@ -319,12 +320,21 @@ def _walk(root: Path, recursive: bool, skip: Path | None) -> list[tuple[str, int
                     continue
                 if not entry.is_file() or entry.path == skip_str:
                     continue
+                # A link to a file outside the folder is not the folder's (and could point
+                # anywhere, e.g. at another patient's data): never index or read it.
+                if entry.is_symlink() and not _inside(os.path.realpath(entry.path), root_str):
+                    continue
                 st = entry.stat()
             except OSError:
                 continue
             found.append((os.path.relpath(entry.path, root), st.st_size, st.st_mtime_ns))
     found.sort()
     return found
+
+
+def _inside(path: str, root: str) -> bool:
+    """Whether the real path ``path`` is ``root`` or below it (both absolute, resolved)."""
+    return os.path.commonpath([path, root]) == root
 
 
 def _default_index_dir() -> Path:

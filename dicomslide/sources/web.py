@@ -56,8 +56,11 @@ import base64
 import contextlib
 import datetime
 import email.utils
+import logging
+import os
 import random
 import re
+import ssl
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from typing import Any, Literal
@@ -113,6 +116,40 @@ _MIN_SECRET_LENGTH = 4
 
 # Waits between retries go through this name so tests can record them instead of waiting.
 _sleep = asyncio.sleep
+
+
+class _RedactLoggedURLs(logging.Filter):
+    """Drops credential query parameters from URLs in httpx's own log records.
+
+    httpx logs every request at INFO as ``HTTP Request: GET <url> ...``, with the query string;
+    a token in the configured URL (``?access_token=...``) would otherwise reach the logs of any
+    application that enables INFO logging. Only ``httpx.URL`` arguments are touched, with
+    :func:`~dicomslide.sources.dicomweb_urls.redact_url` (other parameters are kept).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and any(isinstance(a, httpx.URL) for a in args):
+            record.args = tuple(
+                redact_url(str(a)) if isinstance(a, httpx.URL) else a for a in args
+            )
+        return True
+
+
+def _install_log_redaction() -> None:
+    logger = logging.getLogger("httpx")
+    if not any(isinstance(f, _RedactLoggedURLs) for f in logger.filters):
+        logger.addFilter(_RedactLoggedURLs())
+
+
+_install_log_redaction()
+
+
+def _ssl_context_for(path: str) -> ssl.SSLContext:
+    """A verifying TLS context trusting the CA bundle file or CA folder at ``path``."""
+    if os.path.isdir(path):
+        return ssl.create_default_context(capath=path)
+    return ssl.create_default_context(cafile=path)
 
 
 class ServerError(DicomWebError):
@@ -275,7 +312,10 @@ class DICOMwebClient:
         self._transport = transport
         self._http2 = http2
         self._timeout = timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout)
-        self._verify = verify
+        # httpx deprecates verify=<path>; a CA bundle (file) or CA folder becomes a context.
+        self._verify: bool | ssl.SSLContext = (
+            _ssl_context_for(verify) if isinstance(verify, str) else verify
+        )
         self.retry = retry or RetryPolicy()
         self.max_url_length = max_url_length
         self.max_frames_per_request = max_frames_per_request

@@ -1,0 +1,98 @@
+"""Bulk prefetch and the command line against a private Orthanc server."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import dicomslide
+from dicomslide.bulk import iter_tiles, prefetch
+from dicomslide.synthetic import SlideSpec, write_slide
+from tests.support.orthanc import OrthancServer, find_dicomweb_plugin, find_orthanc
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+SPEC = SlideSpec(size=(1000, 1400), tile_size=(64, 64), levels=2, seed=61)
+
+
+def _require(available: object, what: str) -> None:
+    if available:
+        return
+    message = f"{what} is not installed (run .ci/install-system.sh)"
+    if os.environ.get("CI"):
+        pytest.fail(f"{message}; it is required when CI is set", pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OrthancServer]:
+    _require(find_orthanc(), "Orthanc (Debian package orthanc)")
+    _require(find_dicomweb_plugin(), "the Orthanc DICOMweb plugin (orthanc-dicomweb)")
+    root = tmp_path_factory.mktemp("bulk-web")
+    write_slide(root / "slide", SPEC)
+    with OrthancServer(workdir=tmp_path_factory.mktemp("orthanc-bulk")) as orthanc:
+        orthanc.upload([root])
+        yield orthanc
+
+
+async def test_prefetch_level_over_dicomweb(server: OrthancServer) -> None:
+    client = dicomslide.DICOMwebClient(server.dicomweb_url, max_frames_per_request=100)
+    slide = (await dicomslide.find_slides(client))[0]
+    tiles = math.ceil(1000 / 64) * math.ceil(1400 / 64)  # 16 x 22 = 352
+    sent = client.requests_sent
+    result = await prefetch(slide, 0)
+    print(f"Orthanc prefetch: {result.fetched_frames} frames, {result.frames_per_second:.0f}/s")
+    assert result.fetched_frames == tiles
+    # one instance at level 0, chunks of 100 frames: 4 multipart requests
+    assert result.requests == math.ceil(tiles / 100)
+    assert client.requests_sent - sent == math.ceil(tiles / 100)
+    stats = slide.cache_stats
+    hits, misses, requests = stats.hits, stats.misses, stats.requests
+    sent = client.requests_sent
+    count = 0
+    async for tile in iter_tiles(slide, 0):
+        assert tile.pixels.std() > 0
+        count += 1
+    assert count == tiles
+    assert slide.cache_stats.requests == requests
+    assert slide.cache_stats.misses == misses
+    assert slide.cache_stats.hits - hits == tiles
+    # at most the ICC profile (bulk data) was fetched, no frames
+    assert client.requests_sent - sent <= 1
+    rows, cols = slide.total_pixel_matrix_dimensions[0]
+    region = await slide.get_image_region((0, 0), 0, (rows, cols))
+    assert region.shape == (1000, 1400, 3)
+    assert np.asarray(region).std() > 0
+    await client.aclose()
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "dicomslide", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "DICOMSLIDE_TOKEN": "tok-abcdef-987"},
+        timeout=120,
+        check=False,
+    )
+
+
+def test_cli_info_and_prefetch_on_orthanc(server: OrthancServer, tmp_path: Path) -> None:
+    done = _cli("info", server.dicomweb_url, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "found 1 slide(s)" in done.stdout
+    assert "0: 1400 x 1000 px" in done.stdout
+    assert "tok-abcdef-987" not in done.stdout + done.stderr
+    done = _cli("prefetch", server.dicomweb_url, "--level", "0", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "352 frames fetched" in done.stdout
+    print(done.stdout)
