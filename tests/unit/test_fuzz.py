@@ -1,0 +1,405 @@
+"""Hostile input: fuzzed DICOM JSON, multipart bodies, frame bytes and Part 10 files.
+
+Whatever the input, only :class:`~dicomslide.errors.DicomSlideError` subclasses may come out
+(they are also ``ValueError`` where the input was bad data); anything else (``KeyError``,
+``IndexError``, ``struct.error``, ``MemoryError``...) is a bug. Hangs are caught by
+pytest-timeout and by ``asyncio.wait_for`` around every read; metadata that claims huge frames
+or frame counts must give a typed error without allocating according to the claim
+(``tracemalloc`` peak below a fixed bound).
+
+``max_examples`` keeps the whole module at a few seconds; how many inputs were tried is
+printed at the end of the module (``-rA`` or ``-s`` shows it) and asserted to be non-zero.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import shutil
+import tempfile
+import tracemalloc
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import dicomslide
+from dicomslide import codecs
+from dicomslide.codecs import PixelFormat, decode_frame
+from dicomslide.errors import DicomSlideError
+from dicomslide.sources.dicomjson import datasets_from_json
+from dicomslide.sources.multipart import MultipartParser
+from dicomslide.synthetic import SlideSpec, write_slide
+
+TRIED: Counter[str] = Counter()
+OUTCOMES: Counter[str] = Counter()
+FAST = settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+READ_GUARD = 10.0  # seconds; a hang guard, not a performance bound
+BOMB_PEAK = 64 << 20  # bytes traced while a bomb is handled; the claims are terabytes
+
+
+@pytest.fixture(scope="module", autouse=True)
+def report(request: pytest.FixtureRequest) -> Iterator[None]:
+    yield
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    line = "fuzz inputs tried: " + ", ".join(f"{k}={v}" for k, v in sorted(TRIED.items()))
+    line += f"; total={sum(TRIED.values())}; outcomes: {dict(OUTCOMES)}"
+    if reporter is not None:
+        reporter.write_line(line)
+    else:
+        print(line)
+
+
+def _outcome(kind: str, exc: BaseException | None) -> None:
+    TRIED[kind] += 1
+    OUTCOMES["ok" if exc is None else type(exc).__name__] += 1
+
+
+@pytest.fixture(scope="module")
+def slide_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("fuzz-slide")
+    write_slide(
+        folder,
+        SlideSpec(
+            size=(64, 96),
+            tile_size=(32, 32),
+            levels=1,
+            label=False,
+            overview=False,
+            icc_profile=False,
+            transfer_syntax_uid="1.2.840.10008.1.2.1",
+            seed=5,
+        ),
+    )
+    return folder
+
+
+@pytest.fixture(scope="module")
+def volume_file(slide_folder: Path) -> Path:
+    return sorted(slide_folder.glob("*.dcm"))[0]
+
+
+@pytest.fixture(scope="module")
+def metadata_json(volume_file: Path) -> dict[str, Any]:
+    ds = pydicom.dcmread(volume_file, stop_before_pixels=True)
+    return ds.to_json_dict()
+
+
+# --- DICOM JSON -> datasets -> Slide ----------------------------------------------------------
+
+json_leaf = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**63), 2**64),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=20),
+)
+json_value = st.recursive(
+    json_leaf,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+# Values that look plausible to a parser but are absurd for an image.
+absurd_numbers = st.sampled_from([0, -1, 1, 2**15, 2**16 + 1, 2**31, 60000, 10**6, 10**12, 2**63])
+VRS = ["US", "UL", "IS", "DS", "SQ", "UI", "CS", "LO", "FD", "OB", "AT", "PN", "XX", ""]
+
+
+@st.composite
+def mutated_metadata(draw: st.DrawFn, base: dict[str, Any]) -> list[Any]:
+    item = copy.deepcopy(base)
+    keys = sorted(item)
+    for _ in range(draw(st.integers(1, 6))):
+        key = draw(st.sampled_from(keys))
+        action = draw(st.integers(0, 6))
+        element = item.get(key)
+        if action == 0:
+            item.pop(key, None)
+        elif action == 1:
+            item[key] = draw(json_value)
+        elif action == 2 and isinstance(element, dict):
+            element["Value"] = [draw(absurd_numbers)]
+        elif action == 3 and isinstance(element, dict):
+            element["vr"] = draw(st.sampled_from(VRS))
+        elif action == 4 and isinstance(element, dict):
+            element["Value"] = draw(st.lists(json_value, max_size=3))
+        elif action == 5 and isinstance(element, dict):
+            element.pop("Value", None)
+            element["BulkDataURI"] = draw(
+                st.sampled_from(["file:///etc/passwd", "../../x", "http://evil.test/a", ""])
+            )
+        elif action == 6:
+            item[draw(st.text(max_size=10))] = draw(json_value)
+    return [item]
+
+
+def _slide_from_json(items: list[Any], folder: Path, index_dir: Path) -> None:
+    """datasets_from_json, Slide(...) and a small read; only typed errors may come out."""
+
+    async def run() -> None:
+        datasets = datasets_from_json(items)
+        async with dicomslide.DICOMfileClient(folder, index_dir=index_dir) as client:
+            slide = dicomslide.Slide(client, datasets)
+            if slide.num_levels:
+                await asyncio.wait_for(slide.get_image_region((0, 0), 0, (32, 32)), READ_GUARD)
+
+    asyncio.run(run())
+
+
+@FAST
+@given(data=st.data())
+def test_fuzzed_metadata_gives_typed_errors_only(
+    data: st.DataObject, metadata_json: dict[str, Any], slide_folder: Path, tmp_path: Path
+) -> None:
+    items = data.draw(mutated_metadata(metadata_json))
+    error: DicomSlideError | None = None
+    try:
+        _slide_from_json(items, slide_folder, tmp_path / "index")
+    except DicomSlideError as exc:
+        error = exc
+    _outcome("metadata", error)
+
+
+@settings(max_examples=200, deadline=None)
+@given(items=json_value)
+def test_arbitrary_json_gives_typed_errors_only(items: Any) -> None:
+    error: DicomSlideError | None = None
+    try:
+        datasets_from_json(items if isinstance(items, list) else [items])
+    except DicomSlideError as exc:
+        error = exc
+    _outcome("json", error)
+
+
+@pytest.mark.parametrize(
+    ("rows", "columns", "frames"),
+    [(60000, 60000, 10**6), (60000, 60000, 10**9), (2**16 - 1, 2**16 - 1, 2**31 - 1)],
+)
+def test_size_bombs_give_typed_errors_without_allocating(
+    rows: int,
+    columns: int,
+    frames: int,
+    volume_file: Path,
+    slide_folder: Path,
+    tmp_path: Path,
+) -> None:
+    ds = pydicom.dcmread(volume_file, stop_before_pixels=True)
+    ds.Rows, ds.Columns, ds.NumberOfFrames = rows, columns, frames
+    ds.TotalPixelMatrixRows = ds.TotalPixelMatrixColumns = rows * 1000
+    items = [ds.to_json_dict()]
+    tracemalloc.start()
+    try:
+        with pytest.raises(DicomSlideError):
+            _slide_from_json(items, slide_folder, tmp_path / "index")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    _outcome("bomb", None)
+    claimed = rows * columns * 3 * min(frames, 2)
+    assert peak < BOMB_PEAK, f"{peak} bytes traced for metadata claiming {claimed} bytes"
+
+
+# --- multipart bodies ---------------------------------------------------------------------------
+
+BOUNDARY = "b0undary-42"
+
+
+def _valid_body(bodies: list[bytes]) -> bytes:
+    out = b"preamble\r\n"
+    for number, body in enumerate(bodies, 1):
+        out += (
+            f"--{BOUNDARY}\r\nContent-Type: application/octet-stream\r\n"
+            f"Content-Location: http://x/frames/{number}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        out += body + b"\r\n"
+    return out + f"--{BOUNDARY}--\r\n".encode()
+
+
+@st.composite
+def hostile_multipart(draw: st.DrawFn) -> bytes:
+    message = bytearray(_valid_body(draw(st.lists(st.binary(max_size=64), max_size=4))))
+    for _ in range(draw(st.integers(0, 6))):
+        if not message:
+            break
+        at = draw(st.integers(0, len(message) - 1))
+        action = draw(st.integers(0, 4))
+        if action == 0:
+            message[at] = draw(st.integers(0, 255))
+        elif action == 1:
+            del message[at:]
+        elif action == 2:
+            message[at:at] = draw(
+                st.sampled_from(
+                    [
+                        b"\r\n--" + BOUNDARY.encode(),
+                        b"Content-Length: 99999999999\r\n",
+                        b"Content-Length: -5\r\n",
+                        b"\r\n\r\n",
+                        b"\x00" * 8,
+                    ]
+                )
+            )
+        elif action == 3:
+            del message[at : at + draw(st.integers(1, 20))]
+        else:
+            message[at:at] = draw(st.binary(max_size=16))
+    return bytes(message)
+
+
+@settings(max_examples=400, deadline=None)
+@given(message=hostile_multipart() | st.binary(max_size=300), data=st.data())
+def test_hostile_multipart_gives_protocol_errors_only(message: bytes, data: st.DataObject) -> None:
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(message)), max_size=6)))
+    parser = MultipartParser(BOUNDARY, max_part_size=4096)
+    error: DicomSlideError | None = None
+    try:
+        previous = 0
+        for cut in [*cuts, len(message)]:
+            for part in parser.feed(message[previous:cut]):
+                assert len(part.body) <= 4096
+            previous = cut
+        parser.close()
+    except DicomSlideError as exc:
+        error = exc
+    _outcome("multipart", error)
+
+
+@pytest.mark.parametrize("boundary", ["", "a\r\nb", "bö", "x\n"])
+def test_bad_boundaries_are_value_errors(boundary: str) -> None:
+    with pytest.raises(ValueError, match="boundary"):
+        MultipartParser(boundary)
+
+
+# --- frame bytes -> decode_frame ------------------------------------------------------------------
+
+SYNTAXES = sorted(
+    {
+        value
+        for name, value in vars(codecs).items()
+        if name.startswith("_")
+        and isinstance(value, str)
+        and value.startswith("1.2.840.10008.1.2")
+    }
+)
+FORMATS = [
+    PixelFormat(32, 32, 3, 8, 8, 0, "RGB"),
+    PixelFormat(32, 32, 3, 8, 8, 0, "YBR_FULL_422"),
+    PixelFormat(16, 16, 1, 16, 12, 0, "MONOCHROME2"),
+    PixelFormat(16, 16, 1, 1, 1, 0, "MONOCHROME2"),
+    PixelFormat(60000, 60000, 3, 8, 8, 0, "RGB"),  # a bomb: must not be allocated
+]
+# Starts of real streams, so the decoders get past their first checks.
+MAGIC = [b"", b"\xff\xd8\xff\xdb", b"\xff\xd8\xff\xf7", b"\xff\x4f\xff\x51", b"\x01\x00\x00\x00"]
+
+
+@pytest.mark.parametrize("syntax", SYNTAXES)
+@settings(max_examples=25, deadline=None)
+@given(
+    magic=st.sampled_from(MAGIC),
+    body=st.binary(max_size=200),
+    fmt=st.sampled_from(FORMATS),
+)
+def test_random_frames_give_typed_errors_only(
+    syntax: str, magic: bytes, body: bytes, fmt: PixelFormat
+) -> None:
+    tracemalloc.start()
+    error: DicomSlideError | None = None
+    try:
+        out = decode_frame(magic + body, syntax, fmt)
+        assert out.size <= fmt.rows * fmt.columns * fmt.samples_per_pixel
+    except DicomSlideError as exc:
+        error = exc
+    finally:
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    _outcome("frame", error)
+    assert peak < BOMB_PEAK
+
+
+# --- Part 10 files ------------------------------------------------------------------------------
+
+
+@st.composite
+def mutated_file(draw: st.DrawFn, original: bytes) -> bytes:
+    data = bytearray(original)
+    for _ in range(draw(st.integers(1, 8))):
+        # Mostly the header and the pixel data element's start, where the structure is.
+        region = draw(st.sampled_from(["head", "any", "tail"]))
+        limit = len(data) - 1
+        at = {
+            "head": lambda: draw(st.integers(128, min(limit, 4000))),
+            "any": lambda: draw(st.integers(0, limit)),
+            "tail": lambda: draw(st.integers(max(0, limit - 400), limit)),
+        }[region]()
+        action = draw(st.integers(0, 3))
+        if action == 0:
+            data[at] = draw(st.integers(0, 255))
+        elif action == 1:
+            data[at : at + 4] = draw(
+                st.sampled_from([b"\xff\xff\xff\xff", b"\x00\x00\x00\x00", b"\xfe\xff\x00\xe0"])
+            )
+        elif action == 2:
+            del data[at:]
+        else:
+            del data[at : at + draw(st.integers(1, 64))]
+        if len(data) < 200:
+            break
+    return bytes(data)
+
+
+async def _read_everything(folder: Path, index_dir: Path) -> None:
+    async with dicomslide.DICOMfileClient(folder, index_dir=index_dir) as client:
+        for instance in await client.search_for_instances():
+            study = str(instance.StudyInstanceUID)
+            series = str(instance.SeriesInstanceUID)
+            sop = str(instance.SOPInstanceUID)
+            try:
+                ds = await client.retrieve_instance_metadata(study, series, sop)
+                count = int(ds.get("NumberOfFrames", 1) or 1)
+                numbers = list(range(1, min(count, 64) + 1))
+                frames = client.iter_frames(study, series, sop, numbers)
+                async for _number, frame in frames:
+                    assert len(frame.data) < 1 << 24
+            except DicomSlideError as exc:
+                OUTCOMES[type(exc).__name__] += 1
+        for slide in await dicomslide.find_slides(client):
+            await slide.get_image_region((0, 0), 0, (32, 32))
+
+
+@FAST
+@given(data=st.data())
+def test_mutated_part10_files_give_typed_errors_only(
+    data: st.DataObject, volume_file: Path, tmp_path: Path
+) -> None:
+    mutated = data.draw(mutated_file(volume_file.read_bytes()))
+    folder = Path(tempfile.mkdtemp(dir=tmp_path))
+    try:
+        (folder / "x.dcm").write_bytes(mutated)
+        error: DicomSlideError | None = None
+        try:
+            asyncio.run(asyncio.wait_for(_read_everything(folder, folder / ".index"), READ_GUARD))
+        except DicomSlideError as exc:
+            error = exc
+        _outcome("part10", error)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_counts_are_non_zero() -> None:
+    """Guards against a strategy that silently generates nothing (run last in this module)."""
+    if not TRIED:
+        pytest.skip("run together with the fuzz tests above")
+    assert all(count > 0 for count in TRIED.values())
+    assert np.sum(list(TRIED.values())) > 0
