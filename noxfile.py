@@ -17,7 +17,10 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def integration(session: nox.Session) -> None:
-    """Tests against a private Orthanc and third-party converter output (needs .ci/install-system.sh)."""
+    """Tests against a private Orthanc and third-party converter output.
+
+    Needs the system packages that .ci/install-system.sh installs.
+    """
     session.install("-e", ".[test]")
     session.run("pytest", "-m", "integration", *session.posargs)
 
