@@ -208,20 +208,32 @@ class PixelFormat:
             raise InvalidDataError(
                 "data set lacks Image Pixel module attributes: " + ", ".join(missing)
             )
-        bits_allocated = int(ds.BitsAllocated)
         bits_stored = ds.get("BitsStored")
         pixel_representation = ds.get("PixelRepresentation")
         planar_configuration = ds.get("PlanarConfiguration")
+        try:
+            # Values from DICOM JSON are not validated: '' or a sequence must not get through
+            # as a bare ValueError/TypeError.
+            bits_allocated = int(ds.BitsAllocated)
+            values = {
+                "rows": int(ds.Rows),
+                "columns": int(ds.Columns),
+                "samples_per_pixel": int(ds.SamplesPerPixel),
+                "bits_stored": bits_allocated if bits_stored is None else int(bits_stored),
+                "pixel_representation": (
+                    0 if pixel_representation is None else int(pixel_representation)
+                ),
+                "planar_configuration": (
+                    0 if planar_configuration is None else int(planar_configuration)
+                ),
+            }
+        except (TypeError, ValueError) as exc:
+            raise InvalidDataError(f"invalid Image Pixel module value: {exc}") from exc
         return cls(
-            rows=int(ds.Rows),
-            columns=int(ds.Columns),
-            samples_per_pixel=int(ds.SamplesPerPixel),
             bits_allocated=bits_allocated,
-            bits_stored=bits_allocated if bits_stored is None else int(bits_stored),
-            pixel_representation=0 if pixel_representation is None else int(pixel_representation),
             photometric_interpretation=str(ds.PhotometricInterpretation),
-            planar_configuration=0 if planar_configuration is None else int(planar_configuration),
             is_float="FloatPixelData" in ds or "DoubleFloatPixelData" in ds,
+            **values,
         )
 
     @property

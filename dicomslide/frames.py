@@ -19,14 +19,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from dicomslide.errors import DicomSlideError, ProtocolError, SourceError
 from dicomslide.sources.protocol import EncodedFrame, Source
 
-__all__ = ["CacheStats", "FrameCache", "FrameService", "InstanceRef"]
+__all__ = ["CacheStats", "DecodedTileCache", "FrameCache", "FrameService", "InstanceRef"]
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,10 @@ class CacheStats:
         Calls to the source (one per instance and chunk)
     frames_fetched: int
         Frames received from the source
+    decoded_hits: int
+        Tiles answered from the decoded-tile cache (no fetch, no decode)
+    decoded_bytes: int
+        Bytes held by the decoded-tile cache
     """
 
     hits: int = 0
@@ -80,6 +86,8 @@ class CacheStats:
     evictions: int = 0
     requests: int = 0
     frames_fetched: int = 0
+    decoded_hits: int = 0
+    decoded_bytes: int = 0
 
     @property
     def frames_per_request(self) -> float:
@@ -156,6 +164,81 @@ class FrameCache:
 
     def __len__(self) -> int:
         return len(self._items)
+
+
+class DecodedTileCache:
+    """Byte-bounded LRU of decoded tiles, shared by the decode threads.
+
+    Warm reads and overlapping regions then skip decoding (and colour management). Tiles are
+    stored read-only; readers copy them into their own output arrays.
+
+    Parameters
+    ----------
+    max_bytes: int
+        Budget in bytes; 0 disables the cache
+    stats: CacheStats | None, optional
+        Counters to report hits and bytes in (those of the client's frame cache)
+    """
+
+    def __init__(self, max_bytes: int, stats: CacheStats | None = None) -> None:
+        if max_bytes < 0:
+            raise ValueError(f"Decoded-tile cache budget must be >= 0 bytes, got {max_bytes}.")
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self.hits = 0
+        self.evictions = 0
+        self._items: OrderedDict[tuple[str, int, bool], Any] = OrderedDict()
+        self._lock = threading.Lock()
+        self.stats = stats if stats is not None else CacheStats()
+
+    def get(self, key: tuple[str, int, bool]) -> Any:
+        """The cached tile, or None.
+
+        Parameters
+        ----------
+        key: tuple[str, int, bool]
+            (SOP Instance UID, frame number, colour managed)
+
+        Returns
+        -------
+        numpy.ndarray | None
+            Read-only tile
+        """
+        if not self.max_bytes:
+            return None
+        with self._lock:
+            tile = self._items.get(key)
+            if tile is not None:
+                self._items.move_to_end(key)
+                self.hits += 1
+                self.stats.decoded_hits += 1
+            return tile
+
+    def put(self, key: tuple[str, int, bool], tile: Any) -> None:
+        """Store a tile (made read-only), evicting the least recently used beyond budget.
+
+        Parameters
+        ----------
+        key: tuple[str, int, bool]
+            (SOP Instance UID, frame number, colour managed)
+        tile: numpy.ndarray
+            Decoded tile
+        """
+        size = int(tile.nbytes)
+        if not self.max_bytes or size > self.max_bytes:
+            return
+        tile.flags.writeable = False
+        with self._lock:
+            old = self._items.pop(key, None)
+            if old is not None:
+                self.bytes -= int(old.nbytes)
+            self._items[key] = tile
+            self.bytes += size
+            while self.bytes > self.max_bytes:
+                _, evicted = self._items.popitem(last=False)
+                self.bytes -= int(evicted.nbytes)
+                self.evictions += 1
+            self.stats.decoded_bytes = self.bytes
 
 
 def _consume_exception(future: asyncio.Future[EncodedFrame]) -> None:

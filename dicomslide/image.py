@@ -31,7 +31,7 @@ from dicomslide.color import ColorTransform, get_color_transform
 from dicomslide.coordinates import ImageGeometry
 from dicomslide.enums import ChannelTypes
 from dicomslide.errors import RegionError
-from dicomslide.frames import FrameService, InstanceRef
+from dicomslide.frames import DecodedTileCache, FrameService, InstanceRef
 from dicomslide.geometry import (
     FrameIndex,
     get_channel_identifiers,
@@ -39,7 +39,7 @@ from dicomslide.geometry import (
     get_image_focal_plane_offsets,
     iter_tiles_in_region,
 )
-from dicomslide.runtime import as_source, decode_executor, frame_service
+from dicomslide.runtime import as_source, decode_executor, decoded_tile_cache, frame_service
 from dicomslide.sources.foreign import BULKDATA_URIS_ATTRIBUTE
 from dicomslide.sources.protocol import EncodedFrame, Source
 
@@ -167,6 +167,7 @@ class _ImageState:
         color: ColorTransform | None,
         out: np.ndarray,
         pastes: Sequence[tuple[tuple[slice, slice], tuple[slice, slice]]],
+        decoded: DecodedTileCache | None = None,
     ) -> None:
         tile = decode_frame(
             frame.data,
@@ -177,6 +178,8 @@ class _ImageState:
         )
         if color is not None:
             tile = color.apply(tile)
+        if decoded is not None:
+            decoded.put((sop_instance_uid, frame_number, color is not None), tile)
         for tile_slices, out_slices in pastes:
             out[out_slices] = tile[tile_slices]
 
@@ -203,10 +206,17 @@ class _ImageState:
                 by_frame.setdefault(frame, []).append((tile_sl, out_sl))
         if not by_frame:
             return out
+        decoded = decoded_tile_cache(self.source)
+        managed = color is not None
         by_part: dict[str, list[int]] = {}
         parts = {}
-        for frame in by_frame:
+        for frame in list(by_frame):
             part, number = index.locate(frame)
+            tile = decoded.get((part.sop_instance_uid, number, managed))
+            if tile is not None:
+                for tile_sl, out_sl in by_frame.pop(frame):
+                    out[out_sl] = tile[tile_sl]
+                continue
             parts[part.sop_instance_uid] = part
             by_part.setdefault(part.sop_instance_uid, []).append(frame)
         waiting: dict[asyncio.Future[EncodedFrame], tuple[str, int, int]] = {}
@@ -237,6 +247,7 @@ class _ImageState:
                             color,
                             out,
                             by_frame[frame],
+                            decoded,
                         )
                     )
             if decodes:

@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from dicomslide.errors import InvalidClientError
-from dicomslide.frames import CacheStats, FrameCache, FrameService
+from dicomslide.frames import CacheStats, DecodedTileCache, FrameCache, FrameService
 from dicomslide.sources.foreign import ForeignClientSource, is_foreign_client
 from dicomslide.sources.protocol import Source
 
@@ -32,16 +32,20 @@ __all__ = [
     "DEFAULT_CACHE_BYTES",
     "as_source",
     "decode_executor",
+    "decoded_tile_cache",
     "frame_service",
     "get_cache_stats",
 ]
 
 #: Default budget of the encoded-frame cache of one client.
 DEFAULT_CACHE_BYTES = 512 * 1024 * 1024
+#: Default budget of the decoded-tile cache of one client (about 680 RGB 256-px tiles).
+DEFAULT_DECODED_CACHE_BYTES = 128 * 1024 * 1024
 
 _adapters: weakref.WeakKeyDictionary[Any, ForeignClientSource] = weakref.WeakKeyDictionary()
 _caches: weakref.WeakKeyDictionary[Any, FrameCache] = weakref.WeakKeyDictionary()
 _services: weakref.WeakKeyDictionary[Any, FrameService] = weakref.WeakKeyDictionary()
+_decoded: weakref.WeakKeyDictionary[Any, DecodedTileCache] = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
 _executor: ThreadPoolExecutor | None = None
 
@@ -101,6 +105,29 @@ def _cache_for(source: Source) -> FrameCache:
             budget = int(getattr(source, "cache_max_bytes", DEFAULT_CACHE_BYTES))
             cache = FrameCache(budget)
             _caches[source] = cache
+        return cache
+
+
+def decoded_tile_cache(source: Source) -> DecodedTileCache:
+    """The decoded-tile cache of a source.
+
+    Parameters
+    ----------
+    source: dicomslide.sources.Source
+        The source; its ``decoded_cache_max_bytes`` attribute, if any, sets the budget
+
+    Returns
+    -------
+    dicomslide.frames.DecodedTileCache
+        The cache
+    """
+    with _lock:
+        cache = _decoded.get(source)
+        if cache is None:
+            budget = int(getattr(source, "decoded_cache_max_bytes", DEFAULT_DECODED_CACHE_BYTES))
+            stats = _caches[source].stats if source in _caches else None
+            cache = DecodedTileCache(budget, stats)
+            _decoded[source] = cache
         return cache
 
 

@@ -57,7 +57,7 @@ from typing import Any, BinaryIO, Final
 import anyio
 import anyio.to_thread
 import pydicom
-from pydicom import Dataset
+from pydicom import DataElement, Dataset
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 from pydicom.multival import MultiValue
 
@@ -382,7 +382,12 @@ def _save_index(
 
 
 def _read_metadata(path: str) -> Dataset:
-    return pydicom.dcmread(path, stop_before_pixels=True)
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    # pydicom parses element values lazily: convert them all now, so that a corrupt element
+    # (an unknown VR, say) fails here as InvalidDataError, not later as NotImplementedError
+    # or ValueError in whatever code reads the attribute first.
+    ds.walk(lambda _ds, _elem: None)
+    return ds
 
 
 def _build_frame_source(path: str) -> _FrameSource:
@@ -554,7 +559,14 @@ def _put(dataset: Dataset, attrs: Mapping[str, Any], keywords: Iterable[str]) ->
     for keyword in keywords:
         value = attrs.get(keyword)
         if value is not None:
-            setattr(dataset, keyword, value)
+            # The values are what the file holds; validating them again here would turn an
+            # invalid one (a TM of "\x0030405", say) into a warning per search, and into an
+            # untyped UserWarning exception where warnings are errors.
+            tag = tag_for_keyword(keyword)
+            assert tag is not None
+            dataset[tag] = DataElement(
+                tag, dictionary_VR(tag), value, validation_mode=pydicom.config.IGNORE
+            )
 
 
 def _to_path(url: str | os.PathLike[str]) -> Path:

@@ -190,6 +190,8 @@ from dicomslide.bulk import iter_tiles, prefetch
 
 async def main():
     client = dicomslide.DICOMfileClient(sys.argv[1], index_dir=sys.argv[2])
+    # the iterator's own bound is measured, not the decoded-tile cache's budget
+    client.decoded_cache_max_bytes = 0
     slide = (await dicomslide.find_slides(client))[0]
     tracemalloc.start()
     result = await prefetch(slide, 0)

@@ -315,7 +315,8 @@ async def test_concurrent_reads_share_requests_and_never_refetch(
     # the whole level needs only the tiles not read yet
     assert slide.cache_stats.requests - before == 2
     assert slide.cache_stats.frames_fetched == 15
-    assert slide.cache_stats.hits >= len(touched)
+    # tiles read before come from the decoded-tile cache (or the encoded one)
+    assert slide.cache_stats.hits + slide.cache_stats.decoded_hits >= len(touched)
 
 
 async def test_cancelled_reader_does_not_break_others(
