@@ -110,7 +110,12 @@ def _read_orientation(
         )
     if value is None:
         return DEFAULT_ORIENTATION
-    cosines = tuple(float(v) for v in value)
+    try:
+        cosines = tuple(float(v) for v in ([value] if isinstance(value, int | float) else value))
+    except (TypeError, ValueError):
+        raise InvalidDataError(
+            f"Image Orientation (Slide) must be six numbers, got {value!r}"
+        ) from None
     if len(cosines) != 6:
         raise InvalidDataError(
             f"Image Orientation (Slide) must have 6 values, got {len(cosines)}: {list(cosines)}"

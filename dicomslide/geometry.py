@@ -41,6 +41,8 @@ __all__ = [
 _SEGMENTATION_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
 _PARAMETRIC_MAP_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.30"
 
+_PART_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+
 #: Upper bound on frames per instance that we are willing to index; protects against
 #: allocations sized by corrupt metadata.
 MAX_FRAMES = 10_000_000
@@ -306,15 +308,13 @@ class FrameIndex:
                     f"Image {ds.get('SOPInstanceUID', '?')} declares {n} frames; "
                     f"expected 1..{MAX_FRAMES}."
                 )
-            parts.append(
-                ImagePart(
-                    str(ds.StudyInstanceUID),
-                    str(ds.SeriesInstanceUID),
-                    str(ds.SOPInstanceUID),
-                    start,
-                    n,
+            uids = [str(ds.get(k, "") or "") for k in _PART_UIDS]
+            if not all(uids):
+                missing = [k for k, v in zip(_PART_UIDS, uids, strict=True) if not v]
+                raise InvalidDataError(
+                    f"Image {ds.get('SOPInstanceUID', '?')} lacks {', '.join(missing)}."
                 )
-            )
+            parts.append(ImagePart(uids[0], uids[1], uids[2], start, n))
             start += n
         total_frames = start
         shape = (len(channel_ids), len(planes), grid_rows, grid_cols)

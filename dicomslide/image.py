@@ -45,6 +45,10 @@ from dicomslide.sources.protocol import EncodedFrame, Source
 
 __all__ = ["TiledImage", "TotalPixelMatrix"]
 
+#: Largest region one read may allocate; larger requests raise RegionError instead of
+#: exhausting memory.
+MAX_REGION_BYTES = 4 * 2**30
+
 _SEGMENTATION_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
 _PARAMETRIC_MAP_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.30"
 
@@ -195,6 +199,13 @@ class _ImageState:
         service: FrameService = frame_service(self.source)
         fmt = self.format
         out_samples = 3 if fmt.samples_per_pixel == 3 else fmt.samples_per_pixel
+        nbytes = size[0] * size[1] * out_samples * fmt.dtype.itemsize
+        if nbytes > MAX_REGION_BYTES:
+            raise RegionError(
+                f"A region of {size[0]} x {size[1]} pixels would need {nbytes / 2**30:.1f} GiB; "
+                f"the limit is {MAX_REGION_BYTES / 2**30:.0f} GiB "
+                "(dicomslide.image.MAX_REGION_BYTES). Read it in parts or at a lower level."
+            )
         out = np.full((size[0], size[1], out_samples), self.fill_value(), dtype=fmt.dtype)
         lookup = index.lookup[channel, plane]
         by_frame: dict[int, list[tuple[tuple[slice, slice], tuple[slice, slice]]]] = {}

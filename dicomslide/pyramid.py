@@ -41,7 +41,16 @@ class PyramidLevel(NamedTuple):
 
 
 def _dims(ds: Dataset) -> tuple[int, int]:
-    return int(ds.TotalPixelMatrixRows), int(ds.TotalPixelMatrixColumns)
+    try:
+        rows, columns = int(ds.TotalPixelMatrixRows), int(ds.TotalPixelMatrixColumns)
+    except (AttributeError, TypeError, ValueError):
+        rows = columns = 0
+    if rows <= 0 or columns <= 0:
+        raise InvalidDataError(
+            f"Image {ds.get('SOPInstanceUID', '?')} has no positive Total Pixel Matrix Rows and "
+            "Columns."
+        )
+    return rows, columns
 
 
 class Pyramid(Sequence[PyramidLevel]):

@@ -57,10 +57,54 @@ class _Channel:
     images: dict[tuple[int, int], tuple[TiledImage, int, int]] = field(default_factory=dict)
 
 
+_REQUIRED_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+_POSITIVE_INTS = ("Rows", "Columns", "TotalPixelMatrixRows", "TotalPixelMatrixColumns")
+
+
+def validate_image_metadata(ds: Dataset) -> None:
+    """Check the attributes every tiled image needs, before anything relies on them.
+
+    Parameters
+    ----------
+    ds: pydicom.Dataset
+        Image metadata
+
+    Raises
+    ------
+    dicomslide.errors.InvalidDataError
+        Naming the image and the attribute that is missing or unusable
+    """
+    uid = ds.get("SOPInstanceUID", "(no SOP Instance UID)")
+    for keyword in _REQUIRED_UIDS:
+        if not str(ds.get(keyword, "") or ""):
+            raise InvalidDataError(f"Image {uid} lacks the required attribute {keyword}.")
+    for keyword in _POSITIVE_INTS:
+        try:
+            value = int(ds.get(keyword))
+        except (TypeError, ValueError):
+            raise InvalidDataError(
+                f"Image {uid} has no usable {keyword}: {ds.get(keyword)!r}."
+            ) from None
+        if not 0 < value <= 2**31 - 1:
+            raise InvalidDataError(f"Image {uid} has {keyword} = {value}; it must be positive.")
+    orientation = ds.get("ImageOrientationSlide")
+    if orientation is not None:
+        values = [orientation] if isinstance(orientation, str | int | float) else orientation
+        try:
+            ok = len(values) == 6 and all(abs(float(v)) <= 1.0 + 1e-6 for v in values)
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise InvalidDataError(
+                f"Image {uid} has Image Orientation (Slide) {orientation!r}; it needs six "
+                "direction cosines."
+            )
+
+
 def _group_concatenations(metadata: Sequence[Dataset]) -> list[list[Dataset]]:
     groups: dict[str, list[Dataset]] = {}
     for ds in metadata:
-        key = str(ds.get("ConcatenationUID", "") or ds.SOPInstanceUID)
+        key = str(ds.get("ConcatenationUID", "") or ds.get("SOPInstanceUID", ""))
         groups.setdefault(key, []).append(ds)
     return list(groups.values())
 
@@ -109,6 +153,8 @@ class Slide:
         self._source: Source = as_source(client)
         self._correct_color = correct_color
         metadata = [ds for ds in image_metadata if is_tiled_image(ds)]
+        for ds in metadata:
+            validate_image_metadata(ds)
         if not metadata:
             raise RegionError("A slide needs the metadata of at least one tiled image.")
         volume: list[TiledImage] = []

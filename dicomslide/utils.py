@@ -126,7 +126,13 @@ def _image_type_values(dataset: Dataset) -> list[str]:
     if value is None:
         return []
     # A single-valued element comes back as a plain string, not a list.
-    values = [value] if isinstance(value, str) else list(value)
+    if isinstance(value, str | bytes | int | float):
+        values = [value]
+    else:
+        try:
+            values = list(value)
+        except TypeError:
+            values = [value]
     return [str(v).strip() for v in values]
 
 

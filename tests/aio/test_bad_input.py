@@ -120,3 +120,14 @@ async def test_garbage_files_in_the_folder_are_skipped(tmp_path: Path) -> None:
 async def test_non_client_objects_are_rejected_with_a_type_error() -> None:
     with pytest.raises(TypeError, match="DICOMClient"):
         await dicomslide.find_slides(object())
+
+
+async def test_region_too_large_to_allocate_is_refused(tmp_path: Path) -> None:
+    write_slide(tmp_path / "s", SPEC)
+    client = dicomslide.DICOMfileClient(tmp_path / "s", index_dir=tmp_path / "i")
+    try:
+        slide = (await dicomslide.find_slides(client))[0]
+        with pytest.raises(dicomslide.RegionError, match="GiB"):
+            await slide.get_image_region((0, 0), 0, (60000, 60000))
+    finally:
+        await client.aclose()

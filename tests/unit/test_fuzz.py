@@ -163,9 +163,8 @@ def _slide_from_json(items: list[Any], folder: Path, index_dir: Path) -> None:
     asyncio.run(run())
 
 
-# Modules outside this test's remit whose metadata validation is known to let untyped errors
-# through (see KNOWN_UNTYPED below); such errors are counted and reported, not failed on.
-UNVALIDATED_MODULES = ("slide.py", "geometry.py", "utils.py", "coordinates.py", "pyramid.py")
+# Modules whose untyped errors would be counted instead of failed on; none any more.
+UNVALIDATED_MODULES: tuple[str, ...] = ()
 
 
 def _raised_in(exc: BaseException) -> str:
@@ -210,20 +209,19 @@ def _mutate(base: dict[str, Any], keyword: str, value: Any) -> list[dict[str, An
     return [item]
 
 
-# Minimal reproducers of the untyped errors the fuzzer finds in Slide(...) (files that this
-# suite may not change). strict: once a module is fixed the test XPASSes and fails, so the entry
-# can be removed here and from UNVALIDATED_MODULES.
+# Minimal reproducers of untyped errors the fuzzer once found in Slide(...); all now raise
+# InvalidDataError at the metadata boundary (slide.validate_image_metadata) and stay as
+# regression tests.
 KNOWN_UNTYPED = {
-    "no-SOPInstanceUID-slide.py": ("SOPInstanceUID", None),
-    "no-StudyInstanceUID-geometry.py": ("StudyInstanceUID", None),
-    "no-SeriesInstanceUID-geometry.py": ("SeriesInstanceUID", None),
-    "ImageType-number-utils.py": ("ImageType", [0]),
-    "TotalPixelMatrixColumns-0-pyramid.py": ("TotalPixelMatrixColumns", [0]),
-    "ImageOrientationSlide-one-value-coordinates.py": ("ImageOrientationSlide", [0]),
+    "no-SOPInstanceUID": ("SOPInstanceUID", None),
+    "no-StudyInstanceUID": ("StudyInstanceUID", None),
+    "no-SeriesInstanceUID": ("SeriesInstanceUID", None),
+    "ImageType-number": ("ImageType", [0]),
+    "TotalPixelMatrixColumns-0": ("TotalPixelMatrixColumns", [0]),
+    "ImageOrientationSlide-one-value": ("ImageOrientationSlide", [0]),
 }
 
 
-@pytest.mark.xfail(strict=True, reason="untyped error from Slide(...); see KNOWN_UNTYPED")
 @pytest.mark.parametrize("case", sorted(KNOWN_UNTYPED))
 def test_known_untyped_metadata_errors(
     case: str, metadata_json: dict[str, Any], slide_folder: Path, tmp_path: Path
