@@ -66,6 +66,18 @@ class Plan:
         self.instances: list[dict[str, Any]] = d.get("instances", [])
         self.control_port: int | None = d.get("control_port")
 
+    def find_kwargs(self) -> dict[str, Any]:
+        """find_slides filter: over DICOMweb the study is named, as wsidicom needs it to be."""
+        return {"study_instance_uid": self.study_uid} if self.study_uid else {}
+
+    def pick(self, slides: Sequence[Any]) -> Any:
+        """The benchmark slide (the server may hold others); fail loudly on a wrong one."""
+        want = (self.levels[0][1], self.levels[0][0])  # (rows, columns)
+        for slide in slides:
+            if tuple(slide.size) == want:
+                return slide
+        raise RuntimeError(f"no slide of size {want} among {[tuple(x.size) for x in slides]}")
+
     def requests(self) -> int | None:
         """HTTP requests the proxy has seen so far (None for local files)."""
         if self.control_port is None:
@@ -184,8 +196,10 @@ class Ours(BlockingReader):
         else:
             index_dir = self.opts["index_dir"]
             client = dicomslide_sync.DICOMfileClient(self.plan.folder, index_dir=index_dir)
-        slides = dicomslide_sync.find_slides(client, correct_color=self.opts["correct_color"])
-        return slides[0]
+        slides = dicomslide_sync.find_slides(
+            client, correct_color=self.opts["correct_color"], **self.plan.find_kwargs()
+        )
+        return self.plan.pick(slides)
 
     def close(self, h: Any) -> None:
         h.client.close()
@@ -271,7 +285,8 @@ class OldDicomslide(BlockingReader):
         if self.plan.source == "dicomweb":
             from dicomweb_client import DICOMwebClient
 
-            return dicomslide.find_slides(DICOMwebClient(self.plan.url))[0]
+            client = DICOMwebClient(self.plan.url)
+            return self.plan.pick(dicomslide.find_slides(client, **self.plan.find_kwargs()))
         from dicomweb_client import DICOMfileClient
 
         client = DICOMfileClient(url=Path(self.plan.folder).as_uri(), in_memory=True)
@@ -372,8 +387,10 @@ async def run_async(plan: Plan, opts: dict[str, Any], task: str, warm: int) -> d
             client: Any = dicomslide.DICOMwebClient(plan.url)
         else:
             client = dicomslide.DICOMfileClient(plan.folder, index_dir=opts["index_dir"])
-        slides = await dicomslide.find_slides(client, correct_color=opts["correct_color"])
-        return slides[0], client
+        slides = await dicomslide.find_slides(
+            client, correct_color=opts["correct_color"], **plan.find_kwargs()
+        )
+        return plan.pick(slides), client
 
     async def close(client: Any) -> None:
         aclose = getattr(client, "aclose", None)

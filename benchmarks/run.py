@@ -277,15 +277,24 @@ def slide_uids(manifest: dict[str, Any]) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def orthanc(manifest: dict[str, Any], log: Log) -> Iterator[tuple[Any, dict[str, Any]]]:
-    """A private Orthanc holding the slide (uploaded once: the storage folder is kept)."""
+def orthanc(
+    manifest: dict[str, Any], log: Log, smoke: bool = False
+) -> Iterator[tuple[Any, dict[str, Any]]]:
+    """A private Orthanc holding the slide (uploaded once: the storage folder is kept).
+
+    Readers are given the study UID (wsidicom needs study and series), so other slides on
+    the server do not matter; the smoke slide still gets its own storage.
+    """
     import httpx
 
     sys.path.insert(0, str(ROOT))
     from tests.support.orthanc import OrthancServer
 
     uids = slide_uids(manifest)
-    with OrthancServer(workdir=ORTHANC_WORKDIR) as server:
+    workdir = ORTHANC_WORKDIR
+    if smoke:
+        workdir = workdir.with_name(workdir.name + "-smoke")
+    with OrthancServer(workdir=workdir) as server:
         url = (
             f"{server.dicomweb_url}/studies/{uids['study_uid']}/series/{uids['series_uid']}"
             "/instances"
@@ -295,7 +304,7 @@ def orthanc(manifest: dict[str, Any], log: Log) -> Iterator[tuple[Any, dict[str,
             have = {i["00080018"]["Value"][0] for i in r.json()} if r.status_code == 200 else set()
         want = {i["sop"] for i in uids["instances"]}
         if not want <= have:
-            log(f"uploading {len(want)} instances to Orthanc ({ORTHANC_WORKDIR})")
+            log(f"uploading {len(want)} instances to Orthanc ({workdir})")
             t0 = time.perf_counter()
             server.upload([HERE / manifest["dicom_dir"]])
             log(f"uploaded in {time.perf_counter() - t0:.1f} s")
@@ -737,7 +746,7 @@ def main() -> int:
         sections.append(section("local", make_plan(manifest, args.smoke)))
     if source in ("dicomweb", "all"):
         try:
-            with orthanc(manifest, log) as (server, info):
+            with orthanc(manifest, log, args.smoke) as (server, info):
                 orthanc_version = info.pop("orthanc")
                 for rtt in rtts:
                     with DelayProxy(("127.0.0.1", server.port), rtt_ms=rtt) as proxy:
