@@ -109,6 +109,27 @@ _YBR_TO_RGB = np.array(
 ).T
 
 
+_PARAMETRIC_MAP_STORAGE = "1.2.840.10008.5.1.4.1.1.30"
+
+
+def _has_float_pixels(ds: pydicom.Dataset, bits_allocated: int) -> bool:
+    """Whether the samples of ``ds`` are IEEE floats.
+
+    Metadata carries no pixel values, so the Float Pixel Data or Double Float Pixel Data
+    element is present only as a marker (DICOM JSON with a BulkDataURI or without a value; the
+    local source adds it with an empty value). For metadata without any pixel data element,
+    Bits Allocated decides for Parametric Maps, which store integers in Pixel Data with at
+    most 16 bits and floats with 32 (Float Pixel Data) or 64 (Double Float Pixel Data).
+    """
+    if "FloatPixelData" in ds or "DoubleFloatPixelData" in ds:
+        return True
+    return (
+        "PixelData" not in ds
+        and bits_allocated in (32, 64)
+        and str(ds.get("SOPClassUID", "")) == _PARAMETRIC_MAP_STORAGE
+    )
+
+
 @dataclass(frozen=True)
 class PixelFormat:
     """Attributes of the Image Pixel module that a decoder needs.
@@ -232,7 +253,7 @@ class PixelFormat:
         return cls(
             bits_allocated=bits_allocated,
             photometric_interpretation=str(ds.PhotometricInterpretation),
-            is_float="FloatPixelData" in ds or "DoubleFloatPixelData" in ds,
+            is_float=_has_float_pixels(ds, bits_allocated),
             **values,
         )
 

@@ -24,14 +24,21 @@ of files that no longer exist are dropped. Unchanged files are never parsed agai
 the client works on this snapshot; when frames are read the file is ``fstat``\\ ed again, and a
 changed file gets its frame table rebuilt.
 
+Metadata
+--------
+Metadata is read without pixel data. A file whose pixel data is Float Pixel Data (7FE0,0008)
+or Double Float Pixel Data (7FE0,0009) gets that element, with an empty value, in its
+metadata (as DICOM JSON metadata has it with a BulkDataURI), so that
+:meth:`dicomslide.codecs.PixelFormat.from_dataset` knows the samples are floats.
+
 Frames
 ------
 Frames are located without reading the whole file (see :mod:`dicomslide.sources.part10`):
 offset tables or one scan of item headers for encapsulated pixel data, arithmetic for native
-pixel data. The frame table of an instance is cached in memory, keyed by SOP Instance UID and
-the file's ``(size, mtime_ns)``. Deflated files are inflated once into an anonymous temporary
-file (a bounded number are kept). Frames of one request are read in file order with
-``os.pread``, several per worker-thread job.
+pixel data (Float and Double Float Pixel Data included). The frame table of an instance is
+cached in memory, keyed by SOP Instance UID and the file's ``(size, mtime_ns)``. Deflated
+files are inflated once into an anonymous temporary file (a bounded number are kept). Frames
+of one request are read in file order with ``os.pread``, several per worker-thread job.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ import hashlib
 import json
 import os
 import re
+import struct
 import tempfile
 import threading
 import time
@@ -382,12 +390,36 @@ def _save_index(
 
 
 def _read_metadata(path: str) -> Dataset:
-    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    with open(path, "rb") as fp:
+        ds = pydicom.dcmread(fp, stop_before_pixels=True)
+        pixel_tag = _next_tag(fp, ds)
+    float_bits = None if pixel_tag is None else part10.FLOAT_BITS_ALLOCATED.get(pixel_tag)
+    if pixel_tag is not None and float_bits is not None and pixel_tag not in ds:
+        # The metadata has no pixel data, but whether samples are floats is known only from
+        # which pixel data element the file has. Record it as DICOM JSON metadata does for a
+        # BulkDataURI: the element, with an empty value (see PixelFormat.from_dataset).
+        ds.add_new(pixel_tag, "OF" if float_bits == 32 else "OD", b"")
     # pydicom parses element values lazily: convert them all now, so that a corrupt element
     # (an unknown VR, say) fails here as InvalidDataError, not later as NotImplementedError
     # or ValueError in whatever code reads the attribute first.
     ds.walk(lambda _ds, _elem: None)
     return ds
+
+
+def _next_tag(fp: BinaryIO, ds: Dataset) -> int | None:
+    """The tag at which ``dcmread(fp, stop_before_pixels=True)`` stopped, if it can be told."""
+    meta = getattr(ds, "file_meta", None)
+    syntax = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
+    if syntax not in part10.NATIVE_TRANSFER_SYNTAXES - {part10.DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN}:
+        # Encapsulated data is never float; a deflated body is not positioned in ``fp``.
+        return None
+    # pydicom leaves the file at the tag of the element it stopped before (or at the end).
+    head = fp.read(4)
+    if len(head) < 4:
+        return None
+    endian = ">" if syntax == part10.EXPLICIT_VR_BIG_ENDIAN else "<"
+    group, element = struct.unpack(f"{endian}HH", head)
+    return int(group << 16 | element)
 
 
 def _build_frame_source(path: str) -> _FrameSource:

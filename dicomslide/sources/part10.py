@@ -17,6 +17,8 @@ What is located
   - Native pixel data: arithmetic, ``value_offset + (n - 1) * frame_nbytes``. For
     ``BitsAllocated == 1`` frames are bit-packed back to back, so a frame may start inside a
     byte; :meth:`FrameLayout.extract` re-packs its bits to start at bit 0.
+  - Float Pixel Data (7FE0,0008) and Double Float Pixel Data (7FE0,0009): native, so the
+    same arithmetic with 4- or 8-byte samples; they are never encapsulated.
   - Encapsulated pixel data: the Extended Offset Table if present, else the Basic Offset Table
     if not empty, else one scan of the fragment item headers (8 bytes each, plus a 4-byte peek
     at the fragment start; fragment data is never read). Without an offset table, fragments
@@ -47,6 +49,7 @@ __all__ = [
     "DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN",
     "EXPLICIT_VR_BIG_ENDIAN",
     "EXPLICIT_VR_LITTLE_ENDIAN",
+    "FLOAT_BITS_ALLOCATED",
     "IMPLICIT_VR_LITTLE_ENDIAN",
     "LAYOUT_TAGS",
     "NATIVE_TRANSFER_SYNTAXES",
@@ -96,6 +99,12 @@ _UNDEFINED_LENGTH: Final = 0xFFFFFFFF
 _LONG_VRS: Final = frozenset(
     {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"}
 )
+
+FLOAT_BITS_ALLOCATED: Final[dict[int, int]] = {
+    _FLOAT_PIXEL_DATA: 32,
+    _DOUBLE_FLOAT_PIXEL_DATA: 64,
+}
+"""Bits per sample of Float Pixel Data (7FE0,0008) and Double Float Pixel Data (7FE0,0009)."""
 
 LAYOUT_TAGS: Final[tuple[int, ...]] = (
     0x00080018,  # SOPInstanceUID
@@ -938,15 +947,20 @@ def build_frame_layout(
     dicomslide.errors.InvalidDataError
         If attributes are missing or contradict the pixel data
     dicomslide.errors.UnsupportedError
-        For Float or Double Float Pixel Data
+        For an unknown pixel data element or Bits Allocated value
     """
-    if pixel_data.tag != _PIXEL_DATA:
+    if pixel_data.tag not in (_PIXEL_DATA, _FLOAT_PIXEL_DATA, _DOUBLE_FLOAT_PIXEL_DATA):
         raise UnsupportedError(
             f"pixel data element ({pixel_data.tag >> 16:04X},"
             f"{pixel_data.tag & 0xFFFF:04X}) is not supported"
         )
     try:
         number_of_frames = int(dataset.get("NumberOfFrames") or 1)
+        float_bits = FLOAT_BITS_ALLOCATED.get(pixel_data.tag)
+        if float_bits is not None:
+            return _build_float_layout(
+                dataset, pixel_data, transfer_syntax_uid, number_of_frames, float_bits, file_size
+            )
         if transfer_syntax_uid in NATIVE_TRANSFER_SYNTAXES:
             if pixel_data.length is None:
                 raise InvalidDataError("native Pixel Data has undefined length")
@@ -977,6 +991,41 @@ def build_frame_layout(
         transfer_syntax_uid=transfer_syntax_uid,
         extended_offset_table=None if eot is None else bytes(eot),
         extended_offset_table_lengths=None if eot_lengths is None else bytes(eot_lengths),
+    )
+
+
+def _build_float_layout(
+    dataset: Dataset,
+    pixel_data: PixelDataElement,
+    transfer_syntax_uid: str,
+    number_of_frames: int,
+    float_bits: int,
+    file_size: int,
+) -> FrameLayout:
+    # Float Pixel Data (OF) and Double Float Pixel Data (OD) are never encapsulated: frames
+    # lie back to back, rows * columns * samples * 4 (or 8) bytes each.
+    tag = f"({pixel_data.tag >> 16:04X},{pixel_data.tag & 0xFFFF:04X})"
+    if transfer_syntax_uid not in NATIVE_TRANSFER_SYNTAXES:
+        raise InvalidDataError(
+            f"pixel data element {tag} with the encapsulated transfer syntax {transfer_syntax_uid}"
+        )
+    if pixel_data.length is None:
+        raise InvalidDataError(f"pixel data element {tag} has undefined length")
+    declared = dataset.get("BitsAllocated")
+    if declared is not None and int(declared) != float_bits:
+        raise InvalidDataError(
+            f"pixel data element {tag} holds {float_bits}-bit floats but BitsAllocated is "
+            f"{int(declared)}"
+        )
+    return build_native_layout(
+        value_offset=pixel_data.value_offset,
+        value_length=pixel_data.length,
+        number_of_frames=number_of_frames,
+        rows=int(dataset.Rows),
+        columns=int(dataset.Columns),
+        samples_per_pixel=int(dataset.get("SamplesPerPixel") or 1),
+        bits_allocated=float_bits,
+        file_size=file_size,
     )
 
 

@@ -17,6 +17,21 @@ remembered for the instance. While that first request of an instance is unanswer
 requests for frames of the same instance wait for its outcome, so the refusal costs one round
 (not one per concurrent request).
 
+Whole-instance fallback
+-----------------------
+Some servers cannot cut some frames out of their instances: Orthanc answers 400 "Bad file
+format" for 1-bit frames that do not start on a byte boundary and for Float Pixel Data, and
+500 for Double Float Pixel Data. When a frames request is answered 400, 404, 406 or 500 even
+with the explicit media type, the client asks once for the whole instance
+(``GET .../instances/{sop}`` with :data:`ACCEPT_INSTANCE`) and cuts the frames out itself,
+as the local source does (:mod:`dicomslide.sources.part10`: native, 1-bit re-packed to start
+at bit 0, encapsulated through the offset tables, float). Requests for the same instance
+that arrive meanwhile wait for that one fetch. Once an instance has been fetched, its frames
+always come from it (no more frames requests); if the fetch fails, the frames error is raised
+and nothing is remembered. Only instances up to ``max_instance_bytes`` (256 MiB by default) are
+fetched; up to 16 MiB they are kept in memory, larger ones in an anonymous temporary file. The
+last 8 are kept; one dropped from that cache is fetched again when its frames are next read.
+
 Frames and parts
 ----------------
 PS3.18 requires the parts in the order the frames were asked for, so parts are matched to
@@ -56,14 +71,18 @@ import base64
 import contextlib
 import datetime
 import email.utils
+import io
 import logging
 import os
 import random
 import re
 import ssl
+import tempfile
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, BinaryIO, Final, Literal
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import httpx
@@ -72,14 +91,17 @@ from pydicom import Dataset
 from dicomslide.codecs import sniff_transfer_syntax
 from dicomslide.errors import (
     DicomWebError,
+    InvalidDataError,
     NotFoundError,
     ProtocolError,
     RegionError,
     RequestTimeoutError,
     SourceError,
     TransportError,
+    UnsupportedError,
     UsageError,
 )
+from dicomslide.sources import part10
 from dicomslide.sources.dicomjson import datasets_from_json, parse_json_bytes
 from dicomslide.sources.dicomweb_urls import (
     ACCEPT_STORED_FRAMES,
@@ -107,6 +129,20 @@ __all__ = ["DICOMwebClient", "RetryPolicy", "ServerError"]
 DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 _RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 _REFUSAL_STATUSES = frozenset({400, 406, 500})
+# Frames requests answered with these (after the explicit media type was tried too) make the
+# client fetch the whole instance instead.
+_INSTANCE_FALLBACK_STATUSES = frozenset({400, 404, 406, 500})
+ACCEPT_INSTANCE: Final = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+#: Largest instance fetched whole when a server refuses its frames (``max_instance_bytes``).
+DEFAULT_MAX_INSTANCE_BYTES: Final = 256 << 20
+# Whole instances up to this size stay in memory; larger ones are spooled to a temporary file.
+_INSTANCE_MEMORY_BYTES: Final = 16 << 20
+# Whole instances kept (least recently used dropped first).
+_INSTANCE_CACHE_SIZE: Final = 8
+_INSTANCE_READ_BATCH: Final = 64
+_MAX_PART_HEADER_BYTES: Final = 64 * 1024
+_HEADER_END_RE: Final = re.compile(rb"\r?\n\r?\n")
+_CONTENT_LENGTH_RE: Final = re.compile(rb"(?im)^content-length[ \t]*:[ \t]*([0-9]+)[ \t]*\r?$")
 _EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
 _RLE_LOSSLESS = "1.2.840.10008.1.2.5"
 _MAX_REDIRECTS = 5
@@ -170,6 +206,199 @@ class NotAcceptableError(DicomWebError):
 
 class _NotFound(DicomWebError, NotFoundError):
     """404: the resource does not exist."""
+
+
+class _FramesRefused(Exception):
+    """The frames of this instance are to be read from the whole instance."""
+
+
+class _InstanceEvicted(Exception):
+    """A whole instance was dropped from the cache while its frames were being read."""
+
+
+class _InstanceTooLarge(Exception):
+    """A whole-instance response is larger than ``max_instance_bytes``."""
+
+
+class _InstanceSpool:
+    """The body of a whole-instance response, without its multipart framing.
+
+    Fed the (decoded) response body chunk by chunk. For ``multipart/related`` the first part is
+    kept: bytes before its header block are dropped as they arrive, and the part ends at its
+    ``Content-Length`` or else at the last delimiter. Bytes stay in memory up to
+    ``memory_limit`` and move to an anonymous temporary file beyond; more than ``limit`` bytes
+    raise :class:`_InstanceTooLarge`.
+    """
+
+    def __init__(self, boundary: str | None, *, limit: int, memory_limit: int) -> None:
+        self.fp: BinaryIO = io.BytesIO()
+        self.size = 0
+        self.in_memory = True
+        self.limit = limit
+        self._memory_limit = memory_limit
+        self._delimiter = None if boundary is None else b"--" + boundary.encode("latin-1")
+        self._head: bytearray | None = None if boundary is None else bytearray()
+        self._part_length: int | None = None
+
+    def feed(self, chunk: bytes) -> None:
+        if self._head is not None:
+            self._head += chunk
+            start = self._body_start()
+            if start is None:
+                if len(self._head) > _MAX_PART_HEADER_BYTES:
+                    raise ProtocolError("whole-instance response: no part header block found")
+                return
+            chunk = bytes(self._head[start:])
+            self._head = None
+            if self._part_length is not None and self._part_length > self.limit:
+                raise _InstanceTooLarge
+        if not chunk:
+            return
+        if self.size + len(chunk) > self.limit:
+            raise _InstanceTooLarge
+        if self.in_memory and self.size + len(chunk) > self._memory_limit:
+            spooled: BinaryIO = tempfile.TemporaryFile()  # noqa: SIM115 - owned by the cache
+            spooled.write(self.fp.getbuffer() if isinstance(self.fp, io.BytesIO) else b"")
+            self.fp = spooled
+            self.in_memory = False
+        self.fp.write(chunk)
+        self.size += len(chunk)
+
+    def _body_start(self) -> int | None:
+        head, delimiter = self._head, self._delimiter
+        if head is None or delimiter is None:
+            return 0
+        at = head.find(delimiter)
+        if at < 0:
+            return None
+        match = _HEADER_END_RE.search(head, at + len(delimiter))
+        if match is None:
+            return None
+        length = _CONTENT_LENGTH_RE.search(head, at, match.end())
+        if length is not None:
+            self._part_length = int(length.group(1))
+        return match.end()
+
+    def finish(self) -> None:
+        """Cut the framing after the part and rewind; raise if the body is malformed."""
+        if self._delimiter is not None:
+            if self._head is not None:
+                raise ProtocolError("whole-instance response has no part")
+            if self._part_length is not None:
+                if self._part_length > self.size:
+                    raise ProtocolError(
+                        f"whole-instance response ended after {self.size} of "
+                        f"{self._part_length} bytes"
+                    )
+                end = self._part_length
+            else:
+                tail_size = min(self.size, 4096 + len(self._delimiter))
+                self.fp.seek(self.size - tail_size)
+                tail = self.fp.read(tail_size)
+                at = tail.rfind(b"\n" + self._delimiter + b"--")
+                if at < 0:
+                    raise ProtocolError("whole-instance response has no close delimiter")
+                end = self.size - tail_size + at - (1 if at and tail[at - 1 : at] == b"\r" else 0)
+            self.fp.truncate(end)
+            self.size = end
+        self.fp.seek(0)
+
+    def close(self) -> None:
+        self.fp.close()
+
+
+class _WholeInstance:
+    """A Part 10 instance held by the client, and where its frames are."""
+
+    def __init__(
+        self,
+        fp: BinaryIO,
+        layout: part10.FrameLayout,
+        transfer_syntax_uid: str,
+        *,
+        nbytes: int,
+        in_memory: bool,
+    ) -> None:
+        self._fp = fp
+        self._lock = threading.Lock()
+        self._closed = False
+        self.layout = layout
+        self.transfer_syntax_uid = transfer_syntax_uid
+        self.nbytes = nbytes
+        self.in_memory = in_memory
+
+    def read_frames(self, numbers: Sequence[int]) -> list[tuple[int, bytes]]:
+        """Read and extract frames (blocking; run in a worker thread for spooled files)."""
+        out: list[tuple[int, bytes]] = []
+        with self._lock:
+            if self._closed:
+                raise _InstanceEvicted
+            for number in numbers:
+                offset, length = self.layout.span(number)
+                self._fp.seek(offset)
+                out.append((number, self.layout.extract(number, self._fp.read(length))))
+        return out
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._fp.close()
+
+
+def _open_whole_instance(spool: _InstanceSpool, sop: str) -> _WholeInstance:
+    """Locate the frames of a spooled Part 10 instance, as the local source does."""
+    fp = spool.fp
+
+    def read_at(offset: int, size: int) -> bytes:
+        fp.seek(offset)
+        return fp.read(size)
+
+    size = spool.size
+    in_memory = spool.in_memory
+    try:
+        try:
+            header = part10.read_part10_header(fp, specific_tags=part10.LAYOUT_TAGS)
+        except part10.NotDicomError as exc:
+            raise ProtocolError(f"whole instance {sop} is not a DICOM Part 10 file") from exc
+        syntax = header.transfer_syntax_uid
+        dataset, pixel_data = header.dataset, header.pixel_data
+        if syntax == part10.DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
+            inflated: BinaryIO = tempfile.TemporaryFile()  # noqa: SIM115 - owned by the cache
+            try:
+                size = part10.inflate_body(fp, inflated, header.body_offset, max_size=spool.limit)
+                inflated.seek(0)
+                dataset, pixel_data = part10.read_body_header(
+                    inflated,
+                    implicit_vr=False,
+                    little_endian=True,
+                    specific_tags=part10.LAYOUT_TAGS,
+                )
+            except BaseException:
+                inflated.close()
+                raise
+            fp.close()
+            fp = inflated
+            in_memory = False
+            syntax = part10.EXPLICIT_VR_LITTLE_ENDIAN
+        if dataset is None or pixel_data is None:
+            raise InvalidDataError(f"whole instance {sop} has no pixel data element")
+        found = str(dataset.get("SOPInstanceUID", "")).strip("\0 ")
+        if found != sop:
+            raise ProtocolError(f"asked for instance {sop}, the server sent {found or 'another'}")
+        layout = part10.build_frame_layout(dataset, pixel_data, syntax, read_at, size)
+    except BaseException:
+        fp.close()
+        raise
+    return _WholeInstance(fp, layout, syntax, nbytes=size, in_memory=in_memory)
+
+
+class _InstanceFetch:
+    """One whole-instance request in flight, which other requests of the instance wait for."""
+
+    def __init__(self, done: asyncio.Future[None]) -> None:
+        self.done = done
+        self.instance: _WholeInstance | None = None
+        self.error: Exception | None = None
 
 
 def _error_for(status: int, message: str, url: str) -> DicomWebError:
@@ -259,6 +488,9 @@ class DICOMwebClient:
         threads; 0 merges only what arrives in the same event-loop tick)
     cache_max_bytes: int | None, optional
         Budget of the encoded-frame cache shared by all slides of this client
+    max_instance_bytes: int, optional
+        Largest instance fetched whole when the server refuses to send its frames (see
+        *Whole-instance fallback* in the module documentation); 0 turns the fallback off
     """
 
     def __init__(
@@ -279,6 +511,7 @@ class DICOMwebClient:
         max_concurrent_requests: int = 8,
         coalesce_window: float = 0.002,
         cache_max_bytes: int | None = None,
+        max_instance_bytes: int = DEFAULT_MAX_INSTANCE_BYTES,
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in {"http", "https"} or not parts.netloc:
@@ -332,6 +565,13 @@ class DICOMwebClient:
         self._refuses_stored: set[str] = set()
         self._serves_stored: set[str] = set()
         self._probes: dict[str, asyncio.Future[None]] = {}
+        self.max_instance_bytes = max_instance_bytes
+        # SOP Instance UID -> the error that refused its frames (tentative until the whole
+        # instance has been fetched once, then for good).
+        self._frames_refused: dict[str, DicomWebError] = {}
+        self._refusal_confirmed: set[str] = set()
+        self._instance_fetches: dict[str, _InstanceFetch] = {}
+        self._instances: OrderedDict[str, _WholeInstance] = OrderedDict()
         self._closed = False
         self.requests_sent = 0
         #: QIDO-RS ``limit`` of one page of search results.
@@ -462,6 +702,7 @@ class DICOMwebClient:
         return await asyncio.to_thread(parse_json_bytes, response.content), more
 
     async def _datasets(self, items: list[dict[str, Any]]) -> list[Dataset]:
+        _drop_inline_pixel_values(items)
         if len(items) > 50:
             return await asyncio.to_thread(datasets_from_json, items)
         return datasets_from_json(items)
@@ -703,54 +944,83 @@ class DICOMwebClient:
             max_url_length=self.max_url_length,
             url_prefix_length=prefix - 1,
         )
-        for chunk in chunks:
+        from_instance: list[int] = []
+        for index, chunk in enumerate(chunks):
             remaining = list(chunk)
             attempt = 0
-            while remaining:
-                try:
-                    frames = self._frames_once(
-                        study_instance_uid, series_instance_uid, sop_instance_uid, list(remaining)
-                    )
-                    # Closed here even when our consumer stops early, so the response is
-                    # released now rather than whenever the generator is collected.
-                    async with contextlib.aclosing(frames):
-                        async for number, frame in frames:
-                            remaining.remove(number)
-                            yield number, frame
-                except _IncompleteResponse as exc:
-                    # A truncated body or a connection dropped mid-body: ask again for the
-                    # frames still missing, never for those already delivered.
-                    attempt += 1
-                    if attempt >= self.retry.attempts:
-                        cause = exc.__cause__
-                        if isinstance(cause, httpx.TransportError):
-                            raise self._transport_error(
-                                cause,
-                                exc.url,
-                                timeout=isinstance(cause, httpx.TimeoutException),
-                            ) from exc
-                        raise
-                    await _sleep(self.retry.delay(attempt - 1))
+            try:
+                while remaining:
+                    try:
+                        frames = self._frames_once(
+                            study_instance_uid,
+                            series_instance_uid,
+                            sop_instance_uid,
+                            list(remaining),
+                        )
+                        # Closed here even when our consumer stops early, so the response is
+                        # released now rather than whenever the generator is collected.
+                        async with contextlib.aclosing(frames):
+                            async for number, frame in frames:
+                                remaining.remove(number)
+                                yield number, frame
+                    except _IncompleteResponse as exc:
+                        # A truncated body or a connection dropped mid-body: ask again for
+                        # the frames still missing, never for those already delivered.
+                        attempt += 1
+                        if attempt >= self.retry.attempts:
+                            cause = exc.__cause__
+                            if isinstance(cause, httpx.TransportError):
+                                raise self._transport_error(
+                                    cause,
+                                    exc.url,
+                                    timeout=isinstance(cause, httpx.TimeoutException),
+                                ) from exc
+                            raise
+                        await _sleep(self.retry.delay(attempt - 1))
+            except (_FramesRefused, DicomWebError) as exc:
+                if isinstance(exc, DicomWebError) and sop_instance_uid not in self._frames_refused:
+                    raise
+                from_instance = remaining + [n for rest in chunks[index + 1 :] for n in rest]
+                break
+        if from_instance:
+            async for number, frame in self._frames_from_instance(
+                study_instance_uid, series_instance_uid, sop_instance_uid, from_instance
+            ):
+                yield number, frame
 
     async def _frames_response(self, sop: str, url: str) -> httpx.Response:
         loop = asyncio.get_running_loop()
-        while sop not in self._refuses_stored and sop not in self._serves_stored:
+        while True:
+            if sop in self._frames_refused:
+                raise _FramesRefused
+            if sop in self._refuses_stored or sop in self._serves_stored:
+                return await self._frames_or_refusal(sop, url)
             probe = self._probes.get(sop)
             if probe is not None and not probe.done() and probe.get_loop() is loop:
                 # The first request of this instance will tell whether the server refuses
-                # stored bytes; wait for that rather than be refused too. (asyncio.wait does
-                # not cancel the shared future when this waiter is cancelled.)
+                # stored bytes (or frames altogether); wait for that rather than be refused
+                # too. (asyncio.wait does not cancel the shared future when this waiter is
+                # cancelled.)
                 await asyncio.wait([probe])
                 continue
             probe = loop.create_future()
             self._probes[sop] = probe
             try:
-                return await self._stored_or_explicit(sop, url)
+                return await self._frames_or_refusal(sop, url)
             finally:
                 if self._probes.get(sop) is probe:
                     del self._probes[sop]
                 probe.set_result(None)
-        return await self._stored_or_explicit(sop, url)
+
+    async def _frames_or_refusal(self, sop: str, url: str) -> httpx.Response:
+        try:
+            return await self._stored_or_explicit(sop, url)
+        except DicomWebError as exc:
+            if exc.status_code in _INSTANCE_FALLBACK_STATUSES and self.max_instance_bytes > 0:
+                # Refused even with an explicit media type: frames of this instance come from
+                # the whole instance (for good once that has been fetched).
+                self._frames_refused.setdefault(sop, exc)
+            raise
 
     async def _stored_or_explicit(self, sop: str, url: str) -> httpx.Response:
         if sop not in self._refuses_stored:
@@ -828,6 +1098,133 @@ class DICOMwebClient:
         finally:
             await response.aclose()
 
+    # --- whole-instance fallback ----------------------------------------------------------
+
+    async def _frames_from_instance(
+        self, study: str, series: str, sop: str, numbers: list[int]
+    ) -> AsyncGenerator[tuple[int, EncodedFrame], None]:
+        pending = list(numbers)
+        while pending:
+            instance = await self._whole_instance(study, series, sop)
+            bad = [n for n in pending if not 1 <= n <= instance.layout.number_of_frames]
+            if bad:
+                raise RegionError(
+                    f"frame numbers {bad} outside the valid range "
+                    f"[1, {instance.layout.number_of_frames}] of instance {sop}"
+                )
+            batch = pending[:_INSTANCE_READ_BATCH]
+            try:
+                if instance.in_memory:
+                    frames = instance.read_frames(batch)
+                else:
+                    frames = await asyncio.to_thread(instance.read_frames, batch)
+            except _InstanceEvicted:
+                continue
+            except InvalidDataError as exc:
+                raise InvalidDataError(f"whole instance {sop}: {exc}") from exc
+            del pending[: len(batch)]
+            for number, data in frames:
+                yield number, EncodedFrame(data, instance.transfer_syntax_uid)
+
+    async def _whole_instance(self, study: str, series: str, sop: str) -> _WholeInstance:
+        loop = asyncio.get_running_loop()
+        while True:
+            cached = self._instances.get(sop)
+            if cached is not None:
+                self._instances.move_to_end(sop)
+                return cached
+            fetch = self._instance_fetches.get(sop)
+            if fetch is not None and not fetch.done.done() and fetch.done.get_loop() is loop:
+                # One whole-instance request per instance, however many want its frames.
+                await asyncio.wait([fetch.done])
+                if fetch.instance is not None:
+                    return fetch.instance
+                if fetch.error is not None:
+                    raise fetch.error
+                continue  # the fetching task was cancelled: try again
+            fetch = _InstanceFetch(loop.create_future())
+            self._instance_fetches[sop] = fetch
+            try:
+                try:
+                    instance = await self._fetch_instance(study, series, sop)
+                except Exception as exc:
+                    error = self._instance_failure(sop, exc)
+                    fetch.error = error
+                    if sop not in self._refusal_confirmed:
+                        # Not known to work: the next request asks for frames again.
+                        self._frames_refused.pop(sop, None)
+                    raise error from exc
+                self._refusal_confirmed.add(sop)
+                self._store_instance(sop, instance)
+                fetch.instance = instance
+                return instance
+            finally:
+                if self._instance_fetches.get(sop) is fetch:
+                    del self._instance_fetches[sop]
+                fetch.done.set_result(None)
+
+    def _instance_failure(self, sop: str, exc: Exception) -> Exception:
+        """The error to raise when the whole instance could not be had either."""
+        refused = self._frames_refused.get(sop)
+        if isinstance(exc, _InstanceTooLarge):
+            limit = f"larger than max_instance_bytes ({self.max_instance_bytes})"
+            if refused is None:
+                return UnsupportedError(f"instance {sop} is {limit}; its frames cannot be read")
+            return type(refused)(
+                f"{refused} The instance is {limit}, so it was not fetched whole instead.",
+                refused.status_code,
+                refused.url,
+            )
+        if sop in self._refusal_confirmed or refused is None:
+            return exc
+        # Not known to work: report the frames error, which says what the server did not do.
+        return type(refused)(str(refused), refused.status_code, refused.url)
+
+    async def _fetch_instance(self, study: str, series: str, sop: str) -> _WholeInstance:
+        url = instance_metadata_url(self.wado_root, study, series, sop).removesuffix("/metadata")
+        response = await self._send(url, accept=ACCEPT_INSTANCE, stream=True)
+        shown = self._scrub(redact_url(str(response.request.url)))
+        spool: _InstanceSpool | None = None
+        try:
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > self.max_instance_bytes + (1 << 16):
+                raise _InstanceTooLarge
+            content_type = response.headers.get("content-type", "")
+            boundary = (
+                boundary_from_content_type(content_type)
+                if content_type.lower().startswith("multipart/")
+                else None
+            )
+            spool = _InstanceSpool(
+                boundary, limit=self.max_instance_bytes, memory_limit=_INSTANCE_MEMORY_BYTES
+            )
+            try:
+                async for chunk in response.aiter_bytes():
+                    spool.feed(chunk)
+            except httpx.TransportError as exc:
+                raise self._transport_error(
+                    exc, shown, timeout=isinstance(exc, httpx.TimeoutException)
+                ) from exc
+            spool.finish()
+        except BaseException:
+            if spool is not None:
+                spool.close()
+            raise
+        finally:
+            await response.aclose()
+        if spool.in_memory:
+            return _open_whole_instance(spool, sop)
+        return await asyncio.to_thread(_open_whole_instance, spool, sop)
+
+    def _store_instance(self, sop: str, instance: _WholeInstance) -> None:
+        old = self._instances.pop(sop, None)
+        if old is not None and old is not instance:
+            old.close()
+        self._instances[sop] = instance
+        while len(self._instances) > _INSTANCE_CACHE_SIZE:
+            _, evicted = self._instances.popitem(last=False)
+            evicted.close()
+
     def _frame(
         self, body: bytes, part_type: str | None, outer_syntax: str | None, sop: str
     ) -> EncodedFrame:
@@ -844,6 +1241,9 @@ class DICOMwebClient:
     async def aclose(self) -> None:
         """Close connections; later calls raise :class:`~dicomslide.errors.UsageError`."""
         self._closed = True
+        for instance in self._instances.values():
+            instance.close()
+        self._instances.clear()
         loop = asyncio.get_running_loop()
         for client_loop, client in list(self._clients.items()):
             if client_loop is loop:
@@ -855,6 +1255,26 @@ class DICOMwebClient:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+_PIXEL_DATA_TAGS: Final = ("7FE00008", "7FE00009", "7FE00010")
+
+
+def _drop_inline_pixel_values(items: list[dict[str, Any]]) -> None:
+    """Keep pixel data elements of metadata as markers, without a value.
+
+    Orthanc sends Float Pixel Data as ``{"vr": "OF", "Value": [0]}`` (likewise Double Float
+    Pixel Data), which is not valid DICOM JSON for a binary VR. Metadata never carries pixel
+    values, so whatever value a pixel data element has is dropped; the element stays (empty,
+    as for a ``BulkDataURI``) because it tells which kind of pixel data the instance has.
+    """
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        for tag in _PIXEL_DATA_TAGS:
+            element = item.get(tag)
+            if isinstance(element, dict) and "Value" in element:
+                item[tag] = {k: v for k, v in element.items() if k != "Value"}
 
 
 def _retry_after_seconds(value: str) -> float | None:
