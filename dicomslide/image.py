@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 import numpy as np
@@ -88,8 +88,8 @@ class _ImageState:
         self._planes: tuple[float, ...] | None = None
         self._icc_loaded = False
         self._color: ColorTransform | None = None
-        self._prepared: tuple[FrameIndex, ColorTransform | None] | None = None
-        self._preparing: tuple[asyncio.AbstractEventLoop, asyncio.Task[Any]] | None = None
+        self._done: dict[str, Any] = {}
+        self._running: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Task[Any]]] = {}
 
     def channel_identifiers(self) -> tuple[str, ...]:
         if self._channel_ids is None:
@@ -112,25 +112,24 @@ class _ImageState:
             self._index = await asyncio.to_thread(FrameIndex.from_metadata, self.parts_metadata)
         return self._index
 
-    async def prepare(self) -> tuple[FrameIndex, ColorTransform | None]:
-        """Frame index and colour transform, computed once however many readers ask."""
-        if self._prepared is not None:
-            return self._prepared
+    async def _once(self, key: str, factory: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
+        """Result of ``factory``, computed once however many readers ask at the same time."""
+        if key in self._done:
+            return self._done[key]
         loop = asyncio.get_running_loop()
-        if self._preparing is None or self._preparing[0] is not loop:
-            self._preparing = (loop, loop.create_task(self._prepare()))
-        task = self._preparing[1]
+        entry = self._running.get(key)
+        if entry is None or entry[0] is not loop:
+            entry = (loop, loop.create_task(factory()))
+            self._running[key] = entry
+        task = entry[1]
         try:
             # shield: a reader that is cancelled must not cancel the work others wait for
-            prepared: tuple[FrameIndex, ColorTransform | None] = await asyncio.shield(task)
+            value = await asyncio.shield(task)
         finally:
             if task.done() and (task.cancelled() or task.exception() is not None):
-                self._preparing = None
-        self._prepared = prepared
-        return prepared
-
-    async def _prepare(self) -> tuple[FrameIndex, ColorTransform | None]:
-        return await self.aindex(), await self.color_transform()
+                self._running.pop(key, None)
+        self._done[key] = value
+        return value
 
     def is_color(self) -> bool:
         return self.format.samples_per_pixel == 3
@@ -183,7 +182,8 @@ class _ImageState:
         if color is not None:
             tile = color.apply(tile)
         if decoded is not None:
-            decoded.put((sop_instance_uid, frame_number, color is not None), tile)
+            managed = self.correct_color and self.is_color()
+            decoded.put((sop_instance_uid, frame_number, managed), tile)
         for tile_slices, out_slices in pastes:
             out[out_slices] = tile[tile_slices]
 
@@ -195,7 +195,7 @@ class _ImageState:
         size: tuple[int, int],
     ) -> np.ndarray:
         """Pixels of a region; pixels outside the matrix or without a frame are filled."""
-        index, color = await self.prepare()
+        index: FrameIndex = await self._once("index", self.aindex)
         service: FrameService = frame_service(self.source)
         fmt = self.format
         out_samples = 3 if fmt.samples_per_pixel == 3 else fmt.samples_per_pixel
@@ -218,7 +218,7 @@ class _ImageState:
         if not by_frame:
             return out
         decoded = decoded_tile_cache(self.source)
-        managed = color is not None
+        managed = self.correct_color and self.is_color()
         by_part: dict[str, list[int]] = {}
         parts = {}
         for frame in list(by_frame):
@@ -239,6 +239,9 @@ class _ImageState:
                 service.request(ref, numbers), frames, numbers, strict=True
             ):
                 waiting[fut] = (uid, frame, number)
+        # The colour transform (an ICC profile that may be bulk data on a server) is needed
+        # only to decode: it is loaded while the frames are already being fetched.
+        color: ColorTransform | None = await self._once("color", self.color_transform)
         loop = asyncio.get_running_loop()
         executor = decode_executor()
         decodes: list[asyncio.Future[None]] = []
