@@ -21,6 +21,8 @@ from pydicom import Dataset
 from pydicom.dataelem import RawDataElement
 from pydicom.filereader import read_dataset
 
+from dicomslide.errors import InvalidDataError
+
 __all__ = [
     "FramePositions",
     "extract_frame_positions",
@@ -359,9 +361,15 @@ def extract_frame_positions(ds: Dataset, number_of_frames: int) -> FramePosition
             if result is None:
                 result = _fast(element, number_of_frames)
         if result is None:
-            items = ds.get("PerFrameFunctionalGroupsSequence")
-            if items is not None and len(items) == number_of_frames:
-                result = _slow(items, number_of_frames)
+            try:
+                items = ds.get("PerFrameFunctionalGroupsSequence")
+                if items is not None and len(items) == number_of_frames:
+                    result = _slow(items, number_of_frames)
+            except (ValueError, TypeError, KeyError, AttributeError, NotImplementedError) as exc:
+                raise InvalidDataError(
+                    f"Per-Frame Functional Groups of image {ds.get('SOPInstanceUID', '?')} "
+                    f"cannot be read: {type(exc).__name__}: {exc}"
+                ) from exc
     # Kept on the dataset: the frame index and the focal-plane lookup both need it.
     object.__setattr__(ds, _CACHE_ATTRIBUTE, (number_of_frames, result))
     return result

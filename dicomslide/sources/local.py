@@ -389,6 +389,9 @@ def _save_index(
     return None
 
 
+_PER_FRAME_FUNCTIONAL_GROUPS = 0x52009230
+
+
 def _read_metadata(path: str) -> Dataset:
     with open(path, "rb") as fp:
         ds = pydicom.dcmread(fp, stop_before_pixels=True)
@@ -401,8 +404,16 @@ def _read_metadata(path: str) -> Dataset:
         ds.add_new(pixel_tag, "OF" if float_bits == 32 else "OD", b"")
     # pydicom parses element values lazily: convert them all now, so that a corrupt element
     # (an unknown VR, say) fails here as InvalidDataError, not later as NotImplementedError
-    # or ValueError in whatever code reads the attribute first.
-    ds.walk(lambda _ds, _elem: None)
+    # or ValueError in whatever code reads the attribute first. The per-frame functional
+    # groups are the exception: thousands of items that dicomslide.perframe reads from the
+    # raw bytes (converting them would cost about 0.2 ms a frame) and validates itself.
+    for tag in list(ds.keys()):
+        if tag == _PER_FRAME_FUNCTIONAL_GROUPS:
+            continue
+        element = ds[tag]
+        if element.VR == "SQ":
+            for item in element.value:
+                item.walk(lambda _ds, _elem: None)
     return ds
 
 
