@@ -1,0 +1,247 @@
+"""A TCP proxy on 127.0.0.1 that adds latency and counts HTTP requests.
+
+Used by ``benchmarks/run.py --source dicomweb`` between the readers and a private Orthanc:
+every chunk read from one side is forwarded to the other ``rtt_ms / 2`` milliseconds later
+(per direction, order kept, bandwidth not limited), so ``--rtt-ms 20`` adds 20 ms to every
+round trip. Request counting parses the client-to-server byte stream as HTTP/1.1 (request
+head, then ``Content-Length`` body bytes), so keep-alive connections are counted correctly.
+
+Bounded: at most ``max_buffer`` bytes are queued per direction and connection (the reading
+side then waits), and the proxy stops itself after ``max_lifetime`` seconds even if nobody
+calls :meth:`DelayProxy.stop`. It runs its own event loop in a daemon thread.
+
+A second port answers every connection with the counters as one JSON line, so a worker
+process can attribute requests to the phases it times::
+
+    with DelayProxy(("127.0.0.1", 8042), rtt_ms=20) as proxy:
+        url = f"http://127.0.0.1:{proxy.port}/dicom-web"
+        read_counters(proxy.control_port)  # {"requests": 0, "bytes_down": 0, ...}
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import threading
+from types import TracebackType
+from typing import Any
+
+CHUNK = 64 * 1024
+
+
+class _RequestCounter:
+    """Counts HTTP/1.1 requests in one connection's client-to-server stream."""
+
+    def __init__(self) -> None:
+        self.buf = b""
+        self.body_left = 0
+
+    def feed(self, data: bytes) -> int:
+        found = 0
+        view = data
+        while view:
+            if self.body_left:
+                used = min(self.body_left, len(view))
+                self.body_left -= used
+                view = view[used:]
+                continue
+            self.buf += view
+            view = b""
+            end = self.buf.find(b"\r\n\r\n")
+            if end < 0:
+                if len(self.buf) > 1 << 20:
+                    self.buf = self.buf[-4:]  # not HTTP; keep going without counting
+                return found
+            head, rest = self.buf[:end], self.buf[end + 4 :]
+            self.buf = b""
+            found += 1
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    with contextlib.suppress(ValueError):
+                        self.body_left = int(value.strip())
+            view = rest
+        return found
+
+
+class DelayProxy:
+    """Forward ``127.0.0.1:<port>`` to ``upstream`` with ``rtt_ms / 2`` delay each way."""
+
+    def __init__(
+        self,
+        upstream: tuple[str, int],
+        rtt_ms: float = 0.0,
+        *,
+        max_buffer: int = 16 * 1024 * 1024,
+        max_lifetime: float = 4 * 3600.0,
+    ) -> None:
+        self.upstream = upstream
+        self.delay = max(rtt_ms, 0.0) / 2000.0
+        self.rtt_ms = rtt_ms
+        self.max_queue = max(2, max_buffer // CHUNK)
+        self.max_lifetime = max_lifetime
+        self.counters = {"requests": 0, "connections": 0, "bytes_up": 0, "bytes_down": 0}
+        self.port = 0
+        self.control_port = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> DelayProxy:
+        self._thread = threading.Thread(target=self._run, name="delay-proxy", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(10) or self._error is not None:
+            raise RuntimeError(f"delay proxy did not start: {self._error!r}")
+        return self
+
+    def stop(self) -> None:
+        loop, stop = self._loop, self._stop
+        if loop is not None and stop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(stop.set)
+        if self._thread is not None:
+            self._thread.join(10)
+            self._thread = None
+
+    def __enter__(self) -> DelayProxy:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def snapshot(self) -> dict[str, int]:
+        return dict(self.counters)
+
+    # --- the loop -------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except BaseException as exc:  # reported through start()
+            self._error = exc
+            self._ready.set()
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        conns: set[asyncio.Task[None]] = set()
+
+        async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            conns.add(task)
+            try:
+                await self._handle(reader, writer)
+            finally:
+                conns.discard(task)
+
+        async def on_control(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.write(json.dumps(self.counters).encode() + b"\n")
+            with contextlib.suppress(OSError):
+                await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(on_client, "127.0.0.1", 0)
+        control = await asyncio.start_server(on_control, "127.0.0.1", 0)
+        self.port = server.sockets[0].getsockname()[1]
+        self.control_port = control.sockets[0].getsockname()[1]
+        self._ready.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), self.max_lifetime)
+        server.close()
+        control.close()
+        for task in list(conns):
+            task.cancel()
+        await asyncio.gather(*conns, return_exceptions=True)
+
+    async def _handle(
+        self, c_reader: asyncio.StreamReader, c_writer: asyncio.StreamWriter
+    ) -> None:
+        self.counters["connections"] += 1
+        try:
+            u_reader, u_writer = await asyncio.open_connection(*self.upstream)
+        except OSError:
+            c_writer.close()
+            return
+        counter = _RequestCounter()
+
+        def up(data: bytes) -> None:
+            self.counters["bytes_up"] += len(data)
+            self.counters["requests"] += counter.feed(data)
+
+        def down(data: bytes) -> None:
+            self.counters["bytes_down"] += len(data)
+
+        try:
+            await asyncio.gather(
+                self._pipe(c_reader, u_writer, up), self._pipe(u_reader, c_writer, down)
+            )
+        except (OSError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            for w in (u_writer, c_writer):
+                w.close()
+
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, seen: Any
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue(self.max_queue)
+
+        async def pump() -> None:
+            while True:
+                try:
+                    data = await reader.read(CHUNK)
+                except OSError:
+                    data = b""
+                if data:
+                    seen(data)
+                await queue.put((loop.time() + self.delay, data))
+                if not data:
+                    return
+
+        async def sink() -> None:
+            while True:
+                due, data = await queue.get()
+                wait = due - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                if not data:
+                    with contextlib.suppress(OSError, RuntimeError):
+                        if writer.can_write_eof():
+                            writer.write_eof()
+                    return
+                writer.write(data)
+                await writer.drain()
+
+        pumping = asyncio.ensure_future(pump())
+        try:
+            await sink()
+        finally:
+            pumping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pumping
+
+
+def read_counters(control_port: int) -> dict[str, int]:
+    """The proxy's counters, from any process."""
+    with socket.create_connection(("127.0.0.1", control_port), timeout=5) as sock:
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    result: dict[str, int] = json.loads(data)
+    return result
