@@ -7,9 +7,12 @@ as stored: a missing profile is common and is not an error.
 
 from __future__ import annotations
 
+import hashlib
 import io
+import os
 import threading
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageCms
@@ -25,7 +28,9 @@ class ColorTransform:
     8-bit colour by more than one level (LittleCMS's own rounding) is treated as sRGB and not
     applied, as browsers do. That is decided from a probe of 26,000 colours when the transform
     is built, and confirmed over all 2**24 colours in a background thread; if the full check
-    finds a larger change, the transform is applied from then on.
+    finds a larger change, the transform is applied from then on. A confirmed profile is
+    remembered by its SHA-256 in ``$XDG_CACHE_HOME/dicomslide/icc`` (or ``~/.cache/...``), so
+    later processes skip both the probe and the transform.
 
     Parameters
     ----------
@@ -46,6 +51,7 @@ class ColorTransform:
             renderingIntent=ImageCms.Intent.PERCEPTUAL,
             flags=ImageCms.Flags.NOCACHE,
         )
+        self._profile_hash = hashlib.sha256(icc_profile).hexdigest()
         self.is_identity = self._changes_at_most_one_level(_probe_colours())
         if self.is_identity:
             threading.Thread(
@@ -65,6 +71,7 @@ class ColorTransform:
             if not self._changes_at_most_one_level(cube.reshape(16 * 256, 256, 3)):
                 self.is_identity = False
                 return
+        _remember_srgb_equivalent(self._profile_hash)
 
     def _apply(self, array: np.ndarray) -> np.ndarray:
         image = Image.fromarray(np.ascontiguousarray(array), mode="RGB")
@@ -102,6 +109,29 @@ def _probe_colours() -> np.ndarray:
     return colours.reshape(1, -1, 3)
 
 
+def _srgb_marker(profile_hash: str) -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "dicomslide" / "icc" / f"{profile_hash}.srgb-equivalent"
+
+
+def _known_srgb_equivalent(profile_hash: str) -> bool:
+    try:
+        return _srgb_marker(profile_hash).is_file()
+    except OSError:
+        return False
+
+
+def _remember_srgb_equivalent(profile_hash: str) -> None:
+    # An empty marker file per profile hash: later processes skip the probe and the transform.
+    # Best effort: a read-only cache directory only means the check runs again next time.
+    marker = _srgb_marker(profile_hash)
+    try:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+    except OSError:
+        pass
+
+
 @lru_cache(maxsize=32)
 def get_color_transform(icc_profile: bytes) -> ColorTransform | None:
     """The (cached) transform for a profile, or None if the profile cannot be used.
@@ -117,6 +147,9 @@ def get_color_transform(icc_profile: bytes) -> ColorTransform | None:
         The transform
     """
     if not icc_profile:
+        return None
+    if _known_srgb_equivalent(hashlib.sha256(bytes(icc_profile)).hexdigest()):
+        # Confirmed over all 2**24 colours by an earlier process: skip building the transform.
         return None
     try:
         return ColorTransform(bytes(icc_profile))
