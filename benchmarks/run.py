@@ -375,6 +375,8 @@ def prefetch_limit(sec: dict[str, Any]) -> tuple[float | None, str]:
     if dec is None:
         return None, "no decode limit"
     if srv is None:
+        if sec["source"] != "local":
+            return None, "server limit not measured (error)"
         return dec, "decode"
     return min(dec, srv), ("decode" if dec <= srv else "server")
 
