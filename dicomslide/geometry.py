@@ -26,6 +26,8 @@ from pydicom import Dataset
 
 from dicomslide.errors import InvalidDataError, UnsupportedError
 from dicomslide.perframe import extract_frame_positions, extract_z_offsets
+from dicomslide.utils import PARAMETRIC_MAP_SOP_CLASS_UID as _PARAMETRIC_MAP_SOP_CLASS
+from dicomslide.utils import SEGMENTATION_SOP_CLASS_UID as _SEGMENTATION_SOP_CLASS
 
 __all__ = [
     "FrameIndex",
@@ -38,8 +40,6 @@ __all__ = [
     "iter_tiles_in_region",
 ]
 
-_SEGMENTATION_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
-_PARAMETRIC_MAP_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.30"
 
 _PART_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
 

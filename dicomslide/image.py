@@ -42,15 +42,14 @@ from dicomslide.geometry import (
 from dicomslide.runtime import as_source, decode_executor, decoded_tile_cache, frame_service
 from dicomslide.sources.foreign import BULKDATA_URIS_ATTRIBUTE
 from dicomslide.sources.protocol import EncodedFrame, Source
+from dicomslide.utils import PARAMETRIC_MAP_SOP_CLASS_UID as _PARAMETRIC_MAP_SOP_CLASS
+from dicomslide.utils import SEGMENTATION_SOP_CLASS_UID as _SEGMENTATION_SOP_CLASS
 
 __all__ = ["TiledImage", "TotalPixelMatrix"]
 
 #: Largest region one read may allocate; larger requests raise RegionError instead of
 #: exhausting memory.
 MAX_REGION_BYTES = 4 * 2**30
-
-_SEGMENTATION_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
-_PARAMETRIC_MAP_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.30"
 
 
 def _check_index(value: int, count: int, what: str, where: str) -> int:

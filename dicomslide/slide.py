@@ -31,6 +31,8 @@ from dicomslide.image import TiledImage
 from dicomslide.pyramid import Pyramid
 from dicomslide.runtime import as_source, get_cache_stats
 from dicomslide.sources.protocol import Source
+from dicomslide.utils import PARAMETRIC_MAP_SOP_CLASS_UID as _PARAMETRIC_MAP_SOP_CLASS
+from dicomslide.utils import SEGMENTATION_SOP_CLASS_UID as _SEGMENTATION_SOP_CLASS
 from dicomslide.utils import (
     compute_image_center_position,
     does_optical_path_item_match,
@@ -43,8 +45,6 @@ from dicomslide.utils import (
 __all__ = ["Slide", "find_slides"]
 
 _WSI_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.77.1.6"
-_SEGMENTATION_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
-_PARAMETRIC_MAP_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.30"
 _DERIVED_SOP_CLASSES = {_SEGMENTATION_SOP_CLASS, _PARAMETRIC_MAP_SOP_CLASS}
 
 
