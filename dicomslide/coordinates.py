@@ -50,6 +50,9 @@ DEFAULT_ORIENTATION: tuple[float, float, float, float, float, float] = (
 )
 
 
+_GEOMETRY_ATTRIBUTE = "_dicomslide_geometry"
+
+
 def _first_item(dataset: Dataset, keyword: str) -> Dataset | None:
     """Return the first item of a sequence attribute, or ``None`` if absent or empty."""
     sequence = dataset.get(keyword)
@@ -231,11 +234,18 @@ class ImageGeometry:
           columns along +Y, no rotation), because an unknown geometry should not rotate the
           image on display.
         """
-        return cls(
+        # Opening a slide asks for each image's geometry several times (image, pyramid,
+        # slide); the lookups walk functional groups, so the answer is kept on the dataset.
+        cached = ds.__dict__.get(_GEOMETRY_ATTRIBUTE)
+        if isinstance(cached, cls):
+            return cached
+        geometry = cls(
             origin=_read_origin(ds),
             orientation=_read_orientation(ds),
             pixel_spacing=_read_pixel_spacing(ds),
         )
+        object.__setattr__(ds, _GEOMETRY_ATTRIBUTE, geometry)
+        return geometry
 
     def _basis(self) -> npt.NDArray[np.float64]:
         """Return the 3x2 matrix mapping ``(row, column)`` offsets to slide offsets in mm."""

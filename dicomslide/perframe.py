@@ -14,7 +14,7 @@ import re
 import struct
 from dataclasses import dataclass
 from io import BytesIO
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 from pydicom import Dataset
@@ -416,6 +416,35 @@ def first_per_frame_item(ds: Dataset) -> Dataset | None:
     return items[0] if items else None
 
 
+# A Z offset element and its value: the DS characters are matched greedily and cut to the
+# encoded length afterwards, so that the ~5,000 identical values of a level collapse in
+# ``set(findall(...))`` at C speed instead of being parsed one by one (~8 ms on opening a
+# 20000x17000 slide).
+_Z_EXPLICIT: Final = re.compile(
+    re.escape(struct.pack("<HH", 0x0040, 0x074A) + b"DS") + rb"(..)([0-9+\-.eE \x00]*)",
+    re.DOTALL,
+)
+_Z_IMPLICIT: Final = re.compile(
+    re.escape(struct.pack("<HH", 0x0040, 0x074A)) + rb"(....)([0-9+\-.eE \x00]*)",
+    re.DOTALL,
+)
+
+
+def _scan_z_values(data: bytes, implicit_vr: bool) -> set[float] | None:
+    """Distinct Z offsets found in a raw little-endian per-frame sequence, or None if unsure."""
+    pattern = _Z_IMPLICIT if implicit_vr else _Z_EXPLICIT
+    values: set[float] = set()
+    for length_bytes, text in set(pattern.findall(data)):
+        length = int.from_bytes(length_bytes, "little")
+        if len(text) < length:
+            return None  # a character outside the DS repertoire: let the full parser decide
+        try:
+            values.add(round(float(text[:length].decode("ascii").strip(" \x00")), 6))
+        except ValueError:
+            return None
+    return values
+
+
 def extract_z_offsets(ds: Dataset, number_of_frames: int) -> set[float]:
     """The distinct Z offsets (micrometres, rounded to 1e-6) of an image's frames.
 
@@ -443,20 +472,8 @@ def extract_z_offsets(ds: Dataset, number_of_frames: int) -> set[float]:
         and element.is_little_endian
         and isinstance(element.value, bytes | bytearray)
     ):
-        data = bytes(element.value)
-        tag = struct.pack("<HH", 0x0040, 0x074A)
-        header = tag if element.is_implicit_VR else tag + b"DS"
-        width = 4 if element.is_implicit_VR else 2
-        values: set[float] = set()
-        try:
-            for match in re.finditer(re.escape(header), data):
-                at = match.end()
-                length = int.from_bytes(data[at : at + width], "little")
-                text = data[at + width : at + width + length]
-                values.add(round(float(text.decode("ascii").strip(" \x00")), 6))
-        except (ValueError, UnicodeDecodeError):
-            pass
-        else:
+        values = _scan_z_values(bytes(element.value), element.is_implicit_VR)
+        if values is not None:
             return values
     positions = extract_frame_positions(ds, number_of_frames)
     if positions is None:

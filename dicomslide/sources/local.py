@@ -2,7 +2,9 @@
 
 :class:`DICOMfileClient` implements :class:`dicomslide.sources.Source` for a folder. Every
 file operation (walking the folder, ``stat``, header parsing, frame reads) runs in a worker
-thread through :func:`anyio.to_thread.run_sync`; the event loop never blocks on the disk.
+thread through :func:`asyncio.to_thread` (the loop's default executor; importing anyio's
+thread machinery costs ~13 ms on first use, a third of opening a slide); the event loop never
+blocks on the disk.
 
 Index
 -----
@@ -56,14 +58,12 @@ import time
 import urllib.parse
 import urllib.request
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO, Final
 
-import anyio
-import anyio.to_thread
 import pydicom
 from pydicom import DataElement, Dataset
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
@@ -307,6 +307,18 @@ def _parse_index_entry(path: str, size: int, mtime_ns: int) -> list[Any]:
         return [size, mtime_ns, "error", f"{type(exc).__name__}: {exc}"]
 
 
+async def _gather_all(coroutines: list[Coroutine[Any, Any, None]]) -> None:
+    """Run ``coroutines`` concurrently; on the first failure cancel the rest and re-raise."""
+    tasks = [asyncio.ensure_future(c) for c in coroutines]
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
 def _walk(root: Path, recursive: bool, skip: Path | None) -> list[tuple[str, int, int]]:
     """List ``(relative path, size, mtime_ns)`` of the regular files under ``root``."""
     found: list[tuple[str, int, int]] = []
@@ -326,7 +338,10 @@ def _walk(root: Path, recursive: bool, skip: Path | None) -> list[tuple[str, int
                     if recursive:
                         pending.append(Path(entry.path))
                     continue
-                if not entry.is_file() or entry.path == skip_str:
+                # The index, its sidecar and their temporary files all start with its name.
+                if not entry.is_file() or (
+                    skip_str is not None and entry.path.startswith(skip_str)
+                ):
                     continue
                 # A link to a file outside the folder is not the folder's (and could point
                 # anywhere, e.g. at another patient's data): never index or read it.
@@ -392,8 +407,14 @@ def _save_index(
 _PER_FRAME_FUNCTIONAL_GROUPS = 0x52009230
 
 
-def _read_metadata(path: str) -> Dataset:
+def _read_metadata(path: str, validated: tuple[int, int] | None = None) -> tuple[Dataset, bool]:
+    """Read a file's metadata; return it and whether every value was converted (validated).
+
+    ``validated`` is the ``(size, mtime_ns)`` at which this file's header last converted
+    cleanly; when the open file still has that size and time the conversion is skipped.
+    """
     with open(path, "rb") as fp:
+        st = os.fstat(fp.fileno())
         ds = pydicom.dcmread(fp, stop_before_pixels=True)
         pixel_tag = _next_tag(fp, ds)
     float_bits = None if pixel_tag is None else part10.FLOAT_BITS_ALLOCATED.get(pixel_tag)
@@ -402,6 +423,10 @@ def _read_metadata(path: str) -> Dataset:
         # which pixel data element the file has. Record it as DICOM JSON metadata does for a
         # BulkDataURI: the element, with an empty value (see PixelFormat.from_dataset).
         ds.add_new(pixel_tag, "OF" if float_bits == 32 else "OD", b"")
+    if validated == (st.st_size, st.st_mtime_ns):
+        # The same bytes converted cleanly before (remembered beside the index): converting
+        # them again would cost ~1 ms per instance, most of opening a slide.
+        return ds, False
     # pydicom parses element values lazily: convert them all now, so that a corrupt element
     # (an unknown VR, say) fails here as InvalidDataError, not later as NotImplementedError
     # or ValueError in whatever code reads the attribute first. The per-frame functional
@@ -414,7 +439,38 @@ def _read_metadata(path: str) -> Dataset:
         if element.VR == "SQ":
             for item in element.value:
                 item.walk(lambda _ds, _elem: None)
-    return ds
+    return ds, True
+
+
+def _validated_key(instance: _Instance) -> str:
+    return f"{instance.relpath}\0{instance.size}\0{instance.mtime_ns}"
+
+
+def _load_validated(path: Path) -> set[str]:
+    try:
+        with open(path, encoding="utf-8") as fp:
+            payload = json.load(fp)
+    except (OSError, ValueError):
+        return set()
+    if not isinstance(payload, dict) or payload.get("format") != _INDEX_FORMAT:
+        return set()
+    keys = payload.get("validated")
+    return {k for k in keys if isinstance(k, str)} if isinstance(keys, list) else set()
+
+
+def _save_validated(path: Path, keys: Iterable[str]) -> None:
+    tmp_name: str | None = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=path.name, dir=path.parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as fp:
+            json.dump({"format": _INDEX_FORMAT, "validated": sorted(keys)}, fp)
+        os.replace(tmp_name, path)
+    except OSError:
+        # Only a speed-up is lost: the headers are validated again next time.
+        if tmp_name is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp_name)
 
 
 def _next_tag(fp: BinaryIO, ds: Dataset) -> int | None:
@@ -657,6 +713,11 @@ class DICOMfileClient:
         self._index_lock = asyncio.Lock()
         self._closed = False
         self._metadata: OrderedDict[str, Dataset] = OrderedDict()
+        # Keys (path, size, mtime) of files whose headers converted cleanly, kept beside the
+        # index file so that re-opening a slide does not convert every value again.
+        self._validated: set[str] = set()
+        self._validated_file: Path | None = None
+        self._validated_lock = threading.Lock()
         self._frame_sources: OrderedDict[str, _FrameSource] = OrderedDict()
         self._frame_source_locks: dict[str, asyncio.Lock] = {}
 
@@ -920,7 +981,7 @@ class DICOMfileClient:
         }
         missing = [i for i in members if i.sop_uid not in known]
         if missing:
-            read = await anyio.to_thread.run_sync(self._read_many_metadata, missing)
+            read = await asyncio.to_thread(self._read_many_metadata, missing)
             self._check_open()
             for instance, ds in zip(missing, read, strict=True):
                 known[instance.sop_uid] = ds
@@ -1008,7 +1069,7 @@ class DICOMfileClient:
                 state = _ReadState(instance.path, sop_instance_uid, source)
                 jobs = _plan_reads(source.layout, numbers)
                 try:
-                    first = await anyio.to_thread.run_sync(_read_frames, state, jobs[0])
+                    first = await asyncio.to_thread(_read_frames, state, jobs[0])
                 except _StaleFrameTableError:
                     _close_state(state)
                     continue
@@ -1022,7 +1083,7 @@ class DICOMfileClient:
                 yield number, EncodedFrame(data, source.transfer_syntax_uid)
             for job in jobs[1:]:
                 self._check_open()
-                batch = await anyio.to_thread.run_sync(_read_frames, state, job)
+                batch = await asyncio.to_thread(_read_frames, state, job)
                 for number, data in batch:
                     yield number, EncodedFrame(data, source.transfer_syntax_uid)
         finally:
@@ -1063,7 +1124,7 @@ class DICOMfileClient:
                 raise NotFoundError(f"no file {url} inside {base}")
             return target.read_bytes()
 
-        return await anyio.to_thread.run_sync(read)
+        return await asyncio.to_thread(read)
 
     # ----------------------------------------------------------------------------------------
     # Internals
@@ -1099,7 +1160,9 @@ class DICOMfileClient:
             persisted = _load_index(index_file, root, self._recursive)
             return root, index_file, persisted, _walk(root, self._recursive, index_file)
 
-        root, index_file, persisted, files = await anyio.to_thread.run_sync(prepare)
+        root, index_file, persisted, files = await asyncio.to_thread(prepare)
+        self._validated_file = index_file.parent / (index_file.name + ".validated")
+        self._validated = await asyncio.to_thread(_load_validated, self._validated_file)
         entries: dict[str, list[Any]] = {}
         to_parse: list[tuple[str, int, int]] = []
         for relpath, size, mtime_ns in files:
@@ -1114,19 +1177,24 @@ class DICOMfileClient:
             return [_parse_index_entry(str(root / rel), size, mtime) for rel, size, mtime in chunk]
 
         async def run_chunk(chunk: Sequence[tuple[str, int, int]]) -> None:
-            parsed = await anyio.to_thread.run_sync(parse_chunk, chunk, limiter=limiter)
+            async with limiter:
+                parsed = await asyncio.to_thread(parse_chunk, chunk)
             for (relpath, _, _), entry in zip(chunk, parsed, strict=True):
                 entries[relpath] = entry
 
-        limiter = anyio.CapacityLimiter(_PARSE_THREADS)
-        async with anyio.create_task_group() as tg:
-            for start in range(0, len(to_parse), _PARSE_CHUNK):
-                tg.start_soon(run_chunk, to_parse[start : start + _PARSE_CHUNK])
+        limiter = asyncio.Semaphore(_PARSE_THREADS)
+        if to_parse:
+            await _gather_all(
+                [
+                    run_chunk(to_parse[start : start + _PARSE_CHUNK])
+                    for start in range(0, len(to_parse), _PARSE_CHUNK)
+                ]
+            )
 
         persist_error: str | None = None
         if to_parse or len(entries) != len(persisted):
             ordered = dict(sorted(entries.items()))
-            persist_error = await anyio.to_thread.run_sync(
+            persist_error = await asyncio.to_thread(
                 _save_index, index_file, root, self._recursive, ordered
             )
 
@@ -1181,12 +1249,15 @@ class DICOMfileClient:
             self._metadata.popitem(last=False)
 
     def _read_many_metadata(self, instances: Sequence[_Instance]) -> list[Dataset]:
-        return [self._read_checked_metadata(i) for i in instances]
+        datasets = [self._read_checked_metadata(i, remember=False) for i in instances]
+        self._remember_validated(instances)
+        return datasets
 
-    @staticmethod
-    def _read_checked_metadata(instance: _Instance) -> Dataset:
+    def _read_checked_metadata(self, instance: _Instance, *, remember: bool = True) -> Dataset:
+        key = _validated_key(instance)
+        trusted = (instance.size, instance.mtime_ns) if key in self._validated else None
         try:
-            ds = _read_metadata(instance.path)
+            ds, converted = _read_metadata(instance.path, trusted)
         except FileNotFoundError as exc:
             raise NotFoundError(
                 f"{instance.path} (SOP Instance UID {instance.sop_uid}) was deleted"
@@ -1200,14 +1271,29 @@ class DICOMfileClient:
                 f"{instance.path} no longer holds SOP Instance UID {instance.sop_uid}; "
                 "open a new client to re-index"
             )
+        if converted and remember:
+            self._remember_validated([instance])
         return ds
+
+    def _remember_validated(self, instances: Sequence[_Instance]) -> None:
+        """Persist that these instances' headers converted cleanly (called in a worker thread)."""
+        if self._validated_file is None or self._index is None:
+            return
+        with self._validated_lock:
+            new = {_validated_key(i) for i in instances} - self._validated
+            if not new:
+                return
+            # Keep only files the index still knows, so the sidecar cannot grow without end.
+            known = {_validated_key(i) for i in self._index.instances.values()}
+            self._validated = (self._validated | new) & known
+            _save_validated(self._validated_file, self._validated)
 
     async def _instance_metadata(self, instance: _Instance) -> Dataset:
         cached = self._metadata.get(instance.sop_uid)
         if cached is not None:
             self._metadata.move_to_end(instance.sop_uid)
             return cached
-        ds = await anyio.to_thread.run_sync(self._read_checked_metadata, instance)
+        ds = await asyncio.to_thread(self._read_checked_metadata, instance)
         self._check_open()
         self._remember_metadata(instance.sop_uid, ds)
         return ds
@@ -1227,7 +1313,7 @@ class DICOMfileClient:
             if cached is not None and not rebuild:
                 return cached
             try:
-                source = await anyio.to_thread.run_sync(_build_frame_source, instance.path)
+                source = await asyncio.to_thread(_build_frame_source, instance.path)
             except FileNotFoundError as exc:
                 raise NotFoundError(
                     f"{instance.path} (SOP Instance UID {sop_uid}) was deleted"

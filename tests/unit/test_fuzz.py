@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import os
 import shutil
 import tempfile
 import traceback
@@ -515,6 +516,56 @@ def _corrupt(volume_file: Path, folder: Path, old: bytes, new: bytes) -> None:
     assert data.count(old) >= 1
     folder.mkdir()
     (folder / "x.dcm").write_bytes(data.replace(old, new))
+
+
+async def test_validated_headers_are_remembered_until_the_file_changes(
+    volume_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Converting every header value costs ~1 ms per instance, so a clean conversion is
+    # remembered beside the index, keyed by (path, size, mtime), and skipped on re-open; a
+    # rewritten file (here: corrupted, same size) must be converted and rejected again.
+    from dicomslide.sources import local as local_module
+
+    folder, index_dir = tmp_path / "f", tmp_path / "i"
+    folder.mkdir()
+    path = folder / "x.dcm"
+    shutil.copyfile(volume_file, path)
+    converted: list[bool] = []
+    trusted: list[Any] = []
+    original = local_module._read_metadata
+
+    def spy(*args: Any) -> Any:
+        trusted.append(args[1])
+        ds, did_convert = original(*args)
+        converted.append(did_convert)
+        return ds, did_convert
+
+    monkeypatch.setattr(local_module, "_read_metadata", spy)
+
+    async def read() -> pydicom.Dataset:
+        async with dicomslide.DICOMfileClient(folder, index_dir=index_dir) as client:
+            (found,) = await client.search_for_instances()
+            return await client.retrieve_instance_metadata(
+                found.StudyInstanceUID, found.SeriesInstanceUID, found.SOPInstanceUID
+            )
+
+    first = await read()
+    second = await read()
+    assert converted == [True, False]
+    assert second.SOPInstanceUID == first.SOPInstanceUID
+    assert list(index_dir.glob("*.validated"))
+
+    st_before = path.stat()
+    data = path.read_bytes()
+    path.write_bytes(data.replace(b"\x20\x00\x11\x93CS", b"\x20\x00\x11\x93C\x00"))
+    os.utime(path, ns=(st_before.st_atime_ns, st_before.st_mtime_ns + 1_000_000_000))
+    assert path.stat().st_size == st_before.st_size
+    with pytest.raises(dicomslide.InvalidDataError, match="cannot be read"):
+        await read()
+    # The third read did not trust the remembered (size, mtime): it converted and failed.
+    assert trusted[0] is None
+    assert trusted[1] == (st_before.st_size, st_before.st_mtime_ns)
+    assert trusted[2] is None
 
 
 async def test_invalid_indexed_values_do_not_warn_in_searches(
