@@ -5,6 +5,10 @@ How images become a slide
 * Images are grouped into slides by Frame of Reference UID and Container Identifier. Images
   without a Frame of Reference UID (some converters omit it) are grouped by Study Instance UID,
   Series Instance UID and Container Identifier instead.
+* Derived images (Segmentations, Parametric Maps) join the slides in their frame of
+  reference. A slide without a Frame of Reference UID gets those that name its series in their
+  Referenced Series Sequence (Common Instance Reference module), whatever their own frame of
+  reference (highdicom needs one in the source to derive from a tiled image).
 * Parts of a concatenation (same Concatenation UID) are merged into one :class:`TiledImage`.
 * VOLUME and THUMBNAIL images form the pyramid; LABEL and OVERVIEW images are kept aside.
   Missing Image Type is handled by :mod:`dicomslide.utils` (tiled images count as VOLUME).
@@ -1210,6 +1214,22 @@ def _image_matches(
     return True
 
 
+def _referenced_series(ds: Dataset) -> set[tuple[str, str]]:
+    """(study, series) UIDs a derived image names in its Common Instance Reference module."""
+    study = str(ds.get("StudyInstanceUID", ""))
+    refs = {
+        (study, str(it.get("SeriesInstanceUID", "")))
+        for it in ds.get("ReferencedSeriesSequence", [])
+    }
+    for other in ds.get("StudiesContainingOtherReferencedInstancesSequence", []):
+        other_study = str(other.get("StudyInstanceUID", ""))
+        refs |= {
+            (other_study, str(it.get("SeriesInstanceUID", "")))
+            for it in other.get("ReferencedSeriesSequence", [])
+        }
+    return refs
+
+
 def _slide_key(ds: Dataset) -> tuple[str, ...]:
     container = str(ds.get("ContainerIdentifier", ""))
     frame_of_reference = str(ds.get("FrameOfReferenceUID", ""))
@@ -1311,7 +1331,8 @@ async def find_slides(
     microscopy image is kept if its specimen description lists *any* of the stains (coded
     concepts compared by coding scheme designator and code value) and if it has *any* of the
     optical paths. Derived images are attached to the slides whose Frame of Reference UID they
-    share.
+    share; a slide without a Frame of Reference UID gets the derived images that reference
+    its series in their Referenced Series Sequence.
 
     Parameters
     ----------
@@ -1400,8 +1421,19 @@ async def find_slides(
                 if ds.get("FrameOfReferenceUID")
             }
         )
+        without_frame = any(
+            not ds.get("FrameOfReferenceUID")
+            for metadata in metadata_lists
+            for ds in metadata
+            if str(ds.get("SOPClassUID", "")) == _WSI_SOP_CLASS
+            and str(ds.get("ContainerIdentifier", "")) == container_id
+        )
         derived_wanted: set[tuple[str, str]] = set()
-        for uid in frames_of_reference:
+        if without_frame:
+            # Derived images of a slide without a frame of reference are known only by the
+            # references in their own metadata: read every candidate.
+            derived_wanted = set(derived_refs)
+        for uid in [] if without_frame else frames_of_reference:
             hits = await _search_instances(source, study_instance_uid, "FrameOfReferenceUID", uid)
             if hits is None:
                 derived_wanted = set(derived_refs)
@@ -1430,12 +1462,18 @@ async def find_slides(
             groups.setdefault(_slide_key(ds), []).append(ds)
     for ds in derived:
         key = _slide_key(ds)
-        if key[0] != "FOR":
-            continue
-        same_frame = [k for k in groups if k[0] == "FOR" and k[1] == key[1]]
-        # Prefer the slide with the same container when the derived image names one.
-        same_container = [k for k in same_frame if k[2] == key[2]]
-        for slide_key in same_container or same_frame:
+        targets: list[tuple[str, ...]] = []
+        if key[0] == "FOR":
+            same_frame = [k for k in groups if k[0] == "FOR" and k[1] == key[1]]
+            # Prefer the slide with the same container when the derived image names one.
+            same_container = [k for k in same_frame if k[2] == key[2]]
+            targets = same_container or same_frame
+        if not targets:
+            # Slides without a Frame of Reference UID take the derived images that name their
+            # series as a source.
+            referenced = _referenced_series(ds)
+            targets = [k for k in groups if k[0] == "SERIES" and (k[1], k[2]) in referenced]
+        for slide_key in targets:
             groups[slide_key].append(ds)
     slides: list[Slide] = []
     for key in sorted(groups):

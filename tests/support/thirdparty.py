@@ -35,9 +35,12 @@ What OrthancWSIDicomizer 1.1 (bookworm package ``1.1-4``) writes, from a PNG, *w
 * The last row/column of tiles is padded to the full frame size with white (255).
 * ``TotalPixelMatrixOriginSequence`` = the ``--offset-x/--offset-y`` (20 mm, 40 mm);
   ``ImageOrientationSlide`` = ``[0, -1, 0, -1, 0, 0]``; PixelSpacing = imaged size / pixels
-  (15 mm square by default, so non-square pixels for a non-square picture).  The per-frame
-  X/Y offsets *decrease* along columns/rows respectively, i.e. they contradict the written
-  ImageOrientationSlide (which says columns run along -Y): do not cross-check them strictly.
+  (15 mm square by default, so non-square pixels for a non-square picture).  PixelSpacing is
+  ``(--imaged-width / rows, --imaged-height / columns)``: the width is measured along slide X,
+  which runs down the picture (e.g. 11.25 x 15 mm gives 2000x1500 square 0.0075 mm pixels).
+  The per-frame X/Y offsets *decrease* along columns/rows respectively, i.e. they contradict
+  the written ImageOrientationSlide (which says columns run along -Y): do not cross-check them
+  strictly.
 * ``--compression jpeg``: JPEG baseline ``1.2.840.10008.1.2.4.50``, JFIF, 4:2:0 chroma
   subsampling, labelled ``YBR_FULL_422``; LossyImageCompression ``01``, ratio ``10``.
 * ``--compression jpeg2000``: ``1.2.840.10008.1.2.4.90`` (lossless), raw J2K codestreams
@@ -49,6 +52,24 @@ What OrthancWSIDicomizer 1.1 (bookworm package ``1.1-4``) writes, from a PNG, *w
   PlanarConfiguration 0, Pixel Data ``OW``; pixels equal the source.
 * Encapsulated Pixel Data has a full Basic Offset Table, no Extended Offset Table.
 * Each instance has its own Optical Path (brightfield) with a default sRGB ICC profile.
+* Every attribute of ``--dataset`` is copied verbatim into every instance, including ones the
+  tool never writes itself: FrameOfReferenceUID, PyramidUID, PositionReferenceIndicator,
+  Study/Series Instance UIDs, DimensionOrganizationType (checked with ``orthanc-wsi`` 1.1-4).
+  Bare output has PatientID, StudyDate and StudyTime, but no PatientName, PatientBirthDate,
+  PatientSex, StudyID, AccessionNumber or ReferringPhysicianName (all Type 2).
+
+Deriving images with highdicom 0.28 (:func:`derivable_dataset`, :func:`patch_for_highdicom`):
+
+* ``hd.seg.Segmentation`` / ``hd.pm.ParametricMap`` read PatientName, PatientBirthDate,
+  PatientSex, StudyID and AccessionNumber from the source (``AttributeError`` on bare output)
+  and, for a multi-frame tiled source, need FrameOfReferenceUID ("Only a single frame is
+  supported when the source image has no Frame of Reference UID").
+  ``hd.seg.create_segmentation_pyramid`` also needs a PyramidUID shared by the levels.
+* So :func:`derivable_dataset` passes those through ``--dataset`` (the realistic route: the
+  slide files carry them as written by the tool).  For bare output, :func:`patch_for_highdicom`
+  adds them to an in-memory *copy* used only as highdicom's source; the derived image then has
+  a Frame of Reference UID that the slide files lack, and references the slide's series (and
+  instances) in ReferencedSeriesSequence / SourceImageSequence.
 
 Independent pixel oracles on these files (checked with openslide-bin 4.0.1 / wsidicom 0.36):
 
@@ -90,12 +111,16 @@ from PIL import Image, ImageDraw
 
 __all__ = [
     "DICOMIZER_SAMPLE_DATASET",
+    "HIGHDICOM_PATCH_KEYWORDS",
     "Compression",
     "DicomizerNotAvailableError",
+    "derivable_dataset",
     "find_dicomizer",
     "make_dicomizer_slide",
     "make_openslide_compatible",
     "make_source_image",
+    "patch_for_highdicom",
+    "stable_uid",
 ]
 
 Compression = Literal["jpeg", "jpeg2000", "none"]
@@ -137,6 +162,74 @@ DICOMIZER_SAMPLE_DATASET: Mapping[str, Any] = {
     "SpecimenLabelInImage": "NO",
     "BurnedInAnnotation": "NO",
 }
+
+#: Type 2 attributes that bare dicomizer output lacks and highdicom 0.28 reads from a source
+#: image (with the empty value :func:`patch_for_highdicom` gives them).
+HIGHDICOM_PATCH_KEYWORDS: tuple[str, ...] = (
+    "PatientName",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyID",
+    "AccessionNumber",
+)
+
+
+def stable_uid(*parts: str) -> str:
+    """A deterministic ``2.25.`` UID for ``parts`` (stable across runs, so caches are reused)."""
+    material = "\x1f".join(("dicomslide-tests", *parts)).encode()
+    return "2.25." + str(int.from_bytes(hashlib.sha256(material).digest()[:16], "big"))
+
+
+def derivable_dataset(name: str) -> dict[str, Any]:
+    """A ``--dataset`` for slides that highdicom can derive Segmentations / Parametric Maps from.
+
+    :data:`DICOMIZER_SAMPLE_DATASET` (ImageType, container, specimen) plus the patient
+    attributes highdicom reads, and a FrameOfReferenceUID and PyramidUID derived from ``name``
+    (distinct names give distinct slides: without it, slides converted with the same dataset
+    would share a frame of reference and container and be taken for one slide).
+
+    Args:
+        name: Distinguishes the slide; also used in its ContainerIdentifier.
+    """
+    return {
+        **DICOMIZER_SAMPLE_DATASET,
+        "PatientName": "Dicomizer^Test",
+        "PatientBirthDate": "19700101",
+        "PatientSex": "O",
+        "ReferringPhysicianName": "Some^Physician",
+        "ContainerIdentifier": f"DICOMIZER-{name}",
+        "FrameOfReferenceUID": stable_uid("frame-of-reference", name),
+        "PositionReferenceIndicator": "SLIDE_CORNER",
+        "PyramidUID": stable_uid("pyramid", name),
+    }
+
+
+def patch_for_highdicom(source: Any, *, frame_of_reference_uid: str | None = None) -> Any:
+    """Copy of a bare dicomizer dataset with what highdicom needs to derive from it.
+
+    Only the copy is changed (the files and ``source`` are not): the Type 2 attributes of
+    :data:`HIGHDICOM_PATCH_KEYWORDS` are added empty where absent, FrameOfReferenceUID is set
+    (``frame_of_reference_uid``, default a new one) where absent.  Pixel Data is kept.
+
+    Args:
+        source: A ``pydicom.Dataset`` read from a dicomizer file.
+        frame_of_reference_uid: UID for the copy when the source has none.
+
+    Returns:
+        The patched copy (a ``pydicom.Dataset``).
+    """
+    import copy
+
+    import pydicom.uid
+
+    patched = copy.deepcopy(source)
+    for keyword in HIGHDICOM_PATCH_KEYWORDS:
+        if keyword not in patched:
+            setattr(patched, keyword, "")
+    if not patched.get("FrameOfReferenceUID"):
+        patched.FrameOfReferenceUID = frame_of_reference_uid or pydicom.uid.generate_uid()
+    return patched
+
 
 # Bump when the generated output would change for the same arguments (new source picture...).
 _CACHE_VERSION = 1
@@ -291,6 +384,7 @@ def make_dicomizer_slide(
     source: str | os.PathLike[str] | None = None,
     dataset: Mapping[str, Any] | None = None,
     jpeg_quality: int | None = None,
+    imaged_size_mm: tuple[float, float] | None = None,
 ) -> list[Path]:
     """Convert a picture to a DICOM WSI pyramid with OrthancWSIDicomizer; return the files.
 
@@ -312,6 +406,11 @@ def make_dicomizer_slide(
             to get ImageType, which OpenSlide and wsidicom need); ``None`` = the tool's bare
             output.
         jpeg_quality: ``--jpeg-quality`` (0-100) for ``compression="jpeg"``.
+        imaged_size_mm: ``--imaged-width`` and ``--imaged-height`` in mm; ``None`` keeps the
+            tool's 15 x 15 mm (non-square pixels for a non-square picture).  The tool divides
+            the width by the picture's *rows* and the height by its columns (its slide X axis
+            runs down the picture), so ``(11.25, 15)`` gives a 2000x1500 picture square
+            0.0075 mm pixels.
 
     Returns:
         The ``.dcm`` files in the order the tool wrote them (``wsi-000000.dcm`` ...).
@@ -349,6 +448,9 @@ def make_dicomizer_slide(
         "levels": levels,
         "jpeg_quality": jpeg_quality,
     }
+    if imaged_size_mm is not None:
+        # Only when given, so that the cache keys of existing calls stay the same.
+        args["imaged_size_mm"] = [float(v) for v in imaged_size_mm]
     key_material = json.dumps(
         {
             **args,
@@ -363,6 +465,8 @@ def make_dicomizer_slide(
     name = f"{compression}-t{tile_size}-m{max_size_mb}-l{levels or 'auto'}"
     if jpeg_quality is not None:
         name += f"-q{jpeg_quality}"
+    if imaged_size_mm is not None:
+        name += f"-mm{imaged_size_mm[0]:g}x{imaged_size_mm[1]:g}"
     target = root / f"{name}-{digest}"
     if (target / _DONE_MARKER).is_file():
         return sorted(target.glob("*.dcm"))
@@ -387,6 +491,9 @@ def make_dicomizer_slide(
             command += ["--levels", str(levels)]
         if jpeg_quality is not None:
             command += ["--jpeg-quality", str(jpeg_quality)]
+        if imaged_size_mm is not None:
+            command += ["--imaged-width", f"{imaged_size_mm[0]:g}"]
+            command += ["--imaged-height", f"{imaged_size_mm[1]:g}"]
         if dataset is not None:
             dataset_path = work.with_suffix(".dataset.json")
             dataset_path.write_text(json.dumps(dataset), encoding="utf-8")
