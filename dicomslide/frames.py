@@ -270,6 +270,12 @@ class FrameService:
     coalesce_window: float, optional
         Seconds to wait for more frame requests before sending; 0 sends at the end of the
         current event-loop tick
+    max_requests_per_instance: int | None, optional
+        Most source calls running at once for one instance; frames asked for meanwhile wait
+        and go out together in the next call. ``None`` (no limit) sends every tick's frames
+        at once. A limit makes a stream of small reads (one tile per task, say) coalesce into
+        few large requests, which pays off wherever a request has a fixed cost: a DICOMweb
+        server that parses the instance for each request, or a thread hop per local read.
     """
 
     def __init__(
@@ -280,7 +286,12 @@ class FrameService:
         max_frames_per_request: int = 256,
         max_concurrent_requests: int = 8,
         coalesce_window: float = 0.0,
+        max_requests_per_instance: int | None = 2,
     ) -> None:
+        if max_requests_per_instance is not None and max_requests_per_instance < 1:
+            raise ValueError(
+                f"max_requests_per_instance must be >= 1 or None, got {max_requests_per_instance}."
+            )
         if max_frames_per_request < 1:
             raise ValueError(f"max_frames_per_request must be >= 1, got {max_frames_per_request}.")
         if max_concurrent_requests < 1:
@@ -295,6 +306,8 @@ class FrameService:
         self._semaphore = asyncio.Semaphore(max_concurrent_requests)
         self._inflight: dict[tuple[str, int], asyncio.Future[EncodedFrame]] = {}
         self._pending: dict[str, _Pending] = {}
+        self.max_requests_per_instance = max_requests_per_instance
+        self._active: dict[str, int] = {}  # source calls running per SOP Instance UID
         self._flush_scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -350,12 +363,7 @@ class FrameService:
             self._inflight[key] = fut
             self._pending.setdefault(uid, _Pending(instance)).numbers.append(number)
             futures.append(fut)
-        if self._pending and not self._flush_scheduled:
-            self._flush_scheduled = True
-            if self.coalesce_window > 0:
-                self.loop.call_later(self.coalesce_window, self._flush)
-            else:
-                self.loop.call_soon(self._flush)
+        self._schedule_flush()
         return futures
 
     async def get(self, instance: InstanceRef, frame_numbers: Sequence[int]) -> list[EncodedFrame]:
@@ -378,18 +386,52 @@ class FrameService:
             await asyncio.wait(futures)
         return [f.result() for f in futures]
 
+    def _schedule_flush(self) -> None:
+        if self._pending and not self._flush_scheduled:
+            self._flush_scheduled = True
+            if self.coalesce_window > 0:
+                self.loop.call_later(self.coalesce_window, self._flush)
+            else:
+                self.loop.call_soon(self._flush)
+
     def _flush(self) -> None:
         self._flush_scheduled = False
         pending, self._pending = self._pending, {}
-        for entry in pending.values():
+        limit = self.max_requests_per_instance
+        for uid, entry in pending.items():
             numbers = sorted(set(entry.numbers))
             step = self.max_frames_per_request
-            for i in range(0, len(numbers), step):
-                task = self.loop.create_task(self._fetch(entry.instance, numbers[i : i + step]))
+            chunks = [numbers[i : i + step] for i in range(0, len(numbers), step)]
+            if limit is not None:
+                free = max(limit - self._active.get(uid, 0), 0)
+                if free < len(chunks):
+                    # The rest waits for a running call of this instance to end (see _fetch),
+                    # gathering whatever else is asked for meanwhile.
+                    held = [n for chunk in chunks[free:] for n in chunk]
+                    self._pending[uid] = _Pending(entry.instance, held)
+                    chunks = chunks[:free]
+            for chunk in chunks:
+                self._active[uid] = self._active.get(uid, 0) + 1
+                task = self.loop.create_task(self._fetch(entry.instance, chunk))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
 
+    def _release(self, uid: str) -> None:
+        left = self._active.get(uid, 0) - 1
+        if left > 0:
+            self._active[uid] = left
+        else:
+            self._active.pop(uid, None)
+        if uid in self._pending:
+            self._schedule_flush()
+
     async def _fetch(self, instance: InstanceRef, numbers: list[int]) -> None:
+        try:
+            await self._fetch_frames(instance, numbers)
+        finally:
+            self._release(instance.sop_instance_uid)
+
+    async def _fetch_frames(self, instance: InstanceRef, numbers: list[int]) -> None:
         uid = instance.sop_instance_uid
         remaining = set(numbers)
         try:

@@ -332,6 +332,65 @@ def _slow(items: Any, n: int) -> FramePositions:
     return FramePositions(rows, columns, z, paths, segments)
 
 
+def _json_items(element: Any) -> list[Any] | None:
+    """The unconverted DICOM JSON items of a lazily converted sequence, if that is what it is.
+
+    (Duck-typed on :class:`dicomslide.sources.dicomjson.LazyJSONSequence`, so that this
+    module does not depend on the sources package.)
+    """
+    if isinstance(element, RawDataElement):
+        return None
+    items = getattr(element.value, "json_items", None)
+    return items if isinstance(items, list) else None
+
+
+def _json_value(item: Any, sequence_tag: str, tag: str) -> Any:
+    """``item[sequence][0][tag]``'s first value in DICOM JSON, None when any part is absent."""
+    seq = item.get(sequence_tag)
+    if seq is None:
+        return None
+    values = seq.get("Value")
+    if not values:
+        return None
+    element = values[0].get(tag)
+    if element is None:
+        return None
+    value = element.get("Value")
+    return value[0] if value else None
+
+
+def _from_json(items: list[Any], n: int) -> FramePositions | None:
+    """Positions read straight from DICOM JSON items; None when anything is unexpected."""
+    if len(items) != n:
+        return None
+    rows = np.zeros(n, dtype=np.int64)
+    columns = np.zeros(n, dtype=np.int64)
+    z: list[float | None] = [None] * n
+    paths: list[str | None] = [None] * n
+    segments: list[int | None] = [None] * n
+    try:
+        for i, item in enumerate(items):
+            position = item.get("0048021A")
+            if position is not None:
+                row = _json_value(item, "0048021A", "0048021F")
+                column = _json_value(item, "0048021A", "0048021E")
+                rows[i] = int(row or 0)
+                columns[i] = int(column or 0)
+                value = _json_value(item, "0048021A", "0040074A")
+                if value is not None:
+                    z[i] = float(value)
+            path = _json_value(item, "00480207", "00480106")
+            if path is not None:
+                paths[i] = str(path)
+            segment = _json_value(item, "0062000A", "0062000B")
+            if segment is not None:
+                segments[i] = int(segment)
+    except (AttributeError, TypeError, ValueError, IndexError, OverflowError):
+        # A shape the JSON model does not allow: the full conversion reports it properly.
+        return None
+    return FramePositions(rows, columns, z, paths, segments)
+
+
 def extract_frame_positions(ds: Dataset, number_of_frames: int) -> FramePositions | None:
     """Per-frame positions, optical paths and segments of an image.
 
@@ -353,6 +412,9 @@ def extract_frame_positions(ds: Dataset, number_of_frames: int) -> FramePosition
     element = ds.get_item(_PER_FRAME)
     result: FramePositions | None = None
     if element is not None:
+        json_items = _json_items(element)
+        if json_items is not None:
+            result = _from_json(json_items, number_of_frames)
         if isinstance(element, RawDataElement):
             try:
                 result = _quick(element, number_of_frames)
@@ -391,6 +453,9 @@ def first_per_frame_item(ds: Dataset) -> Dataset | None:
     element = ds.get_item(_PER_FRAME)
     if element is None:
         return None
+    if _json_items(element) is not None:
+        first: Dataset | None = element.value.first()
+        return first
     if (
         isinstance(element, RawDataElement)
         and element.is_little_endian

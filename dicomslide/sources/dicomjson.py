@@ -16,6 +16,13 @@ URIs are kept on the data set that holds them, in a ``dict`` attribute named
 (``"00282000"``) to the URI. Every returned root data set has that attribute, possibly empty;
 a nested item (an Optical Path Sequence item with an ICC profile, say) has it only if it holds
 bulk data itself. :func:`bulkdata_uris` reads it.
+
+Per-Frame Functional Groups Sequences of more than :data:`LAZY_ITEMS` items are not converted
+up front: the element's value is a :class:`LazyJSONSequence`, a :class:`pydicom.Sequence` that
+converts its items on first use. Converting the 5,000 items of one 20000x17000 level costs
+about a second of CPU, while what opening a slide and placing frames needs (positions, Z
+offsets, optical paths, segments) is read straight from the JSON by
+:mod:`dicomslide.perframe`; a user who reads the sequence gets the same Datasets as before.
 """
 
 from __future__ import annotations
@@ -26,11 +33,14 @@ from typing import Any, Final
 
 from pydicom import DataElement, Dataset
 from pydicom.dataelem import empty_value_for_VR
+from pydicom.sequence import Sequence
 
 from dicomslide.errors import ProtocolError
 
 __all__ = [
     "BULKDATA_URIS_ATTR",
+    "LAZY_ITEMS",
+    "LazyJSONSequence",
     "bulkdata_uris",
     "datasets_from_json",
     "parse_json_bytes",
@@ -48,6 +58,102 @@ _INT_VRS: Final = frozenset({"IS", "SL", "SS", "SV", "UL", "US", "UV", "US or SS
 _FLOAT_VRS: Final = frozenset({"DS", "FD", "FL"})
 _VALUE_KEYS: Final = ("Value", "InlineBinary", "BulkDataURI")
 _EXCERPT: Final = 80
+_PER_FRAME_FUNCTIONAL_GROUPS: Final = 0x52009230
+
+LAZY_ITEMS: Final = 64
+"""Per-frame sequences with more items than this are converted lazily."""
+
+
+class LazyJSONSequence(Sequence):
+    """A Sequence whose items are converted from DICOM JSON when first used.
+
+    Every list operation (indexing, iteration, ``len`` aside) converts all items once, exactly
+    as :func:`datasets_from_json` would have; :attr:`json_items` gives the unconverted JSON
+    until then, so that readers of a few values per item can skip the conversion.
+
+    Parameters
+    ----------
+    json_items: list[dict[str, Any]]
+        The sequence's items as DICOM JSON objects
+    where: str
+        Where the sequence is, for error messages
+    """
+
+    def __init__(self, json_items: list[dict[str, Any]], where: str) -> None:
+        super().__init__()
+        # Unarmed until arm(): adding the element to a Dataset walks the items (to pass on
+        # Pixel Representation, which JSON's explicit VRs never need), which would convert
+        # them all.
+        self.__dict__["_lazy_pending"] = json_items
+        self.__dict__["_lazy_where"] = where
+
+    def arm(self) -> None:
+        """Hold the JSON items unconverted from now on (once the element is in its Dataset)."""
+        pending = self.__dict__.pop("_lazy_pending", None)
+        if pending is not None:
+            self.__dict__["_lazy_json"] = pending
+            self.__dict__.pop("_lazy_items", None)
+
+    @property
+    def json_items(self) -> list[dict[str, Any]] | None:
+        """The JSON items if they have not been converted yet, else None.
+
+        Returns
+        -------
+        list[dict[str, Any]] | None
+            Unconverted items
+        """
+        items: list[dict[str, Any]] | None = self.__dict__.get("_lazy_json")
+        return items
+
+    def first(self) -> Dataset | None:
+        """The first item, converting only that one while the rest is still JSON.
+
+        Returns
+        -------
+        pydicom.Dataset | None
+            The first item, None for an empty sequence
+        """
+        items = self.json_items
+        if items is None:
+            return self._list[0] if self._list else None
+        if not items:
+            return None
+        first: Dataset | None = self.__dict__.get("_lazy_first")
+        if first is None:
+            first = _convert_item(items[0], f"{self.__dict__['_lazy_where']}[0]")
+            self.__dict__["_lazy_first"] = first
+        return first
+
+    @property
+    def _list(self) -> list[Dataset]:
+        converted: list[Dataset] | None = self.__dict__.get("_lazy_items")
+        if converted is None:
+            items = self.__dict__.get("_lazy_json") or []
+            where = self.__dict__.get("_lazy_where", "sequence")
+            converted = [_convert_item(item, f"{where}[{i}]") for i, item in enumerate(items)]
+            # Two threads converting at once both get equal lists; one is kept.
+            self.__dict__["_lazy_items"] = converted
+            self.__dict__["_lazy_json"] = None
+        return converted
+
+    @_list.setter
+    def _list(self, value: list[Dataset]) -> None:
+        self.__dict__["_lazy_items"] = value
+        self.__dict__["_lazy_json"] = None
+
+    def __len__(self) -> int:
+        items = self.json_items
+        return len(items) if items is not None else len(self._list)
+
+    def __repr__(self) -> str:
+        return f"<Sequence, length {len(self)}>"
+
+
+def _convert_item(value: Any, where: str) -> Dataset:
+    if not isinstance(value, dict):
+        raise ProtocolError(f"DICOM JSON {where} is {type(value).__name__}, not an object")
+    return _convert_dataset(value, where)
 
 
 def parse_json_bytes(data: bytes) -> list[dict[str, Any]]:
@@ -169,6 +275,8 @@ def _convert_dataset(item: dict[str, Any], where: str) -> Dataset:
                 f"DICOM JSON {where}, tag {str(tag_hex)[:16]!r}: {type(exc).__name__}: {exc}"
             ) from exc
         dataset.add(element)
+        if isinstance(element.value, LazyJSONSequence):
+            element.value.arm()
         if uri is not None:
             if uris is None:
                 uris = {}
@@ -192,6 +300,8 @@ def _convert_element(tag_hex: str, mapping: Any, where: str) -> tuple[DataElemen
     if values is not None and isinstance(values, list) and values and len(mapping) == 2:
         # len(mapping) == 2: only "vr" and "Value", so no conflicting value keys to resolve.
         if vr == "SQ":
+            if tag == _PER_FRAME_FUNCTIONAL_GROUPS and len(values) > LAZY_ITEMS:
+                return DataElement(tag, vr, LazyJSONSequence(values, f"{where} > {tag_hex}")), None
             if all(isinstance(value, dict) for value in values):
                 sub_where = f"{where} > {tag_hex}"
                 items = [

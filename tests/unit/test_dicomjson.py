@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import pickle
 from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -12,8 +15,11 @@ from pydicom import Dataset
 from pydicom.sequence import Sequence
 
 from dicomslide.errors import ProtocolError
+from dicomslide.perframe import _slow, extract_frame_positions, first_per_frame_item
 from dicomslide.sources.dicomjson import (
     BULKDATA_URIS_ATTR,
+    LAZY_ITEMS,
+    LazyJSONSequence,
     bulkdata_uris,
     datasets_from_json,
     parse_json_bytes,
@@ -188,3 +194,63 @@ def test_model_violations(item: dict[str, Any], message: str) -> None:
 def test_non_object_items() -> None:
     with pytest.raises(ProtocolError, match="item 1 is list"):
         datasets_from_json([{}, []])  # type: ignore[list-item]
+
+
+def _z_and_paths(item: dict[str, Any], frames: int) -> dict[str, Any]:
+    """Give every other frame a Z offset and an optical path, as multi-Z slides have."""
+    for i, frame in enumerate(item["52009230"]["Value"]):
+        if i % 2:
+            frame["0048021A"]["Value"][0]["0040074A"] = {"vr": "DS", "Value": [1.5 * i]}
+            frame["00480207"] = {
+                "vr": "SQ",
+                "Value": [{"00480106": {"vr": "SH", "Value": [f"path{i % 3}"]}}],
+            }
+    return item
+
+
+def test_large_per_frame_sequences_convert_lazily_and_equal_pydicom() -> None:
+    frames = LAZY_ITEMS + 36
+    item = _z_and_paths(slide_instance(frames), frames)
+    (converted,) = datasets_from_json([json.loads(json.dumps(item))])
+    seq = converted.PerFrameFunctionalGroupsSequence
+    assert isinstance(seq, LazyJSONSequence)
+    assert seq.json_items is not None
+    assert len(seq) == frames
+    # Positions and the first item come from the JSON without converting the rest ...
+    positions = extract_frame_positions(converted, frames)
+    first = first_per_frame_item(converted)
+    assert seq.json_items is not None
+    assert first is not None
+    assert first.PlanePositionSlideSequence[0].ColumnPositionInTotalImagePixelMatrix == 1
+    # ... and equal what the converted items give.
+    expected = _slow(reference(item).PerFrameFunctionalGroupsSequence, frames)
+    assert positions is not None
+    np.testing.assert_array_equal(positions.rows, expected.rows)
+    np.testing.assert_array_equal(positions.columns, expected.columns)
+    assert positions.z == expected.z
+    assert positions.optical_paths == expected.optical_paths
+    assert positions.segments == expected.segments
+    assert {z for z in positions.z if z is not None} == {1.5 * i for i in range(1, frames, 2)}
+    # Copies stay lazy; any list use converts once, to what pydicom makes of the JSON.
+    assert copy.deepcopy(converted).PerFrameFunctionalGroupsSequence.json_items is not None
+    unpickled = pickle.loads(pickle.dumps(seq))
+    assert unpickled.json_items is not None
+    assert converted == reference(item)
+    assert seq.json_items is None
+    assert list(unpickled) == list(reference(item).PerFrameFunctionalGroupsSequence)
+    assert converted.to_json_dict()["52009230"] == reference(item).to_json_dict()["52009230"]
+
+
+def test_small_per_frame_sequences_are_converted_at_once() -> None:
+    (converted,) = datasets_from_json([slide_instance(LAZY_ITEMS)])
+    assert not isinstance(converted.PerFrameFunctionalGroupsSequence, LazyJSONSequence)
+
+
+def test_malformed_lazy_items_fail_as_protocol_errors_when_used() -> None:
+    frames = LAZY_ITEMS + 1
+    item = slide_instance(frames)
+    item["52009230"]["Value"][7] = ["not", "an", "object"]
+    (converted,) = datasets_from_json([item])
+    # The quick JSON reader gives up on the odd item; the full conversion names it.
+    with pytest.raises(ProtocolError, match=r"52009230\[7\] is list"):
+        extract_frame_positions(converted, frames)
