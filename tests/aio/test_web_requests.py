@@ -525,3 +525,50 @@ async def test_second_client_has_its_own_cache(server: FakeDicomWeb) -> None:
     async with opened(server) as (_, slide):
         await slide.get_image_region((0, 0), 0, (128, 128))
     assert [fr.numbers for fr in server.frame_requests] == [[1], [1]]
+
+
+@pytest.mark.parametrize("limit", [2, None])
+async def test_per_instance_request_limit_merges_a_stream_of_tile_reads(
+    server: FakeDicomWeb, limit: int | None
+) -> None:
+    # The tile-server pattern: one-tile reads arriving one after another (each in its own
+    # event-loop tick). With the default limit of 2 requests in flight per instance, reads
+    # that arrive meanwhile wait and leave together; without it each tick sends a request.
+    tile = SPEC.tile_size[0]
+    rows, cols = SPEC.size
+    offsets = [(r, c) for r in range(0, rows - tile, tile) for c in range(0, cols - tile, tile)]
+    async with opened(
+        server, max_requests_per_instance=limit, coalesce_window=0, max_concurrent_requests=64
+    ) as (_, slide):
+        # Warm up (frame index, colour) with a tile the stream does not read.
+        last_row = (rows - 1) // tile * tile
+        assert all(r < last_row for r, _ in offsets)
+        await slide.get_image_region((last_row, 0), 0, (rows - last_row, tile))
+        server.frame_requests.clear()
+        before = slide.cache_stats.requests
+        server.gate = asyncio.Event()
+        tasks = []
+        for off in offsets:
+            tasks.append(asyncio.create_task(slide.get_image_region(off, 0, (tile, tile))))
+            for _ in range(5):
+                await asyncio.sleep(0)  # the read reaches the frame service and flushes
+        in_flight = len(server.frame_requests)
+        server.gate.set()
+        results = await asyncio.gather(*tasks)
+        for off, region in zip(offsets, results, strict=True):
+            np.testing.assert_array_equal(region, truth(*off, (tile, tile)))
+        asked = server.frames_asked()
+        assert len(asked) == len(set(asked)) == len(offsets)
+        if limit is None:
+            assert in_flight == len(server.frame_requests) == len(offsets)
+        else:
+            assert in_flight == limit
+            # the held reads: one request (fewer frames than max_frames_per_request)
+            assert len(server.frame_requests) == limit + 1
+            assert slide.cache_stats.requests - before == limit + 1
+
+
+async def test_per_instance_request_limit_is_validated(server: FakeDicomWeb) -> None:
+    async with opened(server, max_requests_per_instance=0) as (_, slide):
+        with pytest.raises(ValueError, match="max_requests_per_instance must be >= 1 or None"):
+            await slide.get_image_region((0, 0), 0, (10, 10))
