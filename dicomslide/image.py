@@ -87,6 +87,9 @@ class _ImageState:
         self._planes: tuple[float, ...] | None = None
         self._icc_loaded = False
         self._color: ColorTransform | None = None
+        # Another image of the same slide whose profile stands for this one's (see
+        # Slide: equal optical path descriptions, smaller instance, cheaper bulk request).
+        self.icc_donor: _ImageState | None = None
         self._done: dict[str, Any] = {}
         self._running: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Task[Any]]] = {}
 
@@ -142,24 +145,39 @@ class _ImageState:
         if not (self.correct_color and self.is_color()):
             return None
         if not self._icc_loaded:
-            profile = b""
-            uri = None
-            for item in self.metadata.get("OpticalPathSequence", []):
-                value = item.get("ICCProfile")
-                if value:
-                    profile = bytes(value)
-                    break
-                uri = uri or getattr(item, BULKDATA_URIS_ATTRIBUTE, {}).get("00282000")
-            if not profile:
-                # Over DICOMweb the profile is bulk data, fetched only now that it is needed.
-                uri = uri or getattr(self.metadata, BULKDATA_URIS_ATTRIBUTE, {}).get("00282000")
-                if uri:
-                    profile = await self.source.retrieve_bulkdata(uri)
-            if not profile and "ICCProfile" in self.metadata:
-                profile = bytes(self.metadata.ICCProfile or b"")
+            donor = self.icc_donor
+            if donor is not None and donor is not self and self.icc_profile_uri() is not None:
+                profile: bytes = await donor._once("icc", donor.icc_profile)
+            else:
+                profile = await self._once("icc", self.icc_profile)
             self._color = await asyncio.to_thread(get_color_transform, profile)
             self._icc_loaded = True
         return self._color
+
+    def icc_profile_uri(self) -> str | None:
+        """The BulkDataURI of this image's ICC profile when it is not in the metadata."""
+        uri = None
+        for item in self.metadata.get("OpticalPathSequence", []):
+            if item.get("ICCProfile"):
+                return None
+            uri = uri or getattr(item, BULKDATA_URIS_ATTRIBUTE, {}).get("00282000")
+        if uri is None and not self.metadata.get("ICCProfile"):
+            uri = getattr(self.metadata, BULKDATA_URIS_ATTRIBUTE, {}).get("00282000")
+        return uri
+
+    async def icc_profile(self) -> bytes:
+        """This image's ICC profile bytes (empty when it has none)."""
+        for item in self.metadata.get("OpticalPathSequence", []):
+            value = item.get("ICCProfile")
+            if value:
+                return bytes(value)
+        uri = self.icc_profile_uri()
+        if uri:
+            # Over DICOMweb the profile is bulk data, fetched only now that it is needed.
+            return bytes(await self.source.retrieve_bulkdata(uri))
+        if "ICCProfile" in self.metadata:
+            return bytes(self.metadata.ICCProfile or b"")
+        return b""
 
     def decode_into(
         self,

@@ -105,6 +105,29 @@ def validate_image_metadata(ds: Dataset) -> None:
             )
 
 
+def _share_icc_profiles(volume: Sequence[TiledImage]) -> None:
+    """Let images with equal optical paths fetch one ICC profile, from the smallest of them.
+
+    Over DICOMweb each level's profile is bulk data, and servers such as Orthanc parse the
+    whole instance to answer a bulk data request (~270 ms for a 108 MB level 0, ~1 ms for the
+    smallest level). Levels whose Optical Path Sequences are equal element by element (the
+    profiles themselves are bulk data, so they compare as empty) describe the same optical
+    path, whose ICC profile the standard defines per optical path; the profile is fetched
+    once, from the smallest such image. Images whose profile is in the metadata (local
+    files) use their own.
+    """
+    states = [image._state for image in volume]
+    for i, state in enumerate(states):
+        paths = state.metadata.get("OpticalPathSequence")
+        if not paths or state.icc_profile_uri() is None:
+            continue
+        for other in reversed(states[i + 1 :]):  # smallest first
+            other_paths = other.metadata.get("OpticalPathSequence")
+            if other.icc_profile_uri() is not None and other_paths == paths:
+                state.icc_donor = other
+                break
+
+
 def _group_concatenations(metadata: Sequence[Dataset]) -> list[list[Dataset]]:
     groups: dict[str, list[Dataset]] = {}
     for ds in metadata:
@@ -195,6 +218,7 @@ class Slide:
         volume.sort(key=lambda im: im.size[0] * im.size[1], reverse=True)
         volume = _drop_unaligned_untyped(volume, pyramid_tolerance)
         self._volume = volume
+        _share_icc_profiles(volume)
         self._pyramid = Pyramid(
             [im.metadata for im in volume],
             pyramid_tolerance,

@@ -572,3 +572,29 @@ async def test_per_instance_request_limit_is_validated(server: FakeDicomWeb) -> 
     async with opened(server, max_requests_per_instance=0) as (_, slide):
         with pytest.raises(ValueError, match="max_requests_per_instance must be >= 1 or None"):
             await slide.get_image_region((0, 0), 0, (10, 10))
+
+
+def _bulk_sops(server: FakeDicomWeb) -> list[str]:
+    return [r.url.path.split("/bulk/")[1].split("/")[0] for r in server.requests_of("bulk")]
+
+
+@pytest.mark.parametrize("same_optical_path", [True, False])
+async def test_levels_with_equal_optical_paths_fetch_one_icc_profile(
+    server: FakeDicomWeb, same_optical_path: bool
+) -> None:
+    # Servers parse the whole instance to answer a bulk data request, so the profile of
+    # levels describing the same optical path is fetched once, from the smallest level.
+    by_size = sorted(server.instances.values(), key=lambda inst: len(inst.frames), reverse=True)
+    largest, smallest = by_size[0], by_size[-1]
+    if not same_optical_path:
+        item = smallest.metadata["00480105"]["Value"][0]
+        item["00480108"] = {"vr": "ST", "Value": ["another optical path"]}
+    async with server.client() as client:
+        (slide,) = await dicomslide.find_slides(client, correct_color=True)
+        region = await slide.get_image_region((0, 0), 0, (200, 300))
+        np.testing.assert_array_equal(region, truth(0, 0, (200, 300)))
+        await slide.get_image_region((0, 0), 1, (100, 100))
+    if same_optical_path:
+        assert _bulk_sops(server) == [smallest.sop]
+    else:
+        assert sorted(_bulk_sops(server)) == sorted([largest.sop, smallest.sop])
