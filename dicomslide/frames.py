@@ -286,7 +286,7 @@ class FrameService:
         max_frames_per_request: int = 256,
         max_concurrent_requests: int = 8,
         coalesce_window: float = 0.0,
-        max_requests_per_instance: int | None = 2,
+        max_requests_per_instance: int | None = 1,
     ) -> None:
         if max_requests_per_instance is not None and max_requests_per_instance < 1:
             raise ValueError(

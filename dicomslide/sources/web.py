@@ -490,7 +490,9 @@ class DICOMwebClient:
         Most frame requests in flight for one instance; frames asked for meanwhile wait and
         go out together in the next request. Servers that parse the whole instance for each
         request (Orthanc: ~5 ms for a 7 MB level, ~270 ms for a 108 MB one) answer a stream of
-        one-tile reads far faster this way. ``None`` sends every tick's frames at once.
+        one-tile reads far faster this way (200 random 512² level-0 reads from 16 tasks:
+        4.8 s with 1, 7.8 s with 2, 51 s without a limit). ``None`` sends every tick's
+        frames at once.
     cache_max_bytes: int | None, optional
         Budget of the encoded-frame cache shared by all slides of this client
     max_instance_bytes: int, optional
@@ -515,7 +517,7 @@ class DICOMwebClient:
         max_url_length: int = 8000,
         max_concurrent_requests: int = 8,
         coalesce_window: float = 0.002,
-        max_requests_per_instance: int | None = 2,
+        max_requests_per_instance: int | None = 1,
         cache_max_bytes: int | None = None,
         max_instance_bytes: int = DEFAULT_MAX_INSTANCE_BYTES,
     ) -> None:

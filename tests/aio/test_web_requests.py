@@ -527,12 +527,12 @@ async def test_second_client_has_its_own_cache(server: FakeDicomWeb) -> None:
     assert [fr.numbers for fr in server.frame_requests] == [[1], [1]]
 
 
-@pytest.mark.parametrize("limit", [2, None])
+@pytest.mark.parametrize("limit", [1, 2, None])
 async def test_per_instance_request_limit_merges_a_stream_of_tile_reads(
     server: FakeDicomWeb, limit: int | None
 ) -> None:
     # The tile-server pattern: one-tile reads arriving one after another (each in its own
-    # event-loop tick). With the default limit of 2 requests in flight per instance, reads
+    # event-loop tick). With a limit of requests in flight per instance (default 1), reads
     # that arrive meanwhile wait and leave together; without it each tick sends a request.
     tile = SPEC.tile_size[0]
     rows, cols = SPEC.size
