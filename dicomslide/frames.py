@@ -308,6 +308,7 @@ class FrameService:
         self._pending: dict[str, _Pending] = {}
         self.max_requests_per_instance = max_requests_per_instance
         self._active: dict[str, int] = {}  # source calls running per SOP Instance UID
+        self._closed = False
         self._flush_scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -396,6 +397,9 @@ class FrameService:
 
     def _flush(self) -> None:
         self._flush_scheduled = False
+        if self._closed:
+            self._fail_pending(SourceError("The frame service is closed."))
+            return
         pending, self._pending = self._pending, {}
         limit = self.max_requests_per_instance
         for uid, entry in pending.items():
@@ -482,7 +486,19 @@ class FrameService:
 
     async def aclose(self) -> None:
         """Cancel running fetches; waiters get a :class:`~dicomslide.errors.SourceError`."""
+        self._closed = True
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
             await asyncio.wait(list(self._tasks))
+        self._fail_pending(
+            SourceError("The frame service was closed before these frames were fetched.")
+        )
+
+    def _fail_pending(self, error: BaseException) -> None:
+        pending, self._pending = self._pending, {}
+        for uid, entry in pending.items():
+            for number in entry.numbers:
+                fut = self._inflight.pop((uid, number), None)
+                if fut is not None and not fut.done():
+                    fut.set_exception(error)
