@@ -6,6 +6,18 @@ every chunk read from one side is forwarded to the other ``rtt_ms / 2`` millisec
 round trip. Request counting parses the client-to-server byte stream as HTTP/1.1 (request
 head, then ``Content-Length`` body bytes), so keep-alive connections are counted correctly.
 
+The ends of a connection travel like a real path's: one upstream connection per client
+connection; the server's close (FIN) or reset (RST) reaches the client ``rtt_ms / 2`` after it
+happened, after the bytes sent before it. Once the server has closed, the client side is closed
+completely when that close arrives, and client bytes that reach the server's end after the
+close are dropped (counted as ``late_bytes_dropped``), never written into a closed socket nor
+left on a half-open connection. This keeps the keep-alive race of a real path, no wider and no
+narrower: Orthanc 1.10 closes a keep-alive connection idle for 1 s (``Keep-Alive: timeout=1``,
+not configurable in 1.10), and a client that reuses it within one RTT of that close fails on
+any network. When the server is not listening (not started, or dead), the client connection is
+reset one RTT after it was accepted (``upstream_refused``), so the client reports a reset
+instead of a misleading "server closed the connection without a response".
+
 Bounded: at most ``max_buffer`` bytes are queued per direction and connection (the reading
 side then waits), and the proxy stops itself after ``max_lifetime`` seconds even if nobody
 calls :meth:`DelayProxy.stop`. It runs its own event loop in a daemon thread.
@@ -24,9 +36,10 @@ import asyncio
 import contextlib
 import json
 import socket
+import struct
 import threading
+from collections.abc import Callable
 from types import TracebackType
-from typing import Any
 
 CHUNK = 64 * 1024
 
@@ -82,7 +95,19 @@ class DelayProxy:
         self.rtt_ms = rtt_ms
         self.max_queue = max(2, max_buffer // CHUNK)
         self.max_lifetime = max_lifetime
-        self.counters = {"requests": 0, "connections": 0, "bytes_up": 0, "bytes_down": 0}
+        self.counters = {
+            "requests": 0,
+            "connections": 0,
+            "bytes_up": 0,
+            "bytes_down": 0,
+            # connections the server closed first (Orthanc 1.10: idle keep-alive > 1 s)
+            "upstream_closed_first": 0,
+            # client bytes that arrived after the server had closed (the keep-alive race)
+            "late_bytes_dropped": 0,
+            # connections the server refused (it is down): the client gets a reset
+            "upstream_refused": 0,
+        }
+        self.last_upstream_error = ""
         self.port = 0
         self.control_port = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -143,6 +168,8 @@ class DelayProxy:
             conns.add(task)
             try:
                 await self._handle(reader, writer)
+            except asyncio.CancelledError:
+                writer.close()  # stop(): end quietly (a cancelled callback task is logged)
             finally:
                 conns.discard(task)
 
@@ -171,10 +198,20 @@ class DelayProxy:
         self.counters["connections"] += 1
         try:
             u_reader, u_writer = await asyncio.open_connection(*self.upstream)
-        except OSError:
-            c_writer.close()
+        except OSError as exc:
+            # The server is not listening (not started, or died). On a real path the client's
+            # connect would be refused one round trip later; the connection is already
+            # accepted here, so the client gets a reset then, not a clean close that reads
+            # as "server closed the connection without a response".
+            self.counters["upstream_refused"] += 1
+            self.last_upstream_error = f"{type(exc).__name__}: {exc}"
+            await asyncio.sleep(2 * self.delay)
+            _reset(c_writer)
             return
         counter = _RequestCounter()
+        # Set when the server closed or reset its end: bytes the client sends after that
+        # would meet a closed socket on a real path, so they are dropped, not forwarded.
+        upstream_gone = asyncio.Event()
 
         def up(data: bytes) -> None:
             self.counters["bytes_up"] += len(data)
@@ -183,30 +220,67 @@ class DelayProxy:
         def down(data: bytes) -> None:
             self.counters["bytes_down"] += len(data)
 
+        def late(data: bytes) -> None:
+            # The keep-alive race of a real path: the client sent this before the server's
+            # close reached it, and it arrives after the server closed.
+            self.counters["late_bytes_dropped"] += len(data)
+
+        client_done = False
+
+        def client_closed() -> None:
+            nonlocal client_done
+            client_done = True
+
+        def server_closed() -> None:
+            if not client_done:
+                self.counters["upstream_closed_first"] += 1
+            upstream_gone.set()
+
         try:
             await asyncio.gather(
-                self._pipe(c_reader, u_writer, up), self._pipe(u_reader, c_writer, down)
+                self._pipe(
+                    c_reader, u_writer, up, gone=upstream_gone, on_gone=late, on_end=client_closed
+                ),
+                self._pipe(u_reader, c_writer, down, on_end=server_closed, close_at_end=True),
             )
-        except (OSError, asyncio.IncompleteReadError):
-            pass
         finally:
             for w in (u_writer, c_writer):
                 w.close()
 
     async def _pipe(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, seen: Any
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        seen: Callable[[bytes], None],
+        *,
+        gone: asyncio.Event | None = None,
+        on_gone: Callable[[bytes], None] | None = None,
+        on_end: Callable[[], None] | None = None,
+        close_at_end: bool = False,
     ) -> None:
+        """Forward ``reader`` to ``writer``, each chunk ``delay`` after it was read, in order.
+
+        The end of the stream travels like data: an EOF (FIN) is forwarded ``delay`` after
+        it was read, a reset (RST) likewise as a reset. ``on_end`` runs the moment the end
+        is read (the server's view); ``close_at_end`` then closes ``writer`` completely
+        instead of half-closing it (the server is gone: nothing will answer later bytes).
+        Chunks that become due once ``gone`` is set are handed to ``on_gone`` and dropped.
+        """
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue(self.max_queue)
+        queue: asyncio.Queue[tuple[float, bytes | None]] = asyncio.Queue(self.max_queue)
 
         async def pump() -> None:
             while True:
+                data: bytes | None
                 try:
                     data = await reader.read(CHUNK)
                 except OSError:
-                    data = b""
+                    data = None  # reset by the peer
                 if data:
                     seen(data)
+                else:
+                    if on_end is not None:
+                        on_end()
                 await queue.put((loop.time() + self.delay, data))
                 if not data:
                     return
@@ -217,13 +291,25 @@ class DelayProxy:
                 wait = due - loop.time()
                 if wait > 0:
                     await asyncio.sleep(wait)
+                if data is None:
+                    _reset(writer)
+                    return
                 if not data:
                     with contextlib.suppress(OSError, RuntimeError):
-                        if writer.can_write_eof():
+                        if close_at_end:
+                            writer.close()
+                        elif writer.can_write_eof():
                             writer.write_eof()
                     return
-                writer.write(data)
-                await writer.drain()
+                if gone is not None and gone.is_set():
+                    if on_gone is not None:
+                        on_gone(data)
+                    continue
+                try:
+                    writer.write(data)
+                    await writer.drain()
+                except (OSError, RuntimeError):
+                    return  # the receiving side is gone; its own pipe ends on its EOF
 
         pumping = asyncio.ensure_future(pump())
         try:
@@ -232,6 +318,15 @@ class DelayProxy:
             pumping.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await pumping
+
+
+def _reset(writer: asyncio.StreamWriter) -> None:
+    """Close a connection with a TCP reset (SO_LINGER 0), as a closed or crashed peer does."""
+    sock = writer.get_extra_info("socket")
+    with contextlib.suppress(OSError, AttributeError):
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
 
 
 def read_counters(control_port: int) -> dict[str, int]:

@@ -31,7 +31,19 @@ from pathlib import Path
 from typing import Any
 
 READERS = ("dicomslide", "dicomslide_sync", "wsidicom", "openslide", "dicomslide-0.7.2")
-TASKS = ("open", "region", "scan", "scan_region", "random", "thumbnail", "prefetch")
+OURS_READERS = ("dicomslide", "dicomslide_sync")
+TASKS = (
+    "open",
+    "region",
+    "scan",
+    "scan_region",
+    "random",
+    "thumbnail",
+    "prefetch",
+    "prefetch_regions",
+    "dask",
+    "progress",
+)
 # Frames as stored, whatever the transfer syntax (Orthanc answers this for JPEG and J2K).
 FRAMES_ACCEPT = 'multipart/related; type="application/octet-stream"; transfer-syntax=*'
 
@@ -54,10 +66,16 @@ class Plan:
         self.threads: int = d["threads"]
         self.tasks_async: int = d["async_tasks"]
         self.thumbnail: int = d["thumbnail"]
-        # Reading a whole level by concurrent regions ("prefetch").
+        # A whole level: ours through dicomslide.prefetch ("prefetch"); every reader by
+        # concurrent regions ("prefetch" for the peers, "prefetch_regions" for ours).
         self.prefetch_level: int = d.get("prefetch_level", 0)
         self.prefetch_size: int = d.get("prefetch_size", 2048)
         self.prefetch_workers: int = d.get("prefetch_workers", 4)
+        # to_dask of one level, per-chunk means (None: the default chunks of to_dask).
+        self.dask_level: int = d.get("dask_level", d["scan_level"])
+        self.dask_chunk: int | None = d.get("dask_chunk")
+        # Progress overhead: rounds of (no callback, callback, bar, CLI none, CLI bar).
+        self.progress_rounds: int = d.get("progress_rounds", 3)
         # DICOMweb: URL (through the delay proxy), UIDs, the proxy's counter port.
         self.source: str = d.get("source", "local")
         self.url: str = d.get("url", "")
@@ -183,6 +201,10 @@ class BlockingReader:
     def stats(self, h: Any) -> dict[str, Any]:
         return {}
 
+    def prefetch(self, h: Any, level: int) -> dict[str, Any] | None:
+        """A prefetch API call for the whole level, or None: no such API (regions instead)."""
+        return None
+
 
 class Ours(BlockingReader):
     name = "dicomslide_sync"
@@ -210,6 +232,11 @@ class Ours(BlockingReader):
 
     def stats(self, h: Any) -> dict[str, Any]:
         return _cache_stats(h)
+
+    def prefetch(self, h: Any, level: int) -> dict[str, Any] | None:
+        import dicomslide_sync
+
+        return _prefetch_result(dicomslide_sync.prefetch(h, level))
 
 
 class WsiDicomReader(BlockingReader):
@@ -297,11 +324,28 @@ class OldDicomslide(BlockingReader):
         return h.get_image_region(offset=(round(y * f), round(x * f)), level=level, size=(hh, w))
 
 
+def _prefetch_result(r: Any) -> dict[str, Any]:
+    """What a dicomslide.prefetch call reports (fails the task if it left frames out)."""
+    if not r.complete:
+        raise RuntimeError(f"prefetch left {r.skipped_frames} frames out (cache budget)")
+    return {
+        "fetched_frames": r.fetched_frames,
+        "cached_frames": r.cached_frames,
+        "requests": r.requests,
+        "megabytes": round(r.megabytes, 1),
+        "seconds": r.seconds,
+    }
+
+
 def _cache_stats(slide: Any) -> dict[str, Any]:
     try:
         s = slide.cache_stats
     except Exception as exc:  # a diagnostic only; never fail the measurement for it
         return {"cache_stats_error": repr(exc)}
+    return _fields(s)
+
+
+def _fields(s: Any) -> dict[str, Any]:
     fields = getattr(s, "_fields", None) or getattr(s, "__dataclass_fields__", {})
     return {k: getattr(s, k) for k in fields}
 
@@ -352,10 +396,13 @@ def run_blocking(reader: BlockingReader, task: str, warm: int) -> dict[str, Any]
             res = len(
                 _map(lambda p: reader.region(h, 0, p[0], p[1], s, s).shape, regions, threads)
             )
-        elif task == "prefetch":
+        elif task in ("prefetch", "prefetch_regions"):
             lvl = plan.prefetch_level
-            n = plan.prefetch_workers if reader.threads_for_scan else 1
-            res = len(_map(lambda r: reader.region(h, lvl, *r).shape, plan.prefetch_regions(), n))
+            res = reader.prefetch(h, lvl) if task == "prefetch" else None
+            if res is None:  # no prefetch API (peers), or the region pattern asked for
+                n = plan.prefetch_workers if reader.threads_for_scan else 1
+                regions = plan.prefetch_regions()
+                res = len(_map(lambda r: reader.region(h, lvl, *r).shape, regions, n))
         elif task == "thumbnail":
             res = list(reader.thumbnail(h).shape)
         else:
@@ -447,6 +494,8 @@ async def run_async(plan: Plan, opts: dict[str, Any], task: str, warm: int) -> d
             s = plan.random_size
             res = await pool([(0, x, y, s, s) for x, y in plan.random_regions()], plan.threads)
         elif task == "prefetch":
+            res = _prefetch_result(await dicomslide.prefetch(slide, plan.prefetch_level))
+        elif task == "prefetch_regions":
             lvl = plan.prefetch_level
             jobs = [(lvl, *r) for r in plan.prefetch_regions()]
             res = await pool(jobs, plan.prefetch_workers)
@@ -467,12 +516,205 @@ async def run_async(plan: Plan, opts: dict[str, Any], task: str, warm: int) -> d
     concurrency = {
         "scan": plan.tasks_async,
         "random": plan.threads,
-        "prefetch": plan.prefetch_workers,
+        "prefetch_regions": plan.prefetch_workers,
     }.get(task, 1)
     out.update(cold=cold, warm=warm_times, tasks=concurrency, stats=_cache_stats(slide))
+    if task == "prefetch":
+        out["client_stats"] = _fields(dicomslide.get_cache_stats(client))
     out["requests"] = req.phases
     await close(client)
     return out
+
+
+# --- ours: Dask ----------------------------------------------------------------------------
+
+
+def _block_mean(block: Any) -> Any:
+    """One chunk reduced to its mean per sample: the computed result stays tiny."""
+    import numpy as np
+
+    return block.mean(axis=(0, 1), keepdims=True, dtype=np.float64)
+
+
+def _maxrss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_dask(plan: Plan, opts: dict[str, Any], warm: int, workers: int) -> dict[str, Any]:
+    """``dicomslide.to_dask`` of one level, per-chunk means computed by Dask.
+
+    ``workers == 0``: the threaded scheduler (one thread per CPU) in this process; else a
+    ``dask.distributed.LocalCluster`` of ``workers`` processes with one thread each (started
+    before timing; its start-up is reported as ``cluster_start_s``). ``cold`` = the first
+    compute (the slide is unpickled and re-opened in each worker, frames fetched),
+    ``warm`` = the next computes of the same array.
+    """
+    import logging
+
+    import numpy as np
+
+    import dicomslide
+
+    for mod in ("dask.array", "dicomslide_sync"):
+        __import__(mod)
+    out: dict[str, Any] = {"workers": workers, "level": plan.dask_level}
+    cluster: Any = None
+    dclient: Any = None
+    t0 = time.perf_counter()
+    if workers:
+        from dask.distributed import Client, LocalCluster
+
+        cluster = LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+        )
+        dclient = Client(cluster)
+    out["cluster_start_s"] = time.perf_counter() - t0
+    reader = Ours(plan, opts)
+    req = Requests(plan)
+    slide = reader.open()
+    req.mark("open")
+    try:
+        arr = dicomslide.to_dask(slide, plan.dask_level, chunks=plan.dask_chunk)
+        means = arr.map_blocks(_block_mean, chunks=(1, 1, arr.shape[2]), dtype=np.float64)
+
+        def once() -> tuple[float, Any]:
+            t = time.perf_counter()
+            if dclient is None:
+                r = means.compute(scheduler="threads")
+            else:
+                r = dclient.compute(means).result()
+            return time.perf_counter() - t, r
+
+        cold, result = once()
+        req.mark("cold")
+        warm_times = []
+        for _ in range(warm):
+            warm_times.append(once()[0])
+            req.mark("warm")
+        out.update(
+            cold=cold,
+            warm=warm_times,
+            shape=list(arr.shape),
+            chunks=list(arr.numblocks[:2]),
+            result=float(np.asarray(result).mean()),
+            threads=os.cpu_count() if not workers else 1,
+            requests=req.phases,
+        )
+        if dclient is not None:
+            out["worker_maxrss_mb"] = sorted(dclient.run(_maxrss_mb).values())
+    finally:
+        reader.close(slide)
+        if dclient is not None:
+            dclient.close()
+        if cluster is not None:
+            cluster.close()
+    return out
+
+
+# --- ours: progress reporting overhead ------------------------------------------------------
+
+PROGRESS_MODES = ("none", "callback", "bar", "cli-none", "cli-bar")
+
+
+def run_progress(plan: Plan, opts: dict[str, Any], rounds: int) -> dict[str, Any]:
+    """A prefetch of the prefetch level with and without progress reporting, interleaved.
+
+    Every round runs each mode once (the order rotates per round), each on a new client, so
+    every prefetch starts with an empty frame cache:
+
+    * ``none``: ``dicomslide.prefetch(slide, level)``; ``callback``: with a counting
+      ``progress`` callback; ``bar``: with the CLI's progress bar (``dicomslide._cli``,
+      forced to bar mode, drawn on this process's stderr);
+    * ``cli-none`` / ``cli-bar``: the whole ``dicomslide prefetch SOURCE --level L
+      --progress none|bar`` command, in this process (open included).
+    """
+    import dicomslide
+    from dicomslide import _cli
+
+    level = plan.prefetch_level
+    samples: dict[str, list[float]] = {m: [] for m in PROGRESS_MODES}
+    calls: dict[str, list[int]] = {m: [] for m in PROGRESS_MODES}
+
+    async def api(mode: str) -> tuple[float, int]:
+        if plan.source == "dicomweb":
+            client: Any = dicomslide.DICOMwebClient(plan.url)
+        else:
+            client = dicomslide.DICOMfileClient(plan.folder, index_dir=opts["index_dir"])
+        try:
+            slide = plan.pick(await dicomslide.find_slides(client, **plan.find_kwargs()))
+            n = 0
+            bar = _cli._Progress("bar", stream=sys.stderr) if mode == "bar" else None
+
+            def progress(done: int, total: int) -> None:
+                nonlocal n
+                n += 1
+                if bar is not None:
+                    bar(done, total)
+
+            t0 = time.perf_counter()
+            r = await dicomslide.prefetch(
+                slide, level, progress=None if mode == "none" else progress
+            )
+            elapsed = time.perf_counter() - t0
+            if bar is not None:
+                bar.close()
+            _prefetch_result(r)
+            return elapsed, n
+        finally:
+            await client.aclose()
+
+    def cli(mode: str) -> tuple[float, int]:
+        source = plan.url if plan.source == "dicomweb" else plan.folder
+        argv = ["prefetch", source, "--level", str(level), "--progress", mode.split("-")[1]]
+        if plan.study_uid:
+            argv += ["--study", plan.study_uid]
+        t0 = time.perf_counter()
+        code = _cli.main(argv)
+        elapsed = time.perf_counter() - t0
+        if code != 0:
+            raise RuntimeError(f"dicomslide {' '.join(argv)} exited with {code}")
+        return elapsed, 0
+
+    # Untimed: imports, thread pools, the persisted index and the ICC verdict of the first call
+    # would otherwise land on whichever mode comes first.
+    asyncio.run(api("none"))
+    cli("cli-none")
+    for i in range(rounds):
+        order = (
+            PROGRESS_MODES[i % len(PROGRESS_MODES) :] + PROGRESS_MODES[: i % len(PROGRESS_MODES)]
+        )
+        for mode in order:
+            t, n = cli(mode) if mode.startswith("cli") else asyncio.run(api(mode))
+            samples[mode].append(t)
+            calls[mode].append(n)
+    # The bar's own cost per call: throttled (a redraw at most every 0.1 s) and drawing.
+    import io
+
+    bar = _cli._Progress("bar", stream=io.StringIO())
+    n = 20000
+    t0 = time.perf_counter()
+    for i in range(n):
+        bar(i, n)
+    throttled_us = (time.perf_counter() - t0) / n * 1e6
+    t0 = time.perf_counter()
+    for i in range(2000):
+        bar.last_time = 0.0  # defeat the throttle: every call draws
+        bar(i, n)
+    drawing_us = (time.perf_counter() - t0) / 2000 * 1e6
+    return {
+        "bar_call_us": {"throttled": throttled_us, "drawing": drawing_us},
+        "modes": samples,
+        "calls": calls,
+        "level": level,
+        "rounds": rounds,
+        # For the generic record: the plain prefetch
+        "cold": samples["none"][0],
+        "warm": samples["none"][1:],
+    }
 
 
 # --- decode limit --------------------------------------------------------------------------
@@ -536,8 +778,9 @@ def run_server(plan: Plan, warm: int) -> dict[str, Any]:
 
     * ``per_request``: the same frames of the prefetch level one per request, sequentially
       on one keep-alive connection, vs. all of them in one multipart request;
-    * ``level``: every frame of the prefetch level in requests of ``batch`` frames,
-      ``conns`` requests in flight: the server's frame rate, the ceiling for a prefetch.
+    * ``level``: every frame of the prefetch level in requests of 100 and of 500 frames,
+      4 requests in flight: the server's frame rate (the better batch size), the ceiling
+      for a prefetch.
     """
     import httpx
 
@@ -568,10 +811,14 @@ def run_server(plan: Plan, warm: int) -> dict[str, Any]:
     out["ms_per_request_single"] = min(single) / len(sample) * 1000
     out["ms_one_request_all"] = min(multi) * 1000
 
-    batch, conns = 100, 4
-    chunks = [list(range(a, min(a + batch, n_frames + 1))) for a in range(1, n_frames + 1, batch)]
+    # Orthanc 1.10 parses the whole instance for every request (~0.3 s for level 0 here),
+    # so the batch size matters: 100 frames, and 500 (the DICOMweb client's default chunk).
+    conns = 4
 
-    async def level() -> tuple[float, int]:
+    async def level(batch: int) -> tuple[float, int]:
+        chunks = [
+            list(range(a, min(a + batch, n_frames + 1))) for a in range(1, n_frames + 1, batch)
+        ]
         nbytes = 0
         it = iter(chunks)
         async with httpx.AsyncClient(trust_env=False, timeout=120, headers=headers) as ac:
@@ -590,12 +837,15 @@ def run_server(plan: Plan, warm: int) -> dict[str, Any]:
                     tg.create_task(worker())
             return time.perf_counter() - t0, nbytes
 
-    times = []
-    for _ in range(1 + warm):
-        t, nbytes = asyncio.run(level())
-        times.append(t)
-    out.update(batch=batch, conns=conns, bytes=nbytes, cold=times[0], warm=times[1:])
-    out["level_frames_per_s"] = n_frames / statistics.median(times)
+    by_batch: dict[int, list[float]] = {}
+    for batch in (100, 500):
+        by_batch[batch] = [asyncio.run(level(batch))[0] for _ in range(1 + warm)]
+    rates = {b: n_frames / statistics.median(t) for b, t in by_batch.items()}
+    best = max(rates, key=lambda b: rates[b])
+    out.update(batch=best, conns=conns, cold=by_batch[best][0], warm=by_batch[best][1:])
+    out["level_s_by_batch"] = {str(b): t for b, t in by_batch.items()}
+    out["level_frames_per_s_by_batch"] = {str(b): r for b, r in rates.items()}
+    out["level_frames_per_s"] = rates[best]
     return out
 
 
@@ -613,8 +863,8 @@ def versions(reader: str) -> dict[str, str]:
     import importlib.metadata as md
 
     names = {
-        "dicomslide": ["dicomslide", "pydicom", "numpy", "imagecodecs", "pillow"],
-        "dicomslide_sync": ["dicomslide", "pydicom", "numpy", "imagecodecs", "pillow"],
+        "dicomslide": ["dicomslide", "pydicom", "numpy", "imagecodecs", "pillow", "dask"],
+        "dicomslide_sync": ["dicomslide", "pydicom", "numpy", "imagecodecs", "pillow", "dask"],
         "wsidicom": ["wsidicom", "pydicom", "numpy", "imagecodecs", "pillow"],
         "openslide": ["openslide-python", "openslide-bin"],
         "dicomslide-0.7.2": ["dicomslide", "dicomweb-client", "highdicom", "pydicom"],
@@ -647,6 +897,12 @@ def main() -> int:
         help="ours: persisted index folder; 'fresh' for an empty one per open",
     )
     ap.add_argument("--no-icc", action="store_true", help="ours: correct_color=False")
+    ap.add_argument(
+        "--dask-workers",
+        type=int,
+        default=0,
+        help="task dask: 0 = threaded scheduler, N = LocalCluster of N one-thread processes",
+    )
     args = ap.parse_args()
     plan = Plan(json.loads(args.plan))
     result: dict[str, Any] = {"reader": args.reader, "pid": os.getpid(), "tasks": {}}
@@ -661,8 +917,14 @@ def main() -> int:
                 # An empty folder per task: the persisted index is cold for the first open.
                 opts["index_dir"] = tempfile.mkdtemp(dir=tmp)
             try:
+                if task in ("dask", "progress") and args.reader not in OURS_READERS:
+                    raise ValueError(f"task {task} is for dicomslide only")
                 if args.reader == "decode":
                     res = run_decode(plan, task, args.warm)
+                elif task == "dask":
+                    res = run_dask(plan, opts, args.warm, args.dask_workers)
+                elif task == "progress":
+                    res = run_progress(plan, opts, max(1, plan.progress_rounds))
                 elif args.reader == "server":
                     res = run_server(plan, args.warm)
                 elif args.reader == "dicomslide":

@@ -7,6 +7,9 @@ Usage::
     python benchmarks/run.py --source local    # local folder only
     python benchmarks/run.py --source dicomweb --rtt-ms 20
     python benchmarks/run.py --smoke --out /tmp/x   # tiny slide, local, 1 repetition, < 60 s
+    python benchmarks/run.py --source local --tasks prefetch,prefetch_regions --reps 3
+    python benchmarks/run.py --source local --tasks dask --reps 3       # to_dask, 1 vs 2 procs
+    python benchmarks/run.py --source local --tasks progress --reps 3   # progress overhead
 
 Every measurement runs in a fresh process (``benchmarks/peer_worker.py``): ours with this
 interpreter, peers with the peers' env, so their pins never meet ours and every reader
@@ -50,7 +53,23 @@ PEERS_PY = Path(
 )
 OURS = ("dicomslide", "dicomslide[no-icc]", "dicomslide_sync")
 PEERS = ("wsidicom", "openslide", "dicomslide-0.7.2")
-TASKS = ("open", "region", "scan", "scan_region", "random", "thumbnail", "prefetch")
+TASKS = (
+    "open",
+    "region",
+    "scan",
+    "scan_region",
+    "random",
+    "thumbnail",
+    "prefetch",
+    "prefetch_regions",
+    "dask",
+    "progress",
+)
+# Run over DICOMweb only when named in --tasks (one level's prefetch 5 x per round: minutes).
+LOCAL_ONLY_BY_DEFAULT = ("progress",)
+DASK_LABELS = ("dask[threads]", "dask[1 process]", "dask[2 processes]")
+PROGRESS_LABEL = "progress"
+PREFETCH_TASKS = {"prefetch", "prefetch_regions", "progress"}
 CACHE_BUDGET_MB = 512 * 2**20 / 1e6  # dicomslide.runtime.DEFAULT_CACHE_BYTES, in MB
 RSS_ALLOWANCE_MB = 150.0
 SLIDE_KEYS = ("spec", "converter", "instances", "total_bytes", "seconds")
@@ -107,6 +126,14 @@ def make_plan(manifest: dict[str, Any], smoke: bool, source: str = "local") -> d
         "prefetch_level": 0,
         "prefetch_size": 2048,
         "prefetch_workers": 4,
+        # to_dask of the scan level (local: level 1, 90 chunks of 1024²; DICOMweb: level 2,
+        # 25 chunks): seconds per compute, enough chunks for two workers.
+        "dask_level": scan_level,
+        "dask_chunk": None,
+        # rounds of the five progress modes per worker process
+        "progress_rounds": 1 if smoke else 3,
+        # ours' "prefetch" is dicomslide.prefetch (before: 2048² regions, now "prefetch_regions")
+        "prefetch_api": True,
     }
 
 
@@ -176,8 +203,67 @@ def variants(source: str) -> list[tuple[str, str, list[str]]]:
     return out
 
 
+def task_variants(source: str, task: str) -> list[tuple[str, str, list[str]]] | None:
+    """The configurations of a task that is not run per reader (ours only), else None."""
+    index = ["--index-dir", str(HERE / "data" / ".dicomslide-index")] if source == "local" else []
+    if task == "dask":
+        return [
+            (label, "dicomslide_sync", [*index, "--dask-workers", str(n)])
+            for label, n in zip(DASK_LABELS, (0, 1, 2), strict=True)
+        ]
+    if task == "progress":
+        return [(PROGRESS_LABEL, "dicomslide", index)]
+    return None
+
+
+def applies(label: str, task: str) -> bool:
+    """Whether a reader configuration runs a per-reader task."""
+    if task_variants("local", task) is not None:
+        return False
+    # The region pattern is the peers' "prefetch" already; ours run it under its own name.
+    return task != "prefetch_regions" or label in OURS
+
+
+class OrthancGuard:
+    """Notices that Orthanc has exited, records it, and starts it again behind the proxy.
+
+    In the run of 2026-11-27 Orthanc disappeared mid-section (its log just stops, no shutdown
+    message) and every later request failed at the proxy; the readers reported that as
+    "server closed the connection without a response". Now the run says so, restarts
+    Orthanc on the same storage (its caches are then cold) and measures the rest.
+    """
+
+    def __init__(self, server: Any, log: Log) -> None:
+        self.server = server
+        self.log = log
+        self.proxy: DelayProxy | None = None
+        self.events: list[dict[str, Any]] = []
+
+    def check(self) -> str | None:
+        if self.server.running:
+            return None
+        process = getattr(self.server, "_process", None)
+        code = process.poll() if process is not None else None
+        tail = self.server.log_tail(8)
+        when = dt.datetime.now(dt.timezone.utc).strftime("%H:%M:%S UTC")
+        self.log(f"Orthanc exited (code {code}) at or before {when}; restarting it")
+        self.server.stop()
+        self.server.start()
+        if self.proxy is not None:
+            self.proxy.upstream = ("127.0.0.1", self.server.port)
+        self.events.append(
+            {"noticed": when, "exit_code": code, "log_tail": tail, "new_port": self.server.port}
+        )
+        return f"Orthanc had exited with code {code} (noticed {when}; restarted)"
+
+
 def run_section(
-    plan: dict[str, Any], reps: int, smoke: bool, log: Log, tasks: tuple[str, ...] = TASKS
+    plan: dict[str, Any],
+    reps: int,
+    smoke: bool,
+    log: Log,
+    tasks: tuple[str, ...] = TASKS,
+    guard: OrthancGuard | None = None,
 ) -> dict[str, Any]:
     """Every reader configuration x task of one source, plus the limits."""
     results: dict[str, Any] = {
@@ -187,6 +273,7 @@ def run_section(
         "maxrss_mb": {},
         "maxrss_mb_by_task": {},
     }
+    first_event = len(guard.events) if guard is not None else 0
     timeout = 120 if smoke else 900
     source = plan["source"]
     configs = variants(source)
@@ -219,43 +306,79 @@ def run_section(
         entry["warm"].extend(tr["warm"])
         entry["extra"].append({k: v for k, v in tr.items() if k not in ("cold", "warm")})
 
+    def work(reader: str, these: list[str], warm: int, extra: list[str]) -> dict[str, Any]:
+        """call_worker, and if Orthanc died meanwhile, say so in the worker's errors."""
+        if guard is not None:
+            guard.check()  # died while nothing ran: restart before measuring
+        res = call_worker(reader, these, plan, warm, extra, timeout)
+        note = guard.check() if guard is not None else None
+        if note:
+            if "error" in res:
+                res["error"] += f" [{note}]"
+            for tr in res.get("tasks", {}).values():
+                if "error" in tr:
+                    tr["error"] += f" [{note}]"
+        return res
+
     # Untimed warm-up per reader: fills the OS page cache (and Orthanc's) and our persisted
     # index, so that every reader meets the same warm caches outside its own process.
     for label, reader, extra in configs:
         log(f"warm-up {label}")
-        res = call_worker(reader, ["open", "thumbnail"], plan, 0, extra, timeout)
+        res = work(reader, ["open", "thumbnail"], 0, extra)
         if "skipped" in res:
             results["skipped"][label] = res["skipped"]
 
     active = [c for c in configs if c[0] not in results["skipped"]]
+    special = [t for t in tasks if task_variants(source, t) is not None]
     if smoke:
-        # One process per reader for all tasks: the smoke run must finish in seconds.
+        # One process per reader for all its tasks: the smoke run must finish in seconds.
         for label, reader, extra in [*active, *open_only]:
-            these = ["open"] if label in {c[0] for c in open_only} else list(tasks)
+            if label in {c[0] for c in open_only}:
+                these = ["open"]
+            else:
+                these = [t for t in tasks if applies(label, t)]
+            if not these:
+                continue
             log(f"{label}: {','.join(these)}")
-            res = call_worker(reader, these, plan, 1, extra, timeout)
+            res = work(reader, these, 1, extra)
             for task in these:
                 record(label, task, res)
+        for task in special:
+            for label, reader, extra in task_variants(source, task) or []:
+                log(f"{label}: {task}")
+                record(label, task, work(reader, [task], 1, extra))
     else:
         for task in tasks:
-            more = open_only if task == "open" else []
-            for label, reader, extra in [*active, *more]:
+            configs_now = task_variants(source, task)
+            if configs_now is None:
+                more = open_only if task == "open" else []
+                configs_now = [c for c in [*active, *more] if applies(c[0], task)]
+            for label, reader, extra in configs_now:
                 for rep in range(reps):
                     log(f"{source} {task} {label} rep {rep + 1}/{reps}")
-                    res = call_worker(reader, [task], plan, 1, extra, timeout)
+                    res = work(reader, [task], 1, extra)
                     record(label, task, res)
                     if res.get("error") or res.get("tasks", {}).get(task, {}).get("error"):
                         break  # a failing reader fails every repetition; save the time
 
-    log("decode limit")
-    res = call_worker("decode", ["scan", "prefetch"], plan, max(reps, 2), [], timeout)
-    record("decode-limit", "scan", res)
-    record("decode-limit", "prefetch", res)
-    if source == "dicomweb":
+    # The limits of the levels measured: scan level and prefetch level.
+    limit_tasks = [
+        lim
+        for lim, uses in (("scan", {"scan", "scan_region"}), ("prefetch", PREFETCH_TASKS))
+        if uses & set(tasks)
+    ]
+    if limit_tasks:
+        log("decode limit")
+        res = work("decode", limit_tasks, max(reps, 2), [])
+        for task in limit_tasks:
+            record("decode-limit", task, res)
+    if source == "dicomweb" and PREFETCH_TASKS & set(tasks):
         log("server limit")
         for _ in range(1 if smoke else 3):
-            res = call_worker("server", ["server"], plan, 2, [], timeout)
+            res = work("server", ["server"], 2, [])
             record("server-limit", "server", res)
+    if guard is not None:
+        results["server_events"] = guard.events[first_event:]
     return results
 
 
@@ -331,7 +454,12 @@ def summarise(results: dict[str, Any], plan: dict[str, Any]) -> dict[str, Any]:
                 "n_warm": len(e["warm"]),
                 "errors": [x["error"] for x in e["errors"]],
             }
-            per = {"scan": n_scan, "scan_region": n_scan, "prefetch": n_prefetch}.get(task)
+            per = {
+                "scan": n_scan,
+                "scan_region": n_scan,
+                "prefetch": n_prefetch,
+                "prefetch_regions": n_prefetch,
+            }.get(task)
             if per:
                 for k in ("cold", "warm"):
                     t = s[f"{k}_s"]
@@ -350,9 +478,52 @@ def summarise(results: dict[str, Any], plan: dict[str, Any]) -> dict[str, Any]:
                 for k in ("ms_per_request_single", "ms_one_request_all", "level_frames_per_s"):
                     vals = [x[k] for x in e["extra"] if k in x]
                     s[k] = median(vals)
+                by_batch: dict[str, list[float]] = {}
+                for x in e["extra"]:
+                    for b, r in x.get("level_frames_per_s_by_batch", {}).items():
+                        by_batch.setdefault(b, []).append(r)
+                s["level_frames_per_s_by_batch"] = {b: median(v) for b, v in by_batch.items()}
                 s["sample_frames"] = e["extra"][0]["sample_frames"] if e["extra"] else None
+            if task == "dask":
+                s["cluster_start_s"] = median([x["cluster_start_s"] for x in e["extra"]])
+                if e["extra"]:
+                    s["chunks"] = e["extra"][0].get("chunks")
+                    s["level"] = e["extra"][0].get("level")
+                rss = [max(x["worker_maxrss_mb"]) for x in e["extra"] if x.get("worker_maxrss_mb")]
+                s["worker_maxrss_mb"] = max(rss) if rss else None
+            if task == "progress":
+                s.update(progress_summary(e["extra"]))
             summary.setdefault(label, {})[task] = s
     return summary
+
+
+def progress_summary(extra: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians per progress mode over every round of every process, and their ratios."""
+    pooled: dict[str, list[float]] = {}
+    calls: dict[str, list[int]] = {}
+    for x in extra:
+        for mode, times in x.get("modes", {}).items():
+            pooled.setdefault(mode, []).extend(times)
+        for mode, n in x.get("calls", {}).items():
+            calls.setdefault(mode, []).extend(n)
+    med = {m: median(v) for m, v in pooled.items()}
+    base = {"api": med.get("none"), "cli": med.get("cli-none")}
+
+    def ratio(mode: str) -> float | None:
+        b = base["cli" if mode.startswith("cli") else "api"]
+        v = med.get(mode)
+        return v / b if v is not None and b else None
+
+    bar = [x["bar_call_us"] for x in extra if x.get("bar_call_us")]
+    return {
+        "bar_call_us": {k: median([b[k] for b in bar]) for k in ("throttled", "drawing")}
+        if bar
+        else None,
+        "mode_median_s": med,
+        "mode_n": {m: len(v) for m, v in pooled.items()},
+        "mode_ratio": {m: ratio(m) for m in med},
+        "mode_calls": {m: median([float(c) for c in v]) for m, v in calls.items()},
+    }
 
 
 def _get(summary: dict[str, Any], label: str, task: str, key: str) -> float | None:
@@ -381,11 +552,29 @@ def prefetch_limit(sec: dict[str, Any]) -> tuple[float | None, str]:
     return min(dec, srv), ("decode" if dec <= srv else "server")
 
 
+def upgrade(sec: dict[str, Any]) -> dict[str, Any]:
+    """A section saved before the prefetch API was measured, in today's terms.
+
+    Then ours' "prefetch" was the region pattern: it becomes "prefetch_regions".
+    """
+    if sec["plan"].get("prefetch_api"):
+        return sec
+    summary = {k: dict(v) for k, v in sec["summary"].items()}
+    runs = {k: dict(v) for k, v in sec["results"]["runs"].items()}
+    for label in OURS:
+        for table in (summary, runs):
+            tasks = table.get(label, {})
+            if "prefetch" in tasks:
+                tasks["prefetch_regions"] = tasks.pop("prefetch")
+    plan = {**sec["plan"], "prefetch_api": True}
+    return {**sec, "plan": plan, "summary": summary, "results": {**sec["results"], "runs": runs}}
+
+
 def targets(sections: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The pass/fail goals, evaluated on cold medians (a new reader per measurement)."""
     out = []
     peak = 0.0
-    for sec in sections:
+    for sec in map(upgrade, sections):
         s = sec["summary"]
         name = sec["name"]
 
@@ -449,17 +638,30 @@ def targets(sections: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 ),
             ]
         limit, which = prefetch_limit(sec)
-        out.append(
-            _check(
-                f"{name}: prefetch level {sec['plan']['prefetch_level']} ≥ 0.8 x min(decode, "
-                "server) limit",
-                g("dicomslide", "prefetch", "cold_tiles_per_s"),
-                None if limit is None else 0.8 * limit,
-                True,
-                "n",
-                f"limit: {which}",
+        lvl = sec["plan"]["prefetch_level"]
+        if "prefetch" in s.get("dicomslide", {}):
+            out.append(
+                _check(
+                    f"{name}: prefetch level {lvl} ≥ 0.8 x min(decode, server) limit",
+                    g("dicomslide", "prefetch", "cold_tiles_per_s"),
+                    None if limit is None else 0.8 * limit,
+                    True,
+                    "n",
+                    f"limit: {which}; ours: dicomslide.prefetch (fetches, does not decode)",
+                )
             )
-        )
+        if "prefetch_regions" in s.get("dicomslide", {}):
+            out.append(
+                _check(
+                    f"{name}: level {lvl} by {sec['plan']['prefetch_size']}² regions (decoded) "
+                    "≥ 0.8 x min(decode, server) limit",
+                    g("dicomslide", "prefetch_regions", "cold_tiles_per_s"),
+                    None if limit is None else 0.8 * limit,
+                    True,
+                    "n",
+                    f"limit: {which}",
+                )
+            )
         rss = sec["results"]["maxrss_mb"]
         peak = max([peak, *(rss.get(r, 0.0) for r in OURS)])
     out.append(
@@ -522,6 +724,7 @@ def _ratio(a: float | None, b: float | None) -> str:
 
 
 def section_markdown(sec: dict[str, Any]) -> list[str]:
+    sec = upgrade(sec)
     s = sec["summary"]
     plan = sec["plan"]
     readers = [r for r in (*OURS, *PEERS) if r in s]
@@ -533,22 +736,28 @@ def section_markdown(sec: dict[str, Any]) -> list[str]:
         "",
         f"Load average before / after: {sec.get('load_before')} / {sec.get('load_after')}. "
         f"Scan level {plan['scan_level']} ({n_scan} tiles); prefetch level "
-        f"{plan['prefetch_level']} ({n_pre} tiles) by {plan['prefetch_size']}² regions, "
-        f"{plan['prefetch_workers']} concurrent.",
+        f"{plan['prefetch_level']} ({n_pre} tiles): ours by `dicomslide.prefetch` (fetches "
+        "the encoded frames into the frame cache, no decoding), every reader by "
+        f"{plan['prefetch_size']}² regions, {plan['prefetch_workers']} concurrent (decoded; "
+        "ours as task `prefetch_regions`, the peers' `prefetch`).",
         "",
         "| workload | " + " | ".join(readers) + " | ours / best peer |",
         "|---|" + "---|" * len(readers) + "---|",
     ]
 
-    def row(name: str, task: str, key: str, unit: str, higher_better: bool) -> None:
-        vals = {r: _get(s, r, task, key) for r in readers}
+    def row(
+        name: str, task: str | dict[str, str], key: str, unit: str, higher_better: bool
+    ) -> None:
+        # task: one name, or a name per reader (the same workload under two task names)
+        t = {r: task if isinstance(task, str) else task[r] for r in readers}
+        vals = {r: _get(s, r, t[r], key) for r in readers}
         if all(v is None for v in vals.values()) and not any(
-            s.get(r, {}).get(task, {}).get("errors") for r in readers
+            s.get(r, {}).get(t[r], {}).get("errors") for r in readers
         ):
             return
         cells = []
         for r in readers:
-            errs = s.get(r, {}).get(task, {}).get("errors")
+            errs = s.get(r, {}).get(t[r], {}).get("errors")
             cells.append("**error**" if vals[r] is None and errs else _fmt(vals[r], unit))
         peer_vals = [vals[p] for p in peers if vals[p]]
         best = (max if higher_better else min)(peer_vals) if peer_vals else None
@@ -573,9 +782,14 @@ def section_markdown(sec: dict[str, Any]) -> list[str]:
         row(f"random 512², regions/s ({kind})", "random", f"{kind}_regions_per_s", "n", True)
     for kind in ("cold", "warm"):
         row(f"thumbnail ({kind})", "thumbnail", f"{kind}_s", "s", False)
-    row(f"prefetch level {plan['prefetch_level']}, tiles/s (cold)", "prefetch",
+    lvl = plan["prefetch_level"]
+    row(f"prefetch level {lvl}, tiles/s (cold): ours `prefetch()`, peers regions", "prefetch",
         "cold_tiles_per_s", "n", True)  # fmt: skip
     row("prefetch: HTTP requests (cold)", "prefetch", "requests_cold", "req", False)
+    by_regions = {r: "prefetch" if r in PEERS else "prefetch_regions" for r in readers}
+    row(f"level {lvl} by {plan['prefetch_size']}² regions, tiles/s (cold)", by_regions,
+        "cold_tiles_per_s", "n", True)  # fmt: skip
+    row("level by regions: HTTP requests (cold)", by_regions, "requests_cold", "req", False)
     rss = sec["results"]["maxrss_mb"]
     lines.append(
         "| peak RSS (max over processes) | "
@@ -593,28 +807,49 @@ def section_markdown(sec: dict[str, Any]) -> list[str]:
 
     runs = sec["results"]["runs"]
     lines.append("")
+
+    def ours_vs(lim: float | None, tasks: tuple[str, ...]) -> str:
+        names = {
+            "scan": "per-tile scan",
+            "prefetch": "`prefetch()`",
+            "prefetch_regions": "regions",
+        }
+        parts = [
+            f"{names[t]} {_ratio(_get(s, 'dicomslide', t, 'cold_tiles_per_s'), lim)}"
+            for t in tasks
+            if t in s.get("dicomslide", {})
+        ]
+        return "; ".join(parts) or "—"
+
     for task, level in (("scan", plan["scan_level"]), ("prefetch", plan["prefetch_level"])):
+        if task not in s.get("decode-limit", {}):
+            continue
         lim = _get(s, "decode-limit", task, "warm_tiles_per_s")
         extra = runs.get("decode-limit", {}).get(task, {}).get("extra") or [{}]
-        ours = _get(s, "dicomslide", task, "cold_tiles_per_s")
+        ours_tasks = ("scan",) if task == "scan" else ("prefetch", "prefetch_regions")
         lines.append(
             f"- Decode limit, level {level} frames in memory (`{extra[0].get('best', '?')}`, "
             f"{extra[0].get('threads', 2)} threads): **{_fmt(lim, 'n')} tiles/s**; "
-            f"ours ({task}, cold) / limit = {_ratio(ours, lim)}."
+            f"ours (cold) / limit: {ours_vs(lim, ours_tasks)}"
+            + (" (`prefetch()` does not decode)." if task == "prefetch" else ".")
         )
     if "server-limit" in s:
         srv = s["server-limit"]["server"]
-        ours = _get(s, "dicomslide", "prefetch", "cold_tiles_per_s")
         srv_rate = srv.get("level_frames_per_s")
+        batches = ", ".join(
+            f"{b}-frame requests {_fmt(r, 'n')}"
+            for b, r in (srv.get("level_frames_per_s_by_batch") or {"100": srv_rate}).items()
+        )
         lines.append(
             f"- Server limit (Orthanc through the proxy, raw httpx, no decoding): "
             f"{srv.get('sample_frames')} level-{plan['prefetch_level']} frames one per request "
             f"{_fmt(srv.get('ms_per_request_single'), 'n')} ms/request (sequential, keep-alive) "
             f"vs. the same frames in one request {_fmt(srv.get('ms_one_request_all'), 'n')} ms; "
-            f"the whole level in 100-frame requests, 4 in flight: "
-            f"**{_fmt(srv_rate, 'n')} frames/s**; "
-            f"ours (prefetch, cold) / server limit = {_ratio(ours, srv_rate)}."
+            f"the whole level, 4 requests in flight: **{_fmt(srv_rate, 'n')} frames/s** "
+            f"({batches}); "
+            f"ours (cold) / server limit: {ours_vs(srv_rate, ('prefetch', 'prefetch_regions'))}."
         )
+    lines += dask_markdown(sec) + progress_markdown(sec) + proxy_markdown(sec)
     errs = [(r, t, e) for r, ts in runs.items() for t, x in ts.items() for e in x["errors"]]
     if errs:
         lines += ["", "Errors:", ""]
@@ -622,6 +857,113 @@ def section_markdown(sec: dict[str, Any]) -> list[str]:
             lines.append(f"- {r} / {t}: `{e['error']}`")
     lines.append("")
     return lines
+
+
+def dask_markdown(sec: dict[str, Any]) -> list[str]:
+    s = sec["summary"]
+    labels = [x for x in DASK_LABELS if "dask" in s.get(x, {})]
+    if not labels:
+        return []
+    d = {x: s[x]["dask"] for x in labels}
+    first = d[labels[0]]
+    chunks = first.get("chunks") or ["?", "?"]
+    shape = sec["plan"]["levels"][first.get("level") or 0]
+    lines = [
+        "",
+        f"Dask: `to_dask(slide, level={first.get('level')})` ({shape[0]}x{shape[1]} px, "
+        f"{chunks[0]}x{chunks[1]} chunks), per-chunk means by `map_blocks`, computed with the "
+        "threaded scheduler (one thread per CPU) or a `LocalCluster` of 1 or 2 processes "
+        "with one thread each (cluster start-up not included). Cold = first compute (workers "
+        "unpickle and re-open the slide), warm = the second.",
+        "",
+        "| Dask | " + " | ".join(labels) + " | 2 / 1 processes |",
+        "|---|" + "---|" * len(labels) + "---|",
+    ]
+    one, two = d.get("dask[1 process]", {}), d.get("dask[2 processes]", {})
+
+    def cells(key: str, unit: str) -> str:
+        out = []
+        for x in labels:
+            v = d[x].get(key)
+            out.append("**error**" if v is None and d[x].get("errors") else _fmt(v, unit))
+        return " | ".join(out)
+
+    for kind in ("cold", "warm"):
+        ratio = _ratio(two.get(f"{kind}_s"), one.get(f"{kind}_s"))
+        lines.append(f"| compute ({kind}) | {cells(f'{kind}_s', 's')} | {ratio} |")
+    if any(d[x].get("requests_cold") is not None for x in labels):
+        lines.append(f"| HTTP requests (cold) | {cells('requests_cold', 'req')} | |")
+    lines.append(f"| cluster start-up | {cells('cluster_start_s', 's')} | |")
+    lines.append(f"| peak RSS of a worker process | {cells('worker_maxrss_mb', 'mb')} | |")
+    errs = [f"- {x}: `{e}`" for x in labels for e in d[x].get("errors", [])]
+    return lines + (["", *errs] if errs else []) + [""]
+
+
+PROGRESS_NAMES = {
+    "none": "`prefetch()`, no progress",
+    "callback": "`prefetch(progress=callback)` (counts calls)",
+    "bar": "`prefetch(progress=<CLI bar>)` on stderr",
+    "cli-none": "`dicomslide prefetch --progress none` (open included)",
+    "cli-bar": "`dicomslide prefetch --progress bar` (open included)",
+}
+
+
+def progress_markdown(sec: dict[str, Any]) -> list[str]:
+    p = sec["summary"].get(PROGRESS_LABEL, {}).get("progress")
+    if not p:
+        return []
+    if not p.get("mode_median_s"):
+        return ["", f"Progress overhead: **error** `{p.get('errors')}`", ""]
+    plan = sec["plan"]
+    lines = [
+        "",
+        f"Progress overhead: prefetch of level {plan['prefetch_level']} "
+        f"({plan['tile_counts'][plan['prefetch_level']]} frames), the modes interleaved "
+        "(rotating order), each on a new client (empty frame cache); the CLI in-process "
+        "(`dicomslide._cli.main`), its bar drawn on a pipe.",
+        "",
+        "| mode | median | samples | ratio | progress calls |",
+        "|---|---|---|---|---|",
+    ]
+    for mode, name in PROGRESS_NAMES.items():
+        if mode not in p["mode_median_s"]:
+            continue
+        ratio = p["mode_ratio"].get(mode)
+        calls = p["mode_calls"].get(mode)
+        lines.append(
+            f"| {name} | {_fmt(p['mode_median_s'][mode])} | {p['mode_n'][mode]} | "
+            f"{'—' if ratio is None else f'{ratio:.2f}x'} | "
+            f"{'' if not calls else f'{calls:.0f}'} |"
+        )
+    lines += ["", "Ratios: API modes against `prefetch()` without progress, CLI against CLI."]
+    if p.get("bar_call_us"):
+        b = p["bar_call_us"]
+        lines.append(
+            f"The CLI bar's own cost per progress call: {b['throttled']:.1f} µs when throttled "
+            f"(redrawn at most every 0.1 s), {b['drawing']:.1f} µs when it draws."
+        )
+    lines.append("")
+    return lines
+
+
+def proxy_markdown(sec: dict[str, Any]) -> list[str]:
+    res = sec["results"]
+    out = []
+    c = res.get("proxy")
+    if c:
+        out.append(
+            f"- Delay proxy: {c.get('connections', 0):,} connections, {c.get('requests', 0):,} "
+            f"requests; Orthanc closed {c.get('upstream_closed_first', 0):,} of them first "
+            "(idle keep-alive, 1 s); client bytes that arrived after such a close "
+            f"(the keep-alive race): {c.get('late_bytes_dropped', 0):,}; connections "
+            f"Orthanc refused: {c.get('upstream_refused', 0):,}."
+        )
+    for e in res.get("server_events", []):
+        out.append(
+            f"- **Orthanc exited** (exit code {e['exit_code']}, noticed {e['noticed']}) and was "
+            "restarted on the same storage; measurements around then ran against a cold Orthanc."
+        )
+    return [*out, ""] if out else []
 
 
 def markdown(doc: dict[str, Any]) -> str:
@@ -687,7 +1029,12 @@ def main() -> int:
     ap.add_argument(
         "--rtt-ms", default="0,20", help="DICOMweb: added round trips to try, comma-separated"
     )
-    ap.add_argument("--tasks", default=",".join(TASKS), help="comma-separated subset")
+    ap.add_argument(
+        "--tasks",
+        default=None,
+        help=f"comma-separated subset of {','.join(TASKS)} (default: all; "
+        f"{','.join(LOCAL_ONLY_BY_DEFAULT)} locally only unless named)",
+    )
     ap.add_argument("--out", type=Path, default=HERE / "results", help="folder for the JSON")
     ap.add_argument(
         "--markdown",
@@ -720,7 +1067,8 @@ def main() -> int:
         md_path.write_text(markdown(doc))
         return 0
     source = args.source or ("local" if args.smoke else "all")
-    tasks = tuple(t for t in args.tasks.split(",") if t)
+    explicit = args.tasks is not None
+    tasks = tuple(t for t in args.tasks.split(",") if t) if explicit else TASKS
     if unknown := set(tasks) - set(TASKS):
         ap.error(f"unknown tasks {sorted(unknown)}")
     rtts = [float(x) for x in args.rtt_ms.split(",") if x.strip()]
@@ -762,9 +1110,20 @@ def main() -> int:
             "notes": args.notes.read_text() if args.notes else "",
         }
 
-    def section(name: str, plan: dict[str, Any], rtt: float | None = None) -> dict[str, Any]:
+    def section(
+        name: str,
+        plan: dict[str, Any],
+        rtt: float | None = None,
+        guard: OrthancGuard | None = None,
+        proxy: DelayProxy | None = None,
+    ) -> dict[str, Any]:
         before = loadavg()
-        results = run_section(plan, reps, args.smoke, log, tasks)
+        these = tasks
+        if not explicit and plan["source"] != "local":
+            these = tuple(t for t in tasks if t not in LOCAL_ONLY_BY_DEFAULT)
+        results = run_section(plan, reps, args.smoke, log, these, guard)
+        if proxy is not None:
+            results["proxy"] = proxy.snapshot()
         sec = {
             "name": name,
             "source": plan["source"],
@@ -785,14 +1144,17 @@ def main() -> int:
         try:
             with orthanc(manifest, log, args.smoke) as (server, info):
                 orthanc_version = info.pop("orthanc")
+                guard = OrthancGuard(server, log)
                 for rtt in rtts:
                     with DelayProxy(("127.0.0.1", server.port), rtt_ms=rtt) as proxy:
+                        guard.proxy = proxy
                         plan = make_plan(manifest, args.smoke, "dicomweb")
                         plan.update(info)
                         plan["url"] = f"http://127.0.0.1:{proxy.port}/dicom-web"
                         plan["control_port"] = proxy.control_port
                         plan["rtt_ms"] = rtt
-                        sections.append(section(f"DICOMweb, +{rtt:g} ms RTT", plan, rtt))
+                        name = f"DICOMweb, +{rtt:g} ms RTT"
+                        sections.append(section(name, plan, rtt, guard, proxy))
         except Exception as exc:  # Orthanc missing: report, keep the local results
             if type(exc).__name__ not in ("OrthancNotAvailableError", "OrthancStartError"):
                 raise
