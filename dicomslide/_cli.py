@@ -373,6 +373,7 @@ class _Progress:
         self.last_time = 0.0
         self.last_decile = -1
         self.started = time.perf_counter()
+        self.finished = False
 
     def __call__(self, done: int, total: int) -> None:
         if self.mode == "none":
@@ -390,7 +391,8 @@ class _Progress:
                 f"\r[{'#' * filled}{'.' * (width - filled)}] {fraction * 100:5.1f}% "
                 f"{done}/{total} frames {rate:,.0f} frames/s"
             )
-            if done >= total:
+            self.finished = done >= total
+            if self.finished:
                 self.stream.write("\n")
             self.stream.flush()
             return
@@ -400,7 +402,8 @@ class _Progress:
             print(f"prefetch: {done}/{total} frames ({fraction * 100:.0f}%)", file=self.stream)
 
     def close(self) -> None:
-        if self.mode == "bar" and self.last_time:
+        # A bar left unfinished (an error, Ctrl-C) gets its line ended; a finished one has.
+        if self.mode == "bar" and self.last_time and not self.finished:
             self.stream.write("\n")
             self.stream.flush()
 

@@ -339,6 +339,7 @@ async def prefetch(
             else:
                 cached += 1
                 held += len(frame.data)
+                cache.stats.hits += 1
         for i in range(0, len(missing), step):
             chunks.append((ref, missing[i : i + step]))
     to_fetch = sum(len(numbers) for _, numbers in chunks)
@@ -354,6 +355,15 @@ async def prefetch(
     chunk_left: dict[int, int] = {}
     chunk_id = 0
     stopped = False
+    # One done-callback per frame feeds a queue: waiting on all in-flight futures each time
+    # one finishes would cost O(frames²) (2 million callbacks for one level 0 over DICOMweb).
+    arrived: deque[asyncio.Future[EncodedFrame]] = deque()
+    wake = asyncio.Event()
+
+    def on_done(fut: asyncio.Future[EncodedFrame]) -> None:
+        arrived.append(fut)
+        wake.set()
+
     if progress is not None:
         progress(done, total)
 
@@ -374,17 +384,21 @@ async def prefetch(
                         stopped = True
                     break
                 chunks.popleft()
-                futures = service.request(ref, numbers)
+                futures = service.request(ref, numbers, bulk=True)
                 requests += 1
                 chunk_id += 1
                 chunk_left[chunk_id] = len(futures)
                 inflight_frames += len(futures)
                 for fut in futures:
                     in_flight[fut] = chunk_id
+                    fut.add_done_callback(on_done)
             if not in_flight:
                 break
-            finished, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
-            for fut in finished:
+            if not arrived:
+                wake.clear()
+                await wake.wait()
+            while arrived:
+                fut = arrived.popleft()
                 cid = in_flight.pop(fut)
                 chunk_left[cid] -= 1
                 if chunk_left[cid] == 0:
@@ -398,6 +412,8 @@ async def prefetch(
                 progress(done, total)
     finally:
         # Never cancel the service's futures (others may share them); only stop waiting.
+        for fut in in_flight:
+            fut.remove_done_callback(on_done)
         in_flight.clear()
     skipped = to_fetch - fetched
     result = PrefetchResult(

@@ -252,6 +252,7 @@ def _consume_exception(future: asyncio.Future[EncodedFrame]) -> None:
 class _Pending:
     instance: InstanceRef
     numbers: list[int] = field(default_factory=list)
+    unlimited: bool = False
 
 
 class FrameService:
@@ -324,7 +325,7 @@ class FrameService:
         return self.cache.stats
 
     def request(
-        self, instance: InstanceRef, frame_numbers: Sequence[int]
+        self, instance: InstanceRef, frame_numbers: Sequence[int], *, bulk: bool = False
     ) -> list[asyncio.Future[EncodedFrame]]:
         """Futures for frames of one instance; fetching is scheduled, not awaited.
 
@@ -334,6 +335,10 @@ class FrameService:
             The instance
         frame_numbers: Sequence[int]
             One-based frame numbers
+        bulk: bool, optional
+            Send these frames now, whatever ``max_requests_per_instance`` says: a bulk reader
+            (:func:`dicomslide.prefetch`) bounds its own requests, and a server with several
+            cores answers a few large requests for one instance faster in parallel
 
         Returns
         -------
@@ -362,7 +367,9 @@ class FrameService:
             fut = self.loop.create_future()
             fut.add_done_callback(_consume_exception)
             self._inflight[key] = fut
-            self._pending.setdefault(uid, _Pending(instance)).numbers.append(number)
+            entry = self._pending.setdefault(uid, _Pending(instance))
+            entry.numbers.append(number)
+            entry.unlimited = entry.unlimited or bulk
             futures.append(fut)
         self._schedule_flush()
         return futures
@@ -406,7 +413,7 @@ class FrameService:
             numbers = sorted(set(entry.numbers))
             step = self.max_frames_per_request
             chunks = [numbers[i : i + step] for i in range(0, len(numbers), step)]
-            if limit is not None:
+            if limit is not None and not entry.unlimited:
                 free = max(limit - self._active.get(uid, 0), 0)
                 if free < len(chunks):
                     # The rest waits for a running call of this instance to end (see _fetch),

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -80,11 +82,44 @@ async def test_prefetch_makes_every_later_read_a_cache_hit(folder: Path, tmp_pat
     assert stats.requests == requests
     assert stats.misses == misses
     assert stats.hits - hits == 2 * tiles
-    # a second prefetch fetches nothing
+    # a second prefetch fetches nothing; its frames count as cache hits
+    hits_before = slide.cache_stats.hits
     again = await prefetch(slide, 0)
     assert again.fetched_frames == 0
     assert again.cached_frames == 2 * tiles
     assert again.requests == 0
+    assert slide.cache_stats.hits - hits_before == 2 * tiles
+    await client.aclose()
+
+
+async def test_prefetch_chunks_of_one_instance_run_in_parallel(
+    folder: Path, tmp_path: Path
+) -> None:
+    # Reads hold frames behind one request per instance; a prefetch bounds its own requests
+    # and runs several chunks of one instance at once (a multi-core server answers them in
+    # parallel).
+    client, slide = await _open(folder, tmp_path)
+    source = dicomslide.runtime.as_source(client)
+    service = frame_service(source)
+    service.max_frames_per_request = 10
+    running: dict[str, int] = {}
+    most: dict[str, int] = {}
+    original = source.iter_frames
+
+    async def counting(study: str, series: str, sop: str, numbers: Any) -> Any:
+        running[sop] = running.get(sop, 0) + 1
+        most[sop] = max(most.get(sop, 0), running[sop])
+        try:
+            async for item in original(study, series, sop, numbers):
+                await asyncio.sleep(0)
+                yield item
+        finally:
+            running[sop] -= 1
+
+    source.iter_frames = counting  # type: ignore[method-assign]
+    result = await prefetch(slide, 0)
+    assert result.complete
+    assert max(most.values()) > 1
     await client.aclose()
 
 

@@ -126,3 +126,22 @@ def test_legacy_invocation_still_works(folder: Path, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     with Image.open(tmp_path / "l.png") as image:
         assert image.size == (60, 50)
+
+
+def test_progress_bar_ends_its_line_once() -> None:
+    import io
+
+    from dicomslide._cli import _Progress
+
+    finished = io.StringIO()
+    bar = _Progress("bar", finished)
+    bar(0, 10)
+    bar(10, 10)
+    bar.close()
+    assert finished.getvalue().count("\n") == 1
+    assert finished.getvalue().endswith("frames/s\n")
+    interrupted = io.StringIO()
+    bar = _Progress("bar", interrupted)
+    bar(0, 10)
+    bar.close()  # an unfinished bar still gets its line ended
+    assert interrupted.getvalue().count("\n") == 1
