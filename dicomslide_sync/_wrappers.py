@@ -9,7 +9,10 @@ from the async object. Twins pickle by their inputs and re-open in the receiving
 from __future__ import annotations
 
 import os
+import pickle
+import threading
 import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -318,12 +321,43 @@ class DICOMwebClient(_SourceTwin):
         return run(self._source().retrieve_bulkdata(url))
 
 
+# Clients re-opened from pickles, per process and inputs: a Dask worker unpickles the same
+# slide for every task and every compute, and one client per inputs keeps one frame cache
+# (and one connection pool) warm across them instead of starting cold each time.
+_REOPENED: OrderedDict[tuple[int, bytes], Any] = OrderedDict()
+_REOPENED_MAX = 8
+_REOPENED_LOCK = threading.Lock()
+
+_C = TypeVar("_C")
+
+
+def _reopened(inputs: tuple[Any, ...], open_client: Callable[[], _C]) -> _C:
+    try:
+        key = (os.getpid(), pickle.dumps(inputs))
+    except Exception:  # inputs that do not pickle twice: no sharing, just a new client
+        return open_client()
+    with _REOPENED_LOCK:
+        client = _REOPENED.get(key)
+        source = getattr(client, "__dicomslide_source__", None)
+        if client is not None and not getattr(source, "_closed", False):
+            _REOPENED.move_to_end(key)
+            return client  # type: ignore[no-any-return]
+        client = open_client()
+        _REOPENED[key] = client
+        while len(_REOPENED) > _REOPENED_MAX:
+            _REOPENED.popitem(last=False)  # not closed: tasks may still use it
+        return client
+
+
 def _reopen_web_client(url: str, kwargs: dict[str, Any]) -> DICOMwebClient:
-    return DICOMwebClient(url, **kwargs)
+    return _reopened(("web", url, kwargs), lambda: DICOMwebClient(url, **kwargs))
 
 
 def _reopen_file_client(url: Any, index_dir: Any, recursive: bool) -> DICOMfileClient:
-    return DICOMfileClient(url, index_dir=index_dir, recursive=recursive)
+    return _reopened(
+        ("file", url, index_dir, recursive),
+        lambda: DICOMfileClient(url, index_dir=index_dir, recursive=recursive),
+    )
 
 
 class TotalPixelMatrix:

@@ -128,6 +128,32 @@ def test_slides_pickle_and_reopen_in_another_process(folder: Path, tmp_path: Pat
     np.testing.assert_array_equal(region, expected_pixels(SPEC, 0)[128:192, 256:320])
 
 
+def _read_twice_pickled(payload: bytes) -> tuple[int, int, bool]:
+    first = pickle.loads(payload)
+    first.get_image_region((128, 256), 0, (64, 64))
+    second = pickle.loads(payload)  # a Dask worker unpickles the slide for every task
+    second.get_image_region((128, 256), 0, (64, 64))
+    stats = second.cache_stats
+    return stats.frames_fetched, stats.hits + stats.decoded_hits, first.client is second.client
+
+
+def test_reopened_slides_share_one_client_per_process(folder: Path, tmp_path: Path) -> None:
+    client = dicomslide_sync.DICOMfileClient(folder, index_dir=tmp_path)
+    slide = dicomslide_sync.find_slides(client)[0]
+    payload = pickle.dumps(slide)
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(1) as pool:
+        fetched, hits, same = pool.apply(_read_twice_pickled, (payload,))
+    assert same
+    assert fetched > 0
+    assert hits >= fetched  # the second read was answered from the first one's cache
+    # A closed re-opened client is not handed out again.
+    reopened = pickle.loads(pickle.dumps(client))
+    assert pickle.loads(pickle.dumps(client)) is reopened
+    reopened.close()
+    assert pickle.loads(pickle.dumps(client)) is not reopened
+
+
 def test_forked_child_reads_with_a_fresh_loop(folder: Path, tmp_path: Path) -> None:
     client = dicomslide_sync.DICOMfileClient(folder, index_dir=tmp_path)
     slide = dicomslide_sync.find_slides(client)[0]
