@@ -659,7 +659,8 @@ def targets(sections: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     None if limit is None else 0.8 * limit,
                     True,
                     "n",
-                    f"limit: {which}",
+                    f"limit: {which}; extra check, not an issue target: the whole level "
+                    "read and decoded through the region API",
                 )
             )
         rss = sec["results"]["maxrss_mb"]
