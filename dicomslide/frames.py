@@ -20,8 +20,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import weakref
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -299,7 +300,12 @@ class FrameService:
             raise ValueError(
                 f"max_concurrent_requests must be >= 1, got {max_concurrent_requests}."
             )
-        self.source = source
+        # Weakly: the runtime keys its services by source in a WeakKeyDictionary, and a value
+        # that referenced its key would keep every client (and its cache) alive forever.
+        try:
+            self._source: Callable[[], Source | None] = weakref.ref(source)
+        except TypeError:  # a source that cannot be weakly referenced: keep it
+            self._source = lambda: source
         self.cache = cache
         self.max_frames_per_request = max_frames_per_request
         self.coalesce_window = coalesce_window
@@ -312,6 +318,25 @@ class FrameService:
         self._closed = False
         self._flush_scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def source(self) -> Source:
+        """The source frames come from.
+
+        Returns
+        -------
+        dicomslide.sources.Source
+            The source
+
+        Raises
+        ------
+        dicomslide.errors.SourceError
+            When the source no longer exists
+        """
+        source = self._source()
+        if source is None:
+            raise SourceError("The client of this frame service no longer exists.")
+        return source
 
     @property
     def stats(self) -> CacheStats:

@@ -47,6 +47,7 @@ _caches: weakref.WeakKeyDictionary[Any, FrameCache] = weakref.WeakKeyDictionary(
 _services: weakref.WeakKeyDictionary[Any, FrameService] = weakref.WeakKeyDictionary()
 _decoded: weakref.WeakKeyDictionary[Any, DecodedTileCache] = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
+_ADAPTER_ATTRIBUTE = "_dicomslide_source_adapter"
 _executor: ThreadPoolExecutor | None = None
 
 
@@ -75,10 +76,19 @@ def as_source(client: Any) -> Source:
         return client  # type: ignore[no-any-return]
     if is_foreign_client(client):
         with _lock:
-            adapter = _adapters.get(client)
+            # Kept on the client itself where possible: an adapter that wraps the client,
+            # stored as a value keyed by that client in a WeakKeyDictionary, would keep it
+            # alive forever; on the client the pair is an ordinary collectable cycle.
+            attrs = getattr(client, "__dict__", None)
+            adapter = attrs.get(_ADAPTER_ATTRIBUTE) if attrs is not None else None
+            if adapter is None:
+                adapter = _adapters.get(client)
             if adapter is None:
                 adapter = _adapt(client)
-                _adapters[client] = adapter
+                if attrs is not None:
+                    attrs[_ADAPTER_ATTRIBUTE] = adapter
+                else:
+                    _adapters[client] = adapter
         return adapter
     raise InvalidClientError(
         f"Expected a dicomslide client or a dicomweb_client.DICOMClient, got "

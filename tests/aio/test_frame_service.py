@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 
 import pytest
 
+import dicomslide
+from dicomslide import runtime
 from dicomslide.errors import SourceError
 from dicomslide.frames import FrameCache, FrameService, InstanceRef
 from dicomslide.sources.protocol import EncodedFrame
+from dicomslide.synthetic import SlideSpec, write_slide
 
 SYNTAX = "1.2.840.10008.1.2.1"
 A = InstanceRef("1.2", "1.2.3", "1.2.3.4")
@@ -91,3 +97,37 @@ def test_request_limit_is_validated() -> None:
 
     with pytest.raises(ValueError, match="max_requests_per_instance"):
         asyncio.run(make())
+
+
+async def test_dropped_clients_free_their_caches(tmp_path: Path) -> None:
+    # The runtime keeps caches and services per source in WeakKeyDictionaries; a service or
+    # adapter that referenced its source strongly kept every client and its (up to 512 MiB)
+    # cache alive for the life of the process.
+    write_slide(tmp_path / "slide", SlideSpec(size=(300, 400), tile_size=(64, 64), levels=1))
+    client = dicomslide.DICOMfileClient(tmp_path / "slide", index_dir=tmp_path / "index")
+    (slide,) = await dicomslide.find_slides(client)
+    await slide.get_image_region((0, 0), 0, (128, 128))
+    source = runtime.as_source(client)
+    refs = [
+        weakref.ref(client),
+        weakref.ref(runtime._cache_for(source)),
+        weakref.ref(runtime.frame_service(source)),
+        weakref.ref(runtime.decoded_tile_cache(source)),
+    ]
+    await client.aclose()
+    del client, slide, source
+    await _ticks()  # let finished decode / read futures drop their references
+    gc.collect()  # a leak through the runtime's dictionaries would survive this
+    assert [r() for r in refs] == [None] * len(refs)
+
+
+def test_dropped_foreign_clients_free_their_adapters() -> None:
+    from dicomweb_client import DICOMwebClient as ForeignWebClient
+
+    foreign = ForeignWebClient("http://dicomweb.invalid/dicom-web")
+    adapter = runtime.as_source(foreign)
+    assert runtime.as_source(foreign) is adapter
+    refs = [weakref.ref(foreign), weakref.ref(adapter), weakref.ref(runtime._cache_for(adapter))]
+    del foreign, adapter
+    gc.collect()  # the client and its adapter reference each other
+    assert [r() for r in refs] == [None] * len(refs)
