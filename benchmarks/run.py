@@ -53,18 +53,6 @@ PEERS_PY = Path(
 )
 OURS = ("dicomslide", "dicomslide[no-icc]", "dicomslide_sync")
 PEERS = ("wsidicom", "openslide", "dicomslide-0.7.2")
-TASKS = (
-    "open",
-    "region",
-    "scan",
-    "scan_region",
-    "random",
-    "thumbnail",
-    "prefetch",
-    "prefetch_regions",
-    "dask",
-    "progress",
-)
 # Run over DICOMweb only when named in --tasks (one level's prefetch 5 x per round: minutes).
 LOCAL_ONLY_BY_DEFAULT = ("progress",)
 DASK_LABELS = ("dask[threads]", "dask[1 process]", "dask[2 processes]")
@@ -77,6 +65,7 @@ SLIDE_KEYS = ("spec", "converter", "instances", "total_bytes", "seconds")
 sys.path.insert(0, str(HERE))
 import data  # noqa: E402 - benchmarks/ is not a package
 from delay_proxy import DelayProxy  # noqa: E402
+from peer_worker import TASKS  # noqa: E402 - one list of workloads for harness and worker
 
 Log = Callable[[str], None]
 

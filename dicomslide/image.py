@@ -145,11 +145,8 @@ class _ImageState:
         if not (self.correct_color and self.is_color()):
             return None
         if not self._icc_loaded:
-            donor = self.icc_donor
-            if donor is not None and donor is not self and self.icc_profile_uri() is not None:
-                profile: bytes = await donor._once("icc", donor.icc_profile)
-            else:
-                profile = await self._once("icc", self.icc_profile)
+            owner = self.icc_donor or self
+            profile: bytes = await owner._once("icc", owner.icc_profile)
             self._color = await asyncio.to_thread(get_color_transform, profile)
             self._icc_loaded = True
         return self._color
@@ -167,17 +164,15 @@ class _ImageState:
 
     async def icc_profile(self) -> bytes:
         """This image's ICC profile bytes (empty when it has none)."""
-        for item in self.metadata.get("OpticalPathSequence", []):
-            value = item.get("ICCProfile")
-            if value:
-                return bytes(value)
         uri = self.icc_profile_uri()
         if uri:
             # Over DICOMweb the profile is bulk data, fetched only now that it is needed.
             return bytes(await self.source.retrieve_bulkdata(uri))
-        if "ICCProfile" in self.metadata:
-            return bytes(self.metadata.ICCProfile or b"")
-        return b""
+        for item in self.metadata.get("OpticalPathSequence", []):
+            value = item.get("ICCProfile")
+            if value:
+                return bytes(value)
+        return bytes(self.metadata.get("ICCProfile") or b"")
 
     def decode_into(
         self,

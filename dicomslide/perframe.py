@@ -344,18 +344,17 @@ def _json_items(element: Any) -> list[Any] | None:
     return items if isinstance(items, list) else None
 
 
-def _json_value(item: Any, sequence_tag: str, tag: str) -> Any:
-    """``item[sequence][0][tag]``'s first value in DICOM JSON, None when any part is absent."""
+def _json_first_item(item: Any, sequence_tag: str) -> Any:
+    """The first item of a sequence in a DICOM JSON object, None when absent or empty."""
     seq = item.get(sequence_tag)
-    if seq is None:
-        return None
-    values = seq.get("Value")
-    if not values:
-        return None
-    element = values[0].get(tag)
-    if element is None:
-        return None
-    value = element.get("Value")
+    values = seq.get("Value") if seq is not None else None
+    return values[0] if values else None
+
+
+def _json_value(item: Any, tag: str) -> Any:
+    """The first value of an attribute in a DICOM JSON object, None when absent or empty."""
+    element = item.get(tag) if item is not None else None
+    value = element.get("Value") if element is not None else None
     return value[0] if value else None
 
 
@@ -370,19 +369,17 @@ def _from_json(items: list[Any], n: int) -> FramePositions | None:
     segments: list[int | None] = [None] * n
     try:
         for i, item in enumerate(items):
-            position = item.get("0048021A")
+            position = _json_first_item(item, "0048021A")
             if position is not None:
-                row = _json_value(item, "0048021A", "0048021F")
-                column = _json_value(item, "0048021A", "0048021E")
-                rows[i] = int(row or 0)
-                columns[i] = int(column or 0)
-                value = _json_value(item, "0048021A", "0040074A")
+                rows[i] = int(_json_value(position, "0048021F") or 0)
+                columns[i] = int(_json_value(position, "0048021E") or 0)
+                value = _json_value(position, "0040074A")
                 if value is not None:
                     z[i] = float(value)
-            path = _json_value(item, "00480207", "00480106")
+            path = _json_value(_json_first_item(item, "00480207"), "00480106")
             if path is not None:
                 paths[i] = str(path)
-            segment = _json_value(item, "0062000A", "0062000B")
+            segment = _json_value(_json_first_item(item, "0062000A"), "0062000B")
             if segment is not None:
                 segments[i] = int(segment)
     except (AttributeError, TypeError, ValueError, IndexError, OverflowError):

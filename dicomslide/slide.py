@@ -116,14 +116,15 @@ def _share_icc_profiles(volume: Sequence[TiledImage]) -> None:
     once, from the smallest such image. Images whose profile is in the metadata (local
     files) use their own.
     """
-    states = [image._state for image in volume]
-    for i, state in enumerate(states):
-        paths = state.metadata.get("OpticalPathSequence")
-        if not paths or state.icc_profile_uri() is None:
-            continue
-        for other in reversed(states[i + 1 :]):  # smallest first
-            other_paths = other.metadata.get("OpticalPathSequence")
-            if other.icc_profile_uri() is not None and other_paths == paths:
+    fetched = [
+        (image._state, paths)
+        for image in volume
+        if (paths := image._state.metadata.get("OpticalPathSequence"))
+        and image._state.icc_profile_uri() is not None
+    ]
+    for i, (state, paths) in enumerate(fetched):
+        for other, other_paths in reversed(fetched[i + 1 :]):  # smallest first
+            if other_paths == paths:
                 state.icc_donor = other
                 break
 

@@ -146,9 +146,6 @@ class LazyJSONSequence(Sequence):
         items = self.json_items
         return len(items) if items is not None else len(self._list)
 
-    def __repr__(self) -> str:
-        return f"<Sequence, length {len(self)}>"
-
 
 def _convert_item(value: Any, where: str) -> Dataset:
     if not isinstance(value, dict):

@@ -366,15 +366,40 @@ def _default_index_dir() -> Path:
     return base / "dicomslide" / "index"
 
 
-def _load_index(index_file: Path, root: Path, recursive: bool) -> dict[str, list[Any]]:
+def _read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON object of this index format from ``path``; None if absent, broken or older."""
     try:
-        with open(index_file, encoding="utf-8") as fp:
+        with open(path, encoding="utf-8") as fp:
             data = json.load(fp)
     except (OSError, ValueError):
-        return {}
+        return None
+    if not isinstance(data, dict) or data.get("format") != _INDEX_FORMAT:
+        return None
+    return data
+
+
+def _write_json(path: Path, payload: Mapping[str, Any]) -> str | None:
+    """Write ``payload`` (plus the format) to ``path`` atomically; the error text, or None."""
+    tmp_name: str | None = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=path.name, dir=path.parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as fp:
+            json.dump({"format": _INDEX_FORMAT, **payload}, fp, separators=(",", ":"))
+        # Atomic replace: concurrent clients never see a half-written file.
+        os.replace(tmp_name, path)
+    except OSError as exc:
+        if tmp_name is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp_name)
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def _load_index(index_file: Path, root: Path, recursive: bool) -> dict[str, list[Any]]:
+    data = _read_json(index_file)
     if (
-        not isinstance(data, dict)
-        or data.get("format") != _INDEX_FORMAT
+        data is None
         or data.get("root") != str(root)
         or data.get("recursive") != recursive
         or not isinstance(data.get("files"), dict)
@@ -387,21 +412,7 @@ def _load_index(index_file: Path, root: Path, recursive: bool) -> dict[str, list
 def _save_index(
     index_file: Path, root: Path, recursive: bool, files: Mapping[str, list[Any]]
 ) -> str | None:
-    payload = {"format": _INDEX_FORMAT, "root": str(root), "recursive": recursive, "files": files}
-    tmp_name: str | None = None
-    try:
-        index_file.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=index_file.name, dir=index_file.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as fp:
-            json.dump(payload, fp, separators=(",", ":"))
-        # Atomic replace: concurrent clients never see a half-written index.
-        os.replace(tmp_name, index_file)
-    except OSError as exc:
-        if tmp_name is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp_name)
-        return f"{type(exc).__name__}: {exc}"
-    return None
+    return _write_json(index_file, {"root": str(root), "recursive": recursive, "files": files})
 
 
 _PER_FRAME_FUNCTIONAL_GROUPS = 0x52009230
@@ -447,30 +458,9 @@ def _validated_key(instance: _Instance) -> str:
 
 
 def _load_validated(path: Path) -> set[str]:
-    try:
-        with open(path, encoding="utf-8") as fp:
-            payload = json.load(fp)
-    except (OSError, ValueError):
-        return set()
-    if not isinstance(payload, dict) or payload.get("format") != _INDEX_FORMAT:
-        return set()
-    keys = payload.get("validated")
+    data = _read_json(path)
+    keys = data.get("validated") if data is not None else None
     return {k for k in keys if isinstance(k, str)} if isinstance(keys, list) else set()
-
-
-def _save_validated(path: Path, keys: Iterable[str]) -> None:
-    tmp_name: str | None = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=path.name, dir=path.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as fp:
-            json.dump({"format": _INDEX_FORMAT, "validated": sorted(keys)}, fp)
-        os.replace(tmp_name, path)
-    except OSError:
-        # Only a speed-up is lost: the headers are validated again next time.
-        if tmp_name is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp_name)
 
 
 def _next_tag(fp: BinaryIO, ds: Dataset) -> int | None:
@@ -1249,11 +1239,17 @@ class DICOMfileClient:
             self._metadata.popitem(last=False)
 
     def _read_many_metadata(self, instances: Sequence[_Instance]) -> list[Dataset]:
-        datasets = [self._read_checked_metadata(i, remember=False) for i in instances]
-        self._remember_validated(instances)
+        datasets = []
+        converted = []
+        for instance in instances:
+            ds, did_convert = self._read_checked_metadata(instance)
+            datasets.append(ds)
+            if did_convert:
+                converted.append(instance)
+        self._remember_validated(converted)
         return datasets
 
-    def _read_checked_metadata(self, instance: _Instance, *, remember: bool = True) -> Dataset:
+    def _read_checked_metadata(self, instance: _Instance) -> tuple[Dataset, bool]:
         key = _validated_key(instance)
         trusted = (instance.size, instance.mtime_ns) if key in self._validated else None
         try:
@@ -1271,9 +1267,7 @@ class DICOMfileClient:
                 f"{instance.path} no longer holds SOP Instance UID {instance.sop_uid}; "
                 "open a new client to re-index"
             )
-        if converted and remember:
-            self._remember_validated([instance])
-        return ds
+        return ds, converted
 
     def _remember_validated(self, instances: Sequence[_Instance]) -> None:
         """Persist that these instances' headers converted cleanly (called in a worker thread)."""
@@ -1286,14 +1280,15 @@ class DICOMfileClient:
             # Keep only files the index still knows, so the sidecar cannot grow without end.
             known = {_validated_key(i) for i in self._index.instances.values()}
             self._validated = (self._validated | new) & known
-            _save_validated(self._validated_file, self._validated)
+            # Only a speed-up is lost if this fails: the headers are converted again next time.
+            _write_json(self._validated_file, {"validated": sorted(self._validated)})
 
     async def _instance_metadata(self, instance: _Instance) -> Dataset:
         cached = self._metadata.get(instance.sop_uid)
         if cached is not None:
             self._metadata.move_to_end(instance.sop_uid)
             return cached
-        ds = await asyncio.to_thread(self._read_checked_metadata, instance)
+        (ds,) = await asyncio.to_thread(self._read_many_metadata, [instance])
         self._check_open()
         self._remember_metadata(instance.sop_uid, ds)
         return ds
