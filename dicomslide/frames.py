@@ -44,11 +44,15 @@ class InstanceRef:
         Series Instance UID
     sop_instance_uid: str
         SOP Instance UID
+    number_of_frames: int | None
+        Frames in the instance, if known: read-ahead never asks beyond it (and stays off
+        without it); not part of the identity
     """
 
     study_instance_uid: str
     series_instance_uid: str
     sop_instance_uid: str
+    number_of_frames: int | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -77,6 +81,9 @@ class CacheStats:
         Tiles answered from the decoded-tile cache (no fetch, no decode)
     decoded_bytes: int
         Bytes held by the decoded-tile cache
+    readahead: int
+        Frames fetched ahead of sequential readers, before anybody asked for them (included in
+        ``frames_fetched`` but not in ``misses``)
     """
 
     hits: int = 0
@@ -89,6 +96,7 @@ class CacheStats:
     frames_fetched: int = 0
     decoded_hits: int = 0
     decoded_bytes: int = 0
+    readahead: int = 0
 
     @property
     def frames_per_request(self) -> float:
@@ -157,6 +165,10 @@ class FrameCache:
             _, evicted = self._items.popitem(last=False)
             self.stats.bytes -= len(evicted.data)
             self.stats.evictions += 1
+
+    def __contains__(self, key: object) -> bool:
+        # A membership test, unlike get(), leaves the LRU order alone.
+        return key in self._items
 
     def clear(self) -> None:
         """Drop every cached frame."""
@@ -254,6 +266,25 @@ class _Pending:
     instance: InstanceRef
     numbers: list[int] = field(default_factory=list)
     unlimited: bool = False
+    reads: int = 0  # request() calls that added frames
+
+
+# A flush that asks for at least this many consecutive frames of one instance, gathered from
+# at least READAHEAD_MIN_READS separate reads, marks sequential readers (a tile scan): fewer
+# frames would catch the rows of ordinary regions, and a single read (one region, however
+# wide) gets exactly the frames it covers.
+READAHEAD_MIN_RUN = 16
+READAHEAD_MIN_READS = 4
+
+
+@dataclass
+class _Readahead:
+    """Read-ahead state of one instance: what was fetched ahead and when to go on."""
+
+    instance: InstanceRef
+    next_start: int  # first frame number not fetched ahead yet
+    window_start: int  # first frame of the latest window: asking for it sends the next one
+    window: int
 
 
 class FrameService:
@@ -278,6 +309,15 @@ class FrameService:
         at once. A limit makes a stream of small reads (one tile per task, say) coalesce into
         few large requests, which pays off wherever a request has a fixed cost: a DICOMweb
         server that parses the instance for each request, or a thread hop per local read.
+    readahead: int, optional
+        Largest read-ahead window in frames; 0 turns read-ahead off. When at least
+        ``READAHEAD_MIN_READS`` reads together ask for ``READAHEAD_MIN_RUN`` or more
+        consecutive frames of an instance whose frame count is known, the next frames
+        (twice as many, up to this bound) are fetched at once, outside the per-instance
+        limit; a reader reaching a window sends the next, larger one, as operating systems
+        read files ahead. A tile scan then costs a few pipelined requests
+        instead of one round trip per batch of readers; random reads and single region reads
+        never trigger it. Frames read ahead go to the cache like any other (its budget holds).
     """
 
     def __init__(
@@ -289,7 +329,10 @@ class FrameService:
         max_concurrent_requests: int = 8,
         coalesce_window: float = 0.0,
         max_requests_per_instance: int | None = 1,
+        readahead: int = 0,
     ) -> None:
+        if readahead < 0:
+            raise ValueError(f"readahead must be >= 0 frames, got {readahead}.")
         if max_requests_per_instance is not None and max_requests_per_instance < 1:
             raise ValueError(
                 f"max_requests_per_instance must be >= 1 or None, got {max_requests_per_instance}."
@@ -315,6 +358,8 @@ class FrameService:
         self._pending: dict[str, _Pending] = {}
         self.max_requests_per_instance = max_requests_per_instance
         self._active: dict[str, int] = {}  # source calls running per SOP Instance UID
+        self.readahead = readahead
+        self._readahead: dict[str, _Readahead] = {}
         self._closed = False
         self._flush_scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
@@ -374,7 +419,12 @@ class FrameService:
         uid = instance.sop_instance_uid
         stats = self.cache.stats
         futures: list[asyncio.Future[EncodedFrame]] = []
+        ahead = self._readahead.get(uid) if self._readahead else None
+        entry: _Pending | None = None
         for number in frame_numbers:
+            if ahead is not None and ahead.window_start <= number < ahead.next_start:
+                self._read_ahead(ahead)
+                ahead = None
             key = (uid, number)
             cached = self.cache.get(key)
             if cached is not None:
@@ -392,7 +442,9 @@ class FrameService:
             fut = self.loop.create_future()
             fut.add_done_callback(_consume_exception)
             self._inflight[key] = fut
-            entry = self._pending.setdefault(uid, _Pending(instance))
+            if entry is None:
+                entry = self._pending.setdefault(uid, _Pending(instance))
+                entry.reads += 1
             entry.numbers.append(number)
             entry.unlimited = entry.unlimited or bulk
             futures.append(fut)
@@ -444,13 +496,68 @@ class FrameService:
                     # The rest waits for a running call of this instance to end (see _fetch),
                     # gathering whatever else is asked for meanwhile.
                     held = [n for chunk in chunks[free:] for n in chunk]
-                    self._pending[uid] = _Pending(entry.instance, held)
+                    self._pending[uid] = _Pending(entry.instance, held, reads=entry.reads)
                     chunks = chunks[:free]
             for chunk in chunks:
-                self._active[uid] = self._active.get(uid, 0) + 1
-                task = self.loop.create_task(self._fetch(entry.instance, chunk))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                self._start(entry.instance, chunk)
+            if self.readahead and not entry.unlimited and entry.reads >= READAHEAD_MIN_READS:
+                # After the frames asked for: those go out first.
+                self._detect_sequential(entry.instance, numbers)
+
+    def _start(self, instance: InstanceRef, numbers: list[int]) -> None:
+        uid = instance.sop_instance_uid
+        self._active[uid] = self._active.get(uid, 0) + 1
+        task = self.loop.create_task(self._fetch(instance, numbers))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _detect_sequential(self, instance: InstanceRef, numbers: list[int]) -> None:
+        uid = instance.sop_instance_uid
+        total = instance.number_of_frames
+        run = len(numbers)
+        if (
+            total is None
+            or run < READAHEAD_MIN_RUN
+            or numbers[-1] - numbers[0] + 1 != run
+            or numbers[-1] >= total
+        ):
+            return
+        current = self._readahead.get(uid)
+        if current is not None and numbers[-1] < current.next_start:
+            return  # within what is read ahead already; a reader past it starts over
+        ahead = _Readahead(instance, numbers[-1] + 1, numbers[-1] + 1, run)
+        self._readahead[uid] = ahead
+        self._read_ahead(ahead)
+
+    def _read_ahead(self, ahead: _Readahead) -> None:
+        """Fetch the next window of a sequential reader (twice the last, up to the bound)."""
+        instance = ahead.instance
+        uid = instance.sop_instance_uid
+        total = instance.number_of_frames or 0
+        start = ahead.next_start
+        if start > total:
+            del self._readahead[uid]
+            return
+        window = min(2 * ahead.window, self.readahead)
+        stop = min(start + window, total + 1)
+        ahead.window_start, ahead.next_start, ahead.window = start, stop, window
+        if self._closed:
+            return
+        numbers: list[int] = []
+        for number in range(start, stop):
+            key = (uid, number)
+            if key in self._inflight or key in self.cache:
+                continue
+            fut: asyncio.Future[EncodedFrame] = self.loop.create_future()
+            fut.add_done_callback(_consume_exception)
+            self._inflight[key] = fut
+            numbers.append(number)
+        self.cache.stats.readahead += len(numbers)
+        # Sent at once, past the per-instance limit (like prefetch): the window is what makes
+        # the reader's next requests unnecessary, so it must not queue behind them.
+        step = self.max_frames_per_request
+        for i in range(0, len(numbers), step):
+            self._start(instance, numbers[i : i + step])
 
     def _release(self, uid: str) -> None:
         left = self._active.get(uid, 0) - 1

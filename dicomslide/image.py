@@ -28,7 +28,7 @@ from pydicom import Dataset
 
 from dicomslide.codecs import PixelFormat, decode_frame
 from dicomslide.color import ColorTransform, get_color_transform
-from dicomslide.coordinates import ImageGeometry
+from dicomslide.coordinates import ImageGeometry, _value
 from dicomslide.enums import ChannelTypes
 from dicomslide.errors import RegionError
 from dicomslide.frames import DecodedTileCache, FrameService, InstanceRef
@@ -46,6 +46,10 @@ from dicomslide.utils import PARAMETRIC_MAP_SOP_CLASS_UID as _PARAMETRIC_MAP_SOP
 from dicomslide.utils import SEGMENTATION_SOP_CLASS_UID as _SEGMENTATION_SOP_CLASS
 
 __all__ = ["TiledImage", "TotalPixelMatrix"]
+
+_TOTAL_PIXEL_MATRIX_ROWS = 0x00480007
+_TOTAL_PIXEL_MATRIX_COLUMNS = 0x00480006
+_SOP_CLASS_UID = 0x00080016
 
 #: Largest region one read may allocate; larger requests raise RegionError instead of
 #: exhausting memory.
@@ -254,7 +258,9 @@ class _ImageState:
         for uid, frames in by_part.items():
             part = parts[uid]
             numbers = [frame - part.first_frame + 1 for frame in frames]
-            ref = InstanceRef(part.study_instance_uid, part.series_instance_uid, uid)
+            ref = InstanceRef(
+                part.study_instance_uid, part.series_instance_uid, uid, part.number_of_frames
+            )
             for fut, frame, number in zip(
                 service.request(ref, numbers), frames, numbers, strict=True
             ):
@@ -792,7 +798,7 @@ class TiledImage:
         dicomslide.ChannelTypes
             Channel type
         """
-        sop_class = str(self.metadata.get("SOPClassUID", ""))
+        sop_class = str(_value(self.metadata, _SOP_CLASS_UID, ""))
         if sop_class == _SEGMENTATION_SOP_CLASS:
             return ChannelTypes.SEGMENT
         if sop_class == _PARAMETRIC_MAP_SOP_CLASS:
@@ -830,9 +836,14 @@ class TiledImage:
         tuple[int, int]
             (rows, columns)
         """
-        rows = int(self.metadata.get("TotalPixelMatrixRows", self.metadata.Rows))
-        columns = int(self.metadata.get("TotalPixelMatrixColumns", self.metadata.Columns))
-        return rows, columns
+        # By tag: opening a slide asks every image for its size a dozen times.
+        metadata = self.metadata
+        rows = _value(metadata, _TOTAL_PIXEL_MATRIX_ROWS)
+        columns = _value(metadata, _TOTAL_PIXEL_MATRIX_COLUMNS)
+        return (
+            int(metadata.Rows if rows is None else rows),
+            int(metadata.Columns if columns is None else columns),
+        )
 
     @property
     def pixel_spacing(self) -> tuple[float, float]:

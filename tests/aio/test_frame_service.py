@@ -131,3 +131,147 @@ def test_dropped_foreign_clients_free_their_adapters() -> None:
     del foreign, adapter
     gc.collect()  # the client and its adapter reference each other
     assert [r() for r in refs] == [None] * len(refs)
+
+
+# --- read-ahead -------------------------------------------------------------------------------
+
+SEQ = InstanceRef("1.2", "1.2.3", "1.2.3.9", number_of_frames=100)
+
+
+class FailingSource(GatedSource):
+    """Fails every call that includes a frame in `bad`, after the gate opens."""
+
+    def __init__(self, bad: set[int]) -> None:
+        super().__init__()
+        self.bad = bad
+
+    async def iter_frames(
+        self, study: str, series: str, sop: str, numbers: Sequence[int]
+    ) -> AsyncIterator[tuple[int, EncodedFrame]]:
+        if self.bad & set(numbers):
+            self.calls.append((sop, list(numbers)))
+            await self.gate.wait()
+            raise OSError("boom")
+        async for item in super().iter_frames(study, series, sop, numbers):
+            yield item
+
+
+def _ask(service: FrameService, numbers: list[int]) -> list[asyncio.Future[EncodedFrame]]:
+    """One read per frame, all in the same event-loop tick (as many tile readers)."""
+    return [fut for n in numbers for fut in service.request(SEQ, [n])]
+
+
+async def _scan(service: FrameService, source: GatedSource, tasks: int, total: int) -> None:
+    """One frame per call, `tasks` readers taking frames in order: a tile scan."""
+    source.gate.set()
+    numbers = iter(range(1, total + 1))
+
+    async def reader() -> None:
+        for n in numbers:
+            (fut,) = service.request(SEQ, [n])
+            frame = await fut
+            assert frame.data == f"{SEQ.sop_instance_uid}:{n}".encode()
+
+    await asyncio.gather(*(reader() for _ in range(tasks)))
+
+
+async def test_a_sequential_scan_is_read_ahead_in_growing_windows() -> None:
+    source = GatedSource()
+    service = FrameService(source, FrameCache(1 << 20), readahead=64)  # type: ignore[arg-type]
+    await _scan(service, source, tasks=16, total=100)
+    sent = [numbers for _, numbers in source.calls]
+    # 16 asked for, then 32 ahead (twice the run), then up to the 64-frame bound, then the
+    # rest of the instance; never beyond frame 100, every frame exactly once.
+    assert sent[0] == list(range(1, 17))
+    assert sent[1] == list(range(17, 49))
+    assert sent[2] == list(range(49, 101))
+    assert len(sent) == 3
+    stats = service.stats
+    assert stats.frames_fetched == 100
+    assert stats.readahead == 84
+    # Only the first tick's frames were fetched because somebody asked; the rest were read
+    # ahead and then joined in flight or found in the cache.
+    assert stats.misses - stats.joined == 16
+    assert stats.frames_fetched == stats.misses - stats.joined + stats.readahead
+
+
+async def test_without_read_ahead_the_same_scan_costs_one_request_per_batch() -> None:
+    source = GatedSource()
+    service = FrameService(source, FrameCache(1 << 20))  # type: ignore[arg-type]
+    await _scan(service, source, tasks=16, total=100)
+    assert len(source.calls) >= 100 // 16
+    assert service.stats.readahead == 0
+
+
+@pytest.mark.parametrize(
+    "numbers",
+    [
+        list(range(1, 16)),  # a run shorter than READAHEAD_MIN_RUN
+        [n for r in range(4) for n in range(r * 20 + 1, r * 20 + 6)],  # rows of a region
+        list(range(85, 101)),  # a run that ends at the last frame
+        None,  # a run of 40 frames asked for by one read (one region, however wide)
+        [3, 17, 42, 5, 88, 61, 29, 70, 11, 54, 97, 36, 23, 64, 8, 77, 45],  # random tiles
+    ],
+)
+async def test_region_random_and_short_reads_are_not_read_ahead(
+    numbers: list[int] | None,
+) -> None:
+    source = GatedSource()
+    service = FrameService(source, FrameCache(1 << 20), readahead=64)  # type: ignore[arg-type]
+    if numbers is None:
+        numbers = list(range(1, 41))
+        futures = service.request(SEQ, numbers)
+    else:
+        futures = _ask(service, numbers)
+    source.gate.set()
+    await asyncio.gather(*futures)
+    assert [sorted(n) for _, n in source.calls] == [sorted(numbers)]
+    assert service.stats.readahead == 0
+
+
+async def test_unknown_frame_count_turns_read_ahead_off() -> None:
+    source = GatedSource()
+    service = FrameService(source, FrameCache(1 << 20), readahead=64)  # type: ignore[arg-type]
+    source.gate.set()
+    await asyncio.gather(*[f for n in range(1, 33) for f in service.request(A, [n])])
+    assert len(source.calls) == 1
+    assert service.stats.readahead == 0
+
+
+async def test_read_ahead_is_not_held_by_the_per_instance_limit_and_joins_readers() -> None:
+    source = GatedSource()
+    service = FrameService(source, FrameCache(1 << 20), readahead=64)  # type: ignore[arg-type]
+    first = _ask(service, list(range(1, 21)))
+    await _ticks()
+    # The run and its read-ahead window are both in flight although the limit is 1.
+    assert [n for _, n in source.calls] == [list(range(1, 21)), list(range(21, 61))]
+    joined = service.request(SEQ, [30, 59])
+    assert service.stats.joined == 2
+    await _ticks()
+    # Joined, not fetched again; reaching the window sent the next one (the rest).
+    assert [n for _, n in source.calls][2:] == [list(range(61, 101))]
+    source.gate.set()
+    await asyncio.gather(*first, *joined)
+    assert service.stats.frames_fetched == 100
+
+
+async def test_a_failed_read_ahead_is_not_cached_and_readers_fetch_again() -> None:
+    source = FailingSource(bad={25})
+    service = FrameService(source, FrameCache(1 << 20), readahead=64)  # type: ignore[arg-type]
+    first = _ask(service, list(range(1, 21)))
+    await _ticks()
+    source.gate.set()
+    await asyncio.gather(*first)
+    await _ticks()  # the window 21..60 failed with nobody waiting: no warning, nothing kept
+    assert (SEQ.sop_instance_uid, 30) not in service.cache
+    source.bad = set()
+    (fut,) = service.request(SEQ, [30])
+    assert (await fut).data == f"{SEQ.sop_instance_uid}:30".encode()
+
+
+def test_read_ahead_bound_is_validated() -> None:
+    async def make() -> None:
+        FrameService(GatedSource(), FrameCache(1), readahead=-1)  # type: ignore[arg-type]
+
+    with pytest.raises(ValueError, match="readahead must be >= 0"):
+        asyncio.run(make())

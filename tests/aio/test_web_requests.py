@@ -568,6 +568,40 @@ async def test_per_instance_request_limit_merges_a_stream_of_tile_reads(
             assert slide.cache_stats.requests - before == limit + 1
 
 
+@pytest.mark.parametrize("readahead", [256, 0])
+async def test_tile_scan_is_read_ahead_in_a_few_requests(
+    server: FakeDicomWeb, readahead: int
+) -> None:
+    # The tile-server / data-loader pattern: 16 tasks reading every tile of level 0 in frame
+    # order, one call per tile. Read-ahead sends the next frames before they are asked for,
+    # so the scan costs the first batch plus one window instead of one request per batch.
+    tile = SPEC.tile_size[0]
+    rows, cols = SPEC.size
+    offsets = [(r, c) for r in range(0, rows, tile) for c in range(0, cols, tile)]
+    async with opened(server, readahead=readahead, coalesce_window=0) as (_, slide):
+        it = iter(offsets)
+        results: dict[tuple[int, int], np.ndarray] = {}
+
+        async def reader() -> None:
+            for r, c in it:
+                size = (min(tile, rows - r), min(tile, cols - c))
+                results[r, c] = await slide.get_image_region((r, c), 0, size)
+
+        await asyncio.gather(*(reader() for _ in range(16)))
+        for (r, c), region in results.items():
+            np.testing.assert_array_equal(region, truth(r, c, region.shape[:2]))
+        asked = server.frames_asked()
+        assert sorted(n for _, n in asked) == list(range(1, len(offsets) + 1))  # each once
+        stats = slide.cache_stats
+        if readahead:
+            assert [len(fr.numbers) for fr in server.frame_requests] == [16, 32]
+            assert stats.readahead == 32
+        else:
+            assert len(server.frame_requests) >= len(offsets) // 16
+            assert stats.readahead == 0
+        assert stats.frames_fetched == stats.misses - stats.joined + stats.readahead
+
+
 async def test_per_instance_request_limit_is_validated(server: FakeDicomWeb) -> None:
     async with opened(server, max_requests_per_instance=0) as (_, slide):
         with pytest.raises(ValueError, match="max_requests_per_instance must be >= 1 or None"):
