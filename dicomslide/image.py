@@ -28,7 +28,7 @@ from pydicom import Dataset
 
 from dicomslide.codecs import PixelFormat, decode_frame
 from dicomslide.color import ColorTransform, get_color_transform
-from dicomslide.coordinates import ImageGeometry, _value
+from dicomslide.coordinates import ImageGeometry
 from dicomslide.enums import ChannelTypes
 from dicomslide.errors import RegionError
 from dicomslide.frames import DecodedTileCache, FrameService, InstanceRef
@@ -39,17 +39,13 @@ from dicomslide.geometry import (
     get_image_focal_plane_offsets,
     iter_tiles_in_region,
 )
-from dicomslide.runtime import as_source, decode_executor, decoded_tile_cache, frame_service
+from dicomslide.runtime import as_source, decode_queue, decoded_tile_cache, frame_service
 from dicomslide.sources.foreign import BULKDATA_URIS_ATTRIBUTE
 from dicomslide.sources.protocol import EncodedFrame, Source
 from dicomslide.utils import PARAMETRIC_MAP_SOP_CLASS_UID as _PARAMETRIC_MAP_SOP_CLASS
 from dicomslide.utils import SEGMENTATION_SOP_CLASS_UID as _SEGMENTATION_SOP_CLASS
 
 __all__ = ["TiledImage", "TotalPixelMatrix"]
-
-_TOTAL_PIXEL_MATRIX_ROWS = 0x00480007
-_TOTAL_PIXEL_MATRIX_COLUMNS = 0x00480006
-_SOP_CLASS_UID = 0x00080016
 
 #: Largest region one read may allocate; larger requests raise RegionError instead of
 #: exhausting memory.
@@ -268,36 +264,44 @@ class _ImageState:
         # The colour transform (an ICC profile that may be bulk data on a server) is needed
         # only to decode: it is loaded while the frames are already being fetched.
         color: ColorTransform | None = await self._once("color", self.color_transform)
+        if not waiting:
+            return out
         loop = asyncio.get_running_loop()
-        executor = decode_executor()
-        decodes: list[asyncio.Future[None]] = []
-        pending: set[asyncio.Future[EncodedFrame]] = set(waiting)
-        try:
-            while pending:
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                for fut in done:
-                    uid, frame, number = waiting[fut]
-                    decodes.append(
-                        loop.run_in_executor(
-                            executor,
-                            self.decode_into,
-                            fut.result(),
-                            uid,
-                            number,
-                            color,
-                            out,
-                            by_frame[frame],
-                            decoded,
-                        )
-                    )
-            if decodes:
-                await asyncio.gather(*decodes)
-        except BaseException:
-            # Decodes still running write into an array nobody will see; let them finish
-            # quietly instead of logging "exception never retrieved".
-            for d in decodes:
-                d.add_done_callback(lambda f: f.cancelled() or f.exception())
-            raise
+        queue = decode_queue()
+        finished: asyncio.Future[None] = loop.create_future()
+        left = len(waiting)
+
+        def decoded_one(job: asyncio.Future[None]) -> None:
+            nonlocal left
+            if finished.done():
+                return
+            exc = None if job.cancelled() else job.exception()
+            if exc is not None:
+                finished.set_exception(exc)
+                return
+            left -= 1
+            if not left:
+                finished.set_result(None)
+
+        def arrived(fut: asyncio.Future[EncodedFrame]) -> None:
+            # Runs on the loop as each frame arrives: decoding starts at once, without a
+            # task per frame or a wait over every frame still missing.
+            if finished.done():  # failed already, or the reader was cancelled
+                return
+            exc = fut.exception()
+            if exc is not None:
+                finished.set_exception(exc)
+                return
+            uid, frame, number = waiting[fut]
+            job = queue.submit(
+                self.decode_into, fut.result(), uid, number, color, out, by_frame[frame], decoded
+            )
+            job.add_done_callback(decoded_one)
+
+        for fut in waiting:
+            # Callbacks, never cancellation: other readers may share these futures.
+            fut.add_done_callback(arrived)
+        await finished
         return out
 
 
@@ -798,7 +802,7 @@ class TiledImage:
         dicomslide.ChannelTypes
             Channel type
         """
-        sop_class = str(_value(self.metadata, _SOP_CLASS_UID, ""))
+        sop_class = str(self.metadata.get("SOPClassUID", ""))
         if sop_class == _SEGMENTATION_SOP_CLASS:
             return ChannelTypes.SEGMENT
         if sop_class == _PARAMETRIC_MAP_SOP_CLASS:
@@ -836,13 +840,14 @@ class TiledImage:
         tuple[int, int]
             (rows, columns)
         """
-        # By tag: opening a slide asks every image for its size a dozen times.
+        # By tag: opening a slide asks every image for its size a dozen times, and pydicom's
+        # keyword lookup costs more than reading the value.
         metadata = self.metadata
-        rows = _value(metadata, _TOTAL_PIXEL_MATRIX_ROWS)
-        columns = _value(metadata, _TOTAL_PIXEL_MATRIX_COLUMNS)
+        rows = metadata.get(0x00480007)  # Total Pixel Matrix Rows
+        columns = metadata.get(0x00480006)  # Total Pixel Matrix Columns
         return (
-            int(metadata.Rows if rows is None else rows),
-            int(metadata.Columns if columns is None else columns),
+            int(metadata.Rows if rows is None else rows.value),
+            int(metadata.Columns if columns is None else columns.value),
         )
 
     @property

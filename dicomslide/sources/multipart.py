@@ -33,6 +33,7 @@ bound.
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from dataclasses import dataclass
 from typing import Final
@@ -596,6 +597,8 @@ def boundary_from_content_type(value: str) -> str:
     return boundary
 
 
+# Every part of a frames response carries the same Content-Type: parse it once.
+@functools.lru_cache(maxsize=64)
 def transfer_syntax_from_content_type(value: str) -> str | None:
     """Return the Transfer Syntax UID a ``Content-Type`` declares, if any.
 

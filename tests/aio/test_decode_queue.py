@@ -1,0 +1,138 @@
+"""DecodeQueue: jobs run on pool threads, results come back in batches, nothing is lost."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from dicomslide import runtime
+from dicomslide.runtime import DecodeQueue, decode_queue
+
+
+async def test_every_job_resolves_with_its_own_result_on_at_most_workers_threads() -> None:
+    loop = asyncio.get_running_loop()
+    threads: set[str] = set()
+    running = 0
+    most = 0
+    lock = threading.Lock()
+
+    def job(i: int) -> int:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+            threads.add(threading.current_thread().name)
+        time.sleep(0.0005)
+        with lock:
+            running -= 1
+        return i * i
+
+    with ThreadPoolExecutor(4) as pool:
+        queue = DecodeQueue(loop, pool, workers=2)
+        futures = [queue.submit(job, i) for i in range(200)]
+        assert await asyncio.gather(*futures) == [i * i for i in range(200)]
+    assert most <= 2
+    assert threading.current_thread().name not in threads
+
+
+async def test_a_burst_is_handed_back_in_few_wakeups() -> None:
+    loop = asyncio.get_running_loop()
+    wakeups = 0
+    original = runtime._resolve_all
+
+    def counting(finished: list[tuple[asyncio.Future[object], object, object]]) -> None:
+        nonlocal wakeups
+        wakeups += 1
+        original(finished)  # type: ignore[arg-type]
+
+    runtime._resolve_all = counting  # type: ignore[assignment]
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            queue = DecodeQueue(loop, pool, workers=2)
+            # 500 jobs of ~20 µs: one wake-up per job would be 500.
+            futures = [queue.submit(sum, range(300)) for _ in range(500)]
+            await asyncio.gather(*futures)
+    finally:
+        runtime._resolve_all = original
+    assert wakeups < 100
+
+
+async def test_exceptions_reach_their_waiter_only_and_the_queue_goes_on() -> None:
+    loop = asyncio.get_running_loop()
+
+    def job(i: int) -> int:
+        if i == 3:
+            raise ValueError("frame 3 is corrupt")
+        return i
+
+    with ThreadPoolExecutor(2) as pool:
+        queue = DecodeQueue(loop, pool, workers=2)
+        futures = [queue.submit(job, i) for i in range(8)]
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        assert isinstance(results[3], ValueError)
+        assert [r for i, r in enumerate(results) if i != 3] == [0, 1, 2, 4, 5, 6, 7]
+        assert await queue.submit(job, 9) == 9
+
+
+async def test_cancelled_jobs_that_have_not_started_are_skipped() -> None:
+    loop = asyncio.get_running_loop()
+    gate = threading.Event()
+    ran: list[int] = []
+
+    def job(i: int) -> int:
+        gate.wait(5)
+        ran.append(i)
+        return i
+
+    with ThreadPoolExecutor(1) as pool:
+        queue = DecodeQueue(loop, pool, workers=1)
+        futures = [queue.submit(job, i) for i in range(5)]
+        for fut in futures[2:]:
+            fut.cancel()
+        gate.set()
+        assert await asyncio.gather(*futures[:2]) == [0, 1]
+        await asyncio.sleep(0.05)
+    assert ran == [0, 1]
+
+
+async def test_one_queue_per_event_loop() -> None:
+    first = decode_queue()
+    assert decode_queue() is first
+    assert first.loop is asyncio.get_running_loop()
+
+    async def get() -> DecodeQueue:
+        return decode_queue()
+
+    with ThreadPoolExecutor(1) as pool:
+        other = pool.submit(asyncio.run, get()).result(5)
+    assert other is not first
+
+
+def test_results_after_the_loop_closed_are_dropped_quietly() -> None:
+    gate = threading.Event()
+    done = threading.Event()
+
+    def job() -> int:
+        gate.wait(5)
+        return 1
+
+    with ThreadPoolExecutor(1) as pool:
+
+        async def start() -> None:
+            DecodeQueue(asyncio.get_running_loop(), pool, workers=1).submit(job)
+
+        asyncio.run(start())  # closes the loop with the job still running
+        gate.set()
+        pool.submit(done.set).result(5)  # the drainer finished without raising
+    assert done.is_set()
+
+
+@pytest.mark.parametrize("workers", [0, -3])
+async def test_at_least_one_worker(workers: int) -> None:
+    with ThreadPoolExecutor(1) as pool:
+        queue = DecodeQueue(asyncio.get_running_loop(), pool, workers=workers)
+        assert await queue.submit(int, "7") == 7
