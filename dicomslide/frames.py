@@ -269,12 +269,21 @@ class _Pending:
     reads: int = 0  # request() calls that added frames
 
 
-# A flush that asks for at least this many consecutive frames of one instance, gathered from
-# at least READAHEAD_MIN_READS separate reads, marks sequential readers (a tile scan): fewer
-# frames would catch the rows of ordinary regions, and a single read (one region, however
-# wide) gets exactly the frames it covers.
+# A stream of flushes that together ask for at least this many (nearly) consecutive frames of
+# one instance, gathered from at least READAHEAD_MIN_READS separate reads, marks sequential
+# readers (a tile scan): fewer frames would catch the rows of ordinary regions, and single
+# reads (one region, however wide) get exactly the frames they cover.
 READAHEAD_MIN_RUN = 16
 READAHEAD_MIN_READS = 4
+
+
+@dataclass
+class _Stream:
+    """Frames recent flushes sent for one instance, while they look like one sequential run."""
+
+    end: int  # highest frame number so far
+    frames: int
+    reads: int
 
 
 @dataclass
@@ -360,6 +369,7 @@ class FrameService:
         self._active: dict[str, int] = {}  # source calls running per SOP Instance UID
         self.readahead = readahead
         self._readahead: dict[str, _Readahead] = {}
+        self._streams: dict[str, _Stream] = {}
         self._closed = False
         self._flush_scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
@@ -500,9 +510,9 @@ class FrameService:
                     chunks = chunks[:free]
             for chunk in chunks:
                 self._start(entry.instance, chunk)
-            if self.readahead and not entry.unlimited and entry.reads >= READAHEAD_MIN_READS:
+            if self.readahead and not entry.unlimited:
                 # After the frames asked for: those go out first.
-                self._detect_sequential(entry.instance, numbers)
+                self._detect_sequential(entry.instance, numbers, entry.reads)
 
     def _start(self, instance: InstanceRef, numbers: list[int]) -> None:
         uid = instance.sop_instance_uid
@@ -511,21 +521,43 @@ class FrameService:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _detect_sequential(self, instance: InstanceRef, numbers: list[int]) -> None:
+    def _detect_sequential(self, instance: InstanceRef, numbers: list[int], reads: int) -> None:
+        """Follow the frames each flush sends for an instance; start read-ahead for a stream.
+
+        A flush continues the instance's stream when its frames are dense (at most every
+        other frame missing: readers on many threads leave small gaps that the next flush
+        fills) and start at or shortly after where the stream ended.
+        """
         uid = instance.sop_instance_uid
         total = instance.number_of_frames
-        run = len(numbers)
+        if total is None:
+            return
+        lo, hi, count = numbers[0], numbers[-1], len(numbers)
+        dense = hi - lo + 1 <= 2 * count
+        stream = self._streams.get(uid)
         if (
-            total is None
-            or run < READAHEAD_MIN_RUN
-            or numbers[-1] - numbers[0] + 1 != run
-            or numbers[-1] >= total
+            dense
+            and stream is not None
+            and stream.end < hi
+            and lo <= stream.end + max(count, READAHEAD_MIN_RUN)
         ):
+            stream.end, stream.frames, stream.reads = (
+                hi,
+                stream.frames + count,
+                stream.reads + reads,
+            )
+        elif dense:
+            stream = _Stream(hi, count, reads)
+            self._streams[uid] = stream
+        else:
+            self._streams.pop(uid, None)
+            return
+        if stream.frames < READAHEAD_MIN_RUN or stream.reads < READAHEAD_MIN_READS or hi >= total:
             return
         current = self._readahead.get(uid)
-        if current is not None and numbers[-1] < current.next_start:
+        if current is not None and hi < current.next_start:
             return  # within what is read ahead already; a reader past it starts over
-        ahead = _Readahead(instance, numbers[-1] + 1, numbers[-1] + 1, run)
+        ahead = _Readahead(instance, hi + 1, hi + 1, max(count, READAHEAD_MIN_RUN))
         self._readahead[uid] = ahead
         self._read_ahead(ahead)
 

@@ -269,6 +269,52 @@ async def test_a_failed_read_ahead_is_not_cached_and_readers_fetch_again() -> No
     assert (await fut).data == f"{SEQ.sop_instance_uid}:30".encode()
 
 
+async def test_one_read_per_tick_is_a_stream_too() -> None:
+    # Blocking callers on many threads, or one task reading tile after tile: every flush
+    # carries one or a few frames; together they are one sequential run.
+    source = GatedSource()
+    service = FrameService(source, FrameCache(1 << 20), readahead=64)  # type: ignore[arg-type]
+    source.gate.set()
+    for n in range(1, 101):
+        (fut,) = service.request(SEQ, [n])
+        assert (await fut).data == f"{SEQ.sop_instance_uid}:{n}".encode()
+    sent = [numbers for _, numbers in source.calls]
+    assert sent[:16] == [[n] for n in range(1, 17)]
+    assert sent[16:] == [list(range(17, 49)), list(range(49, 101))]
+    assert service.stats.readahead == 84
+
+
+async def test_a_stream_with_small_gaps_is_followed() -> None:
+    # Each tick: a block of 8 frames but one, plus the one the previous tick left out.
+    source = GatedSource()
+    service = FrameService(source, FrameCache(1 << 20), readahead=64)  # type: ignore[arg-type]
+    source.gate.set()
+    left_out: list[int] = []
+    for block in range(4):
+        numbers = [block * 8 + i for i in range(1, 9) if i != 4]
+        futures = _ask(service, numbers + left_out)
+        left_out = [block * 8 + 4]
+        await asyncio.gather(*futures)
+    assert service.stats.readahead > 0
+    await asyncio.gather(*_ask(service, list(range(1, 101))))
+    asked = sorted(n for _, numbers in source.calls for n in numbers)
+    assert asked == list(range(1, 101))  # every frame once
+
+
+async def test_consecutive_region_reads_are_not_a_stream_of_readers() -> None:
+    # Two wide regions, one after the other: each gets exactly the frames it covers.
+    source = GatedSource()
+    service = FrameService(source, FrameCache(1 << 20), readahead=64)  # type: ignore[arg-type]
+    source.gate.set()
+    await asyncio.gather(*service.request(SEQ, list(range(1, 41))))
+    await asyncio.gather(*service.request(SEQ, list(range(41, 81))))
+    assert [numbers for _, numbers in source.calls] == [
+        list(range(1, 41)),
+        list(range(41, 81)),
+    ]
+    assert service.stats.readahead == 0
+
+
 def test_read_ahead_bound_is_validated() -> None:
     async def make() -> None:
         FrameService(GatedSource(), FrameCache(1), readahead=-1)  # type: ignore[arg-type]

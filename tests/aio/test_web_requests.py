@@ -538,7 +538,11 @@ async def test_per_instance_request_limit_merges_a_stream_of_tile_reads(
     rows, cols = SPEC.size
     offsets = [(r, c) for r in range(0, rows - tile, tile) for c in range(0, cols - tile, tile)]
     async with opened(
-        server, max_requests_per_instance=limit, coalesce_window=0, max_concurrent_requests=64
+        server,
+        max_requests_per_instance=limit,
+        coalesce_window=0,
+        max_concurrent_requests=64,
+        readahead=0,  # this stream is sequential: read-ahead would fetch it (tested below)
     ) as (_, slide):
         # Warm up (frame index, colour) with a tile the stream does not read.
         last_row = (rows - 1) // tile * tile
