@@ -79,6 +79,8 @@ class Plan:
         self.progress_rounds: int = d.get("progress_rounds", 3)
         # DICOMweb: URL (through the delay proxy), UIDs, the proxy's counter port.
         self.source: str = d.get("source", "local")
+        # Orthanc's PID (same machine), to charge its CPU time to each cold run.
+        self.server_pid: int | None = d.get("server_pid")
         self.url: str = d.get("url", "")
         self.study_uid: str = d.get("study_uid", "")
         self.series_uid: str = d.get("series_uid", "")
@@ -157,6 +159,38 @@ class Requests:
             self.phases.setdefault("warm", []).append(n)
         else:
             self.phases[phase] = n
+
+
+def _server_cpu(plan: Plan) -> float | None:
+    """CPU seconds (user + system) Orthanc has used so far, if it runs here."""
+    if not plan.server_pid:
+        return None
+    try:
+        with open(f"/proc/{plan.server_pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU seconds this process and the server spend during one measured call."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+
+    def __enter__(self) -> CpuMeter:
+        self.ours0 = time.process_time()
+        self.server0 = _server_cpu(self.plan)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cpu_s = time.process_time() - self.ours0
+        end = _server_cpu(self.plan)
+        self.server_cpu_s = None if end is None or self.server0 is None else end - self.server0
+
+    def fields(self) -> dict[str, Any]:
+        return {"cpu_s": self.cpu_s, "server_cpu_s": self.server_cpu_s}
 
 
 def _checksum(arr: Any) -> int:
@@ -410,7 +444,9 @@ def run_blocking(reader: BlockingReader, task: str, warm: int) -> dict[str, Any]
             raise ValueError(task)
         return time.perf_counter() - t0, res
 
-    cold, out["result"] = once()
+    with CpuMeter(plan) as meter:
+        cold, out["result"] = once()
+    out.update(meter.fields())
     req.mark("cold")
     warm_times = []
     for _ in range(warm):
@@ -508,7 +544,9 @@ async def run_async(plan: Plan, opts: dict[str, Any], task: str, warm: int) -> d
         return time.perf_counter() - t0, res
 
     out: dict[str, Any] = {}
-    cold, out["result"] = await once()
+    with CpuMeter(plan) as meter:
+        cold, out["result"] = await once()
+    out.update(meter.fields())
     req.mark("cold")
     warm_times = []
     for _ in range(warm):

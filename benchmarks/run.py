@@ -299,6 +299,7 @@ def run_section(
         """call_worker, and if Orthanc died meanwhile, say so in the worker's errors."""
         if guard is not None:
             guard.check()  # died while nothing ran: restart before measuring
+            plan["server_pid"] = guard.server.pid  # workers charge Orthanc's CPU to runs
         res = call_worker(reader, these, plan, warm, extra, timeout)
         note = guard.check() if guard is not None else None
         if note:
@@ -457,6 +458,10 @@ def summarise(results: dict[str, Any], plan: dict[str, Any]) -> dict[str, Any]:
                 for k in ("cold", "warm"):
                     t = s[f"{k}_s"]
                     s[f"{k}_regions_per_s"] = plan["random_count"] / t if t else None
+            for key, name in (("cpu_s", "cpu_cold_s"), ("server_cpu_s", "server_cpu_cold_s")):
+                vals = [x[key] for x in e["extra"] if x.get(key) is not None]
+                if vals:
+                    s[name] = statistics.median(vals)
             reqs = [x.get("requests") for x in e["extra"] if x.get("requests")]
             if reqs:
                 for phase in ("open", "cold"):
@@ -706,6 +711,8 @@ def _fmt(v: float | None, unit: str = "s") -> str:
         return f"{v:.0f} MB"
     if unit == "req":
         return f"{v:.0f}"
+    if unit == "cpu":
+        return f"{v * 1000:.0f} ms"
     return f"{v:,.0f}"
 
 
@@ -752,7 +759,7 @@ def section_markdown(sec: dict[str, Any]) -> list[str]:
         peer_vals = [vals[p] for p in peers if vals[p]]
         best = (max if higher_better else min)(peer_vals) if peer_vals else None
         ours = vals.get("dicomslide")
-        ratio = _ratio(ours, best) if unit != "req" else ""
+        ratio = _ratio(ours, best) if unit not in ("req", "cpu") else ""
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {ratio} |")
 
     for kind in ("cold", "warm"):
@@ -767,7 +774,10 @@ def section_markdown(sec: dict[str, Any]) -> list[str]:
     for kind in ("cold", "warm"):
         row(f"per-tile scan, tiles/s ({kind})", "scan", f"{kind}_tiles_per_s", "n", True)
     row("per-tile scan: HTTP requests (cold)", "scan", "requests_cold", "req", False)
+    row("per-tile scan: CPU time of the reader (cold)", "scan", "cpu_cold_s", "cpu", False)
+    row("per-tile scan: CPU time of Orthanc (cold)", "scan", "server_cpu_cold_s", "cpu", False)
     row("level as one region, tiles/s (cold)", "scan_region", "cold_tiles_per_s", "n", True)
+    row("level as one region: CPU time of the reader", "scan_region", "cpu_cold_s", "cpu", False)
     for kind in ("cold", "warm"):
         row(f"random 512², regions/s ({kind})", "random", f"{kind}_regions_per_s", "n", True)
     for kind in ("cold", "warm"):
