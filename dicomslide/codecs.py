@@ -223,23 +223,44 @@ class PixelFormat:
         dicomslide.errors.InvalidDataError
             If a required attribute is missing or a value is invalid
         """
+        # Imported here: this module imports pydicom (through perframe) only when needed.
+        from dicomslide.perframe import get_value
+
+        # By tag, and raw values unconverted where that is exact: opening a slide reads this
+        # for every image, and pydicom's keyword lookup and conversion cost more than the
+        # values themselves.
+        values_by_keyword = {
+            keyword: get_value(ds, tag)
+            for keyword, tag in (
+                ("Rows", 0x00280010),
+                ("Columns", 0x00280011),
+                ("SamplesPerPixel", 0x00280002),
+                ("BitsAllocated", 0x00280100),
+                ("PhotometricInterpretation", 0x00280004),
+                ("BitsStored", 0x00280101),
+                ("PixelRepresentation", 0x00280103),
+                ("PlanarConfiguration", 0x00280006),
+            )
+        }
         required = ("Rows", "Columns", "SamplesPerPixel", "BitsAllocated")
-        missing = [k for k in (*required, "PhotometricInterpretation") if ds.get(k) is None]
+        missing = [
+            k for k in (*required, "PhotometricInterpretation") if values_by_keyword[k] is None
+        ]
         if missing:
             raise InvalidDataError(
                 "data set lacks Image Pixel module attributes: " + ", ".join(missing)
             )
-        bits_stored = ds.get("BitsStored")
-        pixel_representation = ds.get("PixelRepresentation")
-        planar_configuration = ds.get("PlanarConfiguration")
+        bits_stored = values_by_keyword["BitsStored"]
+        pixel_representation = values_by_keyword["PixelRepresentation"]
+        planar_configuration = values_by_keyword["PlanarConfiguration"]
         try:
             # Values from DICOM JSON are not validated: '' or a sequence must not get through
             # as a bare ValueError/TypeError.
-            bits_allocated = int(ds.BitsAllocated)
+            bits_allocated = int(values_by_keyword["BitsAllocated"])
             values = {
-                "rows": int(ds.Rows),
-                "columns": int(ds.Columns),
-                "samples_per_pixel": int(ds.SamplesPerPixel),
+                "rows": int(values_by_keyword["Rows"]),
+                "columns": int(values_by_keyword["Columns"]),
+                "samples_per_pixel": int(values_by_keyword["SamplesPerPixel"]),
                 "bits_stored": bits_allocated if bits_stored is None else int(bits_stored),
                 "pixel_representation": (
                     0 if pixel_representation is None else int(pixel_representation)
@@ -252,7 +273,7 @@ class PixelFormat:
             raise InvalidDataError(f"invalid Image Pixel module value: {exc}") from exc
         return cls(
             bits_allocated=bits_allocated,
-            photometric_interpretation=str(ds.PhotometricInterpretation),
+            photometric_interpretation=str(values_by_keyword["PhotometricInterpretation"]),
             is_float=_has_float_pixels(ds, bits_allocated),
             **values,
         )

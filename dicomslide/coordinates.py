@@ -32,7 +32,7 @@ import numpy.typing as npt
 from pydicom import Dataset
 
 from dicomslide.errors import InvalidDataError, RegionError
-from dicomslide.perframe import first_per_frame_item
+from dicomslide.perframe import UNSURE, first_item_decimals, first_per_frame_item, get_value
 
 __all__ = ["DEFAULT_ORIENTATION", "ImageGeometry"]
 
@@ -52,43 +52,72 @@ DEFAULT_ORIENTATION: tuple[float, float, float, float, float, float] = (
 
 _GEOMETRY_ATTRIBUTE = "_dicomslide_geometry"
 
+_SHARED_FUNCTIONAL_GROUPS = 0x52009229
+_PER_FRAME_FUNCTIONAL_GROUPS = 0x52009230
+_PIXEL_MEASURES = 0x00289110
+_PIXEL_SPACING = 0x00280030
+_PLANE_ORIENTATION = 0x00209116
+_IMAGE_ORIENTATION_SLIDE = 0x00480102
+_PLANE_POSITION_SLIDE = 0x0048021A
+_TOTAL_PIXEL_MATRIX_ORIGIN = 0x00480008
+_X_OFFSET = 0x0040072A
+_Y_OFFSET = 0x0040073A
+_Z_OFFSET = 0x0040074A
 
-def _first_item(dataset: Dataset, keyword: str) -> Dataset | None:
+
+def _first_item(dataset: Dataset, tag: int) -> Dataset | None:
     """Return the first item of a sequence attribute, or ``None`` if absent or empty."""
-    sequence = dataset.get(keyword)
+    sequence = get_value(dataset, tag)
     if not sequence:
         return None
     item: Dataset = sequence[0]
     return item
 
 
-def _functional_group_value(dataset: Dataset, macro_keyword: str, keyword: str) -> Any:
-    """Look up an attribute of a functional group macro, shared groups first.
+def _nested_value(dataset: Dataset, path: tuple[int, ...], count: int) -> Any:
+    """Value of a DS element through the first items of nested sequences (None if absent).
+
+    The raw bytes are read when that is certain to give what pydicom would (see
+    :func:`dicomslide.perframe.first_item_decimals`), since converting the sequences costs
+    far more; otherwise pydicom reads the value.
+    """
+    value = first_item_decimals(dataset, path, count)
+    if value is not UNSURE:
+        return value
+    item = dataset
+    for tag in path[:-1]:
+        nested = _first_item(item, tag)
+        if nested is None:
+            return None
+        item = nested
+    return get_value(item, path[-1])
+
+
+def _functional_group_value(dataset: Dataset, macro_tag: int, tag: int, count: int) -> Any:
+    """Look up a DS attribute of a functional group macro, shared groups first.
 
     Only the first per-frame item is consulted: the callers want one value per image, and
     per-frame items of large sparse images can number in the thousands.
     """
-    for groups_keyword in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
-        if groups_keyword == "SharedFunctionalGroupsSequence":
-            groups = _first_item(dataset, groups_keyword)
-        else:
-            # Parsing all per-frame items of a large image would cost seconds.
-            groups = first_per_frame_item(dataset)
-        if groups is None:
-            continue
-        macro = _first_item(groups, macro_keyword)
-        if macro is None:
-            continue
-        value = macro.get(keyword)
-        if value is not None:
-            return value
-    return None
+    value = _nested_value(dataset, (_SHARED_FUNCTIONAL_GROUPS, macro_tag, tag), count)
+    if value is not None:
+        return value
+    value = first_item_decimals(dataset, (_PER_FRAME_FUNCTIONAL_GROUPS, macro_tag, tag), count)
+    if value is not UNSURE:
+        return value
+    # Parsing all per-frame items of a large image would cost seconds.
+    first = first_per_frame_item(dataset)
+    macro = None if first is None else _first_item(first, macro_tag)
+    return None if macro is None else get_value(macro, tag)
 
 
 def _read_pixel_spacing(dataset: Dataset) -> tuple[float, float]:
-    value = _functional_group_value(dataset, "PixelMeasuresSequence", "PixelSpacing")
+    cached = dataset.__dict__.get(_GEOMETRY_ATTRIBUTE)
+    if isinstance(cached, ImageGeometry):
+        return cached.pixel_spacing
+    value = _functional_group_value(dataset, _PIXEL_MEASURES, _PIXEL_SPACING, 2)
     if value is None:
-        value = dataset.get("PixelSpacing")
+        value = _nested_value(dataset, (_PIXEL_SPACING,), 2)
     if value is None:
         raise InvalidDataError(
             "Image has no Pixel Spacing: looked in SharedFunctionalGroupsSequence, the first "
@@ -105,12 +134,10 @@ def _read_pixel_spacing(dataset: Dataset) -> tuple[float, float]:
 def _read_orientation(
     dataset: Dataset,
 ) -> tuple[float, float, float, float, float, float]:
-    value = dataset.get("ImageOrientationSlide")
+    value = _nested_value(dataset, (_IMAGE_ORIENTATION_SLIDE,), 6)
     if value is None:
         # Derived images (e.g. Segmentation) may carry it only in a functional group.
-        value = _functional_group_value(
-            dataset, "PlaneOrientationSequence", "ImageOrientationSlide"
-        )
+        value = _functional_group_value(dataset, _PLANE_ORIENTATION, _IMAGE_ORIENTATION_SLIDE, 6)
     if value is None:
         return DEFAULT_ORIENTATION
     try:
@@ -127,14 +154,9 @@ def _read_orientation(
 
 
 def _read_origin(dataset: Dataset) -> tuple[float, float, float]:
-    x = y = 0.0
-    origin_item = _first_item(dataset, "TotalPixelMatrixOriginSequence")
-    if origin_item is not None:
-        x = float(origin_item.get("XOffsetInSlideCoordinateSystem", 0.0) or 0.0)
-        y = float(origin_item.get("YOffsetInSlideCoordinateSystem", 0.0) or 0.0)
-    z_value = _functional_group_value(
-        dataset, "PlanePositionSlideSequence", "ZOffsetInSlideCoordinateSystem"
-    )
+    x = float(_nested_value(dataset, (_TOTAL_PIXEL_MATRIX_ORIGIN, _X_OFFSET), 1) or 0.0)
+    y = float(_nested_value(dataset, (_TOTAL_PIXEL_MATRIX_ORIGIN, _Y_OFFSET), 1) or 0.0)
+    z_value = _functional_group_value(dataset, _PLANE_POSITION_SLIDE, _Z_OFFSET, 1)
     z = float(z_value) if z_value is not None else 0.0
     return x, y, z
 
@@ -188,11 +210,11 @@ class ImageGeometry:
                 "pixel_spacing must be two positive numbers (between rows, between columns) "
                 f"in millimeter, got {self.pixel_spacing}"
             )
-        row_direction = np.asarray(self.orientation[0:3], dtype=np.float64)
-        column_direction = np.asarray(self.orientation[3:6], dtype=np.float64)
+        ax, ay, az, bx, by, bz = (float(v) for v in self.orientation)
         # Parallel or zero directions would make the plane degenerate and slide_to_pixel
-        # meaningless; catching it here gives one clear error instead of NaNs later.
-        if np.linalg.norm(np.cross(row_direction, column_direction)) < 1e-6:
+        # meaningless; catching it here gives one clear error instead of NaNs later. (The
+        # cross product in plain floats: NumPy's costs ~10 µs per image when opening a slide.)
+        if math.hypot(ay * bz - az * by, az * bx - ax * bz, ax * by - ay * bx) < 1e-6:
             raise RegionError(
                 "orientation must hold two non-zero, non-parallel directions, "
                 f"got {self.orientation}"

@@ -25,7 +25,7 @@ import numpy as np
 from pydicom import Dataset
 
 from dicomslide.errors import InvalidDataError, UnsupportedError
-from dicomslide.perframe import extract_frame_positions, extract_z_offsets
+from dicomslide.perframe import extract_frame_positions, extract_z_offsets, get_value
 from dicomslide.utils import PARAMETRIC_MAP_SOP_CLASS_UID as _PARAMETRIC_MAP_SOP_CLASS
 from dicomslide.utils import SEGMENTATION_SOP_CLASS_UID as _SEGMENTATION_SOP_CLASS
 
@@ -42,6 +42,11 @@ __all__ = [
 
 
 _PART_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+_SOP_CLASS_UID = 0x00080016
+_OPTICAL_PATH_SEQUENCE = 0x00480105
+_OPTICAL_PATH_IDENTIFIER = 0x00480106
+_DIMENSION_ORGANIZATION_TYPE = 0x00209311
+_NUMBER_OF_FRAMES = 0x00280008
 
 #: Upper bound on frames per instance that we are willing to index; protects against
 #: allocations sized by corrupt metadata.
@@ -98,20 +103,20 @@ def get_channel_items(ds: Dataset) -> list[Dataset]:
         Segment Sequence items for Segmentations, Real World Value Mapping items (one channel)
         for Parametric Maps, Optical Path Sequence items otherwise (one empty item if absent)
     """
-    sop_class = str(ds.get("SOPClassUID", ""))
+    sop_class = str(get_value(ds, _SOP_CLASS_UID, ""))
     if sop_class == _SEGMENTATION_SOP_CLASS:
         return list(ds.get("SegmentSequence", []))
     if sop_class == _PARAMETRIC_MAP_SOP_CLASS:
         return [Dataset()]
-    items = list(ds.get("OpticalPathSequence", []))
+    items = list(get_value(ds, _OPTICAL_PATH_SEQUENCE, []))
     return items if items else [Dataset()]
 
 
 def _channel_identifier(ds: Dataset, item: Dataset) -> str:
-    sop_class = str(ds.get("SOPClassUID", ""))
+    sop_class = str(get_value(ds, _SOP_CLASS_UID, ""))
     if sop_class == _SEGMENTATION_SOP_CLASS:
         return str(item.get("SegmentNumber", ""))
-    return str(item.get("OpticalPathIdentifier", ""))
+    return str(get_value(item, _OPTICAL_PATH_IDENTIFIER, ""))
 
 
 def _shared_item(ds: Dataset, sequence_keyword: str) -> Dataset | None:
@@ -152,7 +157,7 @@ def get_image_focal_plane_offsets(parts_metadata: Sequence[Dataset]) -> tuple[fl
         Offsets, ascending
     """
     first = parts_metadata[0]
-    if str(first.get("DimensionOrganizationType", "")) == "TILED_FULL":
+    if str(get_value(first, _DIMENSION_ORGANIZATION_TYPE, "")) == "TILED_FULL":
         return tuple(get_focal_plane_offsets(first))
     return tuple(
         sorted({round(z, 6) for ds in parts_metadata for z in get_focal_plane_offsets(ds)})
@@ -172,7 +177,7 @@ def get_focal_plane_offsets(ds: Dataset) -> list[float]:
     list[float]
         One offset per focal plane; ``[0.0]`` when the image does not say
     """
-    organization = str(ds.get("DimensionOrganizationType", ""))
+    organization = str(get_value(ds, _DIMENSION_ORGANIZATION_TYPE, ""))
     if organization == "TILED_FULL":
         planes = _int(ds, "TotalPixelMatrixFocalPlanes", 1)
         measures = _shared_item(ds, "PixelMeasuresSequence")
@@ -190,10 +195,11 @@ def get_focal_plane_offsets(ds: Dataset) -> list[float]:
             z0 = float(shared.ZOffsetInSlideCoordinateSystem)
         # Z offsets are in micrometres per the standard; the spacing is in millimetres.
         return [z0 + i * spacing * 1000.0 for i in range(planes)]
-    offsets = extract_z_offsets(ds, int(ds.get("NumberOfFrames", 1) or 1))
-    shared = _shared_item(ds, "PlanePositionSlideSequence")
-    if not offsets and shared is not None and "ZOffsetInSlideCoordinateSystem" in shared:
-        offsets.add(round(float(shared.ZOffsetInSlideCoordinateSystem), 6))
+    offsets = extract_z_offsets(ds, int(get_value(ds, _NUMBER_OF_FRAMES, 1) or 1))
+    if not offsets:
+        shared = _shared_item(ds, "PlanePositionSlideSequence")
+        if shared is not None and "ZOffsetInSlideCoordinateSystem" in shared:
+            offsets.add(round(float(shared.ZOffsetInSlideCoordinateSystem), 6))
     return sorted(offsets) if offsets else [0.0]
 
 
@@ -259,8 +265,10 @@ class FrameIndex:
         tuple[ImagePart, int]
             The part holding the frame and the frame's one-based number within it
         """
-        i = int(np.searchsorted(self._part_starts, global_frame, side="right")) - 1
-        part = self.parts[i]
+        if len(self.parts) == 1:  # most images: no search per tile read
+            part = self.parts[0]
+        else:
+            part = self.parts[int(np.searchsorted(self._part_starts, global_frame, "right")) - 1]
         return part, global_frame - part.first_frame + 1
 
     @classmethod

@@ -840,14 +840,16 @@ class TiledImage:
         tuple[int, int]
             (rows, columns)
         """
-        # By tag: opening a slide asks every image for its size a dozen times, and pydicom's
-        # keyword lookup costs more than reading the value.
+        from dicomslide.perframe import get_value
+
+        # By tag, raw values unconverted: opening a slide asks every image for its size a
+        # dozen times, and pydicom's keyword lookup costs more than reading the value.
         metadata = self.metadata
-        rows = metadata.get(0x00480007)  # Total Pixel Matrix Rows
-        columns = metadata.get(0x00480006)  # Total Pixel Matrix Columns
+        rows = get_value(metadata, 0x00480007)  # Total Pixel Matrix Rows
+        columns = get_value(metadata, 0x00480006)  # Total Pixel Matrix Columns
         return (
-            int(metadata.Rows if rows is None else rows.value),
-            int(metadata.Columns if columns is None else columns.value),
+            int(metadata.Rows if rows is None else rows),
+            int(metadata.Columns if columns is None else columns),
         )
 
     @property

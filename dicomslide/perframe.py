@@ -6,28 +6,40 @@ for a 7,000-frame pyramid). pydicom leaves a sequence read from a file as raw by
 first accessed, so this module reads the few values the frame index needs (row and column
 position, Z offset, optical path identifier, referenced segment number) straight from those
 bytes. Datasets that were already converted (or came from DICOM JSON) take the ordinary path.
+
+Opening a slide reads a few dozen other attributes of each image, and pydicom's conversion of
+a raw element (~7 µs for a number, ~30 µs for a small sequence) is most of what that costs:
+:func:`get_value` reads simple values (US, UL, IS, UI, CS) and :func:`first_item_decimals` the
+numbers of geometry macros from the raw bytes too, whenever that gives exactly what pydicom
+would, and leaves everything else to pydicom.
 """
 
 from __future__ import annotations
 
 import re
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
 from io import BytesIO
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import numpy as np
 from pydicom import Dataset
+from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import RawDataElement
 from pydicom.filereader import read_dataset
 
 from dicomslide.errors import InvalidDataError
 
 __all__ = [
+    "UNSURE",
     "FramePositions",
     "extract_frame_positions",
     "extract_z_offsets",
+    "first_item_decimals",
     "first_per_frame_item",
+    "get_value",
+    "remember_z_offsets",
 ]
 
 _PER_FRAME = 0x52009230
@@ -41,6 +53,7 @@ _OPTICAL_PATH_ID = 0x00480106
 _REFERENCED_SEGMENT = 0x0062000B
 
 _CACHE_ATTRIBUTE = "_dicomslide_frame_positions"
+_Z_CACHE_ATTRIBUTE = "_dicomslide_z_offsets"
 _ITEM = 0xFFFEE000
 _ITEM_END = 0xFFFEE00D
 _SEQUENCE_END = 0xFFFEE0DD
@@ -478,10 +491,236 @@ def first_per_frame_item(ds: Dataset) -> Dataset | None:
     return items[0] if items else None
 
 
+def _elements(ds: Dataset) -> dict[int, Any]:
+    """The dataset's elements by tag, raw ones unconverted (plain ``int`` keys work)."""
+    return cast("dict[int, Any]", ds._dict)
+
+
+class _Unsure:
+    """Type of :data:`UNSURE`."""
+
+    def __repr__(self) -> str:
+        return "UNSURE"
+
+
+#: Returned by :func:`first_item_decimals` when the raw bytes do not settle the value.
+UNSURE: Final = _Unsure()
+
+
+# What pydicom accepts without a validation warning (PS3.5 6.2), so that reading these values
+# here, unconverted, gives exactly what pydicom would.
+_UID_TEXT: Final = re.compile(rb"(?=.{1,64}\Z)(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*", re.DOTALL)
+_IS_TEXT: Final = re.compile(rb"-?(0|[1-9][0-9]{0,8})")
+_CS_TEXT: Final = re.compile(rb"[A-Z0-9_ ]{1,16}")
+
+
+def _raw_value(element: RawDataElement) -> Any:
+    """A US, UL, IS, UI or CS value of a raw element as pydicom converts it, else UNSURE."""
+    data = element.value
+    if (
+        not isinstance(data, bytes)
+        or not data
+        or len(data) != element.length
+        or not element.is_little_endian
+    ):
+        return UNSURE
+    vr = element.VR
+    if vr is None:
+        try:
+            vr = dictionary_VR(element.tag)
+        except KeyError:
+            return UNSURE
+    if vr == "US" or vr == "UL":
+        if len(data) != (2 if vr == "US" else 4):
+            return UNSURE  # several values
+        return int.from_bytes(data, "little")
+    text = data.rstrip(b" \x00")
+    if vr == "UI":
+        return text.decode("ascii") if _UID_TEXT.fullmatch(text) else UNSURE
+    if vr == "IS":
+        return int(text) if _IS_TEXT.fullmatch(text) else UNSURE
+    if vr == "CS":
+        values = text.split(b"\\")
+        if not all(_CS_TEXT.fullmatch(value) for value in values):
+            return UNSURE
+        if len(values) == 1:
+            return values[0].decode("ascii")
+        return [value.decode("ascii") for value in values]
+    return UNSURE
+
+
+def get_value(ds: Dataset, tag: int, default: Any = None) -> Any:
+    """``ds.get(keyword, default)``, by tag, reading simple raw values without converting them.
+
+    pydicom turns the keyword into a tag on every access (more than a microsecond) and
+    converts a raw element into a data element on first access (~7 µs for a number or UID,
+    ~30 µs for a sequence); opening a slide reads a few dozen attributes of each image. A raw
+    little-endian US, UL, IS, UI or CS value that pydicom would convert without a warning is
+    read from its bytes here, leaving the element raw; anything else is converted by pydicom
+    as usual.
+
+    Parameters
+    ----------
+    ds: pydicom.Dataset
+        Dataset
+    tag: int
+        Tag of the attribute
+    default: Any, optional
+        Returned when the dataset has no such attribute
+
+    Returns
+    -------
+    Any
+        The value (as pydicom would give it, except that numbers are ``int``, UIDs and code
+        strings ``str``, and several code strings a ``list``), or `default`
+    """
+    element = _elements(ds).get(tag)
+    if element is None:
+        return default
+    if isinstance(element, RawDataElement):
+        value = _raw_value(element)
+        if value is not UNSURE:
+            return value
+        element = ds[tag]
+    return element.value
+
+
+_DECIMAL_CHARACTERS: Final = b"0123456789+-.eE \\"
+
+
+def _decimals(text: bytes, count: int) -> float | tuple[float, ...] | _Unsure:
+    """``count`` well-formed DS numbers, else UNSURE (pydicom then converts and validates)."""
+    if text.translate(None, _DECIMAL_CHARACTERS):
+        return UNSURE
+    parts = text.split(b"\\")
+    if len(parts) != count:
+        return UNSURE
+    values = []
+    for part in parts:
+        # Longer than 16 characters pydicom would warn about; blank it would read as None.
+        if len(part) > 16 or not part.strip():
+            return UNSURE
+        try:
+            values.append(float(part))
+        except ValueError:
+            return UNSURE
+    return values[0] if count == 1 else tuple(values)
+
+
+def _find_last(
+    reader: _Reader, start: int, end: int, tag: int
+) -> tuple[bytes | None, int, int] | None:
+    """VR, value start and value length of the last ``tag`` among an item's elements."""
+    found = None
+    pos = start
+    while pos < end:
+        element_tag, vr, value_start, length = reader.element(pos)
+        if element_tag == _ITEM_END:
+            break
+        if element_tag == tag:
+            found = (vr, value_start, length)
+        if length == _UNDEFINED:
+            pos = reader.skip_undefined(value_start, _SEQUENCE_END)
+        else:
+            pos = value_start + length
+        if pos > end:
+            raise _Malformed  # an element runs past its item: pydicom shall judge
+    return found
+
+
+def _first_item_span(reader: _Reader, start: int, end: int) -> tuple[int, int] | None:
+    """Start and end of the first item of a sequence value, None when it has no item."""
+    if start >= end:
+        return None
+    tag, _vr, value_start, length = reader.element(start)
+    if tag == _SEQUENCE_END:
+        return None
+    if tag != _ITEM:
+        raise _Malformed
+    if length == _UNDEFINED:
+        return value_start, reader.skip_undefined(value_start, _ITEM_END) - 8
+    if value_start + length > end:
+        raise _Malformed
+    return value_start, value_start + length
+
+
+def first_item_decimals(
+    ds: Dataset, path: tuple[int, ...], count: int
+) -> float | tuple[float, ...] | _Unsure | None:
+    """A DS value reached through the first item of each of nested sequences, from raw bytes.
+
+    pydicom converts a sequence by building a dataset per item and an element per value
+    (tens of microseconds even for one small item); the geometry of an image needs a few
+    numbers from such sequences. While the outermost element is still raw little-endian
+    bytes, they are read here without converting anything; whatever is unusual (another VR,
+    big endian, an empty or malformed value, a different number of values) is left to
+    pydicom.
+
+    Parameters
+    ----------
+    ds: pydicom.Dataset
+        Dataset holding the outermost sequence (or the value itself when ``path`` has one tag)
+    path: tuple[int, ...]
+        Tags of the sequences, outermost first, then the tag of the DS element
+    count: int
+        Number of values the element must have
+
+    Returns
+    -------
+    float | tuple[float, ...] | None | UNSURE
+        The number (``count`` 1) or numbers; None when a sequence on the way is absent or
+        empty or the element is absent, as ``Dataset.get`` would find; :data:`UNSURE` when
+        the value must be read with pydicom
+    """
+    element = _elements(ds).get(path[0])
+    if element is None:
+        return None
+    if (
+        not isinstance(element, RawDataElement)
+        or not element.is_little_endian
+        or not isinstance(element.value, bytes | bytearray)
+    ):
+        return UNSURE
+    implicit = bool(element.is_implicit_VR)
+    data = bytes(element.value)
+    if len(path) == 1:
+        if element.VR not in (None, "DS") or len(data) != element.length:
+            return UNSURE
+        return _decimals(data, count)
+    if element.VR not in (None, "SQ"):
+        return UNSURE
+    reader = _Reader(data, implicit)
+    start, end = 0, len(data)
+    try:
+        for depth, tag in enumerate(path[1:], start=2):
+            span = _first_item_span(reader, start, end)
+            if span is None:
+                return None
+            found = _find_last(reader, span[0], span[1], tag)
+            if found is None:
+                return None
+            vr, value_start, length = found
+            if depth < len(path):
+                if vr not in (None, b"SQ"):
+                    return UNSURE
+                start = value_start
+                end = (
+                    reader.skip_undefined(value_start, _SEQUENCE_END) - 8
+                    if length == _UNDEFINED
+                    else value_start + length
+                )
+            else:
+                if vr not in (None, b"DS") or value_start + length > len(data):
+                    return UNSURE
+                return _decimals(data[value_start : value_start + length], count)
+    except (_Malformed, struct.error):
+        return UNSURE
+    return UNSURE
+
+
 # A Z offset element and its value: the DS characters are matched greedily and cut to the
 # encoded length afterwards, so that the ~5,000 identical values of a level collapse in
-# ``set(findall(...))`` at C speed instead of being parsed one by one (~8 ms on opening a
-# 20000x17000 slide).
+# ``set(findall(...))`` at C speed instead of being parsed one by one.
 _Z_EXPLICIT: Final = re.compile(
     re.escape(struct.pack("<HH", 0x0040, 0x074A) + b"DS") + rb"(..)([0-9+\-.eE \x00]*)",
     re.DOTALL,
@@ -490,10 +729,51 @@ _Z_IMPLICIT: Final = re.compile(
     re.escape(struct.pack("<HH", 0x0040, 0x074A)) + rb"(....)([0-9+\-.eE \x00]*)",
     re.DOTALL,
 )
+_Z_TAG: Final = struct.pack("<HH", 0x0040, 0x074A)
+_DS_CHARACTERS: Final = b"0123456789+-.eE \x00"
+# Past this many distinct encodings the one-pass ``findall`` is cheaper than a search per value.
+_Z_DISTINCT_SEARCHES: Final = 8
 
 
 def _scan_z_values(data: bytes, implicit_vr: bool) -> set[float] | None:
-    """Distinct Z offsets found in a raw little-endian per-frame sequence, or None if unsure."""
+    """Distinct Z offsets found in a raw little-endian per-frame sequence, or None if unsure.
+
+    Frames of one image nearly always share a handful of Z values, so rather than collect a
+    match per frame (``findall`` builds ~5,000 tuples for a 20000x17000 base level, ~2.5 ms
+    over a pyramid), each distinct encoded element is read once and the search resumes for the
+    first element encoded differently from all those seen: a few scans that build nothing.
+    The encoded form (length and characters) is compared, so values written differently count
+    as distinct encodings of possibly equal numbers, which the set then merges.
+    """
+    header = _Z_TAG if implicit_vr else _Z_TAG + b"DS"
+    width = 4 if implicit_vr else 2
+    seen: list[bytes] = []
+    values: set[float] = set()
+    position = data.find(header)
+    while position >= 0:
+        start = position + len(header)
+        if start + width > len(data):
+            break  # no room for a length: not an element (as ``findall`` would find)
+        length = int.from_bytes(data[start : start + width], "little")
+        text = data[start + width : start + width + length]
+        if len(text) < length or text.translate(None, _DS_CHARACTERS):
+            return None  # a character outside the DS repertoire: let the full parser decide
+        try:
+            values.add(round(float(text.decode("ascii").strip(" \x00")), 6))
+        except ValueError:
+            return None
+        seen.append(data[start : start + width + length])
+        if len(seen) > _Z_DISTINCT_SEARCHES:
+            return _scan_z_values_all(data, implicit_vr)
+        known = b"|".join(re.escape(encoded) for encoded in seen)
+        others = re.compile(re.escape(header) + b"(?!" + known + b")", re.DOTALL)
+        match = others.search(data, position + 1)
+        position = -1 if match is None else match.start()
+    return values
+
+
+def _scan_z_values_all(data: bytes, implicit_vr: bool) -> set[float] | None:
+    """:func:`_scan_z_values` in one ``findall`` pass, for images with many distinct Z."""
     pattern = _Z_IMPLICIT if implicit_vr else _Z_EXPLICIT
     values: set[float] = set()
     for length_bytes, text in set(pattern.findall(data)):
@@ -526,6 +806,9 @@ def extract_z_offsets(ds: Dataset, number_of_frames: int) -> set[float]:
     set[float]
         Z offsets; empty when no frame has one
     """
+    remembered: tuple[int, frozenset[float]] | None = ds.__dict__.get(_Z_CACHE_ATTRIBUTE)
+    if remembered is not None and remembered[0] == number_of_frames:
+        return set(remembered[1])
     cached: tuple[int, FramePositions | None] | None = ds.__dict__.get(_CACHE_ATTRIBUTE)
     element = ds.get_item(_PER_FRAME)
     if (
@@ -541,3 +824,22 @@ def extract_z_offsets(ds: Dataset, number_of_frames: int) -> set[float]:
     if positions is None:
         return set()
     return {round(z, 6) for z in positions.z if z is not None}
+
+
+def remember_z_offsets(ds: Dataset, number_of_frames: int, offsets: Iterable[float]) -> None:
+    """Give :func:`extract_z_offsets` the answer, found earlier from the same bytes.
+
+    The local source keeps each file's Z offsets beside its index (keyed by path, size and
+    modification time), since searching the per-frame items of a large pyramid for them is
+    a tenth of opening a slide.
+
+    Parameters
+    ----------
+    ds: pydicom.Dataset
+        Image metadata, as read from the file the offsets were found in
+    number_of_frames: int
+        Number of frames they were found for
+    offsets: Iterable[float]
+        What :func:`extract_z_offsets` returned for the dataset
+    """
+    object.__setattr__(ds, _Z_CACHE_ATTRIBUTE, (number_of_frames, frozenset(offsets)))

@@ -6,13 +6,14 @@ and focal plane: one :class:`PyramidLevel` per distinct total pixel matrix size,
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from typing import NamedTuple, overload
 
-import numpy as np
 from pydicom import Dataset
 
 from dicomslide.errors import InvalidDataError, RegionError
+from dicomslide.perframe import get_value
 from dicomslide.utils import compute_image_center_position, get_image_pixel_spacing
 
 __all__ = ["Pyramid", "PyramidLevel"]
@@ -42,8 +43,9 @@ class PyramidLevel(NamedTuple):
 
 def _dims(ds: Dataset) -> tuple[int, int]:
     try:
-        rows, columns = int(ds.TotalPixelMatrixRows), int(ds.TotalPixelMatrixColumns)
-    except (AttributeError, TypeError, ValueError):
+        rows = int(get_value(ds, 0x00480007))  # Total Pixel Matrix Rows
+        columns = int(get_value(ds, 0x00480006))  # Total Pixel Matrix Columns
+    except (TypeError, ValueError):
         rows = columns = 0
     if rows <= 0 or columns <= 0:
         raise InvalidDataError(
@@ -89,13 +91,13 @@ class Pyramid(Sequence[PyramidLevel]):
             by_size.setdefault(_dims(ds), ds)
         sizes = sorted(by_size, key=lambda d: d[0] * d[1], reverse=True)
         base = by_size[sizes[0]]
-        base_center = np.array(compute_image_center_position(base)[:2])
+        base_x, base_y, _ = compute_image_center_position(base)
         base_rows, base_cols = sizes[0]
         levels = []
         for dims in sizes:
             ds = by_size[dims]
-            center = np.array(compute_image_center_position(ds)[:2])
-            distance = float(np.linalg.norm(center - base_center))
+            x, y, _ = compute_image_center_position(ds)
+            distance = math.hypot(x - base_x, y - base_y)
             if distance > tolerance:
                 raise InvalidDataError(
                     f"Image {ds.get('SOPInstanceUID', '?')} ({dims[0]} x {dims[1]}) is centred "

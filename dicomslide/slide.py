@@ -21,6 +21,7 @@ How images become a slide
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +33,7 @@ from dicomslide.enums import ChannelTypes, ImageFlavors
 from dicomslide.errors import DicomSlideError, InvalidDataError, RegionError
 from dicomslide.frames import CacheStats
 from dicomslide.image import TiledImage
+from dicomslide.perframe import first_item_decimals, get_value
 from dicomslide.pyramid import Pyramid
 from dicomslide.runtime import as_source, get_cache_stats
 from dicomslide.sources.protocol import Source
@@ -61,8 +63,25 @@ class _Channel:
     images: dict[tuple[int, int], tuple[TiledImage, int, int]] = field(default_factory=dict)
 
 
-_REQUIRED_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
-_POSITIVE_INTS = ("Rows", "Columns", "TotalPixelMatrixRows", "TotalPixelMatrixColumns")
+_SOP_INSTANCE_UID = 0x00080018
+_SOP_CLASS_UID = 0x00080016
+_STUDY_INSTANCE_UID = 0x0020000D
+_SERIES_INSTANCE_UID = 0x0020000E
+_FRAME_OF_REFERENCE_UID = 0x00200052
+_CONTAINER_IDENTIFIER = 0x00400512
+_CONCATENATION_UID = 0x00209161
+_IMAGE_ORIENTATION_SLIDE = 0x00480102
+_REQUIRED_UIDS = (
+    ("StudyInstanceUID", _STUDY_INSTANCE_UID),
+    ("SeriesInstanceUID", _SERIES_INSTANCE_UID),
+    ("SOPInstanceUID", _SOP_INSTANCE_UID),
+)
+_POSITIVE_INTS = (
+    ("Rows", 0x00280010),
+    ("Columns", 0x00280011),
+    ("TotalPixelMatrixRows", 0x00480007),
+    ("TotalPixelMatrixColumns", 0x00480006),
+)
 
 
 def validate_image_metadata(ds: Dataset) -> None:
@@ -78,20 +97,23 @@ def validate_image_metadata(ds: Dataset) -> None:
     dicomslide.errors.InvalidDataError
         Naming the image and the attribute that is missing or unusable
     """
-    uid = ds.get("SOPInstanceUID", "(no SOP Instance UID)")
-    for keyword in _REQUIRED_UIDS:
-        if not str(ds.get(keyword, "") or ""):
+    uid = get_value(ds, _SOP_INSTANCE_UID, "(no SOP Instance UID)")
+    for keyword, tag in _REQUIRED_UIDS:
+        if not str(get_value(ds, tag, "") or ""):
             raise InvalidDataError(f"Image {uid} lacks the required attribute {keyword}.")
-    for keyword in _POSITIVE_INTS:
+    for keyword, tag in _POSITIVE_INTS:
         try:
-            value = int(ds.get(keyword))
+            value = int(get_value(ds, tag))
         except (TypeError, ValueError):
             raise InvalidDataError(
-                f"Image {uid} has no usable {keyword}: {ds.get(keyword)!r}."
+                f"Image {uid} has no usable {keyword}: {get_value(ds, tag)!r}."
             ) from None
         if not 0 < value <= 2**31 - 1:
             raise InvalidDataError(f"Image {uid} has {keyword} = {value}; it must be positive.")
-    orientation = ds.get("ImageOrientationSlide")
+    cosines = first_item_decimals(ds, (_IMAGE_ORIENTATION_SLIDE,), 6)
+    if isinstance(cosines, tuple) and all(abs(v) <= 1.0 + 1e-6 for v in cosines):
+        return  # read from the raw bytes; anything else is judged (and reported) below
+    orientation = get_value(ds, _IMAGE_ORIENTATION_SLIDE)
     if orientation is not None:
         values = [orientation] if isinstance(orientation, str | int | float) else orientation
         try:
@@ -132,7 +154,7 @@ def _share_icc_profiles(volume: Sequence[TiledImage]) -> None:
 def _group_concatenations(metadata: Sequence[Dataset]) -> list[list[Dataset]]:
     groups: dict[str, list[Dataset]] = {}
     for ds in metadata:
-        key = str(ds.get("ConcatenationUID", "") or ds.get("SOPInstanceUID", ""))
+        key = str(get_value(ds, _CONCATENATION_UID, "") or get_value(ds, _SOP_INSTANCE_UID, ""))
         groups.setdefault(key, []).append(ds)
     return list(groups.values())
 
@@ -201,7 +223,7 @@ class Slide:
                 correct_color=correct_color,
                 concatenation_parts=parts,
             )
-            sop_class = str(parts[0].get("SOPClassUID", ""))
+            sop_class = str(get_value(parts[0], _SOP_CLASS_UID, ""))
             if flavor is ImageFlavors.LABEL:
                 self._labels.append(image)
             elif flavor is ImageFlavors.OVERVIEW:
@@ -216,7 +238,7 @@ class Slide:
             raise RegionError(
                 "None of the given images is a VOLUME or THUMBNAIL slide microscopy image."
             )
-        volume.sort(key=lambda im: im.size[0] * im.size[1], reverse=True)
+        volume.sort(key=lambda im: math.prod(im.size), reverse=True)
         volume = _drop_unaligned_untyped(volume, pyramid_tolerance)
         self._volume = volume
         _share_icc_profiles(volume)
@@ -1220,7 +1242,7 @@ def _image_matches(
     specimen_stains: Sequence[Any] | None,
     optical_path_ids: Sequence[str] | None,
 ) -> bool:
-    if str(ds.get("SOPClassUID", "")) != _WSI_SOP_CLASS:
+    if str(get_value(ds, _SOP_CLASS_UID, "")) != _WSI_SOP_CLASS:
         return True
     if specimen_stains:
         items = list(ds.get("SpecimenDescriptionSequence", []))
@@ -1256,8 +1278,8 @@ def _referenced_series(ds: Dataset) -> set[tuple[str, str]]:
 
 
 def _slide_key(ds: Dataset) -> tuple[str, ...]:
-    container = str(ds.get("ContainerIdentifier", ""))
-    frame_of_reference = str(ds.get("FrameOfReferenceUID", ""))
+    container = str(get_value(ds, _CONTAINER_IDENTIFIER, ""))
+    frame_of_reference = str(get_value(ds, _FRAME_OF_REFERENCE_UID, ""))
     if frame_of_reference:
         return ("FOR", frame_of_reference, container)
     return ("SERIES", str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), container)
@@ -1473,14 +1495,17 @@ async def find_slides(
         for ds in metadata:
             if not is_tiled_image(ds):
                 continue
-            sop_class = str(ds.get("SOPClassUID", ""))
+            sop_class = str(get_value(ds, _SOP_CLASS_UID, ""))
             if sop_class in _DERIVED_SOP_CLASSES:
                 if include_derived:
                     derived.append(ds)
                 continue
             if sop_class != _WSI_SOP_CLASS:
                 continue
-            if container_id is not None and str(ds.get("ContainerIdentifier", "")) != container_id:
+            if (
+                container_id is not None
+                and str(get_value(ds, _CONTAINER_IDENTIFIER, "")) != container_id
+            ):
                 continue
             if not _image_matches(ds, specimen_stains, optical_path_ids):
                 continue

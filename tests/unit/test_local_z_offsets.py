@@ -1,0 +1,131 @@
+"""The local source remembers each file's Z offsets beside its index, and forgets stale ones."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pydicom
+import pytest
+
+import dicomslide
+from dicomslide.perframe import extract_z_offsets
+from dicomslide.synthetic import SlideSpec, write_slide
+
+SPEC = SlideSpec(
+    size=(200, 260),
+    tile_size=(64, 64),
+    levels=2,
+    transfer_syntax_uid="1.2.840.10008.1.2.1",
+    dimension_organization="TILED_SPARSE",
+    focal_planes=3,
+)
+
+
+async def _open(folder: Path, index: Path) -> tuple[tuple[float, ...], list[pydicom.Dataset]]:
+    async with dicomslide.DICOMfileClient(folder, index_dir=index) as client:
+        (slide,) = await dicomslide.find_slides(client)
+        planes = tuple(slide.get_focal_plane_offset(i) for i in range(slide.num_focal_planes))
+        return planes, slide.image_metadata
+
+
+def open_slide(folder: Path, index: Path) -> tuple[tuple[float, ...], list[pydicom.Dataset]]:
+    return asyncio.run(_open(folder, index))
+
+
+def sidecar(index: Path) -> tuple[Path, dict[str, Any]]:
+    (path,) = index.glob("*.validated")
+    return path, json.loads(path.read_text())
+
+
+@pytest.fixture
+def slide_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "slide"
+    write_slide(folder, SPEC)
+    return folder
+
+
+def test_offsets_are_remembered_and_used(slide_folder: Path, tmp_path: Path) -> None:
+    index = tmp_path / "index"
+    planes, _ = open_slide(slide_folder, index)
+    assert planes == (0.0, 1.0, 2.0)
+    _, data = sidecar(index)
+    remembered = data["z_offsets"]
+    assert len(remembered) == 2  # the two pyramid levels; label and overview have no planes
+    for key, (frames, offsets) in remembered.items():
+        path = slide_folder / key.split("\0")[0]
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        assert frames == int(ds.NumberOfFrames)
+        assert offsets == sorted(extract_z_offsets(ds, frames))
+    # A second client takes them from the sidecar: its datasets carry the answer.
+    planes, metadata = open_slide(slide_folder, index)
+    assert planes == (0.0, 1.0, 2.0)
+    carried = [ds for ds in metadata if "_dicomslide_z_offsets" in ds.__dict__]
+    assert len(carried) == 2
+
+
+def test_remembered_offsets_are_what_the_slide_sees(slide_folder: Path, tmp_path: Path) -> None:
+    index = tmp_path / "index"
+    open_slide(slide_folder, index)
+    path, data = sidecar(index)
+    # Planted answers (a file cannot change without its key changing) show they are used...
+    for value in data["z_offsets"].values():
+        value[1] = [5.0]
+    path.write_text(json.dumps(data))
+    planes, _ = open_slide(slide_folder, index)
+    assert planes == (5.0,)
+    # ...and a file whose modification time changes is searched again.
+    for file in slide_folder.iterdir():
+        stat = file.stat()
+        os.utime(file, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    planes, _ = open_slide(slide_folder, index)
+    assert planes == (0.0, 1.0, 2.0)
+    _, data = sidecar(index)
+    assert all(value[1] == [0.0, 1.0, 2.0] for value in data["z_offsets"].values())
+    assert len(data["z_offsets"]) == 2  # the stale entries were dropped
+
+
+def test_rewritten_file_is_searched_again(slide_folder: Path, tmp_path: Path) -> None:
+    index = tmp_path / "index"
+    assert open_slide(slide_folder, index)[0] == (0.0, 1.0, 2.0)
+    # The same slide written again with two focal planes: sizes and times differ.
+    for file in slide_folder.iterdir():
+        file.unlink()
+    write_slide(
+        slide_folder,
+        SlideSpec(
+            size=SPEC.size,
+            tile_size=SPEC.tile_size,
+            levels=SPEC.levels,
+            transfer_syntax_uid=SPEC.transfer_syntax_uid,
+            dimension_organization=SPEC.dimension_organization,
+            focal_planes=2,
+        ),
+    )
+    assert open_slide(slide_folder, index)[0] == (0.0, 1.0)
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        "not json",
+        json.dumps({"validated": [], "z_offsets": []}),
+        json.dumps({"validated": [], "z_offsets": {"x": [1, [0.0]], "y": "bad", "z": [1, [1]]}}),
+    ],
+)
+def test_unusable_sidecar_is_ignored(slide_folder: Path, tmp_path: Path, stored: str) -> None:
+    index = tmp_path / "index"
+    open_slide(slide_folder, index)
+    path, data = sidecar(index)
+    # Malformed entries under the real keys, too.
+    if stored.startswith("{"):
+        loaded = json.loads(stored)
+        if isinstance(loaded["z_offsets"], dict):
+            for key in data["z_offsets"]:
+                loaded["z_offsets"][key] = [3, ["0.0"]]
+        stored = json.dumps(loaded)
+    path.write_text(stored)
+    assert open_slide(slide_folder, index)[0] == (0.0, 1.0, 2.0)
