@@ -31,6 +31,19 @@ import numpy as np
 import numpy.typing as npt
 from pydicom import Dataset
 
+from dicomslide._tags import (
+    IMAGE_ORIENTATION_SLIDE as _IMAGE_ORIENTATION_SLIDE,
+    PER_FRAME_FUNCTIONAL_GROUPS as _PER_FRAME_FUNCTIONAL_GROUPS,
+    PIXEL_MEASURES as _PIXEL_MEASURES,
+    PIXEL_SPACING as _PIXEL_SPACING,
+    PLANE_ORIENTATION as _PLANE_ORIENTATION,
+    PLANE_POSITION_SLIDE as _PLANE_POSITION_SLIDE,
+    SHARED_FUNCTIONAL_GROUPS as _SHARED_FUNCTIONAL_GROUPS,
+    TOTAL_PIXEL_MATRIX_ORIGIN as _TOTAL_PIXEL_MATRIX_ORIGIN,
+    X_OFFSET as _X_OFFSET,
+    Y_OFFSET as _Y_OFFSET,
+    Z_OFFSET as _Z_OFFSET,
+)
 from dicomslide.errors import InvalidDataError, RegionError
 from dicomslide.perframe import UNSURE, first_item_decimals, first_per_frame_item, get_value
 
@@ -51,18 +64,6 @@ DEFAULT_ORIENTATION: tuple[float, float, float, float, float, float] = (
 
 
 _GEOMETRY_ATTRIBUTE = "_dicomslide_geometry"
-
-_SHARED_FUNCTIONAL_GROUPS = 0x52009229
-_PER_FRAME_FUNCTIONAL_GROUPS = 0x52009230
-_PIXEL_MEASURES = 0x00289110
-_PIXEL_SPACING = 0x00280030
-_PLANE_ORIENTATION = 0x00209116
-_IMAGE_ORIENTATION_SLIDE = 0x00480102
-_PLANE_POSITION_SLIDE = 0x0048021A
-_TOTAL_PIXEL_MATRIX_ORIGIN = 0x00480008
-_X_OFFSET = 0x0040072A
-_Y_OFFSET = 0x0040073A
-_Z_OFFSET = 0x0040074A
 
 
 def _first_item(dataset: Dataset, tag: int) -> Dataset | None:

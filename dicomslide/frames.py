@@ -320,11 +320,11 @@ class FrameService:
         server that parses the instance for each request, or a thread hop per local read.
     readahead: int, optional
         Largest read-ahead window in frames; 0 turns read-ahead off. When at least
-        ``READAHEAD_MIN_READS`` reads together ask for ``READAHEAD_MIN_RUN`` or more
-        consecutive frames of an instance whose frame count is known, the next frames
-        (twice as many, up to this bound) are fetched at once, outside the per-instance
-        limit; a reader reaching a window sends the next, larger one, as operating systems
-        read files ahead. A tile scan then costs a few pipelined requests
+        ``READAHEAD_MIN_READS`` reads, over one or more flushes, ask for ``READAHEAD_MIN_RUN``
+        or more nearly consecutive frames of an instance whose frame count is known, the
+        next frames (twice as many, up to this bound) are fetched at once, outside the
+        per-instance limit; a reader reaching a window sends the next, larger one, as
+        operating systems read files ahead. A tile scan then costs a few pipelined requests
         instead of one round trip per batch of readers; random reads and single region reads
         never trigger it. Frames read ahead go to the cache like any other (its budget holds).
     """
@@ -449,9 +449,7 @@ class FrameService:
                 stats.joined += 1
                 futures.append(inflight)
                 continue
-            fut = self.loop.create_future()
-            fut.add_done_callback(_consume_exception)
-            self._inflight[key] = fut
+            fut = self._in_flight(key)
             if entry is None:
                 entry = self._pending.setdefault(uid, _Pending(instance))
                 entry.reads += 1
@@ -498,8 +496,7 @@ class FrameService:
         limit = self.max_requests_per_instance
         for uid, entry in pending.items():
             numbers = sorted(set(entry.numbers))
-            step = self.max_frames_per_request
-            chunks = [numbers[i : i + step] for i in range(0, len(numbers), step)]
+            chunks = self._chunks(numbers)
             if limit is not None and not entry.unlimited:
                 free = max(limit - self._active.get(uid, 0), 0)
                 if free < len(chunks):
@@ -580,16 +577,24 @@ class FrameService:
             key = (uid, number)
             if key in self._inflight or key in self.cache:
                 continue
-            fut: asyncio.Future[EncodedFrame] = self.loop.create_future()
-            fut.add_done_callback(_consume_exception)
-            self._inflight[key] = fut
+            self._in_flight(key)
             numbers.append(number)
         self.cache.stats.readahead += len(numbers)
         # Sent at once, past the per-instance limit (like prefetch): the window is what makes
         # the reader's next requests unnecessary, so it must not queue behind them.
+        for chunk in self._chunks(numbers):
+            self._start(instance, chunk)
+
+    def _in_flight(self, key: tuple[str, int]) -> asyncio.Future[EncodedFrame]:
+        """A new future for a frame about to be fetched, joinable until it arrives."""
+        fut: asyncio.Future[EncodedFrame] = self.loop.create_future()
+        fut.add_done_callback(_consume_exception)
+        self._inflight[key] = fut
+        return fut
+
+    def _chunks(self, numbers: list[int]) -> list[list[int]]:
         step = self.max_frames_per_request
-        for i in range(0, len(numbers), step):
-            self._start(instance, numbers[i : i + step])
+        return [numbers[i : i + step] for i in range(0, len(numbers), step)]
 
     def _release(self, uid: str) -> None:
         left = self._active.get(uid, 0) - 1

@@ -24,10 +24,19 @@ from dataclasses import dataclass, field
 import numpy as np
 from pydicom import Dataset
 
+from dicomslide._tags import (
+    DIMENSION_ORGANIZATION_TYPE as _DIMENSION_ORGANIZATION_TYPE,
+    NUMBER_OF_FRAMES as _NUMBER_OF_FRAMES,
+    OPTICAL_PATH_IDENTIFIER as _OPTICAL_PATH_IDENTIFIER,
+    OPTICAL_PATH_SEQUENCE as _OPTICAL_PATH_SEQUENCE,
+    SOP_CLASS_UID as _SOP_CLASS_UID,
+)
 from dicomslide.errors import InvalidDataError, UnsupportedError
 from dicomslide.perframe import extract_frame_positions, extract_z_offsets, get_value
-from dicomslide.utils import PARAMETRIC_MAP_SOP_CLASS_UID as _PARAMETRIC_MAP_SOP_CLASS
-from dicomslide.utils import SEGMENTATION_SOP_CLASS_UID as _SEGMENTATION_SOP_CLASS
+from dicomslide.utils import (
+    PARAMETRIC_MAP_SOP_CLASS_UID as _PARAMETRIC_MAP_SOP_CLASS,
+    SEGMENTATION_SOP_CLASS_UID as _SEGMENTATION_SOP_CLASS,
+)
 
 __all__ = [
     "FrameIndex",
@@ -42,11 +51,6 @@ __all__ = [
 
 
 _PART_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
-_SOP_CLASS_UID = 0x00080016
-_OPTICAL_PATH_SEQUENCE = 0x00480105
-_OPTICAL_PATH_IDENTIFIER = 0x00480106
-_DIMENSION_ORGANIZATION_TYPE = 0x00209311
-_NUMBER_OF_FRAMES = 0x00280008
 
 #: Upper bound on frames per instance that we are willing to index; protects against
 #: allocations sized by corrupt metadata.

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 from pydicom import Dataset
 
+from dicomslide._tags import TOTAL_PIXEL_MATRIX_COLUMNS, TOTAL_PIXEL_MATRIX_ROWS
 from dicomslide.codecs import PixelFormat, decode_frame
 from dicomslide.color import ColorTransform, get_color_transform
 from dicomslide.coordinates import ImageGeometry
@@ -39,11 +40,14 @@ from dicomslide.geometry import (
     get_image_focal_plane_offsets,
     iter_tiles_in_region,
 )
+from dicomslide.perframe import get_value
 from dicomslide.runtime import as_source, decode_queue, decoded_tile_cache, frame_service
 from dicomslide.sources.foreign import BULKDATA_URIS_ATTRIBUTE
 from dicomslide.sources.protocol import EncodedFrame, Source
-from dicomslide.utils import PARAMETRIC_MAP_SOP_CLASS_UID as _PARAMETRIC_MAP_SOP_CLASS
-from dicomslide.utils import SEGMENTATION_SOP_CLASS_UID as _SEGMENTATION_SOP_CLASS
+from dicomslide.utils import (
+    PARAMETRIC_MAP_SOP_CLASS_UID as _PARAMETRIC_MAP_SOP_CLASS,
+    SEGMENTATION_SOP_CLASS_UID as _SEGMENTATION_SOP_CLASS,
+)
 
 __all__ = ["TiledImage", "TotalPixelMatrix"]
 
@@ -840,13 +844,11 @@ class TiledImage:
         tuple[int, int]
             (rows, columns)
         """
-        from dicomslide.perframe import get_value
-
         # By tag, raw values unconverted: opening a slide asks every image for its size a
         # dozen times, and pydicom's keyword lookup costs more than reading the value.
         metadata = self.metadata
-        rows = get_value(metadata, 0x00480007)  # Total Pixel Matrix Rows
-        columns = get_value(metadata, 0x00480006)  # Total Pixel Matrix Columns
+        rows = get_value(metadata, TOTAL_PIXEL_MATRIX_ROWS)
+        columns = get_value(metadata, TOTAL_PIXEL_MATRIX_COLUMNS)
         return (
             int(metadata.Rows if rows is None else rows),
             int(metadata.Columns if columns is None else columns),

@@ -29,6 +29,17 @@ from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import RawDataElement
 from pydicom.filereader import read_dataset
 
+from dicomslide._tags import (
+    COLUMN_POSITION as _COLUMN_POSITION,
+    OPTICAL_PATH_IDENTIFICATION_SEQUENCE as _OPTICAL_PATH_ID_SEQ,
+    OPTICAL_PATH_IDENTIFIER as _OPTICAL_PATH_ID,
+    PER_FRAME_FUNCTIONAL_GROUPS as _PER_FRAME,
+    PLANE_POSITION_SLIDE as _PLANE_POSITION_SLIDE,
+    REFERENCED_SEGMENT_NUMBER as _REFERENCED_SEGMENT,
+    ROW_POSITION as _ROW_POSITION,
+    SEGMENT_IDENTIFICATION_SEQUENCE as _SEGMENT_ID_SEQ,
+    Z_OFFSET as _Z_OFFSET,
+)
 from dicomslide.errors import InvalidDataError
 
 __all__ = [
@@ -42,15 +53,6 @@ __all__ = [
     "remember_z_offsets",
 ]
 
-_PER_FRAME = 0x52009230
-_PLANE_POSITION_SLIDE = 0x0048021A
-_OPTICAL_PATH_ID_SEQ = 0x00480207
-_SEGMENT_ID_SEQ = 0x0062000A
-_COLUMN_POSITION = 0x0048021E
-_ROW_POSITION = 0x0048021F
-_Z_OFFSET = 0x0040074A
-_OPTICAL_PATH_ID = 0x00480106
-_REFERENCED_SEGMENT = 0x0062000B
 
 _CACHE_ATTRIBUTE = "_dicomslide_frame_positions"
 _Z_CACHE_ATTRIBUTE = "_dicomslide_z_offsets"
@@ -87,6 +89,40 @@ class FramePositions:
     z: list[float | None]
     optical_paths: list[str | None]
     segments: list[int | None]
+
+    @classmethod
+    def empty(cls, n: int) -> FramePositions:
+        """Values for ``n`` frames, every one absent, to be filled in.
+
+        Parameters
+        ----------
+        n: int
+            Number of frames
+
+        Returns
+        -------
+        FramePositions
+            Zero positions and None everywhere else
+        """
+        return cls(
+            np.zeros(n, dtype=np.int64),
+            np.zeros(n, dtype=np.int64),
+            [None] * n,
+            [None] * n,
+            [None] * n,
+        )
+
+    def fields(
+        self,
+    ) -> tuple[np.ndarray, np.ndarray, list[float | None], list[str | None], list[int | None]]:
+        """The five containers, for filling them in through local names.
+
+        Returns
+        -------
+        tuple
+            ``(rows, columns, z, optical_paths, segments)``, the objects themselves
+        """
+        return self.rows, self.columns, self.z, self.optical_paths, self.segments
 
 
 class _Malformed(Exception):
@@ -191,11 +227,8 @@ def _fast(raw: RawDataElement, n: int) -> FramePositions | None:
     if not raw.is_little_endian or not isinstance(raw.value, bytes | bytearray):
         return None
     reader = _Reader(bytes(raw.value), raw.is_implicit_VR)
-    rows = np.zeros(n, dtype=np.int64)
-    columns = np.zeros(n, dtype=np.int64)
-    z: list[float | None] = [None] * n
-    paths: list[str | None] = [None] * n
-    segments: list[int | None] = [None] * n
+    out = FramePositions.empty(n)
+    rows, columns, z, paths, segments = out.fields()
     try:
         items = reader.items(0, len(reader.data))
         if len(items) != n:
@@ -223,7 +256,7 @@ def _fast(raw: RawDataElement, n: int) -> FramePositions | None:
                     segments[i] = reader.signed(values[_REFERENCED_SEGMENT])
     except (_Malformed, struct.error, ValueError):
         return None  # let pydicom parse it and report what is wrong
-    return FramePositions(rows, columns, z, paths, segments)
+    return out
 
 
 def _quick(raw: RawDataElement, n: int) -> FramePositions | None:
@@ -324,11 +357,8 @@ def _first(item: Dataset, keyword: str) -> Any:
 
 
 def _slow(items: Any, n: int) -> FramePositions:
-    rows = np.zeros(n, dtype=np.int64)
-    columns = np.zeros(n, dtype=np.int64)
-    z: list[float | None] = [None] * n
-    paths: list[str | None] = [None] * n
-    segments: list[int | None] = [None] * n
+    out = FramePositions.empty(n)
+    rows, columns, z, paths, segments = out.fields()
     for i, item in enumerate(items):
         position = _first(item, "PlanePositionSlideSequence")
         if position is not None:
@@ -342,7 +372,7 @@ def _slow(items: Any, n: int) -> FramePositions:
         segment = _first(item, "SegmentIdentificationSequence")
         if segment is not None and "ReferencedSegmentNumber" in segment:
             segments[i] = int(segment.ReferencedSegmentNumber)
-    return FramePositions(rows, columns, z, paths, segments)
+    return out
 
 
 def _json_items(element: Any) -> list[Any] | None:
@@ -375,11 +405,8 @@ def _from_json(items: list[Any], n: int) -> FramePositions | None:
     """Positions read straight from DICOM JSON items; None when anything is unexpected."""
     if len(items) != n:
         return None
-    rows = np.zeros(n, dtype=np.int64)
-    columns = np.zeros(n, dtype=np.int64)
-    z: list[float | None] = [None] * n
-    paths: list[str | None] = [None] * n
-    segments: list[int | None] = [None] * n
+    out = FramePositions.empty(n)
+    rows, columns, z, paths, segments = out.fields()
     try:
         for i, item in enumerate(items):
             position = _json_first_item(item, "0048021A")
@@ -398,7 +425,7 @@ def _from_json(items: list[Any], n: int) -> FramePositions | None:
     except (AttributeError, TypeError, ValueError, IndexError, OverflowError):
         # A shape the JSON model does not allow: the full conversion reports it properly.
         return None
-    return FramePositions(rows, columns, z, paths, segments)
+    return out
 
 
 def extract_frame_positions(ds: Dataset, number_of_frames: int) -> FramePositions | None:
@@ -721,15 +748,9 @@ def first_item_decimals(
 # A Z offset element and its value: the DS characters are matched greedily and cut to the
 # encoded length afterwards, so that the ~5,000 identical values of a level collapse in
 # ``set(findall(...))`` at C speed instead of being parsed one by one.
-_Z_EXPLICIT: Final = re.compile(
-    re.escape(struct.pack("<HH", 0x0040, 0x074A) + b"DS") + rb"(..)([0-9+\-.eE \x00]*)",
-    re.DOTALL,
-)
-_Z_IMPLICIT: Final = re.compile(
-    re.escape(struct.pack("<HH", 0x0040, 0x074A)) + rb"(....)([0-9+\-.eE \x00]*)",
-    re.DOTALL,
-)
 _Z_TAG: Final = struct.pack("<HH", 0x0040, 0x074A)
+_Z_EXPLICIT: Final = re.compile(re.escape(_Z_TAG + b"DS") + rb"(..)([0-9+\-.eE \x00]*)", re.DOTALL)
+_Z_IMPLICIT: Final = re.compile(re.escape(_Z_TAG) + rb"(....)([0-9+\-.eE \x00]*)", re.DOTALL)
 _DS_CHARACTERS: Final = b"0123456789+-.eE \x00"
 # Past this many distinct encodings the one-pass ``findall`` is cheaper than a search per value.
 _Z_DISTINCT_SEARCHES: Final = 8

@@ -12,6 +12,7 @@ from typing import NamedTuple, overload
 
 from pydicom import Dataset
 
+from dicomslide._tags import TOTAL_PIXEL_MATRIX_COLUMNS, TOTAL_PIXEL_MATRIX_ROWS
 from dicomslide.errors import InvalidDataError, RegionError
 from dicomslide.perframe import get_value
 from dicomslide.utils import compute_image_center_position, get_image_pixel_spacing
@@ -43,8 +44,8 @@ class PyramidLevel(NamedTuple):
 
 def _dims(ds: Dataset) -> tuple[int, int]:
     try:
-        rows = int(get_value(ds, 0x00480007))  # Total Pixel Matrix Rows
-        columns = int(get_value(ds, 0x00480006))  # Total Pixel Matrix Columns
+        rows = int(get_value(ds, TOTAL_PIXEL_MATRIX_ROWS))
+        columns = int(get_value(ds, TOTAL_PIXEL_MATRIX_COLUMNS))
     except (TypeError, ValueError):
         rows = columns = 0
     if rows <= 0 or columns <= 0:

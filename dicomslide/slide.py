@@ -29,6 +29,20 @@ from typing import Any
 import numpy as np
 from pydicom import Dataset
 
+from dicomslide._tags import (
+    COLUMNS,
+    CONCATENATION_UID as _CONCATENATION_UID,
+    CONTAINER_IDENTIFIER as _CONTAINER_IDENTIFIER,
+    FRAME_OF_REFERENCE_UID as _FRAME_OF_REFERENCE_UID,
+    IMAGE_ORIENTATION_SLIDE as _IMAGE_ORIENTATION_SLIDE,
+    ROWS,
+    SERIES_INSTANCE_UID as _SERIES_INSTANCE_UID,
+    SOP_CLASS_UID as _SOP_CLASS_UID,
+    SOP_INSTANCE_UID as _SOP_INSTANCE_UID,
+    STUDY_INSTANCE_UID as _STUDY_INSTANCE_UID,
+    TOTAL_PIXEL_MATRIX_COLUMNS,
+    TOTAL_PIXEL_MATRIX_ROWS,
+)
 from dicomslide.enums import ChannelTypes, ImageFlavors
 from dicomslide.errors import DicomSlideError, InvalidDataError, RegionError
 from dicomslide.frames import CacheStats
@@ -37,9 +51,9 @@ from dicomslide.perframe import first_item_decimals, get_value
 from dicomslide.pyramid import Pyramid
 from dicomslide.runtime import as_source, get_cache_stats
 from dicomslide.sources.protocol import Source
-from dicomslide.utils import PARAMETRIC_MAP_SOP_CLASS_UID as _PARAMETRIC_MAP_SOP_CLASS
-from dicomslide.utils import SEGMENTATION_SOP_CLASS_UID as _SEGMENTATION_SOP_CLASS
 from dicomslide.utils import (
+    PARAMETRIC_MAP_SOP_CLASS_UID as _PARAMETRIC_MAP_SOP_CLASS,
+    SEGMENTATION_SOP_CLASS_UID as _SEGMENTATION_SOP_CLASS,
     compute_image_center_position,
     does_optical_path_item_match,
     does_segment_item_match,
@@ -63,24 +77,16 @@ class _Channel:
     images: dict[tuple[int, int], tuple[TiledImage, int, int]] = field(default_factory=dict)
 
 
-_SOP_INSTANCE_UID = 0x00080018
-_SOP_CLASS_UID = 0x00080016
-_STUDY_INSTANCE_UID = 0x0020000D
-_SERIES_INSTANCE_UID = 0x0020000E
-_FRAME_OF_REFERENCE_UID = 0x00200052
-_CONTAINER_IDENTIFIER = 0x00400512
-_CONCATENATION_UID = 0x00209161
-_IMAGE_ORIENTATION_SLIDE = 0x00480102
 _REQUIRED_UIDS = (
     ("StudyInstanceUID", _STUDY_INSTANCE_UID),
     ("SeriesInstanceUID", _SERIES_INSTANCE_UID),
     ("SOPInstanceUID", _SOP_INSTANCE_UID),
 )
 _POSITIVE_INTS = (
-    ("Rows", 0x00280010),
-    ("Columns", 0x00280011),
-    ("TotalPixelMatrixRows", 0x00480007),
-    ("TotalPixelMatrixColumns", 0x00480006),
+    ("Rows", ROWS),
+    ("Columns", COLUMNS),
+    ("TotalPixelMatrixRows", TOTAL_PIXEL_MATRIX_ROWS),
+    ("TotalPixelMatrixColumns", TOTAL_PIXEL_MATRIX_COLUMNS),
 )
 
 

@@ -42,6 +42,15 @@ import numpy.typing as npt
 from pydicom import Dataset
 from pydicom.sr.coding import Code
 
+from dicomslide._tags import (
+    BITS_ALLOCATED as _BITS_ALLOCATED,
+    COLUMNS as _COLUMNS,
+    IMAGE_TYPE as _IMAGE_TYPE,
+    ROWS as _ROWS,
+    SAMPLES_PER_PIXEL as _SAMPLES_PER_PIXEL,
+    TOTAL_PIXEL_MATRIX_COLUMNS as _TOTAL_PIXEL_MATRIX_COLUMNS,
+    TOTAL_PIXEL_MATRIX_ROWS as _TOTAL_PIXEL_MATRIX_ROWS,
+)
 from dicomslide.coordinates import ImageGeometry, _read_pixel_spacing
 from dicomslide.enums import ImageFlavors
 from dicomslide.errors import InvalidDataError, RegionError
@@ -116,15 +125,6 @@ _TOLERANCE_SLACK = 1e-12
 
 # ---------------------------------------------------------------------------------------------
 # Classification
-
-
-_ROWS = 0x00280010
-_COLUMNS = 0x00280011
-_BITS_ALLOCATED = 0x00280100
-_SAMPLES_PER_PIXEL = 0x00280002
-_TOTAL_PIXEL_MATRIX_ROWS = 0x00480007
-_TOTAL_PIXEL_MATRIX_COLUMNS = 0x00480006
-_IMAGE_TYPE = 0x00080008
 
 
 def _has(dataset: Dataset, tag: int) -> bool:

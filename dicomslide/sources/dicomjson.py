@@ -35,6 +35,9 @@ from pydicom import DataElement, Dataset
 from pydicom.dataelem import empty_value_for_VR
 from pydicom.sequence import Sequence
 
+from dicomslide._tags import (
+    PER_FRAME_FUNCTIONAL_GROUPS as _PER_FRAME_FUNCTIONAL_GROUPS,
+)
 from dicomslide.errors import ProtocolError
 
 __all__ = [
@@ -58,7 +61,6 @@ _INT_VRS: Final = frozenset({"IS", "SL", "SS", "SV", "UL", "US", "UV", "US or SS
 _FLOAT_VRS: Final = frozenset({"DS", "FD", "FL"})
 _VALUE_KEYS: Final = ("Value", "InlineBinary", "BulkDataURI")
 _EXCERPT: Final = 80
-_PER_FRAME_FUNCTIONAL_GROUPS: Final = 0x52009230
 
 LAZY_ITEMS: Final = 64
 """Per-frame sequences with more items than this are converted lazily."""

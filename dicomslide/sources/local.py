@@ -77,6 +77,12 @@ from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 from pydicom.dataelem import RawDataElement
 from pydicom.multival import MultiValue
 
+from dicomslide._tags import (
+    DIMENSION_ORGANIZATION_TYPE as _DIMENSION_ORGANIZATION_TYPE,
+    NUMBER_OF_FRAMES as _NUMBER_OF_FRAMES,
+    PER_FRAME_FUNCTIONAL_GROUPS as _PER_FRAME_FUNCTIONAL_GROUPS,
+    SOP_INSTANCE_UID as _SOP_INSTANCE_UID,
+)
 from dicomslide.errors import (
     DicomSlideError,
     InvalidDataError,
@@ -424,11 +430,6 @@ def _save_index(
 ) -> str | None:
     return _write_json(index_file, {"root": str(root), "recursive": recursive, "files": files})
 
-
-_PER_FRAME_FUNCTIONAL_GROUPS = 0x52009230
-_SOP_INSTANCE_UID = 0x00080018
-_NUMBER_OF_FRAMES = 0x00280008
-_DIMENSION_ORGANIZATION_TYPE = 0x00209311
 
 #: Number of frames and the distinct Z offsets found for them (see _find_z_offsets).
 _ZOffsets = tuple[int, tuple[float, ...]]
@@ -1319,9 +1320,10 @@ class DICOMfileClient:
                 z_offsets = _find_z_offsets(ds)
                 if z_offsets is not None:
                     found[key] = z_offsets
-            else:
+            if z_offsets is not None:
                 # Searching the per-frame items of a large pyramid for these is ~0.5 ms of a
-                # slide's ~7 ms opening; the key changes with the file's size or time.
+                # slide's ~7 ms opening (the key changes with the file's size or time); the
+                # slide must not search them again on the event loop.
                 remember_z_offsets(ds, *z_offsets)
         self._remember_validated(converted, found)
         return datasets

@@ -32,8 +32,7 @@ from dicomslide.errors import (
     UnsupportedError,
     UsageError,
 )
-from dicomslide.sources import EncodedFrame, Source
-from dicomslide.sources import local as local_module
+from dicomslide.sources import EncodedFrame, Source, local as local_module
 from dicomslide.sources.local import DICOMfileClient
 
 WSI = "1.2.840.10008.5.1.4.1.1.77.1.6"

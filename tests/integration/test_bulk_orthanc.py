@@ -16,20 +16,12 @@ import dicomslide
 from dicomslide.bulk import iter_tiles, prefetch
 from dicomslide.synthetic import SlideSpec, write_slide
 from tests.support.orthanc import OrthancServer, find_dicomweb_plugin, find_orthanc
+from tests.support.system import require as _require
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = SlideSpec(size=(1000, 1400), tile_size=(64, 64), levels=2, seed=61)
-
-
-def _require(available: object, what: str) -> None:
-    if available:
-        return
-    message = f"{what} is not installed (run .ci/install-system.sh)"
-    if os.environ.get("CI"):
-        pytest.fail(f"{message}; it is required when CI is set", pytrace=False)
-    pytest.skip(message)
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,17 +16,9 @@ import dicomslide_sync
 from dicomslide.enums import ChannelTypes
 from tests.aio.test_derived import ALL_SLIDES, STAIN_B, Written, write_derived
 from tests.support.orthanc import OrthancServer, find_dicomweb_plugin, find_orthanc
+from tests.support.system import require as _require
 
 pytestmark = pytest.mark.integration
-
-
-def _require(available: object, what: str) -> None:
-    if available:
-        return
-    message = f"{what} is not installed (run .ci/install-system.sh)"
-    if os.environ.get("CI"):
-        pytest.fail(f"{message}; it is required when CI is set", pytrace=False)
-    pytest.skip(message)
 
 
 @pytest.fixture(scope="module")

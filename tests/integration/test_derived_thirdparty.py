@@ -28,7 +28,6 @@ spacing, so an annotation box is then a resampled, not an identical, copy of the
 
 from __future__ import annotations
 
-import os
 import shutil
 import warnings
 from collections.abc import Iterator
@@ -46,6 +45,7 @@ import dicomslide_sync
 from dicomslide.enums import ChannelTypes
 from dicomslide.errors import RegionError
 from tests.support.orthanc import OrthancServer, find_dicomweb_plugin, find_orthanc
+from tests.support.system import require as _require
 from tests.support.thirdparty import (
     DEFAULT_SOURCE_SIZE,
     HIGHDICOM_PATCH_KEYWORDS,
@@ -73,15 +73,6 @@ NO_FRAME = "nofor"
 #: The dicomizer's ImageOrientationSlide: columns run along -Y, rows along -X.
 ORIENTATION = [0.0, -1.0, 0.0, -1.0, 0.0, 0.0]
 PM_LABEL = "density"
-
-
-def _require(available: object, what: str) -> None:
-    if available:
-        return
-    message = f"{what} is not installed (run .ci/install-system.sh)"
-    if os.environ.get("CI"):
-        pytest.fail(f"{message}; it is required when CI is set", pytrace=False)
-    pytest.skip(message)
 
 
 @dataclass

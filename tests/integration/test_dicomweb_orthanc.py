@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import dicomslide
 import dicomslide_sync
 from dicomslide.synthetic import SlideSpec, write_slide
 from tests.support.orthanc import OrthancServer, find_dicomweb_plugin, find_orthanc
+from tests.support.system import require as _require
 from tests.support.thirdparty import Compression, find_dicomizer, make_dicomizer_slide
 
 pytestmark = pytest.mark.integration
@@ -51,15 +51,6 @@ VARIANTS = {
         seed=24,
     ),
 }
-
-
-def _require(available: object, what: str) -> None:
-    if available:
-        return
-    message = f"{what} is not installed (run .ci/install-system.sh)"
-    if os.environ.get("CI"):
-        pytest.fail(f"{message}; it is required when CI is set", pytrace=False)
-    pytest.skip(message)
 
 
 @pytest.fixture(scope="module")

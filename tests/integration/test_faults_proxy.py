@@ -37,6 +37,7 @@ from dicomslide.errors import (
 from dicomslide.synthetic import SlideSpec, write_slide
 from tests.support.fault_proxy import Fault, FaultProxy
 from tests.support.orthanc import OrthancServer, find_dicomweb_plugin, find_orthanc
+from tests.support.system import require as _require
 
 pytestmark = pytest.mark.integration
 
@@ -49,15 +50,6 @@ MAX_BACKOFF = 0.2
 HANG_GUARD = ATTEMPTS * ATTEMPTS * (READ_TIMEOUT + MAX_BACKOFF) + 10.0
 # Threads that are pools bounded for the whole process, or short-lived by design.
 _POOL_PREFIXES = ("dicomslide-decode", "dicomslide-icc-check", "asyncio_", "ThreadPoolExecutor")
-
-
-def _require(available: object, what: str) -> None:
-    if available:
-        return
-    message = f"{what} is not installed (run .ci/install-system.sh)"
-    if os.environ.get("CI"):
-        pytest.fail(f"{message}; it is required when CI is set", pytrace=False)
-    pytest.skip(message)
 
 
 @dataclass

@@ -12,7 +12,6 @@ count requests: one whole-instance request per instance, and no frames request a
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +28,7 @@ from dicomslide.sources import web
 from tests.aio.test_derived import Written, write_derived
 from tests.aio.test_float_pm import CONTAINER, FloatWritten, write_float_maps
 from tests.support.orthanc import OrthancServer, find_dicomweb_plugin, find_orthanc
+from tests.support.system import require as _require
 
 BASE = "http://refusing.test/dicom-web"
 BOUNDARY = "instance-boundary"
@@ -37,15 +37,6 @@ _INSTANCE_RE = re.compile(r"/instances/([0-9.]+)$")
 
 
 # --- against Orthanc --------------------------------------------------------------------
-
-
-def _require(available: object, what: str) -> None:
-    if available:
-        return
-    message = f"{what} is not installed (run .ci/install-system.sh)"
-    if os.environ.get("CI"):
-        pytest.fail(f"{message}; it is required when CI is set", pytrace=False)
-    pytest.skip(message)
 
 
 @pytest.fixture(scope="module")

@@ -29,6 +29,7 @@ import dicomslide
 import dicomslide_sync
 from dicomslide.synthetic import SlideSpec, write_slide
 from tests.support.orthanc import OrthancServer, find_dicomweb_plugin, find_orthanc
+from tests.support.system import require as _require
 
 pytestmark = pytest.mark.integration
 
@@ -40,15 +41,6 @@ SYNC_SECONDS = 6.0
 MAX_REGION = 128  # pixels per side of a random region
 CACHE_BYTES = 256 << 10  # smaller than the slide's encoded frames: eviction happens
 PAGE = os.sysconf("SC_PAGE_SIZE")
-
-
-def _require(available: object, what: str) -> None:
-    if available:
-        return
-    message = f"{what} is not installed (run .ci/install-system.sh)"
-    if os.environ.get("CI"):
-        pytest.fail(f"{message}; it is required when CI is set", pytrace=False)
-    pytest.skip(message)
 
 
 @dataclass

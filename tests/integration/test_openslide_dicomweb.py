@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,20 +12,12 @@ import pytest
 from dicomslide.synthetic import SlideSpec, write_slide
 from dicomslide_sync.openslide import open_slide
 from tests.support.orthanc import OrthancServer, find_dicomweb_plugin, find_orthanc
+from tests.support.system import require as _require
 
 openslide = pytest.importorskip("openslide")
 pytestmark = pytest.mark.integration
 
 SPEC = SlideSpec(size=(900, 1300), tile_size=(256, 256), levels=3, thumbnail=True, seed=31)
-
-
-def _require(available: object, what: str) -> None:
-    if available:
-        return
-    message = f"{what} is not installed (run .ci/install-system.sh)"
-    if os.environ.get("CI"):
-        pytest.fail(f"{message}; it is required when CI is set", pytrace=False)
-    pytest.skip(message)
 
 
 @pytest.fixture(scope="module")

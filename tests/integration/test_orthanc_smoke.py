@@ -8,7 +8,6 @@ is missing on a developer machine; fails instead under CI (``CI`` set), where
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,21 +17,13 @@ import pytest
 from pydicom.encaps import generate_frames
 
 from tests.support.orthanc import OrthancServer, find_dicomweb_plugin, find_orthanc
+from tests.support.system import require as _require
 from tests.support.thirdparty import Compression, find_dicomizer, make_dicomizer_slide
 
 pytestmark = pytest.mark.integration
 
 FRAMES_ACCEPT = 'multipart/related; type="application/octet-stream"; transfer-syntax=*'
 COMPRESSIONS: tuple[Compression, ...] = ("jpeg", "jpeg2000", "none")
-
-
-def _require(available: object, what: str) -> None:
-    if available:
-        return
-    message = f"{what} is not installed (run .ci/install-system.sh)"
-    if os.environ.get("CI"):
-        pytest.fail(f"{message}; it is required when CI is set", pytrace=False)
-    pytest.skip(message)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ package's own variants, are uploaded to a private Orthanc and read through
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ import pytest
 import dicomslide_sync
 from dicomslide.synthetic import SlideSpec, write_slide
 from tests.support.orthanc import OrthancServer, find_dicomweb_plugin, find_orthanc
+from tests.support.system import require as _require
 from tests.support.thirdparty import (
     DICOMIZER_SAMPLE_DATASET,
     Compression,
@@ -38,15 +38,6 @@ CASES: list[tuple[Compression, int]] = [
     ("none", 0),
     ("none", 1),
 ]
-
-
-def _require(available: object, what: str) -> None:
-    if available:
-        return
-    message = f"{what} is not installed (run .ci/install-system.sh)"
-    if os.environ.get("CI"):
-        pytest.fail(f"{message}; it is required when CI is set", pytrace=False)
-    pytest.skip(message)
 
 
 @pytest.fixture(scope="module")

@@ -30,8 +30,7 @@ from typing import Any
 import numpy as np
 import pydicom
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 import dicomslide
 from dicomslide import codecs

@@ -10,8 +10,7 @@ from typing import Any
 
 import pydicom
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 from pydicom import Dataset
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import RawDataElement
