@@ -432,9 +432,13 @@ def iter_tiles_in_region(
     offset: tuple[int, int],
     size: tuple[int, int],
     tile_shape: tuple[int, int],
-    grid_shape: tuple[int, int],
+    matrix_shape: tuple[int, int],
 ) -> list[tuple[int, int, tuple[slice, slice], tuple[slice, slice]]]:
-    """Tiles that a region of the total pixel matrix touches.
+    """Tiles that a region of the total pixel matrix touches, clipped to the matrix.
+
+    Only pixels inside the total pixel matrix are mapped: the padding that edge frames carry
+    past Total Pixel Matrix Rows or Columns is never copied (converters write black, white or
+    anything there), so readers fill it like any other pixel outside the matrix.
 
     Parameters
     ----------
@@ -444,8 +448,8 @@ def iter_tiles_in_region(
         (rows, columns) of the region
     tile_shape: tuple[int, int]
         (rows, columns) of a tile
-    grid_shape: tuple[int, int]
-        (rows, columns) of the tile grid
+    matrix_shape: tuple[int, int]
+        (Total Pixel Matrix Rows, Total Pixel Matrix Columns)
 
     Returns
     -------
@@ -456,19 +460,18 @@ def iter_tiles_in_region(
     r0, c0 = offset
     h, w = size
     th, tw = tile_shape
+    rows, cols = matrix_shape
     out: list[tuple[int, int, tuple[slice, slice], tuple[slice, slice]]] = []
-    first_tr = max(r0, 0) // th
-    last_tr = min(r0 + h, grid_shape[0] * th) - 1
-    first_tc = max(c0, 0) // tw
-    last_tc = min(c0 + w, grid_shape[1] * tw) - 1
-    if last_tr < max(r0, 0) or last_tc < max(c0, 0):
+    top_edge, bottom_edge = max(r0, 0), min(r0 + h, rows)
+    left_edge, right_edge = max(c0, 0), min(c0 + w, cols)
+    if bottom_edge <= top_edge or right_edge <= left_edge:
         return out
-    for tr in range(first_tr, last_tr // th + 1):
+    for tr in range(top_edge // th, (bottom_edge - 1) // th + 1):
         top = tr * th
-        ys, ye = max(r0, top), min(r0 + h, top + th)
-        for tc in range(first_tc, last_tc // tw + 1):
+        ys, ye = max(top_edge, top), min(bottom_edge, top + th)
+        for tc in range(left_edge // tw, (right_edge - 1) // tw + 1):
             left = tc * tw
-            xs, xe = max(c0, left), min(c0 + w, left + tw)
+            xs, xe = max(left_edge, left), min(right_edge, left + tw)
             out.append(
                 (
                     tr,

@@ -226,7 +226,10 @@ class _ImageState:
         by_frame: dict[int, list[tuple[tuple[slice, slice], tuple[slice, slice]]]] = {}
         covered = 0
         for tr, tc, tile_sl, out_sl in iter_tiles_in_region(
-            offset, size, (index.tile_rows, index.tile_columns), index.grid_shape
+            offset,
+            size,
+            (index.tile_rows, index.tile_columns),
+            (index.total_rows, index.total_columns),
         ):
             frame = int(lookup[tr, tc])
             if frame >= 0:

@@ -111,6 +111,7 @@ _LOSSY: Final = frozenset({JPEGBaseline8Bit})
 _PHOTOMETRICS: Final = ("RGB", "YBR_FULL_422", "MONOCHROME2")
 _ORGANIZATIONS: Final = ("TILED_FULL", "TILED_SPARSE", "NONE")
 _PATTERNS: Final = ("auto", "position", "smooth")
+_EDGE_PADDINGS: Final = ("fill", "zero", "random")
 _FLUORESCENCE_NM: Final = (405, 488, 561, 640, 730, 355, 532, 594)
 
 # Fixed dates keep repeated runs byte-identical, which makes written files cacheable in tests.
@@ -193,7 +194,14 @@ class SlideSpec:
     study_instance_uid, series_instance_uid, frame_of_reference_uid: str | None
         UIDs; None derives them deterministically from `seed` and the rest of the spec
     seed: int
-        Seed for UIDs and the frame shuffle
+        Seed for UIDs, the frame shuffle and random edge padding
+    edge_padding: str
+        What edge frames hold past the total pixel matrix: ``"fill"`` (white for colour, 0 for
+        monochrome), ``"zero"`` (black, as many converters write) or ``"random"``
+        (seed-determined random bytes); readers must never show any of it
+    frame_of_reference_per_level: bool
+        Give every pyramid level its own Frame of Reference UID, as one real converter does
+        (level 0, thumbnail, label and overview keep the slide's)
     specimen_stains: tuple[tuple[str, str, str], ...]
         (code value, coding scheme designator, code meaning) of each staining substance
     """
@@ -234,6 +242,8 @@ class SlideSpec:
     series_instance_uid: str | None = None
     frame_of_reference_uid: str | None = None
     seed: int = 0
+    edge_padding: str = "fill"
+    frame_of_reference_per_level: bool = False
     specimen_stains: tuple[tuple[str, str, str], ...] = field(
         default=(
             ("12710003", "SCT", "hematoxylin stain"),
@@ -271,6 +281,8 @@ class SlideSpec:
             raise ValueError(f"pattern {self.pattern!r} is not one of {_PATTERNS}")
         if not 1 <= self.jpeg_quality <= 100:
             raise ValueError(f"jpeg_quality {self.jpeg_quality} is not in 1..100")
+        if self.edge_padding not in _EDGE_PADDINGS:
+            raise ValueError(f"edge_padding {self.edge_padding!r} is not one of {_EDGE_PADDINGS}")
         if self.dimension_organization not in _ORGANIZATIONS:
             raise ValueError(f"dimension_organization {self.dimension_organization!r} unknown")
         if (
@@ -675,7 +687,8 @@ def expected_tile(
 ) -> PixelArray:
     """Return one frame as stored: the tile's pixels, padded at the matrix edge.
 
-    Padding is white (255) for colour and 0 for monochrome images.
+    Padding follows ``spec.edge_padding``: by default white (255) for colour and 0 for
+    monochrome images; 0, or random values determined by the seed and the tile's place.
 
     Parameters
     ----------
@@ -705,7 +718,13 @@ def expected_tile(
         slice(tile_column * tw, (tile_column + 1) * tw),
     )
     dtype = np.uint16 if spec.bits == 16 else np.uint8
-    tile = np.full((th, tw, spec.samples_per_pixel), _padding_value(spec), dtype=dtype)
+    shape = (th, tw, spec.samples_per_pixel)
+    if spec.edge_padding == "random":
+        rng = np.random.default_rng([spec.seed, level, tile_row, tile_column, channel, focal_plane])
+        tile = rng.integers(0, np.iinfo(dtype).max + 1, size=shape, dtype=dtype)
+    else:
+        value = 0 if spec.edge_padding == "zero" else _padding_value(spec)
+        tile = np.full(shape, value, dtype=dtype)
     tile[: data.shape[0], : data.shape[1]] = data
     return tile
 
@@ -1212,6 +1231,8 @@ def _volume_instances(
         ds = _base_dataset(
             spec, _uid(spec, "instance", key, plan.concatenation_part), number, image_type
         )
+        if spec.frame_of_reference_per_level and level > 0 and spec.with_frame_of_reference:
+            ds.FrameOfReferenceUID = _uid(spec, "frame-of-reference", level)
         ds.BurnedInAnnotation = "NO"
         ds.SpecimenLabelInImage = "NO"
         spacing = spec.pixel_spacing(level)
