@@ -21,6 +21,7 @@ How images become a slide
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -33,7 +34,6 @@ from dicomslide._tags import (
     COLUMNS,
     CONCATENATION_UID as _CONCATENATION_UID,
     CONTAINER_IDENTIFIER as _CONTAINER_IDENTIFIER,
-    FRAME_OF_REFERENCE_UID as _FRAME_OF_REFERENCE_UID,
     IMAGE_ORIENTATION_SLIDE as _IMAGE_ORIENTATION_SLIDE,
     ROWS,
     SERIES_INSTANCE_UID as _SERIES_INSTANCE_UID,
@@ -46,6 +46,13 @@ from dicomslide._tags import (
 from dicomslide.enums import ChannelTypes, ImageFlavors
 from dicomslide.errors import DicomSlideError, InvalidDataError, RegionError
 from dicomslide.frames import CacheStats
+from dicomslide.grouping import (
+    describe,
+    frames_of_reference as _frames_of_reference,
+    merge_split_pyramids,
+    pyramid_images,
+    slide_key,
+)
 from dicomslide.image import TiledImage
 from dicomslide.perframe import first_item_decimals, get_value
 from dicomslide.pyramid import Pyramid
@@ -65,6 +72,8 @@ from dicomslide.utils import (
 __all__ = ["Slide", "find_slides"]
 
 _WSI_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.77.1.6"
+
+logger = logging.getLogger(__name__)
 _DERIVED_SOP_CLASSES = {_SEGMENTATION_SOP_CLASS, _PARAMETRIC_MAP_SOP_CLASS}
 
 
@@ -241,10 +250,15 @@ class Slide:
                     self._thumbnails.append(image)
                 volume.append(image)
         if not volume:
-            raise RegionError(
-                "None of the given images is a VOLUME or THUMBNAIL slide microscopy image."
+            # The images were given, but they cannot form a slide: bad data, not a bad argument.
+            raise InvalidDataError(
+                "None of the given images is a VOLUME or THUMBNAIL slide microscopy image: "
+                f"{describe(metadata)}."
             )
-        volume.sort(key=lambda im: math.prod(im.size), reverse=True)
+        # Largest first; at equal size a VOLUME level before a THUMBNAIL of that size, so
+        # that the level reads the same whatever order the images came in.
+        thumbnails = {id(im) for im in self._thumbnails}
+        volume.sort(key=lambda im: (-math.prod(im.size), id(im) in thumbnails))
         volume = _drop_unaligned_untyped(volume, pyramid_tolerance)
         self._volume = volume
         _share_icc_profiles(volume)
@@ -1283,14 +1297,6 @@ def _referenced_series(ds: Dataset) -> set[tuple[str, str]]:
     return refs
 
 
-def _slide_key(ds: Dataset) -> tuple[str, ...]:
-    container = str(get_value(ds, _CONTAINER_IDENTIFIER, ""))
-    frame_of_reference = str(get_value(ds, _FRAME_OF_REFERENCE_UID, ""))
-    if frame_of_reference:
-        return ("FOR", frame_of_reference, container)
-    return ("SERIES", str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), container)
-
-
 async def _search_instances(
     source: Source,
     study_instance_uid: str | None,
@@ -1515,12 +1521,21 @@ async def find_slides(
                 continue
             if not _image_matches(ds, specimen_stains, optical_path_ids):
                 continue
-            groups.setdefault(_slide_key(ds), []).append(ds)
+            groups.setdefault(slide_key(ds), []).append(ds)
+    groups = merge_split_pyramids(groups, pyramid_tolerance)
+    for key in sorted(groups):
+        if not pyramid_images(groups[key]):
+            # A label or overview without its slide: nothing to build a pyramid from.
+            logger.warning(
+                "find_slides skips %s: no VOLUME or THUMBNAIL image to form a slide with.",
+                describe(groups.pop(key)),
+            )
+    frames_of = {key: _frames_of_reference(images) for key, images in groups.items()}
     for ds in derived:
-        key = _slide_key(ds)
+        key = slide_key(ds)
         targets: list[tuple[str, ...]] = []
         if key[0] == "FOR":
-            same_frame = [k for k in groups if k[0] == "FOR" and k[1] == key[1]]
+            same_frame = [k for k in groups if k[0] == "FOR" and key[1] in frames_of[k]]
             # Prefer the slide with the same container when the derived image names one.
             same_container = [k for k in same_frame if k[2] == key[2]]
             targets = same_container or same_frame
@@ -1529,8 +1544,8 @@ async def find_slides(
             # series as a source.
             referenced = _referenced_series(ds)
             targets = [k for k in groups if k[0] == "SERIES" and (k[1], k[2]) in referenced]
-        for slide_key in targets:
-            groups[slide_key].append(ds)
+        for target in targets:
+            groups[target].append(ds)
     slides: list[Slide] = []
     for key in sorted(groups):
         try:
@@ -1543,7 +1558,8 @@ async def find_slides(
                     correct_color=correct_color,
                 )
             )
-        except DicomSlideError:
+        except DicomSlideError as error:
             if fail_on_error:
                 raise
+            logger.warning("find_slides skips %s: %s", describe(groups[key]), error)
     return slides

@@ -36,7 +36,7 @@ import os
 import pathlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Final, Literal
+from typing import Final, Literal, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -720,13 +720,14 @@ def expected_tile(
     dtype = np.uint16 if spec.bits == 16 else np.uint8
     shape = (th, tw, spec.samples_per_pixel)
     if spec.edge_padding == "random":
-        rng = np.random.default_rng([spec.seed, level, tile_row, tile_column, channel, focal_plane])
+        place = [spec.seed, level, tile_row, tile_column, channel, focal_plane]
+        rng = np.random.default_rng(place)
         tile = rng.integers(0, np.iinfo(dtype).max + 1, size=shape, dtype=dtype)
     else:
         value = 0 if spec.edge_padding == "zero" else _padding_value(spec)
         tile = np.full(shape, value, dtype=dtype)
     tile[: data.shape[0], : data.shape[1]] = data
-    return tile
+    return cast(PixelArray, tile)
 
 
 def frame_position_mm(spec: SlideSpec, level: int, row: int, column: int) -> tuple[float, float]:

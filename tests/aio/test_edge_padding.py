@@ -101,12 +101,14 @@ async def check_edge_reads(slide: dicomslide.Slide, spec: SlideSpec) -> int:
             region[:30, :40],
             expected_pixels(spec, level, 0, 0, slice(rows - 30, rows), slice(cols - 40, cols)),
         )
-        assert (region[30:] == fill).all() and (region[:, 40:] == fill).all()
+        assert (region[30:] == fill).all()
+        assert (region[:, 40:] == fill).all()
         checks += 1
         # NumPy-style slicing clips to the matrix, so it never sees padding.
         sliced = await matrix[rows - 20 :, cols - 300 :]
         np.testing.assert_array_equal(
-            sliced, expected_pixels(spec, level, 0, 0, slice(rows - 20, rows), slice(cols - 300, cols))
+            sliced,
+            expected_pixels(spec, level, 0, 0, slice(rows - 20, rows), slice(cols - 300, cols)),
         )
         checks += 1
         # matrix[i]: edge tiles at full tile size, padded with the fill value. Read twice: the
@@ -122,7 +124,8 @@ async def check_edge_reads(slide: dicomslide.Slide, spec: SlideSpec) -> int:
                     tile[:h, :w],
                     expected_pixels(spec, level, 0, 0, slice(r0, r0 + h), slice(c0, c0 + w)),
                 )
-                assert (tile[h:] == fill).all() and (tile[:, w:] == fill).all()
+                assert (tile[h:] == fill).all()
+                assert (tile[:, w:] == fill).all()
                 checks += 1
         stack = await matrix[[gc - 1, gr * gc - 1]]
         assert (stack[1, rows - (gr - 1) * th :] == fill).all()
@@ -137,7 +140,8 @@ async def check_edge_reads(slide: dicomslide.Slide, spec: SlideSpec) -> int:
             piece[:inside_r, :inside_c],
             expected_pixels(spec, level, 0, 0, slice(r0, rows), slice(c0, cols)),
         )
-        assert (piece[inside_r:] == fill).all() and (piece[:, inside_c:] == fill).all()
+        assert (piece[inside_r:] == fill).all()
+        assert (piece[:, inside_c:] == fill).all()
         checks += 1
         # Bulk streaming crops edge tiles to the matrix.
         async for tile in dicomslide.iter_tiles(slide, level, ordered=True):
@@ -173,7 +177,8 @@ async def test_edge_padding_local(folders: dict[str, Path], name: str) -> None:
     # The file holds the padding exactly as written (lossless), so the fix is what hides it.
     level0 = sorted(folders[name].glob("*_volume_L0.dcm"))[0]
     ds = pydicom.dcmread(level0)
-    assert ds.TotalPixelMatrixColumns % ds.Columns and ds.TotalPixelMatrixRows % ds.Rows
+    assert ds.TotalPixelMatrixColumns % ds.Columns
+    assert ds.TotalPixelMatrixRows % ds.Rows
     async with dicomslide.DICOMfileClient(folders[name]) as client:
         (slide,) = await dicomslide.find_slides(client)
         assert await check_edge_reads(slide, spec) == 2 * 12

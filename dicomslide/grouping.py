@@ -1,0 +1,286 @@
+"""Which slide microscopy images form one slide (sans-IO), for :func:`dicomslide.find_slides`.
+
+Rule
+----
+1. Images are first grouped by Frame of Reference UID and Container Identifier (images without
+   a Frame of Reference UID: by study, series and container).
+2. Groups of one container that share a series (or a Pyramid UID) are merged when they are
+   levels of one pyramid: some converters give every level its own Frame of Reference UID. A
+   group joins when its VOLUME/THUMBNAIL images have total pixel matrix sizes no other group
+   has, the same Image Orientation (Slide), the same imaged volume and physical extent, and
+   centres within the pyramid tolerance of the base level. Two scans of one slide in one
+   series (same level sizes, or another area) stay apart. Groups of that series without
+   VOLUME/THUMBNAIL images (a label or overview with its own frame of reference) join the
+   merged slide.
+3. A group without any VOLUME or THUMBNAIL image (a LABEL or OVERVIEW alone) is not a slide:
+   the search skips it and logs a warning naming its series (see :func:`describe`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+from pydicom import Dataset
+
+from dicomslide._tags import (
+    CONTAINER_IDENTIFIER as _CONTAINER_IDENTIFIER,
+    FRAME_OF_REFERENCE_UID as _FRAME_OF_REFERENCE_UID,
+    IMAGE_ORIENTATION_SLIDE as _IMAGE_ORIENTATION_SLIDE,
+    SERIES_INSTANCE_UID as _SERIES_INSTANCE_UID,
+    STUDY_INSTANCE_UID as _STUDY_INSTANCE_UID,
+    TOTAL_PIXEL_MATRIX_COLUMNS as _TOTAL_PIXEL_MATRIX_COLUMNS,
+    TOTAL_PIXEL_MATRIX_ROWS as _TOTAL_PIXEL_MATRIX_ROWS,
+)
+from dicomslide.enums import ImageFlavors
+from dicomslide.errors import DicomSlideError
+from dicomslide.perframe import get_value
+from dicomslide.utils import (
+    compute_image_center_position,
+    get_image_flavor,
+    get_image_pixel_spacing,
+)
+
+__all__ = [
+    "describe",
+    "frames_of_reference",
+    "merge_split_pyramids",
+    "pyramid_images",
+    "slide_key",
+]
+
+SlideKey = tuple[str, ...]
+
+_PYRAMID_FLAVORS = (ImageFlavors.VOLUME, ImageFlavors.THUMBNAIL)
+
+
+def slide_key(ds: Dataset) -> SlideKey:
+    """Key of the first grouping step (rule 1 of the module notes).
+
+    Parameters
+    ----------
+    ds: pydicom.Dataset
+        Image metadata
+
+    Returns
+    -------
+    tuple[str, ...]
+        ``("FOR", frame of reference, container)`` or
+        ``("SERIES", study, series, container)``
+    """
+    container = str(get_value(ds, _CONTAINER_IDENTIFIER, "") or "")
+    frame_of_reference = str(get_value(ds, _FRAME_OF_REFERENCE_UID, "") or "")
+    if frame_of_reference:
+        return ("FOR", frame_of_reference, container)
+    return ("SERIES", _text(ds, _STUDY_INSTANCE_UID), _text(ds, _SERIES_INSTANCE_UID), container)
+
+
+def _text(ds: Dataset, tag: int) -> str:
+    return str(get_value(ds, tag, "") or "")
+
+
+def pyramid_images(datasets: Iterable[Dataset]) -> list[Dataset]:
+    """The VOLUME and THUMBNAIL images among slide microscopy images.
+
+    Parameters
+    ----------
+    datasets: Iterable[pydicom.Dataset]
+        Image metadata
+
+    Returns
+    -------
+    list[pydicom.Dataset]
+        Images whose flavor is VOLUME or THUMBNAIL (images whose flavor cannot be told are
+        left out)
+    """
+    out = []
+    for ds in datasets:
+        try:
+            if get_image_flavor(ds) in _PYRAMID_FLAVORS:
+                out.append(ds)
+        except DicomSlideError:
+            continue
+    return out
+
+
+def frames_of_reference(datasets: Iterable[Dataset]) -> set[str]:
+    """Frame of Reference UIDs of images.
+
+    Parameters
+    ----------
+    datasets: Iterable[pydicom.Dataset]
+        Image metadata
+
+    Returns
+    -------
+    set[str]
+        The non-empty Frame of Reference UIDs
+    """
+    return {uid for ds in datasets if (uid := _text(ds, _FRAME_OF_REFERENCE_UID))}
+
+
+def describe(datasets: Sequence[Dataset]) -> str:
+    """Name the series of a group of images, for warnings.
+
+    Parameters
+    ----------
+    datasets: Sequence[pydicom.Dataset]
+        Image metadata
+
+    Returns
+    -------
+    str
+        Study and series UIDs, container, and the flavors of the images
+    """
+    series = sorted(
+        {(_text(ds, _STUDY_INSTANCE_UID), _text(ds, _SERIES_INSTANCE_UID)) for ds in datasets}
+    )
+    flavors = []
+    for ds in datasets:
+        try:
+            flavors.append(get_image_flavor(ds).value)
+        except DicomSlideError:
+            flavors.append("unknown")
+    containers = sorted({_text(ds, _CONTAINER_IDENTIFIER) for ds in datasets})
+    names = "; ".join(f"study {st} series {se}" for st, se in series)
+    return (
+        f"{names} (container {', '.join(repr(c) for c in containers)}; "
+        f"{len(datasets)} image(s): {', '.join(sorted(flavors))})"
+    )
+
+
+def _size(ds: Dataset) -> tuple[int, int]:
+    return int(get_value(ds, _TOTAL_PIXEL_MATRIX_ROWS)), int(
+        get_value(ds, _TOTAL_PIXEL_MATRIX_COLUMNS)
+    )
+
+
+def _orientation(ds: Dataset) -> tuple[int, ...]:
+    values = ds.get("ImageOrientationSlide") or get_value(ds, _IMAGE_ORIENTATION_SLIDE) or []
+    return tuple(round(float(v)) for v in values)
+
+
+def _imaged_volume(ds: Dataset) -> tuple[float, float] | None:
+    width, height = ds.get("ImagedVolumeWidth"), ds.get("ImagedVolumeHeight")
+    if width in (None, "") or height in (None, ""):
+        return None
+    return float(width), float(height)
+
+
+def _extent(ds: Dataset) -> tuple[float, float, float]:
+    """Physical (height, width) in mm of the total pixel matrix, and the coarser spacing."""
+    rows, cols = _size(ds)
+    spacing_r, spacing_c = get_image_pixel_spacing(ds)
+    return rows * spacing_r, cols * spacing_c, max(spacing_r, spacing_c)
+
+
+def _volume_sizes(datasets: Sequence[Dataset]) -> set[tuple[int, int]]:
+    # Thumbnails may repeat a level's size; only VOLUME images say "another scan".
+    return {_size(ds) for ds in datasets if get_image_flavor(ds) is ImageFlavors.VOLUME}
+
+
+def _lines_up(base: Sequence[Dataset], joining: Sequence[Dataset], tolerance: float) -> bool:
+    """Whether the pyramid images ``joining`` are further levels of the pyramid ``base``."""
+    try:
+        if _volume_sizes(base) & _volume_sizes(joining):
+            return False  # the same level twice: another scan, not another level
+        first = max(base, key=lambda ds: math.prod(_size(ds)))
+        orientation = _orientation(first)
+        volume = _imaged_volume(first)
+        height, width, _ = _extent(first)
+        cx, cy, _ = compute_image_center_position(first)
+        for ds in joining:
+            if _orientation(ds) != orientation:
+                return False
+            other_volume = _imaged_volume(ds)
+            if (
+                volume is not None
+                and other_volume is not None
+                and max(abs(a - b) for a, b in zip(volume, other_volume, strict=True)) > tolerance
+            ):
+                return False
+            h, w, spacing = _extent(ds)
+            # A coarser level may be up to one of its pixels smaller or larger (rounding).
+            if max(abs(h - height), abs(w - width)) > tolerance + spacing:
+                return False
+            x, y, _ = compute_image_center_position(ds)
+            if math.hypot(x - cx, y - cy) > tolerance:
+                return False
+    except (DicomSlideError, AttributeError, KeyError, TypeError, ValueError):
+        return False  # geometry that cannot be compared is not merged
+    return True
+
+
+def _links(key: SlideKey, datasets: Sequence[Dataset]) -> set[tuple[str, ...]]:
+    container = key[-1]
+    out: set[tuple[str, ...]] = set()
+    for ds in datasets:
+        study, series = _text(ds, _STUDY_INSTANCE_UID), _text(ds, _SERIES_INSTANCE_UID)
+        out.add(("SERIES", study, series, container))
+        pyramid_uid = str(ds.get("PyramidUID", "") or "")
+        if pyramid_uid:
+            out.add(("PYRAMID", pyramid_uid, container))
+    return out
+
+
+def merge_split_pyramids(
+    groups: dict[SlideKey, list[Dataset]], tolerance: float
+) -> dict[SlideKey, list[Dataset]]:
+    """Merge first-step groups that are levels of one pyramid (rule 2 of the module notes).
+
+    Parameters
+    ----------
+    groups: dict[tuple[str, ...], list[pydicom.Dataset]]
+        Slide microscopy images by :func:`slide_key`
+    tolerance: float
+        Largest tolerated distance (mm) between centres of levels, and between imaged volumes
+
+    Returns
+    -------
+    dict[tuple[str, ...], list[pydicom.Dataset]]
+        Groups after merging; a merged group keeps the key of its group with the largest image
+    """
+    keys = [k for k in groups if k[0] == "FOR"]
+    # Connected components of groups that share a series or Pyramid UID in one container.
+    owner: dict[tuple[str, ...], SlideKey] = {}
+    parent: dict[SlideKey, SlideKey] = {k: k for k in keys}
+
+    def find(k: SlideKey) -> SlideKey:
+        while parent[k] != k:
+            parent[k] = parent[parent[k]]
+            k = parent[k]
+        return k
+
+    for key in keys:
+        for link in _links(key, groups[key]):
+            other = owner.setdefault(link, key)
+            if other != key:
+                parent[find(key)] = find(other)
+    components: dict[SlideKey, list[SlideKey]] = {}
+    for key in keys:
+        components.setdefault(find(key), []).append(key)
+    merged = dict(groups)
+    for members in components.values():
+        if len(members) < 2:
+            continue
+        pyramids = {k: pyramid_images(groups[k]) for k in members}
+        with_pyramid = sorted(
+            (k for k in members if pyramids[k]),
+            key=lambda k: (-max(math.prod(_size(ds)) for ds in pyramids[k]), k),
+        )
+        slides: list[tuple[SlideKey, list[Dataset]]] = []
+        for key in with_pyramid:
+            for target, base in slides:
+                if _lines_up(base, pyramids[key], tolerance):
+                    base.extend(pyramids[key])
+                    merged[target].extend(merged.pop(key))
+                    break
+            else:
+                slides.append((key, list(pyramids[key])))
+        if len(slides) == 1:
+            # Labels and overviews of the series with a frame of reference of their own.
+            target = slides[0][0]
+            for key in members:
+                if not pyramids[key] and key in merged:
+                    merged[target].extend(merged.pop(key))
+    return merged
