@@ -13,7 +13,9 @@ Fill values
 -----------
 Pixels with no frame (missing tiles of TILED_SPARSE images, slide regions outside the scanned
 area) are white (255 or the maximum value) for colour images and 0 for monochrome images,
-segmentations and parametric maps.
+segmentations and parametric maps. So are pixels past Total Pixel Matrix Rows/Columns inside
+edge frames: converters pad those frames with black, white or leftovers, and that padding is
+never copied (:func:`dicomslide.geometry.iter_tiles_in_region` clips to the matrix).
 """
 
 from __future__ import annotations
@@ -319,7 +321,8 @@ class TotalPixelMatrix:
     region (negative indices and clipping exactly as NumPy), while a one-dimensional index gives
     tiles of the flattened tile grid: ``await matrix[0]`` is one tile,
     ``await matrix[[0, 1, 5]]`` and ``await matrix[2:6]`` are stacks of tiles. Tiles at the right
-    and bottom edges are returned at full tile size, padded with the fill value.
+    and bottom edges are returned at full tile size, padded with the fill value (not with the
+    padding stored in the frame).
 
     Parameters
     ----------
@@ -599,7 +602,7 @@ class TotalPixelMatrix:
         return await self._state.read(self._channel, self._plane, offset, size)
 
     async def read_tiles(self, indices: Sequence[int]) -> np.ndarray:
-        """Read whole tiles (edge tiles padded to full size).
+        """Read whole tiles (edge tiles padded to full size with the fill value).
 
         Parameters
         ----------

@@ -4,7 +4,9 @@ How images become a slide
 -------------------------
 * Images are grouped into slides by Frame of Reference UID and Container Identifier. Images
   without a Frame of Reference UID (some converters omit it) are grouped by Study Instance UID,
-  Series Instance UID and Container Identifier instead.
+  Series Instance UID and Container Identifier instead. Groups of one series (or Pyramid UID)
+  that are levels of one pyramid are merged, and groups without a VOLUME or THUMBNAIL image
+  are skipped with a warning (see :mod:`dicomslide.grouping`).
 * Derived images (Segmentations, Parametric Maps) join the slides in their frame of
   reference. A slide without a Frame of Reference UID gets those that name its series in their
   Referenced Series Sequence (Common Instance Reference module), whatever their own frame of
@@ -203,6 +205,12 @@ class Slide:
         Largest tolerated distance (mm) between the centres of images at different levels
     correct_color: bool, optional
         Whether colour images are transformed from their ICC profile to sRGB
+
+    Raises
+    ------
+    dicomslide.errors.InvalidDataError
+        When an image lacks a required attribute, no image is a VOLUME or THUMBNAIL image
+        (the message names their series), or levels are not aligned
     """
 
     def __init__(
@@ -1384,7 +1392,10 @@ async def find_slides(
     the slide are then found by an instance-level search on its Frame of Reference UID. When a
     source rejects these searches (or they find nothing), the metadata of every candidate series
     is fetched and filtered here instead. Metadata is fetched concurrently, one request per
-    series, and images are grouped into slides (see the module notes).
+    series, and images are grouped into slides (see the module notes and
+    :mod:`dicomslide.grouping`). The search returns the slides it can build: groups of images
+    without a VOLUME or THUMBNAIL image are skipped, with a warning on the ``dicomslide.slide``
+    logger naming their study and series.
 
     ``specimen_stains`` and ``optical_path_ids`` are checked on the metadata: a slide
     microscopy image is kept if its specimen description lists *any* of the stains (coded
@@ -1411,7 +1422,9 @@ async def find_slides(
         Largest tolerated distance (mm) between image centres of different levels
     fail_on_error: bool, optional
         Whether an error fetching the metadata of one series or building one slide is raised;
-        if False that series or slide is skipped
+        if False that series or slide is skipped and a warning names it. Images that cannot
+        form a slide (a LABEL or OVERVIEW without VOLUME images beside it) are not an error:
+        they are skipped with a warning either way
     include_derived: bool, optional
         Whether Segmentations and Parametric Maps become channels of the slides they belong to
     specimen_stains: Sequence[pydicom.sr.coding.Code | highdicom.sr.CodedConcept] | None
