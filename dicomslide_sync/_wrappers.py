@@ -1153,7 +1153,9 @@ def find_slides(
     pyramid_tolerance: float, optional
         Largest tolerated distance (mm) between image centres of different levels
     fail_on_error: bool, optional
-        Whether an error building one slide is raised; if False the slide is skipped
+        Whether an error reading one series or building one slide is raised; if False it is
+        skipped with a warning. A LABEL or OVERVIEW without VOLUME images beside it is skipped
+        with a warning either way
     include_derived: bool, optional
         Whether Segmentations and Parametric Maps become channels
     specimen_stains: Sequence[pydicom.sr.coding.Code | highdicom.sr.CodedConcept] | None
