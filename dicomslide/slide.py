@@ -74,8 +74,6 @@ from dicomslide.utils import (
 __all__ = ["Slide", "find_slides"]
 
 _WSI_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.77.1.6"
-
-logger = logging.getLogger(__name__)
 _DERIVED_SOP_CLASSES = {_SEGMENTATION_SOP_CLASS, _PARAMETRIC_MAP_SOP_CLASS}
 
 
@@ -99,6 +97,9 @@ _POSITIVE_INTS = (
     ("TotalPixelMatrixRows", TOTAL_PIXEL_MATRIX_ROWS),
     ("TotalPixelMatrixColumns", TOTAL_PIXEL_MATRIX_COLUMNS),
 )
+
+#: Where find_slides reports what it skips (images that cannot form a slide).
+logger = logging.getLogger(__name__)
 
 
 def validate_image_metadata(ds: Dataset) -> None:
