@@ -49,6 +49,7 @@ a level that does not exist reads as a transparent image, errors are also
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import io
 import math
@@ -109,6 +110,12 @@ _INTEGER_VRS = frozenset({"SL", "SS", "SV", "UL", "US", "UV"})
 # libdicom (OpenSlide 4.0.1) keeps the values of these as one backslash-joined string: checked
 # against OpenSlide on files with two values of each string VR.
 _SINGLE_STRING_VRS = frozenset({"AS", "DA", "IS", "LO", "LT", "ST", "UR", "UT"})
+
+
+@functools.cache
+def _srgb_profile_bytes() -> bytes:
+    # One object: openslide-python hands out the same profile bytes with every image.
+    return bytes(ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
 
 
 def _format_double(value: float) -> str:
@@ -216,6 +223,8 @@ class OpenSlide:
         for level in levels[1:]:
             level.downsample = (h0 / level.height + w0 / level.width) / 2.0
         self._levels = levels
+        self._fetched_profiles: dict[int, bytes] = {}
+        self._profiles_loaded = False
         self._profile_bytes = self._find_profile()
         self._properties = self._build_properties()
 
@@ -242,6 +251,7 @@ class OpenSlide:
 
     async def __aenter__(self) -> OpenSlide:
         self._check_open()
+        await self._load_profiles()
         return self
 
     async def __aexit__(
@@ -401,18 +411,21 @@ class OpenSlide:
         Returns
         -------
         PIL.ImageCms.ImageCmsProfile | None
-            The profile, or None when the slide has none
+            The profile, or None when the slide has none. A profile that is bulk data
+            (DICOMweb) is known once the object was opened by :func:`open_slide`, entered
+            with ``async with`` or read from.
         """
         self._check_open()
         if self._profile_bytes is None:
             return None
         return ImageCms.ImageCmsProfile(io.BytesIO(self._profile_bytes))
 
-    def _find_profile(self, metadata: Dataset | None = None) -> bytes | None:
-        if metadata is None:
-            metadata = self._levels[0].image.metadata
-        profile = b""
-        for item in metadata.get("OpticalPathSequence", []):
+    def _find_profile(self, image: TiledImage | None = None) -> bytes | None:
+        if image is None:
+            image = self._levels[0].image
+        metadata = image.metadata
+        profile = self._fetched_profiles.get(id(image), b"")
+        for item in [] if profile else metadata.get("OpticalPathSequence", []):
             value = item.get("ICCProfile")
             if value:
                 profile = bytes(value)
@@ -424,9 +437,23 @@ class OpenSlide:
         # A slide that corrects colour already delivers sRGB, so the stored profile no longer
         # describes the pixels. Slide has no public accessor for the setting yet.
         if self._slide.correct_color and metadata.get("SamplesPerPixel") == 3:
-            srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
-            return bytes(srgb.tobytes())
+            return _srgb_profile_bytes()
         return profile
+
+    async def _load_profiles(self) -> None:
+        """Fetch ICC profiles that are bulk data (DICOMweb), once, before they are reported."""
+        if self._profiles_loaded:
+            return
+        for image in [self._levels[0].image, *self._associated_sources().values()]:
+            # The image's own fetch (shared with its colour transform and equal levels).
+            state = image._state
+            if state.icc_profile_uri() is not None:
+                owner = state.icc_donor or state
+                self._fetched_profiles[id(image)] = await owner._once("icc", owner.icc_profile)
+        self._profiles_loaded = True
+        if self._fetched_profiles:
+            self._profile_bytes = self._find_profile()
+            self._properties = self._build_properties()
 
     def _build_properties(self) -> dict[str, str]:
         base = self._levels[0].image.metadata
@@ -470,7 +497,7 @@ class OpenSlide:
             rows, columns = image.size
             props[f"openslide.associated.{name}.width"] = str(columns)
             props[f"openslide.associated.{name}.height"] = str(rows)
-            profile = self._find_profile(image.metadata)
+            profile = self._find_profile(image)
             if profile is not None:
                 props[f"openslide.associated.{name}.icc-size"] = str(len(profile))
         return props
@@ -523,13 +550,14 @@ class OpenSlide:
             If the slide has no such image
         """
         self._check_open()
+        await self._load_profiles()
         sources = self._associated_sources()
         source = sources.get(_ASSOCIATED_ALIASES.get(name, name))
         if source is None:
             raise KeyError(name)
         array = await source.get_image_region((0, 0), source.size, 0, 0)
         image = _opaque_rgba(array)
-        profile = self._find_profile(source.metadata)
+        profile = self._find_profile(source)
         if profile is not None:
             image.info["icc_profile"] = (
                 self._profile_bytes if profile == self._profile_bytes else profile
@@ -590,6 +618,7 @@ class OpenSlide:
             If the size is negative (also an ``openslide.OpenSlideError``)
         """
         self._check_open()
+        await self._load_profiles()
         x, y = _int_pair(location, "Location")
         w, h = _int_pair(size, "Size")
         if isinstance(level, bool) or not isinstance(level, int | np.integer):
@@ -1019,6 +1048,7 @@ async def _open_slide(
         osr = OpenSlide(
             slides[0], channel_index=channel_index, focal_plane_index=focal_plane_index
         )
+        await osr._load_profiles()
     except BaseException:
         if owned is not None:
             await owned.aclose()

@@ -41,6 +41,8 @@ class OpenSlide:
         Zero-based channel served; it must have 8-bit pixels (RGB, or monochrome served as grey)
     focal_plane_index: int, optional
         Zero-based focal plane served
+    **kwargs: Any
+        When ``slide`` is a path or URL: passed to :func:`open_slide` (e.g. ``correct_color``)
 
     Raises
     ------
@@ -56,20 +58,31 @@ class OpenSlide:
         *,
         channel_index: int = 0,
         focal_plane_index: int = 0,
+        **kwargs: Any,
     ) -> None:
         self._filename: Any = None
         if isinstance(slide, str | os.PathLike):
             self._async = run(
                 _aio.open_slide(
-                    slide, channel_index=channel_index, focal_plane_index=focal_plane_index
+                    slide,
+                    channel_index=channel_index,
+                    focal_plane_index=focal_plane_index,
+                    **kwargs,
                 )
             )
             self._filename = slide
             return
+        if kwargs:
+            raise dicomslide.RegionError(
+                f"Options {sorted(kwargs)} apply when opening a path or URL; a slide given "
+                "as an object was opened with its own options already."
+            )
         inner = slide.async_slide if isinstance(slide, Slide) else slide
         self._async = _aio.OpenSlide(
             inner, channel_index=channel_index, focal_plane_index=focal_plane_index
         )
+        # Profiles that are bulk data (DICOMweb) are known before anyone asks for them.
+        run(self._async._load_profiles())
 
     @classmethod
     def _wrap(cls, osr: _aio.OpenSlide) -> OpenSlide:

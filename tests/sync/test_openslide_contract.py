@@ -322,11 +322,13 @@ def test_every_dicom_property_equals_openslides(pair: tuple[Any, OpenSlide]) -> 
     assert got["dicom.FrameIncrementPointer[3]"] == str(0x0013)
 
 
-def _profile_bytes(profile: ImageCms.ImageCmsProfile) -> bytes:
+def _unstamped(data: bytes) -> bytes:
     # Serialising a profile stamps the current time into its header (bytes 24-35).
-    data = bytearray(profile.tobytes())
-    data[24:36] = bytes(12)
-    return bytes(data)
+    return data[:24] + bytes(12) + data[36:]
+
+
+def _profile_bytes(profile: ImageCms.ImageCmsProfile) -> bytes:
+    return _unstamped(profile.tobytes())
 
 
 def test_color_profile_uncorrected_is_openslides(
@@ -368,9 +370,9 @@ def test_color_corrected_default_reports_srgb(files: list[Path]) -> None:
         )
         region = ((10, 20), 0, (50, 40))
         got = ours.read_region(*region)
-        assert got.info["icc_profile"] == srgb
+        assert _unstamped(got.info["icc_profile"]) == _unstamped(srgb)
         for image in ours.associated_images.values():
-            assert image.info["icc_profile"] == srgb
+            assert image.info["icc_profile"] is got.info["icc_profile"]
         # Our pixels are OpenSlide's converted from the slide's profile to sRGB.
         raw = ref.read_region(*region).convert("RGB")
         transform = ImageCms.buildTransform(
