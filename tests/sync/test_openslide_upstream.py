@@ -48,3 +48,54 @@ def test_upstream_methods_on_a_local_file(
     target = slide_files(fixtures, tmp_path)[slide]
     summary = compare_with_openslide(modules, methods, target, make_our_opener(str(target)))
     check_and_report(request, f"local {slide}", summary)
+
+
+def _property_differences(reference_file: Path, folder: Path) -> dict[str, Any]:
+    import openslide
+
+    from dicomslide_sync.openslide import open_slide
+
+    reference = openslide.OpenSlide(str(reference_file))
+    expected = dict(reference.properties)
+    reference.close()
+    with open_slide(folder, correct_color=False) as ours:
+        got = dict(ours.properties)
+    return {
+        k: (expected.get(k), got.get(k))
+        for k in sorted({*expected, *got})
+        if expected.get(k) != got.get(k)
+    }
+
+
+def test_every_property_of_openslides_dicom_fixture(
+    upstream: tuple[dict[str, Any], list[tuple[str, str, str]], Path], tmp_path: Path
+) -> None:
+    target = slide_files(upstream[2], tmp_path)["boxes"]
+    differences = _property_differences(target, target.parent)
+    # Only the two properties we define in addition (README): every dicom.* key and value,
+    # and every other openslide.* property, are OpenSlide's.
+    assert sorted(differences) == ["openslide.background-color", "openslide.comment"]
+    assert differences["openslide.background-color"] == (None, "FFFFFF")
+
+
+@pytest.mark.parametrize("max_size_mb", [0, 1])
+def test_every_property_of_dicomizer_output(max_size_mb: int, tmp_path: Path) -> None:
+    from tests.support.system import require
+    from tests.support.thirdparty import (
+        DICOMIZER_SAMPLE_DATASET,
+        find_dicomizer,
+        make_dicomizer_slide,
+        make_openslide_compatible,
+    )
+
+    require(find_dicomizer(), "OrthancWSIDicomizer (Debian package orthanc-wsi)")
+    typed = make_dicomizer_slide(
+        tmp_path / "cache",
+        compression="jpeg",
+        max_size_mb=max_size_mb,
+        dataset=DICOMIZER_SAMPLE_DATASET,
+        levels=3,
+    )
+    fixed = make_openslide_compatible(typed, tmp_path / "openslide")
+    differences = _property_differences(fixed[0], fixed[0].parent)
+    assert differences == {"openslide.background-color": (None, "FFFFFF")}
