@@ -38,6 +38,9 @@ Deviations
   DICOM has no bounds, so ``openslide.bounds-*`` are not defined (as in OpenSlide).
 * Associated images can also be looked up under the keys ``LABEL`` and ``OVERVIEW`` of
   dicomslide 0.7 (they are not listed, so that iteration and repr equal OpenSlide's).
+* Text values lose their trailing spaces (as pydicom reads them); OpenSlide keeps them.
+* Errors do not latch: after a failed read the object stays usable (a transient DICOMweb
+  failure must not kill it); closing twice is harmless. README.md lists every difference.
 
 The contract around the pixels is openslide-python's (see :mod:`dicomslide._openslide_compat`):
 a level that does not exist reads as a transparent image, errors are also

@@ -387,3 +387,34 @@ def test_color_corrected_default_reports_srgb(files: list[Path]) -> None:
         assert np.abs(ours_rgb - np.asarray(raw).astype(int)).max() > 3
         assert np.abs(ours_rgb - converted).max() <= 1
     ref.close()
+
+
+def test_read_errors_are_openslide_errors_but_do_not_latch(tmp_path: Path) -> None:
+    from pydicom.encaps import encapsulate, generate_frames
+
+    from dicomslide.errors import DecodeError
+
+    spec = SlideSpec(size=(512, 512), tile_size=(256, 256), levels=1, label=False, overview=False)
+    files = write_slide(tmp_path, spec)
+    ds = pydicom.dcmread(files[0])
+    frames = list(generate_frames(ds.PixelData, number_of_frames=int(ds.NumberOfFrames)))
+    frames[0] = b"\xff\xd8\xff\xe0 not a JPEG stream" + bytes(10)  # top left tile
+    ds.PixelData = encapsulate(frames, has_bot=True)
+    ds.save_as(files[0])
+    ref = openslide.OpenSlide(str(files[0]))
+    assert isinstance(
+        _raises(lambda: ref.read_region((0, 0), 0, (10, 10))), openslide.OpenSlideError
+    )
+    # OpenSlide latches the error: the handle is dead from now on.
+    assert isinstance(
+        _raises(lambda: ref.properties["openslide.vendor"]), openslide.OpenSlideError
+    )
+    ref.close()
+    with open_slide(tmp_path, correct_color=False) as ours:
+        exc = _raises(lambda: ours.read_region((0, 0), 0, (10, 10)))
+        assert isinstance(exc, openslide.OpenSlideError)
+        assert isinstance(exc, DecodeError)
+        assert "frame 1" in str(exc)
+        # Deliberately no latch (README): other tiles and the metadata still work.
+        assert ours.properties["openslide.vendor"] == "dicom"
+        assert np.asarray(ours.read_region((300, 300), 0, (10, 10)))[..., 3].min() == 255
