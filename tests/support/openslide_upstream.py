@@ -403,3 +403,16 @@ def check_and_report(request: Any, label: str, summary: dict[str, Any]) -> None:
     # The known differences are real, not stale.
     assert set(summary["differing"]) == allowed
     assert summary["methods"] >= 25
+
+
+def load_multiserver_example(tests_dir: Path) -> types.ModuleType:
+    """openslide-python's multi-slide Deep Zoom server example (needs Flask), imported."""
+    path = tests_dir.parent / "examples" / "deepzoom" / "deepzoom_multiserver.py"
+    name = "_openslide_upstream_deepzoom_multiserver"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # Flask finds its templates through the module's file
+    spec.loader.exec_module(module)
+    return module
