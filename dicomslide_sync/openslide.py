@@ -16,13 +16,16 @@ from PIL import Image, ImageCms
 
 import dicomslide
 from dicomslide import openslide as _aio
-from dicomslide._openslide_compat import AssociatedImageMap, OpenSlideCache, detect_format
+from dicomslide._openslide_compat import (
+    AssociatedImageMap,
+    OpenSlideCache,
+    as_openslide_error,
+    detect_format,
+)
 from dicomslide_sync._portal import run
 from dicomslide_sync._wrappers import Slide
 
 __all__ = ["OpenSlide", "OpenSlideCache", "open_slide"]
-
-_ALIASES = {"LABEL": "label", "OVERVIEW": "macro"}
 
 
 def _unwrap(client: Any) -> Any:
@@ -73,9 +76,11 @@ class OpenSlide:
             self._filename = slide
             return
         if kwargs:
-            raise dicomslide.RegionError(
-                f"Options {sorted(kwargs)} apply when opening a path or URL; a slide given "
-                "as an object was opened with its own options already."
+            raise as_openslide_error(
+                dicomslide.RegionError(
+                    f"Options {sorted(kwargs)} apply when opening a path or URL; a slide "
+                    "given as an object was opened with its own options already."
+                )
             )
         inner = slide.async_slide if isinstance(slide, Slide) else slide
         self._async = _aio.OpenSlide(
@@ -232,7 +237,7 @@ class OpenSlide:
             osr.associated_image_names,
             lambda name: run(osr.read_associated_image(name)),
             osr._check_open,
-            _ALIASES,
+            _aio._ASSOCIATED_ALIASES,
         )
 
     def get_best_level_for_downsample(self, downsample: float) -> int:

@@ -23,6 +23,7 @@ from pydicom.datadict import tag_for_keyword
 from pydicom.uid import ExplicitVRLittleEndian
 
 import dicomslide
+import dicomslide_sync
 from dicomslide import _openslide_compat
 from dicomslide.errors import DicomSlideError, NotFoundError, RegionError, UsageError
 from dicomslide.synthetic import SlideSpec, write_slide
@@ -418,3 +419,13 @@ def test_read_errors_are_openslide_errors_but_do_not_latch(tmp_path: Path) -> No
         # Deliberately no latch (README): other tiles and the metadata still work.
         assert ours.properties["openslide.vendor"] == "dicom"
         assert np.asarray(ours.read_region((300, 300), 0, (10, 10)))[..., 3].min() == 255
+
+
+def test_open_options_only_with_a_path(files: list[Path]) -> None:
+    sync_client = dicomslide_sync.DICOMfileClient(files[0].parent)
+    slide = dicomslide_sync.find_slides(sync_client)[0]
+    with pytest.raises(RegionError, match="correct_color") as info:
+        OpenSlide(slide, correct_color=False)
+    assert isinstance(info.value, openslide.OpenSlideError)
+    with OpenSlide(str(files[0]), correct_color=False) as osr:
+        assert osr.level_count == SPEC.num_levels
