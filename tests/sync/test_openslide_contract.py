@@ -69,11 +69,12 @@ MULTI_VALUED: list[tuple[str, str, list[Any]]] = [
 
 def _write(folder: Path, spec: SlideSpec, *, extra: bool = True) -> list[Path]:
     files = write_slide(folder, spec)
+    profile = wide_gamut_profile()  # one object: its header carries the time it was made
     for path in files:
         ds = pydicom.dcmread(path)
         for item in ds.get("OpticalPathSequence", []):
             if "ICCProfile" in item:
-                item.ICCProfile = wide_gamut_profile()
+                item.ICCProfile = profile
         if extra:
             for keyword, vr, values in MULTI_VALUED:
                 ds.add_new(tag_for_keyword(keyword), vr, values if len(values) > 1 else values[0])
