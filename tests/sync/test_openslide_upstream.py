@@ -83,6 +83,7 @@ def test_every_property_of_openslides_dicom_fixture(
     assert differences["openslide.background-color"] == (None, "FFFFFF")
 
 
+@pytest.mark.integration  # needs the OrthancWSIDicomizer system package
 @pytest.mark.parametrize("max_size_mb", [0, 1])
 def test_every_property_of_dicomizer_output(max_size_mb: int, tmp_path: Path) -> None:
     from tests.support.system import require
