@@ -40,7 +40,7 @@ from dicomslide.errors import (
 from dicomslide.frames import CacheStats
 from dicomslide.geometry import compute_frame_positions
 from dicomslide.image import TiledImage, TotalPixelMatrix
-from dicomslide.openslide import OpenSlide, open_slide
+from dicomslide.openslide import OpenSlide, OpenSlideCache, open_slide
 from dicomslide.pyramid import Pyramid, PyramidLevel
 from dicomslide.runtime import get_cache_stats
 from dicomslide.sampler import TotalPixelMatrixSampler
@@ -99,6 +99,7 @@ __all__ = [
     "MissingCodecError",
     "NotFoundError",
     "OpenSlide",
+    "OpenSlideCache",
     "ProtocolError",
     "Pyramid",
     "PyramidLevel",

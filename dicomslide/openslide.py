@@ -19,8 +19,10 @@ What is reproduced from OpenSlide 4 and its DICOM driver
   transparent, negative locations are shifted by whole level pixels, and regions are painted in
   chunks of 4096 x 4096 pixels. The result is un-premultiplied like openslide-python does.
 * Properties: ``dicom.*`` hold the header of the base level as OpenSlide names them (sequences
-  as ``Keyword[i].Keyword``, multi-valued attributes as ``Keyword[i]``, attribute tags as
-  group and element numbers, binary values left out), ``openslide.mpp-x`` comes from the column
+  as ``Keyword[i].Keyword``, attribute tags as group and element numbers, binary values left
+  out; multi-valued attributes as ``Keyword[i]``, except for the value representations that
+  OpenSlide's DICOM library reads as one string, AS, DA, IS, LO, LT, ST, UR and UT, whose values
+  stay joined by backslashes under ``Keyword``), ``openslide.mpp-x`` comes from the column
   spacing (second Pixel Spacing value), ``openslide.mpp-y`` from the row spacing, and
   ``openslide.quickhash-1`` is, as in OpenSlide, the SHA-256 of the Series Instance UID followed
   by a NUL byte: stable across processes and machines, and equal to OpenSlide's.
@@ -34,21 +36,30 @@ Deviations
 * ``openslide.background-color`` (``FFFFFF``) and ``openslide.comment`` (Image Comments or
   Series Description, when present) are defined; OpenSlide's DICOM driver defines neither.
   DICOM has no bounds, so ``openslide.bounds-*`` are not defined (as in OpenSlide).
-* A level outside the valid range raises :class:`dicomslide.RegionError` instead of returning a
-  transparent image.
-* Associated images are also available under the keys ``LABEL`` and ``OVERVIEW`` of dicomslide
-  0.7.
+* Associated images can also be looked up under the keys ``LABEL`` and ``OVERVIEW`` of
+  dicomslide 0.7 (they are not listed, so that iteration and repr equal OpenSlide's).
+* Text values lose their trailing spaces (as pydicom reads them); OpenSlide keeps them.
+* Errors do not latch: after a failed read the object stays usable (a transient DICOMweb
+  failure must not kill it); closing twice is harmless. README.md lists every difference.
+
+The contract around the pixels is openslide-python's (see :mod:`dicomslide._openslide_compat`):
+a level that does not exist reads as a transparent image, errors are also
+``openslide.OpenSlideError`` when openslide-python is installed, ``properties`` is a live
+``_PropertyMap`` that fails once the object is closed, and :meth:`OpenSlide.set_cache`,
+:class:`OpenSlideCache` and :meth:`OpenSlide.detect_format` exist.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import io
 import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Any, cast
 
@@ -60,13 +71,23 @@ from pydicom.dataelem import DataElement
 from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
 
+from dicomslide._openslide_compat import (
+    ClosedHandleError,
+    NotACacheError,
+    OpenSlideCache,
+    PropertyMap,
+    as_openslide_error,
+    detect_format,
+    translate_errors_async,
+)
 from dicomslide.enums import ImageFlavors
-from dicomslide.errors import NotFoundError, RegionError, UnsupportedError, UsageError
+from dicomslide.errors import DicomSlideError, NotFoundError, RegionError, UnsupportedError
 from dicomslide.image import TiledImage, TotalPixelMatrix
+from dicomslide.runtime import as_source, use_decoded_tile_cache
 from dicomslide.slide import Slide, find_slides
 from dicomslide.utils import get_image_flavor
 
-__all__ = ["OpenSlide", "open_slide"]
+__all__ = ["OpenSlide", "OpenSlideCache", "open_slide"]
 
 PROPERTY_NAME_COMMENT = "openslide.comment"
 PROPERTY_NAME_VENDOR = "openslide.vendor"
@@ -75,6 +96,9 @@ PROPERTY_NAME_BACKGROUND_COLOR = "openslide.background-color"
 PROPERTY_NAME_OBJECTIVE_POWER = "openslide.objective-power"
 PROPERTY_NAME_MPP_X = "openslide.mpp-x"
 PROPERTY_NAME_MPP_Y = "openslide.mpp-y"
+
+# dicomslide 0.7's names of associated images, still accepted.
+_ASSOCIATED_ALIASES = {"LABEL": "label", "OVERVIEW": "macro"}
 
 # openslide_read_region paints large regions in pieces of this many pixels per side.
 _CHUNK = 4096
@@ -86,6 +110,15 @@ _SKIPPED_KEYWORDS = frozenset(
 _BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
 _DECIMAL_VRS = frozenset({"FL", "FD"})
 _INTEGER_VRS = frozenset({"SL", "SS", "SV", "UL", "US", "UV"})
+# libdicom (OpenSlide 4.0.1) keeps the values of these as one backslash-joined string: checked
+# against OpenSlide on files with two values of each string VR.
+_SINGLE_STRING_VRS = frozenset({"AS", "DA", "IS", "LO", "LT", "ST", "UR", "UT"})
+
+
+@functools.cache
+def _srgb_profile_bytes() -> bytes:
+    # One object: openslide-python hands out the same profile bytes with every image.
+    return bytes(ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
 
 
 def _format_double(value: float) -> str:
@@ -130,11 +163,23 @@ class OpenSlide:
         If the channel or focal plane does not exist
     dicomslide.UnsupportedError
         If the channel's pixels are not 8-bit RGB or 8-bit monochrome
+
+    Notes
+    -----
+    Every error raised by this class is also an ``openslide.OpenSlideError`` when
+    openslide-python is installed.
     """
 
     def __init__(
         self, slide: Slide, *, channel_index: int = 0, focal_plane_index: int = 0
     ) -> None:
+        try:
+            self._setup(slide, channel_index, focal_plane_index)
+        except DicomSlideError as exc:
+            as_openslide_error(exc, opening=True)
+            raise
+
+    def _setup(self, slide: Slide, channel_index: int, focal_plane_index: int) -> None:
         self._slide = slide
         self._channel_index = channel_index
         self._focal_plane_index = focal_plane_index
@@ -181,6 +226,8 @@ class OpenSlide:
         for level in levels[1:]:
             level.downsample = (h0 / level.height + w0 / level.width) / 2.0
         self._levels = levels
+        self._fetched_profiles: dict[int, bytes] = {}
+        self._profiles_loaded = False
         self._profile_bytes = self._find_profile()
         self._properties = self._build_properties()
 
@@ -188,10 +235,13 @@ class OpenSlide:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise UsageError("This OpenSlide object is closed.")
+            raise as_openslide_error(ClosedHandleError("This OpenSlide object is closed."))
 
     async def close(self) -> None:
         """Close the object; every later call raises :class:`dicomslide.UsageError`.
+
+        Like openslide-python's, the error is also a ``ctypes.ArgumentError``; unlike it,
+        closing twice is harmless.
 
         The slide's client is closed too if :func:`open_slide` created it.
         """
@@ -204,6 +254,7 @@ class OpenSlide:
 
     async def __aenter__(self) -> OpenSlide:
         self._check_open()
+        await self._load_profiles()
         return self
 
     async def __aexit__(
@@ -310,10 +361,51 @@ class OpenSlide:
         Returns
         -------
         Mapping[str, str]
-            Property names mapped to values
+            Property names mapped to values: openslide-python's ``_PropertyMap``, which
+            raises :class:`dicomslide.UsageError` once this object is closed
         """
         self._check_open()
-        return dict(self._properties)
+        return PropertyMap(self._properties, self._check_open)
+
+    @classmethod
+    def detect_format(cls, filename: str | os.PathLike[str]) -> str | None:
+        """``"dicom"`` for a DICOM slide file or folder :func:`open_slide` can open, else None.
+
+        Parameters
+        ----------
+        filename: str | os.PathLike[str]
+            Path of a file (or folder)
+
+        Returns
+        -------
+        str | None
+            ``"dicom"`` or None, as ``openslide.OpenSlide.detect_format`` answers
+        """
+        return detect_format(filename)
+
+    def set_cache(self, cache: OpenSlideCache) -> None:
+        """Decode into a tile cache that may be shared with other OpenSlide objects.
+
+        The cache replaces the decoded-tile cache of the slide's client, so other slides read
+        through the same client use it too (a client that :func:`open_slide` created serves
+        only this object).
+
+        Parameters
+        ----------
+        cache: dicomslide.OpenSlideCache
+            The cache
+
+        Raises
+        ------
+        TypeError
+            If ``cache`` is not an :class:`OpenSlideCache` (a :class:`dicomslide.DicomSlideError`)
+        """
+        self._check_open()
+        if not isinstance(cache, OpenSlideCache):
+            raise as_openslide_error(
+                NotACacheError(f"set_cache needs an OpenSlideCache, got {cache!r}.")
+            )
+        use_decoded_tile_cache(as_source(self._slide.client), cache.tiles)
 
     @property
     def color_profile(self) -> ImageCms.ImageCmsProfile | None:
@@ -322,18 +414,21 @@ class OpenSlide:
         Returns
         -------
         PIL.ImageCms.ImageCmsProfile | None
-            The profile, or None when the slide has none
+            The profile, or None when the slide has none. A profile that is bulk data
+            (DICOMweb) is known once the object was opened by :func:`open_slide`, entered
+            with ``async with`` or read from.
         """
         self._check_open()
         if self._profile_bytes is None:
             return None
         return ImageCms.ImageCmsProfile(io.BytesIO(self._profile_bytes))
 
-    def _find_profile(self, metadata: Dataset | None = None) -> bytes | None:
-        if metadata is None:
-            metadata = self._levels[0].image.metadata
-        profile = b""
-        for item in metadata.get("OpticalPathSequence", []):
+    def _find_profile(self, image: TiledImage | None = None) -> bytes | None:
+        if image is None:
+            image = self._levels[0].image
+        metadata = image.metadata
+        profile = self._fetched_profiles.get(id(image), b"")
+        for item in [] if profile else metadata.get("OpticalPathSequence", []):
             value = item.get("ICCProfile")
             if value:
                 profile = bytes(value)
@@ -345,9 +440,23 @@ class OpenSlide:
         # A slide that corrects colour already delivers sRGB, so the stored profile no longer
         # describes the pixels. Slide has no public accessor for the setting yet.
         if self._slide.correct_color and metadata.get("SamplesPerPixel") == 3:
-            srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
-            return bytes(srgb.tobytes())
+            return _srgb_profile_bytes()
         return profile
+
+    async def _load_profiles(self) -> None:
+        """Fetch ICC profiles that are bulk data (DICOMweb), once, before they are reported."""
+        if self._profiles_loaded:
+            return
+        for image in [self._levels[0].image, *self._associated_sources().values()]:
+            # The image's own fetch (shared with its colour transform and equal levels).
+            state = image._state
+            if state.icc_profile_uri() is not None:
+                owner = state.icc_donor or state
+                self._fetched_profiles[id(image)] = await owner._once("icc", owner.icc_profile)
+        self._profiles_loaded = True
+        if self._fetched_profiles:
+            self._profile_bytes = self._find_profile()
+            self._properties = self._build_properties()
 
     def _build_properties(self) -> dict[str, str]:
         base = self._levels[0].image.metadata
@@ -391,7 +500,7 @@ class OpenSlide:
             rows, columns = image.size
             props[f"openslide.associated.{name}.width"] = str(columns)
             props[f"openslide.associated.{name}.height"] = str(rows)
-            profile = self._find_profile(image.metadata)
+            profile = self._find_profile(image)
             if profile is not None:
                 props[f"openslide.associated.{name}.icc-size"] = str(len(profile))
         return props
@@ -411,6 +520,53 @@ class OpenSlide:
                     break
         return sources
 
+    @property
+    def associated_image_names(self) -> list[str]:
+        """OpenSlide's names of the associated images the slide has.
+
+        Returns
+        -------
+        list[str]
+            Some of ``label``, ``macro`` and ``thumbnail``
+        """
+        self._check_open()
+        return list(self._associated_sources())
+
+    @translate_errors_async
+    async def read_associated_image(self, name: str) -> Image.Image:
+        """Read one associated image, as OpenSlide does.
+
+        Parameters
+        ----------
+        name: str
+            ``label``, ``macro`` or ``thumbnail`` (or ``LABEL`` / ``OVERVIEW`` of dicomslide 0.7)
+
+        Returns
+        -------
+        PIL.Image.Image
+            Opaque RGBA image; ``info['icc_profile']`` is its profile (the very object of
+            :attr:`color_profile`'s bytes when equal, as openslide-python shares it)
+
+        Raises
+        ------
+        KeyError
+            If the slide has no such image
+        """
+        self._check_open()
+        await self._load_profiles()
+        sources = self._associated_sources()
+        source = sources.get(_ASSOCIATED_ALIASES.get(name, name))
+        if source is None:
+            raise KeyError(name)
+        array = await source.get_image_region((0, 0), source.size, 0, 0)
+        image = _opaque_rgba(array)
+        profile = self._find_profile(source)
+        if profile is not None:
+            image.info["icc_profile"] = (
+                self._profile_bytes if profile == self._profile_bytes else profile
+            )
+        return image
+
     async def get_associated_images(self) -> dict[str, Image.Image]:
         """Read the associated images.
 
@@ -420,15 +576,9 @@ class OpenSlide:
             RGBA images under OpenSlide's names ``label``, ``macro`` and ``thumbnail`` (those
             the slide has), plus ``LABEL`` and ``OVERVIEW`` as dicomslide 0.7 named them
         """
-        self._check_open()
-        sources = self._associated_sources()
-        names = list(sources)
-        arrays = await asyncio.gather(
-            *(sources[n].get_image_region((0, 0), sources[n].size, 0, 0) for n in names)
-        )
-        result: dict[str, Image.Image] = {}
-        for name, array in zip(names, arrays, strict=True):
-            result[name] = self._attach_profile(_opaque_rgba(array))
+        names = self.associated_image_names
+        images = await asyncio.gather(*(self.read_associated_image(n) for n in names))
+        result = dict(zip(names, images, strict=True))
         if "label" in result:
             result["LABEL"] = result["label"]
         if "macro" in result:
@@ -442,6 +592,7 @@ class OpenSlide:
             image.info["icc_profile"] = self._profile_bytes
         return image
 
+    @translate_errors_async
     async def read_region(
         self, location: tuple[int, int], level: int, size: tuple[int, int]
     ) -> Image.Image:
@@ -461,26 +612,30 @@ class OpenSlide:
         -------
         PIL.Image.Image
             RGBA image of exactly ``size`` pixels, not premultiplied; alpha is 0 outside the
-            image and in missing tiles, 255 inside
+            image and in missing tiles, 255 inside. A level that does not exist gives a
+            transparent image, as in OpenSlide.
 
         Raises
         ------
         dicomslide.RegionError
-            If the level does not exist or the size is negative
+            If the size is negative (also an ``openslide.OpenSlideError``)
         """
         self._check_open()
+        await self._load_profiles()
         x, y = _int_pair(location, "Location")
         w, h = _int_pair(size, "Size")
         if isinstance(level, bool) or not isinstance(level, int | np.integer):
             raise RegionError(f"Level must be an integer, got {level!r}.")
-        if not 0 <= level < len(self._levels):
-            raise RegionError(
-                f"Level {level} does not exist: valid levels are 0..{len(self._levels) - 1}."
-            )
         if w < 0 or h < 0:
-            raise RegionError(f"Negative width ({w}) or negative height ({h}) not allowed.")
-        lv = self._levels[int(level)]
+            raise RegionError(
+                f"read_region{(location, level, size)}: negative width ({w}) or negative "
+                f"height ({h}) not allowed."
+            )
         out = np.zeros((h, w, 4), dtype=np.uint8)
+        if not 0 <= level < len(self._levels):
+            # OpenSlide answers with transparent pixels; viewers probe levels this way.
+            return self._attach_profile(Image.fromarray(out, "RGBA"))
+        lv = self._levels[int(level)]
         ds = lv.downsample
         # Same piecewise painting as openslide_read_region, including its truncation of the
         # level-0 start of each piece.
@@ -555,6 +710,7 @@ class OpenSlide:
         rgba[alpha, 3] = 255
         return rgba
 
+    @translate_errors_async
     async def get_thumbnail(self, size: tuple[int, int]) -> Image.Image:
         """Thumbnail of the slide, computed as openslide-python does.
 
@@ -751,6 +907,8 @@ def _add_dicom_properties(props: dict[str, str], prefix: str, dataset: Dataset) 
         strings = _value_strings(elem)
         if strings is None:
             continue
+        if elem.VR in _SINGLE_STRING_VRS:
+            strings = ["\\".join(strings)]
         if len(strings) == 1:
             props[f"{prefix}.{keyword}"] = strings[0]
         else:
@@ -805,9 +963,10 @@ async def open_slide(
     Parameters
     ----------
     source: str | os.PathLike[str] | Any
-        Folder of DICOM files, or a DICOMweb URL (``{base}``, ``{base}/studies/{study}`` or
-        ``{base}/studies/{study}/series/{series}``) — for these a client is created and closed
-        with the returned object — or a client
+        Folder of DICOM files, one DICOM file of a slide (as OpenSlide is given one: the
+        slide is that file's series, read from the file's folder), or a DICOMweb URL
+        (``{base}``, ``{base}/studies/{study}`` or ``{base}/studies/{study}/series/{series}``)
+        — for these a client is created and closed with the returned object — or a client
     channel_index: int, optional
         Zero-based channel served
     focal_plane_index: int, optional
@@ -823,10 +982,38 @@ async def open_slide(
     Raises
     ------
     dicomslide.NotFoundError
-        If the source holds no slide
+        If the source holds no slide (also an ``openslide.OpenSlideUnsupportedFormatError``
+        when openslide-python is installed)
     dicomslide.RegionError
         If it holds more than one slide
     """
+    try:
+        return await _open_slide(source, channel_index, focal_plane_index, kwargs)
+    except DicomSlideError as exc:
+        as_openslide_error(exc, opening=True)
+        raise
+
+
+def _series_of_file(path: str | os.PathLike[str]) -> tuple[Path, str] | None:
+    """Folder and Series Instance UID of a file given to open; None for a folder."""
+    from pydicom import dcmread
+    from pydicom.errors import InvalidDicomError
+
+    if not os.path.isfile(path):
+        return None
+    try:
+        ds = dcmread(path, stop_before_pixels=True, specific_tags=["SeriesInstanceUID"])
+    except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
+        raise NotFoundError(f"{os.fspath(path)!r} is not a readable DICOM file: {exc}") from exc
+    series = str(ds.get("SeriesInstanceUID", "") or "")
+    if not series:
+        raise NotFoundError(f"{os.fspath(path)!r} has no Series Instance UID.")
+    return Path(path).absolute().parent, series
+
+
+async def _open_slide(
+    source: Any, channel_index: int, focal_plane_index: int, kwargs: dict[str, Any]
+) -> OpenSlide:
     owned: Any = None
     if isinstance(source, str) and source.startswith(("http://", "https://")):
         from dicomslide.sources.web import DICOMwebClient
@@ -841,8 +1028,13 @@ async def open_slide(
     elif isinstance(source, str | os.PathLike):
         from dicomslide.sources.local import DICOMfileClient
 
-        owned = DICOMfileClient(source)
-        client = owned
+        found = await asyncio.to_thread(_series_of_file, source)
+        if found is not None:
+            owned = DICOMfileClient(found[0])
+            client = _SeriesOnly(owned, found[1])
+        else:
+            owned = DICOMfileClient(source)
+            client = owned
     else:
         client = source
     try:
@@ -859,6 +1051,7 @@ async def open_slide(
         osr = OpenSlide(
             slides[0], channel_index=channel_index, focal_plane_index=focal_plane_index
         )
+        await osr._load_profiles()
     except BaseException:
         if owned is not None:
             await owned.aclose()

@@ -39,6 +39,7 @@ __all__ = [
     "decode_executor",
     "decode_queue",
     "decoded_tile_cache",
+    "use_decoded_tile_cache",
     "frame_service",
     "get_cache_stats",
 ]
@@ -145,6 +146,23 @@ def decoded_tile_cache(source: Source) -> DecodedTileCache:
             cache = DecodedTileCache(budget, stats)
             _decoded[source] = cache
         return cache
+
+
+def use_decoded_tile_cache(source: Source, cache: DecodedTileCache) -> None:
+    """Make a source's reads keep decoded tiles in ``cache`` from now on.
+
+    Keys name the instance and frame, so one cache can serve several sources (openslide's
+    shared ``OpenSlideCache``).
+
+    Parameters
+    ----------
+    source: dicomslide.sources.Source
+        The source
+    cache: dicomslide.frames.DecodedTileCache
+        The cache
+    """
+    with _lock:
+        _decoded[source] = cache
 
 
 def frame_service(source: Source) -> FrameService:

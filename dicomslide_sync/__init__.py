@@ -66,7 +66,7 @@ from dicomslide_sync._wrappers import (
     set_default_timeout,
 )
 from dicomslide_sync.bulk import iter_tiles, prefetch
-from dicomslide_sync.openslide import OpenSlide, open_slide
+from dicomslide_sync.openslide import OpenSlide, OpenSlideCache, open_slide
 
 __all__ = [
     "Tile",
@@ -86,6 +86,7 @@ __all__ = [
     "MissingCodecError",
     "NotFoundError",
     "OpenSlide",
+    "OpenSlideCache",
     "ProtocolError",
     "Pyramid",
     "PyramidLevel",

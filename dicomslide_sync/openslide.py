@@ -16,10 +16,16 @@ from PIL import Image, ImageCms
 
 import dicomslide
 from dicomslide import openslide as _aio
+from dicomslide._openslide_compat import (
+    AssociatedImageMap,
+    OpenSlideCache,
+    as_openslide_error,
+    detect_format,
+)
 from dicomslide_sync._portal import run
 from dicomslide_sync._wrappers import Slide
 
-__all__ = ["OpenSlide", "open_slide"]
+__all__ = ["OpenSlide", "OpenSlideCache", "open_slide"]
 
 
 def _unwrap(client: Any) -> Any:
@@ -31,12 +37,15 @@ class OpenSlide:
 
     Parameters
     ----------
-    slide: dicomslide_sync.Slide | dicomslide.Slide
-        The slide
+    slide: dicomslide_sync.Slide | dicomslide.Slide | str | os.PathLike[str]
+        The slide, or what :func:`open_slide` opens (one DICOM file of the slide, as
+        ``openslide.OpenSlide(filename)`` is given, a folder or a DICOMweb URL)
     channel_index: int, optional
         Zero-based channel served; it must have 8-bit pixels (RGB, or monochrome served as grey)
     focal_plane_index: int, optional
         Zero-based focal plane served
+    **kwargs: Any
+        When ``slide`` is a path or URL: passed to :func:`open_slide` (e.g. ``correct_color``)
 
     Raises
     ------
@@ -48,21 +57,70 @@ class OpenSlide:
 
     def __init__(
         self,
-        slide: Slide | dicomslide.Slide,
+        slide: Slide | dicomslide.Slide | str | os.PathLike[str],
         *,
         channel_index: int = 0,
         focal_plane_index: int = 0,
+        **kwargs: Any,
     ) -> None:
+        self._filename: Any = None
+        if isinstance(slide, str | os.PathLike):
+            self._async = run(
+                _aio.open_slide(
+                    slide,
+                    channel_index=channel_index,
+                    focal_plane_index=focal_plane_index,
+                    **kwargs,
+                )
+            )
+            self._filename = slide
+            return
+        if kwargs:
+            raise as_openslide_error(
+                dicomslide.RegionError(
+                    f"Options {sorted(kwargs)} apply when opening a path or URL; a slide "
+                    "given as an object was opened with its own options already."
+                )
+            )
         inner = slide.async_slide if isinstance(slide, Slide) else slide
         self._async = _aio.OpenSlide(
             inner, channel_index=channel_index, focal_plane_index=focal_plane_index
         )
+        # Profiles that are bulk data (DICOMweb) are known before anyone asks for them.
+        run(self._async._load_profiles())
 
     @classmethod
     def _wrap(cls, osr: _aio.OpenSlide) -> OpenSlide:
         obj = cls.__new__(cls)
         obj._async = osr
+        obj._filename = None
         return obj
+
+    @classmethod
+    def detect_format(cls, filename: str | os.PathLike[str]) -> str | None:
+        """``"dicom"`` for a DICOM slide file or folder this class can open, else None.
+
+        Parameters
+        ----------
+        filename: str | os.PathLike[str]
+            Path of a file (or folder)
+
+        Returns
+        -------
+        str | None
+            ``"dicom"`` or None, as ``openslide.OpenSlide.detect_format`` answers
+        """
+        return detect_format(filename)
+
+    def set_cache(self, cache: OpenSlideCache) -> None:
+        """Decode into a tile cache that may be shared with other OpenSlide objects.
+
+        Parameters
+        ----------
+        cache: dicomslide_sync.OpenSlideCache
+            The cache (see :meth:`dicomslide.OpenSlide.set_cache`)
+        """
+        self._async.set_cache(cache)
 
     @property
     def async_openslide(self) -> _aio.OpenSlide:
@@ -76,6 +134,9 @@ class OpenSlide:
         return self._async
 
     def __repr__(self) -> str:
+        if self._filename is not None:
+            # openslide-python's form, which DeepZoomGenerator's repr embeds.
+            return f"{type(self).__name__}({self._filename!r})"
         return repr(self._async)
 
     def close(self) -> None:
@@ -161,15 +222,23 @@ class OpenSlide:
         return self._async.color_profile
 
     @property
-    def associated_images(self) -> dict[str, Image.Image]:
-        """Associated images (``label``, ``macro``, ``thumbnail``; ``LABEL``, ``OVERVIEW``).
+    def associated_images(self) -> Mapping[str, Image.Image]:
+        """Associated images (``label``, ``macro``, ``thumbnail``), read when looked up.
 
         Returns
         -------
-        dict[str, PIL.Image.Image]
-            RGBA images
+        Mapping[str, PIL.Image.Image]
+            openslide-python's ``_AssociatedImageMap`` of RGBA images; it raises
+            :class:`dicomslide.UsageError` once this object is closed. dicomslide 0.7's keys
+            ``LABEL`` and ``OVERVIEW`` can be looked up too, but are not listed.
         """
-        return run(self._async.get_associated_images())
+        osr = self._async
+        return AssociatedImageMap(
+            osr.associated_image_names,
+            lambda name: run(osr.read_associated_image(name)),
+            osr._check_open,
+            _aio._ASSOCIATED_ALIASES,
+        )
 
     def get_best_level_for_downsample(self, downsample: float) -> int:
         """Level to read for a downsample factor, as OpenSlide picks it.
@@ -235,7 +304,8 @@ def open_slide(
     Parameters
     ----------
     source: str | os.PathLike[str] | Any
-        Folder of DICOM files, or a (dicomslide_sync) client
+        Folder of DICOM files, one DICOM file of the slide, a DICOMweb URL, or a
+        (dicomslide_sync) client
     channel_index: int, optional
         Zero-based channel served
     focal_plane_index: int, optional
