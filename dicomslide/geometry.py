@@ -10,7 +10,8 @@ How frames are placed
 ---------------------
 * ``TILED_FULL`` (Dimension Organization Type): by arithmetic. Frames run along a tile row from
   left to right, then rows top to bottom, then focal planes, then channels (optical paths or
-  segments), as the standard prescribes; no per-frame items are read.
+  segments), as the standard prescribes; no per-frame items are read. A label map has one
+  frame per position whatever its number of segments: every segment's channel maps to it.
 * Otherwise (``TILED_SPARSE``, or files with per-frame positions and no Dimension Organization
   Type, as written by some converters): from the Plane Position (Slide) items of each frame.
   Positions must sit on the tile grid; frames that are absent leave holes that readers fill.

@@ -13,8 +13,9 @@ How images become a slide
 * VOLUME and THUMBNAIL images form the pyramid; LABEL and OVERVIEW images are kept aside.
   Missing Image Type is handled by :mod:`dicomslide.utils` (tiled images count as VOLUME).
 * Channels are the optical paths of the slide microscopy images (by Optical Path Identifier),
-  followed by the segments of Segmentations and the parameter of each Parametric Map when
-  derived images are included. Focal planes are the distinct Z offsets of the volume images,
+  followed by the segments of Segmentations (label maps included: one channel per segment,
+  read as its mask) and the parameter of each Parametric Map when derived images are
+  included. Focal planes are the distinct Z offsets of the volume images,
   ascending. Levels are the distinct total pixel matrix sizes, largest first.
 """
 

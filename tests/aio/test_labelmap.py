@@ -59,6 +59,7 @@ class Written:
     root: Path
     files: dict[str, LabelMapFile] = field(default_factory=dict)
     no_padding: LabelMapFile | None = None
+    others: dict[str, Path] = field(default_factory=dict)
 
 
 def _source_images(paths: list[Path]) -> list[pydicom.Dataset]:
@@ -239,6 +240,112 @@ def write_label_maps(root: Path) -> Written:
     del ds.PixelPaddingValue
     ds.save_as(path)
     out.no_padding = LabelMapFile("no_padding", path, uid, (0, 1, 2), labels, "b-")
+    out.others = write_other_sop_classes(root / "others", level0, level1)
+    return out
+
+
+#: SOP classes of instances that refer to slide A but are not part of a Slide (see README).
+BULK_ANNOTATIONS = "1.2.840.10008.5.1.4.1.1.91.1"
+VL_MICROSCOPIC_IMAGE = "1.2.840.10008.5.1.4.1.1.77.1.2"
+SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+CONFOCAL_TILED_PYRAMIDAL = "1.2.840.10008.5.1.4.1.1.77.1.9"
+
+
+def write_other_sop_classes(
+    folder: Path, level0: pydicom.Dataset, level1: pydicom.Dataset
+) -> dict[str, Path]:
+    """Write instances of other SOP classes that belong to slide A, in its study.
+
+    Parameters
+    ----------
+    folder: pathlib.Path
+        Folder to write to
+    level0: pydicom.Dataset
+        Base level of slide A
+    level1: pydicom.Dataset
+        Second level of slide A
+
+    Returns
+    -------
+    dict[str, pathlib.Path]
+        SOP Class UID -> file
+    """
+    folder.mkdir(parents=True)
+    out: dict[str, Path] = {}
+    # Microscopy Bulk Simple Annotations, written by highdicom.
+    points = [np.array([[1.0 + i, 2.0 + i]]) for i in range(3)]
+    group = hd.ann.AnnotationGroup(
+        number=1,
+        uid=hd.UID(),
+        label="nuclei",
+        annotated_property_category=codes.SCT.MorphologicallyAbnormalStructure,
+        annotated_property_type=codes.SCT.Nucleus,
+        graphic_type=hd.ann.GraphicTypeValues.POINT,
+        graphic_data=points,
+        algorithm_type=hd.ann.AnnotationGroupGenerationTypeValues.MANUAL,
+    )
+    ann = hd.ann.MicroscopyBulkSimpleAnnotations(
+        source_images=[level0],
+        annotation_coordinate_type="2D",
+        annotation_groups=[group],
+        series_instance_uid=hd.UID(),
+        series_number=40,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer="test",
+        manufacturer_model_name="test",
+        software_versions="1",
+        device_serial_number="1",
+    )
+    out[BULK_ANNOTATIONS] = folder / "annotations.dcm"
+    ann.save_as(out[BULK_ANNOTATIONS])
+    # A Secondary Capture photograph of the slide label, written by highdicom.
+    sc = hd.sc.SCImage(
+        pixel_array=np.full((40, 60, 3), 200, dtype=np.uint8),
+        photometric_interpretation="RGB",
+        bits_allocated=8,
+        coordinate_system="SLIDE",
+        study_instance_uid=level0.StudyInstanceUID,
+        series_instance_uid=hd.UID(),
+        series_number=41,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer="test",
+        patient_id=level0.PatientID,
+        container_identifier=CONTAINER,
+        specimen_descriptions=[
+            hd.SpecimenDescription.from_dataset(level0.SpecimenDescriptionSequence[0])
+        ],
+    )
+    sc.ImageType = ["ORIGINAL", "PRIMARY", "LABEL"]
+    out[SECONDARY_CAPTURE] = folder / "label_sc.dcm"
+    sc.save_as(out[SECONDARY_CAPTURE])
+    # A VL Microscopic Image (one untiled frame) and a tiled image of the Confocal Microscopy
+    # Tiled Pyramidal SOP class, both made from slide A's second level: no package here writes
+    # them, so these are that level's attributes under the other SOP class.
+    for sop_class, name in (
+        (VL_MICROSCOPIC_IMAGE, "vl_microscopic.dcm"),
+        (CONFOCAL_TILED_PYRAMIDAL, "confocal.dcm"),
+    ):
+        ds = pydicom.dcmread(level1.filename)
+        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = sop_class
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = hd.UID()
+        ds.SeriesInstanceUID = hd.UID()
+        if sop_class == VL_MICROSCOPIC_IMAGE:
+            frame = ds.pixel_array[0]
+            for keyword in (
+                "TotalPixelMatrixRows",
+                "TotalPixelMatrixColumns",
+                "NumberOfFrames",
+                "DimensionOrganizationType",
+                "SharedFunctionalGroupsSequence",
+                "PerFrameFunctionalGroupsSequence",
+            ):
+                if keyword in ds:
+                    delattr(ds, keyword)
+            ds.PixelData = frame.tobytes()
+        out[sop_class] = folder / name
+        ds.save_as(out[sop_class])
     return out
 
 
@@ -462,3 +569,25 @@ async def test_label_map_without_pixel_padding_value(client: Any, written: Writt
         mask = (await slide.get_image_region((0, 0), 0, SIZE, channel_index=channel))[..., 0]
         # Pixels without a frame belong to no segment, not even to the one numbered 0.
         np.testing.assert_array_equal(mask, (item.labels == number) & has_frame)
+
+
+async def test_other_sop_classes_of_the_slide_are_left_aside(
+    client: Any, written: Written
+) -> None:
+    # They share the slide's study (and all but the annotations its frame of reference or
+    # container) yet are no level, channel, label or overview of it, and break nothing.
+    assert sorted(written.others) == sorted(
+        [BULK_ANNOTATIONS, SECONDARY_CAPTURE, VL_MICROSCOPIC_IMAGE, CONFOCAL_TILED_PYRAMIDAL]
+    )
+    slides = await dicomslide.find_slides(client)
+    assert sorted(s.container_id for s in slides) == [CONTAINER, CONTAINER_NO_PADDING]
+    slide = next(s for s in slides if s.container_id == CONTAINER)
+    used = {str(ds.SOPClassUID) for ds in slide.image_metadata}
+    assert used == {
+        "1.2.840.10008.5.1.4.1.1.77.1.6",
+        dicomslide.utils.LABEL_MAP_SEGMENTATION_SOP_CLASS_UID,
+    }
+    assert slide.num_levels == 2
+    assert slide.num_channels == 1 + 11
+    assert slide.label_images == ()
+    assert slide.overview_images == ()

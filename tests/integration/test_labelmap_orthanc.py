@@ -99,8 +99,15 @@ def test_whole_server_search_and_no_padding(
 ) -> None:
     _, written = server
     slides = {s.container_id: s for s in dicomslide_sync.find_slides(client)}
+    # Bulk annotations, a Secondary Capture label, a VL Microscopic Image and a confocal tiled
+    # image of slide A are on the server too (see tests.aio.test_labelmap): left aside.
+    assert len(written.others) == 4
     assert sorted(slides) == [CONTAINER, CONTAINER_NO_PADDING]
     assert len(slides[CONTAINER].find_segments()) == 11
+    assert {str(ds.SOPClassUID) for ds in slides[CONTAINER].image_metadata} == {
+        "1.2.840.10008.5.1.4.1.1.77.1.6",
+        "1.2.840.10008.5.1.4.1.1.66.7",
+    }
     item = written.no_padding
     assert item is not None
     slide = slides[CONTAINER_NO_PADDING]
