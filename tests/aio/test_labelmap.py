@@ -591,3 +591,21 @@ async def test_other_sop_classes_of_the_slide_are_left_aside(
     assert slide.num_channels == 1 + 11
     assert slide.label_images == ()
     assert slide.overview_images == ()
+
+
+async def test_bulk_tiles_give_masks(client: Any, written: Written) -> None:
+    from dicomslide.bulk import iter_tiles
+
+    slide = await _slide(client)
+    item = written.files["sparse_16bit_j2k"]
+    channels = segment_channels(slide, item)
+    mosaic = np.zeros((*SIZE, 1), dtype=np.uint8)
+    count = 0
+    async for tile in iter_tiles(slide, 0, channel_index=channels[300]):
+        assert tile.pixels.dtype == np.uint8
+        h = min(TILE, SIZE[0] - tile.row)
+        w = min(TILE, SIZE[1] - tile.column)
+        mosaic[tile.row : tile.row + h, tile.column : tile.column + w] = tile.pixels[:h, :w]
+        count += 1
+    assert count == 3 * 5
+    np.testing.assert_array_equal(mosaic[..., 0], item.labels == 300)

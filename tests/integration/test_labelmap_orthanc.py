@@ -7,6 +7,7 @@ same files.
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Iterator
 from typing import Any
 
@@ -91,6 +92,9 @@ def test_label_maps_over_dicomweb(server: tuple[OrthancServer, Written], client:
         assert image.is_label_map
         matrix = image.get_label_map()
         np.testing.assert_array_equal(matrix[10:200, 300:], item.labels[10:200, 300:, None])
+        # Pickles (for process pools) as the label map, not as a segment's mask.
+        copy = pickle.loads(pickle.dumps(matrix))
+        np.testing.assert_array_equal(copy[:, :40], item.labels[:, :40, None])
     assert checked == 13  # 11 segments, the two-level series read at both levels
 
 
@@ -132,3 +136,18 @@ def test_segments_share_frames_over_dicomweb(server: tuple[OrthancServer, Writte
         slide.get_label_map_region((0, 0), 0, SIZE, channels[1])
         # Three masks and the label map of a sparse label map: each stored frame once.
         assert slide.cache_stats.frames_fetched - before == frames < 15
+
+
+def test_dask_array_of_a_segment_over_dicomweb(
+    server: tuple[OrthancServer, Written], client: Any
+) -> None:
+    pytest.importorskip("dask.array")
+    from dicomslide.dask_array import to_dask
+
+    _, written = server
+    (slide,) = dicomslide_sync.find_slides(client, container_id=CONTAINER)
+    item = written.files["sparse_palette"]
+    channel = segment_channels(slide, item)[2]
+    array = to_dask(slide, 0, channel_index=channel)
+    assert array.dtype == np.uint8
+    np.testing.assert_array_equal(np.asarray(array.compute())[..., 0], item.labels == 2)
