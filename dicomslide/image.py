@@ -241,8 +241,7 @@ class _ImageState:
         # background when the label map names none (no Pixel Padding Value).
         fill = self.background if number != self.background else number ^ 1
         labels = await self._read_stored(channel, plane, offset, size, fill)
-        # Masks are uint8 0/1 like BINARY Segmentations, whatever the label map's bit depth;
-        # fill value 0 is background, never a segment number (they start at 1).
+        # Masks are uint8 0/1 like BINARY Segmentations, whatever the label map's bit depth.
         mask: np.ndarray = np.equal(labels, number).view(np.uint8)
         return mask
 
@@ -1092,8 +1091,8 @@ class TiledImage:
         Returns
         -------
         bool
-            True for a Label Map Segmentation, whose pixels are segment numbers (0 for none)
-            and whose channels are the masks of its segments
+            True for a Label Map Segmentation, whose pixels are segment numbers (or its
+            background value) and whose channels are the masks of its segments
         """
         return self._state.label_map
 
@@ -1108,7 +1107,8 @@ class TiledImage:
         Returns
         -------
         dicomslide.TotalPixelMatrix
-            Matrix of stored values (``uint8`` or ``uint16``), 0 where no segment is and for
+            Matrix of stored values (``uint8`` or ``uint16``): segment numbers, and the
+            background value (Pixel Padding Value, 0 if none) where no segment is and for
             pixels without a frame; a ``PALETTE COLOR`` label map is not looked up in its
             palette
 

@@ -53,9 +53,7 @@ from dicomslide.pyramid import Pyramid
 from dicomslide.runtime import as_source, get_cache_stats
 from dicomslide.sources.protocol import Source
 from dicomslide.utils import (
-    LABEL_MAP_SEGMENTATION_SOP_CLASS_UID as _LABEL_MAP_SEGMENTATION_SOP_CLASS,
-    PARAMETRIC_MAP_SOP_CLASS_UID as _PARAMETRIC_MAP_SOP_CLASS,
-    SEGMENTATION_SOP_CLASS_UID as _SEGMENTATION_SOP_CLASS,
+    DERIVED_SOP_CLASS_UIDS as _DERIVED_SOP_CLASSES,
     compute_image_center_position,
     does_optical_path_item_match,
     does_segment_item_match,
@@ -67,11 +65,6 @@ from dicomslide.utils import (
 __all__ = ["Slide", "find_slides"]
 
 _WSI_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.77.1.6"
-_DERIVED_SOP_CLASSES = {
-    _SEGMENTATION_SOP_CLASS,
-    _LABEL_MAP_SEGMENTATION_SOP_CLASS,
-    _PARAMETRIC_MAP_SOP_CLASS,
-}
 
 
 @dataclass
@@ -855,7 +848,7 @@ class Slide:
             Zero-based level index; negative values count from the top
         size: tuple[int, int]
             (rows, columns) of the region at ``level``; pixels beyond the bottom or right edge
-            of the image are 0
+            of the image are background
         channel_index: int
             Zero-based index of any channel that is a segment of the label map (see
             :meth:`find_segments`)
@@ -866,8 +859,8 @@ class Slide:
         -------
         numpy.ndarray
             Array of shape (rows, columns, 1) of stored values (``uint8`` or ``uint16``): segment
-            numbers, 0 where no segment is; a ``PALETTE COLOR`` label map is not looked up in
-            its palette
+            numbers, and the background value (Pixel Padding Value, 0 if none) where no segment
+            is and past the edges; a ``PALETTE COLOR`` label map is not looked up in its palette
 
         Raises
         ------
@@ -1478,7 +1471,8 @@ async def find_slides(
         Whether an error fetching the metadata of one series or building one slide is raised;
         if False that series or slide is skipped
     include_derived: bool, optional
-        Whether Segmentations and Parametric Maps become channels of the slides they belong to
+        Whether Segmentations (label maps included) and Parametric Maps become channels of the
+        slides they belong to
     specimen_stains: Sequence[pydicom.sr.coding.Code | highdicom.sr.CodedConcept] | None
         Only images whose specimen description lists one of these stains
     optical_path_ids: Sequence[str] | None, optional

@@ -276,7 +276,8 @@ def is_label_map(dataset: Dataset) -> bool:
     """Determine whether a dataset is a label-map segmentation.
 
     A label map stores one frame per tile position whose pixel values are segment numbers
-    (0 where no segment is), instead of one binary or fractional frame per segment and tile.
+    (see :func:`get_label_map_background` for pixels in no segment), instead of one binary or
+    fractional frame per segment and tile.
 
     Parameters
     ----------
