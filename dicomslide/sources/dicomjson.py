@@ -37,6 +37,7 @@ from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 
 from dicomslide._tags import (
+    LUT_DESCRIPTORS as _LUT_DESCRIPTORS,
     PER_FRAME_FUNCTIONAL_GROUPS as _PER_FRAME_FUNCTIONAL_GROUPS,
 )
 from dicomslide.errors import ProtocolError
@@ -66,15 +67,15 @@ _EXCERPT: Final = 80
 LAZY_ITEMS: Final = 64
 """Per-frame sequences with more items than this are converted lazily."""
 
-# LUT Descriptor and the Red/Green/Blue Palette Color Lookup Table Descriptors (PALETTE COLOR
-# images, label maps among them): pydicom 3.0 keeps their values in a MultiValue whose
-# converter is a local function, which cannot be pickled (pydicom issue 2160, fixed after
-# 3.0.2), and the blocking facade pickles image metadata for process pools.
-_LUT_DESCRIPTORS: Final = frozenset({0x00281101, 0x00281102, 0x00281103, 0x00283002})
-
 
 def _pass_through(value: Any) -> Any:
-    """Converter of LUT descriptor values: they are taken as they are (see above)."""
+    """Converter of LUT descriptor values, which pydicom takes as they are.
+
+    For LUT Descriptor and the Red/Green/Blue Palette Color Lookup Table Descriptors (PALETTE
+    COLOR images, label maps among them) pydicom 3.0 keeps the values in a MultiValue whose
+    converter is a local function, which cannot be pickled (pydicom issue 2160, fixed after
+    3.0.2); the blocking facade pickles image metadata for process pools.
+    """
     return value
 
 
