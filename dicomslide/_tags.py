@@ -29,6 +29,16 @@ DIMENSION_ORGANIZATION_TYPE: Final = _tag("DimensionOrganizationType")
 FRAME_OF_REFERENCE_UID: Final = _tag("FrameOfReferenceUID")
 IMAGE_ORIENTATION_SLIDE: Final = _tag("ImageOrientationSlide")
 IMAGE_TYPE: Final = _tag("ImageType")
+#: Descriptors whose values pydicom converts specially (see dicomslide.sources.dicomjson).
+LUT_DESCRIPTORS: Final = frozenset(
+    _tag(keyword)
+    for keyword in (
+        "LUTDescriptor",
+        "RedPaletteColorLookupTableDescriptor",
+        "GreenPaletteColorLookupTableDescriptor",
+        "BluePaletteColorLookupTableDescriptor",
+    )
+)
 NUMBER_OF_FRAMES: Final = _tag("NumberOfFrames")
 OPTICAL_PATH_IDENTIFICATION_SEQUENCE: Final = _tag("OpticalPathIdentificationSequence")
 OPTICAL_PATH_IDENTIFIER: Final = _tag("OpticalPathIdentifier")

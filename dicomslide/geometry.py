@@ -10,7 +10,8 @@ How frames are placed
 ---------------------
 * ``TILED_FULL`` (Dimension Organization Type): by arithmetic. Frames run along a tile row from
   left to right, then rows top to bottom, then focal planes, then channels (optical paths or
-  segments), as the standard prescribes; no per-frame items are read.
+  segments), as the standard prescribes; no per-frame items are read. A label map has one
+  frame per position whatever its number of segments: every segment's channel maps to it.
 * Otherwise (``TILED_SPARSE``, or files with per-frame positions and no Dimension Organization
   Type, as written by some converters): from the Plane Position (Slide) items of each frame.
   Positions must sit on the tile grid; frames that are absent leave holes that readers fill.
@@ -36,6 +37,9 @@ from dicomslide.perframe import extract_frame_positions, extract_z_offsets, get_
 from dicomslide.utils import (
     PARAMETRIC_MAP_SOP_CLASS_UID as _PARAMETRIC_MAP_SOP_CLASS,
     SEGMENTATION_SOP_CLASS_UID as _SEGMENTATION_SOP_CLASS,
+    SEGMENTATION_SOP_CLASS_UIDS as _SEGMENTATION_SOP_CLASSES,
+    get_label_map_background,
+    is_label_map,
 )
 
 __all__ = [
@@ -104,12 +108,17 @@ def get_channel_items(ds: Dataset) -> list[Dataset]:
     Returns
     -------
     list[pydicom.Dataset]
-        Segment Sequence items for Segmentations, Real World Value Mapping items (one channel)
-        for Parametric Maps, Optical Path Sequence items otherwise (one empty item if absent)
+        Segment Sequence items for Segmentations (of a label map, all but the item that
+        describes its background), Real World Value Mapping items (one channel) for
+        Parametric Maps, Optical Path Sequence items otherwise (one empty item if absent)
     """
     sop_class = str(get_value(ds, _SOP_CLASS_UID, ""))
-    if sop_class == _SEGMENTATION_SOP_CLASS:
-        return list(ds.get("SegmentSequence", []))
+    if sop_class in _SEGMENTATION_SOP_CLASSES:
+        items = list(ds.get("SegmentSequence", []))
+        background = get_label_map_background(ds)
+        if background is None:
+            return items
+        return [item for item in items if str(item.get("SegmentNumber", "")) != str(background)]
     if sop_class == _PARAMETRIC_MAP_SOP_CLASS:
         return [Dataset()]
     items = list(get_value(ds, _OPTICAL_PATH_SEQUENCE, []))
@@ -118,7 +127,7 @@ def get_channel_items(ds: Dataset) -> list[Dataset]:
 
 def _channel_identifier(ds: Dataset, item: Dataset) -> str:
     sop_class = str(get_value(ds, _SOP_CLASS_UID, ""))
-    if sop_class == _SEGMENTATION_SOP_CLASS:
+    if sop_class in _SEGMENTATION_SOP_CLASSES:
         return str(item.get("SegmentNumber", ""))
     return str(get_value(item, _OPTICAL_PATH_IDENTIFIER, ""))
 
@@ -335,6 +344,11 @@ class FrameIndex:
                 f"Image {first.get('SOPInstanceUID', '?')} would need a tile grid of {shape}; "
                 "its dimensions are implausible."
             )
+        label_map = is_label_map(first)
+        if label_map:
+            # Every segment of a label map reads the same frames (one per position); the
+            # frames are placed as those of a one-channel image and shared below.
+            shape = (1, *shape[1:])
         lookup = np.full(shape, -1, dtype=np.int64)
         if str(first.get("DimensionOrganizationType", "")) == "TILED_FULL":
             expected = int(np.prod(shape))
@@ -342,13 +356,20 @@ class FrameIndex:
                 raise InvalidDataError(
                     f"TILED_FULL image {first.get('SOPInstanceUID', '?')} has {total_frames} "
                     f"frames but its tiling of {grid_rows}x{grid_cols} tiles, {len(planes)} focal "
-                    f"plane(s) and {len(channel_ids)} channel(s) needs {expected}."
+                    f"plane(s) and {shape[0]} channel(s) needs {expected}."
                 )
             lookup[...] = np.arange(expected, dtype=np.int64).reshape(shape)
         else:
             _fill_from_per_frame_items(
-                lookup, parts_metadata, channel_ids, planes, tile_rows, tile_cols
+                lookup,
+                parts_metadata,
+                () if label_map else channel_ids,
+                planes,
+                tile_rows,
+                tile_cols,
             )
+        if label_map:
+            lookup = np.repeat(lookup, len(channel_ids), axis=0)
         return cls(
             parts=parts,
             tile_rows=tile_rows,
@@ -370,7 +391,10 @@ def _fill_from_per_frame_items(
     tile_cols: int,
 ) -> None:
     first = parts_metadata[0]
-    is_seg = str(first.get("SOPClassUID", "")) == _SEGMENTATION_SOP_CLASS
+    # Frames of a label map carry no segment: they belong to its one frame channel.
+    is_seg = str(first.get("SOPClassUID", "")) == _SEGMENTATION_SOP_CLASS and not is_label_map(
+        first
+    )
     channel_of = {cid: i for i, cid in enumerate(channel_ids)}
     plane_of = {round(z, 6): i for i, z in enumerate(planes)}
     grid_rows, grid_cols = lookup.shape[2], lookup.shape[3]

@@ -33,7 +33,7 @@ from dicomslide.codecs import PixelFormat, decode_frame
 from dicomslide.color import ColorTransform, get_color_transform
 from dicomslide.coordinates import ImageGeometry
 from dicomslide.enums import ChannelTypes
-from dicomslide.errors import RegionError
+from dicomslide.errors import InvalidDataError, RegionError, UsageError
 from dicomslide.frames import DecodedTileCache, FrameService, InstanceRef
 from dicomslide.geometry import (
     FrameIndex,
@@ -48,7 +48,9 @@ from dicomslide.sources.foreign import BULKDATA_URIS_ATTRIBUTE
 from dicomslide.sources.protocol import EncodedFrame, Source
 from dicomslide.utils import (
     PARAMETRIC_MAP_SOP_CLASS_UID as _PARAMETRIC_MAP_SOP_CLASS,
-    SEGMENTATION_SOP_CLASS_UID as _SEGMENTATION_SOP_CLASS,
+    SEGMENTATION_SOP_CLASS_UIDS as _SEGMENTATION_SOP_CLASSES,
+    get_label_map_background,
+    is_label_map,
 )
 
 __all__ = ["TiledImage", "TotalPixelMatrix"]
@@ -88,6 +90,9 @@ class _ImageState:
         self.metadata = self.parts_metadata[0]
         self.format = PixelFormat.from_dataset(self.metadata)
         self.correct_color = correct_color
+        self.label_map = is_label_map(self.metadata)
+        # What label-map pixels without a frame or outside the matrix hold: no segment.
+        self.background = get_label_map_background(self.metadata) or 0
         self._index: FrameIndex | None = None
         self._channel_ids: tuple[str, ...] | None = None
         self._planes: tuple[float, ...] | None = None
@@ -143,6 +148,8 @@ class _ImageState:
         return self.format.samples_per_pixel == 3
 
     def fill_value(self) -> int | float:
+        if self.label_map:
+            return self.background
         if self.is_color():
             return int(np.iinfo(self.format.dtype).max) if self.format.dtype.kind == "u" else 0
         return 0
@@ -205,14 +212,49 @@ class _ImageState:
         for tile_slices, out_slices in pastes:
             out[out_slices] = tile[tile_slices]
 
+    def segment_number(self, channel: int) -> int:
+        identifier = self.channel_identifiers()[channel]
+        try:
+            return int(identifier)
+        except ValueError:
+            raise InvalidDataError(
+                f"Label map {self.metadata.get('SOPInstanceUID', '?')} has segment "
+                f"{channel + 1} with Segment Number {identifier!r}; it must be an integer."
+            ) from None
+
     async def read(
         self,
         channel: int,
         plane: int,
         offset: tuple[int, int],
         size: tuple[int, int],
+        *,
+        raw: bool = False,
     ) -> np.ndarray:
-        """Pixels of a region; pixels outside the matrix or without a frame are filled."""
+        """Pixels of a region; pixels outside the matrix or without a frame are filled.
+
+        A channel of a label map is the mask of its segment (1 where the label map holds the
+        segment's number, else 0) unless ``raw`` asks for the label map itself.
+        """
+        if not self.label_map or raw:
+            return await self._read_stored(channel, plane, offset, size, self.fill_value())
+        number = self.segment_number(channel)
+        # Pixels without a frame must not join the segment, even one numbered like the
+        # background when the label map names none (no Pixel Padding Value).
+        fill = self.background if number != self.background else number ^ 1
+        labels = await self._read_stored(channel, plane, offset, size, fill)
+        # Masks are uint8 0/1 like BINARY Segmentations, whatever the label map's bit depth.
+        mask: np.ndarray = np.equal(labels, number).view(np.uint8)
+        return mask
+
+    async def _read_stored(
+        self,
+        channel: int,
+        plane: int,
+        offset: tuple[int, int],
+        size: tuple[int, int],
+        fill: int | float,
+    ) -> np.ndarray:
         index: FrameIndex = await self._once("index", self.aindex)
         service: FrameService = frame_service(self.source)
         fmt = self.format
@@ -243,7 +285,7 @@ class _ImageState:
             # array twice; for one-tile reads the fill was a third of the main thread's time.
             out = np.empty(shape, dtype=fmt.dtype)
         else:
-            out = np.full(shape, self.fill_value(), dtype=fmt.dtype)
+            out = np.full(shape, fill, dtype=fmt.dtype)
         if not by_frame:
             return out
         decoded = decoded_tile_cache(self.source)
@@ -324,6 +366,10 @@ class TotalPixelMatrix:
     and bottom edges are returned at full tile size, padded with the fill value (not with the
     padding stored in the frame).
 
+    The matrix of a channel of a label-map Segmentation is the mask of that segment (``uint8``,
+    1 where the label map holds the segment's number); :meth:`TiledImage.get_label_map` gives
+    the label map itself.
+
     Parameters
     ----------
     client: Any
@@ -351,10 +397,13 @@ class TotalPixelMatrix:
         correct_color: bool = True,
         *,
         _state: _ImageState | None = None,
+        _label_map: bool = False,
     ) -> None:
         if _state is None:
             _state = _ImageState(as_source(client), [image_metadata], correct_color)
         self._state = _state
+        # The label map itself rather than the mask of one of its segments.
+        self._raw = _label_map
         self._channel = _check_index(
             channel_index, len(_state.channel_identifiers()), "Channel index", "this image"
         )
@@ -377,8 +426,10 @@ class TotalPixelMatrix:
         Returns
         -------
         numpy.dtype
-            Data type
+            Data type (``uint8`` for the segment masks of a label map)
         """
+        if self._state.label_map and not self._raw:
+            return np.dtype(np.uint8)
         return self._state.format.dtype
 
     @property
@@ -599,7 +650,7 @@ class TotalPixelMatrix:
         numpy.ndarray
             Array of shape (rows, columns, samples)
         """
-        return await self._state.read(self._channel, self._plane, offset, size)
+        return await self._state.read(self._channel, self._plane, offset, size, raw=self._raw)
 
     async def read_tiles(self, indices: Sequence[int]) -> np.ndarray:
         """Read whole tiles (edge tiles padded to full size with the fill value).
@@ -813,7 +864,7 @@ class TiledImage:
             Channel type
         """
         sop_class = str(self.metadata.get("SOPClassUID", ""))
-        if sop_class == _SEGMENTATION_SOP_CLASS:
+        if sop_class in _SEGMENTATION_SOP_CLASSES:
             return ChannelTypes.SEGMENT
         if sop_class == _PARAMETRIC_MAP_SOP_CLASS:
             return ChannelTypes.PARAMETER
@@ -1035,6 +1086,54 @@ class TiledImage:
                 channel_index,
                 focal_plane_index,
                 _state=self._state,
+            )
+            self._matrices[key] = matrix
+        return matrix
+
+    @property
+    def is_label_map(self) -> bool:
+        """Whether the image is a label-map Segmentation.
+
+        Returns
+        -------
+        bool
+            True for a Label Map Segmentation, whose pixels are segment numbers (or its
+            background value) and whose channels are the masks of its segments
+        """
+        return self._state.label_map
+
+    def get_label_map(self, focal_plane_index: int = 0) -> TotalPixelMatrix:
+        """Total pixel matrix of the label map itself: the segment number of every pixel.
+
+        Parameters
+        ----------
+        focal_plane_index: int, optional
+            Zero-based focal plane index
+
+        Returns
+        -------
+        dicomslide.TotalPixelMatrix
+            Matrix of stored values (``uint8`` or ``uint16``): segment numbers, and the
+            background value (Pixel Padding Value, 0 if none) where no segment is and for
+            pixels without a frame; a ``PALETTE COLOR`` label map is not looked up in its
+            palette
+
+        Raises
+        ------
+        dicomslide.errors.UsageError
+            When the image is not a label map (see :attr:`is_label_map`)
+        """
+        if not self._state.label_map:
+            raise UsageError(
+                f"Image {self.metadata.get('SOPInstanceUID', '?')} (SOP Class UID "
+                f"{self.metadata.get('SOPClassUID', '?')}) is not a label-map Segmentation; "
+                "only those have a label map."
+            )
+        key = (-1, focal_plane_index)
+        matrix = self._matrices.get(key)
+        if matrix is None:
+            matrix = TotalPixelMatrix(
+                None, self.metadata, 0, focal_plane_index, _state=self._state, _label_map=True
             )
             self._matrices[key] = matrix
         return matrix

@@ -15,8 +15,9 @@ How images become a slide
 * VOLUME and THUMBNAIL images form the pyramid; LABEL and OVERVIEW images are kept aside.
   Missing Image Type is handled by :mod:`dicomslide.utils` (tiled images count as VOLUME).
 * Channels are the optical paths of the slide microscopy images (by Optical Path Identifier),
-  followed by the segments of Segmentations and the parameter of each Parametric Map when
-  derived images are included. Focal planes are the distinct Z offsets of the volume images,
+  followed by the segments of Segmentations (label maps included: one channel per segment,
+  read as its mask) and the parameter of each Parametric Map when derived images are
+  included. Focal planes are the distinct Z offsets of the volume images,
   ascending. Levels are the distinct total pixel matrix sizes, largest first.
 """
 
@@ -61,8 +62,7 @@ from dicomslide.pyramid import Pyramid
 from dicomslide.runtime import as_source, get_cache_stats
 from dicomslide.sources.protocol import Source
 from dicomslide.utils import (
-    PARAMETRIC_MAP_SOP_CLASS_UID as _PARAMETRIC_MAP_SOP_CLASS,
-    SEGMENTATION_SOP_CLASS_UID as _SEGMENTATION_SOP_CLASS,
+    DERIVED_SOP_CLASS_UIDS as _DERIVED_SOP_CLASSES,
     compute_image_center_position,
     does_optical_path_item_match,
     does_segment_item_match,
@@ -74,7 +74,6 @@ from dicomslide.utils import (
 __all__ = ["Slide", "find_slides"]
 
 _WSI_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.77.1.6"
-_DERIVED_SOP_CLASSES = {_SEGMENTATION_SOP_CLASS, _PARAMETRIC_MAP_SOP_CLASS}
 
 
 @dataclass
@@ -829,6 +828,14 @@ class Slide:
         if offset is None or size is None:
             raise RegionError("Both offset (or pixel_indices) and size are required.")
         image, c, z, lvl = self._resolve(level, channel_index, focal_plane_index)
+        top_left, (h, w) = self._level_region(offset, size, lvl)
+        matrix = image.get_total_pixel_matrix(c, z)
+        return await matrix.read_region(top_left, (h, w))
+
+    def _level_region(
+        self, offset: tuple[int, int], size: tuple[int, int], lvl: int
+    ) -> tuple[tuple[int, int], tuple[int, int]]:
+        """Top-left pixel at a level of a region given by its base-level offset, and its size."""
         r0, c0 = _pair_int(offset, "Offset")
         h, w = _pair_int(size, "Size")
         base_rows, base_cols = self.size
@@ -840,9 +847,66 @@ class Slide:
         if h < 1 or w < 1:
             raise RegionError(f"Region size must be positive, got (rows, columns) = ({h}, {w}).")
         factors = self._pyramid[lvl].downsampling_factors
-        top, left = int(r0 // factors[0]), int(c0 // factors[1])
-        matrix = image.get_total_pixel_matrix(c, z)
-        return await matrix.read_region((top, left), (h, w))
+        return (int(r0 // factors[0]), int(c0 // factors[1])), (h, w)
+
+    async def get_label_map_region(
+        self,
+        offset: tuple[int, int],
+        level: int,
+        size: tuple[int, int],
+        channel_index: int,
+        focal_plane_index: int = 0,
+    ) -> np.ndarray:
+        """Read a region of the label map that holds a segment.
+
+        Where :meth:`get_image_region` gives the mask of one segment of a label-map
+        Segmentation, this gives the label map itself: the segment number of every pixel.
+
+        Parameters
+        ----------
+        offset: tuple[int, int]
+            Zero-based (row, column) of the region's top-left pixel in the total pixel matrix
+            of the **base level**; must lie inside it
+        level: int
+            Zero-based level index; negative values count from the top
+        size: tuple[int, int]
+            (rows, columns) of the region at ``level``; pixels beyond the bottom or right edge
+            of the image are background
+        channel_index: int
+            Zero-based index of any channel that is a segment of the label map (see
+            :meth:`find_segments`)
+        focal_plane_index: int, optional
+            Zero-based focal plane index
+
+        Returns
+        -------
+        numpy.ndarray
+            Array of shape (rows, columns, 1) of stored values (``uint8`` or ``uint16``): segment
+            numbers, and the background value (Pixel Padding Value, 0 if none) where no segment
+            is and past the edges; a ``PALETTE COLOR`` label map is not looked up in its palette
+
+        Raises
+        ------
+        dicomslide.errors.RegionError
+            When the channel is not a segment of a label map, or the region is invalid
+        """
+        image, _, z, lvl = self._resolve(level, channel_index, focal_plane_index)
+        if not image.is_label_map:
+            channel = self._channel(channel_index)
+            raise RegionError(
+                f"Channel {channel_index} ({channel.type.value} {channel.identifier!r}) is not a "
+                f"segment of a label-map Segmentation at level {lvl}; label maps hold the "
+                f"channels {self._label_map_channels()}."
+            )
+        top_left, (h, w) = self._level_region(offset, size, lvl)
+        return await image.get_label_map(z).read_region(top_left, (h, w))
+
+    def _label_map_channels(self) -> list[int]:
+        return [
+            i
+            for i, ch in enumerate(self._channels)
+            if any(image.is_label_map for image, _, _ in ch.images.values())
+        ]
 
     def get_pixel_indices(
         self,
@@ -1427,7 +1491,8 @@ async def find_slides(
         form a slide (a LABEL or OVERVIEW without VOLUME images beside it) are not an error:
         they are skipped with a warning either way
     include_derived: bool, optional
-        Whether Segmentations and Parametric Maps become channels of the slides they belong to
+        Whether Segmentations (label maps included) and Parametric Maps become channels of the
+        slides they belong to
     specimen_stains: Sequence[pydicom.sr.coding.Code | highdicom.sr.CodedConcept] | None
         Only images whose specimen description lists one of these stains
     optical_path_ids: Sequence[str] | None, optional

@@ -48,6 +48,7 @@ from dicomslide._tags import (
     IMAGE_TYPE as _IMAGE_TYPE,
     ROWS as _ROWS,
     SAMPLES_PER_PIXEL as _SAMPLES_PER_PIXEL,
+    SOP_CLASS_UID as _SOP_CLASS_UID,
     TOTAL_PIXEL_MATRIX_COLUMNS as _TOTAL_PIXEL_MATRIX_COLUMNS,
     TOTAL_PIXEL_MATRIX_ROWS as _TOTAL_PIXEL_MATRIX_ROWS,
 )
@@ -78,8 +79,10 @@ __all__ = [
     "get_image_flavor",
     "get_image_pixel_spacing",
     "get_image_size",
+    "get_label_map_background",
     "is_image",
     "is_label_image",
+    "is_label_map",
     "is_overview_image",
     "is_thumbnail_image",
     "is_tiled_image",
@@ -94,8 +97,13 @@ CodeLike: TypeAlias = "Code | CodedConcept"
 TilePositions: TypeAlias = "Sequence[Sequence[int]] | npt.NDArray[np.integer[Any]]"
 
 SEGMENTATION_SOP_CLASS_UID = "1.2.840.10008.5.1.4.1.1.66.4"
+LABEL_MAP_SEGMENTATION_SOP_CLASS_UID = "1.2.840.10008.5.1.4.1.1.66.7"
 PARAMETRIC_MAP_SOP_CLASS_UID = "1.2.840.10008.5.1.4.1.1.30"
-_DERIVED_SOP_CLASS_UIDS = frozenset({SEGMENTATION_SOP_CLASS_UID, PARAMETRIC_MAP_SOP_CLASS_UID})
+#: Both Segmentation SOP classes: their channels are the items of the Segment Sequence.
+SEGMENTATION_SOP_CLASS_UIDS = frozenset(
+    {SEGMENTATION_SOP_CLASS_UID, LABEL_MAP_SEGMENTATION_SOP_CLASS_UID}
+)
+DERIVED_SOP_CLASS_UIDS = frozenset({*SEGMENTATION_SOP_CLASS_UIDS, PARAMETRIC_MAP_SOP_CLASS_UID})
 
 #: Pixel spacing in millimeter that corresponds roughly to each objective lens power: the
 #: customary 0.25 micrometer per pixel at 40x, scaled inversely with magnification.
@@ -259,9 +267,64 @@ def is_volume_image(dataset: Dataset) -> bool:
     """
     if not is_tiled_image(dataset):
         return False
-    if dataset.get("SOPClassUID") in _DERIVED_SOP_CLASS_UIDS:
+    if dataset.get("SOPClassUID") in DERIVED_SOP_CLASS_UIDS:
         return True
     return _has_flavor(dataset, frozenset({ImageFlavors.VOLUME, ImageFlavors.THUMBNAIL}))
+
+
+def is_label_map(dataset: Dataset) -> bool:
+    """Determine whether a dataset is a label-map segmentation.
+
+    A label map stores one frame per tile position whose pixel values are segment numbers
+    (see :func:`get_label_map_background` for pixels in no segment), instead of one binary or
+    fractional frame per segment and tile.
+
+    Parameters
+    ----------
+    dataset: pydicom.Dataset
+        Dataset
+
+    Returns
+    -------
+    bool
+        Whether dataset is a Label Map Segmentation instance, or a Segmentation whose
+        Segmentation Type is ``LABELMAP``
+    """
+    sop_class = str(get_value(dataset, _SOP_CLASS_UID, "") or "")
+    if sop_class == LABEL_MAP_SEGMENTATION_SOP_CLASS_UID:
+        return True
+    return sop_class == SEGMENTATION_SOP_CLASS_UID and (
+        str(dataset.get("SegmentationType", "") or "").strip().upper() == "LABELMAP"
+    )
+
+
+def get_label_map_background(dataset: Dataset) -> int | None:
+    """Value of the pixels of a label map that belong to no segment.
+
+    The standard marks the background of a label map by its Pixel Padding Value; a Segment
+    Sequence item with that number (highdicom writes one, labelled "Background") describes
+    the background, not a segment.
+
+    Parameters
+    ----------
+    dataset: pydicom.Dataset
+        Metadata of a label-map Segmentation
+
+    Returns
+    -------
+    int | None
+        Pixel Padding Value, or None when the label map has none (or is not a label map)
+    """
+    if not is_label_map(dataset):
+        return None
+    value = dataset.get("PixelPaddingValue")
+    try:
+        return None if value is None or value == "" else int(value)
+    except (TypeError, ValueError):
+        raise InvalidDataError(
+            f"Label map {dataset.get('SOPInstanceUID', '?')} has Pixel Padding Value "
+            f"{value!r}; it must be an integer."
+        ) from None
 
 
 def is_label_image(dataset: Dataset) -> bool:

@@ -520,6 +520,10 @@ def _reopen_matrix(image: TiledImage, channel_index: int, focal_plane_index: int
     return image.get_total_pixel_matrix(channel_index, focal_plane_index)
 
 
+def _reopen_label_map(image: TiledImage, focal_plane_index: int) -> Any:
+    return image.get_label_map(focal_plane_index)
+
+
 class TiledImage:
     """Blocking twin of :class:`dicomslide.TiledImage`.
 
@@ -696,6 +700,19 @@ class TiledImage:
         return TotalPixelMatrix._wrap(
             self._async.get_total_pixel_matrix(channel_index, focal_plane_index),
             (_reopen_matrix, (self, channel_index, focal_plane_index)),
+        )
+
+    @property
+    def is_label_map(self) -> bool:
+        """Whether the image is a label-map Segmentation."""
+        return self._async.is_label_map
+
+    @_twin(dicomslide.TiledImage.get_label_map)
+    def get_label_map(self, focal_plane_index: int = 0) -> TotalPixelMatrix:
+        """Total pixel matrix of the label map itself."""
+        return TotalPixelMatrix._wrap(
+            self._async.get_label_map(focal_plane_index),
+            (_reopen_label_map, (self, focal_plane_index)),
         )
 
     @_twin(dicomslide.TiledImage.get_image_region)
@@ -958,6 +975,20 @@ class Slide:
                 focal_plane_index,
                 pixel_indices=pixel_indices,
             )
+        )
+
+    @_twin(dicomslide.Slide.get_label_map_region)
+    def get_label_map_region(
+        self,
+        offset: tuple[int, int],
+        level: int,
+        size: tuple[int, int],
+        channel_index: int,
+        focal_plane_index: int = 0,
+    ) -> np.ndarray:
+        """Read a region of the label map that holds a segment."""
+        return run(
+            self._async.get_label_map_region(offset, level, size, channel_index, focal_plane_index)
         )
 
     @_twin(dicomslide.Slide.get_slide_region)

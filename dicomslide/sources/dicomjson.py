@@ -33,9 +33,11 @@ from typing import Any, Final
 
 from pydicom import DataElement, Dataset
 from pydicom.dataelem import empty_value_for_VR
+from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 
 from dicomslide._tags import (
+    LUT_DESCRIPTORS as _LUT_DESCRIPTORS,
     PER_FRAME_FUNCTIONAL_GROUPS as _PER_FRAME_FUNCTIONAL_GROUPS,
 )
 from dicomslide.errors import ProtocolError
@@ -64,6 +66,17 @@ _EXCERPT: Final = 80
 
 LAZY_ITEMS: Final = 64
 """Per-frame sequences with more items than this are converted lazily."""
+
+
+def _pass_through(value: Any) -> Any:
+    """Converter of LUT descriptor values, which pydicom takes as they are.
+
+    For LUT Descriptor and the Red/Green/Blue Palette Color Lookup Table Descriptors (PALETTE
+    COLOR images, label maps among them) pydicom 3.0 keeps the values in a MultiValue whose
+    converter is a local function, which cannot be pickled (pydicom issue 2160, fixed after
+    3.0.2); the blocking facade pickles image metadata for process pools.
+    """
+    return value
 
 
 class LazyJSONSequence(Sequence):
@@ -313,7 +326,10 @@ def _convert_element(tag_hex: str, mapping: Any, where: str) -> tuple[DataElemen
                     return DataElement(tag, vr, values[0] if len(values) == 1 else values), None
             elif vr in _INT_VRS:
                 numbers: list[Any] = [int(value) for value in values]
-                return DataElement(tag, vr, numbers[0] if len(numbers) == 1 else numbers), None
+                element = DataElement(tag, vr, numbers[0] if len(numbers) == 1 else numbers)
+                if tag in _LUT_DESCRIPTORS and isinstance(element.value, MultiValue):
+                    element.value._constructor = _pass_through
+                return element, None
             elif vr in _FLOAT_VRS:
                 numbers = [float(value) for value in values]
                 return DataElement(tag, vr, numbers[0] if len(numbers) == 1 else numbers), None

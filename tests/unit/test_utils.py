@@ -552,3 +552,48 @@ def test_disassemble_rejects_bad_arguments() -> None:
 def test_disassemble_without_positions_returns_empty_stack() -> None:
     tiles = disassemble_total_pixel_matrix(np.zeros((4, 4, 3), np.uint8), [], 2, 2)
     assert tiles.shape == (0, 2, 2, 3)
+
+
+@pytest.mark.parametrize(
+    ("sop_class", "segmentation_type", "padding", "label_map", "background"),
+    [
+        ("1.2.840.10008.5.1.4.1.1.66.7", "LABELMAP", 0, True, 0),
+        ("1.2.840.10008.5.1.4.1.1.66.7", None, 5, True, 5),
+        ("1.2.840.10008.5.1.4.1.1.66.7", "LABELMAP", None, True, None),
+        # A Segmentation SOP instance that says LABELMAP is read as one too.
+        ("1.2.840.10008.5.1.4.1.1.66.4", "LABELMAP", 0, True, 0),
+        ("1.2.840.10008.5.1.4.1.1.66.4", "BINARY", 0, False, None),
+        ("1.2.840.10008.5.1.4.1.1.77.1.6", None, 0, False, None),
+    ],
+)
+def test_label_map_classification(
+    sop_class: str,
+    segmentation_type: str | None,
+    padding: int | None,
+    label_map: bool,
+    background: int | None,
+) -> None:
+    from dicomslide.utils import get_label_map_background, is_label_map
+
+    ds = Dataset()
+    ds.SOPClassUID = sop_class
+    if segmentation_type is not None:
+        ds.SegmentationType = segmentation_type
+    if padding is not None:
+        ds.PixelPaddingValue = padding
+    assert is_label_map(ds) is label_map
+    assert get_label_map_background(ds) == background
+
+
+def test_label_map_background_must_be_an_integer() -> None:
+    from dicomslide.utils import get_label_map_background
+
+    ds = Dataset()
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.66.7"
+    ds.SOPInstanceUID = "1.2.3"
+    ds.add_new(0x00280120, "US", None)
+    assert get_label_map_background(ds) is None
+    del ds[0x00280120]
+    ds.add_new(0x00280120, "LO", "x")  # a broken source's value of the wrong kind
+    with pytest.raises(InvalidDataError, match=r"Label map 1\.2\.3 has Pixel Padding Value"):
+        get_label_map_background(ds)
