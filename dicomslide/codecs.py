@@ -1091,6 +1091,11 @@ def _prepare(data: bytes, uid: str, fmt: PixelFormat, context: _Context) -> _Job
             raise context.error("JPEG stream is truncated (no EOI marker)")
         if uid in _JPEG_LOSSY:
             ycbcr = colour and _jpeg_stream_is_ycbcr(header, fmt)
+        elif colour and header.adobe_transform is not None:
+            # An Adobe marker states the colour transform outright, and every JPEG decoder
+            # (and pydicom) obeys it; wsidicom writes RGB lossless frames with transform 0
+            # under a YBR_FULL label.
+            ycbcr = header.adobe_transform != 0
         else:
             # Lossless streams are stored in the colour space the DICOM header names.
             ycbcr = colour and fmt.photometric_interpretation.startswith("YBR_FULL")

@@ -600,11 +600,30 @@ def test_jpeg_lossless_exact(
     np.testing.assert_array_equal(decoded, as3d(image))
 
 
+def _without_adobe_marker(data: bytes) -> bytes:
+    # libjpeg-turbo writes APP14 "Adobe" (transform 0) right after SOI in lossless mode.
+    assert data[2:4] == b"\xff\xee"
+    length = int.from_bytes(data[4:6], "big")
+    return data[:2] + data[4 + length :]
+
+
 def test_jpeg_lossless_ybr_full_converted() -> None:
+    # Without colour markers the DICOM label says how the components are stored.
     data = imagecodecs.jpeg8_encode(rgb_to_ybr(RGB8), lossless=True, predictor=1)
+    data = _without_adobe_marker(data)
     fmt = PixelFormat(SIZE, SIZE, 3, 8, 8, 0, "YBR_FULL")
     decoded = decode_frame(data, JPEG_LOSSLESS_SV1, fmt)
     assert np.abs(decoded.astype(int) - RGB8).max() <= 2
+
+
+def test_jpeg_lossless_adobe_rgb_wins_over_ybr_label() -> None:
+    # wsidicom 0.36's JpegLosslessSettings (default channels YBR) writes RGB samples with an
+    # Adobe marker saying "no transform" and labels them YBR_FULL; pydicom and wsidicom
+    # decode such frames to the stored RGB, as libjpeg does.
+    data = imagecodecs.jpeg8_encode(RGB8, lossless=True, predictor=1)
+    assert data[2:4] == b"\xff\xee"
+    fmt = PixelFormat(SIZE, SIZE, 3, 8, 8, 0, "YBR_FULL")
+    np.testing.assert_array_equal(decode_frame(data, JPEG_LOSSLESS_SV1, fmt), RGB8)
 
 
 def test_jpeg_lossless_truncated() -> None:
