@@ -1,0 +1,139 @@
+"""Every slide of the outside corpus reads equal to an independent decode, locally and over Orthanc.
+
+The corpus (:mod:`tests.support.corpus`) is made at test time by PixelMed ``TIFFToDicom``
+(Debian ``pixelmed-apps``, BSD-style PixelMed licence) from tiled TIFFs written by tifffile,
+and by wsidicom 0.36 (PyPI, Apache-2.0) re-encoding those slides into JPEG-LS, HTJ2K, JPEG 2000,
+RLE, JPEG lossless, JPEG and JPEG XL, in 8-bit RGB and 16-bit MONOCHROME2; PixelMed adds
+deflated transfer syntax, copied JPEG tiles and a three-channel 16-bit fluorescence slide.
+No file is committed; the build is cached in pytest's cache folder.
+
+The reference decodes each frame with pydicom (imagecodecs for JPEG XL, which pydicom 3.0
+cannot decode) and places it by its position (TILED_FULL order here).  dicomslide reads each
+whole level with ``get_image_region``; lossless entries must be equal, and equal to the
+picture written into the TIFF at level 0; lossy entries may differ by the entry's
+``max_diff`` (colour-conversion rounding of two decoders of one codestream).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+
+import dicomslide_sync
+from tests.support.corpus import (
+    CORPUS,
+    build_entry,
+    find_tiff_to_dicom,
+    reference_planes,
+    source_planes,
+)
+from tests.support.orthanc import OrthancServer, find_dicomweb_plugin, find_orthanc
+from tests.support.system import require
+
+pytestmark = pytest.mark.integration
+
+NAMES = sorted(CORPUS)
+
+
+@pytest.fixture(scope="module")
+def corpus_root(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    require(find_tiff_to_dicom(), "PixelMed TIFFToDicom (Debian package pixelmed-apps)")
+    pytest.importorskip("wsidicom")
+    pytest.importorskip("tifffile")
+    cache = getattr(request.config, "cache", None)
+    return Path(cache.mkdir("fidelity-corpus")) if cache else tmp_path_factory.mktemp("corpus")
+
+
+@pytest.fixture(scope="module")
+def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OrthancServer]:
+    require(find_orthanc(), "Orthanc (Debian package orthanc)")
+    require(find_dicomweb_plugin(), "the Orthanc DICOMweb plugin (orthanc-dicomweb)")
+    with OrthancServer(workdir=tmp_path_factory.mktemp("orthanc-corpus")) as server:
+        yield server
+
+
+def _references(folder: Path) -> dict[tuple[int, int], dict[tuple[str, int], np.ndarray]]:
+    """Reference planes of every VOLUME instance, keyed by level size (rows, columns)."""
+    levels: dict[tuple[int, int], dict[tuple[str, int], np.ndarray]] = {}
+    for path in sorted(folder.glob("*.dcm")):
+        header = pydicom.dcmread(path, stop_before_pixels=True)
+        if "VOLUME" not in header.ImageType:
+            continue
+        size = (int(header.TotalPixelMatrixRows), int(header.TotalPixelMatrixColumns))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            levels.setdefault(size, {}).update(reference_planes(path))
+    return levels
+
+
+def _compare(
+    slide: dicomslide_sync.Slide,
+    references: dict[tuple[int, int], dict[tuple[str, int], np.ndarray]],
+    max_diff: int,
+) -> int:
+    """Assert every plane of every level against its reference; return the checks made."""
+    dims = list(slide.total_pixel_matrix_dimensions)
+    assert sorted(dims) == sorted(references), (dims, sorted(references))
+    checks = 0
+    for size, planes in references.items():
+        level = dims.index(size)
+        assert slide.num_channels == len({path for path, _ in planes})
+        for (path_id, z), expected in planes.items():
+            channel = slide.get_channel_index(path_id)
+            got = slide.get_image_region((0, 0), level, size, channel, z)
+            assert got.dtype == expected.dtype, (size, path_id, got.dtype, expected.dtype)
+            got = got.reshape(expected.shape)
+            diff = np.abs(got.astype(np.int64) - expected.astype(np.int64))
+            assert diff.max() <= max_diff, (size, path_id, int(diff.max()), float(diff.mean()))
+            checks += 1
+    return checks
+
+
+def _one_slide(slides: list[dicomslide_sync.Slide]) -> dicomslide_sync.Slide:
+    assert len(slides) == 1, [s.container_id for s in slides]
+    return slides[0]
+
+
+def _assert_matches_source(corpus_root: Path, name: str, folder: Path) -> None:
+    entry = CORPUS[name]
+    origin = CORPUS[entry.source] if entry.source else entry
+    kind = origin.extra.get("kind", "rgb")
+    expected = source_planes(corpus_root, kind)
+    level0 = _references(folder)[expected[0].shape[:2]]
+    assert len(level0) == len(expected)
+    for (_, _), plane in level0.items():
+        assert any(np.array_equal(plane, source) for source in expected)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_corpus_local_matches_pydicom(name: str, corpus_root: Path, tmp_path: Path) -> None:
+    folder = build_entry(corpus_root, name)
+    references = _references(folder)
+    entry = CORPUS[name]
+    if entry.matches_source:
+        # The reference itself must be right for a lossless file: it is the TIFF's picture.
+        _assert_matches_source(corpus_root, name, folder)
+    # Closed explicitly: a deflated file is read from an inflated temporary copy.
+    with dicomslide_sync.DICOMfileClient(folder, index_dir=tmp_path / "index") as client:
+        slide = _one_slide(dicomslide_sync.find_slides(client))
+        assert _compare(slide, references, entry.max_diff) >= 1
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_corpus_dicomweb_matches_pydicom(
+    name: str, corpus_root: Path, orthanc: OrthancServer
+) -> None:
+    import dicomweb_client
+
+    folder = build_entry(corpus_root, name)
+    files = sorted(folder.glob("*.dcm"))
+    orthanc.upload(files)
+    study = pydicom.dcmread(files[0], stop_before_pixels=True).StudyInstanceUID
+    web = dicomweb_client.DICOMwebClient(url=orthanc.dicomweb_url)
+    slide = _one_slide(dicomslide_sync.find_slides(web, study_instance_uid=study))
+    assert _compare(slide, _references(folder), CORPUS[name].max_diff) >= 1
