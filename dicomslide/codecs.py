@@ -809,7 +809,8 @@ def sniff_transfer_syntax(data: bytes | bytearray | memoryview) -> str | None:
     str | None
         JPEG Baseline for SOF0/SOF1 JPEG, JPEG Lossless SV1 for SOF3, JPEG-LS Lossless for
         SOF55, HTJ2K Lossless for a JPEG 2000 codestream with a CAP marker, JPEG 2000
-        Lossless for other JPEG 2000 codestreams or JP2 files; None otherwise
+        Lossless for other JPEG 2000 codestreams or JP2 files, JPEG XL Lossless for JPEG XL
+        codestreams or containers; None otherwise
     """
     raw = bytes(data)
     header = _scan_jpeg(raw)
@@ -824,7 +825,14 @@ def sniff_transfer_syntax(data: bytes | bytearray | memoryview) -> str | None:
     j2k = _scan_j2k(raw)
     if j2k is not None:
         return _HTJ2K_LOSSLESS if j2k.high_throughput else _J2K_LOSSLESS
+    if _is_jpeg_xl(raw):
+        return _JPEG_XL_LOSSLESS
     return None
+
+
+def _is_jpeg_xl(data: bytes) -> bool:
+    # A bare codestream starts with FF 0A, the ISO BMFF container with its signature box.
+    return data[:2] == b"\xff\x0a" or data[:12] == b"\x00\x00\x00\x0cJXL \r\n\x87\n"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1126,7 +1134,7 @@ def _prepare(data: bytes, uid: str, fmt: PixelFormat, context: _Context) -> _Job
             raise context.error(f"RLE frame of {len(data)} bytes is shorter than its header")
         return _Job(data, fmt, colour and fmt.photometric_interpretation == "YBR_FULL")
     if uid in _JPEG_XL_FAMILY:
-        if data[:2] != b"\xff\x0a" and data[:12] != b"\x00\x00\x00\x0cJXL \r\n\x87\n":
+        if not _is_jpeg_xl(data):
             raise context.error("not a JPEG XL codestream or container")
         # libjxl hands out the colour samples it was given (an XYB transform inside the
         # codestream is undone by the decoder), so there is nothing to convert.

@@ -57,6 +57,19 @@ def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OrthancServer]
         yield server
 
 
+@pytest.fixture
+def empty_orthanc(orthanc: OrthancServer) -> Iterator[OrthancServer]:
+    """The server, emptied after the test.
+
+    wsidicom keeps the study, frame of reference and container of the slide it re-encodes, so
+    two entries in one server would be one slide with two copies of each level.
+    """
+    yield orthanc
+    with orthanc.client() as http:
+        for study in http.get("/studies").json():
+            http.delete(f"/studies/{study}").raise_for_status()
+
+
 def _references(folder: Path) -> dict[tuple[int, int], dict[tuple[str, int], np.ndarray]]:
     """Reference planes of every VOLUME instance, keyed by level size (rows, columns)."""
     levels: dict[tuple[int, int], dict[tuple[str, int], np.ndarray]] = {}
@@ -126,14 +139,15 @@ def test_corpus_local_matches_pydicom(name: str, corpus_root: Path, tmp_path: Pa
 
 @pytest.mark.parametrize("name", NAMES)
 def test_corpus_dicomweb_matches_pydicom(
-    name: str, corpus_root: Path, orthanc: OrthancServer
+    name: str, corpus_root: Path, empty_orthanc: OrthancServer
 ) -> None:
-    import dicomweb_client
-
     folder = build_entry(corpus_root, name)
     files = sorted(folder.glob("*.dcm"))
-    orthanc.upload(files)
+    empty_orthanc.upload(files)
     study = pydicom.dcmread(files[0], stop_before_pixels=True).StudyInstanceUID
-    web = dicomweb_client.DICOMwebClient(url=orthanc.dicomweb_url)
-    slide = _one_slide(dicomslide_sync.find_slides(web, study_instance_uid=study))
-    assert _compare(slide, _references(folder), CORPUS[name].max_diff) >= 1
+    # dicomslide's own client: Orthanc 1.10 answers 500 to frame requests of transfer
+    # syntaxes it does not know (HTJ2K, JPEG XL, and deflated data sets), and this client
+    # then reads the whole instance (dicomweb_client has no such fallback).
+    with dicomslide_sync.DICOMwebClient(empty_orthanc.dicomweb_url) as web:
+        slide = _one_slide(dicomslide_sync.find_slides(web, study_instance_uid=study))
+        assert _compare(slide, _references(folder), CORPUS[name].max_diff) >= 1
