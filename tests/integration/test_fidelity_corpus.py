@@ -1,4 +1,4 @@
-"""Every slide of the outside corpus reads equal to an independent decode, locally and over Orthanc.
+"""Each slide of the outside corpus reads as its independent decode, locally and over Orthanc.
 
 The corpus (:mod:`tests.support.corpus`) is made at test time by PixelMed ``TIFFToDicom``
 (Debian ``pixelmed-apps``, BSD-style PixelMed licence) from tiled TIFFs written by tifffile,

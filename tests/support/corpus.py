@@ -145,26 +145,155 @@ CORPUS: dict[str, CorpusEntry] = {
             "3-channel 16-bit OME-TIFF: one instance per optical path (DAPI, FITC, TRITC)",
             extra={"kind": "fluorescence"},
         ),
-        _wsidicom("wsidicom-jpegls", "pixelmed-rgb-native", "JpegLsSettings", "JPEG-LS lossless RGB", level=0, **_RGB),
-        _wsidicom("wsidicom-jpegls-near", "pixelmed-rgb-native", "JpegLsSettings", "JPEG-LS near-lossless (NEAR=2)", max_diff=1, level=2, **_RGB),
-        _wsidicom("wsidicom-htj2k-lossless", "pixelmed-rgb-native", "HTJpeg2000Settings", "HTJ2K lossless, YBR_RCT", levels=0, **_YBR),
-        _wsidicom("wsidicom-htj2k", "pixelmed-rgb-native", "HTJpeg2000Settings", "HTJ2K irreversible, YBR_ICT", max_diff=2, levels=80, **_YBR),
-        _wsidicom("wsidicom-j2k-lossless", "pixelmed-rgb-native", "Jpeg2kSettings", "JPEG 2000 lossless, YBR_RCT", levels=0, **_YBR),
-        _wsidicom("wsidicom-j2k", "pixelmed-rgb-native", "Jpeg2kSettings", "JPEG 2000 irreversible, YBR_ICT", max_diff=2, levels=80, **_YBR),
-        _wsidicom("wsidicom-j2k-rgb", "pixelmed-rgb-native", "Jpeg2kSettings", "JPEG 2000 lossless without MCT, RGB", levels=0, **_RGB),
-        _wsidicom("wsidicom-rle", "pixelmed-rgb-native", "RleSettings", "RLE lossless RGB", **_RGB),
-        _wsidicom("wsidicom-jpeg-lossless", "pixelmed-rgb-native", "JpegLosslessSettings", "JPEG lossless (process 14), RGB stored under a YBR_FULL label with an Adobe marker", predictor=1, **_YBR),
-        _wsidicom("wsidicom-jpeg", "pixelmed-rgb-native", "JpegSettings", "JPEG baseline by wsidicom (libjpeg-turbo), YBR_FULL_422", max_diff=2, quality=90, **_YBR),
-        _wsidicom("wsidicom-jpegxl-lossless", "pixelmed-rgb-native", "JpegXlSettings", "JPEG XL lossless (1.2.840.10008.1.2.4.110)", level=100, **_RGB),
-        _wsidicom("wsidicom-jpegxl", "pixelmed-rgb-native", "JpegXlSettings", "JPEG XL lossy (1.2.840.10008.1.2.4.112)", max_diff=1, level=90, **_YBR),
-        _wsidicom("wsidicom-mono16-jpegls", "pixelmed-mono16", "JpegLsSettings", "16-bit JPEG-LS lossless", level=0, **_MONO16),
-        _wsidicom("wsidicom-mono16-htj2k", "pixelmed-mono16", "HTJpeg2000Settings", "16-bit HTJ2K lossless", levels=0, **_MONO16),
-        _wsidicom("wsidicom-mono16-j2k", "pixelmed-mono16", "Jpeg2kSettings", "16-bit JPEG 2000 lossless", levels=0, **_MONO16),
-        _wsidicom("wsidicom-mono16-rle", "pixelmed-mono16", "RleSettings", "16-bit RLE", **_MONO16),
-        _wsidicom("wsidicom-mono16-jpeg-lossless", "pixelmed-mono16", "JpegLosslessSettings", "16-bit JPEG lossless (process 14)", predictor=1, **_MONO16),
-        _wsidicom("wsidicom-mono16-jpegxl", "pixelmed-mono16", "JpegXlSettings", "16-bit JPEG XL lossless", level=100, **_MONO16),
+        _wsidicom(
+            "wsidicom-jpegls",
+            "pixelmed-rgb-native",
+            "JpegLsSettings",
+            "JPEG-LS lossless RGB",
+            level=0,
+            **_RGB,
+        ),
+        _wsidicom(
+            "wsidicom-jpegls-near",
+            "pixelmed-rgb-native",
+            "JpegLsSettings",
+            "JPEG-LS near-lossless (NEAR=2)",
+            max_diff=1,
+            level=2,
+            **_RGB,
+        ),
+        _wsidicom(
+            "wsidicom-htj2k-lossless",
+            "pixelmed-rgb-native",
+            "HTJpeg2000Settings",
+            "HTJ2K lossless, YBR_RCT",
+            levels=0,
+            **_YBR,
+        ),
+        _wsidicom(
+            "wsidicom-htj2k",
+            "pixelmed-rgb-native",
+            "HTJpeg2000Settings",
+            "HTJ2K irreversible, YBR_ICT",
+            max_diff=2,
+            levels=80,
+            **_YBR,
+        ),
+        _wsidicom(
+            "wsidicom-j2k-lossless",
+            "pixelmed-rgb-native",
+            "Jpeg2kSettings",
+            "JPEG 2000 lossless, YBR_RCT",
+            levels=0,
+            **_YBR,
+        ),
+        _wsidicom(
+            "wsidicom-j2k",
+            "pixelmed-rgb-native",
+            "Jpeg2kSettings",
+            "JPEG 2000 irreversible, YBR_ICT",
+            max_diff=2,
+            levels=80,
+            **_YBR,
+        ),
+        _wsidicom(
+            "wsidicom-j2k-rgb",
+            "pixelmed-rgb-native",
+            "Jpeg2kSettings",
+            "JPEG 2000 lossless without MCT, RGB",
+            levels=0,
+            **_RGB,
+        ),
+        _wsidicom(
+            "wsidicom-rle",
+            "pixelmed-rgb-native",
+            "RleSettings",
+            "RLE lossless RGB",
+            **_RGB,
+        ),
+        _wsidicom(
+            "wsidicom-jpeg-lossless",
+            "pixelmed-rgb-native",
+            "JpegLosslessSettings",
+            "JPEG lossless (process 14), RGB stored under a YBR_FULL label with an Adobe marker",
+            predictor=1,
+            **_YBR,
+        ),
+        _wsidicom(
+            "wsidicom-jpeg",
+            "pixelmed-rgb-native",
+            "JpegSettings",
+            "JPEG baseline by wsidicom (libjpeg-turbo), YBR_FULL_422",
+            max_diff=2,
+            quality=90,
+            **_YBR,
+        ),
+        _wsidicom(
+            "wsidicom-jpegxl-lossless",
+            "pixelmed-rgb-native",
+            "JpegXlSettings",
+            "JPEG XL lossless (1.2.840.10008.1.2.4.110)",
+            level=100,
+            **_RGB,
+        ),
+        _wsidicom(
+            "wsidicom-jpegxl",
+            "pixelmed-rgb-native",
+            "JpegXlSettings",
+            "JPEG XL lossy (1.2.840.10008.1.2.4.112)",
+            max_diff=1,
+            level=90,
+            **_YBR,
+        ),
+        _wsidicom(
+            "wsidicom-mono16-jpegls",
+            "pixelmed-mono16",
+            "JpegLsSettings",
+            "16-bit JPEG-LS lossless",
+            level=0,
+            **_MONO16,
+        ),
+        _wsidicom(
+            "wsidicom-mono16-htj2k",
+            "pixelmed-mono16",
+            "HTJpeg2000Settings",
+            "16-bit HTJ2K lossless",
+            levels=0,
+            **_MONO16,
+        ),
+        _wsidicom(
+            "wsidicom-mono16-j2k",
+            "pixelmed-mono16",
+            "Jpeg2kSettings",
+            "16-bit JPEG 2000 lossless",
+            levels=0,
+            **_MONO16,
+        ),
+        _wsidicom(
+            "wsidicom-mono16-rle",
+            "pixelmed-mono16",
+            "RleSettings",
+            "16-bit RLE",
+            **_MONO16,
+        ),
+        _wsidicom(
+            "wsidicom-mono16-jpeg-lossless",
+            "pixelmed-mono16",
+            "JpegLosslessSettings",
+            "16-bit JPEG lossless (process 14)",
+            predictor=1,
+            **_MONO16,
+        ),
+        _wsidicom(
+            "wsidicom-mono16-jpegxl",
+            "pixelmed-mono16",
+            "JpegXlSettings",
+            "16-bit JPEG XL lossless",
+            level=100,
+            **_MONO16,
+        ),
     ]
-}  # fmt: skip
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -246,8 +375,10 @@ def _run_pixelmed(entry: CorpusEntry, root: Path, work: Path) -> None:
     completed = subprocess.run(command, capture_output=True, text=True, timeout=300)
     tiff.unlink()
     # TIFFToDicom exits 0 after logging exceptions; a missing output is the failure signal.
-    if completed.returncode != 0 or not list(work.glob("*.dcm")) or "Exception" in (
-        completed.stderr
+    if (
+        completed.returncode != 0
+        or not list(work.glob("*.dcm"))
+        or "Exception" in (completed.stderr)
     ):
         raise RuntimeError(f"TIFFToDicom failed: {command}\n{completed.stderr[-3000:]}")
 
@@ -386,5 +517,3 @@ def reference_planes(path: str | os.PathLike[str]) -> dict[tuple[str, int], np.n
         h, w = min(tile_rows, rows - r0), min(tile_cols, cols - c0)
         canvas[r0 : r0 + h, c0 : c0 + w] = frame[:h, :w]
     return out
-
-
