@@ -55,6 +55,7 @@ import numpy as np
 from tests.support.thirdparty import make_source_image
 
 __all__ = [
+    "find_dcmtk",
     "CORPUS",
     "CorpusEntry",
     "build_entry",
@@ -98,8 +99,32 @@ def find_tiff_to_dicom() -> str | None:
     return found if found and PIXELMED_WSI_TEMPLATE.is_file() else None
 
 
+def find_dcmtk() -> str | None:
+    """Path of DCMTK's ``dcmcjpls`` (Debian ``dcmtk``; ``dcmcrle``, ``dcmcjpeg`` beside it)."""
+    return shutil.which("dcmcjpls")
+
+
 def _pixelmed(name: str, exercises: str, **kw: Any) -> CorpusEntry:
     return CorpusEntry(name, "pixelmed", exercises, **kw)
+
+
+def _dcmtk(
+    name: str,
+    source: str,
+    command: tuple[str, ...],
+    exercises: str,
+    max_diff: int = 0,
+    lossy: bool = False,
+) -> CorpusEntry:
+    return CorpusEntry(
+        name,
+        "dcmtk",
+        exercises,
+        source=source,
+        max_diff=max_diff,
+        matches_source=not lossy,
+        extra={"command": command},
+    )
 
 
 def _wsidicom(
@@ -292,6 +317,42 @@ CORPUS: dict[str, CorpusEntry] = {
             level=100,
             **_MONO16,
         ),
+        _dcmtk(
+            "dcmtk-jpegls",
+            "pixelmed-rgb-native",
+            ("dcmcjpls", "+el"),
+            "JPEG-LS lossless by DCMTK (its own CharLS fork), RGB",
+        ),
+        _dcmtk(
+            "dcmtk-jpegls-near",
+            "pixelmed-mono16",
+            ("dcmcjpls", "+en", "+md", "2"),
+            "16-bit JPEG-LS near-lossless (NEAR=2) by DCMTK",
+            lossy=True,
+        ),
+        _dcmtk("dcmtk-rle", "pixelmed-rgb-native", ("dcmcrle",), "RLE lossless by DCMTK"),
+        _dcmtk(
+            "dcmtk-jpeg-lossless-16",
+            "pixelmed-mono16",
+            ("dcmcjpeg", "+e1"),
+            "16-bit JPEG lossless SV1 (1.2.840.10008.1.2.4.70) by DCMTK (IJG 16-bit)",
+        ),
+        _dcmtk(
+            "dcmtk-jpeg-extended-12",
+            "pixelmed-mono16",
+            ("dcmcjpeg", "+ee"),
+            "12-bit JPEG extended (1.2.840.10008.1.2.4.51) by DCMTK, BitsAllocated 16",
+            max_diff=2,
+            lossy=True,
+        ),
+        _dcmtk(
+            "dcmtk-jpeg",
+            "pixelmed-rgb-native",
+            ("dcmcjpeg", "+eb"),
+            "JPEG baseline by DCMTK (IJG), YBR_FULL_422",
+            max_diff=2,
+            lossy=True,
+        ),
     ]
 }
 
@@ -383,6 +444,16 @@ def _run_pixelmed(entry: CorpusEntry, root: Path, work: Path) -> None:
         raise RuntimeError(f"TIFFToDicom failed: {command}\n{completed.stderr[-3000:]}")
 
 
+def _run_dcmtk(entry: CorpusEntry, source: Path, work: Path) -> None:
+    command = entry.extra["command"]
+    for path in sorted(source.glob("*.dcm")):
+        # One instance at a time: DCMTK's compressors know nothing of pyramids.
+        full = [*command, str(path), str(work / path.name)]
+        completed = subprocess.run(full, capture_output=True, text=True, timeout=300)
+        if completed.returncode != 0:
+            raise RuntimeError(f"{full} failed: {completed.stderr[-3000:]}")
+
+
 def _run_wsidicom(entry: CorpusEntry, source: Path, work: Path) -> None:
     import wsidicom
     from wsidicom.codec import settings as codec_settings
@@ -409,6 +480,10 @@ def _tool_versions() -> str:
             found.append(f"{package}={version(package)}")
         except Exception:
             found.append(f"{package}=missing")
+    dcmtk = shutil.which("dcmcjpls")
+    if dcmtk:
+        first = subprocess.run([dcmtk, "--version"], capture_output=True, text=True, timeout=60)
+        found.append(f"dcmtk={(first.stdout.splitlines() or ['?'])[0]}")
     jar = Path("/usr/share/java/pixelmed.jar")
     found.append(f"pixelmed={jar.resolve().name if jar.exists() else 'missing'}")
     return ",".join(found)
@@ -434,6 +509,8 @@ def build_entry(root: str | os.PathLike[str], name: str) -> Path:
     try:
         if source is None:
             _run_pixelmed(entry, base, work)
+        elif entry.writer == "dcmtk":
+            _run_dcmtk(entry, source, work)
         else:
             _run_wsidicom(entry, source, work)
         files = sorted(p.name for p in work.glob("*.dcm"))
@@ -463,7 +540,7 @@ def _decode_frame(ds: Any, index: int) -> np.ndarray:
 
         data = get_frame(ds.PixelData, index, number_of_frames=int(ds.NumberOfFrames))
         frame: np.ndarray = imagecodecs.jpegxl_decode(data)
-    elif uid in ("1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51"):
+    elif uid in ("1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51") and ds.BitsAllocated == 8:
         # Pillow uses libjpeg-turbo like the reader; pylibjpeg-libjpeg upsamples chroma its
         # own way (up to 11 apart on 4:2:0 frames), which says nothing about the reader.
         frame = pixel_array(ds, index=index, decoding_plugin="pillow")
