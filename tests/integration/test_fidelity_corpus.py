@@ -93,7 +93,8 @@ def _references(folder: Path) -> dict[tuple[int, int], dict[tuple[str, int], np.
         size = (int(header.TotalPixelMatrixRows), int(header.TotalPixelMatrixColumns))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            levels.setdefault(size, {}).update(reference_planes(path))
+            # Parts of a concatenation paste their frames into the same planes.
+            reference_planes(path, into=levels.setdefault(size, {}))
     return levels
 
 

@@ -128,7 +128,13 @@ def _dcmtk(
 
 
 def _wsidicom(
-    name: str, source: str, settings: str, exercises: str, max_diff: int = 0, **params: Any
+    name: str,
+    source: str,
+    settings: str,
+    exercises: str,
+    max_diff: int = 0,
+    save: dict[str, Any] | None = None,
+    **params: Any,
 ) -> CorpusEntry:
     return CorpusEntry(
         name,
@@ -138,6 +144,7 @@ def _wsidicom(
         transcoding=(settings, params),
         max_diff=max_diff,
         matches_source=max_diff == 0,
+        extra={"save": save or {}},
     )
 
 
@@ -317,6 +324,32 @@ CORPUS: dict[str, CorpusEntry] = {
             level=100,
             **_MONO16,
         ),
+        _wsidicom(
+            "wsidicom-eot",
+            "pixelmed-rgb-native",
+            "JpegLsSettings",
+            "Extended Offset Table (and empty Basic Offset Table), JPEG-LS",
+            save={"offset_table": "eot"},
+            level=0,
+            **_RGB,
+        ),
+        _wsidicom(
+            "wsidicom-no-offset-table",
+            "pixelmed-rgb-native",
+            "Jpeg2kSettings",
+            "empty Basic Offset Table and no Extended one, JPEG 2000",
+            save={"offset_table": "empty"},
+            levels=0,
+            **_YBR,
+        ),
+        _wsidicom(
+            "wsidicom-concatenated",
+            "pixelmed-rgb-native",
+            "RleSettings",
+            "level 0 as a concatenation of 3 instances (5, 5, 2 frames), RLE",
+            save={"concatenation_frames": 5},
+            **_RGB,
+        ),
         _dcmtk(
             "dcmtk-jpegls",
             "pixelmed-rgb-native",
@@ -463,10 +496,15 @@ def _run_wsidicom(entry: CorpusEntry, source: Path, work: Path) -> None:
     params = dict(params)
     params["channels"] = getattr(codec_settings.Channels, params["channels"])
     settings = getattr(codec_settings, name)(**params)
+    save = dict(entry.extra.get("save", {}))
+    if "concatenation_frames" in save:
+        from wsidicom.options import ConcatenationByFrames
+
+        save["concatenation"] = ConcatenationByFrames(save.pop("concatenation_frames"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with wsidicom.WsiDicom.open(source) as slide:
-            slide.save(work, transcoding=settings)
+            slide.save(work, transcoding=settings, **save)
 
 
 @functools.cache
@@ -549,12 +587,20 @@ def _decode_frame(ds: Any, index: int) -> np.ndarray:
     return frame if frame.ndim == 3 else frame[..., None]
 
 
-def reference_planes(path: str | os.PathLike[str]) -> dict[tuple[str, int], np.ndarray]:
+def reference_planes(
+    path: str | os.PathLike[str],
+    into: dict[tuple[str, int], np.ndarray] | None = None,
+) -> dict[tuple[str, int], np.ndarray]:
     """Decode a tiled instance frame by frame with pydicom and place each frame.
 
     Frames are placed by their Plane Position (Slide) when the instance has per-frame
     functional groups, else in TILED_FULL order (columns fastest, then rows, focal planes,
-    optical paths).  Edge frames are cropped to the total pixel matrix.
+    optical paths), counted from the instance's ConcatenationFrameOffsetNumber.  Edge frames
+    are cropped to the total pixel matrix.
+
+    Args:
+        path: The instance.
+        into: Planes to paste into (the other parts of a concatenation); default new ones.
 
     Returns:
         ``{(optical path identifier, focal plane index): array (rows, columns, samples)}``.
@@ -569,7 +615,8 @@ def reference_planes(path: str | os.PathLike[str]) -> dict[tuple[str, int], np.n
     planes_z = int(ds.get("TotalPixelMatrixFocalPlanes", 1) or 1)
     paths = [str(item.OpticalPathIdentifier) for item in ds.OpticalPathSequence]
     per_frame = ds.get("PerFrameFunctionalGroupsSequence")
-    out: dict[tuple[str, int], np.ndarray] = {}
+    first = int(ds.get("ConcatenationFrameOffsetNumber", 0) or 0)
+    out: dict[tuple[str, int], np.ndarray] = {} if into is None else into
     for index in range(int(ds.get("NumberOfFrames", 1))):
         frame = _decode_frame(ds, index)
         if per_frame is not None:
@@ -584,9 +631,9 @@ def reference_planes(path: str | os.PathLike[str]) -> dict[tuple[str, int], np.n
             )
             key = (path, 0)
         else:
-            tile = index % per_plane
+            tile = (first + index) % per_plane
             r0, c0 = (tile // per_row) * tile_rows, (tile % per_row) * tile_cols
-            plane = index // per_plane
+            plane = (first + index) // per_plane
             key = (paths[plane // planes_z], plane % planes_z)
         canvas = out.get(key)
         if canvas is None:
