@@ -55,6 +55,7 @@ import numpy as np
 from tests.support.thirdparty import make_source_image
 
 __all__ = [
+    "decode_reference_frame",
     "find_dcmtk",
     "CORPUS",
     "CorpusEntry",
@@ -568,7 +569,8 @@ def build_entry(root: str | os.PathLike[str], name: str) -> Path:
 # Independent decode
 
 
-def _decode_frame(ds: Any, index: int) -> np.ndarray:
+def decode_reference_frame(ds: Any, index: int) -> np.ndarray:
+    """Frame ``index`` of ``ds`` decoded by pydicom (JPEG XL: imagecodecs), 3-D."""
     from pydicom.pixels import pixel_array
 
     uid = str(ds.file_meta.TransferSyntaxUID)
@@ -618,7 +620,7 @@ def reference_planes(
     first = int(ds.get("ConcatenationFrameOffsetNumber", 0) or 0)
     out: dict[tuple[str, int], np.ndarray] = {} if into is None else into
     for index in range(int(ds.get("NumberOfFrames", 1))):
-        frame = _decode_frame(ds, index)
+        frame = decode_reference_frame(ds, index)
         if per_frame is not None:
             position = per_frame[index].PlanePositionSlideSequence[0]
             r0 = int(position.RowPositionInTotalImagePixelMatrix) - 1
