@@ -16,7 +16,13 @@ Writers (origin and licence):
   the OME channel name), the layout of fluorescence scanners.
 * **wsidicom** ``WsiDicom.save(transcoding=...)`` (PyPI ``wsidicom`` 0.36, Sectra AB,
   Apache-2.0), re-encoding the PixelMed slides with its encoders (imagecodecs: libjpeg-turbo,
-  CharLS, OpenJPEG, OpenJPH, libjxl; pylibjpeg-rle), TILED_FULL without per-frame positions.
+  CharLS, OpenJPEG, OpenJPH, libjxl; pylibjpeg-rle), TILED_FULL without per-frame positions;
+  also with an Extended Offset Table, with an empty Basic Offset Table, and as a concatenation.
+* **DCMTK** ``dcmcjpls`` / ``dcmcrle`` / ``dcmcjpeg`` (Debian package ``dcmtk`` 3.6.7, OFFIS,
+  BSD-3-Clause; its own JPEG-LS and IJG-based JPEG code), re-encoding each PixelMed instance
+  (one level at a time).  Lossless output keeps the SOP Instance UID; lossy output gets a new
+  one and LossyImageCompression ``01``.  JPEG extended on the 16-bit slide writes 12-bit
+  samples (BitsStored 12); JPEG baseline on it rescales to 8 bits (not in the corpus).
 
 Facts checked on their output (wsidicom 0.36.1, imagecodecs 2026.3.6, pixelmed 20220618):
 
@@ -31,6 +37,11 @@ Facts checked on their output (wsidicom 0.36.1, imagecodecs 2026.3.6, pixelmed 2
 * wsidicom J2K/HTJ2K with ``channels=YBR`` are ``YBR_RCT`` (lossless) / ``YBR_ICT``; JPEG-LS
   and JPEG XL with ``YBR`` are written as ``RGB`` / ``YBR_FULL`` samples the decoder returns
   as RGB.  16-bit ``MONOCHROME2`` frames are written by every encoder but JPEG baseline.
+* Edge tiles: tifffile pads them with 0, PixelMed and DCMTK copy that, wsidicom re-encodes it;
+  so colour slides have black padding past the image edge (issue 17 item 1).
+* Orthanc 1.10 + DICOMweb 1.7 store every file but cannot serve frames of HTJ2K, JPEG XL or
+  deflated instances with ``transfer-syntax=*`` (HTTP 500); asked for Explicit VR Little
+  Endian it answers 200 with the stored HTJ2K / JPEG XL codestreams labelled native.
 * pydicom 3.0 has no JPEG XL decoder, so JPEG XL frames are decoded by the reference with
   ``imagecodecs.jpegxl_decode`` (the same library dicomslide uses: the placement is still
   independent, and lossless files are also compared with the source picture).
