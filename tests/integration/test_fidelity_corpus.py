@@ -221,3 +221,26 @@ def test_corpus_region_across_the_edge_is_filled(
     assert diff.max() <= CORPUS[name].max_diff, (name, int(diff.max()))
     assert (region[40:] == fill).all()
     assert (region[:, 60:] == fill).all()
+
+
+# Orthanc 1.10 cannot cut frames out of these (500); one it can, for comparison.
+FOREIGN_CLIENT_NAMES = sorted(
+    n for n in NAMES if any(k in n for k in ("htj2k", "jpegxl", "deflated", "pixelmed-rgb-jpeg"))
+)
+
+
+@pytest.mark.parametrize("name", FOREIGN_CLIENT_NAMES)
+def test_corpus_through_dicomweb_client_matches_pydicom(
+    name: str, corpus_root: Path, empty_orthanc: OrthancServer
+) -> None:
+    """The same over ``dicomweb_client.DICOMwebClient``, whose refused frames come whole."""
+    import dicomweb_client
+
+    _require_writer(name)
+    folder = build_entry(corpus_root, name)
+    files = sorted(folder.glob("*.dcm"))
+    empty_orthanc.upload(files)
+    study = pydicom.dcmread(files[0], stop_before_pixels=True).StudyInstanceUID
+    web = dicomweb_client.DICOMwebClient(url=empty_orthanc.dicomweb_url)
+    slide = _one_slide(dicomslide_sync.find_slides(web, study_instance_uid=study))
+    assert _compare(slide, _references(folder), CORPUS[name].max_diff) >= 1
