@@ -176,23 +176,41 @@ def test_corpus_dicomweb_matches_pydicom(
 
 
 def _padding_differs_from_fill(folder: Path, fill: int) -> bool:
-    """Whether the last frame of level 0 carries, past the image edge, samples != fill."""
-    for path in sorted(folder.glob("*.dcm")):
+    """Whether a level-0 frame carries, past the image edge, samples other than ``fill``."""
+    headers = [(p, pydicom.dcmread(p, stop_before_pixels=True)) for p in folder.glob("*.dcm")]
+    volumes = [(p, h) for p, h in headers if "VOLUME" in h.ImageType]
+    level0 = max(int(h.TotalPixelMatrixRows) for _, h in volumes)
+    for path, header in volumes:
+        if int(header.TotalPixelMatrixRows) != level0:
+            continue
         ds = pydicom.dcmread(path)
-        if "VOLUME" not in ds.ImageType:
-            continue
         rows, cols = int(ds.TotalPixelMatrixRows), int(ds.TotalPixelMatrixColumns)
-        tiles = -(-rows // int(ds.Rows)) * -(-cols // int(ds.Columns))
-        offset = int(ds.get("ConcatenationFrameOffsetNumber", 0) or 0)
-        # Level 0, and of a concatenation the part holding the last (bottom-right) frame.
-        if (rows, cols) != (760, 1000) or offset + int(ds.NumberOfFrames) != tiles:
-            continue
+        tile_rows, tile_cols = int(ds.Rows), int(ds.Columns)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            last = decode_reference_frame(ds, int(ds.NumberOfFrames) - 1)
-        inside_rows, inside_cols = rows % int(ds.Rows), cols % int(ds.Columns)
-        return bool((last[inside_rows:] != fill).any() or (last[:, inside_cols:] != fill).any())
+            for index in range(int(ds.NumberOfFrames)):
+                r0, c0 = _frame_origin(ds, index)
+                if r0 + tile_rows <= rows and c0 + tile_cols <= cols:
+                    continue  # no padding in this frame
+                frame = decode_reference_frame(ds, index)
+                if (frame[rows - r0 :] != fill).any() or (frame[:, cols - c0 :] != fill).any():
+                    return True
     return False
+
+
+def _frame_origin(ds: pydicom.Dataset, index: int) -> tuple[int, int]:
+    """(row, column) of a frame's top-left pixel, by position or in TILED_FULL order."""
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    if per_frame is not None:
+        position = per_frame[index].PlanePositionSlideSequence[0]
+        return (
+            int(position.RowPositionInTotalImagePixelMatrix) - 1,
+            int(position.ColumnPositionInTotalImagePixelMatrix) - 1,
+        )
+    per_row = -(-int(ds.TotalPixelMatrixColumns) // int(ds.Columns))
+    per_plane = per_row * -(-int(ds.TotalPixelMatrixRows) // int(ds.Rows))
+    tile = (int(ds.get("ConcatenationFrameOffsetNumber", 0) or 0) + index) % per_plane
+    return (tile // per_row) * int(ds.Rows), (tile % per_row) * int(ds.Columns)
 
 
 @pytest.mark.parametrize("name", NAMES)

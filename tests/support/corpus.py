@@ -63,7 +63,7 @@ from typing import Any
 
 import numpy as np
 
-from tests.support.thirdparty import make_source_image
+from tests.support.thirdparty import derivable_dataset, make_dicomizer_slide, make_source_image
 
 __all__ = [
     "decode_reference_frame",
@@ -362,6 +362,22 @@ CORPUS: dict[str, CorpusEntry] = {
             save={"concatenation_frames": 5},
             **_RGB,
         ),
+        CorpusEntry(
+            "dicomizer-jpeg-sparse",
+            "dicomizer",
+            "OrthancWSIDicomizer JPEG: TILED_SPARSE frames in quadtree order, placed by position",
+            max_diff=2,
+            matches_source=False,
+            extra={"compression": "jpeg", "max_size_mb": 0},
+        ),
+        CorpusEntry(
+            "dicomizer-native-concatenated",
+            "dicomizer",
+            "OrthancWSIDicomizer Implicit VR LE, sparse, level 0 split into unequal concatenation "
+            "parts interleaved with other levels",
+            matches_source=False,
+            extra={"compression": "none", "max_size_mb": 1},
+        ),
         _dcmtk(
             "dcmtk-jpegls",
             "pixelmed-rgb-native",
@@ -557,7 +573,17 @@ def build_entry(root: str | os.PathLike[str], name: str) -> Path:
     source = build_entry(base, entry.source) if entry.source else None
     work = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=base))
     try:
-        if source is None:
+        if entry.writer == "dicomizer":
+            files = make_dicomizer_slide(
+                base / "dicomizer",
+                compression=entry.extra["compression"],
+                max_size_mb=entry.extra["max_size_mb"],
+                levels=3,
+                dataset=derivable_dataset(f"corpus-{name}"),
+            )
+            for path in files:
+                shutil.copy2(path, work / path.name)
+        elif source is None:
             _run_pixelmed(entry, base, work)
         elif entry.writer == "dcmtk":
             _run_dcmtk(entry, source, work)
