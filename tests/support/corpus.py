@@ -1,7 +1,7 @@
 """A fidelity corpus of WSI DICOM files written by other projects' converters and encoders.
 
 Nothing here is committed data: every file is produced at test time, from pictures made by
-:func:`tests.support.thirdparty.make_source_image`, by two independent writers, and cached
+:func:`tests.support.thirdparty.make_source_image`, by four independent writers, and cached
 under a folder keyed by the tools' versions (a full build takes ~15 s, a cached one ~0 s).
 
 Writers (origin and licence):
@@ -18,6 +18,9 @@ Writers (origin and licence):
   Apache-2.0), re-encoding the PixelMed slides with its encoders (imagecodecs: libjpeg-turbo,
   CharLS, OpenJPEG, OpenJPH, libjxl; pylibjpeg-rle), TILED_FULL without per-frame positions;
   also with an Extended Offset Table, with an empty Basic Offset Table, and as a concatenation.
+* **OrthancWSIDicomizer** (Debian ``orthanc-wsi``, GPL-3.0; see :mod:`tests.support.thirdparty`):
+  JPEG and Implicit VR Little Endian concatenations, TILED_SPARSE with per-frame positions in
+  quadtree order, edge tiles padded white.
 * **DCMTK** ``dcmcjpls`` / ``dcmcrle`` / ``dcmcjpeg`` (Debian package ``dcmtk`` 3.6.7, OFFIS,
   BSD-3-Clause; its own JPEG-LS and IJG-based JPEG code), re-encoding each PixelMed instance
   (one level at a time).  Lossless output keeps the SOP Instance UID; lossy output gets a new
