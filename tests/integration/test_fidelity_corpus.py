@@ -1,7 +1,7 @@
 """Each slide of the outside corpus reads as its independent decode, locally and over Orthanc.
 
 The corpus (:mod:`tests.support.corpus`) is made at test time by PixelMed ``TIFFToDicom``
-(Debian ``pixelmed-apps``, BSD-style PixelMed licence) from tiled TIFFs written by tifffile,
+(Debian ``pixelmed-apps``, BSD-3-Clause) from tiled TIFFs written by tifffile,
 and by wsidicom 0.36 (PyPI, Apache-2.0) re-encoding those slides into JPEG-LS, HTJ2K, JPEG 2000,
 RLE, JPEG lossless, JPEG and JPEG XL, in 8-bit RGB and 16-bit MONOCHROME2; PixelMed adds
 deflated transfer syntax, copied JPEG tiles and a three-channel 16-bit fluorescence slide;

@@ -7,7 +7,7 @@ under a folder keyed by the tools' versions (a full build takes ~15 s, a cached 
 Writers (origin and licence):
 
 * **PixelMed** ``TIFFToDicom`` (Debian package ``pixelmed-apps`` 20220618+dfsg-1, David
-  Clunie's PixelMed Java DICOM toolkit, BSD-style PixelMed Publishing licence), run with the
+  Clunie's PixelMed Java DICOM toolkit, BSD-3-Clause), run with the
   WSI JSON template the package ships (``/etc/pixelmed/TIFFToDicom.WSI.json``) on tiled TIFFs
   written by ``tifffile`` (BSD-3-Clause).  It copies JPEG tiles unchanged and writes
   uncompressed or deflated (``1.2.840.10008.1.2.1.99``) frames otherwise, TILED_FULL without
@@ -18,11 +18,11 @@ Writers (origin and licence):
   Apache-2.0), re-encoding the PixelMed slides with its encoders (imagecodecs: libjpeg-turbo,
   CharLS, OpenJPEG, OpenJPH, libjxl; pylibjpeg-rle), TILED_FULL without per-frame positions;
   also with an Extended Offset Table, with an empty Basic Offset Table, and as a concatenation.
-* **OrthancWSIDicomizer** (Debian ``orthanc-wsi``, GPL-3.0; see :mod:`tests.support.thirdparty`):
+* **OrthancWSIDicomizer** (Debian ``orthanc-wsi``, AGPL-3.0+; see :mod:`tests.support.thirdparty`):
   JPEG and Implicit VR Little Endian concatenations, TILED_SPARSE with per-frame positions in
   quadtree order, edge tiles padded white.
-* **DCMTK** ``dcmcjpls`` / ``dcmcrle`` / ``dcmcjpeg`` (Debian package ``dcmtk`` 3.6.7, OFFIS,
-  BSD-3-Clause; its own JPEG-LS and IJG-based JPEG code), re-encoding each PixelMed instance
+* **DCMTK** ``dcmcjpls`` / ``dcmcrle`` / ``dcmcjpeg`` (Debian package ``dcmtk`` 3.6.7, OFFIS e.V.,
+  BSD-style OFFIS licence; its own JPEG-LS and IJG-based JPEG code), re-encoding each PixelMed instance
   (one level at a time).  Lossless output keeps the SOP Instance UID; lossy output gets a new
   one and LossyImageCompression ``01``.  JPEG extended on the 16-bit slide writes 12-bit
   samples (BitsStored 12); JPEG baseline on it rescales to 8 bits (not in the corpus).
