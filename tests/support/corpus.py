@@ -2,7 +2,7 @@
 
 Nothing here is committed data: every file is produced at test time, from pictures made by
 :func:`tests.support.thirdparty.make_source_image`, by four independent writers, and cached
-under a folder keyed by the tools' versions (a full build takes ~15 s, a cached one ~0 s).
+under a folder keyed by the tools' versions (a full build takes ~10 s, a cached one ~0 s).
 
 Writers (origin and licence):
 
