@@ -21,9 +21,9 @@ Writers (origin and licence):
 * **OrthancWSIDicomizer** (Debian ``orthanc-wsi``, AGPL-3.0+; see :mod:`tests.support.thirdparty`):
   JPEG and Implicit VR Little Endian concatenations, TILED_SPARSE with per-frame positions in
   quadtree order, edge tiles padded white.
-* **DCMTK** ``dcmcjpls`` / ``dcmcrle`` / ``dcmcjpeg`` (Debian package ``dcmtk`` 3.6.7, OFFIS e.V.,
-  BSD-style OFFIS licence; its own JPEG-LS and IJG-based JPEG code), re-encoding each PixelMed instance
-  (one level at a time).  Lossless output keeps the SOP Instance UID; lossy output gets a new
+* **DCMTK** ``dcmcjpls`` / ``dcmcrle`` / ``dcmcjpeg`` (Debian package ``dcmtk`` 3.6.7,
+  OFFIS e.V., BSD-style OFFIS licence; its own JPEG-LS and IJG-based JPEG code), re-encoding
+  each PixelMed instance (one level at a time).  Lossless output keeps the SOP Instance UID; lossy output gets a new
   one and LossyImageCompression ``01``.  JPEG extended on the 16-bit slide writes 12-bit
   samples (BitsStored 12); JPEG baseline on it rescales to 8 bits (not in the corpus).
 
