@@ -23,9 +23,10 @@ Writers (origin and licence):
   quadtree order, edge tiles padded white.
 * **DCMTK** ``dcmcjpls`` / ``dcmcrle`` / ``dcmcjpeg`` (Debian package ``dcmtk`` 3.6.7,
   OFFIS e.V., BSD-style OFFIS licence; its own JPEG-LS and IJG-based JPEG code), re-encoding
-  each PixelMed instance (one level at a time).  Lossless output keeps the SOP Instance UID; lossy output gets a new
-  one and LossyImageCompression ``01``.  JPEG extended on the 16-bit slide writes 12-bit
-  samples (BitsStored 12); JPEG baseline on it rescales to 8 bits (not in the corpus).
+  each PixelMed instance (one level at a time).  Lossless output keeps the SOP Instance UID;
+  lossy output gets a new one and LossyImageCompression ``01``.  JPEG extended on the 16-bit
+  slide writes 12-bit samples (BitsStored 12); JPEG baseline on it rescales to 8 bits (not in
+  the corpus).
 
 Facts checked on their output (wsidicom 0.36.1, imagecodecs 2026.3.6, pixelmed 20220618):
 
