@@ -3,6 +3,9 @@
 #   orthanc            DICOM server the tests start privately (tests/support/orthanc.py)
 #   orthanc-dicomweb   its DICOMweb plugin (QIDO-RS / WADO-RS)
 #   orthanc-wsi        OrthancWSIDicomizer, third-party WSI DICOM writer (tests/support/thirdparty.py)
+#   pixelmed-apps      PixelMed TIFFToDicom, WSI converter of the fidelity corpus (tests/support/corpus.py);
+#                      pulls in a headless Java runtime
+#   dcmtk              DCMTK dcmcjpls/dcmcrle/dcmcjpeg, re-encoders of the fidelity corpus
 #
 # Idempotent: does nothing but check when everything is installed.  The tests start their own
 # Orthanc on a free loopback port, so the Debian "orthanc" service must not run: its default
@@ -10,7 +13,7 @@
 # `python -m tests.support.orthanc --port 8042`).
 set -euo pipefail
 
-PACKAGES=(orthanc orthanc-dicomweb orthanc-wsi)
+PACKAGES=(orthanc orthanc-dicomweb orthanc-wsi pixelmed-apps dcmtk)
 
 SUDO=()
 if [[ $(id -u) -ne 0 ]]; then

@@ -67,6 +67,9 @@ _HTJ2K_LOSSLESS = "1.2.840.10008.1.2.4.201"
 _HTJ2K_LOSSLESS_RPCL = "1.2.840.10008.1.2.4.202"
 _HTJ2K = "1.2.840.10008.1.2.4.203"
 _RLE_LOSSLESS = "1.2.840.10008.1.2.5"
+_JPEG_XL_LOSSLESS = "1.2.840.10008.1.2.4.110"
+_JPEG_XL_RECOMPRESSION = "1.2.840.10008.1.2.4.111"
+_JPEG_XL = "1.2.840.10008.1.2.4.112"
 
 _SYNTAX_NAMES: dict[str, str] = {
     _IMPLICIT_VR_LE: "Implicit VR Little Endian",
@@ -88,6 +91,9 @@ _SYNTAX_NAMES: dict[str, str] = {
     _HTJ2K_LOSSLESS_RPCL: "HTJ2K Lossless RPCL",
     _HTJ2K: "HTJ2K",
     _RLE_LOSSLESS: "RLE Lossless",
+    _JPEG_XL_LOSSLESS: "JPEG XL Lossless",
+    _JPEG_XL_RECOMPRESSION: "JPEG XL JPEG Recompression",
+    _JPEG_XL: "JPEG XL",
 }
 
 _JPEG_LOSSY = frozenset({_JPEG_BASELINE, _JPEG_EXTENDED})
@@ -100,6 +106,8 @@ _JPEG_FAMILY = _JPEG_LOSSY | {
 
 # Deflated Explicit VR Little Endian deflates the whole data set, so by the time a frame
 # reaches this module it has been inflated by the reader and is plain native data.
+_JPEG_XL_FAMILY = frozenset({_JPEG_XL_LOSSLESS, _JPEG_XL_RECOMPRESSION, _JPEG_XL})
+
 _NATIVE_SYNTAXES = frozenset(
     {_IMPLICIT_VR_LE, _EXPLICIT_VR_LE, _DEFLATED_EXPLICIT_VR_LE, _EXPLICIT_VR_BE}
 )
@@ -508,6 +516,11 @@ def _jpeg2k_openjpeg(job: _Job) -> npt.NDArray[Any]:
     return arr
 
 
+def _jpegxl_imagecodecs(job: _Job) -> npt.NDArray[Any]:
+    arr: npt.NDArray[Any] = _imagecodecs("JPEGXL").jpegxl_decode(job.data)
+    return arr
+
+
 def _rle_pylibjpeg(job: _Job) -> npt.NDArray[Any]:
     fmt = job.fmt
     decoded = _import("rle.utils").decode_frame(
@@ -624,6 +637,11 @@ _RLE_DECODERS = (
     _Decoder("pydicom", "pydicom", "pydicom", _rle_pydicom, _pydicom_rle_samples),
 )
 
+# pydicom 3.0 and pylibjpeg have no JPEG XL decoder; imagecodecs (libjxl) is the only one.
+_JPEG_XL_DECODERS = (
+    _Decoder("imagecodecs.jpegxl", _IC, "imagecodecs", _jpegxl_imagecodecs, _integer_samples),
+)
+
 _ALL_DECODERS: dict[str, tuple[_Decoder, ...]] = {
     _JPEG_BASELINE: _JPEG_LOSSY_DECODERS,
     _JPEG_EXTENDED: _JPEG_LOSSY_DECODERS,
@@ -639,6 +657,9 @@ _ALL_DECODERS: dict[str, tuple[_Decoder, ...]] = {
     _HTJ2K_LOSSLESS_RPCL: _HTJ2K_DECODERS,
     _HTJ2K: _HTJ2K_DECODERS,
     _RLE_LOSSLESS: _RLE_DECODERS,
+    _JPEG_XL_LOSSLESS: _JPEG_XL_DECODERS,
+    _JPEG_XL_RECOMPRESSION: _JPEG_XL_DECODERS,
+    _JPEG_XL: _JPEG_XL_DECODERS,
 }
 
 _DECODERS: dict[str, tuple[_Decoder, ...]] = {
@@ -788,7 +809,8 @@ def sniff_transfer_syntax(data: bytes | bytearray | memoryview) -> str | None:
     str | None
         JPEG Baseline for SOF0/SOF1 JPEG, JPEG Lossless SV1 for SOF3, JPEG-LS Lossless for
         SOF55, HTJ2K Lossless for a JPEG 2000 codestream with a CAP marker, JPEG 2000
-        Lossless for other JPEG 2000 codestreams or JP2 files; None otherwise
+        Lossless for other JPEG 2000 codestreams or JP2 files, JPEG XL Lossless for JPEG XL
+        codestreams or containers; None otherwise
     """
     raw = bytes(data)
     header = _scan_jpeg(raw)
@@ -803,7 +825,14 @@ def sniff_transfer_syntax(data: bytes | bytearray | memoryview) -> str | None:
     j2k = _scan_j2k(raw)
     if j2k is not None:
         return _HTJ2K_LOSSLESS if j2k.high_throughput else _J2K_LOSSLESS
+    if _is_jpeg_xl(raw):
+        return _JPEG_XL_LOSSLESS
     return None
+
+
+def _is_jpeg_xl(data: bytes) -> bool:
+    # A bare codestream starts with FF 0A, the ISO BMFF container with its signature box.
+    return data[:2] == b"\xff\x0a" or data[:12] == b"\x00\x00\x00\x0cJXL \r\n\x87\n"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1091,6 +1120,11 @@ def _prepare(data: bytes, uid: str, fmt: PixelFormat, context: _Context) -> _Job
             raise context.error("JPEG stream is truncated (no EOI marker)")
         if uid in _JPEG_LOSSY:
             ycbcr = colour and _jpeg_stream_is_ycbcr(header, fmt)
+        elif colour and header.adobe_transform is not None:
+            # An Adobe marker states the colour transform outright, and every JPEG decoder
+            # (and pydicom) obeys it; wsidicom writes RGB lossless frames with transform 0
+            # under a YBR_FULL label.
+            ycbcr = header.adobe_transform != 0
         else:
             # Lossless streams are stored in the colour space the DICOM header names.
             ycbcr = colour and fmt.photometric_interpretation.startswith("YBR_FULL")
@@ -1099,6 +1133,12 @@ def _prepare(data: bytes, uid: str, fmt: PixelFormat, context: _Context) -> _Job
         if len(data) < 64:
             raise context.error(f"RLE frame of {len(data)} bytes is shorter than its header")
         return _Job(data, fmt, colour and fmt.photometric_interpretation == "YBR_FULL")
+    if uid in _JPEG_XL_FAMILY:
+        if not _is_jpeg_xl(data):
+            raise context.error("not a JPEG XL codestream or container")
+        # libjxl hands out the colour samples it was given (an XYB transform inside the
+        # codestream is undone by the decoder), so there is nothing to convert.
+        return _Job(data, fmt, False)
     j2k = _scan_j2k(data)
     if j2k is None:
         raise context.error("not a JPEG 2000 codestream, or its main header is corrupt")

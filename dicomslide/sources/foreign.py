@@ -8,11 +8,17 @@ serves many concurrent readers.
 The stored bytes are asked for (``application/octet-stream`` with ``transfer-syntax=*``); the
 transfer syntax of the answer comes from the instance metadata (Available Transfer Syntax UID or
 the file meta information) and, failing both, from the bytes themselves.
+
+A server that cannot cut frames out of an instance (HTTP 400, 406 or 500: Orthanc 1.10 for
+HTJ2K, JPEG XL and deflated instances) is asked once for the whole instance
+(``retrieve_instance``), whose frames are then cut out here; the last few such instances are
+kept, and later frames of them are never asked for again.
 """
 
 from __future__ import annotations
 
 import itertools
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
@@ -20,13 +26,18 @@ import anyio.to_thread
 from pydicom import Dataset
 
 from dicomslide.codecs import sniff_transfer_syntax
-from dicomslide.errors import NotFoundError, SourceError
+from dicomslide.errors import NotFoundError, RegionError, SourceError, UnsupportedError
 from dicomslide.sources.protocol import EncodedFrame
 
 __all__ = ["ForeignClientSource", "is_foreign_client", "looks_like_rle"]
 
 _EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
 _STORED_BYTES = (("application/octet-stream", "*"),)
+_WHOLE_INSTANCE = (("application/dicom", "*"),)
+_INSTANCE_FALLBACK_STATUSES = frozenset({400, 406, 500})
+# Whole instances kept for their frames (each as large as the instance).
+_INSTANCE_CACHE_SIZE = 4
+_DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1.99"
 
 
 _RLE_LOSSLESS = "1.2.840.10008.1.2.5"
@@ -112,6 +123,44 @@ def _wrap(error: Exception, what: str) -> SourceError:
     return err
 
 
+def _status(error: SourceError) -> int | None:
+    status = getattr(getattr(error.__cause__, "response", None), "status_code", None)
+    return status if isinstance(status, int) else None
+
+
+def _cut_frames(ds: Dataset, numbers: Sequence[int]) -> list[EncodedFrame]:
+    """Frames of a whole instance as stored (deflated data sets come inflated)."""
+    from pydicom.encaps import get_frame
+
+    sop = str(ds.get("SOPInstanceUID", ""))
+    syntax = str(ds.file_meta.TransferSyntaxUID)
+    count = int(ds.get("NumberOfFrames", 1) or 1)
+    bad = [n for n in numbers if not 1 <= n <= count]
+    if bad:
+        raise RegionError(f"frame numbers {bad} outside the valid range [1, {count}] of {sop}")
+    if "PixelData" not in ds:
+        raise UnsupportedError(f"whole instance {sop} has no Pixel Data element")
+    if ds.file_meta.TransferSyntaxUID.is_encapsulated:
+        offsets = None
+        if "ExtendedOffsetTable" in ds:
+            offsets = (ds.ExtendedOffsetTable, ds.ExtendedOffsetTableLengths)
+        return [
+            EncodedFrame(
+                get_frame(ds.PixelData, n - 1, extended_offsets=offsets, number_of_frames=count),
+                syntax,
+            )
+            for n in numbers
+        ]
+    bits = int(ds.Rows) * int(ds.Columns) * int(ds.SamplesPerPixel) * int(ds.BitsAllocated)
+    if bits % 8:
+        raise UnsupportedError(f"frames of {sop} do not start on byte boundaries")
+    size = bits // 8
+    if syntax == _DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
+        syntax = _EXPLICIT_VR_LITTLE_ENDIAN  # pydicom inflated the data set
+    data = bytes(ds.PixelData)
+    return [EncodedFrame(data[(n - 1) * size : n * size], syntax) for n in numbers]
+
+
 class ForeignClientSource:
     """Async :class:`~dicomslide.sources.Source` over a blocking ``DICOMClient``.
 
@@ -124,6 +173,7 @@ class ForeignClientSource:
     def __init__(self, client: Any) -> None:
         self.client = client
         self._transfer_syntaxes: dict[str, str] = {}
+        self._instances: OrderedDict[str, Dataset] = OrderedDict()
 
     async def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         def call() -> Any:
@@ -222,15 +272,30 @@ class ForeignClientSource:
     ) -> AsyncIterator[tuple[int, EncodedFrame]]:
         """Frames of one instance (see :class:`~dicomslide.sources.Source`)."""
         numbers = list(frame_numbers)
-        frames = await self._call(
-            f"Retrieving frames {numbers[:10]} of instance {sop_instance_uid}",
-            self.client.retrieve_instance_frames,
-            study_instance_uid,
-            series_instance_uid,
-            sop_instance_uid,
-            frame_numbers=numbers,
-            media_types=_STORED_BYTES,
-        )
+        uids = (study_instance_uid, series_instance_uid, sop_instance_uid)
+        instance = self._instances.get(sop_instance_uid)
+        if instance is not None:
+            self._instances.move_to_end(sop_instance_uid)
+            for number, frame in zip(numbers, _cut_frames(instance, numbers), strict=True):
+                yield number, frame
+            return
+        try:
+            frames = await self._call(
+                f"Retrieving frames {numbers[:10]} of instance {sop_instance_uid}",
+                self.client.retrieve_instance_frames,
+                *uids,
+                frame_numbers=numbers,
+                media_types=_STORED_BYTES,
+            )
+        except SourceError as error:
+            if _status(error) not in _INSTANCE_FALLBACK_STATUSES or not callable(
+                getattr(self.client, "retrieve_instance", None)
+            ):
+                raise
+            instance = await self._whole_instance(uids, error)
+            for number, frame in zip(numbers, _cut_frames(instance, numbers), strict=True):
+                yield number, frame
+            return
         if len(frames) != len(numbers):
             raise SourceError(
                 f"Client returned {len(frames)} frames of instance {sop_instance_uid}; "
@@ -244,6 +309,24 @@ class ForeignClientSource:
             if syntax is None:
                 syntax = _RLE_LOSSLESS if looks_like_rle(data) else _EXPLICIT_VR_LITTLE_ENDIAN
             yield number, EncodedFrame(bytes(data), syntax)
+
+    async def _whole_instance(self, uids: tuple[str, str, str], refused: SourceError) -> Dataset:
+        sop = uids[2]
+        try:
+            ds: Dataset = await self._call(
+                f"Retrieving instance {sop}",
+                self.client.retrieve_instance,
+                *uids,
+                media_types=_WHOLE_INSTANCE,
+            )
+        except SourceError as error:
+            raise SourceError(
+                f"{refused} Retrieving the whole instance instead failed too: {error}"
+            ) from error
+        self._instances[sop] = ds
+        while len(self._instances) > _INSTANCE_CACHE_SIZE:
+            self._instances.popitem(last=False)
+        return ds
 
     async def retrieve_bulkdata(self, url: str) -> bytes:
         """Bulk data behind a URI (see :class:`~dicomslide.sources.Source`)."""

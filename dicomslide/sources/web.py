@@ -1085,6 +1085,7 @@ class DICOMwebClient:
                             )
                         delivered.add(number)
                         frame = self._frame(part.body, part.content_type, outer_syntax, sop)
+                        self._check_not_mislabelled(frame, sop, shown)
                         index += 1
                         yield number, frame
                 parser.close()
@@ -1241,6 +1242,34 @@ class DICOMwebClient:
         while len(self._instances) > _INSTANCE_CACHE_SIZE:
             _, evicted = self._instances.popitem(last=False)
             evicted.close()
+
+    def _check_not_mislabelled(self, frame: EncodedFrame, sop: str, url: str) -> None:
+        """Fall back to the whole instance when a server sends stored bytes labelled native.
+
+        Orthanc 1.10 refuses stored bytes of transfer syntaxes it does not know (HTJ2K,
+        JPEG XL) and then answers the request for Explicit VR Little Endian with 200 and the
+        compressed frames unchanged, labelled native.  Only frames asked for explicitly after
+        such a refusal are checked; a native frame that merely starts like a codestream costs
+        one whole-instance request, never wrong pixels.
+        """
+        if (
+            sop not in self._refuses_stored
+            or frame.transfer_syntax_uid not in part10.NATIVE_TRANSFER_SYNTAXES
+        ):
+            return
+        found = sniff_transfer_syntax(frame.data[:4096])
+        if found is None:
+            return
+        self._frames_refused.setdefault(
+            sop,
+            DicomWebError(
+                f"The server labelled frames of instance {sop} {frame.transfer_syntax_uid} "
+                f"but sent a {found} codestream.",
+                200,
+                url,
+            ),
+        )
+        raise _FramesRefused
 
     def _frame(
         self, body: bytes, part_type: str | None, outer_syntax: str | None, sop: str

@@ -261,3 +261,69 @@ async def test_instance_too_large(derived: Written, no_sleep: None) -> None:
         with pytest.raises(dicomslide.errors.DicomWebError, match="Bad file format"):
             await _read(client, (study, series, sop), [1])
     assert len(server.instance_requests) == 1
+
+
+class MislabellingServer(RefusingServer):
+    """Orthanc 1.10 with a transfer syntax it does not know (seen with HTJ2K and JPEG XL).
+
+    It refuses ``transfer-syntax=*`` and answers the explicit request for Explicit VR Little
+    Endian with 200 and the stored, compressed frames, labelled native.
+    """
+
+    async def handle(self, request: httpx.Request) -> httpx.Response:
+        frames = _FRAMES_RE.search(request.url.path)
+        accept = request.headers.get("accept", "")
+        if frames is None or "transfer-syntax=*" in accept:
+            return await super().handle(request)
+        self.frames_requests.append((frames.group(1), accept))
+        ds = pydicom.dcmread(self.files[frames.group(1)])
+        stored = list(
+            pydicom.encaps.generate_frames(ds.PixelData, number_of_frames=ds.NumberOfFrames)
+        )
+        native = "application/octet-stream; transfer-syntax=1.2.840.10008.1.2.1"
+        body = b"".join(
+            f"--{BOUNDARY}\r\nContent-Type: {native}\r\n\r\n".encode()
+            + stored[int(n) - 1]
+            + b"\r\n"
+            for n in frames.group(2).split(",")
+        )
+        return httpx.Response(
+            200,
+            content=body + f"--{BOUNDARY}--\r\n".encode(),
+            headers={"content-type": f'multipart/related; type="{native}"; boundary={BOUNDARY}'},
+        )
+
+
+@pytest.fixture
+def j2k_volume(tmp_path: Path) -> Path:
+    """The level-0 file of a synthetic JPEG 2000 slide."""
+    from dicomslide.synthetic import SlideSpec, write_slide
+
+    spec = SlideSpec(
+        size=(300, 400), tile_size=(128, 128), levels=1, seed=5,
+        transfer_syntax_uid="1.2.840.10008.1.2.4.90",
+    )  # fmt: skip
+    write_slide(tmp_path, spec)
+    for path in sorted(tmp_path.rglob("*.dcm")):
+        if "VOLUME" in pydicom.dcmread(path, stop_before_pixels=True).ImageType:
+            return path
+    raise AssertionError("no VOLUME image written")
+
+
+async def test_codestreams_labelled_native_are_read_from_the_instance(
+    j2k_volume: Path, no_sleep: None
+) -> None:
+    path = j2k_volume
+    study, series, sop, expected = await _expected(path)
+    server = MislabellingServer([path])
+    async with dicomslide.DICOMwebClient(BASE, transport=server.transport()) as client:
+        uids = (study, series, sop)
+        got = await _read(client, uids, sorted(expected))
+        assert got == expected
+        # The stored request (refused), one explicit request (mislabelled), one instance.
+        assert len(server.frames_requests) == 2
+        assert server.instance_requests == [(sop, web.ACCEPT_INSTANCE)]
+        assert {f.transfer_syntax_uid async for _, f in client.iter_frames(*uids, [1])} == {
+            "1.2.840.10008.1.2.4.90"
+        }
+        assert len(server.frames_requests) == 2

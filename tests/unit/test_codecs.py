@@ -600,11 +600,30 @@ def test_jpeg_lossless_exact(
     np.testing.assert_array_equal(decoded, as3d(image))
 
 
+def _without_adobe_marker(data: bytes) -> bytes:
+    # libjpeg-turbo writes APP14 "Adobe" (transform 0) right after SOI in lossless mode.
+    assert data[2:4] == b"\xff\xee"
+    length = int.from_bytes(data[4:6], "big")
+    return data[:2] + data[4 + length :]
+
+
 def test_jpeg_lossless_ybr_full_converted() -> None:
+    # Without colour markers the DICOM label says how the components are stored.
     data = imagecodecs.jpeg8_encode(rgb_to_ybr(RGB8), lossless=True, predictor=1)
+    data = _without_adobe_marker(data)
     fmt = PixelFormat(SIZE, SIZE, 3, 8, 8, 0, "YBR_FULL")
     decoded = decode_frame(data, JPEG_LOSSLESS_SV1, fmt)
     assert np.abs(decoded.astype(int) - RGB8).max() <= 2
+
+
+def test_jpeg_lossless_adobe_rgb_wins_over_ybr_label() -> None:
+    # wsidicom 0.36's JpegLosslessSettings (default channels YBR) writes RGB samples with an
+    # Adobe marker saying "no transform" and labels them YBR_FULL; pydicom and wsidicom
+    # decode such frames to the stored RGB, as libjpeg does.
+    data = imagecodecs.jpeg8_encode(RGB8, lossless=True, predictor=1)
+    assert data[2:4] == b"\xff\xee"
+    fmt = PixelFormat(SIZE, SIZE, 3, 8, 8, 0, "YBR_FULL")
+    np.testing.assert_array_equal(decode_frame(data, JPEG_LOSSLESS_SV1, fmt), RGB8)
 
 
 def test_jpeg_lossless_truncated() -> None:
@@ -1080,3 +1099,37 @@ def test_j2k_labelled_ybr_full_422_without_mct_is_stored_rgb() -> None:
     ybr_full = PixelFormat(SIZE, SIZE, 3, 8, 8, 0, "YBR_FULL")
     converted = decode_frame(data, "1.2.840.10008.1.2.4.90", ybr_full)
     assert not np.array_equal(converted, rgb)
+
+
+# ---------------------------------------------------------------------------------------------
+# JPEG XL (DICOM 2024: 1.2.840.10008.1.2.4.110 / .111 / .112)
+
+JPEG_XL_LOSSLESS = "1.2.840.10008.1.2.4.110"
+JPEG_XL = "1.2.840.10008.1.2.4.112"
+
+
+@pytest.mark.parametrize(
+    ("image", "fmt"), [(RGB8, FMT_RGB), (MONO8, FMT_MONO8), (MONO16, FMT_MONO16)]
+)
+def test_jpeg_xl_lossless(image: np.ndarray, fmt: PixelFormat) -> None:
+    if not getattr(imagecodecs.JPEGXL, "available", False):
+        pytest.skip("imagecodecs built without JPEG XL")
+    data = imagecodecs.jpegxl_encode(image, lossless=True)
+    assert codecs.is_supported(JPEG_XL_LOSSLESS)
+    assert sniff_transfer_syntax(data) == JPEG_XL_LOSSLESS
+    decoded = decode_frame(data, JPEG_XL_LOSSLESS, fmt)
+    assert_fresh(decoded, fmt)
+    np.testing.assert_array_equal(decoded, as3d(image))
+
+
+def test_jpeg_xl_lossy_close() -> None:
+    if not getattr(imagecodecs.JPEGXL, "available", False):
+        pytest.skip("imagecodecs built without JPEG XL")
+    data = imagecodecs.jpegxl_encode(RGB8, level=95)
+    decoded = decode_frame(data, JPEG_XL, FMT_RGB)
+    assert np.abs(decoded.astype(int) - RGB8).mean() < 3
+
+
+def test_jpeg_xl_not_a_codestream() -> None:
+    with pytest.raises(DecodeError, match="not a JPEG XL"):
+        decode_frame(b"\xff\xd8\xff\xe0" + bytes(60), JPEG_XL, FMT_RGB)
