@@ -68,8 +68,8 @@ def slide_key(ds: Dataset) -> SlideKey:
         ``("FOR", frame of reference, container)`` or
         ``("SERIES", study, series, container)``
     """
-    container = str(get_value(ds, _CONTAINER_IDENTIFIER, "") or "")
-    frame_of_reference = str(get_value(ds, _FRAME_OF_REFERENCE_UID, "") or "")
+    container = _text(ds, _CONTAINER_IDENTIFIER)
+    frame_of_reference = _text(ds, _FRAME_OF_REFERENCE_UID)
     if frame_of_reference:
         return ("FOR", frame_of_reference, container)
     return ("SERIES", _text(ds, _STUDY_INSTANCE_UID), _text(ds, _SERIES_INSTANCE_UID), container)
