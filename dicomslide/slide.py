@@ -978,8 +978,9 @@ class Slide:
         The box spans the smallest to the largest X and Y of the graphic data (for an ELLIPSE,
         the extent of the ellipse itself), grown by ``padding``. As for :meth:`get_slide_region`,
         columns of the result run along +X and rows along +Y, one sample per pixel spacing of
-        the level, from the box's low corner up to **and including** its high corner, so a
-        POINT gives one pixel. With several focal planes, the plane nearest to the mean Z of the
+        the level: the result equals ``get_slide_region`` of that box (as in dicomslide 0.7).
+        An extent of zero along an axis (a POINT, points on a line parallel to an axis) is read
+        as one pixel. With several focal planes, the plane nearest to the mean Z of the
         graphic data (mm; focal plane offsets are in micrometres) is read.
 
         Parameters
@@ -1021,13 +1022,14 @@ class Slide:
             raise RegionError(
                 f"Padding {padding!r} shrinks the annotation's bounding box to nothing."
             )
-        # Sample from the low corner up to and including the high corner: one more sample than
-        # whole pixel spacings fit, so that a point gives one pixel.
+        # The box is read exactly as get_slide_region reads it (as 0.7 does), so a rectangle
+        # gives the same patch size by either call; only an extent of zero (a POINT, or points
+        # on one line parallel to an axis) becomes one pixel spacing wide, i.e. one pixel.
         spacing = float(np.mean(self._pyramid[lvl].pixel_spacing))
         return await self.get_slide_region(
             (x0, y0),
             lvl,
-            (x1 - x0 + spacing, y1 - y0 + spacing),
+            (x1 - x0 if x1 > x0 else spacing, y1 - y0 if y1 > y0 else spacing),
             channel_index=channel_index,
             focal_plane_index=plane,
         )
