@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Sequence
 
 import numpy as np
 
-from dicomslide.errors import RegionError
+from dicomslide.errors import IndexRangeError, RegionError
 from dicomslide.image import TotalPixelMatrix
 
 __all__ = ["TotalPixelMatrixSampler"]
@@ -79,14 +79,21 @@ class TotalPixelMatrixSampler:
         if bounding_box is not None:
             (r0, c0), (h, w) = bounding_box
             r0, c0, h, w = int(r0), int(c0), int(h), int(w)
-            if not (0 <= r0 < rows and 0 <= c0 < columns and h > 0 and w > 0):
+            if not (r0 >= 0 and c0 >= 0 and h > 0 and w > 0 and r0 + h <= rows and c0 + w <= columns):
                 raise RegionError(
                     f"Bounding box {bounding_box!r} does not lie in the {rows} x {columns} matrix."
                 )
-            boxes = [(r0, c0, min(h, rows - r0), min(w, columns - c0))]
+            boxes = [(r0, c0, h, w)]
         elif tile_grid_positions is not None:
             th, tw, _ = matrix.tile_shape
             tiles = np.asarray(tile_grid_positions, dtype=np.int64).reshape(-1, 2)
+            grid_rows, grid_cols = matrix.tile_grid_shape
+            for tr, tc in tiles.tolist():
+                if not (0 <= tr < grid_rows and 0 <= tc < grid_cols):
+                    raise IndexRangeError(
+                        f"Tile grid position {(tr, tc)} does not exist: the tile grid has "
+                        f"{grid_rows} x {grid_cols} positions."
+                    )
             boxes = [(tr * th, tc * tw, th, tw) for tr, tc in tiles.tolist()]
         else:
             boxes = [(0, 0, rows, columns)]
@@ -166,7 +173,7 @@ class TotalPixelMatrixSampler:
             Zero-based (row, column) grid position
         """
         if not 0 <= index < len(self._positions):
-            raise RegionError(
+            raise IndexRangeError(
                 f"Region index {index} is out of range: valid are 0..{len(self._positions) - 1}."
             )
         return self._positions[index]

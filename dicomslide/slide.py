@@ -44,7 +44,7 @@ from dicomslide._tags import (
     TOTAL_PIXEL_MATRIX_ROWS,
 )
 from dicomslide.enums import ChannelTypes, ImageFlavors
-from dicomslide.errors import DicomSlideError, InvalidDataError, RegionError
+from dicomslide.errors import DicomSlideError, IndexRangeError, InvalidDataError, RegionError
 from dicomslide.frames import CacheStats
 from dicomslide.image import TiledImage
 from dicomslide.perframe import first_item_decimals, get_value
@@ -170,7 +170,7 @@ def _normalize_level(level: int, count: int) -> int:
         raise RegionError(f"Level must be an integer, got {level!r}.")
     i = int(level)
     if not -count <= i < count:
-        raise RegionError(
+        raise IndexRangeError(
             f"Level {i} is out of range: this slide has {count} levels, valid are "
             f"0..{count - 1} (or -{count}..-1 counting from the top)."
         )
@@ -437,7 +437,7 @@ class Slide:
 
     @property
     def physical_offset(self) -> tuple[float, float]:
-        """Smallest X and Y slide coordinates (mm) covered by the images.
+        """Smallest X and Y of the images' Total Pixel Matrix Origins (mm), as in 0.7.
 
         Returns
         -------
@@ -498,7 +498,7 @@ class Slide:
         if not isinstance(channel_index, int | np.integer) or isinstance(channel_index, bool):
             raise RegionError(f"Channel index must be an integer, got {channel_index!r}.")
         if not 0 <= channel_index < len(self._channels):
-            raise RegionError(
+            raise IndexRangeError(
                 f"Channel index {channel_index} is out of range: this slide has "
                 f"{len(self._channels)} channel(s), valid are 0..{len(self._channels) - 1}."
             )
@@ -506,12 +506,12 @@ class Slide:
 
     def _check_plane(self, focal_plane_index: int) -> int:
         n = len(self._focal_planes)
-        if (
-            not isinstance(focal_plane_index, int | np.integer)
-            or isinstance(focal_plane_index, bool)
-            or not 0 <= focal_plane_index < n
+        if not isinstance(focal_plane_index, int | np.integer) or isinstance(
+            focal_plane_index, bool
         ):
-            raise RegionError(
+            raise RegionError(f"Focal plane index must be an integer, got {focal_plane_index!r}.")
+        if not 0 <= focal_plane_index < n:
+            raise IndexRangeError(
                 f"Focal plane index {focal_plane_index!r} is out of range: this slide has {n} "
                 f"focal plane(s), valid are 0..{n - 1}."
             )
@@ -590,7 +590,7 @@ class Slide:
             if ch.type is ctype and ch.identifier == str(channel_identifier):
                 return i
         known = [ch.identifier for ch in self._channels if ch.type is ctype]
-        raise RegionError(
+        raise IndexRangeError(
             f"No {ctype.value} channel with identifier {channel_identifier!r}; "
             f"this slide has {known}."
         )
@@ -636,7 +636,7 @@ class Slide:
         for i, z in enumerate(self._focal_planes):
             if abs(z - float(focal_plane_offset)) <= 1e-3:
                 return i
-        raise RegionError(
+        raise IndexRangeError(
             f"No focal plane at Z offset {focal_plane_offset} um; this slide has "
             f"{list(self._focal_planes)}."
         )
