@@ -343,6 +343,33 @@ FIND_SLIDES = [
     "specimen_stains=[hd.sr.CodedConcept('C0000001', 'DCM', 'made-up stain')])]",
 ]
 
+# Channel look-ups: segments (SEG), parameters (PM) and optical paths, and reads of them.
+CHANNELS = [
+    "slide.find_segments(number=1)",
+    "slide.find_segments(label='bin1')",
+    "slide.find_segments(property_type=codes.SCT.Nucleus)",
+    "slide.find_segments(property_category=codes.SCT.Tissue)",
+    "slide.find_optical_paths(identifier=slide.get_channel_identifier(0))",
+    "slide.find_optical_paths(specimen_stain=codes.SCT.HematoxylinStain)",
+    "slide.find_optical_paths(description='nope')",
+    "[slide.get_volume_images(channel_index=i)[0].metadata.SOPClassUID "
+    "for i in range(slide.num_channels)]",
+    "[len(slide.get_volume_images(channel_index=i)) for i in range(slide.num_channels)]",
+    "[slide.get_image_region((0, 0), 0, (128, 256), channel_index=i) "
+    "for i in slide.find_segments()]",
+    "[slide.get_image_region((100, 200), 0, (40, 90), channel_index=i) "
+    "for i in slide.find_segments()]",
+    "[slide.get_image_region((0, 0), 1, (64, 128), channel_index=i) "
+    "for i in range(slide.num_channels) if slide.get_channel_type(i).name == 'PARAMETER']",
+    "[slide.get_image_region((0, 0), 0, (8, 8), channel_index=i) "
+    "for i in range(slide.num_channels) if slide.get_channel_type(i).name == 'PARAMETER']",
+    "[slide.get_channel_index(slide.get_channel_identifier(i), slide.get_channel_type(i)) "
+    "for i in slide.find_segments()]",
+    "[slide.get_volume_images(channel_index=i)[0].channel_type for i in range(slide.num_channels)]",
+    "[mat(0, i).dtype for i in slide.find_segments()]",
+    "[mat(0, i).shape for i in slide.find_segments()]",
+]
+
 FIND_VARIANTS = frozenset({"orient0", "fluorescence", "paths-in-one", "derived-a", "derived-c"})
 
 OPENSLIDE = [
@@ -369,13 +396,18 @@ def calls_for(v: Variant, folder: Path) -> list[dict[str, Any]]:
     find = FIND_SLIDES if v.name in FIND_VARIANTS else FIND_SLIDES[:2]
     for expr in SLIDE_PROPERTIES + BAD_REGIONS + PYRAMID + UTILITIES + find:
         exprs[expr] = None
-    for level in sorted({0, v.levels - 1}):
+    # Every level-dependent call at the base level; at the top level too where the level's
+    # geometry differs in an interesting way (orientations, third-party pyramids).
+    top = v.name.startswith("orient") or "thirdparty" in v.tags
+    for level in sorted({0, v.levels - 1} if top else {0}):
         for template in COORDINATES + REGIONS + ANNOTATIONS + TILED_IMAGE + MATRIX + SAMPLER:
             exprs[template.replace("{L}", str(level))] = None
         for expr, truth in _slide_region_calls(level):
             exprs[expr] = truth
     if v.colour:
         exprs.update(dict.fromkeys(OPENSLIDE))
+    if v.channels > 1 or "derived" in v.tags:
+        exprs.update(dict.fromkeys(CHANNELS))
     out = []
     for expr, truth in exprs.items():
         expr = expr.replace("{C}", v.container)

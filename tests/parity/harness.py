@@ -127,7 +127,7 @@ def _differs(a: Any, b: Any, tolerance: int, path: str = "") -> str | None:
         if a.dtype != b.dtype and not (a.dtype.kind == b.dtype.kind == "f"):
             return f"{path}: dtype {a.dtype} vs {b.dtype}"
         if a.dtype.kind == "f" or b.dtype.kind == "f":
-            if not np.allclose(a, b, rtol=1e-9, atol=1e-9, equal_nan=True):
+            if not np.allclose(a, b, rtol=1e-7, atol=1e-9, equal_nan=True):
                 return f"{path}: values differ (max {np.nanmax(np.abs(a - b)):.3g})"
             return None
         if a.dtype.kind in "ui" and a.size:
@@ -156,7 +156,8 @@ def _differs(a: Any, b: Any, tolerance: int, path: str = "") -> str | None:
         return _differs(list(a), list(b), tolerance, path)
     if isinstance(a, float) or isinstance(b, float):
         if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-            return None if np.isclose(a, b, rtol=1e-9, atol=1e-12) else f"{path}: {a!r} vs {b!r}"
+            # DS values (decimal strings) parsed by different code differ in the last digits.
+            return None if np.isclose(a, b, rtol=1e-7, atol=1e-12) else f"{path}: {a!r} vs {b!r}"
     if type(a) is not type(b) and not (isinstance(a, int) and isinstance(b, int)):
         return f"{path}: {type(a).__name__} {_short(a)} vs {type(b).__name__} {_short(b)}"
     return None if a == b else f"{path}: {_short(a)} vs {_short(b)}"
@@ -173,7 +174,7 @@ def compare(ref: Any, ours: Any, tolerance: int = 0) -> str | None:
     Errors agree when ours is an instance of the builtin class 0.7's error is categorised by
     (see ``worker.category``: a ``KeyError`` from 0.7 agrees with our ``IndexRangeError``);
     values agree when their structure, shapes, dtypes and values are equal (integers within
-    ``tolerance``, for lossy images decoded by different decoders; floats to 1e-9).
+    ``tolerance``, for lossy images decoded by different decoders; floats to a relative 1e-7).
     """
     if ref[0] == "error" and ours[0] == "error":
         return None if ref[1] in ours[5] else f"raises {ref[1]} vs {ours[1]}"
@@ -233,8 +234,7 @@ def summary(outcomes: list[Outcome], ref: Run, ours: Run) -> str:
 
 
 def main() -> int:
-    from tests.parity.cases import synthetic_variants, write_variants
-    from tests.parity.suite import build_calls
+    from tests.parity.suite import build_calls, prepare
 
     python, how = reference_python()
     print(f"reference env: {how}", flush=True)
@@ -242,9 +242,8 @@ def main() -> int:
         return 2
     with tempfile.TemporaryDirectory(prefix="dicomslide-parity-") as tmp:
         work = Path(tmp)
-        variants = synthetic_variants()
-        folders = write_variants(work / "slides", variants)
-        calls, tolerances = build_calls(variants, folders, work)
+        variants, folders = prepare(work, cache_dir() / "dicomizer")
+        calls, tolerances = build_calls(variants, folders)
         ref, ours = run_both(calls, python, work / "run")
         outcomes = classify(calls, ref, ours, tolerances)
         print(summary(outcomes, ref, ours))

@@ -67,6 +67,8 @@ def normalize(value: Any, depth: int = 0) -> Any:
         return ("enum", value.name)
     if isinstance(value, (int, float, np.integer, np.floating, np.bool_)):
         return value.item() if isinstance(value, np.generic) else value
+    if isinstance(value, np.dtype):
+        return ("dtype", str(value))
     if isinstance(value, np.ndarray):
         return np.array(value)  # a copy, never a view of a library's cache
     if isinstance(value, (list, tuple)):
