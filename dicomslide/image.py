@@ -60,7 +60,9 @@ def _check_index(value: int, count: int, what: str, where: str) -> int:
     if not isinstance(value, int | np.integer) or isinstance(value, bool):
         raise RegionError(f"{what} must be an integer, got {value!r}.")
     if not 0 <= value < count:
-        raise IndexRangeError(f"{what} {value} is out of range for {where}: valid is 0..{count - 1}.")
+        raise IndexRangeError(
+            f"{what} {value} is out of range for {where}: valid is 0..{count - 1}."
+        )
     return int(value)
 
 

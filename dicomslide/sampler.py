@@ -79,7 +79,9 @@ class TotalPixelMatrixSampler:
         if bounding_box is not None:
             (r0, c0), (h, w) = bounding_box
             r0, c0, h, w = int(r0), int(c0), int(h), int(w)
-            if not (r0 >= 0 and c0 >= 0 and h > 0 and w > 0 and r0 + h <= rows and c0 + w <= columns):
+            if not (
+                r0 >= 0 and c0 >= 0 and h > 0 and w > 0 and r0 + h <= rows and c0 + w <= columns
+            ):
                 raise RegionError(
                     f"Bounding box {bounding_box!r} does not lie in the {rows} x {columns} matrix."
                 )

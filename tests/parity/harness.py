@@ -34,7 +34,7 @@ REFERENCE_EXTRAS = ["dicomweb-client"]
 
 
 def cache_dir() -> Path:
-    """Where the reference env lives: ``$DICOMSLIDE_TEST_CACHE`` or ``~/.cache/dicomslide-test``."""
+    """Where the reference env lives: ``$DICOMSLIDE_TEST_CACHE``, else ~/.cache/dicomslide-test."""
     base = os.environ.get("DICOMSLIDE_TEST_CACHE")
     return Path(base) if base else Path.home() / ".cache" / "dicomslide-test"
 
@@ -104,9 +104,11 @@ def run_both(
         )
     runs = {}
     for lib, (proc, out) in procs.items():
-        stdout, stderr = proc.communicate(timeout=timeout)
+        _, stderr = proc.communicate(timeout=timeout)
         if proc.returncode != 0:
-            raise RuntimeError(f"{lib} worker failed ({proc.returncode}): {stderr.decode()[-2000:]}")
+            raise RuntimeError(
+                f"{lib} worker failed ({proc.returncode}): {stderr.decode()[-2000:]}"
+            )
         data = pickle.loads(out.read_bytes())
         runs[lib] = Run(
             data["lib"], data["version"], data["seconds"], data["results"], data["timings"]
@@ -154,10 +156,10 @@ def _differs(a: Any, b: Any, tolerance: int, path: str = "") -> str | None:
         return None
     if isinstance(a, tuple) and isinstance(b, tuple) and len(a) == len(b):
         return _differs(list(a), list(b), tolerance, path)
-    if isinstance(a, float) or isinstance(b, float):
-        if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-            # DS values (decimal strings) parsed by different code differ in the last digits.
-            return None if np.isclose(a, b, rtol=1e-7, atol=1e-12) else f"{path}: {a!r} vs {b!r}"
+    numbers = isinstance(a, (int, float)) and isinstance(b, (int, float))
+    if numbers and (isinstance(a, float) or isinstance(b, float)):
+        # DS values (decimal strings) parsed by different code differ in the last digits.
+        return None if np.isclose(a, b, rtol=1e-7, atol=1e-12) else f"{path}: {a!r} vs {b!r}"
     if type(a) is not type(b) and not (isinstance(a, int) and isinstance(b, int)):
         return f"{path}: {type(a).__name__} {_short(a)} vs {type(b).__name__} {_short(b)}"
     return None if a == b else f"{path}: {_short(a)} vs {_short(b)}"

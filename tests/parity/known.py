@@ -63,7 +63,7 @@ def _numpy_semantics(call: dict[str, Any], ref: Any, ours: Any, results: dict[st
     full = _ok_array(results.get(f"{call['variant']} | mat({m.group(1)})[:, :, :]", ("missing",)))
     if full is None:
         return False
-    expected = eval(f"full[{m.group(2)}]", {"full": full})  # noqa: S307 - our own call list
+    expected = eval(f"full[{m.group(2)}]", {"full": full})  # our own call list, not input
     return bool(np.array_equal(b, expected) and b.shape == expected.shape)
 
 
@@ -148,7 +148,8 @@ KNOWN: list[Known] = [
         "annotation regions: pixels as get_slide_region",
         r"^slide\.get_slide_region_for_annotation\(ann\('(MULTIPOINT|POLYLINE|POLYGON|ELLIPSE)'",
         "get_slide_region of the annotation's bounding box (with 0.7's misplaced pixels, see "
-        "above); padding moves the box by +top along Y instead of growing it",
+        "above); padding adds `top` to the box's Y offset, so the padded box is shifted "
+        "along +Y instead of growing around the annotation",
         "get_slide_region of the bounding box grown by the padding on each side: the same "
         "shape as 0.7 (the shape is checked), the correct pixels",
         "follows from the slide-region fix; padding as documented (left/top/right/bottom)",
@@ -158,7 +159,7 @@ KNOWN: list[Known] = [
         "a POINT annotation is one pixel",
         r"^slide\.get_slide_region_for_annotation\(ann\('POINT', \[[^]]*\], -?\d+\), -?\d+\)$",
         "returns an empty (0, 0, samples) array",
-        "returns the 1 × 1 region of the pixel the point lies in",
+        "returns the 1 x 1 region of the pixel the point lies in",
         "an empty array for a point is of no use; any extent of zero is one pixel",
         check=_point_is_one_pixel,
     ),
@@ -226,7 +227,7 @@ KNOWN: list[Known] = [
         "TILED_SPARSE: missing tiles are part of the grid",
         r"^(mat\(|len\(mat|sample\()",
         "counts and indexes only the stored tiles (len, tile_positions, tile indices), and "
-        "region reads across a missing tile return wrongly shaped arrays (e.g. 35 × 0)",
+        "region reads across a missing tile return wrongly shaped arrays (e.g. 35 x 0)",
         "the tile grid is complete; a missing tile reads as fill",
         "0.7's tile index depends on which tiles happen to be stored, and its reads break",
         variants=frozenset({"sparse"}),
@@ -348,7 +349,7 @@ KNOWN += [
         "bit-packed segmentation frames that do not end on a byte",
         r"channel_index=i\) for i in slide\.find_segments\(\)\]$",
         "fails (ValueError: cannot reshape) on BINARY segmentations whose frames hold a "
-        "number of pixels not divisible by 8 (e.g. 45 × 45)",
+        "number of pixels not divisible by 8 (e.g. 45 x 45)",
         "unpacks each frame from its bit offset",
         "the standard packs the frames of a BINARY segmentation back to back",
         variants=frozenset({"derived-d"}),

@@ -35,12 +35,16 @@ def write_sparse_derived(folder: Path) -> None:
     level0, _ = _source_images(write_slide(folder, spec))
     masks = _masks(spec.size, 7, 2)
     masks[:64, :128] = 0  # two empty tiles, left out of the sparse file
-    seg = _segmentation(level0, masks, "1.2.826.0.1.3680043.10.1.4040", organization="TILED_SPARSE")
+    seg = _segmentation(
+        level0, masks, "1.2.826.0.1.3680043.10.1.4040", organization="TILED_SPARSE"
+    )
     seg.save_as(folder / "seg_sparse.dcm")
     assert np.any(masks)
 
 
-def prepare(work: Path, dicomizer_cache: Path | None = None) -> tuple[list[Variant], dict[str, Path]]:
+def prepare(
+    work: Path, dicomizer_cache: Path | None = None
+) -> tuple[list[Variant], dict[str, Path]]:
     """Write every variant under ``work``; return them and their folders."""
     from tests.aio.test_derived import write_derived
 
