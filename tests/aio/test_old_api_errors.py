@@ -1,0 +1,97 @@
+"""Behaviour matched to dicomslide 0.7 (issue 13): error classes, physical offset, sampler checks.
+
+The differential harness in ``tests/parity`` compares these with 0.7.2 itself; these tests pin
+them without it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pydicom
+import pytest
+
+import dicomslide
+from dicomslide.synthetic import SlideSpec, write_slide
+
+SPEC = SlideSpec(
+    size=(256, 512),
+    tile_size=(64, 64),
+    levels=2,
+    transfer_syntax_uid="1.2.840.10008.1.2.1",
+    label=False,
+    overview=False,
+    origin_mm=(21.5, 38.25),
+)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("old-api")
+    write_slide(root, SPEC)
+    return root
+
+
+@pytest.fixture
+async def slide(folder: Path, tmp_path: Path) -> dicomslide.Slide:
+    client = dicomslide.DICOMfileClient(folder, index_dir=tmp_path / "index")
+    (found,) = await dicomslide.find_slides(client)
+    return found
+
+
+def test_index_range_error_is_what_0_7_raised() -> None:
+    error = dicomslide.IndexRangeError("Level 7 is out of range")
+    for cls in (IndexError, KeyError, ValueError, dicomslide.RegionError):
+        assert isinstance(error, cls)
+    assert isinstance(error, dicomslide.DicomSlideError)
+    # KeyError would have quoted the message.
+    assert str(error) == "Level 7 is out of range"
+
+
+async def test_out_of_range_arguments_raise_index_range_error(slide: dicomslide.Slide) -> None:
+    calls = [
+        lambda: slide.get_volume_images(channel_index=1),
+        lambda: slide.get_volume_images(focal_plane_index=1),
+        lambda: slide.get_channel_type(1),
+        lambda: slide.get_focal_plane_offset(1),
+        lambda: slide.get_focal_plane_index(12345.0),
+        lambda: slide.get_slide_offset((0, 0), 2),
+        lambda: slide.get_channel_index("nope", dicomslide.ChannelTypes.OPTICAL_PATH),
+    ]
+    for call in calls:
+        with pytest.raises(dicomslide.IndexRangeError):
+            call()
+    with pytest.raises(IndexError, match="Level 2 is out of range"):
+        await slide.get_image_region((0, 0), 2, (4, 4))
+    matrix = slide.get_volume_images()[0].get_total_pixel_matrix()
+    with pytest.raises(KeyError):
+        matrix.get_tile_index((99, 0))
+    with pytest.raises(IndexError):
+        await matrix[matrix.num_tiles]
+    # A wrong type is still a plain RegionError (a ValueError), not an index error.
+    with pytest.raises(dicomslide.RegionError) as info:
+        slide.get_focal_plane_offset("0")  # type: ignore[arg-type]
+    assert not isinstance(info.value, IndexError)
+
+
+async def test_physical_offset_is_the_total_pixel_matrix_origin(
+    slide: dicomslide.Slide, folder: Path
+) -> None:
+    image = slide.get_volume_images()[0]
+    assert image.physical_offset == (21.5, 38.25)
+    assert slide.physical_offset == (21.5, 38.25)
+    ds = pydicom.dcmread(next(folder.glob("*.dcm")), stop_before_pixels=True)
+    origin = ds.TotalPixelMatrixOriginSequence[0]
+    assert float(origin.XOffsetInSlideCoordinateSystem) == 21.5
+
+
+async def test_sampler_rejects_boxes_and_tiles_outside_the_matrix(slide: dicomslide.Slide) -> None:
+    matrix = slide.get_volume_images()[0].get_total_pixel_matrix()
+    with pytest.raises(ValueError, match="does not lie in"):
+        dicomslide.TotalPixelMatrixSampler(matrix, (16, 16), bounding_box=((0, 0), (257, 10)))
+    inside = dicomslide.TotalPixelMatrixSampler(
+        matrix, (16, 16), bounding_box=((240, 500), (16, 12))
+    )
+    assert [inside.get_region_grid_position(i) for i in range(len(inside))] == [(15, 31)]
+    with pytest.raises(IndexError, match=r"Tile grid position \(4, 0\) does not exist"):
+        dicomslide.TotalPixelMatrixSampler(matrix, (16, 16), tile_grid_positions=[(4, 0)])
