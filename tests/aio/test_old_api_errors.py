@@ -74,15 +74,19 @@ async def test_out_of_range_arguments_raise_index_range_error(slide: dicomslide.
     assert not isinstance(info.value, IndexError)
 
 
-async def test_physical_offset_is_the_total_pixel_matrix_origin(
-    slide: dicomslide.Slide, folder: Path
-) -> None:
-    image = slide.get_volume_images()[0]
-    assert image.physical_offset == (21.5, 38.25)
+def test_written_origin(folder: Path) -> None:
+    for path in folder.glob("*.dcm"):
+        origin = pydicom.dcmread(path, stop_before_pixels=True).TotalPixelMatrixOriginSequence[0]
+        assert float(origin.XOffsetInSlideCoordinateSystem) == 21.5
+        assert float(origin.YOffsetInSlideCoordinateSystem) == 38.25
+
+
+async def test_physical_offset_is_the_total_pixel_matrix_origin(slide: dicomslide.Slide) -> None:
+    # Not the smallest X and Y the image covers: with the default orientation rows run along
+    # -X and columns along -Y, so the image lies below and left of its origin.
+    for image in slide.get_volume_images():
+        assert image.physical_offset == (21.5, 38.25)
     assert slide.physical_offset == (21.5, 38.25)
-    ds = pydicom.dcmread(next(folder.glob("*.dcm")), stop_before_pixels=True)
-    origin = ds.TotalPixelMatrixOriginSequence[0]
-    assert float(origin.XOffsetInSlideCoordinateSystem) == 21.5
 
 
 async def test_sampler_rejects_boxes_and_tiles_outside_the_matrix(slide: dicomslide.Slide) -> None:

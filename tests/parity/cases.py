@@ -408,7 +408,7 @@ def calls_for(v: Variant, folder: Path) -> list[dict[str, Any]]:
         exprs[expr] = None
     # Every level-dependent call at the base level; at the top level too where the level's
     # geometry differs in an interesting way (orientations, third-party pyramids).
-    top = v.name.startswith("orient") or "thirdparty" in v.tags
+    top = v.name == "orient0" or "thirdparty" in v.tags
     for level in sorted({0, v.levels - 1} if top else {0}):
         for template in COORDINATES + REGIONS + ANNOTATIONS + TILED_IMAGE + MATRIX + SAMPLER:
             exprs[template.replace("{L}", str(level))] = None
