@@ -30,6 +30,8 @@ class Known:
     why: str
     variants: frozenset[str] | None = None
     check: Check | None = None  # True when the difference is exactly the documented one
+    # Expected to go away when another issue's change lands (then remove entry and README row).
+    pending: bool = False
 
 
 def _ok_array(result: Any) -> np.ndarray | None:
@@ -283,6 +285,7 @@ KNOWN += [
         "the box says which pixels of the matrix the tile holds; edge-tile handling is being "
         "changed by issue 17",
         check=_clipped_box,
+        pending=True,
     ),
     Known(
         "TILED_FULL segmentations and parametric maps are read",
@@ -363,6 +366,7 @@ KNOWN += [
         "reworking; IndexRangeError there would agree with 0.7",
         "pending",
         variants=frozenset({"derived-d"}),
+        pending=True,
     ),
     Known(
         "pixel spacing of pyramid levels in PixelSpacing order",
@@ -404,6 +408,7 @@ KNOWN += [
         "checked), which issue 17 replaces by the fill value",
         "pending issue 17 (edge-tile padding)",
         variants=frozenset({"dicomizer"}),
+        pending=True,
         check=lambda call, ref, ours, results: _fill_only(call, ref, ours, results, white=240),
     ),
     Known(
