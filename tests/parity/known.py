@@ -131,6 +131,14 @@ def _sparse_seg_zero(call: dict[str, Any], ref: Any, ours: Any, _: dict[str, Any
     return True
 
 
+def _fill_in_ours(call: dict[str, Any], ref: Any, ours: Any, _: dict[str, Any]) -> bool:
+    a, b = _ok_array(ref), _ok_array(ours)
+    if a is None or b is None or a.shape != b.shape:
+        return False
+    differ = np.abs(a.astype(np.int64) - b.astype(np.int64)) > 2
+    return bool(np.all(b[differ] == 255))
+
+
 _SLIDE_REGION = r"^(slide|images\[-?\d+\])\.get_slide_region\("
 _MATRIX_KEY = r"^mat\(-?\d+\)\[.*,.*\]$"
 
@@ -410,6 +418,19 @@ KNOWN += [
         variants=frozenset({"dicomizer"}),
         pending=True,
         check=lambda call, ref, ours, results: _fill_only(call, ref, ours, results, white=240),
+    ),
+    Known(
+        "edge tiles: the part beyond the matrix reads as fill (issue 17)",
+        r"^mat\(-?\d+\)\[(mat\(-?\d+\)\.num_tiles - 1|\[.*\])\]$",
+        "returns an edge tile with what the frame holds past Total Pixel Matrix Rows/Columns "
+        "(here the decoded padding of a JPEG frame)",
+        "fills that part with the fill value (white for colour; checked: every differing pixel "
+        "is white in ours)",
+        "pixels past the matrix are not image content; the rule of issue 17, which lands with "
+        "it (this entry then stops being pending)",
+        variants=frozenset({"dicomizer"}),
+        check=_fill_in_ours,
+        pending=True,
     ),
     Known(
         "compute_frame_positions: slide positions from the image geometry",
