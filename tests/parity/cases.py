@@ -158,6 +158,14 @@ SLIDE_PROPERTIES = [
     "slide.get_focal_plane_index(slide.get_focal_plane_offset(0))",
     "slide.get_focal_plane_index(12345.0)",
     "slide.get_volume_images(channel_index=slide.num_channels)",
+    "[f.name for f in ds.ImageFlavors]",
+    "[(c.name, c.value) for c in ds.ChannelTypes]",
+    "ds.Slide(client, [i.metadata for i in images]).total_pixel_matrix_dimensions",
+    "slide.get_image_region((10, 20), 0, (30, 40), channel_index=slide.num_channels - 1, "
+    "focal_plane_index=slide.num_focal_planes - 1)",
+    "images[0].get_total_pixel_matrix(channel_index=images[0].num_channels - 1, "
+    "focal_plane_index=images[0].num_focal_planes - 1)[0:8, 0:8, :]",
+    "images[0].get_image_region((3, 5), (20, 30), channel_index=images[0].num_channels - 1)",
     "slide.get_volume_images(focal_plane_index=slide.num_focal_planes)",
 ]
 
@@ -271,6 +279,7 @@ MATRIX = [
     "mat({L})[0:50:5, 0:60:3, :]",
     "mat({L})[0:10, 0:10]",
     "mat({L}).get_tile_index((999, 999))",
+    "[tile.shape for tile in mat({L})]",
     "mat({L})[mat({L}).num_tiles]",
 ]
 
@@ -288,6 +297,7 @@ SAMPLER = [
     "sample(ds.TotalPixelMatrixSampler(mat({L}), (30, 40), bounding_box=((10, 10), (30, 30)), "
     "tile_grid_positions=[(0, 0)]))",
     "sample(ds.TotalPixelMatrixSampler(mat({L}), (16, 16), padding=(1, 2, 3)))",
+    "[region.shape for region in ds.TotalPixelMatrixSampler(mat({L}), (64, 128), padding=2)]",
     "sample(ds.TotalPixelMatrixSampler(mat({L}), (16, 16), bounding_box=((0, 0), (9999, 10))))",
 ]
 
@@ -395,6 +405,7 @@ OPENSLIDE = [
     "osl().get_thumbnail((64, 64))",
     "sorted(osl().associated_images)",
     "{k: v for k, v in osl().properties.items() if k.startswith('openslide.')}",
+    "ds.OpenSlide(slide).close()",
 ]
 
 
