@@ -99,3 +99,46 @@ async def test_sampler_rejects_boxes_and_tiles_outside_the_matrix(slide: dicomsl
     assert [inside.get_region_grid_position(i) for i in range(len(inside))] == [(15, 31)]
     with pytest.raises(IndexError, match=r"Tile grid position \(4, 0\) does not exist"):
         dicomslide.TotalPixelMatrixSampler(matrix, (16, 16), tile_grid_positions=[(4, 0)])
+
+
+async def test_annotation_region_has_the_shape_of_the_slide_region(tmp_path: Path) -> None:
+    # The example: a 0.05 x 0.03 mm rectangle at level 2 of a 0.001 mm slide gave one
+    # row and up to two columns more than get_slide_region (and 0.7) on the same rectangle.
+    import highdicom as hd
+    import numpy as np
+    from pydicom.sr.codedict import codes
+
+    spec = SlideSpec(
+        size=(256, 512),
+        tile_size=(64, 64),
+        levels=3,
+        transfer_syntax_uid="1.2.840.10008.1.2.1",
+        label=False,
+        overview=False,
+        pixel_spacing_mm=0.001,
+    )
+    write_slide(tmp_path / "s", spec)
+    client = dicomslide.DICOMfileClient(tmp_path / "s", index_dir=tmp_path / "index")
+    (slide,) = await dicomslide.find_slides(client)
+    x0, y0 = slide.get_slide_offset((40, 100), 2)
+    x0, y0 = x0 - 0.05, y0 - 0.03  # inside the image: rows run along -X, columns along -Y
+    corners = [(x0, y0), (x0 + 0.05, y0), (x0 + 0.05, y0 + 0.03), (x0, y0 + 0.03), (x0, y0)]
+    polygon = hd.sr.Scoord3DContentItem(
+        name=codes.DCM.ImageRegion,
+        graphic_type="POLYGON",
+        graphic_data=np.array([(x, y, 0.0) for x, y in corners]),
+        frame_of_reference_uid=slide.frame_of_reference_uid,
+    )
+    region = await slide.get_slide_region_for_annotation(polygon, 2)
+    direct = await slide.get_slide_region((x0, y0), 2, (0.05, 0.03))
+    # Not one row and column more than whole pixel spacings fit (9 x 14 before).
+    assert region.shape == direct.shape == (round(0.03 / 0.004), round(0.05 / 0.004), 3)
+    np.testing.assert_array_equal(region, direct)
+    # A POINT still gives one pixel.
+    point = hd.sr.Scoord3DContentItem(
+        name=codes.DCM.ImageRegion,
+        graphic_type="POINT",
+        graphic_data=np.array([(x0, y0, 0.0)]),
+        frame_of_reference_uid=slide.frame_of_reference_uid,
+    )
+    assert (await slide.get_slide_region_for_annotation(point, 2)).shape == (1, 1, 3)
