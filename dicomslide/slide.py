@@ -165,6 +165,11 @@ def _group_concatenations(metadata: Sequence[Dataset]) -> list[list[Dataset]]:
     return list(groups.values())
 
 
+# Channels by type: optical paths, then parameters, then segments. Fixed here, not taken from
+# the iteration order of ChannelTypes (which follows 0.7), so channel indices stay as they were.
+_CHANNEL_ORDER = (ChannelTypes.OPTICAL_PATH, ChannelTypes.PARAMETER, ChannelTypes.SEGMENT)
+
+
 def _normalize_level(level: int, count: int) -> int:
     if not isinstance(level, int | np.integer) or isinstance(level, bool):
         raise RegionError(f"Level must be an integer, got {level!r}.")
@@ -276,7 +281,7 @@ class Slide:
                     self._channels.append(channel)
                 for z, key in enumerate(keys):
                     channel.images.setdefault(key, (image, c, z))
-        self._channels.sort(key=lambda ch: list(ChannelTypes).index(ch.type))
+        self._channels.sort(key=lambda ch: _CHANNEL_ORDER.index(ch.type))
         self._specimen_items = list(volume[0].metadata.get("SpecimenDescriptionSequence", []))
 
     # --- properties ---------------------------------------------------------------------

@@ -246,7 +246,7 @@ async def _read(slide: dicomslide.Slide, channel: int, level: int = 0) -> np.nda
 async def test_channels_of_derived_images(client: Any, written: Written) -> None:
     slide = await _slide(client)
     types = [slide.get_channel_type(i) for i in range(slide.num_channels)]
-    # 1 optical path, 1 parameter, 2 + 1 + 3 segments (ordered as dicomslide.ChannelTypes).
+    # 1 optical path, 1 parameter, 2 + 1 + 3 segments (in this order of types).
     assert (
         types == [ChannelTypes.OPTICAL_PATH, ChannelTypes.PARAMETER] + [ChannelTypes.SEGMENT] * 6
     )
