@@ -1,6 +1,6 @@
 """Differential test: the same calls with dicomslide 0.7.2 and with ``dicomslide_sync``.
 
-dicomslide 0.7.2 (MIT licence, https://github.com/ImagingDataCommons/dicomslide) is installed
+dicomslide 0.7.2 (MIT licence, https://github.com/herrmannlab/dicomslide) is installed
 from PyPI into its own virtual env (cached under ``~/.cache/dicomslide-test`` or
 ``$DICOMSLIDE_TEST_CACHE``); nothing of it is committed. Both libraries read the same folders:
 synthetic slides of :mod:`dicomslide.synthetic` (four orientations, TILED_FULL / TILED_SPARSE /
