@@ -1,4 +1,4 @@
-"""Developer sessions: ``nox -s tests lint typecheck integration benchmarks``."""
+"""Developer sessions: ``nox -s tests lint typecheck integration parity benchmarks``."""
 
 from __future__ import annotations
 
@@ -38,6 +38,16 @@ def typecheck(session: nox.Session) -> None:
     """mypy --strict on both packages."""
     session.install("-e", ".[test,lint]")
     session.run("mypy", "--strict", *PACKAGES)
+
+
+@nox.session
+def parity(session: nox.Session) -> None:
+    """Differential run against dicomslide 0.7.2 (own venv, from PyPI); prints the summary.
+
+    Fails on any difference that is not in tests/parity/known.py (and the README table).
+    """
+    session.install("-e", ".[test]")
+    session.run("python", "-m", "tests.parity.harness", *session.posargs)
 
 
 @nox.session

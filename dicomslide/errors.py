@@ -23,6 +23,7 @@ __all__ = [
     "DecodeError",
     "InvalidDataError",
     "InvalidClientError",
+    "IndexRangeError",
 ]
 
 
@@ -36,6 +37,17 @@ class UsageError(DicomSlideError, RuntimeError):
 
 class RegionError(DicomSlideError, ValueError):
     """A bad argument: level, channel, focal plane, region or index out of its valid range."""
+
+
+class IndexRangeError(RegionError, IndexError, KeyError):
+    """A level, channel, focal plane, tile or region index (or Z offset) that does not exist.
+
+    Also an :class:`IndexError` and a :class:`KeyError`: dicomslide 0.7 raised one or the other
+    for these (depending on the call), and code written for it catches them.
+    """
+
+    # KeyError's __str__ would quote the message.
+    __str__ = Exception.__str__
 
 
 class NotFoundError(DicomSlideError, LookupError):

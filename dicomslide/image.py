@@ -33,7 +33,7 @@ from dicomslide.codecs import PixelFormat, decode_frame
 from dicomslide.color import ColorTransform, get_color_transform
 from dicomslide.coordinates import ImageGeometry
 from dicomslide.enums import ChannelTypes
-from dicomslide.errors import InvalidDataError, RegionError, UsageError
+from dicomslide.errors import IndexRangeError, InvalidDataError, RegionError, UsageError
 from dicomslide.frames import DecodedTileCache, FrameService, InstanceRef
 from dicomslide.geometry import (
     FrameIndex,
@@ -64,7 +64,9 @@ def _check_index(value: int, count: int, what: str, where: str) -> int:
     if not isinstance(value, int | np.integer) or isinstance(value, bool):
         raise RegionError(f"{what} must be an integer, got {value!r}.")
     if not 0 <= value < count:
-        raise RegionError(f"{what} {value} is out of range for {where}: valid is 0..{count - 1}.")
+        raise IndexRangeError(
+            f"{what} {value} is out of range for {where}: valid is 0..{count - 1}."
+        )
     return int(value)
 
 
@@ -732,7 +734,7 @@ class TotalPixelMatrix:
         if isinstance(key, int | np.integer) and not isinstance(key, bool):
             i = int(key)
             if not -length <= i < length:
-                raise RegionError(
+                raise IndexRangeError(
                     f"Index {i} is out of bounds for the {what} axis with size {length}."
                 )
             i %= length
@@ -942,15 +944,18 @@ class TiledImage:
 
     @property
     def physical_offset(self) -> tuple[float, float]:
-        """Smallest X and Y slide coordinate (mm) covered by the total pixel matrix.
+        """Offset of the total pixel matrix from the origin of the slide coordinate system.
+
+        The X and Y of the Total Pixel Matrix Origin (mm), as in dicomslide 0.7; with the
+        usual orientations this is not the smallest X and Y the image covers.
 
         Returns
         -------
         tuple[float, float]
             (x, y) in millimetres
         """
-        lo = self._corners().min(axis=0)
-        return float(lo[0]), float(lo[1])
+        x, y, _ = self._geometry.origin
+        return float(x), float(y)
 
     @property
     def physical_size(self) -> tuple[float, float]:
@@ -1008,7 +1013,7 @@ class TiledImage:
         try:
             return ids.index(str(channel_identifier))
         except ValueError:
-            raise RegionError(
+            raise IndexRangeError(
                 f"No channel with identifier {channel_identifier!r}; this image has {list(ids)}."
             ) from None
 
@@ -1056,7 +1061,7 @@ class TiledImage:
         for i, z in enumerate(offsets):
             if math.isclose(z, float(focal_plane_offset), abs_tol=1e-3):
                 return i
-        raise RegionError(
+        raise IndexRangeError(
             f"No focal plane at Z offset {focal_plane_offset} um; this image has {list(offsets)}."
         )
 

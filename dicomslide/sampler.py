@@ -1,7 +1,8 @@
 """Regular-grid sampling of regions of a total pixel matrix (async).
 
-Regions of ``region_dimensions`` are laid on a grid starting at the top-left corner of the
-bounding box (the whole matrix by default). Regions at the right and bottom borders and padding
+Regions of ``region_dimensions`` are laid on one grid starting at the top-left corner of the
+matrix; a ``bounding_box`` or ``tile_grid_positions`` selects the regions of that grid that
+overlap it (as in dicomslide 0.7). Regions at the right and bottom borders and padding
 that reaches beyond the matrix are filled like every read outside the image (white for colour,
 0 otherwise). With ``tile_grid_positions``, only regions that overlap one of those tiles are
 sampled; a ``bounding_box`` takes precedence, as documented.
@@ -14,7 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Sequence
 
 import numpy as np
 
-from dicomslide.errors import RegionError
+from dicomslide.errors import IndexRangeError, RegionError
 from dicomslide.image import TotalPixelMatrix
 
 __all__ = ["TotalPixelMatrixSampler"]
@@ -71,31 +72,45 @@ class TotalPixelMatrixSampler:
         self._region = (rh, rw)
         self._padding = _padding4(padding)
         rows, columns, _ = matrix.shape
+        # One grid over the whole matrix; a bounding box or tile positions only select which of
+        # its regions are sampled (those that overlap them), so both selections agree with each
+        # other and with dicomslide 0.7.
+        self._grid_shape = (-(-rows // rh), -(-columns // rw))
         if bounding_box is not None:
             (r0, c0), (h, w) = bounding_box
             r0, c0, h, w = int(r0), int(c0), int(h), int(w)
-            if not (0 <= r0 < rows and 0 <= c0 < columns and h > 0 and w > 0):
+            if not (
+                r0 >= 0 and c0 >= 0 and h > 0 and w > 0 and r0 + h <= rows and c0 + w <= columns
+            ):
                 raise RegionError(
                     f"Bounding box {bounding_box!r} does not lie in the {rows} x {columns} matrix."
                 )
-            h, w = min(h, rows - r0), min(w, columns - c0)
-        else:
-            r0, c0, h, w = 0, 0, rows, columns
-        self._box = (r0, c0, h, w)
-        grid_rows, grid_cols = -(-h // rh), -(-w // rw)
-        self._grid_shape = (grid_rows, grid_cols)
-        positions = [(i, j) for i in range(grid_rows) for j in range(grid_cols)]
-        if bounding_box is None and tile_grid_positions is not None:
+            boxes = [(r0, c0, h, w)]
+        elif tile_grid_positions is not None:
             th, tw, _ = matrix.tile_shape
             tiles = np.asarray(tile_grid_positions, dtype=np.int64).reshape(-1, 2)
-            wanted = set()
+            grid_rows, grid_cols = matrix.tile_grid_shape
             for tr, tc in tiles.tolist():
-                top, left = tr * th, tc * tw
-                for i in range(max(0, top // rh), min(grid_rows, (top + th - 1) // rh + 1)):
-                    for j in range(max(0, left // rw), min(grid_cols, (left + tw - 1) // rw + 1)):
-                        wanted.add((i, j))
-            positions = sorted(wanted)
-        self._positions = positions
+                if not (0 <= tr < grid_rows and 0 <= tc < grid_cols):
+                    raise IndexRangeError(
+                        f"Tile grid position {(tr, tc)} does not exist: the tile grid has "
+                        f"{grid_rows} x {grid_cols} positions."
+                    )
+            boxes = [(tr * th, tc * tw, th, tw) for tr, tc in tiles.tolist()]
+        else:
+            boxes = [(0, 0, rows, columns)]
+        self._positions = self._overlapping(boxes)
+
+    def _overlapping(self, boxes: list[tuple[int, int, int, int]]) -> list[tuple[int, int]]:
+        """Grid positions, row-major, of the regions that overlap any (top, left, h, w) box."""
+        rh, rw = self._region
+        grid_rows, grid_cols = self._grid_shape
+        wanted: set[tuple[int, int]] = set()
+        for top, left, h, w in boxes:
+            for i in range(max(0, top // rh), min(grid_rows, (top + h - 1) // rh + 1)):
+                for j in range(max(0, left // rw), min(grid_cols, (left + w - 1) // rw + 1)):
+                    wanted.add((i, j))
+        return sorted(wanted)
 
     @property
     def matrix(self) -> TotalPixelMatrix:
@@ -160,7 +175,7 @@ class TotalPixelMatrixSampler:
             Zero-based (row, column) grid position
         """
         if not 0 <= index < len(self._positions):
-            raise RegionError(
+            raise IndexRangeError(
                 f"Region index {index} is out of range: valid are 0..{len(self._positions) - 1}."
             )
         return self._positions[index]
@@ -180,10 +195,9 @@ class TotalPixelMatrixSampler:
         """
         i, j = self.get_region_grid_position(index)
         left, top, _, _ = self._padding
-        r0, c0, _, _ = self._box
         rh, rw = self._region
         ph, pw, _ = self.padded_region_shape
-        return (r0 + i * rh - top, c0 + j * rw - left), (ph, pw)
+        return (i * rh - top, j * rw - left), (ph, pw)
 
     async def _get(self, index: int) -> np.ndarray:
         offset, size = self.get_region_bounding_box(index)

@@ -47,7 +47,7 @@ from dicomslide._tags import (
     TOTAL_PIXEL_MATRIX_ROWS,
 )
 from dicomslide.enums import ChannelTypes, ImageFlavors
-from dicomslide.errors import DicomSlideError, InvalidDataError, RegionError
+from dicomslide.errors import DicomSlideError, IndexRangeError, InvalidDataError, RegionError
 from dicomslide.frames import CacheStats
 from dicomslide.grouping import (
     describe,
@@ -176,12 +176,17 @@ def _group_concatenations(metadata: Sequence[Dataset]) -> list[list[Dataset]]:
     return list(groups.values())
 
 
+# Channels by type: optical paths, then parameters, then segments. Fixed here, not taken from
+# the iteration order of ChannelTypes (which follows 0.7), so channel indices stay as they were.
+_CHANNEL_ORDER = (ChannelTypes.OPTICAL_PATH, ChannelTypes.PARAMETER, ChannelTypes.SEGMENT)
+
+
 def _normalize_level(level: int, count: int) -> int:
     if not isinstance(level, int | np.integer) or isinstance(level, bool):
         raise RegionError(f"Level must be an integer, got {level!r}.")
     i = int(level)
     if not -count <= i < count:
-        raise RegionError(
+        raise IndexRangeError(
             f"Level {i} is out of range: this slide has {count} levels, valid are "
             f"0..{count - 1} (or -{count}..-1 counting from the top)."
         )
@@ -298,7 +303,7 @@ class Slide:
                     self._channels.append(channel)
                 for z, key in enumerate(keys):
                     channel.images.setdefault(key, (image, c, z))
-        self._channels.sort(key=lambda ch: list(ChannelTypes).index(ch.type))
+        self._channels.sort(key=lambda ch: _CHANNEL_ORDER.index(ch.type))
         self._specimen_items = list(volume[0].metadata.get("SpecimenDescriptionSequence", []))
 
     # --- properties ---------------------------------------------------------------------
@@ -459,7 +464,7 @@ class Slide:
 
     @property
     def physical_offset(self) -> tuple[float, float]:
-        """Smallest X and Y slide coordinates (mm) covered by the images.
+        """Smallest X and Y of the images' Total Pixel Matrix Origins (mm), as in 0.7.
 
         Returns
         -------
@@ -520,7 +525,7 @@ class Slide:
         if not isinstance(channel_index, int | np.integer) or isinstance(channel_index, bool):
             raise RegionError(f"Channel index must be an integer, got {channel_index!r}.")
         if not 0 <= channel_index < len(self._channels):
-            raise RegionError(
+            raise IndexRangeError(
                 f"Channel index {channel_index} is out of range: this slide has "
                 f"{len(self._channels)} channel(s), valid are 0..{len(self._channels) - 1}."
             )
@@ -528,12 +533,12 @@ class Slide:
 
     def _check_plane(self, focal_plane_index: int) -> int:
         n = len(self._focal_planes)
-        if (
-            not isinstance(focal_plane_index, int | np.integer)
-            or isinstance(focal_plane_index, bool)
-            or not 0 <= focal_plane_index < n
+        if not isinstance(focal_plane_index, int | np.integer) or isinstance(
+            focal_plane_index, bool
         ):
-            raise RegionError(
+            raise RegionError(f"Focal plane index must be an integer, got {focal_plane_index!r}.")
+        if not 0 <= focal_plane_index < n:
+            raise IndexRangeError(
                 f"Focal plane index {focal_plane_index!r} is out of range: this slide has {n} "
                 f"focal plane(s), valid are 0..{n - 1}."
             )
@@ -612,7 +617,7 @@ class Slide:
             if ch.type is ctype and ch.identifier == str(channel_identifier):
                 return i
         known = [ch.identifier for ch in self._channels if ch.type is ctype]
-        raise RegionError(
+        raise IndexRangeError(
             f"No {ctype.value} channel with identifier {channel_identifier!r}; "
             f"this slide has {known}."
         )
@@ -658,7 +663,7 @@ class Slide:
         for i, z in enumerate(self._focal_planes):
             if abs(z - float(focal_plane_offset)) <= 1e-3:
                 return i
-        raise RegionError(
+        raise IndexRangeError(
             f"No focal plane at Z offset {focal_plane_offset} um; this slide has "
             f"{list(self._focal_planes)}."
         )
@@ -1065,8 +1070,9 @@ class Slide:
         The box spans the smallest to the largest X and Y of the graphic data (for an ELLIPSE,
         the extent of the ellipse itself), grown by ``padding``. As for :meth:`get_slide_region`,
         columns of the result run along +X and rows along +Y, one sample per pixel spacing of
-        the level, from the box's low corner up to **and including** its high corner, so a
-        POINT gives one pixel. With several focal planes, the plane nearest to the mean Z of the
+        the level: the result equals ``get_slide_region`` of that box (as in dicomslide 0.7).
+        An extent of zero along an axis (a POINT, points on a line parallel to an axis) is read
+        as one pixel. With several focal planes, the plane nearest to the mean Z of the
         graphic data (mm; focal plane offsets are in micrometres) is read.
 
         Parameters
@@ -1108,13 +1114,14 @@ class Slide:
             raise RegionError(
                 f"Padding {padding!r} shrinks the annotation's bounding box to nothing."
             )
-        # Sample from the low corner up to and including the high corner: one more sample than
-        # whole pixel spacings fit, so that a point gives one pixel.
+        # The box is read exactly as get_slide_region reads it (as 0.7 does), so a rectangle
+        # gives the same patch size by either call; only an extent of zero (a POINT, or points
+        # on one line parallel to an axis) becomes one pixel spacing wide, i.e. one pixel.
         spacing = float(np.mean(self._pyramid[lvl].pixel_spacing))
         return await self.get_slide_region(
             (x0, y0),
             lvl,
-            (x1 - x0 + spacing, y1 - y0 + spacing),
+            (x1 - x0 if x1 > x0 else spacing, y1 - y0 if y1 > y0 else spacing),
             channel_index=channel_index,
             focal_plane_index=plane,
         )

@@ -246,7 +246,7 @@ async def _read(slide: dicomslide.Slide, channel: int, level: int = 0) -> np.nda
 async def test_channels_of_derived_images(client: Any, written: Written) -> None:
     slide = await _slide(client)
     types = [slide.get_channel_type(i) for i in range(slide.num_channels)]
-    # 1 optical path, 1 parameter, 2 + 1 + 3 segments (ordered as dicomslide.ChannelTypes).
+    # 1 optical path, 1 parameter, 2 + 1 + 3 segments (in this order of types).
     assert (
         types == [ChannelTypes.OPTICAL_PATH, ChannelTypes.PARAMETER] + [ChannelTypes.SEGMENT] * 6
     )
@@ -495,7 +495,13 @@ async def test_annotation_regions_match_pixels(client: Any, level: int) -> None:
     slide = await _slide(client)
     corners = [(20, 30), (90, 170)]
     pts = _centres(slide, level, [(20, 30), (90, 170), (50, 100)])
-    expected = await _expected_box(slide, level, (20, 90), (30, 170))
+    # The box runs from the low corner (pixel (90, 170): rows run along -X, columns along -Y)
+    # for as many pixel spacings as it is long: rows 21..90, columns 31..170, as
+    # get_slide_region of the same box (and dicomslide 0.7) gives.
+    expected = await _expected_box(slide, level, (21, 90), (31, 170))
+    lo, hi = pts[:, :2].min(axis=0), pts[:, :2].max(axis=0)
+    direct = await slide.get_slide_region(tuple(lo), level, tuple(hi - lo))
+    np.testing.assert_array_equal(direct, expected)
     for graphic_type, points in (
         ("MULTIPOINT", pts),
         ("POLYLINE", pts),
@@ -506,7 +512,7 @@ async def test_annotation_regions_match_pixels(client: Any, level: int) -> None:
         )
         np.testing.assert_array_equal(region, expected)
     del corners
-    # A point gives one pixel: the pixel the point lies in.
+    # A point (zero extent) gives one pixel: the pixel the point lies in.
     point = _centres(slide, level, [(33, 44)])
     region = await slide.get_slide_region_for_annotation(_scoord(slide, "POINT", point), level)
     expected_point = await _expected_box(slide, level, (33, 33), (44, 44))
@@ -525,9 +531,9 @@ async def test_annotation_ellipse_and_padding(client: Any) -> None:
     minor = [centre - along_y, centre + along_y]
     ellipse = _scoord(slide, "ELLIPSE", np.array([*major, *minor]))
     region = await slide.get_slide_region_for_annotation(ellipse, 0)
-    assert region.shape[:2] == (21, 41)
+    assert region.shape[:2] == (20, 40)
     # Rows along -X, columns along -Y in pixel space: X is the row axis.
-    expected = await _expected_box(slide, 0, (80, 120), (190, 210))
+    expected = await _expected_box(slide, 0, (81, 120), (191, 210))
     np.testing.assert_array_equal(region, expected)
     # A rotated ellipse's box holds the ellipse, not just its axis end points.
     d = np.array([1.0, 1.0, 0.0]) / np.sqrt(2)
@@ -538,14 +544,15 @@ async def test_annotation_ellipse_and_padding(client: Any) -> None:
         _scoord(slide, "ELLIPSE", np.array(rotated)), 0
     )
     half = np.sqrt(20**2 / 2 + 10**2 / 2)
-    assert region.shape[:2] == (round(2 * half) + 1,) * 2
+    assert region.shape[:2] == (round(2 * half),) * 2
     # Padding in millimetres: scalar, (x, y), (left, top, right, bottom).
     point = _scoord(slide, "POINT", _centres(slide, 0, [(100, 200)]))
     cases: dict[Any, tuple[tuple[int, int], tuple[int, int]]] = {
-        3 * spacing: ((97, 103), (197, 203)),
-        (2 * spacing, 5 * spacing): ((98, 102), (195, 205)),
-        # left (-X) 1, top (+Y) 2, right (+X) 3, bottom (-Y) 4 pixels. +X is -row, +Y -column.
-        (1 * spacing, 2 * spacing, 3 * spacing, 4 * spacing): ((97, 101), (198, 204)),
+        3 * spacing: ((98, 103), (198, 203)),
+        (2 * spacing, 5 * spacing): ((99, 102), (196, 205)),
+        # left (-X) 1, top (+Y) 2, right (+X) 3, bottom (-Y) 4 pixels. +X is -row, +Y -column;
+        # the box starts at its low corner (row 101, column 204).
+        (1 * spacing, 2 * spacing, 3 * spacing, 4 * spacing): ((98, 101), (199, 204)),
     }
     for padding, (rows, cols) in cases.items():
         region = await slide.get_slide_region_for_annotation(point, 0, padding=padding)
@@ -569,7 +576,7 @@ async def test_annotation_frame_of_reference_and_channel(client: Any, written: W
     region = await slide.get_slide_region_for_annotation(
         _scoord(slide, "MULTIPOINT", pts), 0, channel_index=channel
     )
-    expected = written.binary[10:61, 20:91, 0][::-1, ::-1].T
+    expected = written.binary[11:61, 21:91, 0][::-1, ::-1].T
     np.testing.assert_array_equal(region[..., 0], expected)
 
 
@@ -585,7 +592,7 @@ async def test_annotation_selects_focal_plane_by_z(tmp_path: Path) -> None:
             pts[:, 2] = offsets[plane] / 1000.0 + 0.0004  # mm; nearest plane is `plane`
             ann = _scoord(slide, "POLYLINE", pts)
             region = await slide.get_slide_region_for_annotation(ann, 0)
-            direct = await slide.get_image_region((10, 20), 0, (31, 31), focal_plane_index=plane)
+            direct = await slide.get_image_region((11, 21), 0, (30, 30), focal_plane_index=plane)
             np.testing.assert_array_equal(region, direct[::-1, ::-1].transpose(1, 0, 2))
         planes = [
             await slide.get_image_region((10, 20), 0, (31, 31), focal_plane_index=p)

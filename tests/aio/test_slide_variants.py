@@ -288,6 +288,33 @@ async def test_sampler_regions_with_padding(variant_dirs: dict[str, Path], tmp_p
     assert len(only) == 4
 
 
+async def test_sampler_bounding_box_selects_from_the_matrix_grid(
+    variant_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    # The regions of the matrix-wide grid that overlap the box (as dicomslide 0.7 samples, and
+    # as tile_grid_positions selects), not a grid that starts at the box.
+    spec = VARIANTS["tiled_full_native"]
+    slide = await _open(variant_dirs["tiled_full_native"], tmp_path)
+    matrix = slide.get_volume_images()[0].get_total_pixel_matrix()
+    sampler = dicomslide.TotalPixelMatrixSampler(
+        matrix, (6, 10), bounding_box=((7, 7), (12, 12)), padding=(2, 4)
+    )
+    positions = [sampler.get_region_grid_position(i) for i in range(len(sampler))]
+    assert positions == [(1, 0), (1, 1), (2, 0), (2, 1), (3, 0), (3, 1)]
+    truth = np.pad(expected_pixels(spec, 0), ((4, 4), (2, 2), (0, 0)), constant_values=255)
+    for i, (gr, gc) in enumerate(positions):
+        np.testing.assert_array_equal(
+            await sampler[i], truth[gr * 6 : gr * 6 + 14, gc * 10 : gc * 10 + 14]
+        )
+    # A box covering one tile selects the same regions as that tile's grid position.
+    (r, c), (h, w) = matrix.get_tile_bounding_box(matrix.get_tile_index((1, 2)))
+    by_box = dicomslide.TotalPixelMatrixSampler(matrix, (100, 90), bounding_box=((r, c), (h, w)))
+    by_tile = dicomslide.TotalPixelMatrixSampler(matrix, (100, 90), tile_grid_positions=[(1, 2)])
+    grid = [by_box.get_region_grid_position(i) for i in range(len(by_box))]
+    assert grid == [by_tile.get_region_grid_position(i) for i in range(len(by_tile))]
+    assert grid == [(1, 2), (1, 3), (1, 4), (2, 2), (2, 3), (2, 4)]
+
+
 async def test_concurrent_reads_share_requests_and_never_refetch(
     variant_dirs: dict[str, Path], tmp_path: Path
 ) -> None:

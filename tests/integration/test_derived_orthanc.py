@@ -107,11 +107,11 @@ def test_annotation_over_dicomweb(server: tuple[OrthancServer, Written], client:
         frame_of_reference_uid=slide.frame_of_reference_uid,
     )
     region = slide.get_slide_region_for_annotation(ann, 0)
-    direct = slide.get_image_region((10, 20), 0, (51, 71))
+    direct = slide.get_image_region((11, 21), 0, (50, 70))
     np.testing.assert_array_equal(region, np.asarray(direct)[::-1, ::-1].transpose(1, 0, 2))
     channel = _channels_of(slide, written.seg_series["binary"])[0]
     mask = slide.get_slide_region_for_annotation(ann, 0, channel_index=channel)
-    np.testing.assert_array_equal(mask[..., 0], written.binary[10:61, 20:91, 0][::-1, ::-1].T)
+    np.testing.assert_array_equal(mask[..., 0], written.binary[11:61, 21:91, 0][::-1, ::-1].T)
 
 
 def test_container_pushdown_over_dicomweb(server: tuple[OrthancServer, Written]) -> None:
