@@ -122,6 +122,13 @@ def _clipped_box(call: dict[str, Any], ref: Any, ours: Any, _: dict[str, Any]) -
     return bool(offset_a == offset_b and all(b <= a for a, b in zip(size_a, size_b, strict=True)))
 
 
+def _transparent_image(call: dict[str, Any], ref: Any, ours: Any, _: dict[str, Any]) -> bool:
+    if ref[0] != "error" or "IndexError" not in (ref[2], *ref[5]) or ours[0] != "ok":
+        return False
+    kind, mode, _size, pixels = ours[1]
+    return bool(kind == "image" and mode == "RGBA" and (pixels[..., 3] == 0).all())
+
+
 def _sparse_seg_zero(call: dict[str, Any], ref: Any, ours: Any, _: dict[str, Any]) -> bool:
     if ref[0] != "ok" or ours[0] != "ok" or len(ref[1]) != len(ours[1]):
         return False
@@ -293,14 +300,13 @@ KNOWN += [
         check=_ref_raises("single focal plane"),
     ),
     Known(
-        "edge tiles: bounding box clipped to the matrix (pending issue 17)",
+        "edge tiles: bounding box clipped to the matrix",
         r"^mat\(-?\d+\)\.get_tile_bounding_box\(",
         "returns the full tile size for the last row/column of tiles",
         "clips the box to the total pixel matrix (same offset, smaller size: checked)",
-        "the box says which pixels of the matrix the tile holds; edge-tile handling is being "
-        "changed by issue 17",
+        "the box says which pixels of the matrix the tile holds; past Total Pixel Matrix "
+        "Rows/Columns a frame holds only padding, which is never shown (README 'Fill value')",
         check=_clipped_box,
-        pending=True,
     ),
     Known(
         "TILED_FULL segmentations and parametric maps are read",
@@ -378,14 +384,13 @@ KNOWN += [
         check=_ref_raises("cannot reshape"),
     ),
     Known(
-        "OpenSlide: a level that does not exist (pending the OpenSlide API issue)",
+        "OpenSlide: a level that does not exist reads as transparent",
         r"^osl\(\)\.read_region\(",
-        "IndexError",
-        "RegionError (a ValueError), from dicomslide/openslide.py, which another issue is "
-        "reworking; IndexRangeError there would agree with 0.7",
-        "pending",
+        "raises IndexError",
+        "returns a transparent RGBA image of the requested size (checked: alpha is 0 everywhere)",
+        "openslide-python does this and viewers probe levels with it (README 'OpenSlide API')",
         variants=frozenset({"derived-d"}),
-        pending=True,
+        check=_transparent_image,
     ),
     Known(
         "pixel spacing of pyramid levels in PixelSpacing order",
@@ -420,28 +425,16 @@ KNOWN += [
         ),
     ),
     Known(
-        "edge tiles: decoded padding outside the matrix (pending issue 17)",
-        r"^sample\(ds\.TotalPixelMatrixSampler\(",
-        "fills the area outside the matrix with 0",
-        "returns the decoded padding of lossy edge tiles there (about 250 instead of 255, "
-        "checked), which issue 17 replaces by the fill value",
-        "pending issue 17 (edge-tile padding)",
-        variants=frozenset({"dicomizer"}),
-        pending=True,
-        check=lambda call, ref, ours, results: _fill_only(call, ref, ours, results, white=240),
-    ),
-    Known(
-        "edge tiles: the part beyond the matrix reads as fill (issue 17)",
+        "edge tiles: the part beyond the matrix reads as fill",
         r"^mat\(-?\d+\)\[(mat\(-?\d+\)\.num_tiles - 1|\[.*\])\]$",
         "returns an edge tile with what the frame holds past Total Pixel Matrix Rows/Columns "
         "(here the decoded padding of a JPEG frame)",
         "fills that part with the fill value (white for colour; checked: every differing pixel "
         "is white in ours)",
-        "pixels past the matrix are not image content; the rule of issue 17, which lands with "
-        "it (this entry then stops being pending)",
+        "pixels past the matrix are not image content: converters pad edge frames with black, "
+        "white or noise (README 'Fill value')",
         variants=frozenset({"dicomizer"}),
         check=_fill_in_ours,
-        pending=True,
     ),
     Known(
         "compute_frame_positions: slide positions from the image geometry",
