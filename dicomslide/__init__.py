@@ -13,7 +13,6 @@ The blocking twin of this package is ``dicomslide_sync``.
 from typing import Any
 
 from dicomslide.bulk import (
-    PrefetchBudgetError,
     PrefetchBudgetWarning,
     PrefetchResult,
     Tile,
@@ -22,6 +21,8 @@ from dicomslide.bulk import (
 )
 from dicomslide.enums import ChannelTypes, ImageFlavors
 from dicomslide.errors import (
+    ArgumentError,
+    DaskNotInstalledError,
     DecodeError,
     DicomSlideError,
     DicomWebError,
@@ -30,6 +31,7 @@ from dicomslide.errors import (
     InvalidDataError,
     MissingCodecError,
     NotFoundError,
+    PrefetchBudgetError,
     ProtocolError,
     RegionError,
     RequestTimeoutError,
@@ -75,11 +77,13 @@ __version__ = "0.8.0.dev0"
 
 
 def __getattr__(name: str) -> Any:
-    # Dask is optional and slow to import: load the bridge only when it is asked for.
-    if name in {"to_dask", "DaskNotInstalledError"}:
-        from dicomslide import dask_array
-
-        return getattr(dask_array, name)
+    # to_dask runs chunks on the blocking layer's loop, so it lives there: this package never
+    # imports dicomslide_sync (issue 15). Say where it went rather than a bare AttributeError.
+    if name == "to_dask":
+        raise AttributeError(
+            "dicomslide.to_dask moved to dicomslide_sync.to_dask (it reads chunks through the "
+            "blocking layer); it accepts a dicomslide.Slide too."
+        )
     raise AttributeError(f"module 'dicomslide' has no attribute {name!r}")
 
 
@@ -88,6 +92,8 @@ __all__ = [
     "PrefetchResult",
     "PrefetchBudgetWarning",
     "PrefetchBudgetError",
+    "ArgumentError",
+    "DaskNotInstalledError",
     "CacheStats",
     "ChannelTypes",
     "DICOMfileClient",

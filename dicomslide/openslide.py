@@ -254,7 +254,7 @@ class OpenSlide:
 
     async def __aenter__(self) -> OpenSlide:
         self._check_open()
-        await self._load_profiles()
+        await self.load_profiles()
         return self
 
     async def __aexit__(
@@ -443,16 +443,29 @@ class OpenSlide:
             return _srgb_profile_bytes()
         return profile
 
-    async def _load_profiles(self) -> None:
-        """Fetch ICC profiles that are bulk data (DICOMweb), once, before they are reported."""
+    def adopt_client(self, client: Any) -> None:
+        """Close ``client`` when this slide is closed (:func:`open_slide` gives the one it made).
+
+        Parameters
+        ----------
+        client: Any
+            A client with an ``aclose()`` coroutine, or None to adopt none
+        """
+        self._owned_client = client
+
+    async def load_profiles(self) -> None:
+        """Fetch ICC profiles that are bulk data (DICOMweb), once, before they are reported.
+
+        :func:`open_slide` calls it; until it has run, :attr:`properties` and
+        :attr:`color_profile` omit profiles that are not in the metadata.
+        """
         if self._profiles_loaded:
             return
         for image in [self._levels[0].image, *self._associated_sources().values()]:
             # The image's own fetch (shared with its colour transform and equal levels).
-            state = image._state
+            state = image.reader
             if state.icc_profile_uri() is not None:
-                owner = state.icc_donor or state
-                self._fetched_profiles[id(image)] = await owner._once("icc", owner.icc_profile)
+                self._fetched_profiles[id(image)] = await state.shared_icc_profile()
         self._profiles_loaded = True
         if self._fetched_profiles:
             self._profile_bytes = self._find_profile()
@@ -553,7 +566,7 @@ class OpenSlide:
             If the slide has no such image
         """
         self._check_open()
-        await self._load_profiles()
+        await self.load_profiles()
         sources = self._associated_sources()
         source = sources.get(_ASSOCIATED_ALIASES.get(name, name))
         if source is None:
@@ -621,7 +634,7 @@ class OpenSlide:
             If the size is negative (also an ``openslide.OpenSlideError``)
         """
         self._check_open()
-        await self._load_profiles()
+        await self.load_profiles()
         x, y = _int_pair(location, "Location")
         w, h = _int_pair(size, "Size")
         if isinstance(level, bool) or not isinstance(level, int | np.integer):
@@ -1051,10 +1064,8 @@ async def _open_slide(
         osr = OpenSlide(
             slides[0], channel_index=channel_index, focal_plane_index=focal_plane_index
         )
-        await osr._load_profiles()
+        await osr.load_profiles()
     except BaseException:
         if owned is not None:
             await owned.aclose()
         raise
-    osr._owned_client = owned
-    return osr

@@ -28,7 +28,7 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from pydicom import Dataset
@@ -71,9 +71,31 @@ from dicomslide.utils import (
     is_tiled_image,
 )
 
-__all__ = ["Slide", "find_slides"]
+__all__ = ["ResolvedImage", "Slide", "find_slides"]
 
 _WSI_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.77.1.6"
+
+
+class ResolvedImage(NamedTuple):
+    """Where the pixels of a slide's level, channel and focal plane are (see
+    :meth:`Slide.resolve`).
+
+    Attributes
+    ----------
+    image: dicomslide.TiledImage
+        The image that holds them
+    image_channel_index: int
+        Zero-based channel index within ``image``
+    image_focal_plane_index: int
+        Zero-based focal plane index within ``image``
+    level: int
+        Zero-based level of the slide (a negative level resolved)
+    """
+
+    image: TiledImage
+    image_channel_index: int
+    image_focal_plane_index: int
+    level: int
 
 
 @dataclass
@@ -156,10 +178,10 @@ def _share_icc_profiles(volume: Sequence[TiledImage]) -> None:
     files) use their own.
     """
     fetched = [
-        (image._state, paths)
+        (image.reader, paths)
         for image in volume
-        if (paths := image._state.metadata.get("OpticalPathSequence"))
-        and image._state.icc_profile_uri() is not None
+        if (paths := image.reader.metadata.get("OpticalPathSequence"))
+        and image.reader.icc_profile_uri() is not None
     ]
     for i, (state, paths) in enumerate(fetched):
         for other, other_paths in reversed(fetched[i + 1 :]):  # smallest first
@@ -230,6 +252,8 @@ class Slide:
         self._image_metadata = list(image_metadata)
         self._source: Source = as_source(client)
         self._correct_color = correct_color
+        self._max_frame_cache_size = max_frame_cache_size
+        self._pyramid_tolerance = pyramid_tolerance
         metadata = [ds for ds in image_metadata if is_tiled_image(ds)]
         for ds in metadata:
             validate_image_metadata(ds)
@@ -329,6 +353,28 @@ class Slide:
             The setting the slide was opened with
         """
         return self._correct_color
+
+    @property
+    def max_frame_cache_size(self) -> int:
+        """The ``max_frame_cache_size`` the slide was opened with (kept for re-opening).
+
+        Returns
+        -------
+        int
+            Value as given
+        """
+        return self._max_frame_cache_size
+
+    @property
+    def pyramid_tolerance(self) -> float:
+        """Largest tolerated distance (mm) between the centres of images at different levels.
+
+        Returns
+        -------
+        float
+            Tolerance the slide was opened with
+        """
+        return self._pyramid_tolerance
 
     @property
     def image_metadata(self) -> list[Dataset]:
@@ -776,9 +822,31 @@ class Slide:
                 images.append(entry[0])
         return tuple(images)
 
-    def _resolve(
-        self, level: int, channel_index: int, focal_plane_index: int
-    ) -> tuple[TiledImage, int, int, int]:
+    def resolve(
+        self, level: int = 0, channel_index: int = 0, focal_plane_index: int = 0
+    ) -> ResolvedImage:
+        """The image that holds the pixels of a level, channel and focal plane.
+
+        Parameters
+        ----------
+        level: int, optional
+            Zero-based level index (negative counts from the top)
+        channel_index: int, optional
+            Zero-based channel index of the slide
+        focal_plane_index: int, optional
+            Zero-based focal plane index of the slide
+
+        Returns
+        -------
+        dicomslide.slide.ResolvedImage
+            The image, its own channel and focal plane indices, and the level (non-negative)
+
+        Raises
+        ------
+        dicomslide.RegionError
+            When the level, channel or focal plane does not exist, or the channel has no image
+            at that level and focal plane
+        """
         lvl = _normalize_level(level, self.num_levels)
         channel = self._channel(channel_index)
         plane = self._check_plane(focal_plane_index)
@@ -790,7 +858,7 @@ class Slide:
                 f"image at level {lvl} and focal plane {plane}; levels with pixels: {have}."
             )
         image, c, z = entry
-        return image, c, z, lvl
+        return ResolvedImage(image, c, z, lvl)
 
     async def get_image_region(
         self,
@@ -832,7 +900,7 @@ class Slide:
             offset = pixel_indices
         if offset is None or size is None:
             raise RegionError("Both offset (or pixel_indices) and size are required.")
-        image, c, z, lvl = self._resolve(level, channel_index, focal_plane_index)
+        image, c, z, lvl = self.resolve(level, channel_index, focal_plane_index)
         top_left, (h, w) = self._level_region(offset, size, lvl)
         matrix = image.get_total_pixel_matrix(c, z)
         return await matrix.read_region(top_left, (h, w))
@@ -895,7 +963,7 @@ class Slide:
         dicomslide.errors.RegionError
             When the channel is not a segment of a label map, or the region is invalid
         """
-        image, _, z, lvl = self._resolve(level, channel_index, focal_plane_index)
+        image, _, z, lvl = self.resolve(level, channel_index, focal_plane_index)
         if not image.is_label_map:
             channel = self._channel(channel_index)
             raise RegionError(
@@ -938,7 +1006,7 @@ class Slide:
         tuple[int, int]
             Zero-based (row, column)
         """
-        image, *_ = self._resolve(level, channel_index, focal_plane_index)
+        image, *_ = self.resolve(level, channel_index, focal_plane_index)
         return image.get_pixel_indices(offset)
 
     def get_slide_offset(
@@ -966,7 +1034,7 @@ class Slide:
         tuple[float, float]
             (x, y) in millimetres
         """
-        image, *_ = self._resolve(level, channel_index, focal_plane_index)
+        image, *_ = self.resolve(level, channel_index, focal_plane_index)
         return image.get_slide_offset(pixel_indices)
 
     def map_pixel_indices_to_slide_coordinates(
@@ -994,7 +1062,7 @@ class Slide:
         numpy.ndarray
             Array of shape (n, 3) of (x, y, z) in millimetres
         """
-        image, *_ = self._resolve(level, channel_index, focal_plane_index)
+        image, *_ = self.resolve(level, channel_index, focal_plane_index)
         return image.map_pixel_indices_to_slide_coordinates(pixel_indices)
 
     def map_slide_coordinates_to_pixel_indices(
@@ -1022,7 +1090,7 @@ class Slide:
         numpy.ndarray
             Array of shape (n, 2) of zero-based (row, column)
         """
-        image, *_ = self._resolve(level, channel_index, focal_plane_index)
+        image, *_ = self.resolve(level, channel_index, focal_plane_index)
         return image.map_slide_coordinates_to_pixel_indices(slide_coordinates)
 
     async def get_slide_region(
@@ -1055,7 +1123,7 @@ class Slide:
         numpy.ndarray
             Array of shape (rows, columns, samples per pixel)
         """
-        image, c, z, _ = self._resolve(level, channel_index, focal_plane_index)
+        image, c, z, _ = self.resolve(level, channel_index, focal_plane_index)
         return await image.get_slide_region(offset, size, c, z)
 
     async def get_slide_region_for_annotation(
