@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from dicomslide.errors import DicomSlideError, PrefetchBudgetError, RegionError
+from dicomslide.errors import PrefetchBudgetError, RegionError
 from dicomslide.frames import FrameService, InstanceRef
 from dicomslide.image import TiledImage
 from dicomslide.runtime import as_source, frame_service

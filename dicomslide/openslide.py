@@ -1069,3 +1069,5 @@ async def _open_slide(
         if owned is not None:
             await owned.aclose()
         raise
+    osr.adopt_client(owned)
+    return osr
