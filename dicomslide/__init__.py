@@ -19,6 +19,7 @@ from dicomslide.bulk import (
     iter_tiles,
     prefetch,
 )
+from dicomslide.discovery import find_slides
 from dicomslide.enums import ChannelTypes, ImageFlavors
 from dicomslide.errors import (
     ArgumentError,
@@ -47,7 +48,7 @@ from dicomslide.openslide import OpenSlide, OpenSlideCache, open_slide
 from dicomslide.pyramid import Pyramid, PyramidLevel
 from dicomslide.runtime import get_cache_stats
 from dicomslide.sampler import TotalPixelMatrixSampler
-from dicomslide.slide import Slide, find_slides
+from dicomslide.slide import Slide
 from dicomslide.sources.local import DICOMfileClient
 from dicomslide.sources.web import DICOMwebClient, RetryPolicy
 from dicomslide.utils import (

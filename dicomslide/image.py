@@ -21,7 +21,6 @@ never copied (:func:`dicomslide.geometry.iter_tiles_in_region` clips to the matr
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
@@ -37,6 +36,7 @@ from dicomslide.errors import IndexRangeError, InvalidDataError, RegionError, Us
 from dicomslide.frames import DecodedTileCache, FrameService, InstanceRef
 from dicomslide.geometry import (
     FrameIndex,
+    find_focal_plane_index,
     get_channel_identifiers,
     get_channel_items,
     get_image_focal_plane_offsets,
@@ -1094,12 +1094,8 @@ class TiledImage:
         ValueError
             When no focal plane is at that offset (to within 1 nm)
         """
-        offsets = self._state.focal_plane_offsets()
-        for i, z in enumerate(offsets):
-            if math.isclose(z, float(focal_plane_offset), abs_tol=1e-3):
-                return i
-        raise IndexRangeError(
-            f"No focal plane at Z offset {focal_plane_offset} um; this image has {list(offsets)}."
+        return find_focal_plane_index(
+            self._state.focal_plane_offsets(), focal_plane_offset, "this image"
         )
 
     def get_total_pixel_matrix(

@@ -80,11 +80,12 @@ from dicomslide._openslide_compat import (
     detect_format,
     translate_errors_async,
 )
+from dicomslide.discovery import find_slides
 from dicomslide.enums import ImageFlavors
 from dicomslide.errors import DicomSlideError, NotFoundError, RegionError, UnsupportedError
 from dicomslide.image import TiledImage, TotalPixelMatrix
 from dicomslide.runtime import as_source, use_decoded_tile_cache
-from dicomslide.slide import Slide, find_slides
+from dicomslide.slide import Slide
 from dicomslide.utils import get_image_flavor
 
 __all__ = ["OpenSlide", "OpenSlideCache", "open_slide"]
