@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from dicomslide.errors import PrefetchBudgetError, RegionError
+from dicomslide.errors import ArgumentError, PrefetchBudgetError, RegionError
 from dicomslide.frames import FrameService, InstanceRef
 from dicomslide.image import TiledImage
 from dicomslide.runtime import as_source, frame_service
@@ -171,7 +171,7 @@ def _as_async(slide: Any) -> Slide:
         return inner
     if isinstance(slide, Slide):
         return slide
-    raise RegionError(
+    raise ArgumentError(
         f"Expected a dicomslide.Slide or dicomslide_sync.Slide, got {type(slide).__qualname__}."
     )
 
@@ -493,10 +493,12 @@ async def iter_tiles(
     Raises
     ------
     dicomslide.RegionError
-        When the level, channel, plane, region or ``max_in_flight`` is invalid
+        When the level, channel, plane or region is invalid
+    dicomslide.ArgumentError
+        When ``max_in_flight`` is not a positive integer, or ``slide`` is not a slide
     """
     if not isinstance(max_in_flight, int) or max_in_flight < 1:
-        raise RegionError(f"max_in_flight must be a positive integer, got {max_in_flight!r}.")
+        raise ArgumentError(f"max_in_flight must be a positive integer, got {max_in_flight!r}.")
     aslide = _as_async(slide)
     where = aslide.resolve(level, channel_index, focal_plane_index)
     image = where.image

@@ -8,10 +8,12 @@ and :mod:`dicomslide_sync` is defined in this module; the tree (builtin bases in
 
     DicomSlideError
     ├── UsageError [RuntimeError]
+    │   └── ClosedHandleError [ctypes.ArgumentError]    (OpenSlide layer: closed handle)
     ├── SyncTimeoutError [TimeoutError]       (a blocking call outlived its timeout)
     ├── ArgumentError [ValueError]            (a bad argument that is not a region)
     ├── RegionError [ValueError]              (level, channel, plane, region; as in 0.7)
-    │   └── IndexRangeError [IndexError, KeyError]
+    │   ├── IndexRangeError [IndexError, KeyError]
+    │   └── CacheArgumentError [ctypes.ArgumentError]   (OpenSlide layer: cache capacity)
     ├── NotFoundError [LookupError]
     ├── SourceError
     │   ├── TransportError
@@ -26,6 +28,7 @@ and :mod:`dicomslide_sync` is defined in this module; the tree (builtin bases in
     │   └── DaskNotInstalledError [ImportError]
     ├── DecodeError [ValueError]
     ├── InvalidClientError [TypeError]
+    ├── NotACacheError [TypeError]            (OpenSlide layer: set_cache argument)
     └── PrefetchBudgetError
 
 Warnings are not errors and stay next to their code (``PrefetchBudgetWarning`` in
@@ -33,6 +36,8 @@ Warnings are not errors and stay next to their code (``PrefetchBudgetWarning`` i
 """
 
 from __future__ import annotations
+
+import ctypes
 
 __all__ = [
     "DicomSlideError",
@@ -53,6 +58,9 @@ __all__ = [
     "IndexRangeError",
     "DaskNotInstalledError",
     "PrefetchBudgetError",
+    "ClosedHandleError",
+    "CacheArgumentError",
+    "NotACacheError",
 ]
 
 
@@ -168,3 +176,19 @@ class InvalidClientError(DicomSlideError, TypeError):
 
 class PrefetchBudgetError(DicomSlideError):
     """A strict prefetch found that the level does not fit into the frame-cache budget."""
+
+
+# The OpenSlide layer's own errors: openslide-python raises ctypes.ArgumentError for these,
+# so code written for it catches that too.
+
+
+class ClosedHandleError(UsageError, ctypes.ArgumentError):
+    """The OpenSlide object was closed; like openslide-python, also a ``ctypes.ArgumentError``."""
+
+
+class CacheArgumentError(RegionError, ctypes.ArgumentError):
+    """A cache capacity that is not a non-negative integer (openslide-python: ArgumentError)."""
+
+
+class NotACacheError(DicomSlideError, TypeError):
+    """``set_cache`` was given something that is not an :class:`OpenSlideCache`."""

@@ -82,7 +82,13 @@ from dicomslide._openslide_compat import (
 )
 from dicomslide.discovery import find_slides
 from dicomslide.enums import ImageFlavors
-from dicomslide.errors import DicomSlideError, NotFoundError, RegionError, UnsupportedError
+from dicomslide.errors import (
+    ArgumentError,
+    DicomSlideError,
+    NotFoundError,
+    RegionError,
+    UnsupportedError,
+)
 from dicomslide.image import TiledImage, TotalPixelMatrix
 from dicomslide.runtime import as_source, use_decoded_tile_cache
 from dicomslide.slide import Slide
@@ -998,8 +1004,8 @@ async def open_slide(
     dicomslide.NotFoundError
         If the source holds no slide (also an ``openslide.OpenSlideUnsupportedFormatError``
         when openslide-python is installed)
-    dicomslide.RegionError
-        If it holds more than one slide
+    dicomslide.ArgumentError
+        If it holds more than one slide (a ``ValueError``, as the RegionError it was)
     """
     try:
         return await _open_slide(source, channel_index, focal_plane_index, kwargs)
@@ -1057,7 +1063,7 @@ async def _open_slide(
             raise NotFoundError(f"No slide found in {source!r}.")
         if len(slides) > 1:
             ids = ", ".join(sorted(repr(s.container_id) for s in slides))
-            raise RegionError(
+            raise ArgumentError(
                 f"{source!r} holds {len(slides)} slides (container IDs {ids}); pass "
                 "container_id=... to open_slide, or use find_slides(client) and "
                 "OpenSlide(slide) to choose one."
