@@ -19,6 +19,10 @@ How images become a slide
   read as its mask) and the parameter of each Parametric Map when derived images are
   included. Focal planes are the distinct Z offsets of the volume images,
   ascending. Levels are the distinct total pixel matrix sizes, largest first.
+
+This module holds the :class:`Slide` class; finding and grouping slides is in
+:mod:`dicomslide.discovery` (``find_slides`` is importable from here too) and the region of an
+annotation in :mod:`dicomslide.annotation`.
 """
 
 from __future__ import annotations

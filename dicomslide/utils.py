@@ -53,7 +53,7 @@ from dicomslide._tags import (
     TOTAL_PIXEL_MATRIX_COLUMNS as _TOTAL_PIXEL_MATRIX_COLUMNS,
     TOTAL_PIXEL_MATRIX_ROWS as _TOTAL_PIXEL_MATRIX_ROWS,
 )
-from dicomslide.coordinates import ImageGeometry, _read_pixel_spacing
+from dicomslide.coordinates import ImageGeometry, read_pixel_spacing
 from dicomslide.enums import ImageFlavors
 from dicomslide.errors import InvalidDataError, RegionError
 from dicomslide.perframe import get_value
@@ -569,7 +569,7 @@ def get_image_pixel_spacing(image: Dataset) -> tuple[float, float]:
         When the image has no usable Pixel Spacing (see
         :meth:`dicomslide.coordinates.ImageGeometry.from_dataset` for where it is looked up)
     """
-    return _read_pixel_spacing(image)
+    return read_pixel_spacing(image)
 
 
 def _matrix_shape(image: Dataset) -> tuple[int, int]:
