@@ -197,12 +197,12 @@ def find_focal_plane_index(offsets: Sequence[float], focal_plane_offset: float, 
     Returns
     -------
     int
-        Zero-based focal plane index
+        Position in ``offsets`` of the first offset that close
 
     Raises
     ------
     dicomslide.IndexRangeError
-        When no focal plane is at that offset
+        When none is that close (the message lists ``offsets``)
     """
     wanted = float(focal_plane_offset)
     for i, z in enumerate(offsets):
