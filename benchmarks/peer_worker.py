@@ -580,7 +580,7 @@ def _maxrss_mb() -> float:
 
 
 def run_dask(plan: Plan, opts: dict[str, Any], warm: int, workers: int) -> dict[str, Any]:
-    """``dicomslide.to_dask`` of one level, per-chunk means computed by Dask.
+    """``dicomslide_sync.to_dask`` of one level, per-chunk means computed by Dask.
 
     ``workers == 0``: the threaded scheduler (one thread per CPU) in this process; else a
     ``dask.distributed.LocalCluster`` of ``workers`` processes with one thread each (started
@@ -592,9 +592,9 @@ def run_dask(plan: Plan, opts: dict[str, Any], warm: int, workers: int) -> dict[
 
     import numpy as np
 
-    import dicomslide
+    import dicomslide_sync
 
-    for mod in ("dask.array", "dicomslide_sync"):
+    for mod in ("dask.array",):
         __import__(mod)
     out: dict[str, Any] = {"workers": workers, "level": plan.dask_level}
     cluster: Any = None
@@ -617,7 +617,7 @@ def run_dask(plan: Plan, opts: dict[str, Any], warm: int, workers: int) -> dict[
     slide = reader.open()
     req.mark("open")
     try:
-        arr = dicomslide.to_dask(slide, plan.dask_level, chunks=plan.dask_chunk)
+        arr = dicomslide_sync.to_dask(slide, plan.dask_level, chunks=plan.dask_chunk)
         means = arr.map_blocks(_block_mean, chunks=(1, 1, arr.shape[2]), dtype=np.float64)
 
         def once() -> tuple[float, Any]:

@@ -13,15 +13,17 @@ The blocking twin of this package is ``dicomslide_sync``.
 from typing import Any
 
 from dicomslide.bulk import (
-    PrefetchBudgetError,
     PrefetchBudgetWarning,
     PrefetchResult,
     Tile,
     iter_tiles,
     prefetch,
 )
+from dicomslide.discovery import find_slides
 from dicomslide.enums import ChannelTypes, ImageFlavors
 from dicomslide.errors import (
+    ArgumentError,
+    DaskNotInstalledError,
     DecodeError,
     DicomSlideError,
     DicomWebError,
@@ -30,6 +32,7 @@ from dicomslide.errors import (
     InvalidDataError,
     MissingCodecError,
     NotFoundError,
+    PrefetchBudgetError,
     ProtocolError,
     RegionError,
     RequestTimeoutError,
@@ -45,7 +48,7 @@ from dicomslide.openslide import OpenSlide, OpenSlideCache, open_slide
 from dicomslide.pyramid import Pyramid, PyramidLevel
 from dicomslide.runtime import get_cache_stats
 from dicomslide.sampler import TotalPixelMatrixSampler
-from dicomslide.slide import Slide, find_slides
+from dicomslide.slide import Slide
 from dicomslide.sources.local import DICOMfileClient
 from dicomslide.sources.web import DICOMwebClient, RetryPolicy
 from dicomslide.utils import (
@@ -75,11 +78,13 @@ __version__ = "0.8.0.dev0"
 
 
 def __getattr__(name: str) -> Any:
-    # Dask is optional and slow to import: load the bridge only when it is asked for.
-    if name in {"to_dask", "DaskNotInstalledError"}:
-        from dicomslide import dask_array
-
-        return getattr(dask_array, name)
+    # to_dask runs chunks on the blocking layer's loop, so it lives there: this package never
+    # imports dicomslide_sync (issue 15). Say where it went rather than a bare AttributeError.
+    if name == "to_dask":
+        raise AttributeError(
+            "dicomslide.to_dask moved to dicomslide_sync.to_dask (it reads chunks through the "
+            "blocking layer); it accepts a dicomslide.Slide too."
+        )
     raise AttributeError(f"module 'dicomslide' has no attribute {name!r}")
 
 
@@ -88,6 +93,8 @@ __all__ = [
     "PrefetchResult",
     "PrefetchBudgetWarning",
     "PrefetchBudgetError",
+    "ArgumentError",
+    "DaskNotInstalledError",
     "CacheStats",
     "ChannelTypes",
     "DICOMfileClient",

@@ -342,7 +342,7 @@ def _transfer_syntaxes(slide: dicomslide.Slide, level: int) -> str:
     for c in range(slide.num_channels):
         for z in range(slide.num_focal_planes):
             try:
-                image, *_ = slide._resolve(level, c, z)
+                image = slide.resolve(level, c, z).image
             except DicomSlideError:
                 continue
             ds = image.metadata

@@ -9,7 +9,6 @@ openslide-python optional: its exception classes are only looked up when an erro
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import importlib
 import os
@@ -20,12 +19,13 @@ from typing import Any, ParamSpec, TypeVar, cast
 from PIL import Image
 
 from dicomslide.errors import (
+    CacheArgumentError,
+    ClosedHandleError,
     DicomSlideError,
     InvalidDataError,
+    NotACacheError,
     NotFoundError,
-    RegionError,
     UnsupportedError,
-    UsageError,
 )
 from dicomslide.frames import DecodedTileCache
 
@@ -46,18 +46,6 @@ _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
 VL_WSM_SOP_CLASS_UID = "1.2.840.10008.5.1.4.1.1.77.1.6"
-
-
-class ClosedHandleError(UsageError, ctypes.ArgumentError):
-    """The OpenSlide object was closed; like openslide-python, also a ``ctypes.ArgumentError``."""
-
-
-class CacheArgumentError(RegionError, ctypes.ArgumentError):
-    """A cache capacity that is not a non-negative integer (openslide-python: ArgumentError)."""
-
-
-class NotACacheError(DicomSlideError, TypeError):
-    """``set_cache`` was given something that is not an :class:`OpenSlideCache`."""
 
 
 # Errors raised while opening map to OpenSlideUnsupportedFormatError, the rest to

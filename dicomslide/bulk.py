@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from dicomslide.errors import DicomSlideError, RegionError
+from dicomslide.errors import ArgumentError, PrefetchBudgetError, RegionError
 from dicomslide.frames import FrameService, InstanceRef
 from dicomslide.image import TiledImage
 from dicomslide.runtime import as_source, frame_service
@@ -56,10 +56,6 @@ Region = tuple[tuple[int, int], tuple[int, int]]
 
 class PrefetchBudgetWarning(UserWarning):
     """A prefetch stopped early because the level does not fit into the frame-cache budget."""
-
-
-class PrefetchBudgetError(DicomSlideError):
-    """A strict prefetch found that the level does not fit into the frame-cache budget."""
 
 
 @dataclass(frozen=True)
@@ -175,7 +171,7 @@ def _as_async(slide: Any) -> Slide:
         return inner
     if isinstance(slide, Slide):
         return slide
-    raise RegionError(
+    raise ArgumentError(
         f"Expected a dicomslide.Slide or dicomslide_sync.Slide, got {type(slide).__qualname__}."
     )
 
@@ -232,17 +228,20 @@ async def _level_frames(
     for c in chosen_channels:
         for z in chosen_planes:
             try:
-                image, ci, zi, lvl = slide._resolve(level, c, z)
+                where = slide.resolve(level, c, z)
             except RegionError:
                 if explicit:
                     raise
                 continue  # e.g. a segmentation channel without an image at this level
-            resolved.append((image, ci, zi))
+            lvl = where.level
+            resolved.append(
+                (where.image, where.image_channel_index, where.image_focal_plane_index)
+            )
     if not resolved:
         # Raise the error of the first combination: it says which levels have pixels.
-        slide._resolve(level, chosen_channels[0] if chosen_channels else 0, 0)
+        slide.resolve(level, chosen_channels[0] if chosen_channels else 0, 0)
     for image, ci, zi in resolved:
-        index = await image._state.aindex()
+        index = await image.reader.aindex()
         rows, cols = _grid_window(
             region,
             (index.tile_rows, index.tile_columns),
@@ -494,14 +493,17 @@ async def iter_tiles(
     Raises
     ------
     dicomslide.RegionError
-        When the level, channel, plane, region or ``max_in_flight`` is invalid
+        When the level, channel, plane or region is invalid
+    dicomslide.ArgumentError
+        When ``max_in_flight`` is not a positive integer, or ``slide`` is not a slide
     """
     if not isinstance(max_in_flight, int) or max_in_flight < 1:
-        raise RegionError(f"max_in_flight must be a positive integer, got {max_in_flight!r}.")
+        raise ArgumentError(f"max_in_flight must be a positive integer, got {max_in_flight!r}.")
     aslide = _as_async(slide)
-    image, ci, zi, _ = aslide._resolve(level, channel_index, focal_plane_index)
-    matrix = image.get_total_pixel_matrix(ci, zi)
-    index = await image._state.aindex()
+    where = aslide.resolve(level, channel_index, focal_plane_index)
+    image = where.image
+    matrix = image.get_total_pixel_matrix(where.image_channel_index, where.image_focal_plane_index)
+    index = await image.reader.aindex()
     th, tw = index.tile_rows, index.tile_columns
     total_rows, total_cols = index.total_rows, index.total_columns
     rows, cols = _grid_window(region, (th, tw), index.grid_shape, (total_rows, total_cols))

@@ -47,7 +47,7 @@ from dicomslide._tags import (
 from dicomslide.errors import InvalidDataError, RegionError
 from dicomslide.perframe import UNSURE, first_item_decimals, first_per_frame_item, get_value
 
-__all__ = ["DEFAULT_ORIENTATION", "ImageGeometry"]
+__all__ = ["DEFAULT_ORIENTATION", "ImageGeometry", "read_pixel_spacing"]
 
 #: Orientation assumed when a dataset has none: rows along +X and columns along +Y, so that
 #: slide coordinates grow with pixel indices and no rotation is applied for display. A
@@ -112,7 +112,24 @@ def _functional_group_value(dataset: Dataset, macro_tag: int, tag: int, count: i
     return None if macro is None else get_value(macro, tag)
 
 
-def _read_pixel_spacing(dataset: Dataset) -> tuple[float, float]:
+def read_pixel_spacing(dataset: Dataset) -> tuple[float, float]:
+    """Pixel spacing (mm) of an image: shared functional groups, first per-frame item, or top.
+
+    Parameters
+    ----------
+    dataset: pydicom.Dataset
+        Image metadata
+
+    Returns
+    -------
+    tuple[float, float]
+        (between rows, between columns) in millimetres
+
+    Raises
+    ------
+    dicomslide.errors.InvalidDataError
+        When the image has no Pixel Spacing
+    """
     cached = dataset.__dict__.get(_GEOMETRY_ATTRIBUTE)
     if isinstance(cached, ImageGeometry):
         return cached.pixel_spacing
@@ -265,7 +282,7 @@ class ImageGeometry:
         geometry = cls(
             origin=_read_origin(ds),
             orientation=_read_orientation(ds),
-            pixel_spacing=_read_pixel_spacing(ds),
+            pixel_spacing=read_pixel_spacing(ds),
         )
         object.__setattr__(ds, _GEOMETRY_ATTRIBUTE, geometry)
         return geometry

@@ -3,14 +3,46 @@
 Every exception raised on purpose by this package derives from :class:`DicomSlideError`, and
 from the builtin a user would catch without knowing this package (``ValueError`` for bad
 arguments, ``LookupError`` for things that are not there, ``TimeoutError`` for timeouts).
-Messages say what was asked and what was wrong.
+Messages say what was asked and what was wrong. Every exception class of :mod:`dicomslide`
+and :mod:`dicomslide_sync` is defined in this module; the tree (builtin bases in brackets)::
+
+    DicomSlideError
+    ├── UsageError [RuntimeError]
+    │   └── ClosedHandleError [ctypes.ArgumentError]    (OpenSlide layer: closed handle)
+    ├── SyncTimeoutError [TimeoutError]       (a blocking call outlived its timeout)
+    ├── ArgumentError [ValueError]            (a bad argument that is not a region)
+    ├── RegionError [ValueError]              (level, channel, plane, region; as in 0.7)
+    │   ├── IndexRangeError [IndexError, KeyError]
+    │   └── CacheArgumentError [ctypes.ArgumentError]   (OpenSlide layer: cache capacity)
+    ├── NotFoundError [LookupError]
+    ├── SourceError
+    │   ├── TransportError
+    │   │   └── RequestTimeoutError [TimeoutError]
+    │   ├── DicomWebError
+    │   │   ├── ServerError                   (a 5xx status)
+    │   │   └── NotAcceptableError            (406, or 400 for media types)
+    │   └── ProtocolError
+    ├── InvalidDataError [ValueError]
+    ├── UnsupportedError [NotImplementedError]
+    │   ├── MissingCodecError [ImportError]
+    │   └── DaskNotInstalledError [ImportError]
+    ├── DecodeError [ValueError]
+    ├── InvalidClientError [TypeError]
+    ├── NotACacheError [TypeError]            (OpenSlide layer: set_cache argument)
+    └── PrefetchBudgetError
+
+Warnings are not errors and stay next to their code (``PrefetchBudgetWarning`` in
+:mod:`dicomslide.bulk`).
 """
 
 from __future__ import annotations
 
+import ctypes
+
 __all__ = [
     "DicomSlideError",
     "UsageError",
+    "ArgumentError",
     "RegionError",
     "NotFoundError",
     "SourceError",
@@ -24,6 +56,11 @@ __all__ = [
     "InvalidDataError",
     "InvalidClientError",
     "IndexRangeError",
+    "DaskNotInstalledError",
+    "PrefetchBudgetError",
+    "ClosedHandleError",
+    "CacheArgumentError",
+    "NotACacheError",
 ]
 
 
@@ -33,6 +70,10 @@ class DicomSlideError(Exception):
 
 class UsageError(DicomSlideError, RuntimeError):
     """An object was used in a way it cannot be (closed, wrong event loop, re-entrant call)."""
+
+
+class ArgumentError(DicomSlideError, ValueError):
+    """A bad argument that is not a region: a chunk shape, a budget, a URL, a retry count."""
 
 
 class RegionError(DicomSlideError, ValueError):
@@ -101,6 +142,10 @@ class MissingCodecError(UnsupportedError, ImportError):
     """A transfer syntax needs an optional package that is not installed."""
 
 
+class DaskNotInstalledError(UnsupportedError, ImportError):
+    """Dask is not installed; ``pip install 'dicomslide[dask]'`` installs it."""
+
+
 class DecodeError(DicomSlideError, ValueError):
     """An encoded frame could not be decoded.
 
@@ -127,3 +172,23 @@ class DecodeError(DicomSlideError, ValueError):
 
 class InvalidClientError(DicomSlideError, TypeError):
     """An object given as a client is neither a dicomslide source nor a DICOMClient."""
+
+
+class PrefetchBudgetError(DicomSlideError):
+    """A strict prefetch found that the level does not fit into the frame-cache budget."""
+
+
+# The OpenSlide layer's own errors: openslide-python raises ctypes.ArgumentError for these,
+# so code written for it catches that too.
+
+
+class ClosedHandleError(UsageError, ctypes.ArgumentError):
+    """The OpenSlide object was closed; like openslide-python, also a ``ctypes.ArgumentError``."""
+
+
+class CacheArgumentError(RegionError, ctypes.ArgumentError):
+    """A cache capacity that is not a non-negative integer (openslide-python: ArgumentError)."""
+
+
+class NotACacheError(DicomSlideError, TypeError):
+    """``set_cache`` was given something that is not an :class:`OpenSlideCache`."""

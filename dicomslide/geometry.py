@@ -32,7 +32,7 @@ from dicomslide._tags import (
     OPTICAL_PATH_SEQUENCE as _OPTICAL_PATH_SEQUENCE,
     SOP_CLASS_UID as _SOP_CLASS_UID,
 )
-from dicomslide.errors import InvalidDataError, UnsupportedError
+from dicomslide.errors import IndexRangeError, InvalidDataError, UnsupportedError
 from dicomslide.perframe import extract_frame_positions, extract_z_offsets, get_value
 from dicomslide.utils import (
     PARAMETRIC_MAP_SOP_CLASS_UID as _PARAMETRIC_MAP_SOP_CLASS,
@@ -48,6 +48,7 @@ __all__ = [
     "compute_frame_positions",
     "get_channel_identifiers",
     "get_channel_items",
+    "find_focal_plane_index",
     "get_image_focal_plane_offsets",
     "get_focal_plane_offsets",
     "iter_tiles_in_region",
@@ -174,6 +175,41 @@ def get_image_focal_plane_offsets(parts_metadata: Sequence[Dataset]) -> tuple[fl
         return tuple(get_focal_plane_offsets(first))
     return tuple(
         sorted({round(z, 6) for ds in parts_metadata for z in get_focal_plane_offsets(ds)})
+    )
+
+
+#: Z offsets (micrometres) closer than this are the same focal plane (1 nm).
+FOCAL_PLANE_TOLERANCE_UM = 1e-3
+
+
+def find_focal_plane_index(offsets: Sequence[float], focal_plane_offset: float, owner: str) -> int:
+    """Index of the focal plane at a Z offset, to within :data:`FOCAL_PLANE_TOLERANCE_UM`.
+
+    Parameters
+    ----------
+    offsets: Sequence[float]
+        Z offsets (micrometres) of the focal planes, in index order
+    focal_plane_offset: float
+        Z offset (micrometres) asked for
+    owner: str
+        What the planes belong to, for the message ("this slide", "this image")
+
+    Returns
+    -------
+    int
+        Position in ``offsets`` of the first offset that close
+
+    Raises
+    ------
+    dicomslide.IndexRangeError
+        When none is that close (the message lists ``offsets``)
+    """
+    wanted = float(focal_plane_offset)
+    for i, z in enumerate(offsets):
+        if abs(z - wanted) <= FOCAL_PLANE_TOLERANCE_UM:
+            return i
+    raise IndexRangeError(
+        f"No focal plane at Z offset {focal_plane_offset} um; {owner} has {list(offsets)}."
     )
 
 

@@ -21,7 +21,6 @@ never copied (:func:`dicomslide.geometry.iter_tiles_in_region` clips to the matr
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
@@ -37,6 +36,7 @@ from dicomslide.errors import IndexRangeError, InvalidDataError, RegionError, Us
 from dicomslide.frames import DecodedTileCache, FrameService, InstanceRef
 from dicomslide.geometry import (
     FrameIndex,
+    find_focal_plane_index,
     get_channel_identifiers,
     get_channel_items,
     get_image_focal_plane_offsets,
@@ -53,7 +53,7 @@ from dicomslide.utils import (
     is_label_map,
 )
 
-__all__ = ["TiledImage", "TotalPixelMatrix"]
+__all__ = ["ImageReader", "TiledImage", "TotalPixelMatrix"]
 
 #: Largest region one read may allocate; larger requests raise RegionError instead of
 #: exhausting memory.
@@ -78,8 +78,23 @@ def _pair(value: Sequence[int], what: str) -> tuple[int, int]:
         raise RegionError(f"{what} must be a pair of integers, got {value!r}.") from None
 
 
-class _ImageState:
-    """What a tiled image and all its total pixel matrices share."""
+class ImageReader:
+    """Reads a tiled image: what the image and all its total pixel matrices share.
+
+    Holds the image's source, metadata of every concatenation part, pixel format, frame index,
+    colour transform and ICC profile, each computed once. :attr:`TiledImage.reader` gives it;
+    prefetching, tile iteration and the OpenSlide layer use it to reach the frame index and
+    the profile without a second copy.
+
+    Parameters
+    ----------
+    source: dicomslide.sources.protocol.Source
+        Where the frames and bulk data come from
+    parts_metadata: Sequence[pydicom.Dataset]
+        Metadata of every part of the image (one unless it is a concatenation)
+    correct_color: bool
+        Whether colour frames are transformed from their ICC profile to sRGB
+    """
 
     def __init__(
         self,
@@ -102,7 +117,7 @@ class _ImageState:
         self._color: ColorTransform | None = None
         # Another image of the same slide whose profile stands for this one's (see
         # Slide: equal optical path descriptions, smaller instance, cheaper bulk request).
-        self.icc_donor: _ImageState | None = None
+        self.icc_donor: ImageReader | None = None
         self._done: dict[str, Any] = {}
         self._running: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Task[Any]]] = {}
 
@@ -127,7 +142,7 @@ class _ImageState:
             self._index = await asyncio.to_thread(FrameIndex.from_metadata, self.parts_metadata)
         return self._index
 
-    async def _once(self, key: str, factory: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
+    async def once(self, key: str, factory: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
         """Result of ``factory``, computed once however many readers ask at the same time."""
         if key in self._done:
             return self._done[key]
@@ -160,11 +175,22 @@ class _ImageState:
         if not (self.correct_color and self.is_color()):
             return None
         if not self._icc_loaded:
-            owner = self.icc_donor or self
-            profile: bytes = await owner._once("icc", owner.icc_profile)
+            profile = await self.shared_icc_profile()
             self._color = await asyncio.to_thread(get_color_transform, profile)
             self._icc_loaded = True
         return self._color
+
+    async def shared_icc_profile(self) -> bytes:
+        """This image's ICC profile, or its donor's, fetched once for every reader.
+
+        Returns
+        -------
+        bytes
+            Profile (empty when the image has none)
+        """
+        owner = self.icc_donor or self
+        profile: bytes = await owner.once("icc", owner.icc_profile)
+        return profile
 
     def icc_profile_uri(self) -> str | None:
         """The BulkDataURI of this image's ICC profile when it is not in the metadata."""
@@ -257,7 +283,7 @@ class _ImageState:
         size: tuple[int, int],
         fill: int | float,
     ) -> np.ndarray:
-        index: FrameIndex = await self._once("index", self.aindex)
+        index: FrameIndex = await self.once("index", self.aindex)
         service: FrameService = frame_service(self.source)
         fmt = self.format
         out_samples = 3 if fmt.samples_per_pixel == 3 else fmt.samples_per_pixel
@@ -316,7 +342,7 @@ class _ImageState:
                 waiting[fut] = (uid, frame, number)
         # The colour transform (an ICC profile that may be bulk data on a server) is needed
         # only to decode: it is loaded while the frames are already being fetched.
-        color: ColorTransform | None = await self._once("color", self.color_transform)
+        color: ColorTransform | None = await self.once("color", self.color_transform)
         if not waiting:
             return out
         loop = asyncio.get_running_loop()
@@ -398,11 +424,11 @@ class TotalPixelMatrix:
         max_frame_cache_size: int = 9,
         correct_color: bool = True,
         *,
-        _state: _ImageState | None = None,
+        _state: ImageReader | None = None,
         _label_map: bool = False,
     ) -> None:
         if _state is None:
-            _state = _ImageState(as_source(client), [image_metadata], correct_color)
+            _state = ImageReader(as_source(client), [image_metadata], correct_color)
         self._state = _state
         # The label map itself rather than the mask of one of its segments.
         self._raw = _label_map
@@ -786,7 +812,7 @@ class TiledImage:
         concatenation_parts: Sequence[Dataset] | None = None,
     ) -> None:
         parts = list(concatenation_parts) if concatenation_parts else [image_metadata]
-        self._state = _ImageState(as_source(client), parts, correct_color)
+        self._state = ImageReader(as_source(client), parts, correct_color)
         self._geometry = ImageGeometry.from_dataset(self._state.metadata)
         self._matrices: dict[tuple[int, int], TotalPixelMatrix] = {}
 
@@ -800,6 +826,17 @@ class TiledImage:
             Metadata
         """
         return self._state.metadata
+
+    @property
+    def reader(self) -> ImageReader:
+        """The reader this image and its total pixel matrices share.
+
+        Returns
+        -------
+        dicomslide.image.ImageReader
+            Reader
+        """
+        return self._state
 
     @property
     def channel_identifiers(self) -> tuple[str, ...]:
@@ -1057,12 +1094,8 @@ class TiledImage:
         ValueError
             When no focal plane is at that offset (to within 1 nm)
         """
-        offsets = self._state.focal_plane_offsets()
-        for i, z in enumerate(offsets):
-            if math.isclose(z, float(focal_plane_offset), abs_tol=1e-3):
-                return i
-        raise IndexRangeError(
-            f"No focal plane at Z offset {focal_plane_offset} um; this image has {list(offsets)}."
+        return find_focal_plane_index(
+            self._state.focal_plane_offsets(), focal_plane_offset, "this image"
         )
 
     def get_total_pixel_matrix(

@@ -80,11 +80,18 @@ from dicomslide._openslide_compat import (
     detect_format,
     translate_errors_async,
 )
+from dicomslide.discovery import find_slides
 from dicomslide.enums import ImageFlavors
-from dicomslide.errors import DicomSlideError, NotFoundError, RegionError, UnsupportedError
+from dicomslide.errors import (
+    ArgumentError,
+    DicomSlideError,
+    NotFoundError,
+    RegionError,
+    UnsupportedError,
+)
 from dicomslide.image import TiledImage, TotalPixelMatrix
 from dicomslide.runtime import as_source, use_decoded_tile_cache
-from dicomslide.slide import Slide, find_slides
+from dicomslide.slide import Slide
 from dicomslide.utils import get_image_flavor
 
 __all__ = ["OpenSlide", "OpenSlideCache", "open_slide"]
@@ -254,7 +261,7 @@ class OpenSlide:
 
     async def __aenter__(self) -> OpenSlide:
         self._check_open()
-        await self._load_profiles()
+        await self.load_profiles()
         return self
 
     async def __aexit__(
@@ -443,16 +450,29 @@ class OpenSlide:
             return _srgb_profile_bytes()
         return profile
 
-    async def _load_profiles(self) -> None:
-        """Fetch ICC profiles that are bulk data (DICOMweb), once, before they are reported."""
+    def adopt_client(self, client: Any) -> None:
+        """Close ``client`` when this slide is closed (:func:`open_slide` gives the one it made).
+
+        Parameters
+        ----------
+        client: Any
+            A client with an ``aclose()`` coroutine, or None to adopt none
+        """
+        self._owned_client = client
+
+    async def load_profiles(self) -> None:
+        """Fetch ICC profiles that are bulk data (DICOMweb), once, before they are reported.
+
+        :func:`open_slide` calls it; until it has run, :attr:`properties` and
+        :attr:`color_profile` omit profiles that are not in the metadata.
+        """
         if self._profiles_loaded:
             return
         for image in [self._levels[0].image, *self._associated_sources().values()]:
             # The image's own fetch (shared with its colour transform and equal levels).
-            state = image._state
+            state = image.reader
             if state.icc_profile_uri() is not None:
-                owner = state.icc_donor or state
-                self._fetched_profiles[id(image)] = await owner._once("icc", owner.icc_profile)
+                self._fetched_profiles[id(image)] = await state.shared_icc_profile()
         self._profiles_loaded = True
         if self._fetched_profiles:
             self._profile_bytes = self._find_profile()
@@ -553,7 +573,7 @@ class OpenSlide:
             If the slide has no such image
         """
         self._check_open()
-        await self._load_profiles()
+        await self.load_profiles()
         sources = self._associated_sources()
         source = sources.get(_ASSOCIATED_ALIASES.get(name, name))
         if source is None:
@@ -621,7 +641,7 @@ class OpenSlide:
             If the size is negative (also an ``openslide.OpenSlideError``)
         """
         self._check_open()
-        await self._load_profiles()
+        await self.load_profiles()
         x, y = _int_pair(location, "Location")
         w, h = _int_pair(size, "Size")
         if isinstance(level, bool) or not isinstance(level, int | np.integer):
@@ -984,8 +1004,8 @@ async def open_slide(
     dicomslide.NotFoundError
         If the source holds no slide (also an ``openslide.OpenSlideUnsupportedFormatError``
         when openslide-python is installed)
-    dicomslide.RegionError
-        If it holds more than one slide
+    dicomslide.ArgumentError
+        If it holds more than one slide (a ``ValueError``, as the RegionError it was)
     """
     try:
         return await _open_slide(source, channel_index, focal_plane_index, kwargs)
@@ -1043,7 +1063,7 @@ async def _open_slide(
             raise NotFoundError(f"No slide found in {source!r}.")
         if len(slides) > 1:
             ids = ", ".join(sorted(repr(s.container_id) for s in slides))
-            raise RegionError(
+            raise ArgumentError(
                 f"{source!r} holds {len(slides)} slides (container IDs {ids}); pass "
                 "container_id=... to open_slide, or use find_slides(client) and "
                 "OpenSlide(slide) to choose one."
@@ -1051,10 +1071,10 @@ async def _open_slide(
         osr = OpenSlide(
             slides[0], channel_index=channel_index, focal_plane_index=focal_plane_index
         )
-        await osr._load_profiles()
+        await osr.load_profiles()
     except BaseException:
         if owned is not None:
             await owned.aclose()
         raise
-    osr._owned_client = owned
+    osr.adopt_client(owned)
     return osr

@@ -16,18 +16,20 @@ would, and leaves everything else to pydicom.
 
 from __future__ import annotations
 
+import functools
 import re
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 from io import BytesIO
-from typing import Any, Final, cast
+from typing import Any, Final
 
 import numpy as np
 from pydicom import Dataset
 from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import RawDataElement
 from pydicom.filereader import read_dataset
+from pydicom.tag import BaseTag
 
 from dicomslide._tags import (
     COLUMN_POSITION as _COLUMN_POSITION,
@@ -518,9 +520,15 @@ def first_per_frame_item(ds: Dataset) -> Dataset | None:
     return items[0] if items else None
 
 
-def _elements(ds: Dataset) -> dict[int, Any]:
-    """The dataset's elements by tag, raw ones unconverted (plain ``int`` keys work)."""
-    return cast("dict[int, Any]", ds._dict)
+@functools.lru_cache(maxsize=1024)
+def _tag(tag: int) -> BaseTag:
+    # pydicom's Tag() returns a BaseTag unchanged at once but parses a plain int each time.
+    return BaseTag(tag)
+
+
+def _element(ds: Dataset, tag: int) -> Any:
+    """The element at ``tag``: a raw one unconverted and unread (as stored), or None."""
+    return ds.get_item(_tag(tag), keep_deferred=True)
 
 
 class _Unsure:
@@ -601,7 +609,7 @@ def get_value(ds: Dataset, tag: int, default: Any = None) -> Any:
         The value (as pydicom would give it, except that numbers are ``int``, UIDs and code
         strings ``str``, and several code strings a ``list``), or `default`
     """
-    element = _elements(ds).get(tag)
+    element = _element(ds, tag)
     if element is None:
         return default
     if isinstance(element, RawDataElement):
@@ -699,7 +707,7 @@ def first_item_decimals(
         empty or the element is absent, as ``Dataset.get`` would find; :data:`UNSURE` when
         the value must be read with pydicom
     """
-    element = _elements(ds).get(path[0])
+    element = _element(ds, path[0])
     if element is None:
         return None
     if (

@@ -199,7 +199,19 @@ class TotalPixelMatrixSampler:
         ph, pw, _ = self.padded_region_shape
         return (i * rh - top, j * rw - left), (ph, pw)
 
-    async def _get(self, index: int) -> np.ndarray:
+    async def get(self, index: int) -> np.ndarray:
+        """Read the padded region at an index.
+
+        Parameters
+        ----------
+        index: int
+            Zero-based index of the sampled region
+
+        Returns
+        -------
+        numpy.ndarray
+            Array of shape :attr:`padded_region_shape`
+        """
         offset, size = self.get_region_bounding_box(index)
         return await self._matrix.read_region(offset, size)
 
@@ -216,7 +228,7 @@ class TotalPixelMatrixSampler:
         Awaitable[numpy.ndarray]
             Array of shape :attr:`padded_region_shape`
         """
-        return self._get(index)
+        return self.get(index)
 
     async def __aiter__(self) -> AsyncIterator[np.ndarray]:
         # Read a few regions ahead so that fetching and decoding overlap.
@@ -224,7 +236,7 @@ class TotalPixelMatrixSampler:
         tasks: list[asyncio.Task[np.ndarray]] = []
         try:
             for i in range(len(self)):
-                tasks.append(asyncio.ensure_future(self._get(i)))
+                tasks.append(asyncio.ensure_future(self.get(i)))
                 if len(tasks) > ahead:
                     yield await tasks.pop(0)
             while tasks:

@@ -19,16 +19,19 @@ How images become a slide
   read as its mask) and the parameter of each Parametric Map when derived images are
   included. Focal planes are the distinct Z offsets of the volume images,
   ascending. Levels are the distinct total pixel matrix sizes, largest first.
+
+This module holds the :class:`Slide` class; finding and grouping slides is in
+:mod:`dicomslide.discovery` (``find_slides`` is importable from here too) and the region of an
+annotation in :mod:`dicomslide.annotation`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from pydicom import Dataset
@@ -36,7 +39,6 @@ from pydicom import Dataset
 from dicomslide._tags import (
     COLUMNS,
     CONCATENATION_UID as _CONCATENATION_UID,
-    CONTAINER_IDENTIFIER as _CONTAINER_IDENTIFIER,
     IMAGE_ORIENTATION_SLIDE as _IMAGE_ORIENTATION_SLIDE,
     ROWS,
     SERIES_INSTANCE_UID as _SERIES_INSTANCE_UID,
@@ -46,15 +48,13 @@ from dicomslide._tags import (
     TOTAL_PIXEL_MATRIX_COLUMNS,
     TOTAL_PIXEL_MATRIX_ROWS,
 )
+from dicomslide.annotation import annotation_region
 from dicomslide.enums import ChannelTypes, ImageFlavors
-from dicomslide.errors import DicomSlideError, IndexRangeError, InvalidDataError, RegionError
+from dicomslide.errors import IndexRangeError, InvalidDataError, RegionError
 from dicomslide.frames import CacheStats
+from dicomslide.geometry import find_focal_plane_index, get_channel_items
 from dicomslide.grouping import (
     describe,
-    frames_of_reference as _frames_of_reference,
-    merge_split_pyramids,
-    pyramid_images,
-    slide_key,
 )
 from dicomslide.image import TiledImage
 from dicomslide.perframe import first_item_decimals, get_value
@@ -71,9 +71,30 @@ from dicomslide.utils import (
     is_tiled_image,
 )
 
-__all__ = ["Slide", "find_slides"]
+# find_slides comes from dicomslide.discovery through the module __getattr__ below.
+__all__ = ["ResolvedImage", "Slide", "find_slides"]  # noqa: F822
 
-_WSI_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.77.1.6"
+
+class ResolvedImage(NamedTuple):
+    """Where the pixels of a slide's level, channel and focal plane are (see
+    :meth:`Slide.resolve`).
+
+    Attributes
+    ----------
+    image: dicomslide.TiledImage
+        The image that holds them
+    image_channel_index: int
+        Zero-based channel index within ``image``
+    image_focal_plane_index: int
+        Zero-based focal plane index within ``image``
+    level: int
+        Zero-based level of the slide (a negative level resolved)
+    """
+
+    image: TiledImage
+    image_channel_index: int
+    image_focal_plane_index: int
+    level: int
 
 
 @dataclass
@@ -156,10 +177,10 @@ def _share_icc_profiles(volume: Sequence[TiledImage]) -> None:
     files) use their own.
     """
     fetched = [
-        (image._state, paths)
+        (image.reader, paths)
         for image in volume
-        if (paths := image._state.metadata.get("OpticalPathSequence"))
-        and image._state.icc_profile_uri() is not None
+        if (paths := image.reader.metadata.get("OpticalPathSequence"))
+        and image.reader.icc_profile_uri() is not None
     ]
     for i, (state, paths) in enumerate(fetched):
         for other, other_paths in reversed(fetched[i + 1 :]):  # smallest first
@@ -230,6 +251,8 @@ class Slide:
         self._image_metadata = list(image_metadata)
         self._source: Source = as_source(client)
         self._correct_color = correct_color
+        self._max_frame_cache_size = max_frame_cache_size
+        self._pyramid_tolerance = pyramid_tolerance
         metadata = [ds for ds in image_metadata if is_tiled_image(ds)]
         for ds in metadata:
             validate_image_metadata(ds)
@@ -329,6 +352,28 @@ class Slide:
             The setting the slide was opened with
         """
         return self._correct_color
+
+    @property
+    def max_frame_cache_size(self) -> int:
+        """The ``max_frame_cache_size`` the slide was opened with (kept for re-opening).
+
+        Returns
+        -------
+        int
+            Value as given
+        """
+        return self._max_frame_cache_size
+
+    @property
+    def pyramid_tolerance(self) -> float:
+        """Largest tolerated distance (mm) between the centres of images at different levels.
+
+        Returns
+        -------
+        float
+            Tolerance the slide was opened with
+        """
+        return self._pyramid_tolerance
 
     @property
     def image_metadata(self) -> list[Dataset]:
@@ -660,13 +705,7 @@ class Slide:
         ValueError
             When no focal plane is at that offset
         """
-        for i, z in enumerate(self._focal_planes):
-            if abs(z - float(focal_plane_offset)) <= 1e-3:
-                return i
-        raise IndexRangeError(
-            f"No focal plane at Z offset {focal_plane_offset} um; this slide has "
-            f"{list(self._focal_planes)}."
-        )
+        return find_focal_plane_index(self._focal_planes, focal_plane_offset, "this slide")
 
     def find_optical_paths(
         self,
@@ -776,9 +815,31 @@ class Slide:
                 images.append(entry[0])
         return tuple(images)
 
-    def _resolve(
-        self, level: int, channel_index: int, focal_plane_index: int
-    ) -> tuple[TiledImage, int, int, int]:
+    def resolve(
+        self, level: int = 0, channel_index: int = 0, focal_plane_index: int = 0
+    ) -> ResolvedImage:
+        """The image that holds the pixels of a level, channel and focal plane.
+
+        Parameters
+        ----------
+        level: int, optional
+            Zero-based level index (negative counts from the top)
+        channel_index: int, optional
+            Zero-based channel index of the slide
+        focal_plane_index: int, optional
+            Zero-based focal plane index of the slide
+
+        Returns
+        -------
+        dicomslide.slide.ResolvedImage
+            The image, its own channel and focal plane indices, and the level (non-negative)
+
+        Raises
+        ------
+        dicomslide.RegionError
+            When the level, channel or focal plane does not exist, or the channel has no image
+            at that level and focal plane
+        """
         lvl = _normalize_level(level, self.num_levels)
         channel = self._channel(channel_index)
         plane = self._check_plane(focal_plane_index)
@@ -790,7 +851,7 @@ class Slide:
                 f"image at level {lvl} and focal plane {plane}; levels with pixels: {have}."
             )
         image, c, z = entry
-        return image, c, z, lvl
+        return ResolvedImage(image, c, z, lvl)
 
     async def get_image_region(
         self,
@@ -832,7 +893,7 @@ class Slide:
             offset = pixel_indices
         if offset is None or size is None:
             raise RegionError("Both offset (or pixel_indices) and size are required.")
-        image, c, z, lvl = self._resolve(level, channel_index, focal_plane_index)
+        image, c, z, lvl = self.resolve(level, channel_index, focal_plane_index)
         top_left, (h, w) = self._level_region(offset, size, lvl)
         matrix = image.get_total_pixel_matrix(c, z)
         return await matrix.read_region(top_left, (h, w))
@@ -895,7 +956,7 @@ class Slide:
         dicomslide.errors.RegionError
             When the channel is not a segment of a label map, or the region is invalid
         """
-        image, _, z, lvl = self._resolve(level, channel_index, focal_plane_index)
+        image, _, z, lvl = self.resolve(level, channel_index, focal_plane_index)
         if not image.is_label_map:
             channel = self._channel(channel_index)
             raise RegionError(
@@ -938,7 +999,7 @@ class Slide:
         tuple[int, int]
             Zero-based (row, column)
         """
-        image, *_ = self._resolve(level, channel_index, focal_plane_index)
+        image, *_ = self.resolve(level, channel_index, focal_plane_index)
         return image.get_pixel_indices(offset)
 
     def get_slide_offset(
@@ -966,7 +1027,7 @@ class Slide:
         tuple[float, float]
             (x, y) in millimetres
         """
-        image, *_ = self._resolve(level, channel_index, focal_plane_index)
+        image, *_ = self.resolve(level, channel_index, focal_plane_index)
         return image.get_slide_offset(pixel_indices)
 
     def map_pixel_indices_to_slide_coordinates(
@@ -994,7 +1055,7 @@ class Slide:
         numpy.ndarray
             Array of shape (n, 3) of (x, y, z) in millimetres
         """
-        image, *_ = self._resolve(level, channel_index, focal_plane_index)
+        image, *_ = self.resolve(level, channel_index, focal_plane_index)
         return image.map_pixel_indices_to_slide_coordinates(pixel_indices)
 
     def map_slide_coordinates_to_pixel_indices(
@@ -1022,7 +1083,7 @@ class Slide:
         numpy.ndarray
             Array of shape (n, 2) of zero-based (row, column)
         """
-        image, *_ = self._resolve(level, channel_index, focal_plane_index)
+        image, *_ = self.resolve(level, channel_index, focal_plane_index)
         return image.map_slide_coordinates_to_pixel_indices(slide_coordinates)
 
     async def get_slide_region(
@@ -1055,7 +1116,7 @@ class Slide:
         numpy.ndarray
             Array of shape (rows, columns, samples per pixel)
         """
-        image, c, z, _ = self._resolve(level, channel_index, focal_plane_index)
+        image, c, z, _ = self.resolve(level, channel_index, focal_plane_index)
         return await image.get_slide_region(offset, size, c, z)
 
     async def get_slide_region_for_annotation(
@@ -1101,134 +1162,20 @@ class Slide:
             channel does not exist
         """
         lvl = _normalize_level(level, self.num_levels)
-        lo, hi, z_mm = _annotation_bounds(annotation, self.frame_of_reference_uid)
-        left, top, right, bottom = _padding(padding)
-        plane = 0
-        if self.num_focal_planes > 1 and z_mm is not None:
-            # Annotation Z is in millimetres, focal plane offsets in micrometres.
-            z_um = z_mm * 1000.0
-            plane = int(np.argmin([abs(z - z_um) for z in self._focal_planes]))
-        x0, y0 = float(lo[0]) - left, float(lo[1]) - bottom
-        x1, y1 = float(hi[0]) + right, float(hi[1]) + top
-        if x1 < x0 or y1 < y0:
-            raise RegionError(
-                f"Padding {padding!r} shrinks the annotation's bounding box to nothing."
-            )
-        # The box is read exactly as get_slide_region reads it (as 0.7 does), so a rectangle
-        # gives the same patch size by either call; only an extent of zero (a POINT, or points
-        # on one line parallel to an axis) becomes one pixel spacing wide, i.e. one pixel.
-        spacing = float(np.mean(self._pyramid[lvl].pixel_spacing))
+        region = annotation_region(
+            annotation,
+            self.frame_of_reference_uid,
+            padding,
+            self._focal_planes,
+            float(np.mean(self._pyramid[lvl].pixel_spacing)),
+        )
         return await self.get_slide_region(
-            (x0, y0),
+            region.offset,
             lvl,
-            (x1 - x0 if x1 > x0 else spacing, y1 - y0 if y1 > y0 else spacing),
+            region.size,
             channel_index=channel_index,
-            focal_plane_index=plane,
+            focal_plane_index=region.focal_plane_index,
         )
-
-
-_GRAPHIC_TYPES = frozenset({"POINT", "MULTIPOINT", "POLYLINE", "POLYGON", "ELLIPSE"})
-
-
-def _annotation_bounds(
-    annotation: Any, frame_of_reference_uid: str
-) -> tuple[np.ndarray, np.ndarray, float | None]:
-    """Bounding box in slide coordinates of a 3D graphic annotation.
-
-    Parameters
-    ----------
-    annotation: highdicom.sr.Scoord3DContentItem
-        Annotation (any object with ``value`` or ``GraphicData``, ``graphic_type`` or
-        ``GraphicType``, and optionally ``ReferencedFrameOfReferenceUID``)
-    frame_of_reference_uid: str
-        Frame of Reference UID of the slide (empty if it has none)
-
-    Returns
-    -------
-    tuple[numpy.ndarray, numpy.ndarray, float | None]
-        Smallest (x, y), largest (x, y) in millimetres, and the mean Z in millimetres (None if
-        the data are 2D)
-
-    Raises
-    ------
-    dicomslide.errors.RegionError
-        When the annotation is in another frame of reference, its graphic type is not supported,
-        or its graphic data do not fit the type
-    """
-    ref = str(getattr(annotation, "ReferencedFrameOfReferenceUID", "") or "")
-    if ref and frame_of_reference_uid and ref != frame_of_reference_uid:
-        raise RegionError(
-            f"Annotation is in frame of reference {ref}, the slide in {frame_of_reference_uid}."
-        )
-    graphic_type = getattr(annotation, "graphic_type", None)
-    if graphic_type is None:
-        graphic_type = getattr(annotation, "GraphicType", "")
-    graphic_type = str(getattr(graphic_type, "value", graphic_type))
-    if graphic_type not in _GRAPHIC_TYPES:
-        raise RegionError(
-            f"Graphic type {graphic_type!r} is not supported; use one of {sorted(_GRAPHIC_TYPES)}."
-        )
-    data = getattr(annotation, "value", None)
-    if data is None:
-        data = getattr(annotation, "GraphicData", None)
-    try:
-        points = np.asarray(data, dtype=np.float64).reshape(-1, 3)
-    except (TypeError, ValueError):
-        raise RegionError(
-            f"Graphic data of a {graphic_type} annotation must be (x, y, z) triplets."
-        ) from None
-    if len(points) == 0 or not np.isfinite(points).all():
-        raise RegionError(f"The {graphic_type} annotation has no usable graphic data.")
-    xy = points[:, :2]
-    if graphic_type == "ELLIPSE":
-        if len(points) != 4:
-            raise RegionError(
-                f"An ELLIPSE needs 4 points (major and minor axis end points), got {len(points)}."
-            )
-        center = (xy[0] + xy[1]) / 2.0
-        a = (xy[1] - xy[0]) / 2.0  # half major axis
-        b = (xy[3] - xy[2]) / 2.0  # half minor axis
-        # Extent of center + a cos t + b sin t along each axis.
-        half = np.sqrt(a**2 + b**2)
-        return center - half, center + half, float(points[:, 2].mean())
-    return xy.min(axis=0), xy.max(axis=0), float(points[:, 2].mean())
-
-
-def _padding(
-    padding: float | tuple[float, float] | tuple[float, float, float, float],
-) -> tuple[float, float, float, float]:
-    """Padding (left, top, right, bottom) in millimetres from its three accepted forms.
-
-    Parameters
-    ----------
-    padding: float | tuple[float, float] | tuple[float, float, float, float]
-        One value for all borders, (along X, along Y), or (left (-X), top (+Y), right (+X),
-        bottom (-Y))
-
-    Returns
-    -------
-    tuple[float, float, float, float]
-        (left, top, right, bottom)
-
-    Raises
-    ------
-    dicomslide.errors.RegionError
-        When padding has another number of values or is not finite
-    """
-    try:
-        pad = np.atleast_1d(np.asarray(padding, dtype=np.float64)).ravel()
-    except (TypeError, ValueError):
-        raise RegionError(f"Padding must be numbers, got {padding!r}.") from None
-    if not np.isfinite(pad).all():
-        raise RegionError(f"Padding must be finite, got {padding!r}.")
-    if pad.size == 1:
-        v = float(pad[0])
-        return v, v, v, v
-    if pad.size == 2:
-        return float(pad[0]), float(pad[1]), float(pad[0]), float(pad[1])
-    if pad.size == 4:
-        return float(pad[0]), float(pad[1]), float(pad[2]), float(pad[3])
-    raise RegionError(f"Padding must have 1, 2 or 4 values, got {padding!r}.")
 
 
 def _drop_unaligned_untyped(volume: list[TiledImage], tolerance: float) -> list[TiledImage]:
@@ -1332,320 +1279,14 @@ def _parameter_identifier(ds: Dataset, index: int) -> str:
 
 
 def _channel_items(image: TiledImage) -> list[Dataset]:
-    from dicomslide.geometry import get_channel_items
-
     return get_channel_items(image.metadata)
 
 
-def _image_matches(
-    ds: Dataset,
-    specimen_stains: Sequence[Any] | None,
-    optical_path_ids: Sequence[str] | None,
-) -> bool:
-    if str(get_value(ds, _SOP_CLASS_UID, "")) != _WSI_SOP_CLASS:
-        return True
-    if specimen_stains:
-        items = list(ds.get("SpecimenDescriptionSequence", []))
-        if not any(
-            does_specimen_description_item_match(item, stain)
-            for stain in specimen_stains
-            for item in items
-        ):
-            return False
-    if optical_path_ids:
-        ids = {
-            str(it.get("OpticalPathIdentifier", "")) for it in ds.get("OpticalPathSequence", [])
-        }
-        if not ids & {str(i) for i in optical_path_ids}:
-            return False
-    return True
+def __getattr__(name: str) -> Any:
+    # find_slides lives in dicomslide.discovery, which imports this module for Slide; loading it
+    # on first use keeps `from dicomslide.slide import find_slides` working without a cycle.
+    if name == "find_slides":
+        from dicomslide.discovery import find_slides
 
-
-def _referenced_series(ds: Dataset) -> set[tuple[str, str]]:
-    """(study, series) UIDs a derived image names in its Common Instance Reference module."""
-    study = str(ds.get("StudyInstanceUID", ""))
-    refs = {
-        (study, str(it.get("SeriesInstanceUID", "")))
-        for it in ds.get("ReferencedSeriesSequence", [])
-    }
-    for other in ds.get("StudiesContainingOtherReferencedInstancesSequence", []):
-        other_study = str(other.get("StudyInstanceUID", ""))
-        refs |= {
-            (other_study, str(it.get("SeriesInstanceUID", "")))
-            for it in other.get("ReferencedSeriesSequence", [])
-        }
-    return refs
-
-
-async def _search_instances(
-    source: Source,
-    study_instance_uid: str | None,
-    keyword: str,
-    wanted: str,
-) -> list[Dataset] | None:
-    """Instance-level search on one attribute, or None where the source cannot do it.
-
-    Parameters
-    ----------
-    source: dicomslide.sources.protocol.Source
-        Source to ask
-    study_instance_uid: str | None
-        Study to search in, or None for all studies
-    keyword: str
-        Attribute keyword to filter on
-    wanted: str
-        Value the attribute must have
-
-    Returns
-    -------
-    list[pydicom.Dataset] | None
-        Matching instances; None when the search failed or found nothing. The caller then
-        falls back to reading the metadata of every candidate series, because some stores
-        answer searches on attributes they do not index with an error or an empty list.
-    """
-    try:
-        found = await source.search_for_instances(
-            study_instance_uid=study_instance_uid, search_filters={keyword: wanted}
-        )
-    except (DicomSlideError, NotImplementedError):
-        return None
-    # A store that ignores the filter returns too much; drop what is visibly wrong.
-    found = [ds for ds in found if keyword not in ds or str(ds.get(keyword, "")) == wanted]
-    return found or None
-
-
-def _series_of(datasets: Sequence[Dataset]) -> set[tuple[str, str]]:
-    return {
-        (str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID))
-        for ds in datasets
-        if "StudyInstanceUID" in ds and "SeriesInstanceUID" in ds
-    }
-
-
-async def _retrieve_metadata(
-    source: Source, refs: Sequence[tuple[str, str]], fail_on_error: bool
-) -> list[list[Dataset]]:
-    results = await asyncio.gather(
-        *(source.retrieve_series_metadata(st, se) for st, se in refs),
-        return_exceptions=True,
-    )
-    out: list[list[Dataset]] = []
-    for result in results:
-        if isinstance(result, BaseException):
-            if fail_on_error or not isinstance(result, DicomSlideError):
-                raise result
-            continue
-        out.append(result)
-    return out
-
-
-async def find_slides(
-    client: Any,
-    study_instance_uid: str | None = None,
-    patient_id: str | None = None,
-    study_id: str | None = None,
-    container_id: str | None = None,
-    max_frame_cache_size: int = 6,
-    pyramid_tolerance: float = 0.1,
-    fail_on_error: bool = True,
-    include_derived: bool = True,
-    specimen_stains: Sequence[Any] | None = None,
-    optical_path_ids: Sequence[str] | None = None,
-    *,
-    correct_color: bool = True,
-) -> list[Slide]:
-    """Find slides.
-
-    All given criteria must match. Series of slide microscopy images (Modality SM, and SEG and
-    OT for derived images) matching the study-level filters (``study_instance_uid``,
-    ``patient_id``, ``study_id``) are found with one search per modality. With a
-    ``container_id``, one instance-level search on Container Identifier narrows them down to
-    the series holding that slide, so that only their metadata is fetched; derived images of
-    the slide are then found by an instance-level search on its Frame of Reference UID. When a
-    source rejects these searches (or they find nothing), the metadata of every candidate series
-    is fetched and filtered here instead. Metadata is fetched concurrently, one request per
-    series, and images are grouped into slides (see the module notes and
-    :mod:`dicomslide.grouping`). The search returns the slides it can build: groups of images
-    without a VOLUME or THUMBNAIL image are skipped, with a warning on the ``dicomslide.slide``
-    logger naming their study and series.
-
-    ``specimen_stains`` and ``optical_path_ids`` are checked on the metadata: a slide
-    microscopy image is kept if its specimen description lists *any* of the stains (coded
-    concepts compared by coding scheme designator and code value) and if it has *any* of the
-    optical paths. Derived images are attached to the slides whose Frame of Reference UID they
-    share; a slide without a Frame of Reference UID gets the derived images that reference
-    its series in their Referenced Series Sequence.
-
-    Parameters
-    ----------
-    client: Any
-        A dicomslide client or a ``dicomweb_client.DICOMClient``
-    study_instance_uid: str | None, optional
-        Study Instance UID
-    patient_id: str | None, optional
-        Patient ID
-    study_id: str | None, optional
-        Study ID
-    container_id: str | None, optional
-        Container Identifier of the slide
-    max_frame_cache_size: int, optional
-        Accepted for compatibility with dicomslide 0.7 (see :class:`Slide`)
-    pyramid_tolerance: float, optional
-        Largest tolerated distance (mm) between image centres of different levels
-    fail_on_error: bool, optional
-        Whether an error fetching the metadata of one series or building one slide is raised;
-        if False that series or slide is skipped and a warning names it. Images that cannot
-        form a slide (a LABEL or OVERVIEW without VOLUME images beside it) are not an error:
-        they are skipped with a warning either way
-    include_derived: bool, optional
-        Whether Segmentations (label maps included) and Parametric Maps become channels of the
-        slides they belong to
-    specimen_stains: Sequence[pydicom.sr.coding.Code | highdicom.sr.CodedConcept] | None
-        Only images whose specimen description lists one of these stains
-    optical_path_ids: Sequence[str] | None, optional
-        Only images with one of these optical path identifiers
-    correct_color: bool, optional
-        Whether colour images are transformed from their ICC profile to sRGB
-
-    Returns
-    -------
-    list[dicomslide.Slide]
-        Slides, ordered by study, container and frame of reference
-
-    Raises
-    ------
-    ValueError
-        When a stain is not a coded concept
-    """
-    source = as_source(client)
-    for stain in specimen_stains or ():
-        does_specimen_description_item_match(Dataset(), stain)  # validates the argument
-    filters: dict[str, Any] = {}
-    if patient_id is not None:
-        filters["PatientID"] = patient_id
-    if study_id is not None:
-        filters["StudyID"] = study_id
-    modalities = ["SM", "SEG", "OT"] if include_derived else ["SM"]
-    series_lists = await asyncio.gather(
-        *(
-            source.search_for_series(
-                study_instance_uid=study_instance_uid,
-                search_filters={**filters, "Modality": modality},
-            )
-            for modality in modalities
-        )
-    )
-    candidates: dict[str, list[tuple[str, str]]] = {}
-    seen: set[tuple[str, str]] = set()
-    for modality, series_list in zip(modalities, series_lists, strict=True):
-        for s in series_list:
-            ref = (str(s.StudyInstanceUID), str(s.SeriesInstanceUID))
-            if ref not in seen:
-                seen.add(ref)
-                candidates.setdefault(modality, []).append(ref)
-    sm_refs = candidates.get("SM", [])
-    derived_refs = [*candidates.get("SEG", []), *candidates.get("OT", [])]
-    pushed_down = False
-    if container_id is not None and sm_refs:
-        hits = await _search_instances(
-            source, study_instance_uid, "ContainerIdentifier", container_id
-        )
-        if hits is not None:
-            wanted = _series_of(hits)
-            sm_refs = [ref for ref in sm_refs if ref in wanted]
-            pushed_down = True
-    metadata_lists = await _retrieve_metadata(
-        source, sm_refs if pushed_down else [*sm_refs, *derived_refs], fail_on_error
-    )
-    if pushed_down and include_derived and derived_refs:
-        frames_of_reference = sorted(
-            {
-                str(ds.get("FrameOfReferenceUID", ""))
-                for metadata in metadata_lists
-                for ds in metadata
-                if ds.get("FrameOfReferenceUID")
-            }
-        )
-        without_frame = any(
-            not ds.get("FrameOfReferenceUID")
-            for metadata in metadata_lists
-            for ds in metadata
-            if str(ds.get("SOPClassUID", "")) == _WSI_SOP_CLASS
-            and str(ds.get("ContainerIdentifier", "")) == container_id
-        )
-        derived_wanted: set[tuple[str, str]] = set()
-        if without_frame:
-            # Derived images of a slide without a frame of reference are known only by the
-            # references in their own metadata: read every candidate.
-            derived_wanted = set(derived_refs)
-        for uid in [] if without_frame else frames_of_reference:
-            hits = await _search_instances(source, study_instance_uid, "FrameOfReferenceUID", uid)
-            if hits is None:
-                derived_wanted = set(derived_refs)
-                break
-            derived_wanted |= _series_of(hits)
-        metadata_lists += await _retrieve_metadata(
-            source, [ref for ref in derived_refs if ref in derived_wanted], fail_on_error
-        )
-    groups: dict[tuple[str, ...], list[Dataset]] = {}
-    derived: list[Dataset] = []
-    for metadata in metadata_lists:
-        for ds in metadata:
-            if not is_tiled_image(ds):
-                continue
-            sop_class = str(get_value(ds, _SOP_CLASS_UID, ""))
-            if sop_class in _DERIVED_SOP_CLASSES:
-                if include_derived:
-                    derived.append(ds)
-                continue
-            if sop_class != _WSI_SOP_CLASS:
-                continue
-            if (
-                container_id is not None
-                and str(get_value(ds, _CONTAINER_IDENTIFIER, "")) != container_id
-            ):
-                continue
-            if not _image_matches(ds, specimen_stains, optical_path_ids):
-                continue
-            groups.setdefault(slide_key(ds), []).append(ds)
-    groups = merge_split_pyramids(groups, pyramid_tolerance)
-    for key in sorted(groups):
-        if not pyramid_images(groups[key]):
-            # A label or overview without its slide: nothing to build a pyramid from.
-            logger.warning(
-                "find_slides skips %s: no VOLUME or THUMBNAIL image to form a slide with.",
-                describe(groups.pop(key)),
-            )
-    frames_of = {key: _frames_of_reference(images) for key, images in groups.items()}
-    for ds in derived:
-        key = slide_key(ds)
-        targets: list[tuple[str, ...]] = []
-        if key[0] == "FOR":
-            same_frame = [k for k in groups if k[0] == "FOR" and key[1] in frames_of[k]]
-            # Prefer the slide with the same container when the derived image names one.
-            same_container = [k for k in same_frame if k[2] == key[2]]
-            targets = same_container or same_frame
-        if not targets:
-            # Slides without a Frame of Reference UID take the derived images that name their
-            # series as a source.
-            referenced = _referenced_series(ds)
-            targets = [k for k in groups if k[0] == "SERIES" and (k[1], k[2]) in referenced]
-        for target in targets:
-            groups[target].append(ds)
-    slides: list[Slide] = []
-    for key in sorted(groups):
-        try:
-            slides.append(
-                Slide(
-                    client,
-                    groups[key],
-                    max_frame_cache_size=max_frame_cache_size,
-                    pyramid_tolerance=pyramid_tolerance,
-                    correct_color=correct_color,
-                )
-            )
-        except DicomSlideError as error:
-            if fail_on_error:
-                raise
-            logger.warning("find_slides skips %s: %s", describe(groups[key]), error)
-    return slides
+        return find_slides
+    raise AttributeError(f"module 'dicomslide.slide' has no attribute {name!r}")

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
+import pydicom.sr.coding
 from pydicom import Dataset
 from pydicom.sr.coding import Code
 
@@ -52,7 +53,7 @@ from dicomslide._tags import (
     TOTAL_PIXEL_MATRIX_COLUMNS as _TOTAL_PIXEL_MATRIX_COLUMNS,
     TOTAL_PIXEL_MATRIX_ROWS as _TOTAL_PIXEL_MATRIX_ROWS,
 )
-from dicomslide.coordinates import ImageGeometry, _read_pixel_spacing
+from dicomslide.coordinates import ImageGeometry, read_pixel_spacing
 from dicomslide.enums import ImageFlavors
 from dicomslide.errors import InvalidDataError, RegionError
 from dicomslide.perframe import get_value
@@ -61,12 +62,14 @@ if TYPE_CHECKING:
     # Only named in annotations; importing highdicom takes about a quarter second.
     from highdicom.sr import CodedConcept
 
-try:
-    # pydicom's table of legacy SNOMED (SRT) to SNOMED CT (SCT) codes. Code.__eq__ would apply
-    # it too, but it also compares scheme versions, which stored items rarely agree on.
-    from pydicom.sr._snomed_dict import mapping as _snomed_mapping
-except ImportError:  # pragma: no cover - the module is private and may move
-    _snomed_mapping = {"SRT": {}}
+# pydicom's table of legacy SNOMED (SRT) to SNOMED CT (SCT) codes, read where its public
+# coding module keeps it (Code.__eq__ uses it) rather than from the private module that defines
+# it. Code.__eq__ itself would apply it, but it also compares scheme versions, which stored
+# items rarely agree on. The module does not re-export the name for type checkers, hence
+# getattr; an empty table (no SRT translation) if a pydicom release drops it.
+_snomed_mapping: dict[str, dict[str, str]] = getattr(
+    pydicom.sr.coding, "snomed_mapping", {"SRT": {}}
+)
 
 __all__ = [
     "MAGNIFICATION_PIXEL_SPACINGS",
@@ -566,7 +569,7 @@ def get_image_pixel_spacing(image: Dataset) -> tuple[float, float]:
         When the image has no usable Pixel Spacing (see
         :meth:`dicomslide.coordinates.ImageGeometry.from_dataset` for where it is looked up)
     """
-    return _read_pixel_spacing(image)
+    return read_pixel_spacing(image)
 
 
 def _matrix_shape(image: Dataset) -> tuple[int, int]:

@@ -7,8 +7,10 @@ Calling it from inside dicomslide's own loop thread raises :class:`dicomslide.Us
 """
 
 from dicomslide import (
+    ArgumentError,
     CacheStats,
     ChannelTypes,
+    DaskNotInstalledError,
     DecodeError,
     DicomSlideError,
     DicomWebError,
@@ -68,6 +70,7 @@ from dicomslide_sync._wrappers import (
     set_default_timeout,
 )
 from dicomslide_sync.bulk import iter_tiles, prefetch
+from dicomslide_sync.dask_array import to_dask
 from dicomslide_sync.openslide import OpenSlide, OpenSlideCache, open_slide
 
 __all__ = [
@@ -75,6 +78,8 @@ __all__ = [
     "PrefetchResult",
     "PrefetchBudgetWarning",
     "PrefetchBudgetError",
+    "ArgumentError",
+    "DaskNotInstalledError",
     "CacheStats",
     "ChannelTypes",
     "DICOMfileClient",
@@ -133,4 +138,5 @@ __all__ = [
     "select_image_at_pixel_spacing",
     "sort_images_by_pixel_spacing",
     "sort_images_by_size",
+    "to_dask",
 ]

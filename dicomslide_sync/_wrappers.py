@@ -513,7 +513,7 @@ class TotalPixelMatrix:
         numpy.ndarray
             Pixels
         """
-        return run(self._async._getitem(key))
+        return run(self._async[key])
 
 
 def _reopen_matrix(image: TiledImage, channel_index: int, focal_plane_index: int) -> Any:
@@ -566,7 +566,7 @@ class TiledImage:
         return obj
 
     def __reduce__(self) -> tuple[Any, ...]:
-        state = self._async._state
+        state = self._async.reader
         return (
             TiledImage,
             (self._client, state.metadata, 6, state.correct_color, state.parts_metadata),
@@ -784,6 +784,42 @@ class Slide:
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (Slide, (self._client, *self._args))
+
+    @classmethod
+    def from_async(cls, slide: dicomslide.Slide) -> Slide:
+        """The blocking twin of an async slide, sharing it (and its frame cache).
+
+        Parameters
+        ----------
+        slide: dicomslide.Slide
+            Async slide; the twin pickles as its client and its own settings, so it re-opens
+            in another process only if that client pickles
+
+        Returns
+        -------
+        dicomslide_sync.Slide
+            Twin
+        """
+        return cls._wrap(
+            slide.client,
+            slide,
+            (
+                slide.image_metadata,
+                slide.max_frame_cache_size,
+                slide.pyramid_tolerance,
+                slide.correct_color,
+            ),
+        )
+
+    @property
+    def max_frame_cache_size(self) -> int:
+        """The ``max_frame_cache_size`` the slide was opened with."""
+        return self._async.max_frame_cache_size
+
+    @property
+    def pyramid_tolerance(self) -> float:
+        """Largest tolerated distance (mm) between image centres of different levels."""
+        return self._async.pyramid_tolerance
 
     @property
     def async_slide(self) -> dicomslide.Slide:
@@ -1143,7 +1179,7 @@ class TotalPixelMatrixSampler:
         numpy.ndarray
             Pixels
         """
-        return run(self._async._get(index))
+        return run(self._async.get(index))
 
     def __iter__(self) -> Iterator[np.ndarray]:
         for i in range(len(self)):

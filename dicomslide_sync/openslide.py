@@ -87,7 +87,7 @@ class OpenSlide:
             inner, channel_index=channel_index, focal_plane_index=focal_plane_index
         )
         # Profiles that are bulk data (DICOMweb) are known before anyone asks for them.
-        run(self._async._load_profiles())
+        run(self._async.load_profiles())
 
     @classmethod
     def _wrap(cls, osr: _aio.OpenSlide) -> OpenSlide:

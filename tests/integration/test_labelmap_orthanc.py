@@ -142,7 +142,7 @@ def test_dask_array_of_a_segment_over_dicomweb(
     server: tuple[OrthancServer, Written], client: Any
 ) -> None:
     pytest.importorskip("dask.array")
-    from dicomslide.dask_array import to_dask
+    from dicomslide_sync.dask_array import to_dask
 
     _, written = server
     (slide,) = dicomslide_sync.find_slides(client, container_id=CONTAINER)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import pickle
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,10 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import dicomslide
 import dicomslide_sync
-from dicomslide.dask_array import to_dask
-from dicomslide.errors import RegionError
+from dicomslide.errors import ArgumentError, RegionError
 from dicomslide.synthetic import SlideSpec, expected_pixels, write_slide
+from dicomslide_sync.dask_array import to_dask
 
 da = pytest.importorskip("dask.array")
 distributed = pytest.importorskip("distributed")
@@ -44,12 +49,51 @@ def test_chunks_are_tile_aligned_and_lazy(slide: dicomslide_sync.Slide) -> None:
     assert array.chunks[1] == (256,) * 5 + (20,)
     assert slide.cache_stats.requests == 0  # nothing read yet
     assert to_dask(slide, 0).chunks[1] == (1024, 276)
-    with pytest.raises(RegionError, match="multiple of the tile"):
+    with pytest.raises(ArgumentError, match="multiple of the tile"):
         to_dask(slide, 0, chunks=(100, 128))
+    with pytest.raises(RegionError, match="level"):
+        to_dask(slide, 5)
     # the threaded scheduler in this process
     np.testing.assert_array_equal(
         array[300:400, 500:700].compute(), expected_pixels(SPEC, 0)[300:400, 500:700]
     )
+
+
+def test_an_async_slide_reopens_in_workers_with_its_own_settings(
+    slide: dicomslide_sync.Slide,
+) -> None:
+    # The async slide reads through the sync client, which pickles; its settings differ from
+    # the defaults, so a re-open that forgot them would show.
+    aslide = dicomslide.Slide(
+        slide.client, slide.image_metadata, 3, pyramid_tolerance=0.37, correct_color=False
+    )
+    array = to_dask(aslide, 1, chunks=256)
+    nodes = [v for v in dict(array.dask).values() if isinstance(v, dicomslide_sync.Slide)]
+    assert len(nodes) == 1  # the slide is one node of the graph, not one per chunk
+    shipped = pickle.loads(pickle.dumps(nodes[0]))
+    assert shipped.async_slide is not aslide
+    assert (shipped.pyramid_tolerance, shipped.correct_color) == (0.37, False)
+    assert shipped.max_frame_cache_size == 3
+    assert shipped.client is not slide.client  # re-opened from the pickled client
+    np.testing.assert_array_equal(to_dask(shipped, 1, chunks=256).compute(), array.compute())
+    np.testing.assert_array_equal(array.compute(), expected_pixels(SPEC, 1))
+    shipped.client.close()
+
+
+def test_dicomslide_does_not_import_the_blocking_layer() -> None:
+    code = (
+        "import sys, dicomslide, dicomslide.bulk, dicomslide.openslide, dicomslide.slide\n"
+        "assert not [m for m in sys.modules if m.startswith('dicomslide_sync')], sys.modules\n"
+        "try:\n"
+        "    dicomslide.to_dask\n"
+        "except AttributeError as error:\n"
+        "    assert 'dicomslide_sync.to_dask' in str(error)\n"
+        "else:\n"
+        "    raise AssertionError('dicomslide.to_dask still exists')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=ROOT)
+    assert dicomslide_sync.to_dask is to_dask
 
 
 @pytest.mark.slow
@@ -102,7 +146,7 @@ def test_local_cluster_with_two_processes(
 def test_missing_dask_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     import builtins
 
-    import dicomslide.dask_array as module
+    import dicomslide_sync.dask_array as module
 
     real_import = builtins.__import__
 

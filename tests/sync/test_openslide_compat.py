@@ -11,7 +11,13 @@ import pytest
 from pydicom.uid import ExplicitVRLittleEndian, JPEGBaseline8Bit
 
 import dicomslide_sync
-from dicomslide.errors import NotFoundError, RegionError, UnsupportedError, UsageError
+from dicomslide.errors import (
+    ArgumentError,
+    NotFoundError,
+    RegionError,
+    UnsupportedError,
+    UsageError,
+)
 from dicomslide.synthetic import SlideSpec, expected_pixels, write_slide
 from dicomslide_sync.openslide import OpenSlide, open_slide
 
@@ -270,8 +276,10 @@ def test_open_slide_needs_exactly_one_slide(tmp_path: Path) -> None:
     two = tmp_path / "two"
     write_slide(two / "a", SlideSpec(size=(300, 300), levels=1, container_id="A-1", seed=1))
     write_slide(two / "b", SlideSpec(size=(300, 300), levels=1, container_id="B-2", seed=2))
-    with pytest.raises(RegionError, match=r"A-1.*B-2") as info:
+    # Not a region: ArgumentError (a ValueError, as the RegionError it was before issue 15).
+    with pytest.raises(ArgumentError, match=r"A-1.*B-2") as info:
         open_slide(two)
+    assert isinstance(info.value, ValueError)
     assert "find_slides" in str(info.value)
     with open_slide(two, container_id="B-2") as osr:
         assert osr.dimensions == (300, 300)

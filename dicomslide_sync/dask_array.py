@@ -2,12 +2,13 @@
 
 :func:`to_dask` describes one channel and focal plane of a level as a
 :class:`dask.array.Array` of shape (rows, columns, samples) whose chunks are whole tiles (or
-blocks of tiles). Each chunk is read through the blocking facade :mod:`dicomslide_sync`, on the
-private event loop of the process that computes it: chunks computed at the same time by the
+blocks of tiles). Each chunk is read through this blocking facade, on the private event loop of
+the process that computes it: chunks computed at the same time by the
 threads of one worker share one frame cache and merged frame requests.
 
 The slide travels to workers as a ``dicomslide_sync.Slide``, which pickles as its client's
-arguments and the image metadata and re-opens itself in the worker, so process-based schedulers
+arguments, the image metadata and the slide's own settings (pyramid tolerance, colour
+correction) and re-opens itself in the worker, so process-based schedulers
 (``dask.distributed`` with ``processes=True``, ``multiprocessing``) work. The slide is one node
 of the task graph, so it is sent to each worker once, not once per chunk.
 """
@@ -19,7 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from dicomslide.errors import RegionError, UnsupportedError
+import dicomslide
+from dicomslide.errors import ArgumentError, DaskNotInstalledError
+from dicomslide_sync._wrappers import Slide, run
 
 if TYPE_CHECKING:  # pragma: no cover
     import dask.array
@@ -30,36 +33,24 @@ __all__ = ["DaskNotInstalledError", "to_dask"]
 DEFAULT_CHUNK_PIXELS = 1024
 
 
-class DaskNotInstalledError(UnsupportedError, ImportError):
-    """Dask is not installed; ``pip install 'dicomslide[dask]'`` installs it."""
-
-
 def _import_dask() -> Any:
     try:
         import dask.array as da
     except ImportError as error:
         raise DaskNotInstalledError(
-            "dicomslide.to_dask needs Dask, which is not installed: "
+            "dicomslide_sync.to_dask needs Dask, which is not installed: "
             "pip install 'dicomslide[dask]' (or pip install 'dask[array,distributed]')."
         ) from error
     return da
 
 
-def _sync_slide(slide: Any) -> Any:
-    import dicomslide_sync
-
-    if isinstance(slide, dicomslide_sync.Slide):
-        return slide
-    from dicomslide.slide import Slide
-
+def _sync_slide(slide: Slide | dicomslide.Slide) -> Slide:
     if isinstance(slide, Slide):
+        return slide
+    if isinstance(slide, dicomslide.Slide):
         # Shares the async slide (and cache); pickles only if its client does.
-        return dicomslide_sync.Slide._wrap(
-            slide.client,
-            slide,
-            (slide.image_metadata, 6, 0.1, slide.correct_color),
-        )
-    raise RegionError(
+        return Slide.from_async(slide)
+    raise ArgumentError(
         f"Expected a dicomslide_sync.Slide or dicomslide.Slide, got {type(slide).__qualname__}."
     )
 
@@ -81,11 +72,11 @@ def _chunk_shape(chunks: int | Sequence[int] | None, tile: tuple[int, int]) -> t
         if len(values) == 3:
             values = values[:2]
         if len(values) != 2:
-            raise RegionError(f"chunks must be an int or (rows, columns), got {chunks!r}.")
+            raise ArgumentError(f"chunks must be an int or (rows, columns), got {chunks!r}.")
         pair = (values[0], values[1])
     for value, t, axis in zip(pair, tile, ("rows", "columns"), strict=True):
         if value < 1 or value % t:
-            raise RegionError(
+            raise ArgumentError(
                 f"Chunk {axis} must be a positive multiple of the tile {axis} ({t}), got "
                 f"{value}; chunks aligned to tiles let neighbouring chunks share frames."
             )
@@ -93,7 +84,7 @@ def _chunk_shape(chunks: int | Sequence[int] | None, tile: tuple[int, int]) -> t
 
 
 def read_chunk(
-    slide: Any,
+    slide: Slide,
     level: int,
     channel_index: int,
     focal_plane_index: int,
@@ -122,16 +113,16 @@ def read_chunk(
     numpy.ndarray
         Array of shape (rows, columns, samples)
     """
-    from dicomslide_sync._wrappers import run
-
-    image, c, z, _ = slide.async_slide._resolve(level, channel_index, focal_plane_index)
-    matrix = image.get_total_pixel_matrix(c, z)
+    where = slide.async_slide.resolve(level, channel_index, focal_plane_index)
+    matrix = where.image.get_total_pixel_matrix(
+        where.image_channel_index, where.image_focal_plane_index
+    )
     region: np.ndarray = run(matrix.read_region(offset, size))
     return region
 
 
 def to_dask(
-    slide: Any,
+    slide: Slide | dicomslide.Slide,
     level: int = 0,
     channel_index: int = 0,
     focal_plane_index: int = 0,
@@ -166,15 +157,20 @@ def to_dask(
     DaskNotInstalledError
         When Dask is not installed
     dicomslide.RegionError
-        When the level, channel, plane or chunks are invalid
+        When the level, channel or plane is invalid
+    dicomslide.ArgumentError
+        When the chunks are invalid
     """
     da = _import_dask()
     from dask.base import tokenize
     from dask.highlevelgraph import HighLevelGraph
 
     sync_slide = _sync_slide(slide)
-    image, c, z, lvl = sync_slide.async_slide._resolve(level, channel_index, focal_plane_index)
-    matrix = image.get_total_pixel_matrix(c, z)
+    where = sync_slide.async_slide.resolve(level, channel_index, focal_plane_index)
+    lvl = where.level
+    matrix = where.image.get_total_pixel_matrix(
+        where.image_channel_index, where.image_focal_plane_index
+    )
     rows, cols, samples = matrix.shape
     tile_rows, tile_cols, _ = matrix.tile_shape
     step_rows, step_cols = _chunk_shape(chunks, (tile_rows, tile_cols))
@@ -188,6 +184,7 @@ def to_dask(
         step_rows,
         step_cols,
         sync_slide.correct_color,
+        sync_slide.pyramid_tolerance,
     )
     name = f"dicomslide-level-{token}"
     slide_key = f"dicomslide-slide-{token}"

@@ -1,0 +1,360 @@
+"""Discovery: finding a source's slides and grouping their images (async).
+
+:func:`find_slides` searches a source for series of slide microscopy images (and derived
+images), fetches their metadata and groups the images into slides by the policy of
+:mod:`dicomslide.grouping`, then builds one :class:`dicomslide.Slide` per group. Kept apart from
+the slide class: this module asks the source questions, the slide only reads what it is given.
+:func:`find_slides` stays importable from :mod:`dicomslide.slide`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from pydicom import Dataset
+
+from dicomslide._tags import (
+    CONTAINER_IDENTIFIER as _CONTAINER_IDENTIFIER,
+    SOP_CLASS_UID as _SOP_CLASS_UID,
+)
+from dicomslide.errors import DicomSlideError
+from dicomslide.grouping import (
+    describe,
+    frames_of_reference as _frames_of_reference,
+    merge_split_pyramids,
+    pyramid_images,
+    slide_key,
+)
+from dicomslide.perframe import get_value
+from dicomslide.runtime import as_source
+from dicomslide.slide import Slide
+from dicomslide.sources.protocol import Source
+from dicomslide.utils import (
+    DERIVED_SOP_CLASS_UIDS as _DERIVED_SOP_CLASSES,
+    does_specimen_description_item_match,
+    is_tiled_image,
+)
+
+__all__ = ["find_slides"]
+
+_WSI_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.77.1.6"
+
+# The logger find_slides has always warned on (its docstring names it).
+logger = logging.getLogger("dicomslide.slide")
+
+
+def _image_matches(
+    ds: Dataset,
+    specimen_stains: Sequence[Any] | None,
+    optical_path_ids: Sequence[str] | None,
+) -> bool:
+    if str(get_value(ds, _SOP_CLASS_UID, "")) != _WSI_SOP_CLASS:
+        return True
+    if specimen_stains:
+        items = list(ds.get("SpecimenDescriptionSequence", []))
+        if not any(
+            does_specimen_description_item_match(item, stain)
+            for stain in specimen_stains
+            for item in items
+        ):
+            return False
+    if optical_path_ids:
+        ids = {
+            str(it.get("OpticalPathIdentifier", "")) for it in ds.get("OpticalPathSequence", [])
+        }
+        if not ids & {str(i) for i in optical_path_ids}:
+            return False
+    return True
+
+
+def _referenced_series(ds: Dataset) -> set[tuple[str, str]]:
+    """(study, series) UIDs a derived image names in its Common Instance Reference module."""
+    study = str(ds.get("StudyInstanceUID", ""))
+    refs = {
+        (study, str(it.get("SeriesInstanceUID", "")))
+        for it in ds.get("ReferencedSeriesSequence", [])
+    }
+    for other in ds.get("StudiesContainingOtherReferencedInstancesSequence", []):
+        other_study = str(other.get("StudyInstanceUID", ""))
+        refs |= {
+            (other_study, str(it.get("SeriesInstanceUID", "")))
+            for it in other.get("ReferencedSeriesSequence", [])
+        }
+    return refs
+
+
+async def _search_instances(
+    source: Source,
+    study_instance_uid: str | None,
+    keyword: str,
+    wanted: str,
+) -> list[Dataset] | None:
+    """Instance-level search on one attribute, or None where the source cannot do it.
+
+    Parameters
+    ----------
+    source: dicomslide.sources.protocol.Source
+        Source to ask
+    study_instance_uid: str | None
+        Study to search in, or None for all studies
+    keyword: str
+        Attribute keyword to filter on
+    wanted: str
+        Value the attribute must have
+
+    Returns
+    -------
+    list[pydicom.Dataset] | None
+        Matching instances; None when the search failed or found nothing. The caller then
+        falls back to reading the metadata of every candidate series, because some stores
+        answer searches on attributes they do not index with an error or an empty list.
+    """
+    try:
+        found = await source.search_for_instances(
+            study_instance_uid=study_instance_uid, search_filters={keyword: wanted}
+        )
+    except (DicomSlideError, NotImplementedError):
+        return None
+    # A store that ignores the filter returns too much; drop what is visibly wrong.
+    found = [ds for ds in found if keyword not in ds or str(ds.get(keyword, "")) == wanted]
+    return found or None
+
+
+def _series_of(datasets: Sequence[Dataset]) -> set[tuple[str, str]]:
+    return {
+        (str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID))
+        for ds in datasets
+        if "StudyInstanceUID" in ds and "SeriesInstanceUID" in ds
+    }
+
+
+async def _retrieve_metadata(
+    source: Source, refs: Sequence[tuple[str, str]], fail_on_error: bool
+) -> list[list[Dataset]]:
+    results = await asyncio.gather(
+        *(source.retrieve_series_metadata(st, se) for st, se in refs),
+        return_exceptions=True,
+    )
+    out: list[list[Dataset]] = []
+    for result in results:
+        if isinstance(result, BaseException):
+            if fail_on_error or not isinstance(result, DicomSlideError):
+                raise result
+            continue
+        out.append(result)
+    return out
+
+
+async def find_slides(
+    client: Any,
+    study_instance_uid: str | None = None,
+    patient_id: str | None = None,
+    study_id: str | None = None,
+    container_id: str | None = None,
+    max_frame_cache_size: int = 6,
+    pyramid_tolerance: float = 0.1,
+    fail_on_error: bool = True,
+    include_derived: bool = True,
+    specimen_stains: Sequence[Any] | None = None,
+    optical_path_ids: Sequence[str] | None = None,
+    *,
+    correct_color: bool = True,
+) -> list[Slide]:
+    """Find slides.
+
+    All given criteria must match. Series of slide microscopy images (Modality SM, and SEG and
+    OT for derived images) matching the study-level filters (``study_instance_uid``,
+    ``patient_id``, ``study_id``) are found with one search per modality. With a
+    ``container_id``, one instance-level search on Container Identifier narrows them down to
+    the series holding that slide, so that only their metadata is fetched; derived images of
+    the slide are then found by an instance-level search on its Frame of Reference UID. When a
+    source rejects these searches (or they find nothing), the metadata of every candidate series
+    is fetched and filtered here instead. Metadata is fetched concurrently, one request per
+    series, and images are grouped into slides (see the module notes and
+    :mod:`dicomslide.grouping`). The search returns the slides it can build: groups of images
+    without a VOLUME or THUMBNAIL image are skipped, with a warning on the ``dicomslide.slide``
+    logger naming their study and series.
+
+    ``specimen_stains`` and ``optical_path_ids`` are checked on the metadata: a slide
+    microscopy image is kept if its specimen description lists *any* of the stains (coded
+    concepts compared by coding scheme designator and code value) and if it has *any* of the
+    optical paths. Derived images are attached to the slides whose Frame of Reference UID they
+    share; a slide without a Frame of Reference UID gets the derived images that reference
+    its series in their Referenced Series Sequence.
+
+    Parameters
+    ----------
+    client: Any
+        A dicomslide client or a ``dicomweb_client.DICOMClient``
+    study_instance_uid: str | None, optional
+        Study Instance UID
+    patient_id: str | None, optional
+        Patient ID
+    study_id: str | None, optional
+        Study ID
+    container_id: str | None, optional
+        Container Identifier of the slide
+    max_frame_cache_size: int, optional
+        Accepted for compatibility with dicomslide 0.7 (see :class:`Slide`)
+    pyramid_tolerance: float, optional
+        Largest tolerated distance (mm) between image centres of different levels
+    fail_on_error: bool, optional
+        Whether an error fetching the metadata of one series or building one slide is raised;
+        if False that series or slide is skipped and a warning names it. Images that cannot
+        form a slide (a LABEL or OVERVIEW without VOLUME images beside it) are not an error:
+        they are skipped with a warning either way
+    include_derived: bool, optional
+        Whether Segmentations (label maps included) and Parametric Maps become channels of the
+        slides they belong to
+    specimen_stains: Sequence[pydicom.sr.coding.Code | highdicom.sr.CodedConcept] | None
+        Only images whose specimen description lists one of these stains
+    optical_path_ids: Sequence[str] | None, optional
+        Only images with one of these optical path identifiers
+    correct_color: bool, optional
+        Whether colour images are transformed from their ICC profile to sRGB
+
+    Returns
+    -------
+    list[dicomslide.Slide]
+        Slides, ordered by study, container and frame of reference
+
+    Raises
+    ------
+    ValueError
+        When a stain is not a coded concept
+    """
+    source = as_source(client)
+    for stain in specimen_stains or ():
+        does_specimen_description_item_match(Dataset(), stain)  # validates the argument
+    filters: dict[str, Any] = {}
+    if patient_id is not None:
+        filters["PatientID"] = patient_id
+    if study_id is not None:
+        filters["StudyID"] = study_id
+    modalities = ["SM", "SEG", "OT"] if include_derived else ["SM"]
+    series_lists = await asyncio.gather(
+        *(
+            source.search_for_series(
+                study_instance_uid=study_instance_uid,
+                search_filters={**filters, "Modality": modality},
+            )
+            for modality in modalities
+        )
+    )
+    candidates: dict[str, list[tuple[str, str]]] = {}
+    seen: set[tuple[str, str]] = set()
+    for modality, series_list in zip(modalities, series_lists, strict=True):
+        for s in series_list:
+            ref = (str(s.StudyInstanceUID), str(s.SeriesInstanceUID))
+            if ref not in seen:
+                seen.add(ref)
+                candidates.setdefault(modality, []).append(ref)
+    sm_refs = candidates.get("SM", [])
+    derived_refs = [*candidates.get("SEG", []), *candidates.get("OT", [])]
+    pushed_down = False
+    if container_id is not None and sm_refs:
+        hits = await _search_instances(
+            source, study_instance_uid, "ContainerIdentifier", container_id
+        )
+        if hits is not None:
+            wanted = _series_of(hits)
+            sm_refs = [ref for ref in sm_refs if ref in wanted]
+            pushed_down = True
+    metadata_lists = await _retrieve_metadata(
+        source, sm_refs if pushed_down else [*sm_refs, *derived_refs], fail_on_error
+    )
+    if pushed_down and include_derived and derived_refs:
+        frames_of_reference = sorted(
+            {
+                str(ds.get("FrameOfReferenceUID", ""))
+                for metadata in metadata_lists
+                for ds in metadata
+                if ds.get("FrameOfReferenceUID")
+            }
+        )
+        without_frame = any(
+            not ds.get("FrameOfReferenceUID")
+            for metadata in metadata_lists
+            for ds in metadata
+            if str(ds.get("SOPClassUID", "")) == _WSI_SOP_CLASS
+            and str(ds.get("ContainerIdentifier", "")) == container_id
+        )
+        derived_wanted: set[tuple[str, str]] = set()
+        if without_frame:
+            # Derived images of a slide without a frame of reference are known only by the
+            # references in their own metadata: read every candidate.
+            derived_wanted = set(derived_refs)
+        for uid in [] if without_frame else frames_of_reference:
+            hits = await _search_instances(source, study_instance_uid, "FrameOfReferenceUID", uid)
+            if hits is None:
+                derived_wanted = set(derived_refs)
+                break
+            derived_wanted |= _series_of(hits)
+        metadata_lists += await _retrieve_metadata(
+            source, [ref for ref in derived_refs if ref in derived_wanted], fail_on_error
+        )
+    groups: dict[tuple[str, ...], list[Dataset]] = {}
+    derived: list[Dataset] = []
+    for metadata in metadata_lists:
+        for ds in metadata:
+            if not is_tiled_image(ds):
+                continue
+            sop_class = str(get_value(ds, _SOP_CLASS_UID, ""))
+            if sop_class in _DERIVED_SOP_CLASSES:
+                if include_derived:
+                    derived.append(ds)
+                continue
+            if sop_class != _WSI_SOP_CLASS:
+                continue
+            if (
+                container_id is not None
+                and str(get_value(ds, _CONTAINER_IDENTIFIER, "")) != container_id
+            ):
+                continue
+            if not _image_matches(ds, specimen_stains, optical_path_ids):
+                continue
+            groups.setdefault(slide_key(ds), []).append(ds)
+    groups = merge_split_pyramids(groups, pyramid_tolerance)
+    for key in sorted(groups):
+        if not pyramid_images(groups[key]):
+            # A label or overview without its slide: nothing to build a pyramid from.
+            logger.warning(
+                "find_slides skips %s: no VOLUME or THUMBNAIL image to form a slide with.",
+                describe(groups.pop(key)),
+            )
+    frames_of = {key: _frames_of_reference(images) for key, images in groups.items()}
+    for ds in derived:
+        key = slide_key(ds)
+        targets: list[tuple[str, ...]] = []
+        if key[0] == "FOR":
+            same_frame = [k for k in groups if k[0] == "FOR" and key[1] in frames_of[k]]
+            # Prefer the slide with the same container when the derived image names one.
+            same_container = [k for k in same_frame if k[2] == key[2]]
+            targets = same_container or same_frame
+        if not targets:
+            # Slides without a Frame of Reference UID take the derived images that name their
+            # series as a source.
+            referenced = _referenced_series(ds)
+            targets = [k for k in groups if k[0] == "SERIES" and (k[1], k[2]) in referenced]
+        for target in targets:
+            groups[target].append(ds)
+    slides: list[Slide] = []
+    for key in sorted(groups):
+        try:
+            slides.append(
+                Slide(
+                    client,
+                    groups[key],
+                    max_frame_cache_size=max_frame_cache_size,
+                    pyramid_tolerance=pyramid_tolerance,
+                    correct_color=correct_color,
+                )
+            )
+        except DicomSlideError as error:
+            if fail_on_error:
+                raise
+            logger.warning("find_slides skips %s: %s", describe(groups[key]), error)
+    return slides
