@@ -28,6 +28,7 @@ from pydicom import Dataset
 from dicomslide.codecs import sniff_transfer_syntax
 from dicomslide.errors import NotFoundError, RegionError, SourceError, UnsupportedError
 from dicomslide.sources.protocol import EncodedFrame
+from dicomslide.sources.runtime import SourceRuntime
 
 __all__ = ["ForeignClientSource", "is_foreign_client", "looks_like_rle"]
 
@@ -168,12 +169,32 @@ class ForeignClientSource:
     ----------
     client: dicomweb_client.DICOMClient
         A ``DICOMwebClient``, ``DICOMfileClient`` or any object with the same methods
+    cache_max_bytes: int | None, optional
+        Budget of the encoded-frame cache (``None``: the default)
+    decoded_cache_max_bytes: int | None, optional
+        Budget of the decoded-tile cache (``None``: the default)
     """
 
-    def __init__(self, client: Any) -> None:
+    def __init__(
+        self,
+        client: Any,
+        *,
+        cache_max_bytes: int | None = None,
+        decoded_cache_max_bytes: int | None = None,
+    ) -> None:
         self.client = client
+        self._runtime = SourceRuntime(
+            self,
+            cache_max_bytes=cache_max_bytes,
+            decoded_cache_max_bytes=decoded_cache_max_bytes,
+        )
         self._transfer_syntaxes: dict[str, str] = {}
         self._instances: OrderedDict[str, Dataset] = OrderedDict()
+
+    @property
+    def runtime(self) -> SourceRuntime:
+        """dicomslide.sources.runtime.SourceRuntime: This adapter's caches and frame services."""
+        return self._runtime
 
     async def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         def call() -> Any:

@@ -94,6 +94,7 @@ from dicomslide.errors import (
 from dicomslide.perframe import extract_z_offsets, get_value, remember_z_offsets
 from dicomslide.sources import part10
 from dicomslide.sources.protocol import EncodedFrame
+from dicomslide.sources.runtime import SourceRuntime
 
 __all__ = ["DICOMfileClient", "IndexSummary"]
 
@@ -735,6 +736,11 @@ class DICOMfileClient:
         ``~/.cache/dicomslide/index``)
     recursive: bool, optional
         Whether to index sub-folders too
+    cache_max_bytes: int | None, optional
+        Budget of the encoded-frame cache shared by all slides of this client (``None``: the
+        default, 512 MiB)
+    decoded_cache_max_bytes: int | None, optional
+        Budget of the decoded-tile cache (``None``: the default, 128 MiB; 0 turns it off)
 
     Notes
     -----
@@ -749,7 +755,14 @@ class DICOMfileClient:
         *,
         index_dir: str | os.PathLike[str] | None = None,
         recursive: bool = True,
+        cache_max_bytes: int | None = None,
+        decoded_cache_max_bytes: int | None = None,
     ) -> None:
+        self._runtime = SourceRuntime(
+            self,
+            cache_max_bytes=cache_max_bytes,
+            decoded_cache_max_bytes=decoded_cache_max_bytes,
+        )
         # abspath, not resolve(): no file system access outside worker threads.
         self._base_dir = Path(os.path.abspath(_to_path(url).expanduser()))
         self._index_dir = Path(index_dir) if index_dir is not None else None
@@ -767,6 +780,11 @@ class DICOMfileClient:
         self._validated_lock = threading.Lock()
         self._frame_sources: OrderedDict[str, _FrameSource] = OrderedDict()
         self._frame_source_locks: dict[str, asyncio.Lock] = {}
+
+    @property
+    def runtime(self) -> SourceRuntime:
+        """dicomslide.sources.runtime.SourceRuntime: This client's caches and frame services."""
+        return self._runtime
 
     @property
     def base_dir(self) -> Path:

@@ -122,6 +122,7 @@ from dicomslide.sources.multipart import (
     transfer_syntax_from_content_type,
 )
 from dicomslide.sources.protocol import EncodedFrame
+from dicomslide.sources.runtime import FrameServiceOptions, SourceRuntime
 
 __all__ = ["DICOMwebClient", "RetryPolicy", "ServerError"]
 
@@ -500,7 +501,10 @@ class DICOMwebClient:
         round trip per batch of tiles; random reads and single region reads never trigger it
         (see :class:`dicomslide.frames.FrameService`).
     cache_max_bytes: int | None, optional
-        Budget of the encoded-frame cache shared by all slides of this client
+        Budget of the encoded-frame cache shared by all slides of this client (``None``: the
+        default, 512 MiB)
+    decoded_cache_max_bytes: int | None, optional
+        Budget of the decoded-tile cache (``None``: the default, 128 MiB; 0 turns it off)
     max_instance_bytes: int, optional
         Largest instance fetched whole when the server refuses to send its frames (see
         *Whole-instance fallback* in the module documentation); 0 turns the fallback off
@@ -527,6 +531,7 @@ class DICOMwebClient:
         readahead: int = 256,
         cache_max_bytes: int | None = None,
         max_instance_bytes: int = DEFAULT_MAX_INSTANCE_BYTES,
+        decoded_cache_max_bytes: int | None = None,
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in {"http", "https"} or not parts.netloc:
@@ -567,16 +572,19 @@ class DICOMwebClient:
         self.retry = retry or RetryPolicy()
         self.max_url_length = max_url_length
         self.max_frames_per_request = max_frames_per_request
-        self.frame_service_options: dict[str, Any] = {
-            # chunking happens here, by URL length too; the service only bounds memory
-            "max_frames_per_request": max(max_frames_per_request, 1),
-            "max_concurrent_requests": max_concurrent_requests,
-            "coalesce_window": coalesce_window,
-            "max_requests_per_instance": max_requests_per_instance,
-            "readahead": readahead,
-        }
-        if cache_max_bytes is not None:
-            self.cache_max_bytes = cache_max_bytes
+        self._runtime = SourceRuntime(
+            self,
+            cache_max_bytes=cache_max_bytes,
+            decoded_cache_max_bytes=decoded_cache_max_bytes,
+            service_options=FrameServiceOptions(
+                # chunking happens here, by URL length too; the service only bounds memory
+                max_frames_per_request=max(max_frames_per_request, 1),
+                max_concurrent_requests=max_concurrent_requests,
+                coalesce_window=coalesce_window,
+                max_requests_per_instance=max_requests_per_instance,
+                readahead=readahead,
+            ),
+        )
         self._clients: dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
         self._syntax_of: dict[str, str] = {}
         self._refuses_stored: set[str] = set()
@@ -593,6 +601,11 @@ class DICOMwebClient:
         self.requests_sent = 0
         #: QIDO-RS ``limit`` of one page of search results.
         self.qido_page_size = 1000
+
+    @property
+    def runtime(self) -> SourceRuntime:
+        """dicomslide.sources.runtime.SourceRuntime: This client's caches and frame services."""
+        return self._runtime
 
     # --- plumbing -----------------------------------------------------------------------
 
