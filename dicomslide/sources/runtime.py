@@ -137,8 +137,6 @@ class SourceRuntime:
                 source = self._source()
                 if source is None:  # pragma: no cover - the owner calls through itself
                     raise RuntimeError("The source of this runtime is gone.")
-                service = FrameService(
-                    source, self.frame_cache, **asdict(self.service_options)
-                )
+                service = FrameService(source, self.frame_cache, **asdict(self.service_options))
                 self._services[loop] = service
             return service

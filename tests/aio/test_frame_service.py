@@ -146,9 +146,7 @@ async def test_a_second_event_loop_gets_its_own_service(tmp_path: Path) -> None:
 
 
 def test_cache_budgets_come_from_the_constructor(tmp_path: Path) -> None:
-    client = dicomslide.DICOMfileClient(
-        tmp_path, cache_max_bytes=12345, decoded_cache_max_bytes=0
-    )
+    client = dicomslide.DICOMfileClient(tmp_path, cache_max_bytes=12345, decoded_cache_max_bytes=0)
     assert dicomslide.get_cache_stats(client).max_bytes == 12345
     assert runtime.decoded_tile_cache(client).max_bytes == 0
     web = dicomslide.DICOMwebClient(
