@@ -127,3 +127,15 @@ class DecodeError(DicomSlideError, ValueError):
 
 class InvalidClientError(DicomSlideError, TypeError):
     """An object given as a client is neither a dicomslide source nor a DICOMClient."""
+
+
+class ArgumentError(DicomSlideError, ValueError):
+    """A bad argument that is not a region: a URL, a retry count, a timeout, a QIDO filter."""
+
+
+class ServerError(DicomWebError):
+    """The server answered with a 5xx status."""
+
+
+class NotAcceptableError(DicomWebError):
+    """The server cannot give the representation asked for (406, or 400 for media types)."""

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final, Literal
 from urllib.parse import quote, unquote_plus, urlsplit, urlunsplit
 
-from dicomslide.errors import RegionError
+from dicomslide.errors import ArgumentError, RegionError
 
 __all__ = [
     "ACCEPT_STORED_FRAMES",
@@ -97,13 +97,13 @@ _WORD_SPLIT_RE: Final = re.compile(r"[^a-z0-9]+")
 
 def _root(root: str) -> str:
     if not root:
-        raise RegionError("a DICOMweb root URL must not be empty")
+        raise ArgumentError("a DICOMweb root URL must not be empty")
     return root.rstrip("/")
 
 
 def _uid(name: str, value: str) -> str:
     if not isinstance(value, str) or not value:
-        raise RegionError(f"{name} must be a non-empty string, not {value!r}")
+        raise ArgumentError(f"{name} must be a non-empty string, not {value!r}")
     # UIDs are digits and dots; quoting is a no-op for them and keeps anything else from
     # changing the path structure.
     return quote(value, safe="")
@@ -143,8 +143,10 @@ def frames_url(
 
     Raises
     ------
+    ArgumentError
+        If a UID is empty
     RegionError
-        If a UID is empty, or `frame_numbers` is empty or holds a number below 1
+        If `frame_numbers` is empty or holds a number below 1
     """
     return (
         f"{_root(wado_root)}/studies/{_uid('study', study)}/series/{_uid('series', series)}"
@@ -181,11 +183,11 @@ def chunk_frame_numbers(
 
     Raises
     ------
-    RegionError
+    ArgumentError
         If `max_frames` is below 1, or a single frame number does not fit the URL limit
     """
     if max_frames < 1:
-        raise RegionError(f"max_frames must be at least 1, not {max_frames}")
+        raise ArgumentError(f"max_frames must be at least 1, not {max_frames}")
     budget = max_url_length - url_prefix_length
     chunks: list[list[int]] = []
     current: list[int] = []
@@ -193,7 +195,7 @@ def chunk_frame_numbers(
     for number in frame_numbers:
         width = len(str(number))
         if width > budget:
-            raise RegionError(
+            raise ArgumentError(
                 f"frame number {number} does not fit a URL of at most {max_url_length} "
                 f"characters after a {url_prefix_length}-character prefix"
             )
@@ -228,7 +230,7 @@ def series_metadata_url(wado_root: str, study: str, series: str) -> str:
 
     Raises
     ------
-    RegionError
+    ArgumentError
         If a UID is empty
     """
     return (
@@ -258,7 +260,7 @@ def instance_metadata_url(wado_root: str, study: str, series: str, sop: str) -> 
 
     Raises
     ------
-    RegionError
+    ArgumentError
         If a UID is empty
     """
     return (
@@ -293,16 +295,16 @@ def qido_url(
 
     Raises
     ------
-    RegionError
+    ArgumentError
         If `level` is unknown or the UIDs given do not scope that level
     """
     root = _root(qido_root)
     if level not in ("studies", "series", "instances"):
-        raise RegionError(f"QIDO level must be studies, series or instances, not {level!r}")
+        raise ArgumentError(f"QIDO level must be studies, series or instances, not {level!r}")
     if series is not None and (level != "instances" or study is None):
-        raise RegionError("a series UID scopes only an instances search within a study")
+        raise ArgumentError("a series UID scopes only an instances search within a study")
     if study is not None and level == "studies":
-        raise RegionError("a studies search cannot be scoped to a study")
+        raise ArgumentError("a studies search cannot be scoped to a study")
     path = root
     if study is not None:
         path += f"/studies/{_uid('study', study)}"
@@ -317,7 +319,7 @@ def _query_value(key: str, value: Any) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, bool):
-        raise RegionError(f"QIDO filter {key!r} cannot take a boolean value")
+        raise ArgumentError(f"QIDO filter {key!r} cannot take a boolean value")
     if isinstance(value, datetime.datetime):
         return value.strftime("%Y%m%d%H%M%S")
     if isinstance(value, datetime.date):
@@ -364,23 +366,23 @@ def qido_params(
 
     Raises
     ------
-    RegionError
+    ArgumentError
         If a key is empty, a value is a boolean, or `limit`/`offset` is negative
     """
     params: list[tuple[str, str]] = []
     for key, value in (search_filters or {}).items():
         if not isinstance(key, str) or not key:
-            raise RegionError(f"QIDO filter keys must be non-empty strings, not {key!r}")
+            raise ArgumentError(f"QIDO filter keys must be non-empty strings, not {key!r}")
         params.append((key, _query_value(key, value)))
     for field in fields:
         if not field:
-            raise RegionError("QIDO includefield entries must not be empty")
+            raise ArgumentError("QIDO includefield entries must not be empty")
         params.append(("includefield", field))
     for name, number in (("limit", limit), ("offset", offset)):
         if number is None:
             continue
         if isinstance(number, bool) or not isinstance(number, int) or number < 0:
-            raise RegionError(f"QIDO {name} must be a non-negative integer, not {number!r}")
+            raise ArgumentError(f"QIDO {name} must be a non-negative integer, not {number!r}")
         params.append((name, str(number)))
     if fuzzy:
         params.append(("fuzzymatching", "true"))
@@ -408,12 +410,12 @@ def accept_for_transfer_syntax(transfer_syntax_uid: str) -> str:
 
     Raises
     ------
-    RegionError
+    ArgumentError
         If `transfer_syntax_uid` is not a UID
     """
     uid = transfer_syntax_uid.strip()
     if not re.fullmatch(r"[0-9]+(\.[0-9]+)*", uid):
-        raise RegionError(f"not a transfer syntax UID: {transfer_syntax_uid!r}")
+        raise ArgumentError(f"not a transfer syntax UID: {transfer_syntax_uid!r}")
     if uid in _NATIVE_TRANSFER_SYNTAXES:
         media_type, uid = "application/octet-stream", _EXPLICIT_VR_LITTLE_ENDIAN
     else:

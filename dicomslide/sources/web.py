@@ -90,12 +90,15 @@ from pydicom import Dataset
 
 from dicomslide.codecs import sniff_transfer_syntax
 from dicomslide.errors import (
+    ArgumentError,
     DicomWebError,
     InvalidDataError,
+    NotAcceptableError,
     NotFoundError,
     ProtocolError,
     RegionError,
     RequestTimeoutError,
+    ServerError,
     SourceError,
     TransportError,
     UnsupportedError,
@@ -124,7 +127,7 @@ from dicomslide.sources.multipart import (
 from dicomslide.sources.protocol import EncodedFrame
 from dicomslide.sources.runtime import FrameServiceOptions, SourceRuntime
 
-__all__ = ["DICOMwebClient", "RetryPolicy", "ServerError"]
+__all__ = ["DICOMwebClient", "NotAcceptableError", "RetryPolicy", "ServerError"]
 
 #: Connect within 10 s; no read, write or pool wait longer than 60 s.
 DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
@@ -189,20 +192,12 @@ def _ssl_context_for(path: str) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=path)
 
 
-class ServerError(DicomWebError):
-    """The server answered with a 5xx status."""
-
-
 class _IncompleteResponse(ProtocolError):
     """A frames response ended early; the missing frames may be asked for again."""
 
     def __init__(self, message: str, url: str) -> None:
         super().__init__(message)
         self.url = url
-
-
-class NotAcceptableError(DicomWebError):
-    """The server cannot give the representation asked for (406, or 400 for media types)."""
 
 
 class _NotFound(DicomWebError, NotFoundError):
@@ -423,7 +418,7 @@ class RetryPolicy:
 
     def __init__(self, attempts: int = 4, backoff: float = 0.2, max_backoff: float = 10.0) -> None:
         if attempts < 1:
-            raise RegionError(f"Retry attempts must be >= 1, got {attempts}.")
+            raise ArgumentError(f"Retry attempts must be >= 1, got {attempts}.")
         self.attempts = attempts
         self.backoff = backoff
         self.max_backoff = max_backoff
@@ -535,9 +530,11 @@ class DICOMwebClient:
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in {"http", "https"} or not parts.netloc:
-            raise RegionError(f"DICOMweb URL must be http(s)://host/path, got {redact_url(url)}.")
+            raise ArgumentError(
+                f"DICOMweb URL must be http(s)://host/path, got {redact_url(url)}."
+            )
         if parts.username or parts.password:
-            raise RegionError(
+            raise ArgumentError(
                 "Put credentials in auth=, not in the URL (they would end up in logs)."
             )
         # Query parameters of the URL (e.g. an access token) go with every request to the

@@ -617,3 +617,27 @@ async def test_find_slides_through_rejected_filters(server: FakeDicomWeb) -> Non
         slides = await dicomslide.find_slides(client, correct_color=False)
         assert len(slides) == 1
         assert slides[0].size == SPEC.size
+
+
+# --- argument errors ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: dicomslide.DICOMwebClient("ftp://host/dicom-web"), "http"),
+        (lambda: dicomslide.DICOMwebClient("http://user:pw@host/dicom-web"), "auth="),
+        (lambda: web.RetryPolicy(attempts=0), "attempts"),
+    ],
+)
+def test_bad_urls_and_retry_counts_are_argument_errors(
+    make: Callable[[], object], message: str
+) -> None:
+    # Not regions: ArgumentError (still a ValueError), not RegionError.
+    with pytest.raises(dicomslide.errors.ArgumentError, match=message) as caught:
+        make()
+    assert isinstance(caught.value, ValueError)
+    assert not isinstance(caught.value, dicomslide.RegionError)
+    # The old import names keep working.
+    assert web.ServerError is dicomslide.errors.ServerError
+    assert web.NotAcceptableError is dicomslide.errors.NotAcceptableError
