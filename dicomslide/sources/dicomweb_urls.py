@@ -15,6 +15,36 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final, Literal
 from urllib.parse import quote, unquote_plus, urlsplit, urlunsplit
 
+from dicomslide._syntaxes import (
+    EXPLICIT_VR_LITTLE_ENDIAN,
+    HEVC_MAIN,
+    HEVC_MAIN10,
+    HTJ2K,
+    HTJ2K_LOSSLESS,
+    HTJ2K_LOSSLESS_RPCL,
+    J2K,
+    J2K_LOSSLESS,
+    J2K_PART2,
+    J2K_PART2_LOSSLESS,
+    JPEG_BASELINE,
+    JPEG_EXTENDED,
+    JPEG_LOSSLESS,
+    JPEG_LOSSLESS_SV1,
+    JPEG_LS_LOSSLESS,
+    JPEG_LS_NEAR_LOSSLESS,
+    JPEG_XL,
+    JPEG_XL_LOSSLESS,
+    JPEG_XL_RECOMPRESSION,
+    MPEG2_MAIN_HL,
+    MPEG2_MAIN_ML,
+    MPEG4_HP41,
+    MPEG4_HP41_BD,
+    MPEG4_HP42_2D,
+    MPEG4_HP42_3D,
+    MPEG4_HP42_STEREO,
+    NATIVE,
+    RLE_LOSSLESS,
+)
 from dicomslide.errors import ArgumentError, RegionError
 
 __all__ = [
@@ -34,50 +64,41 @@ ACCEPT_STORED_FRAMES: Final = (
 )
 """``Accept`` header asking for frames in whatever transfer syntax they are stored in."""
 
-_EXPLICIT_VR_LITTLE_ENDIAN: Final = "1.2.840.10008.1.2.1"
-
 # Media types of compressed pixel data per PS3.18 Table 8.7.3-5 (the image-pixel and
 # video-pixel productions of Section 8.7.3.5).
 _MEDIA_TYPE_BY_TRANSFER_SYNTAX: Final[dict[str, str]] = {
-    "1.2.840.10008.1.2.4.50": "image/jpeg",
-    "1.2.840.10008.1.2.4.51": "image/jpeg",
-    "1.2.840.10008.1.2.4.57": "image/jpeg",
-    "1.2.840.10008.1.2.4.70": "image/jpeg",
-    "1.2.840.10008.1.2.5": "image/dicom-rle",
-    "1.2.840.10008.1.2.4.80": "image/jls",
-    "1.2.840.10008.1.2.4.81": "image/jls",
-    "1.2.840.10008.1.2.4.90": "image/jp2",
-    "1.2.840.10008.1.2.4.91": "image/jp2",
-    "1.2.840.10008.1.2.4.92": "image/jpx",
-    "1.2.840.10008.1.2.4.93": "image/jpx",
-    "1.2.840.10008.1.2.4.201": "image/jphc",
-    "1.2.840.10008.1.2.4.202": "image/jphc",
-    "1.2.840.10008.1.2.4.203": "image/jphc",
-    "1.2.840.10008.1.2.4.110": "image/jxl",
-    "1.2.840.10008.1.2.4.111": "image/jxl",
-    "1.2.840.10008.1.2.4.112": "image/jxl",
-    "1.2.840.10008.1.2.4.100": "video/mpeg",
-    "1.2.840.10008.1.2.4.101": "video/mpeg",
-    "1.2.840.10008.1.2.4.102": "video/mp4",
-    "1.2.840.10008.1.2.4.103": "video/mp4",
-    "1.2.840.10008.1.2.4.104": "video/mp4",
-    "1.2.840.10008.1.2.4.105": "video/mp4",
-    "1.2.840.10008.1.2.4.106": "video/mp4",
-    "1.2.840.10008.1.2.4.107": "video/H265",
-    "1.2.840.10008.1.2.4.108": "video/H265",
+    JPEG_BASELINE: "image/jpeg",
+    JPEG_EXTENDED: "image/jpeg",
+    JPEG_LOSSLESS: "image/jpeg",
+    JPEG_LOSSLESS_SV1: "image/jpeg",
+    RLE_LOSSLESS: "image/dicom-rle",
+    JPEG_LS_LOSSLESS: "image/jls",
+    JPEG_LS_NEAR_LOSSLESS: "image/jls",
+    J2K_LOSSLESS: "image/jp2",
+    J2K: "image/jp2",
+    J2K_PART2_LOSSLESS: "image/jpx",
+    J2K_PART2: "image/jpx",
+    HTJ2K_LOSSLESS: "image/jphc",
+    HTJ2K_LOSSLESS_RPCL: "image/jphc",
+    HTJ2K: "image/jphc",
+    JPEG_XL_LOSSLESS: "image/jxl",
+    JPEG_XL_RECOMPRESSION: "image/jxl",
+    JPEG_XL: "image/jxl",
+    MPEG2_MAIN_ML: "video/mpeg",
+    MPEG2_MAIN_HL: "video/mpeg",
+    MPEG4_HP41: "video/mp4",
+    MPEG4_HP41_BD: "video/mp4",
+    MPEG4_HP42_2D: "video/mp4",
+    MPEG4_HP42_3D: "video/mp4",
+    MPEG4_HP42_STEREO: "video/mp4",
+    HEVC_MAIN: "video/H265",
+    HEVC_MAIN10: "video/H265",
 }
 
 # Native frame bytes do not depend on how the data set around them is encoded, and PS3.18
 # Section 8.7.3 forbids Implicit VR Little Endian and Explicit VR Big Endian in web services,
 # so every native syntax is asked for as Explicit VR Little Endian.
-_NATIVE_TRANSFER_SYNTAXES: Final = frozenset(
-    {
-        "1.2.840.10008.1.2",
-        "1.2.840.10008.1.2.1",
-        "1.2.840.10008.1.2.1.99",
-        "1.2.840.10008.1.2.2",
-    }
-)
+_NATIVE_TRANSFER_SYNTAXES: Final = NATIVE
 
 # A query parameter name marks its value as a secret if it contains one of these...
 _CREDENTIAL_SUBSTRINGS: Final = (
@@ -417,7 +438,7 @@ def accept_for_transfer_syntax(transfer_syntax_uid: str) -> str:
     if not re.fullmatch(r"[0-9]+(\.[0-9]+)*", uid):
         raise ArgumentError(f"not a transfer syntax UID: {transfer_syntax_uid!r}")
     if uid in _NATIVE_TRANSFER_SYNTAXES:
-        media_type, uid = "application/octet-stream", _EXPLICIT_VR_LITTLE_ENDIAN
+        media_type, uid = "application/octet-stream", EXPLICIT_VR_LITTLE_ENDIAN
     else:
         media_type = _MEDIA_TYPE_BY_TRANSFER_SYNTAX.get(uid, "application/octet-stream")
     return f'multipart/related; type="{media_type}"; transfer-syntax={uid}'

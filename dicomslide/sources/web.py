@@ -88,6 +88,7 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 import httpx
 from pydicom import Dataset
 
+from dicomslide._syntaxes import EXPLICIT_VR_LITTLE_ENDIAN, RLE_LOSSLESS
 from dicomslide.codecs import sniff_transfer_syntax
 from dicomslide.errors import (
     ArgumentError,
@@ -147,8 +148,6 @@ _INSTANCE_READ_BATCH: Final = 64
 _MAX_PART_HEADER_BYTES: Final = 64 * 1024
 _HEADER_END_RE: Final = re.compile(rb"\r?\n\r?\n")
 _CONTENT_LENGTH_RE: Final = re.compile(rb"(?im)^content-length[ \t]*:[ \t]*([0-9]+)[ \t]*\r?$")
-_EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
-_RLE_LOSSLESS = "1.2.840.10008.1.2.5"
 _MAX_REDIRECTS = 5
 _FRAME_LOCATION_RE = re.compile(r"/frames/([0-9]+)/?$")
 # Values shorter than this are not scrubbed from messages (they would mangle them).
@@ -1061,7 +1060,7 @@ class DICOMwebClient:
             else:
                 self._serves_stored.add(sop)
                 return response
-        accept = accept_for_transfer_syntax(self._syntax_of.get(sop, _EXPLICIT_VR_LITTLE_ENDIAN))
+        accept = accept_for_transfer_syntax(self._syntax_of.get(sop, EXPLICIT_VR_LITTLE_ENDIAN))
         return await self._send(url, accept=accept, stream=True)
 
     async def _frames_once(
@@ -1291,7 +1290,7 @@ class DICOMwebClient:
             or sniff_transfer_syntax(body)
         )
         if syntax is None:
-            syntax = _RLE_LOSSLESS if looks_like_rle(body) else _EXPLICIT_VR_LITTLE_ENDIAN
+            syntax = RLE_LOSSLESS if looks_like_rle(body) else EXPLICIT_VR_LITTLE_ENDIAN
         return EncodedFrame(body, syntax)
 
     async def aclose(self) -> None:
