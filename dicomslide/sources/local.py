@@ -73,7 +73,7 @@ from typing import Any, BinaryIO, Final
 
 import pydicom
 from pydicom import DataElement, Dataset
-from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
+from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import RawDataElement
 from pydicom.multival import MultiValue
 
@@ -94,6 +94,7 @@ from dicomslide.errors import (
 from dicomslide.perframe import extract_z_offsets, get_value, remember_z_offsets
 from dicomslide.sources import part10
 from dicomslide.sources.protocol import EncodedFrame
+from dicomslide.sources.qido_match import normalize_keyword, value_matches
 from dicomslide.sources.runtime import SourceRuntime
 
 __all__ = ["DICOMfileClient", "IndexSummary"]
@@ -140,7 +141,6 @@ _INDEX_TAGS: Final[list[int]] = [int(tag_for_keyword(k) or 0) for k in _INDEX_KE
 _SEARCHABLE: Final = frozenset((*_INDEX_KEYWORDS, "TransferSyntaxUID"))
 _REQUIRED: Final = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
 _INT_VRS: Final = frozenset({"IS", "US", "UL", "SS", "SL", "SV", "UV"})
-_RANGE_KEYWORDS: Final = frozenset({"StudyDate", "StudyTime", "PatientBirthDate"})
 
 _METADATA_CACHE_SIZE: Final = 256
 _FRAME_TABLE_CACHE_SIZE: Final = 1024
@@ -626,51 +626,10 @@ def _read_frames(
 # --------------------------------------------------------------------------------------------
 
 
-def _normalize_keyword(key: str) -> str:
-    hex_key = key.replace(",", "").replace("(", "").replace(")", "")
-    if re.fullmatch(r"[0-9A-Fa-f]{8}", hex_key):
-        keyword = keyword_for_tag(int(hex_key, 16))
-        if keyword:
-            return keyword
-    return key
-
-
-def _wildcard_regex(pattern: str) -> re.Pattern[str]:
-    parts = (".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
-    return re.compile("".join(parts), re.DOTALL)
-
-
-def _match_one(keyword: str, candidates: list[str], wanted: Any) -> bool:
-    if isinstance(wanted, list | tuple | set | frozenset):
-        return any(_match_one(keyword, candidates, w) for w in wanted)
-    if wanted is None:
-        return True
-    text = str(wanted)
-    if text == "":
-        return True
-    if keyword in _RANGE_KEYWORDS and "-" in text:
-        low, _, high = text.partition("-")
-        return any((not low or c >= low) and (not high or c <= high) for c in candidates)
-    if "*" in text or "?" in text:
-        regex = _wildcard_regex(text)
-        return any(regex.fullmatch(c) for c in candidates)
-    return text in candidates
-
-
-def _candidates(value: Any) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, list):
-        values = [str(v) for v in value]
-        # A multi-valued attribute matches its whole value or any single value.
-        return ["\\".join(values), *values]
-    return [str(value)]
-
-
 def _compile_filters(search_filters: Mapping[str, Any] | None) -> list[tuple[str, Any]]:
     filters: list[tuple[str, Any]] = []
     for key, wanted in (search_filters or {}).items():
-        keyword = _normalize_keyword(str(key))
+        keyword = normalize_keyword(str(key))
         if keyword not in _SEARCHABLE:
             raise UnsupportedError(
                 f"cannot search a local folder on {key!r}; supported keywords: "
@@ -682,8 +641,7 @@ def _compile_filters(search_filters: Mapping[str, Any] | None) -> list[tuple[str
 
 def _matches(instance: _Instance, filters: Sequence[tuple[str, Any]]) -> bool:
     return all(
-        _match_one(keyword, _candidates(instance.attrs.get(keyword)), wanted)
-        for keyword, wanted in filters
+        value_matches(keyword, instance.attrs.get(keyword), wanted) for keyword, wanted in filters
     )
 
 

@@ -126,6 +126,7 @@ from dicomslide.sources.multipart import (
     transfer_syntax_from_content_type,
 )
 from dicomslide.sources.protocol import EncodedFrame
+from dicomslide.sources.qido_match import dataset_matches
 from dicomslide.sources.runtime import FrameServiceOptions, SourceRuntime
 
 __all__ = ["DICOMwebClient", "NotAcceptableError", "RetryPolicy", "ServerError"]
@@ -754,7 +755,7 @@ class DICOMwebClient:
             # and filter here.
             items = await self._paged(url, {}, page_size)
             datasets = await self._datasets(items)
-            return [ds for ds in datasets if _matches(ds, filters)]
+            return [ds for ds in datasets if dataset_matches(ds, filters)]
         return await self._datasets(items)
 
     async def _paged(
@@ -1353,16 +1354,3 @@ def _frame_from_location(location: str | None) -> int | None:
         return None
     match = _FRAME_LOCATION_RE.search(urlsplit(location).path)
     return int(match.group(1)) if match else None
-
-
-def _matches(ds: Dataset, filters: Mapping[str, Any]) -> bool:
-    for keyword, wanted in filters.items():
-        if keyword in {"includefield", "limit", "offset", "fuzzymatching"}:
-            continue
-        value = ds.get(keyword)
-        if value is None:
-            continue  # not returned by the server: cannot judge, keep
-        values = wanted if isinstance(wanted, list | tuple) else [wanted]
-        if str(value) not in {str(v) for v in values}:
-            return False
-    return True

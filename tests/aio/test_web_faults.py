@@ -619,6 +619,31 @@ async def test_find_slides_through_rejected_filters(server: FakeDicomWeb) -> Non
         assert slides[0].size == SPEC.size
 
 
+async def test_wildcards_match_on_a_server_that_rejects_filters(server: FakeDicomWeb) -> None:
+    # The client filters what the server would not; it must match as QIDO (and the local
+    # folder client) does: wildcards, lists, universal matching, not exact strings only.
+    server.reject_filters = True
+    async with server.client() as client:
+        everything = await client.search_for_instances()
+        with_container = [ds for ds in everything if "ContainerIdentifier" in ds]
+        assert with_container  # the server returns the attribute, so it can be judged
+        assert {ds.ContainerIdentifier for ds in with_container} == {"SLIDE-1"}
+        server.requests.clear()
+        found = await client.search_for_instances(search_filters={"ContainerIdentifier": "S22*"})
+        assert [ds for ds in found if "ContainerIdentifier" in ds] == []
+        # Rejected with the filter, then asked again without it and filtered here.
+        queries = server.requests_of("qido-instances")
+        assert ["ContainerIdentifier" in r.url.params for r in queries] == [True, False]
+        for wanted in ("SLIDE*", "SL?DE-1", "*", ["S22-0001", "SLIDE-1"], "", None):
+            found = await client.search_for_instances(
+                search_filters={"ContainerIdentifier": wanted}
+            )
+            assert len(found) == len(everything), wanted
+        # A slide is still found by its exact container through the fallback.
+        (slide,) = await dicomslide.find_slides(client, container_id="SLIDE-1")
+        assert await dicomslide.find_slides(client, container_id="S22*") == []
+
+
 # --- argument errors ---------------------------------------------------------------------------
 
 
