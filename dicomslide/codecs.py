@@ -308,16 +308,18 @@ class PixelFormat:
         if self.bits_allocated == 1:
             return math.ceil(self.rows * self.columns * self.samples_per_pixel / 8)
         samples = self.samples_per_pixel
-        if self._is_native_422:
+        if self.is_native_422:
             samples = 2
         return self.rows * self.columns * samples * (self.bits_allocated // 8)
 
     @property
-    def _is_native_422(self) -> bool:
+    def is_native_422(self) -> bool:
+        """bool: Whether native frames hold YBR_FULL_422 (two samples per pixel stored)."""
         return self.photometric_interpretation == "YBR_FULL_422" and self.samples_per_pixel == 3
 
     @property
-    def _is_colour(self) -> bool:
+    def is_colour(self) -> bool:
+        """bool: Whether pixels have three samples."""
         return self.samples_per_pixel == 3
 
 
@@ -937,7 +939,7 @@ def _decode_native(
         return bits[bit_offset : bit_offset + count].reshape(shape)
 
     stored = fmt.dtype.newbyteorder(">" if big_endian else "<")
-    if fmt._is_native_422:
+    if fmt.is_native_422:
         if fmt.columns % 2 or fmt.planar_configuration:
             raise context.error(
                 "YBR_FULL_422 native frames need an even number of columns and "
@@ -954,7 +956,7 @@ def _decode_native(
     # The copy is also the byte swap and detaches the result from the caller's buffer.
     arr = view.astype(fmt.dtype, order="C", copy=True)
     _clear_unused_bits(arr, fmt)
-    if fmt._is_colour and fmt.photometric_interpretation == "YBR_FULL":
+    if fmt.is_colour and fmt.photometric_interpretation == "YBR_FULL":
         return _ybr_to_rgb(arr, fmt)
     return arr
 
@@ -1108,7 +1110,7 @@ def _find_jp2_codestream(data: bytes) -> tuple[int, int] | None:
 
 
 def _prepare(data: bytes, uid: str, fmt: PixelFormat, context: _Context) -> _Job:
-    colour = fmt._is_colour
+    colour = fmt.is_colour
     if uid in _JPEG_FAMILY:
         header = _scan_jpeg(data)
         if header is None:
