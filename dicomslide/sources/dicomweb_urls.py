@@ -53,6 +53,7 @@ __all__ = [
     "chunk_frame_numbers",
     "frames_url",
     "instance_metadata_url",
+    "is_credential_name",
     "qido_params",
     "qido_url",
     "redact_url",
@@ -444,7 +445,19 @@ def accept_for_transfer_syntax(transfer_syntax_uid: str) -> str:
     return f'multipart/related; type="{media_type}"; transfer-syntax={uid}'
 
 
-def _is_credential_name(name: str) -> bool:
+def is_credential_name(name: str) -> bool:
+    """Whether a query parameter or header name marks its value as a secret.
+
+    Parameters
+    ----------
+    name: str
+        The name, possibly percent-encoded (``access_token``, ``X-Amz-Signature``, ``key``)
+
+    Returns
+    -------
+    bool
+        True when the value must be kept out of messages and logs
+    """
     lowered = unquote_plus(name).lower()
     if any(marker in lowered for marker in _CREDENTIAL_SUBSTRINGS):
         return True
@@ -477,6 +490,6 @@ def redact_url(url: str) -> str:
     query = "&".join(
         piece
         for piece in parts.query.split("&")
-        if piece and not _is_credential_name(piece.partition("=")[0])
+        if piece and not is_credential_name(piece.partition("=")[0])
     )
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))

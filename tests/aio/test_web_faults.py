@@ -1,7 +1,7 @@
 """Faults, cancellation, credentials and QIDO paging of :class:`dicomslide.DICOMwebClient`.
 
 Uses the in-process server of ``test_web_requests.py``; no test waits for real time (retry
-waits are recorded through ``dicomslide.sources.web._sleep``).
+waits are recorded through ``dicomslide.sources.web.transport._sleep``).
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     async def fake_sleep(delay: float) -> None:
         recorded.append(delay)
 
-    monkeypatch.setattr(web, "_sleep", fake_sleep)
+    monkeypatch.setattr(web.transport, "_sleep", fake_sleep)
     return recorded
 
 
