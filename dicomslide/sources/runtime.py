@@ -94,9 +94,9 @@ class SourceRuntime:
             else decoded_cache_max_bytes,
             self.frame_cache.stats,
         )
-        self._services: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, FrameService] = (
-            weakref.WeakKeyDictionary()
-        )
+        # A plain dict: a service holds its loop, so weak keys would never be dropped anyway;
+        # services of closed loops are pruned when a new loop asks instead.
+        self._services: dict[asyncio.AbstractEventLoop, FrameService] = {}
         self._pid = os.getpid()
         self._lock = threading.Lock()
 
@@ -124,16 +124,18 @@ class SourceRuntime:
         Returns
         -------
         dicomslide.frames.FrameService
-            Made on first use on each loop, kept as long as the loop and the source live
+            Made on first use on each loop, kept while the loop is open and the source lives
         """
         loop = asyncio.get_running_loop()
         with self._lock:
             if self._pid != os.getpid():
                 # A forked child inherits services whose tasks and futures it cannot run.
-                self._services = weakref.WeakKeyDictionary()
+                self._services = {}
                 self._pid = os.getpid()
             service = self._services.get(loop)
             if service is None:
+                for other in [other for other in self._services if other.is_closed()]:
+                    del self._services[other]
                 source = self._source()
                 if source is None:  # pragma: no cover - the owner calls through itself
                     raise RuntimeError("The source of this runtime is gone.")

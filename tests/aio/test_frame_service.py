@@ -142,6 +142,10 @@ async def test_a_second_event_loop_gets_its_own_service(tmp_path: Path) -> None:
     await slide.get_image_region((0, 0), 0, (64, 64))
     assert slide.cache_stats.frames_fetched == 1
     assert here.cache is there.cache is client.runtime.frame_cache  # type: ignore[attr-defined]
+    # The other loop is closed now: the next new loop's service replaces its service, so
+    # short-lived loops (asyncio.run per call) do not pile up.
+    third = await asyncio.to_thread(asyncio.run, read_elsewhere())
+    assert set(client.runtime._services.values()) == {here, third}
     await client.aclose()
 
 
