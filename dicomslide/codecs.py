@@ -44,6 +44,7 @@ from dicomslide._syntaxes import (
     J2K_PART2_LOSSLESS,
     JPEG_BASELINE,
     JPEG_EXTENDED,
+    JPEG_FAMILY,
     JPEG_LOSSLESS,
     JPEG_LOSSLESS_SV1,
     JPEG_LS_LOSSLESS,
@@ -101,12 +102,6 @@ _SYNTAX_NAMES: dict[str, str] = {
 }
 
 _JPEG_LOSSY = frozenset({JPEG_BASELINE, JPEG_EXTENDED})
-_JPEG_FAMILY = _JPEG_LOSSY | {
-    JPEG_LOSSLESS,
-    JPEG_LOSSLESS_SV1,
-    JPEG_LS_LOSSLESS,
-    JPEG_LS_NEAR_LOSSLESS,
-}
 
 # Deflated Explicit VR Little Endian deflates the whole data set, so by the time a frame
 # reaches this module it has been inflated by the reader and is plain native data.
@@ -1111,7 +1106,7 @@ def _find_jp2_codestream(data: bytes) -> tuple[int, int] | None:
 
 def _prepare(data: bytes, uid: str, fmt: PixelFormat, context: _Context) -> _Job:
     colour = fmt.is_colour
-    if uid in _JPEG_FAMILY:
+    if uid in JPEG_FAMILY:
         header = _scan_jpeg(data)
         if header is None:
             raise context.error("not a JPEG stream, or its header is truncated or corrupt")
