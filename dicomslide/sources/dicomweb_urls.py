@@ -15,36 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final, Literal
 from urllib.parse import quote, unquote_plus, urlsplit, urlunsplit
 
-from dicomslide._syntaxes import (
-    EXPLICIT_VR_LITTLE_ENDIAN,
-    HEVC_MAIN,
-    HEVC_MAIN10,
-    HTJ2K,
-    HTJ2K_LOSSLESS,
-    HTJ2K_LOSSLESS_RPCL,
-    J2K,
-    J2K_LOSSLESS,
-    J2K_PART2,
-    J2K_PART2_LOSSLESS,
-    JPEG_BASELINE,
-    JPEG_EXTENDED,
-    JPEG_LOSSLESS,
-    JPEG_LOSSLESS_SV1,
-    JPEG_LS_LOSSLESS,
-    JPEG_LS_NEAR_LOSSLESS,
-    JPEG_XL,
-    JPEG_XL_LOSSLESS,
-    JPEG_XL_RECOMPRESSION,
-    MPEG2_MAIN_HL,
-    MPEG2_MAIN_ML,
-    MPEG4_HP41,
-    MPEG4_HP41_BD,
-    MPEG4_HP42_2D,
-    MPEG4_HP42_3D,
-    MPEG4_HP42_STEREO,
-    NATIVE,
-    RLE_LOSSLESS,
-)
+from dicomslide import _syntaxes as ts
 from dicomslide.errors import ArgumentError, RegionError
 
 __all__ = [
@@ -68,38 +39,38 @@ ACCEPT_STORED_FRAMES: Final = (
 # Media types of compressed pixel data per PS3.18 Table 8.7.3-5 (the image-pixel and
 # video-pixel productions of Section 8.7.3.5).
 _MEDIA_TYPE_BY_TRANSFER_SYNTAX: Final[dict[str, str]] = {
-    JPEG_BASELINE: "image/jpeg",
-    JPEG_EXTENDED: "image/jpeg",
-    JPEG_LOSSLESS: "image/jpeg",
-    JPEG_LOSSLESS_SV1: "image/jpeg",
-    RLE_LOSSLESS: "image/dicom-rle",
-    JPEG_LS_LOSSLESS: "image/jls",
-    JPEG_LS_NEAR_LOSSLESS: "image/jls",
-    J2K_LOSSLESS: "image/jp2",
-    J2K: "image/jp2",
-    J2K_PART2_LOSSLESS: "image/jpx",
-    J2K_PART2: "image/jpx",
-    HTJ2K_LOSSLESS: "image/jphc",
-    HTJ2K_LOSSLESS_RPCL: "image/jphc",
-    HTJ2K: "image/jphc",
-    JPEG_XL_LOSSLESS: "image/jxl",
-    JPEG_XL_RECOMPRESSION: "image/jxl",
-    JPEG_XL: "image/jxl",
-    MPEG2_MAIN_ML: "video/mpeg",
-    MPEG2_MAIN_HL: "video/mpeg",
-    MPEG4_HP41: "video/mp4",
-    MPEG4_HP41_BD: "video/mp4",
-    MPEG4_HP42_2D: "video/mp4",
-    MPEG4_HP42_3D: "video/mp4",
-    MPEG4_HP42_STEREO: "video/mp4",
-    HEVC_MAIN: "video/H265",
-    HEVC_MAIN10: "video/H265",
+    ts.JPEG_BASELINE: "image/jpeg",
+    ts.JPEG_EXTENDED: "image/jpeg",
+    ts.JPEG_LOSSLESS: "image/jpeg",
+    ts.JPEG_LOSSLESS_SV1: "image/jpeg",
+    ts.RLE_LOSSLESS: "image/dicom-rle",
+    ts.JPEG_LS_LOSSLESS: "image/jls",
+    ts.JPEG_LS_NEAR_LOSSLESS: "image/jls",
+    ts.J2K_LOSSLESS: "image/jp2",
+    ts.J2K: "image/jp2",
+    ts.J2K_PART2_LOSSLESS: "image/jpx",
+    ts.J2K_PART2: "image/jpx",
+    ts.HTJ2K_LOSSLESS: "image/jphc",
+    ts.HTJ2K_LOSSLESS_RPCL: "image/jphc",
+    ts.HTJ2K: "image/jphc",
+    ts.JPEG_XL_LOSSLESS: "image/jxl",
+    ts.JPEG_XL_RECOMPRESSION: "image/jxl",
+    ts.JPEG_XL: "image/jxl",
+    ts.MPEG2_MAIN_ML: "video/mpeg",
+    ts.MPEG2_MAIN_HL: "video/mpeg",
+    ts.MPEG4_HP41: "video/mp4",
+    ts.MPEG4_HP41_BD: "video/mp4",
+    ts.MPEG4_HP42_2D: "video/mp4",
+    ts.MPEG4_HP42_3D: "video/mp4",
+    ts.MPEG4_HP42_STEREO: "video/mp4",
+    ts.HEVC_MAIN: "video/H265",
+    ts.HEVC_MAIN10: "video/H265",
 }
 
 # Native frame bytes do not depend on how the data set around them is encoded, and PS3.18
 # Section 8.7.3 forbids Implicit VR Little Endian and Explicit VR Big Endian in web services,
 # so every native syntax is asked for as Explicit VR Little Endian.
-_NATIVE_TRANSFER_SYNTAXES: Final = NATIVE
+_NATIVE_TRANSFER_SYNTAXES: Final = ts.NATIVE
 
 # A query parameter name marks its value as a secret if it contains one of these...
 _CREDENTIAL_SUBSTRINGS: Final = (
@@ -439,7 +410,7 @@ def accept_for_transfer_syntax(transfer_syntax_uid: str) -> str:
     if not re.fullmatch(r"[0-9]+(\.[0-9]+)*", uid):
         raise ArgumentError(f"not a transfer syntax UID: {transfer_syntax_uid!r}")
     if uid in _NATIVE_TRANSFER_SYNTAXES:
-        media_type, uid = "application/octet-stream", EXPLICIT_VR_LITTLE_ENDIAN
+        media_type, uid = "application/octet-stream", ts.EXPLICIT_VR_LITTLE_ENDIAN
     else:
         media_type = _MEDIA_TYPE_BY_TRANSFER_SYNTAX.get(uid, "application/octet-stream")
     return f'multipart/related; type="{media_type}"; transfer-syntax={uid}'
