@@ -328,11 +328,7 @@ def _open_client(args: argparse.Namespace) -> Any:
         raise _UsageError(f"{source} is neither a folder nor an http(s):// URL")
     if args.header or args.bearer_token:
         raise _UsageError("--header and --bearer-token apply to DICOMweb URLs only")
-    client = dicomslide.DICOMfileClient(folder)
-    if cache:
-        # read by the frame cache when it is created, on first use
-        client.cache_max_bytes = int(cache * 1e6)  # type: ignore[attr-defined]
-    return client
+    return dicomslide.DICOMfileClient(folder, cache_max_bytes=int(cache * 1e6) if cache else None)
 
 
 def _transfer_syntaxes(slide: dicomslide.Slide, level: int) -> str:

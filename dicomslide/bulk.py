@@ -342,8 +342,8 @@ async def prefetch(
         for i in range(0, len(missing), step):
             chunks.append((ref, missing[i : i + step]))
     to_fetch = sum(len(numbers) for _, numbers in chunks)
-    options = getattr(as_source(aslide.client), "frame_service_options", {})
-    window = max(2, int(options.get("max_concurrent_requests", 8)) + 1)
+    options = as_source(aslide.client).runtime.service_options
+    window = max(2, options.max_concurrent_requests + 1)
 
     done = cached
     fetched = 0

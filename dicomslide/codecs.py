@@ -29,6 +29,33 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from dicomslide._syntaxes import (
+    DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
+    DEFLATED_IMAGE_FRAME,
+    EXPLICIT_VR_BIG_ENDIAN,
+    EXPLICIT_VR_LITTLE_ENDIAN,
+    HTJ2K,
+    HTJ2K_LOSSLESS,
+    HTJ2K_LOSSLESS_RPCL,
+    IMPLICIT_VR_LITTLE_ENDIAN,
+    J2K,
+    J2K_LOSSLESS,
+    J2K_PART2,
+    J2K_PART2_LOSSLESS,
+    JPEG_BASELINE,
+    JPEG_EXTENDED,
+    JPEG_FAMILY,
+    JPEG_LOSSLESS,
+    JPEG_LOSSLESS_SV1,
+    JPEG_LS_LOSSLESS,
+    JPEG_LS_NEAR_LOSSLESS,
+    JPEG_XL,
+    JPEG_XL_FAMILY,
+    JPEG_XL_LOSSLESS,
+    JPEG_XL_RECOMPRESSION,
+    NATIVE,
+    RLE_LOSSLESS,
+)
 from dicomslide.errors import (
     DecodeError,
     InvalidDataError,
@@ -48,69 +75,36 @@ __all__ = [
     "sniff_transfer_syntax",
 ]
 
-_IMPLICIT_VR_LE = "1.2.840.10008.1.2"
-_EXPLICIT_VR_LE = "1.2.840.10008.1.2.1"
-_DEFLATED_EXPLICIT_VR_LE = "1.2.840.10008.1.2.1.99"
-_EXPLICIT_VR_BE = "1.2.840.10008.1.2.2"
-_DEFLATED_IMAGE_FRAME = "1.2.840.10008.1.2.8.1"
-_JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
-_JPEG_EXTENDED = "1.2.840.10008.1.2.4.51"
-_JPEG_LOSSLESS = "1.2.840.10008.1.2.4.57"
-_JPEG_LOSSLESS_SV1 = "1.2.840.10008.1.2.4.70"
-_JPEG_LS_LOSSLESS = "1.2.840.10008.1.2.4.80"
-_JPEG_LS_NEAR_LOSSLESS = "1.2.840.10008.1.2.4.81"
-_J2K_LOSSLESS = "1.2.840.10008.1.2.4.90"
-_J2K = "1.2.840.10008.1.2.4.91"
-_J2K_PART2_LOSSLESS = "1.2.840.10008.1.2.4.92"
-_J2K_PART2 = "1.2.840.10008.1.2.4.93"
-_HTJ2K_LOSSLESS = "1.2.840.10008.1.2.4.201"
-_HTJ2K_LOSSLESS_RPCL = "1.2.840.10008.1.2.4.202"
-_HTJ2K = "1.2.840.10008.1.2.4.203"
-_RLE_LOSSLESS = "1.2.840.10008.1.2.5"
-_JPEG_XL_LOSSLESS = "1.2.840.10008.1.2.4.110"
-_JPEG_XL_RECOMPRESSION = "1.2.840.10008.1.2.4.111"
-_JPEG_XL = "1.2.840.10008.1.2.4.112"
 
 _SYNTAX_NAMES: dict[str, str] = {
-    _IMPLICIT_VR_LE: "Implicit VR Little Endian",
-    _EXPLICIT_VR_LE: "Explicit VR Little Endian",
-    _DEFLATED_EXPLICIT_VR_LE: "Deflated Explicit VR Little Endian",
-    _EXPLICIT_VR_BE: "Explicit VR Big Endian",
-    _DEFLATED_IMAGE_FRAME: "Deflated Image Frame Compression",
-    _JPEG_BASELINE: "JPEG Baseline",
-    _JPEG_EXTENDED: "JPEG Extended",
-    _JPEG_LOSSLESS: "JPEG Lossless",
-    _JPEG_LOSSLESS_SV1: "JPEG Lossless SV1",
-    _JPEG_LS_LOSSLESS: "JPEG-LS Lossless",
-    _JPEG_LS_NEAR_LOSSLESS: "JPEG-LS Near-Lossless",
-    _J2K_LOSSLESS: "JPEG 2000 Lossless",
-    _J2K: "JPEG 2000",
-    _J2K_PART2_LOSSLESS: "JPEG 2000 Part 2 Lossless",
-    _J2K_PART2: "JPEG 2000 Part 2",
-    _HTJ2K_LOSSLESS: "HTJ2K Lossless",
-    _HTJ2K_LOSSLESS_RPCL: "HTJ2K Lossless RPCL",
-    _HTJ2K: "HTJ2K",
-    _RLE_LOSSLESS: "RLE Lossless",
-    _JPEG_XL_LOSSLESS: "JPEG XL Lossless",
-    _JPEG_XL_RECOMPRESSION: "JPEG XL JPEG Recompression",
-    _JPEG_XL: "JPEG XL",
+    IMPLICIT_VR_LITTLE_ENDIAN: "Implicit VR Little Endian",
+    EXPLICIT_VR_LITTLE_ENDIAN: "Explicit VR Little Endian",
+    DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN: "Deflated Explicit VR Little Endian",
+    EXPLICIT_VR_BIG_ENDIAN: "Explicit VR Big Endian",
+    DEFLATED_IMAGE_FRAME: "Deflated Image Frame Compression",
+    JPEG_BASELINE: "JPEG Baseline",
+    JPEG_EXTENDED: "JPEG Extended",
+    JPEG_LOSSLESS: "JPEG Lossless",
+    JPEG_LOSSLESS_SV1: "JPEG Lossless SV1",
+    JPEG_LS_LOSSLESS: "JPEG-LS Lossless",
+    JPEG_LS_NEAR_LOSSLESS: "JPEG-LS Near-Lossless",
+    J2K_LOSSLESS: "JPEG 2000 Lossless",
+    J2K: "JPEG 2000",
+    J2K_PART2_LOSSLESS: "JPEG 2000 Part 2 Lossless",
+    J2K_PART2: "JPEG 2000 Part 2",
+    HTJ2K_LOSSLESS: "HTJ2K Lossless",
+    HTJ2K_LOSSLESS_RPCL: "HTJ2K Lossless RPCL",
+    HTJ2K: "HTJ2K",
+    RLE_LOSSLESS: "RLE Lossless",
+    JPEG_XL_LOSSLESS: "JPEG XL Lossless",
+    JPEG_XL_RECOMPRESSION: "JPEG XL JPEG Recompression",
+    JPEG_XL: "JPEG XL",
 }
 
-_JPEG_LOSSY = frozenset({_JPEG_BASELINE, _JPEG_EXTENDED})
-_JPEG_FAMILY = _JPEG_LOSSY | {
-    _JPEG_LOSSLESS,
-    _JPEG_LOSSLESS_SV1,
-    _JPEG_LS_LOSSLESS,
-    _JPEG_LS_NEAR_LOSSLESS,
-}
+_JPEG_LOSSY = frozenset({JPEG_BASELINE, JPEG_EXTENDED})
 
 # Deflated Explicit VR Little Endian deflates the whole data set, so by the time a frame
 # reaches this module it has been inflated by the reader and is plain native data.
-_JPEG_XL_FAMILY = frozenset({_JPEG_XL_LOSSLESS, _JPEG_XL_RECOMPRESSION, _JPEG_XL})
-
-_NATIVE_SYNTAXES = frozenset(
-    {_IMPLICIT_VR_LE, _EXPLICIT_VR_LE, _DEFLATED_EXPLICIT_VR_LE, _EXPLICIT_VR_BE}
-)
 
 _YBR_TO_RGB = np.array(
     [[1.0, 0.0, 1.402], [1.0, -0.344136, -0.714136], [1.0, 1.772, 0.0]], dtype=np.float32
@@ -309,16 +303,18 @@ class PixelFormat:
         if self.bits_allocated == 1:
             return math.ceil(self.rows * self.columns * self.samples_per_pixel / 8)
         samples = self.samples_per_pixel
-        if self._is_native_422:
+        if self.is_native_422:
             samples = 2
         return self.rows * self.columns * samples * (self.bits_allocated // 8)
 
     @property
-    def _is_native_422(self) -> bool:
+    def is_native_422(self) -> bool:
+        """bool: Whether native frames hold YBR_FULL_422 (two samples per pixel stored)."""
         return self.photometric_interpretation == "YBR_FULL_422" and self.samples_per_pixel == 3
 
     @property
-    def _is_colour(self) -> bool:
+    def is_colour(self) -> bool:
+        """bool: Whether pixels have three samples."""
         return self.samples_per_pixel == 3
 
 
@@ -538,7 +534,7 @@ def _rle_pylibjpeg(job: _Job) -> npt.NDArray[Any]:
 def _rle_pydicom(job: _Job) -> npt.NDArray[Any]:
     fmt = job.fmt
     encaps = _import("pydicom.encaps")
-    decoder = _import("pydicom.pixels").get_decoder(_RLE_LOSSLESS)
+    decoder = _import("pydicom.pixels").get_decoder(RLE_LOSSLESS)
     arr, _ = decoder.as_array(
         encaps.encapsulate([job.data]),
         decoding_plugin="pydicom",
@@ -643,23 +639,23 @@ _JPEG_XL_DECODERS = (
 )
 
 _ALL_DECODERS: dict[str, tuple[_Decoder, ...]] = {
-    _JPEG_BASELINE: _JPEG_LOSSY_DECODERS,
-    _JPEG_EXTENDED: _JPEG_LOSSY_DECODERS,
-    _JPEG_LOSSLESS: _JPEG_LOSSLESS_DECODERS,
-    _JPEG_LOSSLESS_SV1: _JPEG_LOSSLESS_DECODERS,
-    _JPEG_LS_LOSSLESS: _JPEG_LS_DECODERS,
-    _JPEG_LS_NEAR_LOSSLESS: _JPEG_LS_DECODERS,
-    _J2K_LOSSLESS: _J2K_DECODERS,
-    _J2K: _J2K_DECODERS,
-    _J2K_PART2_LOSSLESS: _J2K_DECODERS,
-    _J2K_PART2: _J2K_DECODERS,
-    _HTJ2K_LOSSLESS: _HTJ2K_DECODERS,
-    _HTJ2K_LOSSLESS_RPCL: _HTJ2K_DECODERS,
-    _HTJ2K: _HTJ2K_DECODERS,
-    _RLE_LOSSLESS: _RLE_DECODERS,
-    _JPEG_XL_LOSSLESS: _JPEG_XL_DECODERS,
-    _JPEG_XL_RECOMPRESSION: _JPEG_XL_DECODERS,
-    _JPEG_XL: _JPEG_XL_DECODERS,
+    JPEG_BASELINE: _JPEG_LOSSY_DECODERS,
+    JPEG_EXTENDED: _JPEG_LOSSY_DECODERS,
+    JPEG_LOSSLESS: _JPEG_LOSSLESS_DECODERS,
+    JPEG_LOSSLESS_SV1: _JPEG_LOSSLESS_DECODERS,
+    JPEG_LS_LOSSLESS: _JPEG_LS_DECODERS,
+    JPEG_LS_NEAR_LOSSLESS: _JPEG_LS_DECODERS,
+    J2K_LOSSLESS: _J2K_DECODERS,
+    J2K: _J2K_DECODERS,
+    J2K_PART2_LOSSLESS: _J2K_DECODERS,
+    J2K_PART2: _J2K_DECODERS,
+    HTJ2K_LOSSLESS: _HTJ2K_DECODERS,
+    HTJ2K_LOSSLESS_RPCL: _HTJ2K_DECODERS,
+    HTJ2K: _HTJ2K_DECODERS,
+    RLE_LOSSLESS: _RLE_DECODERS,
+    JPEG_XL_LOSSLESS: _JPEG_XL_DECODERS,
+    JPEG_XL_RECOMPRESSION: _JPEG_XL_DECODERS,
+    JPEG_XL: _JPEG_XL_DECODERS,
 }
 
 _DECODERS: dict[str, tuple[_Decoder, ...]] = {
@@ -697,7 +693,7 @@ def is_supported(transfer_syntax_uid: str) -> bool:
         decoder; False for unknown syntaxes and for those whose decoders are missing
     """
     uid = _normalize_uid(transfer_syntax_uid)
-    return uid in _NATIVE_SYNTAXES or uid == _DEFLATED_IMAGE_FRAME or bool(_DECODERS.get(uid))
+    return uid in NATIVE or uid == DEFLATED_IMAGE_FRAME or bool(_DECODERS.get(uid))
 
 
 def decoder_names(transfer_syntax_uid: str) -> tuple[str, ...]:
@@ -715,9 +711,9 @@ def decoder_names(transfer_syntax_uid: str) -> tuple[str, ...]:
         empty tuple for unknown syntaxes or when no decoder is installed
     """
     uid = _normalize_uid(transfer_syntax_uid)
-    if uid in _NATIVE_SYNTAXES:
+    if uid in NATIVE:
         return ("numpy",)
-    if uid == _DEFLATED_IMAGE_FRAME:
+    if uid == DEFLATED_IMAGE_FRAME:
         return ("zlib",)
     return tuple(d.name for d in _DECODERS.get(uid, ()))
 
@@ -774,17 +770,17 @@ def decode_frame(
     context = _Context(uid, sop_instance_uid, frame_number)
     if not 0 <= bit_offset <= 7:
         raise RegionError(f"bit_offset must be in 0..7, not {bit_offset}")
-    if bit_offset and not (fmt.bits_allocated == 1 and uid in _NATIVE_SYNTAXES):
+    if bit_offset and not (fmt.bits_allocated == 1 and uid in NATIVE):
         raise RegionError("bit_offset applies only to native frames with BitsAllocated 1")
-    if uid in _NATIVE_SYNTAXES:
+    if uid in NATIVE:
         return _decode_native(
             bytes(data) if isinstance(data, memoryview) else data,
             fmt,
-            big_endian=uid == _EXPLICIT_VR_BE,
+            big_endian=uid == EXPLICIT_VR_BIG_ENDIAN,
             bit_offset=bit_offset,
             context=context,
         )
-    if uid == _DEFLATED_IMAGE_FRAME:
+    if uid == DEFLATED_IMAGE_FRAME:
         return _decode_native(
             _inflate(data, context), fmt, big_endian=False, bit_offset=0, context=context
         )
@@ -816,17 +812,17 @@ def sniff_transfer_syntax(data: bytes | bytearray | memoryview) -> str | None:
     header = _scan_jpeg(raw)
     if header is not None:
         if header.sof in (0xC0, 0xC1):
-            return _JPEG_BASELINE
+            return JPEG_BASELINE
         if header.sof == 0xC3:
-            return _JPEG_LOSSLESS_SV1
+            return JPEG_LOSSLESS_SV1
         if header.sof == 0xF7:
-            return _JPEG_LS_LOSSLESS
+            return JPEG_LS_LOSSLESS
         return None
     j2k = _scan_j2k(raw)
     if j2k is not None:
-        return _HTJ2K_LOSSLESS if j2k.high_throughput else _J2K_LOSSLESS
+        return HTJ2K_LOSSLESS if j2k.high_throughput else J2K_LOSSLESS
     if _is_jpeg_xl(raw):
-        return _JPEG_XL_LOSSLESS
+        return JPEG_XL_LOSSLESS
     return None
 
 
@@ -938,7 +934,7 @@ def _decode_native(
         return bits[bit_offset : bit_offset + count].reshape(shape)
 
     stored = fmt.dtype.newbyteorder(">" if big_endian else "<")
-    if fmt._is_native_422:
+    if fmt.is_native_422:
         if fmt.columns % 2 or fmt.planar_configuration:
             raise context.error(
                 "YBR_FULL_422 native frames need an even number of columns and "
@@ -955,7 +951,7 @@ def _decode_native(
     # The copy is also the byte swap and detaches the result from the caller's buffer.
     arr = view.astype(fmt.dtype, order="C", copy=True)
     _clear_unused_bits(arr, fmt)
-    if fmt._is_colour and fmt.photometric_interpretation == "YBR_FULL":
+    if fmt.is_colour and fmt.photometric_interpretation == "YBR_FULL":
         return _ybr_to_rgb(arr, fmt)
     return arr
 
@@ -1109,8 +1105,8 @@ def _find_jp2_codestream(data: bytes) -> tuple[int, int] | None:
 
 
 def _prepare(data: bytes, uid: str, fmt: PixelFormat, context: _Context) -> _Job:
-    colour = fmt._is_colour
-    if uid in _JPEG_FAMILY:
+    colour = fmt.is_colour
+    if uid in JPEG_FAMILY:
         header = _scan_jpeg(data)
         if header is None:
             raise context.error("not a JPEG stream, or its header is truncated or corrupt")
@@ -1129,11 +1125,11 @@ def _prepare(data: bytes, uid: str, fmt: PixelFormat, context: _Context) -> _Job
             # Lossless streams are stored in the colour space the DICOM header names.
             ycbcr = colour and fmt.photometric_interpretation.startswith("YBR_FULL")
         return _Job(data, fmt, ycbcr, header)
-    if uid == _RLE_LOSSLESS:
+    if uid == RLE_LOSSLESS:
         if len(data) < 64:
             raise context.error(f"RLE frame of {len(data)} bytes is shorter than its header")
         return _Job(data, fmt, colour and fmt.photometric_interpretation == "YBR_FULL")
-    if uid in _JPEG_XL_FAMILY:
+    if uid in JPEG_XL_FAMILY:
         if not _is_jpeg_xl(data):
             raise context.error("not a JPEG XL codestream or container")
         # libjxl hands out the colour samples it was given (an XYB transform inside the

@@ -23,6 +23,7 @@ and :mod:`dicomslide_sync` is defined in this module; the tree (builtin bases in
     │   │   └── NotAcceptableError            (406, or 400 for media types)
     │   └── ProtocolError
     ├── InvalidDataError [ValueError]
+    │   └── NotDicomError                     (bytes without the Part 10 "DICM" prefix)
     ├── UnsupportedError [NotImplementedError]
     │   ├── MissingCodecError [ImportError]
     │   └── DaskNotInstalledError [ImportError]
@@ -54,6 +55,7 @@ __all__ = [
     "MissingCodecError",
     "DecodeError",
     "InvalidDataError",
+    "NotDicomError",
     "InvalidClientError",
     "IndexRangeError",
     "DaskNotInstalledError",
@@ -61,6 +63,8 @@ __all__ = [
     "ClosedHandleError",
     "CacheArgumentError",
     "NotACacheError",
+    "ServerError",
+    "NotAcceptableError",
 ]
 
 
@@ -134,6 +138,10 @@ class InvalidDataError(DicomSlideError, ValueError):
     """Stored data contradicts itself (metadata vs. pixel data, truncated file, bad frame)."""
 
 
+class NotDicomError(InvalidDataError):
+    """The bytes are not a DICOM Part 10 file (no ``DICM`` prefix after the preamble)."""
+
+
 class UnsupportedError(DicomSlideError, NotImplementedError):
     """A valid DICOM feature that this package does not support."""
 
@@ -192,3 +200,11 @@ class CacheArgumentError(RegionError, ctypes.ArgumentError):
 
 class NotACacheError(DicomSlideError, TypeError):
     """``set_cache`` was given something that is not an :class:`OpenSlideCache`."""
+
+
+class ServerError(DicomWebError):
+    """The server answered with a 5xx status."""
+
+
+class NotAcceptableError(DicomWebError):
+    """The server cannot give the representation asked for (406, or 400 for media types)."""

@@ -352,8 +352,8 @@ class FrameService:
             raise ValueError(
                 f"max_concurrent_requests must be >= 1, got {max_concurrent_requests}."
             )
-        # Weakly: the runtime keys its services by source in a WeakKeyDictionary, and a value
-        # that referenced its key would keep every client (and its cache) alive forever.
+        # Weakly: the source owns its runtime, which owns this service; a strong reference
+        # back would make every client a reference cycle, freed only by the cycle collector.
         try:
             self._source: Callable[[], Source | None] = weakref.ref(source)
         except TypeError:  # a source that cannot be weakly referenced: keep it

@@ -44,7 +44,7 @@ from dicomslide.geometry import (
 )
 from dicomslide.perframe import get_value
 from dicomslide.runtime import as_source, decode_queue, decoded_tile_cache, frame_service
-from dicomslide.sources.foreign import BULKDATA_URIS_ATTRIBUTE
+from dicomslide.sources.dicomjson import BULKDATA_URIS_ATTR as BULKDATA_URIS_ATTRIBUTE
 from dicomslide.sources.protocol import EncodedFrame, Source
 from dicomslide.utils import (
     PARAMETRIC_MAP_SOP_CLASS_UID as _PARAMETRIC_MAP_SOP_CLASS,

@@ -1,17 +1,18 @@
-"""Per-process plumbing: which source serves a client, its frame service, the decode pool.
+"""Per-process plumbing: which source serves a client, the decode pool and its queues.
 
 Clients given by users are resolved to a :class:`~dicomslide.sources.Source` once:
 
 * dicomslide's own sources are used as they are;
 * objects with a ``__dicomslide_source__`` attribute (the blocking twins in ``dicomslide_sync``)
   hand over the async source they wrap, so both packages share one cache;
-* foreign ``dicomweb_client.DICOMClient`` objects get one adapter each, kept as long as the
-  client lives; a ``dicomweb_client.DICOMfileClient`` is served by dicomslide's own local
-  source for the same folder (its SQLite handle cannot be used from worker threads).
+* foreign ``dicomweb_client.DICOMClient`` objects get one adapter each, kept on the client
+  as long as it lives; a ``dicomweb_client.DICOMfileClient`` is served by dicomslide's own
+  local source for the same folder (its SQLite handle cannot be used from worker threads).
 
-Each source has one encoded-frame cache for its lifetime and one :class:`FrameService` per
-event loop (a service's futures belong to one loop; the cache is plain data and is shared).
-Frames are decoded in one process-wide thread pool that is recreated after ``fork``.
+Caches and frame services are not kept here: each source owns them in its
+:class:`~dicomslide.sources.runtime.SourceRuntime` (``source.runtime``); the functions below
+only reach through to it. Frames are decoded in one process-wide thread pool that is
+recreated after ``fork``.
 """
 
 from __future__ import annotations
@@ -25,15 +26,18 @@ import time
 import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, Final
 
 from dicomslide.errors import InvalidClientError
-from dicomslide.frames import CacheStats, DecodedTileCache, FrameCache, FrameService
+from dicomslide.frames import CacheStats, DecodedTileCache, FrameService
 from dicomslide.sources.foreign import ForeignClientSource, is_foreign_client
 from dicomslide.sources.protocol import Source
+from dicomslide.sources.runtime import DEFAULT_CACHE_BYTES, DEFAULT_DECODED_CACHE_BYTES
 
 __all__ = [
     "DEFAULT_CACHE_BYTES",
+    "DEFAULT_DECODED_CACHE_BYTES",
     "as_source",
     "DecodeQueue",
     "decode_executor",
@@ -44,15 +48,6 @@ __all__ = [
     "get_cache_stats",
 ]
 
-#: Default budget of the encoded-frame cache of one client.
-DEFAULT_CACHE_BYTES = 512 * 1024 * 1024
-#: Default budget of the decoded-tile cache of one client (about 680 RGB 256-px tiles).
-DEFAULT_DECODED_CACHE_BYTES = 128 * 1024 * 1024
-
-_adapters: weakref.WeakKeyDictionary[Any, ForeignClientSource] = weakref.WeakKeyDictionary()
-_caches: weakref.WeakKeyDictionary[Any, FrameCache] = weakref.WeakKeyDictionary()
-_services: weakref.WeakKeyDictionary[Any, FrameService] = weakref.WeakKeyDictionary()
-_decoded: weakref.WeakKeyDictionary[Any, DecodedTileCache] = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
 _ADAPTER_ATTRIBUTE = "_dicomslide_source_adapter"
 _executor: ThreadPoolExecutor | None = None
@@ -80,49 +75,42 @@ def as_source(client: Any) -> Source:
     if inner is not None:
         client = inner
     if callable(getattr(client, "iter_frames", None)):
+        if getattr(client, "runtime", None) is None:
+            raise InvalidClientError(
+                f"Expected a source with a runtime property (see dicomslide.sources.Source), "
+                f"got {type(client).__module__}.{type(client).__qualname__} without one."
+            )
         return client  # type: ignore[no-any-return]
     if is_foreign_client(client):
+        attrs = getattr(client, "__dict__", None)
+        if attrs is None:
+            # Nowhere to keep it (__slots__): each call gets its own adapter and cache.
+            return _adapt(client)
         with _lock:
-            # Kept on the client itself where possible: an adapter that wraps the client,
-            # stored as a value keyed by that client in a WeakKeyDictionary, would keep it
-            # alive forever; on the client the pair is an ordinary collectable cycle.
-            attrs = getattr(client, "__dict__", None)
-            adapter = attrs.get(_ADAPTER_ATTRIBUTE) if attrs is not None else None
-            if adapter is None:
-                adapter = _adapters.get(client)
+            # Kept on the client itself: the adapter wraps the client, so the pair is an
+            # ordinary collectable cycle and the adapter's caches go with the client.
+            adapter = attrs.get(_ADAPTER_ATTRIBUTE)
             if adapter is None:
                 adapter = _adapt(client)
-                if attrs is not None:
-                    attrs[_ADAPTER_ATTRIBUTE] = adapter
-                else:
-                    _adapters[client] = adapter
-        return adapter
+                attrs[_ADAPTER_ATTRIBUTE] = adapter
+        return adapter  # type: ignore[no-any-return]
     raise InvalidClientError(
         f"Expected a dicomslide client or a dicomweb_client.DICOMClient, got "
         f"{type(client).__module__}.{type(client).__qualname__}."
     )
 
 
-def _adapt(client: Any) -> Any:
+def _adapt(client: Any) -> Source:
     cls = type(client)
     if cls.__module__.startswith("dicomweb_client") and cls.__name__ == "DICOMfileClient":
         # dicomweb_client's file client keeps an SQLite connection that only the thread that
         # opened it may use, so it cannot serve calls from worker threads. The same folder is
         # read with dicomslide's own local source instead; the user's object is left untouched.
+        # ``url_prefix`` is the public name of the folder (the path of its file:// URL).
         from dicomslide.sources.local import DICOMfileClient
 
-        return DICOMfileClient(client._db_manager.base_dir)
+        return DICOMfileClient(Path(client.url_prefix))
     return ForeignClientSource(client)
-
-
-def _cache_for(source: Source) -> FrameCache:
-    with _lock:
-        cache = _caches.get(source)
-        if cache is None:
-            budget = int(getattr(source, "cache_max_bytes", DEFAULT_CACHE_BYTES))
-            cache = FrameCache(budget)
-            _caches[source] = cache
-        return cache
 
 
 def decoded_tile_cache(source: Source) -> DecodedTileCache:
@@ -131,21 +119,14 @@ def decoded_tile_cache(source: Source) -> DecodedTileCache:
     Parameters
     ----------
     source: dicomslide.sources.Source
-        The source; its ``decoded_cache_max_bytes`` attribute, if any, sets the budget
+        The source
 
     Returns
     -------
     dicomslide.frames.DecodedTileCache
-        The cache
+        The cache its runtime holds
     """
-    with _lock:
-        cache = _decoded.get(source)
-        if cache is None:
-            budget = int(getattr(source, "decoded_cache_max_bytes", DEFAULT_DECODED_CACHE_BYTES))
-            stats = _caches[source].stats if source in _caches else None
-            cache = DecodedTileCache(budget, stats)
-            _decoded[source] = cache
-        return cache
+    return source.runtime.decoded_cache
 
 
 def use_decoded_tile_cache(source: Source, cache: DecodedTileCache) -> None:
@@ -161,8 +142,7 @@ def use_decoded_tile_cache(source: Source, cache: DecodedTileCache) -> None:
     cache: dicomslide.frames.DecodedTileCache
         The cache
     """
-    with _lock:
-        _decoded[source] = cache
+    source.runtime.decoded_cache = cache
 
 
 def frame_service(source: Source) -> FrameService:
@@ -178,13 +158,7 @@ def frame_service(source: Source) -> FrameService:
     dicomslide.frames.FrameService
         The service bound to the running loop
     """
-    loop = asyncio.get_running_loop()
-    service = _services.get(source)
-    if service is None or service.loop is not loop:
-        options = getattr(source, "frame_service_options", {})
-        service = FrameService(source, _cache_for(source), **options)
-        _services[source] = service
-    return service
+    return source.runtime.service()
 
 
 def get_cache_stats(client: Any) -> CacheStats:
@@ -200,7 +174,7 @@ def get_cache_stats(client: Any) -> CacheStats:
     dicomslide.frames.CacheStats
         Live counters: hits, misses, bytes, evictions, requests, frames per request
     """
-    return _cache_for(as_source(client)).stats
+    return as_source(client).runtime.stats
 
 
 def decode_executor() -> ThreadPoolExecutor:
@@ -358,7 +332,6 @@ def _after_fork_in_child() -> None:
     # The parent's worker threads do not exist in the child; a fresh pool is made on demand.
     _executor = None
     _lock = threading.Lock()
-    _services.clear()
     _queues.clear()
 
 

@@ -326,9 +326,11 @@ def _convert_element(tag_hex: str, mapping: Any, where: str) -> tuple[DataElemen
                     return DataElement(tag, vr, values[0] if len(values) == 1 else values), None
             elif vr in _INT_VRS:
                 numbers: list[Any] = [int(value) for value in values]
+                if tag in _LUT_DESCRIPTORS and len(numbers) > 1:
+                    # Given already converted, so pydicom keeps this picklable MultiValue.
+                    lut = MultiValue(_pass_through, numbers)
+                    return DataElement(tag, vr, lut, already_converted=True), None
                 element = DataElement(tag, vr, numbers[0] if len(numbers) == 1 else numbers)
-                if tag in _LUT_DESCRIPTORS and isinstance(element.value, MultiValue):
-                    element.value._constructor = _pass_through
                 return element, None
             elif vr in _FLOAT_VRS:
                 numbers = [float(value) for value in values]

@@ -15,7 +15,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final, Literal
 from urllib.parse import quote, unquote_plus, urlsplit, urlunsplit
 
-from dicomslide.errors import RegionError
+from dicomslide import _syntaxes as ts
+from dicomslide.errors import ArgumentError, RegionError
 
 __all__ = [
     "ACCEPT_STORED_FRAMES",
@@ -23,6 +24,7 @@ __all__ = [
     "chunk_frame_numbers",
     "frames_url",
     "instance_metadata_url",
+    "is_credential_name",
     "qido_params",
     "qido_url",
     "redact_url",
@@ -34,50 +36,41 @@ ACCEPT_STORED_FRAMES: Final = (
 )
 """``Accept`` header asking for frames in whatever transfer syntax they are stored in."""
 
-_EXPLICIT_VR_LITTLE_ENDIAN: Final = "1.2.840.10008.1.2.1"
-
 # Media types of compressed pixel data per PS3.18 Table 8.7.3-5 (the image-pixel and
 # video-pixel productions of Section 8.7.3.5).
 _MEDIA_TYPE_BY_TRANSFER_SYNTAX: Final[dict[str, str]] = {
-    "1.2.840.10008.1.2.4.50": "image/jpeg",
-    "1.2.840.10008.1.2.4.51": "image/jpeg",
-    "1.2.840.10008.1.2.4.57": "image/jpeg",
-    "1.2.840.10008.1.2.4.70": "image/jpeg",
-    "1.2.840.10008.1.2.5": "image/dicom-rle",
-    "1.2.840.10008.1.2.4.80": "image/jls",
-    "1.2.840.10008.1.2.4.81": "image/jls",
-    "1.2.840.10008.1.2.4.90": "image/jp2",
-    "1.2.840.10008.1.2.4.91": "image/jp2",
-    "1.2.840.10008.1.2.4.92": "image/jpx",
-    "1.2.840.10008.1.2.4.93": "image/jpx",
-    "1.2.840.10008.1.2.4.201": "image/jphc",
-    "1.2.840.10008.1.2.4.202": "image/jphc",
-    "1.2.840.10008.1.2.4.203": "image/jphc",
-    "1.2.840.10008.1.2.4.110": "image/jxl",
-    "1.2.840.10008.1.2.4.111": "image/jxl",
-    "1.2.840.10008.1.2.4.112": "image/jxl",
-    "1.2.840.10008.1.2.4.100": "video/mpeg",
-    "1.2.840.10008.1.2.4.101": "video/mpeg",
-    "1.2.840.10008.1.2.4.102": "video/mp4",
-    "1.2.840.10008.1.2.4.103": "video/mp4",
-    "1.2.840.10008.1.2.4.104": "video/mp4",
-    "1.2.840.10008.1.2.4.105": "video/mp4",
-    "1.2.840.10008.1.2.4.106": "video/mp4",
-    "1.2.840.10008.1.2.4.107": "video/H265",
-    "1.2.840.10008.1.2.4.108": "video/H265",
+    ts.JPEG_BASELINE: "image/jpeg",
+    ts.JPEG_EXTENDED: "image/jpeg",
+    ts.JPEG_LOSSLESS: "image/jpeg",
+    ts.JPEG_LOSSLESS_SV1: "image/jpeg",
+    ts.RLE_LOSSLESS: "image/dicom-rle",
+    ts.JPEG_LS_LOSSLESS: "image/jls",
+    ts.JPEG_LS_NEAR_LOSSLESS: "image/jls",
+    ts.J2K_LOSSLESS: "image/jp2",
+    ts.J2K: "image/jp2",
+    ts.J2K_PART2_LOSSLESS: "image/jpx",
+    ts.J2K_PART2: "image/jpx",
+    ts.HTJ2K_LOSSLESS: "image/jphc",
+    ts.HTJ2K_LOSSLESS_RPCL: "image/jphc",
+    ts.HTJ2K: "image/jphc",
+    ts.JPEG_XL_LOSSLESS: "image/jxl",
+    ts.JPEG_XL_RECOMPRESSION: "image/jxl",
+    ts.JPEG_XL: "image/jxl",
+    ts.MPEG2_MAIN_ML: "video/mpeg",
+    ts.MPEG2_MAIN_HL: "video/mpeg",
+    ts.MPEG4_HP41: "video/mp4",
+    ts.MPEG4_HP41_BD: "video/mp4",
+    ts.MPEG4_HP42_2D: "video/mp4",
+    ts.MPEG4_HP42_3D: "video/mp4",
+    ts.MPEG4_HP42_STEREO: "video/mp4",
+    ts.HEVC_MAIN: "video/H265",
+    ts.HEVC_MAIN10: "video/H265",
 }
 
 # Native frame bytes do not depend on how the data set around them is encoded, and PS3.18
 # Section 8.7.3 forbids Implicit VR Little Endian and Explicit VR Big Endian in web services,
 # so every native syntax is asked for as Explicit VR Little Endian.
-_NATIVE_TRANSFER_SYNTAXES: Final = frozenset(
-    {
-        "1.2.840.10008.1.2",
-        "1.2.840.10008.1.2.1",
-        "1.2.840.10008.1.2.1.99",
-        "1.2.840.10008.1.2.2",
-    }
-)
+_NATIVE_TRANSFER_SYNTAXES: Final = ts.NATIVE
 
 # A query parameter name marks its value as a secret if it contains one of these...
 _CREDENTIAL_SUBSTRINGS: Final = (
@@ -97,13 +90,13 @@ _WORD_SPLIT_RE: Final = re.compile(r"[^a-z0-9]+")
 
 def _root(root: str) -> str:
     if not root:
-        raise RegionError("a DICOMweb root URL must not be empty")
+        raise ArgumentError("a DICOMweb root URL must not be empty")
     return root.rstrip("/")
 
 
 def _uid(name: str, value: str) -> str:
     if not isinstance(value, str) or not value:
-        raise RegionError(f"{name} must be a non-empty string, not {value!r}")
+        raise ArgumentError(f"{name} must be a non-empty string, not {value!r}")
     # UIDs are digits and dots; quoting is a no-op for them and keeps anything else from
     # changing the path structure.
     return quote(value, safe="")
@@ -143,8 +136,10 @@ def frames_url(
 
     Raises
     ------
+    ArgumentError
+        If a UID is empty
     RegionError
-        If a UID is empty, or `frame_numbers` is empty or holds a number below 1
+        If `frame_numbers` is empty or holds a number below 1
     """
     return (
         f"{_root(wado_root)}/studies/{_uid('study', study)}/series/{_uid('series', series)}"
@@ -181,11 +176,11 @@ def chunk_frame_numbers(
 
     Raises
     ------
-    RegionError
+    ArgumentError
         If `max_frames` is below 1, or a single frame number does not fit the URL limit
     """
     if max_frames < 1:
-        raise RegionError(f"max_frames must be at least 1, not {max_frames}")
+        raise ArgumentError(f"max_frames must be at least 1, not {max_frames}")
     budget = max_url_length - url_prefix_length
     chunks: list[list[int]] = []
     current: list[int] = []
@@ -193,7 +188,7 @@ def chunk_frame_numbers(
     for number in frame_numbers:
         width = len(str(number))
         if width > budget:
-            raise RegionError(
+            raise ArgumentError(
                 f"frame number {number} does not fit a URL of at most {max_url_length} "
                 f"characters after a {url_prefix_length}-character prefix"
             )
@@ -228,7 +223,7 @@ def series_metadata_url(wado_root: str, study: str, series: str) -> str:
 
     Raises
     ------
-    RegionError
+    ArgumentError
         If a UID is empty
     """
     return (
@@ -258,7 +253,7 @@ def instance_metadata_url(wado_root: str, study: str, series: str, sop: str) -> 
 
     Raises
     ------
-    RegionError
+    ArgumentError
         If a UID is empty
     """
     return (
@@ -293,16 +288,16 @@ def qido_url(
 
     Raises
     ------
-    RegionError
+    ArgumentError
         If `level` is unknown or the UIDs given do not scope that level
     """
     root = _root(qido_root)
     if level not in ("studies", "series", "instances"):
-        raise RegionError(f"QIDO level must be studies, series or instances, not {level!r}")
+        raise ArgumentError(f"QIDO level must be studies, series or instances, not {level!r}")
     if series is not None and (level != "instances" or study is None):
-        raise RegionError("a series UID scopes only an instances search within a study")
+        raise ArgumentError("a series UID scopes only an instances search within a study")
     if study is not None and level == "studies":
-        raise RegionError("a studies search cannot be scoped to a study")
+        raise ArgumentError("a studies search cannot be scoped to a study")
     path = root
     if study is not None:
         path += f"/studies/{_uid('study', study)}"
@@ -317,7 +312,7 @@ def _query_value(key: str, value: Any) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, bool):
-        raise RegionError(f"QIDO filter {key!r} cannot take a boolean value")
+        raise ArgumentError(f"QIDO filter {key!r} cannot take a boolean value")
     if isinstance(value, datetime.datetime):
         return value.strftime("%Y%m%d%H%M%S")
     if isinstance(value, datetime.date):
@@ -364,23 +359,23 @@ def qido_params(
 
     Raises
     ------
-    RegionError
+    ArgumentError
         If a key is empty, a value is a boolean, or `limit`/`offset` is negative
     """
     params: list[tuple[str, str]] = []
     for key, value in (search_filters or {}).items():
         if not isinstance(key, str) or not key:
-            raise RegionError(f"QIDO filter keys must be non-empty strings, not {key!r}")
+            raise ArgumentError(f"QIDO filter keys must be non-empty strings, not {key!r}")
         params.append((key, _query_value(key, value)))
     for field in fields:
         if not field:
-            raise RegionError("QIDO includefield entries must not be empty")
+            raise ArgumentError("QIDO includefield entries must not be empty")
         params.append(("includefield", field))
     for name, number in (("limit", limit), ("offset", offset)):
         if number is None:
             continue
         if isinstance(number, bool) or not isinstance(number, int) or number < 0:
-            raise RegionError(f"QIDO {name} must be a non-negative integer, not {number!r}")
+            raise ArgumentError(f"QIDO {name} must be a non-negative integer, not {number!r}")
         params.append((name, str(number)))
     if fuzzy:
         params.append(("fuzzymatching", "true"))
@@ -408,20 +403,32 @@ def accept_for_transfer_syntax(transfer_syntax_uid: str) -> str:
 
     Raises
     ------
-    RegionError
+    ArgumentError
         If `transfer_syntax_uid` is not a UID
     """
     uid = transfer_syntax_uid.strip()
     if not re.fullmatch(r"[0-9]+(\.[0-9]+)*", uid):
-        raise RegionError(f"not a transfer syntax UID: {transfer_syntax_uid!r}")
+        raise ArgumentError(f"not a transfer syntax UID: {transfer_syntax_uid!r}")
     if uid in _NATIVE_TRANSFER_SYNTAXES:
-        media_type, uid = "application/octet-stream", _EXPLICIT_VR_LITTLE_ENDIAN
+        media_type, uid = "application/octet-stream", ts.EXPLICIT_VR_LITTLE_ENDIAN
     else:
         media_type = _MEDIA_TYPE_BY_TRANSFER_SYNTAX.get(uid, "application/octet-stream")
     return f'multipart/related; type="{media_type}"; transfer-syntax={uid}'
 
 
-def _is_credential_name(name: str) -> bool:
+def is_credential_name(name: str) -> bool:
+    """Whether a query parameter or header name marks its value as a secret.
+
+    Parameters
+    ----------
+    name: str
+        The name, possibly percent-encoded (``access_token``, ``X-Amz-Signature``, ``key``)
+
+    Returns
+    -------
+    bool
+        True when the value must be kept out of messages and logs
+    """
     lowered = unquote_plus(name).lower()
     if any(marker in lowered for marker in _CREDENTIAL_SUBSTRINGS):
         return True
@@ -454,6 +461,6 @@ def redact_url(url: str) -> str:
     query = "&".join(
         piece
         for piece in parts.query.split("&")
-        if piece and not _is_credential_name(piece.partition("=")[0])
+        if piece and not is_credential_name(piece.partition("=")[0])
     )
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))

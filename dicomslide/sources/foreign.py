@@ -25,22 +25,24 @@ from typing import Any
 import anyio.to_thread
 from pydicom import Dataset
 
+from dicomslide._syntaxes import (
+    DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
+    EXPLICIT_VR_LITTLE_ENDIAN,
+    RLE_LOSSLESS,
+)
 from dicomslide.codecs import sniff_transfer_syntax
 from dicomslide.errors import NotFoundError, RegionError, SourceError, UnsupportedError
+from dicomslide.sources.dicomjson import BULKDATA_URIS_ATTR
 from dicomslide.sources.protocol import EncodedFrame
+from dicomslide.sources.runtime import SourceRuntime
 
 __all__ = ["ForeignClientSource", "is_foreign_client", "looks_like_rle"]
 
-_EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
 _STORED_BYTES = (("application/octet-stream", "*"),)
 _WHOLE_INSTANCE = (("application/dicom", "*"),)
 _INSTANCE_FALLBACK_STATUSES = frozenset({400, 406, 500})
 # Whole instances kept for their frames (each as large as the instance).
 _INSTANCE_CACHE_SIZE = 4
-_DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1.99"
-
-
-_RLE_LOSSLESS = "1.2.840.10008.1.2.5"
 
 
 def looks_like_rle(data: bytes) -> bool:
@@ -95,9 +97,6 @@ def is_foreign_client(obj: object) -> bool:
     )
 
 
-BULKDATA_URIS_ATTRIBUTE = "dicomslide_bulkdata_uris"
-
-
 def _to_dataset(item: Mapping[str, Any]) -> Dataset:
     uris: dict[str, str] = {}
 
@@ -109,7 +108,7 @@ def _to_dataset(item: Mapping[str, Any]) -> Dataset:
     ds = Dataset.from_json(dict(item), bulk_data_uri_handler=handler)
     if uris:
         # Kept on the dataset so that domain objects can fetch e.g. the ICC profile later.
-        object.__setattr__(ds, BULKDATA_URIS_ATTRIBUTE, uris)
+        object.__setattr__(ds, BULKDATA_URIS_ATTR, uris)
     return ds
 
 
@@ -155,8 +154,8 @@ def _cut_frames(ds: Dataset, numbers: Sequence[int]) -> list[EncodedFrame]:
     if bits % 8:
         raise UnsupportedError(f"frames of {sop} do not start on byte boundaries")
     size = bits // 8
-    if syntax == _DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
-        syntax = _EXPLICIT_VR_LITTLE_ENDIAN  # pydicom inflated the data set
+    if syntax == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
+        syntax = EXPLICIT_VR_LITTLE_ENDIAN  # pydicom inflated the data set
     data = bytes(ds.PixelData)
     return [EncodedFrame(data[(n - 1) * size : n * size], syntax) for n in numbers]
 
@@ -168,12 +167,32 @@ class ForeignClientSource:
     ----------
     client: dicomweb_client.DICOMClient
         A ``DICOMwebClient``, ``DICOMfileClient`` or any object with the same methods
+    cache_max_bytes: int | None, optional
+        Budget of the encoded-frame cache (``None``: the default)
+    decoded_cache_max_bytes: int | None, optional
+        Budget of the decoded-tile cache (``None``: the default)
     """
 
-    def __init__(self, client: Any) -> None:
+    def __init__(
+        self,
+        client: Any,
+        *,
+        cache_max_bytes: int | None = None,
+        decoded_cache_max_bytes: int | None = None,
+    ) -> None:
         self.client = client
+        self._runtime = SourceRuntime(
+            self,
+            cache_max_bytes=cache_max_bytes,
+            decoded_cache_max_bytes=decoded_cache_max_bytes,
+        )
         self._transfer_syntaxes: dict[str, str] = {}
         self._instances: OrderedDict[str, Dataset] = OrderedDict()
+
+    @property
+    def runtime(self) -> SourceRuntime:
+        """dicomslide.sources.runtime.SourceRuntime: This adapter's caches and frame services."""
+        return self._runtime
 
     async def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         def call() -> Any:
@@ -307,7 +326,7 @@ class ForeignClientSource:
             # carries it, so the bytes are the last resort.
             syntax = known or sniff_transfer_syntax(data)
             if syntax is None:
-                syntax = _RLE_LOSSLESS if looks_like_rle(data) else _EXPLICIT_VR_LITTLE_ENDIAN
+                syntax = RLE_LOSSLESS if looks_like_rle(data) else EXPLICIT_VR_LITTLE_ENDIAN
             yield number, EncodedFrame(bytes(data), syntax)
 
     async def _whole_instance(self, uids: tuple[str, str, str], refused: SourceError) -> Dataset:

@@ -52,20 +52,16 @@ of one request are read in file order with ``os.pread``, several per worker-thre
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hashlib
-import json
 import math
 import os
 import re
 import struct
 import tempfile
 import threading
-import time
 import urllib.parse
 import urllib.request
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -73,9 +69,8 @@ from typing import Any, BinaryIO, Final
 
 import pydicom
 from pydicom import DataElement, Dataset
-from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
+from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import RawDataElement
-from pydicom.multival import MultiValue
 
 from dicomslide._tags import (
     DIMENSION_ORGANIZATION_TYPE as _DIMENSION_ORGANIZATION_TYPE,
@@ -93,134 +88,32 @@ from dicomslide.errors import (
 )
 from dicomslide.perframe import extract_z_offsets, get_value, remember_z_offsets
 from dicomslide.sources import part10
+from dicomslide.sources.local_index import (
+    INDEX_KEYWORDS,
+    SEARCHABLE,
+    SERIES_KEYWORDS,
+    STUDY_KEYWORDS,
+    FolderIndex,
+    IndexedInstance,
+    IndexSummary,
+    Sidecar,
+    ZOffsets,
+    build_index,
+    sidecar_key,
+)
 from dicomslide.sources.protocol import EncodedFrame
+from dicomslide.sources.qido_match import normalize_keyword, value_matches
+from dicomslide.sources.runtime import SourceRuntime
 
 __all__ = ["DICOMfileClient", "IndexSummary"]
-
-_INDEX_FORMAT: Final = 1
-_DICOMDIR_SOP_CLASS: Final = "1.2.840.10008.1.3.10"
-
-_STUDY_KEYWORDS: Final = (
-    "StudyInstanceUID",
-    "PatientID",
-    "PatientName",
-    "PatientBirthDate",
-    "PatientSex",
-    "StudyID",
-    "AccessionNumber",
-    "StudyDate",
-    "StudyTime",
-    "StudyDescription",
-    "ReferringPhysicianName",
-)
-_SERIES_KEYWORDS: Final = (
-    "SeriesInstanceUID",
-    "Modality",
-    "SeriesNumber",
-    "SeriesDescription",
-    "FrameOfReferenceUID",
-    "ContainerIdentifier",
-)
-_INSTANCE_KEYWORDS: Final = (
-    "SOPInstanceUID",
-    "SOPClassUID",
-    "InstanceNumber",
-    "ImageType",
-    "NumberOfFrames",
-    "Rows",
-    "Columns",
-    "TotalPixelMatrixRows",
-    "TotalPixelMatrixColumns",
-    "TotalPixelMatrixFocalPlanes",
-    "NumberOfOpticalPaths",
-)
-_INDEX_KEYWORDS: Final = _STUDY_KEYWORDS + _SERIES_KEYWORDS + _INSTANCE_KEYWORDS
-_INDEX_TAGS: Final[list[int]] = [int(tag_for_keyword(k) or 0) for k in _INDEX_KEYWORDS]
-_SEARCHABLE: Final = frozenset((*_INDEX_KEYWORDS, "TransferSyntaxUID"))
-_REQUIRED: Final = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
-_INT_VRS: Final = frozenset({"IS", "US", "UL", "SS", "SL", "SV", "UV"})
-_RANGE_KEYWORDS: Final = frozenset({"StudyDate", "StudyTime", "PatientBirthDate"})
 
 _METADATA_CACHE_SIZE: Final = 256
 _FRAME_TABLE_CACHE_SIZE: Final = 1024
 _INFLATED_CACHE_SIZE: Final = 4
-_PARSE_THREADS: Final = 4
-_PARSE_CHUNK: Final = 32
 _READ_JOB_BYTES: Final = 16 << 20
 _READ_JOB_FRAMES: Final = 64
 _COALESCE_GAP: Final = 4096
 _COALESCE_BYTES: Final = 8 << 20
-
-
-@dataclass(frozen=True)
-class IndexSummary:
-    """What indexing a folder found and did.
-
-    Attributes
-    ----------
-    base_dir: pathlib.Path
-        The indexed folder
-    index_file: pathlib.Path | None
-        Where the index is persisted, ``None`` if it is kept in memory only
-    instances: int
-        Number of DICOM instances indexed
-    non_dicom: int
-        Number of files skipped because they are not DICOM Part 10 instances
-    failures: Mapping[str, str]
-        Files (relative to ``base_dir``) that could not be parsed, with the reason
-    duplicates: Sequence[str]
-        Files skipped because an earlier file (in path order) has the same SOP Instance UID
-    parsed: int
-        Number of file headers parsed by this client (new or changed files)
-    reused: int
-        Number of files whose persisted entry was reused without parsing
-    persist_error: str | None
-        Why the index could not be written, if it could not
-    seconds: float
-        Wall time of indexing
-    """
-
-    base_dir: Path
-    index_file: Path | None
-    instances: int
-    non_dicom: int
-    failures: Mapping[str, str]
-    duplicates: Sequence[str]
-    parsed: int
-    reused: int
-    persist_error: str | None
-    seconds: float
-
-
-@dataclass(frozen=True, slots=True)
-class _Instance:
-    relpath: str
-    path: str
-    size: int
-    mtime_ns: int
-    attrs: Mapping[str, Any]
-
-    @property
-    def study_uid(self) -> str:
-        return str(self.attrs["StudyInstanceUID"])
-
-    @property
-    def series_uid(self) -> str:
-        return str(self.attrs["SeriesInstanceUID"])
-
-    @property
-    def sop_uid(self) -> str:
-        return str(self.attrs["SOPInstanceUID"])
-
-    @property
-    def number_of_frames(self) -> int:
-        return int(self.attrs.get("NumberOfFrames") or 1)
-
-
-@dataclass
-class _Index:
-    instances: dict[str, _Instance]
-    summary: IndexSummary
 
 
 @dataclass
@@ -274,167 +167,6 @@ def _pread(fd: int, size: int, offset: int) -> bytes:
     return b"".join(parts)
 
 
-def _json_value(value: Any, vr: str) -> Any:
-    if value is None or value == "":
-        return None
-    if isinstance(value, MultiValue | list | tuple):
-        items = [_json_value(v, vr) for v in value]
-        return [v for v in items if v is not None] or None
-    if vr in _INT_VRS:
-        return int(value)
-    return str(value)
-
-
-def _parse_index_entry(path: str, size: int, mtime_ns: int) -> list[Any]:
-    """Parse one file's header into a persisted index entry ``[size, mtime_ns, status, data]``.
-
-    ``status`` is ``"dicom"`` (data: attributes), ``"other"`` (not a DICOM instance) or
-    ``"error"`` (data: reason).
-    """
-    try:
-        with open(path, "rb") as fp:
-            st = os.fstat(fp.fileno())
-            size, mtime_ns = st.st_size, st.st_mtime_ns
-            if not part10.is_part10(fp.read(132)):
-                return [size, mtime_ns, "other", None]
-            fp.seek(0)
-            ds = pydicom.dcmread(fp, stop_before_pixels=True, specific_tags=_INDEX_TAGS)
-        meta = ds.file_meta
-        if str(meta.get("MediaStorageSOPClassUID", "")) == _DICOMDIR_SOP_CLASS:
-            return [size, mtime_ns, "other", None]
-        attrs: dict[str, Any] = {}
-        for keyword in _INDEX_KEYWORDS:
-            elem = ds.get(keyword)
-            if elem is None:
-                continue
-            try:
-                value = _json_value(ds[keyword].value, dictionary_VR(keyword))
-            except (ValueError, TypeError):
-                # An unreadable optional attribute must not hide the instance.
-                continue
-            if value is not None:
-                attrs[keyword] = value
-        missing = [k for k in _REQUIRED if k not in attrs]
-        if missing:
-            return [size, mtime_ns, "error", f"missing {', '.join(missing)}"]
-        attrs["TransferSyntaxUID"] = str(meta.get("TransferSyntaxUID", ""))
-        return [size, mtime_ns, "dicom", attrs]
-    except Exception as exc:  # a broken file is recorded, not fatal
-        return [size, mtime_ns, "error", f"{type(exc).__name__}: {exc}"]
-
-
-async def _gather_all(coroutines: list[Coroutine[Any, Any, None]]) -> None:
-    """Run ``coroutines`` concurrently; on the first failure cancel the rest and re-raise."""
-    tasks = [asyncio.ensure_future(c) for c in coroutines]
-    try:
-        await asyncio.gather(*tasks)
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
-
-
-def _walk(root: Path, recursive: bool, skip: Path | None) -> list[tuple[str, int, int]]:
-    """List ``(relative path, size, mtime_ns)`` of the regular files under ``root``."""
-    found: list[tuple[str, int, int]] = []
-    pending = [root]
-    skip_str = str(skip) if skip is not None else None
-    root_str = os.path.realpath(root)
-    while pending:
-        folder = pending.pop()
-        try:
-            entries = list(os.scandir(folder))
-        except OSError:
-            continue
-        for entry in entries:
-            try:
-                # Not following directory links keeps cyclic links from looping forever.
-                if entry.is_dir(follow_symlinks=False):
-                    if recursive:
-                        pending.append(Path(entry.path))
-                    continue
-                # The index, its sidecar and their temporary files all start with its name.
-                if not entry.is_file() or (
-                    skip_str is not None and entry.path.startswith(skip_str)
-                ):
-                    continue
-                # A link to a file outside the folder is not the folder's (and could point
-                # anywhere, e.g. at another patient's data): never index or read it.
-                if entry.is_symlink() and not _inside(os.path.realpath(entry.path), root_str):
-                    continue
-                st = entry.stat()
-            except OSError:
-                continue
-            found.append((os.path.relpath(entry.path, root), st.st_size, st.st_mtime_ns))
-    found.sort()
-    return found
-
-
-def _inside(path: str, root: str) -> bool:
-    """Whether the real path ``path`` is ``root`` or below it (both absolute, resolved)."""
-    return os.path.commonpath([path, root]) == root
-
-
-def _default_index_dir() -> Path:
-    cache = os.environ.get("XDG_CACHE_HOME")
-    base = Path(cache) if cache else Path.home() / ".cache"
-    return base / "dicomslide" / "index"
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    """A JSON object of this index format from ``path``; None if absent, broken or older."""
-    try:
-        with open(path, encoding="utf-8") as fp:
-            data = json.load(fp)
-    except (OSError, ValueError):
-        return None
-    if not isinstance(data, dict) or data.get("format") != _INDEX_FORMAT:
-        return None
-    return data
-
-
-def _write_json(path: Path, payload: Mapping[str, Any]) -> str | None:
-    """Write ``payload`` (plus the format) to ``path`` atomically; the error text, or None."""
-    tmp_name: str | None = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=path.name, dir=path.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as fp:
-            json.dump({"format": _INDEX_FORMAT, **payload}, fp, separators=(",", ":"))
-        # Atomic replace: concurrent clients never see a half-written file.
-        os.replace(tmp_name, path)
-    except OSError as exc:
-        if tmp_name is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp_name)
-        return f"{type(exc).__name__}: {exc}"
-    return None
-
-
-def _load_index(index_file: Path, root: Path, recursive: bool) -> dict[str, list[Any]]:
-    data = _read_json(index_file)
-    if (
-        data is None
-        or data.get("root") != str(root)
-        or data.get("recursive") != recursive
-        or not isinstance(data.get("files"), dict)
-    ):
-        return {}
-    files: dict[str, list[Any]] = data["files"]
-    return {k: v for k, v in files.items() if isinstance(v, list) and len(v) == 4}
-
-
-def _save_index(
-    index_file: Path, root: Path, recursive: bool, files: Mapping[str, list[Any]]
-) -> str | None:
-    return _write_json(index_file, {"root": str(root), "recursive": recursive, "files": files})
-
-
-#: Number of frames and the distinct Z offsets found for them (see _find_z_offsets).
-_ZOffsets = tuple[int, tuple[float, ...]]
-
-
 def _read_metadata(path: str, validated: tuple[int, int] | None = None) -> tuple[Dataset, bool]:
     """Read a file's metadata; return it and whether every value was converted (validated).
 
@@ -470,34 +202,7 @@ def _read_metadata(path: str, validated: tuple[int, int] | None = None) -> tuple
     return ds, True
 
 
-def _validated_key(instance: _Instance) -> str:
-    return f"{instance.relpath}\0{instance.size}\0{instance.mtime_ns}"
-
-
-def _validated_path(index_file: Path) -> Path:
-    return index_file.parent / (index_file.name + ".validated")
-
-
-def _load_validated(path: Path) -> tuple[set[str], dict[str, _ZOffsets]]:
-    """Validated keys and the remembered Z offsets from the sidecar (empty if unusable)."""
-    data = _read_json(path)
-    keys = data.get("validated") if data is not None else None
-    validated = {k for k in keys if isinstance(k, str)} if isinstance(keys, list) else set()
-    stored = data.get("z_offsets") if data is not None else None
-    z_offsets: dict[str, _ZOffsets] = {}
-    for key, value in (stored if isinstance(stored, dict) else {}).items():
-        if (
-            isinstance(value, list)
-            and len(value) == 2
-            and type(value[0]) is int
-            and isinstance(value[1], list)
-            and all(type(z) is float and math.isfinite(z) for z in value[1])
-        ):
-            z_offsets[key] = (value[0], tuple(value[1]))
-    return validated, z_offsets
-
-
-def _find_z_offsets(ds: Dataset) -> _ZOffsets | None:
+def _find_z_offsets(ds: Dataset) -> ZOffsets | None:
     """An image's distinct Z offsets as the slide will ask for them, if worth remembering.
 
     Only images whose per-frame items are still raw bytes are searched (the slow case);
@@ -625,64 +330,22 @@ def _read_frames(
 # --------------------------------------------------------------------------------------------
 
 
-def _normalize_keyword(key: str) -> str:
-    hex_key = key.replace(",", "").replace("(", "").replace(")", "")
-    if re.fullmatch(r"[0-9A-Fa-f]{8}", hex_key):
-        keyword = keyword_for_tag(int(hex_key, 16))
-        if keyword:
-            return keyword
-    return key
-
-
-def _wildcard_regex(pattern: str) -> re.Pattern[str]:
-    parts = (".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
-    return re.compile("".join(parts), re.DOTALL)
-
-
-def _match_one(keyword: str, candidates: list[str], wanted: Any) -> bool:
-    if isinstance(wanted, list | tuple | set | frozenset):
-        return any(_match_one(keyword, candidates, w) for w in wanted)
-    if wanted is None:
-        return True
-    text = str(wanted)
-    if text == "":
-        return True
-    if keyword in _RANGE_KEYWORDS and "-" in text:
-        low, _, high = text.partition("-")
-        return any((not low or c >= low) and (not high or c <= high) for c in candidates)
-    if "*" in text or "?" in text:
-        regex = _wildcard_regex(text)
-        return any(regex.fullmatch(c) for c in candidates)
-    return text in candidates
-
-
-def _candidates(value: Any) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, list):
-        values = [str(v) for v in value]
-        # A multi-valued attribute matches its whole value or any single value.
-        return ["\\".join(values), *values]
-    return [str(value)]
-
-
 def _compile_filters(search_filters: Mapping[str, Any] | None) -> list[tuple[str, Any]]:
     filters: list[tuple[str, Any]] = []
     for key, wanted in (search_filters or {}).items():
-        keyword = _normalize_keyword(str(key))
-        if keyword not in _SEARCHABLE:
+        keyword = normalize_keyword(str(key))
+        if keyword not in SEARCHABLE:
             raise UnsupportedError(
                 f"cannot search a local folder on {key!r}; supported keywords: "
-                f"{', '.join(sorted(_SEARCHABLE))}"
+                f"{', '.join(sorted(SEARCHABLE))}"
             )
         filters.append((keyword, wanted))
     return filters
 
 
-def _matches(instance: _Instance, filters: Sequence[tuple[str, Any]]) -> bool:
+def _matches(instance: IndexedInstance, filters: Sequence[tuple[str, Any]]) -> bool:
     return all(
-        _match_one(keyword, _candidates(instance.attrs.get(keyword)), wanted)
-        for keyword, wanted in filters
+        value_matches(keyword, instance.attrs.get(keyword), wanted) for keyword, wanted in filters
     )
 
 
@@ -690,7 +353,7 @@ def _none_last(value: Any) -> tuple[bool, Any]:
     return (value is None, value if value is not None else 0)
 
 
-def _instance_sort_key(instance: _Instance) -> tuple[Any, ...]:
+def _instance_sort_key(instance: IndexedInstance) -> tuple[Any, ...]:
     return (
         instance.study_uid,
         instance.series_uid,
@@ -735,6 +398,11 @@ class DICOMfileClient:
         ``~/.cache/dicomslide/index``)
     recursive: bool, optional
         Whether to index sub-folders too
+    cache_max_bytes: int | None, optional
+        Budget of the encoded-frame cache shared by all slides of this client (``None``: the
+        default, 512 MiB)
+    decoded_cache_max_bytes: int | None, optional
+        Budget of the decoded-tile cache (``None``: the default, 128 MiB; 0 turns it off)
 
     Notes
     -----
@@ -749,24 +417,32 @@ class DICOMfileClient:
         *,
         index_dir: str | os.PathLike[str] | None = None,
         recursive: bool = True,
+        cache_max_bytes: int | None = None,
+        decoded_cache_max_bytes: int | None = None,
     ) -> None:
+        self._runtime = SourceRuntime(
+            self,
+            cache_max_bytes=cache_max_bytes,
+            decoded_cache_max_bytes=decoded_cache_max_bytes,
+        )
         # abspath, not resolve(): no file system access outside worker threads.
         self._base_dir = Path(os.path.abspath(_to_path(url).expanduser()))
         self._index_dir = Path(index_dir) if index_dir is not None else None
         self._recursive = recursive
-        self._index: _Index | None = None
+        self._index: FolderIndex | None = None
         self._index_lock = asyncio.Lock()
         self._closed = False
         self._metadata: OrderedDict[str, Dataset] = OrderedDict()
         # Keys (path, size, mtime) of files whose headers converted cleanly, kept beside the
         # index file so that re-opening a slide does not convert every value again.
-        self._validated: set[str] = set()
-        # Distinct Z offsets of files by the same keys: see _read_many_metadata.
-        self._z_offsets: dict[str, _ZOffsets] = {}
-        self._validated_file: Path | None = None
-        self._validated_lock = threading.Lock()
+        self._sidecar = Sidecar(None, set(), {})
         self._frame_sources: OrderedDict[str, _FrameSource] = OrderedDict()
         self._frame_source_locks: dict[str, asyncio.Lock] = {}
+
+    @property
+    def runtime(self) -> SourceRuntime:
+        """dicomslide.sources.runtime.SourceRuntime: This client's caches and frame services."""
+        return self._runtime
 
     @property
     def base_dir(self) -> Path:
@@ -855,14 +531,14 @@ class DICOMfileClient:
         filters = _compile_filters(search_filters)
         index = await self._ensure_index()
         matching = {i.study_uid for i in index.instances.values() if _matches(i, filters)}
-        studies: dict[str, list[_Instance]] = {}
+        studies: dict[str, list[IndexedInstance]] = {}
         for instance in sorted(index.instances.values(), key=_instance_sort_key):
             if instance.study_uid in matching:
                 studies.setdefault(instance.study_uid, []).append(instance)
         results = []
         for members in studies.values():
             ds = Dataset()
-            _put(ds, members[0].attrs, _STUDY_KEYWORDS)
+            _put(ds, members[0].attrs, STUDY_KEYWORDS)
             modalities = sorted(
                 {str(m.attrs["Modality"]) for m in members if "Modality" in m.attrs}
             )
@@ -909,7 +585,7 @@ class DICOMfileClient:
             if study_instance_uid is None or i.study_uid == study_instance_uid
         ]
         matching = {i.series_uid for i in selected if _matches(i, filters)}
-        series: dict[str, list[_Instance]] = {}
+        series: dict[str, list[IndexedInstance]] = {}
         for instance in sorted(selected, key=_instance_sort_key):
             if instance.series_uid in matching:
                 series.setdefault(instance.series_uid, []).append(instance)
@@ -924,7 +600,7 @@ class DICOMfileClient:
         results = []
         for members in ordered:
             ds = Dataset()
-            _put(ds, members[0].attrs, (*_STUDY_KEYWORDS, *_SERIES_KEYWORDS))
+            _put(ds, members[0].attrs, (*STUDY_KEYWORDS, *SERIES_KEYWORDS))
             ds.NumberOfSeriesRelatedInstances = len(members)
             results.append(ds)
         return results
@@ -974,7 +650,7 @@ class DICOMfileClient:
         results = []
         for instance in found:
             ds = Dataset()
-            _put(ds, instance.attrs, _INDEX_KEYWORDS)
+            _put(ds, instance.attrs, INDEX_KEYWORDS)
             if instance.attrs.get("TransferSyntaxUID"):
                 ds.AvailableTransferSyntaxUID = instance.attrs["TransferSyntaxUID"]
             results.append(ds)
@@ -1181,110 +857,18 @@ class DICOMfileClient:
         if self._closed:
             raise UsageError(f"DICOMfileClient for {self._base_dir} is closed")
 
-    async def _ensure_index(self) -> _Index:
+    async def _ensure_index(self) -> FolderIndex:
         self._check_open()
         if self._index is None:
             async with self._index_lock:
                 if self._index is None:
-                    self._index = await self._build_index()
+                    self._index, self._sidecar = await build_index(
+                        self._base_dir, self._recursive, self._index_dir
+                    )
         self._check_open()
         return self._index
 
-    def _index_file(self, root: Path) -> Path:
-        digest = hashlib.sha256(f"{root}\0{self._recursive}".encode()).hexdigest()[:32]
-        folder = self._index_dir if self._index_dir is not None else _default_index_dir()
-        return folder / f"{digest}.json"
-
-    async def _build_index(self) -> _Index:
-        started = time.perf_counter()
-        base = self._base_dir
-
-        def prepare() -> tuple[
-            Path,
-            Path,
-            dict[str, list[Any]],
-            list[tuple[str, int, int]],
-            tuple[set[str], dict[str, _ZOffsets]],
-        ]:
-            if not base.is_dir():
-                raise NotFoundError(f"folder {base} does not exist")
-            root = base.resolve()
-            index_file = self._index_file(root)
-            persisted = _load_index(index_file, root, self._recursive)
-            files = _walk(root, self._recursive, index_file)
-            # In the same worker-thread job: each hop to a thread and back costs ~0.1 ms.
-            sidecar = _load_validated(_validated_path(index_file))
-            return root, index_file, persisted, files, sidecar
-
-        root, index_file, persisted, files, sidecar = await asyncio.to_thread(prepare)
-        self._validated_file = _validated_path(index_file)
-        self._validated, self._z_offsets = sidecar
-        entries: dict[str, list[Any]] = {}
-        to_parse: list[tuple[str, int, int]] = []
-        for relpath, size, mtime_ns in files:
-            old = persisted.get(relpath)
-            if old is not None and old[0] == size and old[1] == mtime_ns:
-                entries[relpath] = old
-            else:
-                to_parse.append((relpath, size, mtime_ns))
-        reused = len(entries)
-
-        def parse_chunk(chunk: Sequence[tuple[str, int, int]]) -> list[list[Any]]:
-            return [_parse_index_entry(str(root / rel), size, mtime) for rel, size, mtime in chunk]
-
-        async def run_chunk(chunk: Sequence[tuple[str, int, int]]) -> None:
-            async with limiter:
-                parsed = await asyncio.to_thread(parse_chunk, chunk)
-            for (relpath, _, _), entry in zip(chunk, parsed, strict=True):
-                entries[relpath] = entry
-
-        limiter = asyncio.Semaphore(_PARSE_THREADS)
-        if to_parse:
-            await _gather_all(
-                [
-                    run_chunk(to_parse[start : start + _PARSE_CHUNK])
-                    for start in range(0, len(to_parse), _PARSE_CHUNK)
-                ]
-            )
-
-        persist_error: str | None = None
-        if to_parse or len(entries) != len(persisted):
-            ordered = dict(sorted(entries.items()))
-            persist_error = await asyncio.to_thread(
-                _save_index, index_file, root, self._recursive, ordered
-            )
-
-        instances: dict[str, _Instance] = {}
-        failures: dict[str, str] = {}
-        duplicates: list[str] = []
-        non_dicom = 0
-        for relpath in sorted(entries):
-            size, mtime_ns, status, data = entries[relpath]
-            if status == "other":
-                non_dicom += 1
-            elif status == "error":
-                failures[relpath] = str(data)
-            else:
-                instance = _Instance(relpath, str(root / relpath), size, mtime_ns, data)
-                if instance.sop_uid in instances:
-                    duplicates.append(relpath)
-                else:
-                    instances[instance.sop_uid] = instance
-        summary = IndexSummary(
-            base_dir=base,
-            index_file=None if persist_error else index_file,
-            instances=len(instances),
-            non_dicom=non_dicom,
-            failures=failures,
-            duplicates=duplicates,
-            parsed=len(to_parse),
-            reused=reused,
-            persist_error=persist_error,
-            seconds=time.perf_counter() - started,
-        )
-        return _Index(instances, summary)
-
-    async def _lookup(self, study_uid: str, series_uid: str, sop_uid: str) -> _Instance:
+    async def _lookup(self, study_uid: str, series_uid: str, sop_uid: str) -> IndexedInstance:
         index = await self._ensure_index()
         instance = index.instances.get(sop_uid)
         if (
@@ -1304,17 +888,17 @@ class DICOMfileClient:
         while len(self._metadata) > _METADATA_CACHE_SIZE:
             self._metadata.popitem(last=False)
 
-    def _read_many_metadata(self, instances: Sequence[_Instance]) -> list[Dataset]:
+    def _read_many_metadata(self, instances: Sequence[IndexedInstance]) -> list[Dataset]:
         datasets = []
         converted = []
-        found: dict[str, _ZOffsets] = {}
+        found: dict[str, ZOffsets] = {}
         for instance in instances:
             ds, did_convert = self._read_checked_metadata(instance)
             datasets.append(ds)
             if did_convert:
                 converted.append(instance)
-            key = _validated_key(instance)
-            z_offsets = self._z_offsets.get(key)
+            key = sidecar_key(instance)
+            z_offsets = self._sidecar.z_offsets(key)
             if z_offsets is None:
                 # Found once (here, in the worker thread) and remembered for the next time.
                 z_offsets = _find_z_offsets(ds)
@@ -1325,12 +909,13 @@ class DICOMfileClient:
                 # slide's ~7 ms opening (the key changes with the file's size or time); the
                 # slide must not search them again on the event loop.
                 remember_z_offsets(ds, *z_offsets)
-        self._remember_validated(converted, found)
+        if self._index is not None:
+            self._sidecar.remember(converted, found, self._index.instances.values())
         return datasets
 
-    def _read_checked_metadata(self, instance: _Instance) -> tuple[Dataset, bool]:
-        key = _validated_key(instance)
-        trusted = (instance.size, instance.mtime_ns) if key in self._validated else None
+    def _read_checked_metadata(self, instance: IndexedInstance) -> tuple[Dataset, bool]:
+        key = sidecar_key(instance)
+        trusted = (instance.size, instance.mtime_ns) if self._sidecar.is_validated(key) else None
         try:
             ds, converted = _read_metadata(instance.path, trusted)
         except FileNotFoundError as exc:
@@ -1348,33 +933,7 @@ class DICOMfileClient:
             )
         return ds, converted
 
-    def _remember_validated(
-        self, instances: Sequence[_Instance], z_offsets: Mapping[str, _ZOffsets]
-    ) -> None:
-        """Persist which headers converted cleanly and the Z offsets found (in a worker thread)."""
-        if self._validated_file is None or self._index is None:
-            return
-        with self._validated_lock:
-            new = {_validated_key(i) for i in instances} - self._validated
-            new_z = {k: v for k, v in z_offsets.items() if self._z_offsets.get(k) != v}
-            if not new and not new_z:
-                return
-            # Keep only files the index still knows, so the sidecar cannot grow without end.
-            known = {_validated_key(i) for i in self._index.instances.values()}
-            self._validated = (self._validated | new) & known
-            self._z_offsets = {k: v for k, v in {**self._z_offsets, **new_z}.items() if k in known}
-            # Only a speed-up is lost if this fails: the headers are converted again next time.
-            _write_json(
-                self._validated_file,
-                {
-                    "validated": sorted(self._validated),
-                    "z_offsets": {
-                        k: [n, list(z)] for k, (n, z) in sorted(self._z_offsets.items())
-                    },
-                },
-            )
-
-    async def _instance_metadata(self, instance: _Instance) -> Dataset:
+    async def _instance_metadata(self, instance: IndexedInstance) -> Dataset:
         cached = self._metadata.get(instance.sop_uid)
         if cached is not None:
             self._metadata.move_to_end(instance.sop_uid)
@@ -1384,7 +943,7 @@ class DICOMfileClient:
         self._remember_metadata(instance.sop_uid, ds)
         return ds
 
-    async def _frame_source(self, instance: _Instance, *, rebuild: bool) -> _FrameSource:
+    async def _frame_source(self, instance: IndexedInstance, *, rebuild: bool) -> _FrameSource:
         sop_uid = instance.sop_uid
         if not rebuild:
             cached = self._frame_sources.get(sop_uid)

@@ -43,7 +43,17 @@ from pydicom import Dataset
 from pydicom.filereader import read_dataset
 from pydicom.tag import BaseTag
 
-from dicomslide.errors import InvalidDataError, UnsupportedError
+from dicomslide._syntaxes import (
+    DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
+    EXPLICIT_VR_BIG_ENDIAN,
+    EXPLICIT_VR_LITTLE_ENDIAN,
+    IMPLICIT_VR_LITTLE_ENDIAN,
+    J2K_FAMILY,
+    JPEG_FAMILY,
+    JPEG_XL_FAMILY,
+    NATIVE,
+)
+from dicomslide.errors import InvalidDataError, NotDicomError, UnsupportedError
 
 __all__ = [
     "DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN",
@@ -76,19 +86,7 @@ __all__ = [
 ReadAt = Callable[[int, int], bytes]
 """``read_at(offset, size)``: up to ``size`` bytes starting at absolute ``offset``."""
 
-IMPLICIT_VR_LITTLE_ENDIAN: Final = "1.2.840.10008.1.2"
-EXPLICIT_VR_LITTLE_ENDIAN: Final = "1.2.840.10008.1.2.1"
-EXPLICIT_VR_BIG_ENDIAN: Final = "1.2.840.10008.1.2.2"
-DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN: Final = "1.2.840.10008.1.2.1.99"
-
-NATIVE_TRANSFER_SYNTAXES: Final = frozenset(
-    {
-        IMPLICIT_VR_LITTLE_ENDIAN,
-        EXPLICIT_VR_LITTLE_ENDIAN,
-        EXPLICIT_VR_BIG_ENDIAN,
-        DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
-    }
-)
+NATIVE_TRANSFER_SYNTAXES: Final = NATIVE
 
 _PIXEL_DATA: Final = 0x7FE00010
 _FLOAT_PIXEL_DATA: Final = 0x7FE00008
@@ -123,38 +121,11 @@ _SOI: Final = (b"\xff\xd8",)
 _SOC: Final = (b"\xff\x4f",)
 _JXL: Final = (b"\xff\x0a", b"\x00\x00\x00\x0cJXL ")
 _FRAME_START_MARKERS: Final[dict[str, tuple[bytes, ...]]] = {
-    **dict.fromkeys(
-        [
-            "1.2.840.10008.1.2.4.50",
-            "1.2.840.10008.1.2.4.51",
-            "1.2.840.10008.1.2.4.57",
-            "1.2.840.10008.1.2.4.70",
-            "1.2.840.10008.1.2.4.80",
-            "1.2.840.10008.1.2.4.81",
-        ],
-        _SOI,
-    ),
-    **dict.fromkeys(
-        [
-            "1.2.840.10008.1.2.4.90",
-            "1.2.840.10008.1.2.4.91",
-            "1.2.840.10008.1.2.4.92",
-            "1.2.840.10008.1.2.4.93",
-            "1.2.840.10008.1.2.4.201",
-            "1.2.840.10008.1.2.4.202",
-            "1.2.840.10008.1.2.4.203",
-        ],
-        _SOC,
-    ),
-    **dict.fromkeys(
-        ["1.2.840.10008.1.2.4.110", "1.2.840.10008.1.2.4.111", "1.2.840.10008.1.2.4.112"], _JXL
-    ),
+    **dict.fromkeys(JPEG_FAMILY, _SOI),
+    **dict.fromkeys(J2K_FAMILY, _SOC),
+    **dict.fromkeys(JPEG_XL_FAMILY, _JXL),
 }
 _PEEK: Final = 12
-
-
-class NotDicomError(ValueError):
-    """The bytes are not a DICOM Part 10 file (no ``DICM`` prefix after the preamble)."""
 
 
 @dataclass(frozen=True, slots=True)

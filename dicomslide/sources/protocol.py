@@ -8,6 +8,8 @@ Conventions
 -----------
 * Search results and metadata are :class:`pydicom.Dataset` objects without Pixel Data.
 * Frame numbers are one-based, as in DICOM.
+* Each source owns a :class:`~dicomslide.sources.runtime.SourceRuntime` (its caches and one
+  frame service per event loop), built from its constructor options.
 * :meth:`Source.iter_frames` yields frames as soon as each is available (in any order), so that
   decoding can start before a large multipart response has ended.
 """
@@ -15,9 +17,12 @@ Conventions
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any, NamedTuple, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
 
 from pydicom import Dataset
+
+if TYPE_CHECKING:
+    from dicomslide.sources.runtime import SourceRuntime
 
 __all__ = ["EncodedFrame", "Source"]
 
@@ -188,4 +193,9 @@ class Source(Protocol):
 
     async def aclose(self) -> None:
         """Release connections, file handles and thread pools."""
+        ...
+
+    @property
+    def runtime(self) -> SourceRuntime:
+        """dicomslide.sources.runtime.SourceRuntime: This source's caches and frame services."""
         ...

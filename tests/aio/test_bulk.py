@@ -137,9 +137,10 @@ async def test_prefetch_region_and_channel_selection(folder: Path, tmp_path: Pat
 
 
 async def test_prefetch_stops_at_the_cache_budget(folder: Path, tmp_path: Path) -> None:
-    client = dicomslide.DICOMfileClient(folder, index_dir=tmp_path)
     tile_bytes = 64 * 64 * 3
-    client.cache_max_bytes = 30 * tile_bytes  # type: ignore[attr-defined]
+    client = dicomslide.DICOMfileClient(
+        folder, index_dir=tmp_path, cache_max_bytes=30 * tile_bytes
+    )
     slide = (await dicomslide.find_slides(client))[0]
     frame_service(client).max_frames_per_request = 8
     with pytest.warns(PrefetchBudgetWarning, match="cache_max_bytes"):
@@ -224,9 +225,10 @@ import dicomslide
 from dicomslide.bulk import iter_tiles, prefetch
 
 async def main():
-    client = dicomslide.DICOMfileClient(sys.argv[1], index_dir=sys.argv[2])
     # the iterator's own bound is measured, not the decoded-tile cache's budget
-    client.decoded_cache_max_bytes = 0
+    client = dicomslide.DICOMfileClient(
+        sys.argv[1], index_dir=sys.argv[2], decoded_cache_max_bytes=0
+    )
     slide = (await dicomslide.find_slides(client))[0]
     tracemalloc.start()
     result = await prefetch(slide, 0)

@@ -110,7 +110,7 @@ async def test_dropped_clients_free_their_caches(tmp_path: Path) -> None:
     source = runtime.as_source(client)
     refs = [
         weakref.ref(client),
-        weakref.ref(runtime._cache_for(source)),
+        weakref.ref(source.runtime.frame_cache),
         weakref.ref(runtime.frame_service(source)),
         weakref.ref(runtime.decoded_tile_cache(source)),
     ]
@@ -121,13 +121,53 @@ async def test_dropped_clients_free_their_caches(tmp_path: Path) -> None:
     assert [r() for r in refs] == [None] * len(refs)
 
 
+async def test_a_second_event_loop_gets_its_own_service(tmp_path: Path) -> None:
+    # One service per loop: reading from another loop (a blocking twin's private loop, a
+    # thread running asyncio.run) must not replace this loop's service, whose coalescing and
+    # read-ahead state would be lost.
+    write_slide(tmp_path / "slide", SlideSpec(size=(300, 400), tile_size=(64, 64), levels=1))
+    client = dicomslide.DICOMfileClient(tmp_path / "slide", index_dir=tmp_path / "index")
+    (slide,) = await dicomslide.find_slides(client)
+    here = runtime.frame_service(client)
+
+    async def read_elsewhere() -> object:
+        await slide.get_image_region((0, 0), 0, (64, 64))
+        return runtime.frame_service(client)
+
+    there = await asyncio.to_thread(asyncio.run, read_elsewhere())
+    assert there is not here
+    assert runtime.frame_service(client) is here
+    # Both loops share the client's caches: what was read over there is not fetched again.
+    assert slide.cache_stats.frames_fetched == 1
+    await slide.get_image_region((0, 0), 0, (64, 64))
+    assert slide.cache_stats.frames_fetched == 1
+    assert here.cache is there.cache is client.runtime.frame_cache  # type: ignore[attr-defined]
+    # The other loop is closed now: the next new loop's service replaces its service, so
+    # short-lived loops (asyncio.run per call) do not pile up.
+    third = await asyncio.to_thread(asyncio.run, read_elsewhere())
+    assert set(client.runtime._services.values()) == {here, third}
+    await client.aclose()
+
+
+def test_cache_budgets_come_from_the_constructor(tmp_path: Path) -> None:
+    client = dicomslide.DICOMfileClient(tmp_path, cache_max_bytes=12345, decoded_cache_max_bytes=0)
+    assert dicomslide.get_cache_stats(client).max_bytes == 12345
+    assert runtime.decoded_tile_cache(client).max_bytes == 0
+    web = dicomslide.DICOMwebClient(
+        "http://127.0.0.1:9/dicom-web", cache_max_bytes=777, readahead=3, coalesce_window=0.5
+    )
+    assert dicomslide.get_cache_stats(web).max_bytes == 777
+    assert web.runtime.service_options.readahead == 3
+    assert web.runtime.service_options.coalesce_window == 0.5
+
+
 def test_dropped_foreign_clients_free_their_adapters() -> None:
     from dicomweb_client import DICOMwebClient as ForeignWebClient
 
     foreign = ForeignWebClient("http://dicomweb.invalid/dicom-web")
     adapter = runtime.as_source(foreign)
     assert runtime.as_source(foreign) is adapter
-    refs = [weakref.ref(foreign), weakref.ref(adapter), weakref.ref(runtime._cache_for(adapter))]
+    refs = [weakref.ref(foreign), weakref.ref(adapter), weakref.ref(adapter.runtime.frame_cache)]
     del foreign, adapter
     gc.collect()  # the client and its adapter reference each other
     assert [r() for r in refs] == [None] * len(refs)

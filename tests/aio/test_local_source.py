@@ -32,7 +32,7 @@ from dicomslide.errors import (
     UnsupportedError,
     UsageError,
 )
-from dicomslide.sources import EncodedFrame, Source, local as local_module
+from dicomslide.sources import EncodedFrame, Source, local as local_module, local_index
 from dicomslide.sources.local import DICOMfileClient
 
 WSI = "1.2.840.10008.5.1.4.1.1.77.1.6"
@@ -254,15 +254,20 @@ async def _all_frames(client: DICOMfileClient, series: str, sop: str, n: int) ->
     }
 
 
+def _module_of(name: str) -> Any:
+    """The module whose global ``name`` the client calls (the index lives apart)."""
+    return local_index if hasattr(local_index, name) else local_module
+
+
 def _count_calls(monkeypatch: pytest.MonkeyPatch, name: str) -> list[Any]:
     calls: list[Any] = []
-    original: Callable[..., Any] = getattr(local_module, name)
+    original: Callable[..., Any] = getattr(_module_of(name), name)
 
     def wrapper(*args: Any) -> Any:
         calls.append(args)
         return original(*args)
 
-    monkeypatch.setattr(local_module, name, wrapper)
+    monkeypatch.setattr(_module_of(name), name, wrapper)
     return calls
 
 
@@ -582,13 +587,13 @@ async def test_file_io_runs_off_the_loop(
 ) -> None:
     threads: dict[str, set[int]] = {}
     for name in ("_pread", "_parse_index_entry", "_read_metadata", "_walk"):
-        original: Callable[..., Any] = getattr(local_module, name)
+        original: Callable[..., Any] = getattr(_module_of(name), name)
 
         def wrapper(*args: Any, _name: str = name, _orig: Callable[..., Any] = original) -> Any:
             threads.setdefault(_name, set()).add(threading.get_ident())
             return _orig(*args)
 
-        monkeypatch.setattr(local_module, name, wrapper)
+        monkeypatch.setattr(_module_of(name), name, wrapper)
     loop_thread = threading.get_ident()
     async with DICOMfileClient(folder.root, index_dir=index_dir) as client:
         for sop, (series, frames, _) in folder.expected.items():

@@ -65,7 +65,7 @@ def _copy_with_inner_links(folder: Path, outside: Path) -> int:
 
 
 def _ssl_context(client: dicomslide.DICOMwebClient) -> ssl.SSLContext:
-    http = client._client()
+    http = client._transport.client()
     transport: Any = http._transport
     context = transport._pool._ssl_context
     assert isinstance(context, ssl.SSLContext)

@@ -1,7 +1,7 @@
 """Faults, cancellation, credentials and QIDO paging of :class:`dicomslide.DICOMwebClient`.
 
 Uses the in-process server of ``test_web_requests.py``; no test waits for real time (retry
-waits are recorded through ``dicomslide.sources.web._sleep``).
+waits are recorded through ``dicomslide.sources.web.transport._sleep``).
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     async def fake_sleep(delay: float) -> None:
         recorded.append(delay)
 
-    monkeypatch.setattr(web, "_sleep", fake_sleep)
+    monkeypatch.setattr(web.transport, "_sleep", fake_sleep)
     return recorded
 
 
@@ -617,3 +617,52 @@ async def test_find_slides_through_rejected_filters(server: FakeDicomWeb) -> Non
         slides = await dicomslide.find_slides(client, correct_color=False)
         assert len(slides) == 1
         assert slides[0].size == SPEC.size
+
+
+async def test_wildcards_match_on_a_server_that_rejects_filters(server: FakeDicomWeb) -> None:
+    # The client filters what the server would not; it must match as QIDO (and the local
+    # folder client) does: wildcards, lists, universal matching, not exact strings only.
+    server.reject_filters = True
+    async with server.client() as client:
+        everything = await client.search_for_instances()
+        with_container = [ds for ds in everything if "ContainerIdentifier" in ds]
+        assert with_container  # the server returns the attribute, so it can be judged
+        assert {ds.ContainerIdentifier for ds in with_container} == {"SLIDE-1"}
+        server.requests.clear()
+        found = await client.search_for_instances(search_filters={"ContainerIdentifier": "S22*"})
+        assert [ds for ds in found if "ContainerIdentifier" in ds] == []
+        # Rejected with the filter, then asked again without it and filtered here.
+        queries = server.requests_of("qido-instances")
+        assert ["ContainerIdentifier" in r.url.params for r in queries] == [True, False]
+        for wanted in ("SLIDE*", "SL?DE-1", "*", ["S22-0001", "SLIDE-1"], "", None):
+            found = await client.search_for_instances(
+                search_filters={"ContainerIdentifier": wanted}
+            )
+            assert len(found) == len(everything), wanted
+        # A slide is still found by its exact container through the fallback.
+        assert len(await dicomslide.find_slides(client, container_id="SLIDE-1")) == 1
+        assert await dicomslide.find_slides(client, container_id="S22*") == []
+
+
+# --- argument errors ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: dicomslide.DICOMwebClient("ftp://host/dicom-web"), "http"),
+        (lambda: dicomslide.DICOMwebClient("http://user:pw@host/dicom-web"), "auth="),
+        (lambda: web.RetryPolicy(attempts=0), "attempts"),
+    ],
+)
+def test_bad_urls_and_retry_counts_are_argument_errors(
+    make: Callable[[], object], message: str
+) -> None:
+    # Not regions: ArgumentError (still a ValueError), not RegionError.
+    with pytest.raises(dicomslide.errors.ArgumentError, match=message) as caught:
+        make()
+    assert isinstance(caught.value, ValueError)
+    assert not isinstance(caught.value, dicomslide.RegionError)
+    # The old import names keep working.
+    assert web.ServerError is dicomslide.errors.ServerError
+    assert web.NotAcceptableError is dicomslide.errors.NotAcceptableError

@@ -298,8 +298,13 @@ class FakeDicomWeb:
                     )
             items += self.extra_series
         elif route.kind == "qido-instances":
+            # Container Identifier too, so that client-side filtering has something to judge.
             items = [
-                {k: i.metadata[k] for k in ("0020000D", "0020000E", "00080018", "00080016")}
+                {
+                    k: i.metadata[k]
+                    for k in ("0020000D", "0020000E", "00080018", "00080016", "00400512")
+                    if k in i.metadata
+                }
                 for i in self.instances.values()
             ]
         keywords = {"Modality": "00080060", "SeriesInstanceUID": "0020000E"}

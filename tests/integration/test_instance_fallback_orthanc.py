@@ -149,7 +149,7 @@ def no_sleep(monkeypatch: pytest.MonkeyPatch) -> None:
     async def fake_sleep(delay: float) -> None:
         return None
 
-    monkeypatch.setattr(web, "_sleep", fake_sleep)
+    monkeypatch.setattr(web.transport, "_sleep", fake_sleep)
 
 
 async def _expected(path: Path) -> tuple[str, str, str, dict[int, bytes]]:
@@ -208,7 +208,7 @@ async def test_float_frames_from_the_whole_instance(
     part_length: bool,
 ) -> None:
     if spooled:
-        monkeypatch.setattr(web, "_INSTANCE_MEMORY_BYTES", 1000)
+        monkeypatch.setattr(web.instance, "_INSTANCE_MEMORY_BYTES", 1000)
     paths = [floats.root / "pm_float32.dcm", floats.root / "pm_float64.dcm"]
     server = RefusingServer(paths)
     server.part_length = part_length
@@ -218,7 +218,7 @@ async def test_float_frames_from_the_whole_instance(
             got = await _read(client, (study, series, sop), sorted(expected))
             assert got == expected
             assert all(len(frame) in (45 * 45 * 4, 64 * 64 * 8) for frame in got.values())
-            assert client._instances[sop].in_memory is not spooled
+            assert client._fallback._instances[sop].in_memory is not spooled
     assert len(server.instance_requests) == 2
 
 

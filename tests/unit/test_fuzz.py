@@ -33,7 +33,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import dicomslide
-from dicomslide import codecs
+from dicomslide import _syntaxes
 from dicomslide.codecs import PixelFormat, decode_frame
 from dicomslide.errors import DicomSlideError
 from dicomslide.sources.dicomjson import datasets_from_json
@@ -350,10 +350,8 @@ def test_bad_boundaries_are_value_errors(boundary: str) -> None:
 SYNTAXES = sorted(
     {
         value
-        for name, value in vars(codecs).items()
-        if name.startswith("_")
-        and isinstance(value, str)
-        and value.startswith("1.2.840.10008.1.2")
+        for value in vars(_syntaxes).values()
+        if isinstance(value, str) and value.startswith("1.2.840.10008.1.2")
     }
 )
 FORMATS = [
