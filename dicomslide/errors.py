@@ -21,6 +21,7 @@ and :mod:`dicomslide_sync` is defined in this module; the tree (builtin bases in
     │   ├── DicomWebError
     │   │   ├── ServerError                   (a 5xx status)
     │   │   └── NotAcceptableError            (406, or 400 for media types)
+    │   ├── FramesRefusedError                (internal: frames come from the whole instance)
     │   └── ProtocolError
     ├── InvalidDataError [ValueError]
     │   └── NotDicomError                     (bytes without the Part 10 "DICM" prefix)
@@ -65,6 +66,7 @@ __all__ = [
     "NotACacheError",
     "ServerError",
     "NotAcceptableError",
+    "FramesRefusedError",
 ]
 
 
@@ -128,6 +130,14 @@ class DicomWebError(SourceError):
         super().__init__(message)
         self.status_code = status_code
         self.url = url
+
+
+class FramesRefusedError(SourceError):
+    """The server will not serve this instance's frames; they are cut from the whole instance.
+
+    A signal inside the DICOMweb client: the read goes on from the whole instance, and callers
+    never see it.
+    """
 
 
 class ProtocolError(SourceError):

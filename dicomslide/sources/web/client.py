@@ -106,7 +106,7 @@ from dicomslide.sources.protocol import EncodedFrame
 from dicomslide.sources.runtime import FrameServiceOptions, SourceRuntime
 from dicomslide.sources.web.instance import (
     DEFAULT_MAX_INSTANCE_BYTES,
-    FramesRefused,
+    FramesRefusedError,
     WholeInstanceFallback,
 )
 from dicomslide.sources.web.negotiation import Negotiation
@@ -509,7 +509,7 @@ class DICOMwebClient:
                                 ) from exc
                             raise
                         await self._transport.pause(attempt - 1)
-            except (FramesRefused, DicomWebError) as exc:
+            except (FramesRefusedError, DicomWebError) as exc:
                 refused = self._negotiation.of(sop_instance_uid).refused
                 if isinstance(exc, DicomWebError) and refused is None:
                     raise
@@ -526,7 +526,7 @@ class DICOMwebClient:
         state = self._negotiation.of(sop)
         while True:
             if state.refused is not None:
-                raise FramesRefused
+                raise FramesRefusedError
             if state.stored is not None:
                 return await self._frames_or_refusal(sop, url)
             probe = state.probe
@@ -660,7 +660,7 @@ class DICOMwebClient:
                 url,
             )
         )
-        raise FramesRefused
+        raise FramesRefusedError
 
     def _frame(
         self, body: bytes, part_type: str | None, outer_syntax: str | None, sop: str

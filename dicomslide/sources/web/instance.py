@@ -22,6 +22,7 @@ from typing import BinaryIO, Final
 import httpx
 
 from dicomslide.errors import (
+    FramesRefusedError,
     InvalidDataError,
     ProtocolError,
     RegionError,
@@ -37,7 +38,7 @@ from dicomslide.sources.web.transport import Transport
 __all__ = [
     "ACCEPT_INSTANCE",
     "DEFAULT_MAX_INSTANCE_BYTES",
-    "FramesRefused",
+    "FramesRefusedError",
     "WholeInstanceFallback",
 ]
 
@@ -52,10 +53,6 @@ _INSTANCE_READ_BATCH: Final = 64
 _MAX_PART_HEADER_BYTES: Final = 64 * 1024
 _HEADER_END_RE: Final = re.compile(rb"\r?\n\r?\n")
 _CONTENT_LENGTH_RE: Final = re.compile(rb"(?im)^content-length[ \t]*:[ \t]*([0-9]+)[ \t]*\r?$")
-
-
-class FramesRefused(Exception):
-    """The frames of this instance are to be read from the whole instance."""
 
 
 class _InstanceEvicted(Exception):
