@@ -127,3 +127,7 @@ class DecodeError(DicomSlideError, ValueError):
 
 class InvalidClientError(DicomSlideError, TypeError):
     """An object given as a client is neither a dicomslide source nor a DICOMClient."""
+
+
+class SyncTimeoutError(DicomSlideError, TimeoutError):
+    """A blocking call of :mod:`dicomslide_sync` ran out of its ``timeout`` and was cancelled."""
