@@ -230,8 +230,9 @@ def test_delay_proxy_resets_the_client_when_the_server_is_down() -> None:
 
 
 def test_delay_proxy_stops_quietly_with_open_connections(caplog: pytest.LogCaptureFixture) -> None:
-    server = KeepAliveServer(idle=5.0)
+    # Before the server starts: its own event loop logs (at DEBUG) when it is created.
     caplog.set_level(logging.ERROR, logger="asyncio")
+    server = KeepAliveServer(idle=5.0)
     try:
         proxy = delay_proxy.DelayProxy(("127.0.0.1", server.port), rtt_ms=20).start()
         with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as sock:
