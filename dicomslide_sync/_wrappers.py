@@ -59,7 +59,36 @@ def _unwrap(client: Any) -> Any:
     return getattr(client, "__dicomslide_source__", None) or client
 
 
-class DICOMfileClient:
+_Client = TypeVar("_Client", bound="_ClientTwin")
+
+
+class _ClientTwin:
+    """What the two client twins share: opening, pickling, closing."""
+
+    _async: Any
+    _args: tuple[str | os.PathLike[str], dict[str, Any]]
+
+    def _open(self, url: Any, options: dict[str, Any]) -> None:
+        self._args = (url, options)
+        self._async = self._ASYNC(url, **options)  # type: ignore[attr-defined]
+        # What dicomslide's own functions look for to reach the async source.
+        self.__dicomslide_source__ = self._async
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_reopen_client, (type(self), *self._args))
+
+    def __enter__(self: _Client) -> _Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the client's connections or file handles and its caches."""
+        run(self._async.aclose())
+
+
+class DICOMfileClient(_ClientTwin):
     """Blocking client for a folder of DICOM Part 10 files (twin of the async client).
 
     Parameters
@@ -89,22 +118,7 @@ class DICOMfileClient:
     ) -> None:
         options: dict[str, Any] = {"index_dir": index_dir, "recursive": recursive}
         options.update(_budgets(cache_max_bytes, decoded_cache_max_bytes))
-        self._args = (url, options)
-        self._async = dicomslide.DICOMfileClient(url, **options)
-        self.__dicomslide_source__ = self._async
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_reopen_file_client, self._args)
-
-    def __enter__(self) -> DICOMfileClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Release file handles and caches."""
-        run(self._async.aclose())
+        self._open(url, options)
 
     base_dir = attribute[Any]()
     index_summary = blocking(dicomslide.DICOMfileClient.index_summary)
@@ -125,7 +139,7 @@ def _budgets(cache_max_bytes: int | None, decoded_cache_max_bytes: int | None) -
     return {name: value for name, value in budgets.items() if value is not None}
 
 
-class DICOMwebClient:
+class DICOMwebClient(_ClientTwin):
     """Blocking DICOMweb client (twin of :class:`dicomslide.DICOMwebClient`).
 
     Frame requests of all threads are merged on the private loop; the default
@@ -221,25 +235,9 @@ class DICOMwebClient:
             "max_instance_bytes": max_instance_bytes,
         }
         options.update(_budgets(cache_max_bytes, decoded_cache_max_bytes))
-        self._args = (url, options)
-        source = dicomslide.DICOMwebClient(url, **options)
-        self._async = source
-        self.__dicomslide_source__ = source
+        self._open(url, options)
         # Connections live on the private loop; close them there when this twin is dropped.
-        weakref.finalize(self, _portal.close_soon, source.aclose)
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_reopen_web_client, self._args)
-
-    def __enter__(self) -> DICOMwebClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Release connections and caches."""
-        run(self._async.aclose())
+        weakref.finalize(self, _portal.close_soon, self._async.aclose)
 
     @property
     def url(self) -> str:
@@ -288,12 +286,8 @@ def _reopened(inputs: tuple[Any, ...], open_client: Callable[[], _C]) -> _C:
         return client
 
 
-def _reopen_web_client(url: str, kwargs: dict[str, Any]) -> DICOMwebClient:
-    return _reopened(("web", url, kwargs), lambda: DICOMwebClient(url, **kwargs))
-
-
-def _reopen_file_client(url: Any, kwargs: dict[str, Any]) -> DICOMfileClient:
-    return _reopened(("file", url, kwargs), lambda: DICOMfileClient(url, **kwargs))
+def _reopen_client(cls: Callable[..., _Client], url: Any, kwargs: dict[str, Any]) -> _Client:
+    return _reopened((getattr(cls, "__name__", ""), url, kwargs), lambda: cls(url, **kwargs))
 
 
 class TotalPixelMatrix:
