@@ -37,9 +37,13 @@ import contextlib
 import json
 import socket
 import struct
-import threading
+import sys
 from collections.abc import Callable
-from types import TracebackType
+from pathlib import Path
+
+# The one thread-hosted asyncio server scaffold lives with the test support of this checkout.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.support.loop_server import LoopServer
 
 CHUNK = 64 * 1024
 
@@ -79,7 +83,7 @@ class _RequestCounter:
         return found
 
 
-class DelayProxy:
+class DelayProxy(LoopServer):
     """Forward ``127.0.0.1:<port>`` to ``upstream`` with ``rtt_ms / 2`` delay each way."""
 
     def __init__(
@@ -90,11 +94,11 @@ class DelayProxy:
         max_buffer: int = 16 * 1024 * 1024,
         max_lifetime: float = 4 * 3600.0,
     ) -> None:
+        super().__init__(max_lifetime=max_lifetime, thread_name="delay-proxy")
         self.upstream = upstream
         self.delay = max(rtt_ms, 0.0) / 2000.0
         self.rtt_ms = rtt_ms
         self.max_queue = max(2, max_buffer // CHUNK)
-        self.max_lifetime = max_lifetime
         self.counters = {
             "requests": 0,
             "connections": 0,
@@ -110,87 +114,24 @@ class DelayProxy:
         self.last_upstream_error = ""
         self.port = 0
         self.control_port = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._thread: threading.Thread | None = None
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-
-    # --- lifecycle ------------------------------------------------------------------------
-
-    def start(self) -> DelayProxy:
-        self._thread = threading.Thread(target=self._run, name="delay-proxy", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(10) or self._error is not None:
-            raise RuntimeError(f"delay proxy did not start: {self._error!r}")
-        return self
-
-    def stop(self) -> None:
-        loop, stop = self._loop, self._stop
-        if loop is not None and stop is not None and not loop.is_closed():
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(stop.set)
-        if self._thread is not None:
-            self._thread.join(10)
-            self._thread = None
-
-    def __enter__(self) -> DelayProxy:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def snapshot(self) -> dict[str, int]:
         return dict(self.counters)
 
-    # --- the loop -------------------------------------------------------------------------
+    # --- the loop thread (see tests/support/loop_server.py) ------------------------------
 
-    def _run(self) -> None:
-        try:
-            asyncio.run(self._main())
-        except BaseException as exc:  # reported through start()
-            self._error = exc
-            self._ready.set()
-
-    async def _main(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        conns: set[asyncio.Task[None]] = set()
-
-        async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            task = asyncio.current_task()
-            assert task is not None
-            conns.add(task)
-            try:
-                await self._handle(reader, writer)
-            except asyncio.CancelledError:
-                writer.close()  # stop(): end quietly (a cancelled callback task is logged)
-            finally:
-                conns.discard(task)
-
+    async def _listen(self) -> list[asyncio.Server]:
         async def on_control(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             writer.write(json.dumps(self.counters).encode() + b"\n")
             with contextlib.suppress(OSError):
                 await writer.drain()
             writer.close()
 
-        server = await asyncio.start_server(on_client, "127.0.0.1", 0)
+        server = await asyncio.start_server(self._tracked(self._handle), "127.0.0.1", 0)
         control = await asyncio.start_server(on_control, "127.0.0.1", 0)
         self.port = server.sockets[0].getsockname()[1]
         self.control_port = control.sockets[0].getsockname()[1]
-        self._ready.set()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stop.wait(), self.max_lifetime)
-        server.close()
-        control.close()
-        for task in list(conns):
-            task.cancel()
-        await asyncio.gather(*conns, return_exceptions=True)
+        return [server, control]
 
     async def _handle(
         self, c_reader: asyncio.StreamReader, c_writer: asyncio.StreamWriter

@@ -38,10 +38,32 @@ __all__ = ["main"]
 DEFAULT_SAMPLE_DIR = Path("sample-slide")
 
 
+# One line per subcommand, shared by the subcommand parser and the top-level --help, so the
+# list a user sees cannot drift from the commands that exist.
+_COMMAND_HELP = {
+    "info": "list slides: levels, sizes, spacing, channels",
+    "region": "write a region as PNG or TIFF",
+    "thumbnail": "write a thumbnail as PNG or TIFF",
+    "prefetch": "fetch every frame of a level into the cache",
+}
+
+
+def _commands_epilog() -> str:
+    width = max(len(name) for name in _COMMAND_HELP)
+    lines = [f"  {name:<{width}}  {text}" for name, text in _COMMAND_HELP.items()]
+    return (
+        "subcommands (work on a folder or a DICOMweb URL; "
+        "'dicomslide COMMAND --help' for options):\n" + "\n".join(lines)
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dicomslide",
+        usage="%(prog)s [SOURCE] [options]\n       %(prog)s COMMAND SOURCE [options]",
         description="Find DICOM whole-slide images in a folder and read regions from them.",
+        epilog=_commands_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "source",
@@ -213,7 +235,7 @@ def _legacy_main(argv: Sequence[str]) -> int:
 
 # --- subcommands ---------------------------------------------------------------------------
 
-SUBCOMMANDS = ("info", "region", "thumbnail", "prefetch")
+SUBCOMMANDS = tuple(_COMMAND_HELP)
 TOKEN_ENV = "DICOMSLIDE_TOKEN"
 
 
@@ -246,9 +268,9 @@ def _subparser() -> argparse.ArgumentParser:
         description="Read DICOM whole-slide images from a folder or a DICOMweb server.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    info = commands.add_parser("info", help="list slides: levels, sizes, spacing, channels")
+    info = commands.add_parser("info", help=_COMMAND_HELP["info"])
     _add_source_options(info)
-    region = commands.add_parser("region", help="write a region as PNG or TIFF")
+    region = commands.add_parser("region", help=_COMMAND_HELP["region"])
     _add_source_options(region)
     region.add_argument("--level", type=int, default=0, help="level (default: %(default)s)")
     region.add_argument(
@@ -270,13 +292,13 @@ def _subparser() -> argparse.ArgumentParser:
     region.add_argument("--channel", type=int, default=0, help="channel index")
     region.add_argument("--focal-plane", type=int, default=0, help="focal plane index")
     region.add_argument("--out", type=Path, required=True, help="output file (.png, .tif)")
-    thumb = commands.add_parser("thumbnail", help="write a thumbnail as PNG or TIFF")
+    thumb = commands.add_parser("thumbnail", help=_COMMAND_HELP["thumbnail"])
     _add_source_options(thumb)
     thumb.add_argument("--size", type=int, required=True, help="width and height limit (px)")
     thumb.add_argument("--channel", type=int, default=0, help="channel index")
     thumb.add_argument("--focal-plane", type=int, default=0, help="focal plane index")
     thumb.add_argument("--out", type=Path, required=True, help="output file (.png, .tif)")
-    pre = commands.add_parser("prefetch", help="fetch every frame of a level into the cache")
+    pre = commands.add_parser("prefetch", help=_COMMAND_HELP["prefetch"])
     _add_source_options(pre)
     pre.add_argument("--level", type=int, default=0, help="level (default: %(default)s)")
     pre.add_argument(

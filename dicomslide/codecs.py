@@ -525,10 +525,14 @@ def _rle_pylibjpeg(job: _Job) -> npt.NDArray[Any]:
     if fmt.bits_allocated == 1:
         # pylibjpeg-rle unpacks single-bit frames to one byte per pixel.
         flat = np.frombuffer(decoded, dtype=np.uint8)
-        return flat.reshape(fmt.samples_per_pixel, fmt.rows, fmt.columns).transpose(1, 2, 0)
+        bits: npt.NDArray[Any] = flat.reshape(fmt.samples_per_pixel, fmt.rows, fmt.columns)
+        bytes_: npt.NDArray[Any] = bits.transpose(1, 2, 0)
+        return bytes_
     # RLE stores one segment per sample plane, so the result is colour-by-plane.
     flat = np.frombuffer(decoded, dtype=fmt.dtype.newbyteorder("<"))
-    return flat.reshape(fmt.samples_per_pixel, fmt.rows, fmt.columns).transpose(1, 2, 0)
+    planes: npt.NDArray[Any] = flat.reshape(fmt.samples_per_pixel, fmt.rows, fmt.columns)
+    pixels: npt.NDArray[Any] = planes.transpose(1, 2, 0)
+    return pixels
 
 
 def _rle_pydicom(job: _Job) -> npt.NDArray[Any]:
@@ -949,7 +953,7 @@ def _decode_native(
     else:
         view = samples.reshape(shape)
     # The copy is also the byte swap and detaches the result from the caller's buffer.
-    arr = view.astype(fmt.dtype, order="C", copy=True)
+    arr: npt.NDArray[Any] = view.astype(fmt.dtype, order="C", copy=True)
     _clear_unused_bits(arr, fmt)
     if fmt.is_colour and fmt.photometric_interpretation == "YBR_FULL":
         return _ybr_to_rgb(arr, fmt)
@@ -988,7 +992,8 @@ def _ybr_to_rgb(arr: npt.NDArray[Any], fmt: PixelFormat) -> npt.NDArray[Any]:
     rgb = ycbcr @ _YBR_TO_RGB
     np.rint(rgb, out=rgb)
     np.clip(rgb, 0.0, top, out=rgb)
-    return rgb.astype(fmt.dtype)
+    out: npt.NDArray[Any] = rgb.astype(fmt.dtype)
+    return out
 
 
 _JPEG_STANDALONE_MARKERS = frozenset({0x01, *range(0xD0, 0xD8)})

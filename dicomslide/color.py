@@ -24,13 +24,13 @@ class ColorTransform:
     """Transform from an embedded ICC profile to sRGB.
 
     Most scanners embed sRGB (or a profile equivalent to it), and a transform that changes no
-    colour costs about 0.8 ms per 256-pixel tile for nothing. A profile whose transform moves no
-    8-bit colour by more than one level (LittleCMS's own rounding) is treated as sRGB and not
-    applied, as browsers do. That is decided from a probe of 26,000 colours when the transform
-    is built, and confirmed over all 2**24 colours in a background thread; if the full check
-    finds a larger change, the transform is applied from then on. A confirmed profile is
-    remembered by its SHA-256 in ``$XDG_CACHE_HOME/dicomslide/icc`` (or ``~/.cache/...``), so
-    later processes skip both the probe and the transform.
+    colour costs time on every tile for nothing (see ``benchmarks/RESULTS.md``). A profile
+    whose transform moves no 8-bit colour by more than one level (LittleCMS's own rounding) is
+    treated as sRGB and not applied, as browsers do. That is decided from a probe of 26,000
+    colours when the transform is built, and confirmed over all 2**24 colours in a background
+    thread; if the full check finds a larger change, the transform is applied from then on. A
+    confirmed profile is remembered by its SHA-256 in ``$XDG_CACHE_HOME/dicomslide/icc`` (or
+    ``~/.cache/...``), so later processes skip both the probe and the transform.
 
     Parameters
     ----------

@@ -67,6 +67,7 @@ __all__ = [
     "ServerError",
     "NotAcceptableError",
     "FramesRefusedError",
+    "SyncTimeoutError",
 ]
 
 
@@ -218,3 +219,7 @@ class ServerError(DicomWebError):
 
 class NotAcceptableError(DicomWebError):
     """The server cannot give the representation asked for (406, or 400 for media types)."""
+
+
+class SyncTimeoutError(DicomSlideError, TimeoutError):
+    """A blocking call of :mod:`dicomslide_sync` ran out of its ``timeout`` and was cancelled."""

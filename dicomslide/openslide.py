@@ -847,7 +847,7 @@ def _unpremultiply(rgba: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
     partial = (alpha > 0) & (alpha < 255)
     if not np.any(partial):
         return rgba
-    result = rgba.copy()
+    result: npt.NDArray[np.uint8] = rgba.copy()
     a = alpha[partial].astype(np.int64)[:, None]
     result[partial, :3] = np.minimum(rgba[partial, :3].astype(np.int64) * 255 // a, 255)
     return result

@@ -587,12 +587,11 @@ def _raw_value(element: RawDataElement) -> Any:
 def get_value(ds: Dataset, tag: int, default: Any = None) -> Any:
     """``ds.get(keyword, default)``, by tag, reading simple raw values without converting them.
 
-    pydicom turns the keyword into a tag on every access (more than a microsecond) and
-    converts a raw element into a data element on first access (~7 µs for a number or UID,
-    ~30 µs for a sequence); opening a slide reads a few dozen attributes of each image. A raw
-    little-endian US, UL, IS, UI or CS value that pydicom would convert without a warning is
-    read from its bytes here, leaving the element raw; anything else is converted by pydicom
-    as usual.
+    pydicom turns the keyword into a tag on every access and converts a raw element into a
+    data element on first access (costs in ``benchmarks/RESULTS.md``); opening a slide reads a
+    few dozen attributes of each image. A raw little-endian US, UL, IS, UI or CS value that
+    pydicom would convert without a warning is read from its bytes here, leaving the element
+    raw; anything else is converted by pydicom as usual.
 
     Parameters
     ----------

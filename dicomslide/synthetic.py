@@ -778,7 +778,8 @@ def label_pixels(spec: SlideSpec) -> npt.NDArray[np.uint8]:
             width = 5 if (byte >> bit) & 1 else 2
             draw.rectangle((x, 150, x + width - 1, 230), fill=(0, 0, 0))
             x += width + 3
-    return np.asarray(image, dtype=np.uint8).copy()
+    pixels: npt.NDArray[np.uint8] = np.asarray(image, dtype=np.uint8).copy()
+    return pixels
 
 
 def overview_pixels(spec: SlideSpec) -> npt.NDArray[np.uint8]:

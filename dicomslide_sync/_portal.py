@@ -32,7 +32,8 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any, Generic, TypeVar, cast
 
-from dicomslide.errors import DicomSlideError, RegionError, UsageError
+# SyncTimeoutError lives in the one error tree; imported here so the old name keeps working.
+from dicomslide.errors import RegionError, SyncTimeoutError, UsageError
 
 if sys.version_info < (3, 11):  # pragma: no cover - the backport ships with anyio on 3.10
     from exceptiongroup import BaseExceptionGroup
@@ -60,10 +61,6 @@ _SHUTDOWN_JOIN = 4 * _CANCEL_GRACE + 1.0
 # At interpreter exit the loop thread is a daemon, so nothing forces us to wait for it;
 # a short join only gives well-behaved tasks the chance to run their cleanup.
 _EXIT_JOIN = 0.5
-
-
-class SyncTimeoutError(DicomSlideError, TimeoutError):
-    """A blocking call did not finish within its ``timeout`` and was cancelled."""
 
 
 class _Outcome(Generic[T]):

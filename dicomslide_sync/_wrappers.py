@@ -2,8 +2,10 @@
 
 Every twin holds the async object it mirrors and runs its coroutines on the one private event
 loop of :mod:`dicomslide_sync._portal`, so all threads of a process share one frame service,
-one cache and one request batcher per client. Properties that need no I/O are read straight
-from the async object. Twins pickle by their inputs and re-open in the receiving process.
+one cache and one request batcher per client. Members are derived from the async class by the
+helpers of :mod:`dicomslide_sync._derive` (signature and docstring included); what is written
+out here is what differs: constructors, pickling, and members whose result is itself a twin.
+Twins pickle by their inputs and re-open in the receiving process.
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ import pickle
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
+import httpx
 import numpy as np
 from pydicom import Dataset
 
@@ -23,8 +26,20 @@ import dicomslide
 from dicomslide.enums import ChannelTypes
 from dicomslide.frames import CacheStats
 from dicomslide.pyramid import Pyramid
-from dicomslide.sources.protocol import Source
+from dicomslide.sources.web import DEFAULT_MAX_INSTANCE_BYTES, DEFAULT_TIMEOUT, RetryPolicy
 from dicomslide_sync import _portal
+from dicomslide_sync._derive import (
+    Call,
+    Returns,
+    attribute,
+    blocking,
+    forward,
+    get_default_timeout,
+    recall,
+    register_rewrap,
+    run,
+    set_default_timeout,
+)
 
 __all__ = [
     "DICOMfileClient",
@@ -36,197 +51,44 @@ __all__ = [
     "TotalPixelMatrix",
     "TotalPixelMatrixSampler",
     "find_slides",
+    "run",
 ]
-
-F = TypeVar("F", bound=Callable[..., Any])
-T = TypeVar("T")
-
-_default_timeout: float | None = None
-
-
-def set_default_timeout(seconds: float | None) -> None:
-    """Set how long any blocking call may take before it is cancelled.
-
-    Parameters
-    ----------
-    seconds: float | None
-        Time limit in seconds for every call of this package; None (the default) waits for as
-        long as the call takes. A call that runs out of time is cancelled and raises
-        :class:`dicomslide_sync.SyncTimeoutError` (a ``TimeoutError``).
-    """
-    global _default_timeout
-    if seconds is not None and not seconds > 0:
-        raise dicomslide.RegionError(f"Timeout must be positive or None, got {seconds!r}.")
-    _default_timeout = seconds
-
-
-def get_default_timeout() -> float | None:
-    """The time limit of blocking calls set by :func:`set_default_timeout`.
-
-    Returns
-    -------
-    float | None
-        Seconds, or None for no limit
-    """
-    return _default_timeout
-
-
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a coroutine on the private loop with the default time limit."""
-    return _portal.run(coro, timeout=_default_timeout)
-
-
-def _twin(original: Any) -> Callable[[F], F]:
-    """Give a blocking twin the documentation of the async original."""
-
-    def decorate(fn: F) -> F:
-        doc = getattr(original, "__doc__", None)
-        if doc:
-            fn.__doc__ = doc
-        return fn
-
-    return decorate
 
 
 def _unwrap(client: Any) -> Any:
     return getattr(client, "__dicomslide_source__", None) or client
 
 
-class _SourceTwin:
-    """Blocking methods shared by the client twins."""
+_Client = TypeVar("_Client", bound="_ClientTwin")
 
-    __dicomslide_source__: Any
 
-    def _source(self) -> Source:
-        source: Source = self.__dicomslide_source__
-        return source
+class _ClientTwin:
+    """What the two client twins share: opening, pickling, closing."""
 
-    def search_for_studies(self, search_filters: dict[str, Any] | None = None) -> list[Dataset]:
-        """Search for studies (blocking twin of the async method).
+    _async: Any
+    _args: tuple[str | os.PathLike[str], dict[str, Any]]
 
-        Parameters
-        ----------
-        search_filters: dict[str, Any] | None, optional
-            Attribute keywords mapped to values that must match
+    def _open(self, url: Any, options: dict[str, Any]) -> None:
+        self._args = (url, options)
+        self._async = self._ASYNC(url, **options)  # type: ignore[attr-defined]
+        # What dicomslide's own functions look for to reach the async source.
+        self.__dicomslide_source__ = self._async
 
-        Returns
-        -------
-        list[pydicom.Dataset]
-            Matching studies
-        """
-        return run(self.__dicomslide_source__.search_for_studies(search_filters))
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_reopen_client, (type(self), *self._args))
 
-    def search_for_series(
-        self,
-        study_instance_uid: str | None = None,
-        search_filters: dict[str, Any] | None = None,
-    ) -> list[Dataset]:
-        """Search for series (blocking twin of the async method).
-
-        Parameters
-        ----------
-        study_instance_uid: str | None, optional
-            Study Instance UID
-        search_filters: dict[str, Any] | None, optional
-            Attribute keywords mapped to values that must match
-
-        Returns
-        -------
-        list[pydicom.Dataset]
-            Matching series
-        """
-        return run(
-            self.__dicomslide_source__.search_for_series(study_instance_uid, search_filters)
-        )
-
-    def search_for_instances(
-        self,
-        study_instance_uid: str | None = None,
-        series_instance_uid: str | None = None,
-        search_filters: dict[str, Any] | None = None,
-    ) -> list[Dataset]:
-        """Search for instances (blocking twin of the async method).
-
-        Parameters
-        ----------
-        study_instance_uid: str | None, optional
-            Study Instance UID
-        series_instance_uid: str | None, optional
-            Series Instance UID
-        search_filters: dict[str, Any] | None, optional
-            Attribute keywords mapped to values that must match
-
-        Returns
-        -------
-        list[pydicom.Dataset]
-            Matching instances
-        """
-        return run(
-            self.__dicomslide_source__.search_for_instances(
-                study_instance_uid, series_instance_uid, search_filters
-            )
-        )
-
-    def retrieve_series_metadata(
-        self, study_instance_uid: str, series_instance_uid: str
-    ) -> list[Dataset]:
-        """Metadata of every instance of a series (blocking).
-
-        Parameters
-        ----------
-        study_instance_uid: str
-            Study Instance UID
-        series_instance_uid: str
-            Series Instance UID
-
-        Returns
-        -------
-        list[pydicom.Dataset]
-            Metadata without Pixel Data
-        """
-        return run(
-            self.__dicomslide_source__.retrieve_series_metadata(
-                study_instance_uid, series_instance_uid
-            )
-        )
-
-    def retrieve_instance_metadata(
-        self, study_instance_uid: str, series_instance_uid: str, sop_instance_uid: str
-    ) -> Dataset:
-        """Metadata of one instance (blocking).
-
-        Parameters
-        ----------
-        study_instance_uid: str
-            Study Instance UID
-        series_instance_uid: str
-            Series Instance UID
-        sop_instance_uid: str
-            SOP Instance UID
-
-        Returns
-        -------
-        pydicom.Dataset
-            Metadata without Pixel Data
-        """
-        return run(
-            self._source().retrieve_instance_metadata(
-                study_instance_uid, series_instance_uid, sop_instance_uid
-            )
-        )
-
-    def close(self) -> None:
-        """Release file handles and caches."""
-        run(self.__dicomslide_source__.aclose())
-
-    def __enter__(self) -> Any:
+    def __enter__(self: _Client) -> _Client:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def close(self) -> None:
+        """Release the client's connections or file handles and its caches."""
+        run(self._async.aclose())
 
-class DICOMfileClient(_SourceTwin):
+
+class DICOMfileClient(_ClientTwin):
     """Blocking client for a folder of DICOM Part 10 files (twin of the async client).
 
     Parameters
@@ -237,7 +99,13 @@ class DICOMfileClient(_SourceTwin):
         Where the folder index is kept (see :class:`dicomslide.DICOMfileClient`)
     recursive: bool, optional
         Whether sub-folders are searched
+    cache_max_bytes: int | None, optional
+        Budget of the frame cache in bytes (None: the package default)
+    decoded_cache_max_bytes: int | None, optional
+        Budget of the decoded-tile cache in bytes (None: the package default)
     """
+
+    _ASYNC = dicomslide.DICOMfileClient
 
     def __init__(
         self,
@@ -245,54 +113,131 @@ class DICOMfileClient(_SourceTwin):
         *,
         index_dir: str | os.PathLike[str] | None = None,
         recursive: bool = True,
+        cache_max_bytes: int | None = None,
+        decoded_cache_max_bytes: int | None = None,
     ) -> None:
-        self._args = (url, index_dir, recursive)
-        self.__dicomslide_source__ = dicomslide.DICOMfileClient(
-            url, index_dir=index_dir, recursive=recursive
-        )
+        options: dict[str, Any] = {"index_dir": index_dir, "recursive": recursive}
+        options.update(_budgets(cache_max_bytes, decoded_cache_max_bytes))
+        self._open(url, options)
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        url, index_dir, recursive = self._args
-        return (_reopen_file_client, (url, index_dir, recursive))
-
-    @property
-    def base_dir(self) -> Any:
-        """Folder that is served.
-
-        Returns
-        -------
-        pathlib.Path
-            Folder
-        """
-        return self.__dicomslide_source__.base_dir
+    base_dir = attribute[Any]()
+    index_summary = blocking(dicomslide.DICOMfileClient.index_summary)
+    search_for_studies = blocking(dicomslide.DICOMfileClient.search_for_studies)
+    search_for_series = blocking(dicomslide.DICOMfileClient.search_for_series)
+    search_for_instances = blocking(dicomslide.DICOMfileClient.search_for_instances)
+    retrieve_series_metadata = blocking(dicomslide.DICOMfileClient.retrieve_series_metadata)
+    retrieve_instance_metadata = blocking(dicomslide.DICOMfileClient.retrieve_instance_metadata)
+    retrieve_bulkdata = blocking(dicomslide.DICOMfileClient.retrieve_bulkdata)
 
 
-class DICOMwebClient(_SourceTwin):
+def _budgets(cache_max_bytes: int | None, decoded_cache_max_bytes: int | None) -> dict[str, Any]:
+    # Passed on only when set: None is the async clients' own default either way.
+    budgets = {
+        "cache_max_bytes": cache_max_bytes,
+        "decoded_cache_max_bytes": decoded_cache_max_bytes,
+    }
+    return {name: value for name, value in budgets.items() if value is not None}
+
+
+class DICOMwebClient(_ClientTwin):
     """Blocking DICOMweb client (twin of :class:`dicomslide.DICOMwebClient`).
 
-    Every keyword of the async client is accepted (headers, auth, transport, timeouts,
-    retries, request sizes, coalescing window, cache budget). Frame requests of all threads
-    are merged on the private loop; the default ``coalesce_window`` of a few milliseconds is
-    what lets requests from many threads meet.
+    Frame requests of all threads are merged on the private loop; the default
+    ``coalesce_window`` of a few milliseconds is what lets requests from many threads meet.
 
     Parameters
     ----------
     url: str
         Base URL of the DICOMweb service
-    **kwargs: Any
-        Keywords of :class:`dicomslide.DICOMwebClient`
+    qido_url_prefix: str | None, optional
+        Path prefix of the QIDO-RS service
+    wado_url_prefix: str | None, optional
+        Path prefix of the WADO-RS service
+    headers: Mapping[str, str] | None, optional
+        Headers sent with every request
+    auth: httpx.Auth | tuple[str, str] | None, optional
+        Credentials
+    transport: httpx.AsyncBaseTransport | None, optional
+        HTTP transport (tests, proxies)
+    http2: bool, optional
+        Whether HTTP/2 is used
+    timeout: httpx.Timeout | float, optional
+        Timeouts of each request
+    verify: bool | str, optional
+        TLS verification, or a CA bundle path
+    retry: dicomslide.RetryPolicy | None, optional
+        Retry policy for failed requests
+    max_frames_per_request: int, optional
+        Most frames in one multipart request
+    max_url_length: int, optional
+        Longest URL sent
+    max_concurrent_requests: int, optional
+        Most frame requests in flight at once
+    coalesce_window: float, optional
+        Seconds frame requests wait for more to merge with
+    max_requests_per_instance: int | None, optional
+        Most frame requests in flight for one instance
+    readahead: int, optional
+        Largest read-ahead window in frames (0: off)
+    cache_max_bytes: int | None, optional
+        Budget of the frame cache in bytes (None: the package default)
+    decoded_cache_max_bytes: int | None, optional
+        Budget of the decoded-tile cache in bytes (None: the package default)
+    max_instance_bytes: int, optional
+        Largest whole instance spooled when a server serves no frames
+
+    Notes
+    -----
+    Every option means what it means for :class:`dicomslide.DICOMwebClient`.
     """
 
-    def __init__(self, url: str, **kwargs: Any) -> None:
-        self._args = (url, kwargs)
-        source = dicomslide.DICOMwebClient(url, **kwargs)
-        self.__dicomslide_source__ = source
-        # Connections live on the private loop; close them there when this twin is dropped.
-        weakref.finalize(self, _portal.close_soon, source.aclose)
+    _ASYNC = dicomslide.DICOMwebClient
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        url, kwargs = self._args
-        return (_reopen_web_client, (url, kwargs))
+    def __init__(
+        self,
+        url: str,
+        *,
+        qido_url_prefix: str | None = None,
+        wado_url_prefix: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        auth: httpx.Auth | tuple[str, str] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        http2: bool = False,
+        timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
+        verify: bool | str = True,
+        retry: RetryPolicy | None = None,
+        max_frames_per_request: int = 500,
+        max_url_length: int = 8000,
+        max_concurrent_requests: int = 8,
+        coalesce_window: float = 0.002,
+        max_requests_per_instance: int | None = 1,
+        readahead: int = 256,
+        cache_max_bytes: int | None = None,
+        decoded_cache_max_bytes: int | None = None,
+        max_instance_bytes: int = DEFAULT_MAX_INSTANCE_BYTES,
+    ) -> None:
+        options: dict[str, Any] = {
+            "qido_url_prefix": qido_url_prefix,
+            "wado_url_prefix": wado_url_prefix,
+            "headers": headers,
+            "auth": auth,
+            "transport": transport,
+            "http2": http2,
+            "timeout": timeout,
+            "verify": verify,
+            "retry": retry,
+            "max_frames_per_request": max_frames_per_request,
+            "max_url_length": max_url_length,
+            "max_concurrent_requests": max_concurrent_requests,
+            "coalesce_window": coalesce_window,
+            "max_requests_per_instance": max_requests_per_instance,
+            "readahead": readahead,
+            "max_instance_bytes": max_instance_bytes,
+        }
+        options.update(_budgets(cache_max_bytes, decoded_cache_max_bytes))
+        self._open(url, options)
+        # Connections live on the private loop; close them there when this twin is dropped.
+        weakref.finalize(self, _portal.close_soon, self._async.aclose)
 
     @property
     def url(self) -> str:
@@ -303,22 +248,14 @@ class DICOMwebClient(_SourceTwin):
         str
             URL
         """
-        return str(self.__dicomslide_source__.url)
+        return str(self._async.url)
 
-    def retrieve_bulkdata(self, url: str) -> bytes:
-        """Bulk data behind a BulkDataURI (blocking).
-
-        Parameters
-        ----------
-        url: str
-            The BulkDataURI
-
-        Returns
-        -------
-        bytes
-            The bulk data
-        """
-        return run(self._source().retrieve_bulkdata(url))
+    search_for_studies = blocking(dicomslide.DICOMwebClient.search_for_studies)
+    search_for_series = blocking(dicomslide.DICOMwebClient.search_for_series)
+    search_for_instances = blocking(dicomslide.DICOMwebClient.search_for_instances)
+    retrieve_series_metadata = blocking(dicomslide.DICOMwebClient.retrieve_series_metadata)
+    retrieve_instance_metadata = blocking(dicomslide.DICOMwebClient.retrieve_instance_metadata)
+    retrieve_bulkdata = blocking(dicomslide.DICOMwebClient.retrieve_bulkdata)
 
 
 # Clients re-opened from pickles, per process and inputs: a Dask worker unpickles the same
@@ -349,15 +286,8 @@ def _reopened(inputs: tuple[Any, ...], open_client: Callable[[], _C]) -> _C:
         return client
 
 
-def _reopen_web_client(url: str, kwargs: dict[str, Any]) -> DICOMwebClient:
-    return _reopened(("web", url, kwargs), lambda: DICOMwebClient(url, **kwargs))
-
-
-def _reopen_file_client(url: Any, index_dir: Any, recursive: bool) -> DICOMfileClient:
-    return _reopened(
-        ("file", url, index_dir, recursive),
-        lambda: DICOMfileClient(url, index_dir=index_dir, recursive=recursive),
-    )
+def _reopen_client(cls: Callable[..., _Client], url: Any, kwargs: dict[str, Any]) -> _Client:
+    return _reopened((getattr(cls, "__name__", ""), url, kwargs), lambda: cls(url, **kwargs))
 
 
 class TotalPixelMatrix:
@@ -378,6 +308,8 @@ class TotalPixelMatrix:
     correct_color: bool, optional
         Whether colour images are transformed from their ICC profile to sRGB
     """
+
+    _ASYNC = dicomslide.TotalPixelMatrix
 
     def __init__(
         self,
@@ -413,92 +345,8 @@ class TotalPixelMatrix:
     def __reduce__(self) -> tuple[Any, ...]:
         return self._reopen
 
-    @property
-    def dtype(self) -> np.dtype[Any]:
-        """Data type (see :class:`dicomslide.TotalPixelMatrix`)."""
-        return self._async.dtype
-
-    @property
-    def ndim(self) -> int:
-        """Number of dimensions (3)."""
-        return self._async.ndim
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        """Rows, columns and samples per pixel."""
-        return self._async.shape
-
-    @property
-    def size(self) -> int:
-        """Number of values."""
-        return self._async.size
-
-    @property
-    def num_tiles(self) -> int:
-        """Number of tiles."""
-        return self._async.num_tiles
-
-    @property
-    def tile_shape(self) -> tuple[int, int, int]:
-        """Rows, columns and samples per pixel of a tile."""
-        return self._async.tile_shape
-
-    @property
-    def tile_size(self) -> int:
-        """Number of values of a tile."""
-        return self._async.tile_size
-
-    @property
-    def tile_grid_shape(self) -> tuple[int, int]:
-        """Number of tile rows and columns."""
-        return self._async.tile_grid_shape
-
-    @property
-    def tile_grid_positions(self) -> np.ndarray:
-        """Grid position of every tile."""
-        return self._async.tile_grid_positions
-
-    @property
-    def tile_positions(self) -> np.ndarray:
-        """Pixel offset of every tile."""
-        return self._async.tile_positions
-
     def __len__(self) -> int:
         return len(self._async)
-
-    @_twin(dicomslide.TotalPixelMatrix.get_tile_grid_position)
-    def get_tile_grid_position(self, index: int) -> tuple[int, int]:
-        """Position of a tile in the tile grid."""
-        return self._async.get_tile_grid_position(index)
-
-    @_twin(dicomslide.TotalPixelMatrix.get_tile_position)
-    def get_tile_position(self, index: int) -> tuple[int, int]:
-        """Pixel offset of a tile."""
-        return self._async.get_tile_position(index)
-
-    @_twin(dicomslide.TotalPixelMatrix.get_tile_bounding_box)
-    def get_tile_bounding_box(self, index: int) -> tuple[tuple[int, int], tuple[int, int]]:
-        """Bounding box of a tile."""
-        return self._async.get_tile_bounding_box(index)
-
-    @_twin(dicomslide.TotalPixelMatrix.get_tile_index)
-    def get_tile_index(
-        self,
-        position: tuple[int, int] | None = None,
-        frame_number: int | None = None,
-    ) -> int:
-        """Index of a tile."""
-        return self._async.get_tile_index(position, frame_number)
-
-    @_twin(dicomslide.TotalPixelMatrix.read_region)
-    def read_region(self, offset: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
-        """Read a region (pixels outside are filled)."""
-        return run(self._async.read_region(offset, size))
-
-    @_twin(dicomslide.TotalPixelMatrix.read_tiles)
-    def read_tiles(self, indices: Sequence[int]) -> np.ndarray:
-        """Read whole tiles."""
-        return run(self._async.read_tiles(indices))
 
     def __getitem__(self, key: Any) -> np.ndarray:
         """Index like a NumPy array (see :class:`dicomslide.TotalPixelMatrix`).
@@ -515,13 +363,22 @@ class TotalPixelMatrix:
         """
         return run(self._async[key])
 
-
-def _reopen_matrix(image: TiledImage, channel_index: int, focal_plane_index: int) -> Any:
-    return image.get_total_pixel_matrix(channel_index, focal_plane_index)
-
-
-def _reopen_label_map(image: TiledImage, focal_plane_index: int) -> Any:
-    return image.get_label_map(focal_plane_index)
+    dtype = attribute[np.dtype[Any]]()
+    ndim = attribute[int]()
+    shape = attribute[tuple[int, int, int]]()
+    size = attribute[int]()
+    num_tiles = attribute[int]()
+    tile_shape = attribute[tuple[int, int, int]]()
+    tile_size = attribute[int]()
+    tile_grid_shape = attribute[tuple[int, int]]()
+    tile_grid_positions = attribute[np.ndarray]()
+    tile_positions = attribute[np.ndarray]()
+    get_tile_grid_position = forward(dicomslide.TotalPixelMatrix.get_tile_grid_position)
+    get_tile_position = forward(dicomslide.TotalPixelMatrix.get_tile_position)
+    get_tile_bounding_box = forward(dicomslide.TotalPixelMatrix.get_tile_bounding_box)
+    get_tile_index = forward(dicomslide.TotalPixelMatrix.get_tile_index)
+    read_region = blocking(dicomslide.TotalPixelMatrix.read_region)
+    read_tiles = blocking(dicomslide.TotalPixelMatrix.read_tiles)
 
 
 class TiledImage:
@@ -540,6 +397,8 @@ class TiledImage:
     concatenation_parts: Sequence[pydicom.Dataset] | None, optional
         Metadata of every part of a concatenation
     """
+
+    _ASYNC = dicomslide.TiledImage
 
     def __init__(
         self,
@@ -572,170 +431,41 @@ class TiledImage:
             (self._client, state.metadata, 6, state.correct_color, state.parts_metadata),
         )
 
-    @property
-    def channel_identifiers(self) -> tuple[str, ...]:
-        """Identifier of each channel."""
-        return self._async.channel_identifiers
-
-    @property
-    def focal_plane_offsets(self) -> tuple[float, ...]:
-        """Z offset (micrometres) of each focal plane."""
-        return self._async.focal_plane_offsets
-
-    @property
-    def frame_index(self) -> Any:
-        """Where each tile of each channel and focal plane is stored."""
-        return self._async.frame_index
-
-    @property
-    def geometry(self) -> Any:
-        """Mapping between pixel indices and slide coordinates."""
-        return self._async.geometry
-
-    @property
-    def pixel_spacing(self) -> tuple[float, float]:
-        """Spacing between rows and between columns (mm)."""
-        return self._async.pixel_spacing
-
-    @property
-    def sop_instance_uids(self) -> tuple[str, ...]:
-        """SOP Instance UIDs of all parts."""
-        return self._async.sop_instance_uids
-
-    @_twin(dicomslide.TiledImage.get_channel_identifier)
-    def get_channel_identifier(self, channel_index: int) -> str:
-        """Identifier of a channel."""
-        return self._async.get_channel_identifier(channel_index)
-
-    @_twin(dicomslide.TiledImage.get_channel_index)
-    def get_channel_index(self, channel_identifier: str) -> int:
-        """Index of a channel."""
-        return self._async.get_channel_index(channel_identifier)
-
-    @_twin(dicomslide.TiledImage.get_focal_plane_offset)
-    def get_focal_plane_offset(self, focal_plane_index: int) -> float:
-        """Z offset of a focal plane (um)."""
-        return self._async.get_focal_plane_offset(focal_plane_index)
-
-    @_twin(dicomslide.TiledImage.get_focal_plane_index)
-    def get_focal_plane_index(self, focal_plane_offset: float) -> int:
-        """Index of the focal plane at a Z offset."""
-        return self._async.get_focal_plane_index(focal_plane_offset)
-
-    @_twin(dicomslide.TiledImage.get_slide_offset)
-    def get_slide_offset(self, pixel_indices: tuple[int, int]) -> tuple[float, float]:
-        """Slide coordinates of a pixel."""
-        return self._async.get_slide_offset(pixel_indices)
-
-    @_twin(dicomslide.TiledImage.get_pixel_indices)
-    def get_pixel_indices(self, offset: tuple[float, float]) -> tuple[int, int]:
-        """Pixel nearest to a slide position."""
-        return self._async.get_pixel_indices(offset)
-
-    @_twin(dicomslide.TiledImage.map_pixel_indices_to_slide_coordinates)
-    def map_pixel_indices_to_slide_coordinates(self, pixel_indices: np.ndarray) -> np.ndarray:
-        """Map pixel indices to slide coordinates."""
-        return self._async.map_pixel_indices_to_slide_coordinates(pixel_indices)
-
-    @_twin(dicomslide.TiledImage.map_slide_coordinates_to_pixel_indices)
-    def map_slide_coordinates_to_pixel_indices(self, slide_coordinates: np.ndarray) -> np.ndarray:
-        """Map slide coordinates to pixel indices."""
-        return self._async.map_slide_coordinates_to_pixel_indices(slide_coordinates)
-
-    @_twin(dicomslide.TiledImage.get_rotation)
-    def get_rotation(self) -> float:
-        """Angle that aligns the pixel matrix with the slide axes."""
-        return self._async.get_rotation()
-
-    @_twin(dicomslide.TiledImage.get_references)
-    def get_references(self, sop_class_uid: str | None = None) -> list[tuple[str, str, str]]:
-        """Instances this image references."""
-        return self._async.get_references(sop_class_uid)
-
-    @property
-    def metadata(self) -> Dataset:
-        """Image metadata."""
-        return self._async.metadata
-
-    @property
-    def size(self) -> tuple[int, int]:
-        """Total pixel matrix rows and columns."""
-        return self._async.size
-
-    @property
-    def num_channels(self) -> int:
-        """Number of channels."""
-        return self._async.num_channels
-
-    @property
-    def num_focal_planes(self) -> int:
-        """Number of focal planes."""
-        return self._async.num_focal_planes
-
-    @property
-    def channel_type(self) -> ChannelTypes:
-        """Type of the channels."""
-        return self._async.channel_type
-
-    @property
-    def frame_of_reference_uid(self) -> str:
-        """Frame of Reference UID."""
-        return self._async.frame_of_reference_uid
-
-    @property
-    def physical_offset(self) -> tuple[float, float]:
-        """Smallest slide X and Y covered (mm)."""
-        return self._async.physical_offset
-
-    @property
-    def physical_size(self) -> tuple[float, float]:
-        """Extent along slide X and Y (mm)."""
-        return self._async.physical_size
-
-    @_twin(dicomslide.TiledImage.get_total_pixel_matrix)
-    def get_total_pixel_matrix(
-        self, channel_index: int = 0, focal_plane_index: int = 0
-    ) -> TotalPixelMatrix:
-        """Total pixel matrix of a channel and focal plane."""
-        return TotalPixelMatrix._wrap(
-            self._async.get_total_pixel_matrix(channel_index, focal_plane_index),
-            (_reopen_matrix, (self, channel_index, focal_plane_index)),
-        )
-
-    @property
-    def is_label_map(self) -> bool:
-        """Whether the image is a label-map Segmentation."""
-        return self._async.is_label_map
-
-    @_twin(dicomslide.TiledImage.get_label_map)
-    def get_label_map(self, focal_plane_index: int = 0) -> TotalPixelMatrix:
-        """Total pixel matrix of the label map itself."""
-        return TotalPixelMatrix._wrap(
-            self._async.get_label_map(focal_plane_index),
-            (_reopen_label_map, (self, focal_plane_index)),
-        )
-
-    @_twin(dicomslide.TiledImage.get_image_region)
-    def get_image_region(
-        self,
-        offset: tuple[int, int],
-        size: tuple[int, int],
-        channel_index: int = 0,
-        focal_plane_index: int = 0,
-    ) -> np.ndarray:
-        """Read a region of the total pixel matrix."""
-        return run(self._async.get_image_region(offset, size, channel_index, focal_plane_index))
-
-    @_twin(dicomslide.TiledImage.get_slide_region)
-    def get_slide_region(
-        self,
-        offset: tuple[float, float],
-        size: tuple[float, float],
-        channel_index: int = 0,
-        focal_plane_index: int = 0,
-    ) -> np.ndarray:
-        """Read a region in slide coordinates."""
-        return run(self._async.get_slide_region(offset, size, channel_index, focal_plane_index))
+    metadata = attribute[Dataset]()
+    size = attribute[tuple[int, int]]()
+    num_channels = attribute[int]()
+    num_focal_planes = attribute[int]()
+    channel_type = attribute[ChannelTypes]()
+    channel_identifiers = attribute[tuple[str, ...]]()
+    focal_plane_offsets = attribute[tuple[float, ...]]()
+    frame_index = attribute[Any]()
+    geometry = attribute[Any]()
+    pixel_spacing = attribute[tuple[float, float]]()
+    sop_instance_uids = attribute[tuple[str, ...]]()
+    frame_of_reference_uid = attribute[str]()
+    physical_offset = attribute[tuple[float, float]]()
+    physical_size = attribute[tuple[float, float]]()
+    is_label_map = attribute[bool]()
+    get_channel_identifier = forward(dicomslide.TiledImage.get_channel_identifier)
+    get_channel_index = forward(dicomslide.TiledImage.get_channel_index)
+    get_focal_plane_offset = forward(dicomslide.TiledImage.get_focal_plane_offset)
+    get_focal_plane_index = forward(dicomslide.TiledImage.get_focal_plane_index)
+    get_slide_offset = forward(dicomslide.TiledImage.get_slide_offset)
+    get_pixel_indices = forward(dicomslide.TiledImage.get_pixel_indices)
+    map_pixel_indices_to_slide_coordinates = forward(
+        dicomslide.TiledImage.map_pixel_indices_to_slide_coordinates
+    )
+    map_slide_coordinates_to_pixel_indices = forward(
+        dicomslide.TiledImage.map_slide_coordinates_to_pixel_indices
+    )
+    get_rotation = forward(dicomslide.TiledImage.get_rotation)
+    get_references = forward(dicomslide.TiledImage.get_references)
+    get_total_pixel_matrix = forward(
+        dicomslide.TiledImage.get_total_pixel_matrix, Returns[TotalPixelMatrix]()
+    )
+    get_label_map = forward(dicomslide.TiledImage.get_label_map, Returns[TotalPixelMatrix]())
+    get_image_region = blocking(dicomslide.TiledImage.get_image_region)
+    get_slide_region = blocking(dicomslide.TiledImage.get_slide_region)
 
 
 class Slide:
@@ -754,6 +484,8 @@ class Slide:
     correct_color: bool, optional
         Whether colour images are transformed from their ICC profile to sRGB
     """
+
+    _ASYNC = dicomslide.Slide
 
     def __init__(
         self,
@@ -834,273 +566,55 @@ class Slide:
 
     @property
     def client(self) -> Any:
-        """The client the slide reads from."""
+        """The client the slide reads from (as given: a blocking twin stays one).
+
+        Returns
+        -------
+        Any
+            Client
+        """
         return self._client
 
-    @property
-    def image_metadata(self) -> list[Dataset]:
-        """Metadata of every image the slide was built from."""
-        return self._async.image_metadata
-
-    @property
-    def correct_color(self) -> bool:
-        """Whether colour images are transformed from their ICC profile to sRGB."""
-        return self._async.correct_color
-
-    @property
-    def cache_stats(self) -> CacheStats:
-        """Statistics of the client's frame cache and requests."""
-        return self._async.cache_stats
-
-    @property
-    def pyramid(self) -> Pyramid:
-        """Levels of the slide."""
-        return self._async.pyramid
-
-    @property
-    def frame_of_reference_uid(self) -> str:
-        """Frame of Reference UID."""
-        return self._async.frame_of_reference_uid
-
-    @property
-    def container_id(self) -> str:
-        """Container Identifier."""
-        return self._async.container_id
-
-    @property
-    def num_channels(self) -> int:
-        """Number of channels."""
-        return self._async.num_channels
-
-    @property
-    def num_focal_planes(self) -> int:
-        """Number of focal planes."""
-        return self._async.num_focal_planes
-
-    @property
-    def num_levels(self) -> int:
-        """Number of pyramid levels."""
-        return self._async.num_levels
-
-    @property
-    def total_pixel_matrix_dimensions(self) -> tuple[tuple[int, int], ...]:
-        """Total pixel matrix (rows, columns) per level."""
-        return self._async.total_pixel_matrix_dimensions
-
-    @property
-    def downsampling_factors(self) -> tuple[float, ...]:
-        """Downsampling factor per level."""
-        return self._async.downsampling_factors
-
-    @property
-    def pixel_spacings(self) -> tuple[tuple[float, float], ...]:
-        """Pixel spacing (mm) per level."""
-        return self._async.pixel_spacings
-
-    @property
-    def size(self) -> tuple[int, int]:
-        """Base level rows and columns."""
-        return self._async.size
-
-    @property
-    def physical_offset(self) -> tuple[float, float]:
-        """Smallest slide X and Y covered (mm)."""
-        return self._async.physical_offset
-
-    @property
-    def physical_size(self) -> tuple[float, float]:
-        """Largest extent along slide X and Y (mm)."""
-        return self._async.physical_size
-
-    @property
-    def label_images(self) -> tuple[TiledImage, ...]:
-        """LABEL images."""
-        return tuple(TiledImage._wrap(im, self._client) for im in self._async.label_images)
-
-    @property
-    def overview_images(self) -> tuple[TiledImage, ...]:
-        """OVERVIEW images."""
-        return tuple(TiledImage._wrap(im, self._client) for im in self._async.overview_images)
-
-    @property
-    def thumbnail_images(self) -> tuple[TiledImage, ...]:
-        """THUMBNAIL images."""
-        return tuple(TiledImage._wrap(im, self._client) for im in self._async.thumbnail_images)
-
-    @_twin(dicomslide.Slide.get_channel_type)
-    def get_channel_type(self, channel_index: int) -> ChannelTypes:
-        """Type of a channel."""
-        return self._async.get_channel_type(channel_index)
-
-    @_twin(dicomslide.Slide.get_channel_identifier)
-    def get_channel_identifier(self, channel_index: int) -> str:
-        """Identifier of a channel."""
-        return self._async.get_channel_identifier(channel_index)
-
-    @_twin(dicomslide.Slide.get_channel_index)
-    def get_channel_index(
-        self,
-        channel_identifier: str,
-        channel_type: str | ChannelTypes = ChannelTypes.OPTICAL_PATH,
-    ) -> int:
-        """Index of a channel."""
-        return self._async.get_channel_index(channel_identifier, channel_type)
-
-    @_twin(dicomslide.Slide.get_focal_plane_offset)
-    def get_focal_plane_offset(self, focal_plane_index: int) -> float:
-        """Z offset of a focal plane."""
-        return self._async.get_focal_plane_offset(focal_plane_index)
-
-    @_twin(dicomslide.Slide.get_focal_plane_index)
-    def get_focal_plane_index(self, focal_plane_offset: float) -> int:
-        """Index of a focal plane."""
-        return self._async.get_focal_plane_index(focal_plane_offset)
-
-    @_twin(dicomslide.Slide.find_optical_paths)
-    def find_optical_paths(
-        self,
-        identifier: str | None = None,
-        description: str | None = None,
-        illumination_wavelength: float | None = None,
-        specimen_stain: Any | None = None,
-    ) -> tuple[int, ...]:
-        """Channels that are matching optical paths."""
-        return self._async.find_optical_paths(
-            identifier, description, illumination_wavelength, specimen_stain
-        )
-
-    @_twin(dicomslide.Slide.find_segments)
-    def find_segments(
-        self,
-        number: int | None = None,
-        label: str | None = None,
-        property_category: Any | None = None,
-        property_type: Any | None = None,
-    ) -> tuple[int, ...]:
-        """Channels that are matching segments."""
-        return self._async.find_segments(number, label, property_category, property_type)
-
-    @_twin(dicomslide.Slide.get_volume_images)
-    def get_volume_images(
-        self, channel_index: int = 0, focal_plane_index: int = 0
-    ) -> tuple[TiledImage, ...]:
-        """VOLUME or THUMBNAIL images of a channel and focal plane."""
-        return tuple(
-            TiledImage._wrap(im, self._client)
-            for im in self._async.get_volume_images(channel_index, focal_plane_index)
-        )
-
-    @_twin(dicomslide.Slide.get_image_region)
-    def get_image_region(
-        self,
-        offset: tuple[int, int] | None = None,
-        level: int = 0,
-        size: tuple[int, int] | None = None,
-        channel_index: int = 0,
-        focal_plane_index: int = 0,
-        *,
-        pixel_indices: tuple[int, int] | None = None,
-    ) -> np.ndarray:
-        """Read a region of the image at a level."""
-        return run(
-            self._async.get_image_region(
-                offset,
-                level,
-                size,
-                channel_index,
-                focal_plane_index,
-                pixel_indices=pixel_indices,
-            )
-        )
-
-    @_twin(dicomslide.Slide.get_label_map_region)
-    def get_label_map_region(
-        self,
-        offset: tuple[int, int],
-        level: int,
-        size: tuple[int, int],
-        channel_index: int,
-        focal_plane_index: int = 0,
-    ) -> np.ndarray:
-        """Read a region of the label map that holds a segment."""
-        return run(
-            self._async.get_label_map_region(offset, level, size, channel_index, focal_plane_index)
-        )
-
-    @_twin(dicomslide.Slide.get_slide_region)
-    def get_slide_region(
-        self,
-        offset: tuple[float, float],
-        level: int,
-        size: tuple[float, float],
-        channel_index: int = 0,
-        focal_plane_index: int = 0,
-    ) -> np.ndarray:
-        """Read a region in slide coordinates."""
-        return run(
-            self._async.get_slide_region(offset, level, size, channel_index, focal_plane_index)
-        )
-
-    @_twin(dicomslide.Slide.get_slide_region_for_annotation)
-    def get_slide_region_for_annotation(
-        self,
-        annotation: Any,
-        level: int,
-        channel_index: int = 0,
-        padding: float | tuple[float, float] | tuple[float, float, float, float] = 0.0,
-    ) -> np.ndarray:
-        """Read the bounding box of a graphic annotation."""
-        return run(
-            self._async.get_slide_region_for_annotation(annotation, level, channel_index, padding)
-        )
-
-    @_twin(dicomslide.Slide.get_pixel_indices)
-    def get_pixel_indices(
-        self,
-        offset: tuple[float, float],
-        level: int,
-        channel_index: int = 0,
-        focal_plane_index: int = 0,
-    ) -> tuple[int, int]:
-        """Pixel nearest to a slide position."""
-        return self._async.get_pixel_indices(offset, level, channel_index, focal_plane_index)
-
-    @_twin(dicomslide.Slide.get_slide_offset)
-    def get_slide_offset(
-        self,
-        pixel_indices: tuple[int, int],
-        level: int,
-        channel_index: int = 0,
-        focal_plane_index: int = 0,
-    ) -> tuple[float, float]:
-        """Slide position of a pixel."""
-        return self._async.get_slide_offset(pixel_indices, level, channel_index, focal_plane_index)
-
-    @_twin(dicomslide.Slide.map_pixel_indices_to_slide_coordinates)
-    def map_pixel_indices_to_slide_coordinates(
-        self,
-        pixel_indices: np.ndarray,
-        level: int,
-        channel_index: int = 0,
-        focal_plane_index: int = 0,
-    ) -> np.ndarray:
-        """Map pixel indices to slide coordinates."""
-        return self._async.map_pixel_indices_to_slide_coordinates(
-            pixel_indices, level, channel_index, focal_plane_index
-        )
-
-    @_twin(dicomslide.Slide.map_slide_coordinates_to_pixel_indices)
-    def map_slide_coordinates_to_pixel_indices(
-        self,
-        slide_coordinates: np.ndarray,
-        level: int,
-        channel_index: int = 0,
-        focal_plane_index: int = 0,
-    ) -> np.ndarray:
-        """Map slide coordinates to pixel indices."""
-        return self._async.map_slide_coordinates_to_pixel_indices(
-            slide_coordinates, level, channel_index, focal_plane_index
-        )
+    image_metadata = attribute[list[Dataset]]()
+    correct_color = attribute[bool]()
+    cache_stats = attribute[CacheStats]()
+    pyramid = attribute[Pyramid]()
+    frame_of_reference_uid = attribute[str]()
+    container_id = attribute[str]()
+    num_channels = attribute[int]()
+    num_focal_planes = attribute[int]()
+    num_levels = attribute[int]()
+    total_pixel_matrix_dimensions = attribute[tuple[tuple[int, int], ...]]()
+    downsampling_factors = attribute[tuple[float, ...]]()
+    pixel_spacings = attribute[tuple[tuple[float, float], ...]]()
+    size = attribute[tuple[int, int]]()
+    physical_offset = attribute[tuple[float, float]]()
+    physical_size = attribute[tuple[float, float]]()
+    label_images = attribute[tuple[TiledImage, ...]]()
+    overview_images = attribute[tuple[TiledImage, ...]]()
+    thumbnail_images = attribute[tuple[TiledImage, ...]]()
+    get_channel_type = forward(dicomslide.Slide.get_channel_type)
+    get_channel_identifier = forward(dicomslide.Slide.get_channel_identifier)
+    get_channel_index = forward(dicomslide.Slide.get_channel_index)
+    get_focal_plane_offset = forward(dicomslide.Slide.get_focal_plane_offset)
+    get_focal_plane_index = forward(dicomslide.Slide.get_focal_plane_index)
+    find_optical_paths = forward(dicomslide.Slide.find_optical_paths)
+    find_segments = forward(dicomslide.Slide.find_segments)
+    get_volume_images = forward(
+        dicomslide.Slide.get_volume_images, Returns[tuple[TiledImage, ...]]()
+    )
+    get_pixel_indices = forward(dicomslide.Slide.get_pixel_indices)
+    get_slide_offset = forward(dicomslide.Slide.get_slide_offset)
+    map_pixel_indices_to_slide_coordinates = forward(
+        dicomslide.Slide.map_pixel_indices_to_slide_coordinates
+    )
+    map_slide_coordinates_to_pixel_indices = forward(
+        dicomslide.Slide.map_slide_coordinates_to_pixel_indices
+    )
+    get_image_region = blocking(dicomslide.Slide.get_image_region)
+    get_label_map_region = blocking(dicomslide.Slide.get_label_map_region)
+    get_slide_region = blocking(dicomslide.Slide.get_slide_region)
+    get_slide_region_for_annotation = blocking(dicomslide.Slide.get_slide_region_for_annotation)
 
 
 class TotalPixelMatrixSampler:
@@ -1120,6 +634,8 @@ class TotalPixelMatrixSampler:
         Padding of each region
     """
 
+    _ASYNC = dicomslide.TotalPixelMatrixSampler
+
     def __init__(
         self,
         matrix: TotalPixelMatrix,
@@ -1135,36 +651,17 @@ class TotalPixelMatrixSampler:
 
     @property
     def matrix(self) -> TotalPixelMatrix:
-        """Total pixel matrix."""
+        """Total pixel matrix.
+
+        Returns
+        -------
+        dicomslide_sync.TotalPixelMatrix
+            The matrix regions are sampled from
+        """
         return self._matrix
-
-    @property
-    def region_shape(self) -> tuple[int, int, int]:
-        """Shape of a region."""
-        return self._async.region_shape
-
-    @property
-    def padded_region_shape(self) -> tuple[int, int, int]:
-        """Shape of a padded region."""
-        return self._async.padded_region_shape
-
-    @property
-    def padding(self) -> tuple[int, int, int, int]:
-        """Padding (left, top, right, bottom)."""
-        return self._async.padding
 
     def __len__(self) -> int:
         return len(self._async)
-
-    @_twin(dicomslide.TotalPixelMatrixSampler.get_region_grid_position)
-    def get_region_grid_position(self, index: int) -> tuple[int, int]:
-        """Grid position of a sampled region."""
-        return self._async.get_region_grid_position(index)
-
-    @_twin(dicomslide.TotalPixelMatrixSampler.get_region_bounding_box)
-    def get_region_bounding_box(self, index: int) -> tuple[tuple[int, int], tuple[int, int]]:
-        """Padded bounding box of a sampled region."""
-        return self._async.get_region_bounding_box(index)
 
     def __getitem__(self, index: int) -> np.ndarray:
         """The padded region at an index.
@@ -1184,6 +681,29 @@ class TotalPixelMatrixSampler:
     def __iter__(self) -> Iterator[np.ndarray]:
         for i in range(len(self)):
             yield self[i]
+
+    region_shape = attribute[tuple[int, int, int]]()
+    padded_region_shape = attribute[tuple[int, int, int]]()
+    padding = attribute[tuple[int, int, int, int]]()
+    get_region_grid_position = forward(dicomslide.TotalPixelMatrixSampler.get_region_grid_position)
+    get_region_bounding_box = forward(dicomslide.TotalPixelMatrixSampler.get_region_bounding_box)
+
+
+def _image_twin(owner: Any, image: dicomslide.TiledImage, call: Call | None) -> TiledImage:
+    return TiledImage._wrap(image, owner._client)
+
+
+def _matrix_twin(
+    owner: Any, matrix: dicomslide.TotalPixelMatrix, call: Call | None
+) -> TotalPixelMatrix:
+    # Re-opened after pickling by asking the (pickled) owner for it again.
+    assert call is not None, "a total pixel matrix is only ever returned by a method"
+    return TotalPixelMatrix._wrap(matrix, (recall, (owner, *call)))
+
+
+# The table of async results that come back as twins.
+register_rewrap(dicomslide.TiledImage, _image_twin)
+register_rewrap(dicomslide.TotalPixelMatrix, _matrix_twin)
 
 
 def find_slides(

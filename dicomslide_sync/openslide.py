@@ -20,9 +20,8 @@ from dicomslide._openslide_compat import (
     AssociatedImageMap,
     OpenSlideCache,
     as_openslide_error,
-    detect_format,
 )
-from dicomslide_sync._portal import run
+from dicomslide_sync._derive import attribute, blocking, forward, run
 from dicomslide_sync._wrappers import Slide
 
 __all__ = ["OpenSlide", "OpenSlideCache", "open_slide"]
@@ -54,6 +53,8 @@ class OpenSlide:
     dicomslide.UnsupportedError
         If the channel's pixels are not 8-bit; use :meth:`dicomslide_sync.Slide.get_image_region`
     """
+
+    _ASYNC = _aio.OpenSlide
 
     def __init__(
         self,
@@ -96,31 +97,8 @@ class OpenSlide:
         obj._filename = None
         return obj
 
-    @classmethod
-    def detect_format(cls, filename: str | os.PathLike[str]) -> str | None:
-        """``"dicom"`` for a DICOM slide file or folder this class can open, else None.
-
-        Parameters
-        ----------
-        filename: str | os.PathLike[str]
-            Path of a file (or folder)
-
-        Returns
-        -------
-        str | None
-            ``"dicom"`` or None, as ``openslide.OpenSlide.detect_format`` answers
-        """
-        return detect_format(filename)
-
-    def set_cache(self, cache: OpenSlideCache) -> None:
-        """Decode into a tile cache that may be shared with other OpenSlide objects.
-
-        Parameters
-        ----------
-        cache: dicomslide_sync.OpenSlideCache
-            The cache (see :meth:`dicomslide.OpenSlide.set_cache`)
-        """
-        self._async.set_cache(cache)
+    # The same classmethod: it answers from the path alone, whichever class asks.
+    detect_format = _aio.OpenSlide.detect_format
 
     @property
     def async_openslide(self) -> _aio.OpenSlide:
@@ -139,10 +117,6 @@ class OpenSlide:
             return f"{type(self).__name__}({self._filename!r})"
         return repr(self._async)
 
-    def close(self) -> None:
-        """Close the object; every later call raises :class:`dicomslide.UsageError`."""
-        run(self._async.close())
-
     def __enter__(self) -> OpenSlide:
         self._async._check_open()
         return self
@@ -154,72 +128,6 @@ class OpenSlide:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-    @property
-    def level_count(self) -> int:
-        """Number of levels.
-
-        Returns
-        -------
-        int
-            Number of VOLUME levels
-        """
-        return self._async.level_count
-
-    @property
-    def dimensions(self) -> tuple[int, int]:
-        """Width and height of level 0.
-
-        Returns
-        -------
-        tuple[int, int]
-            (width, height)
-        """
-        return self._async.dimensions
-
-    @property
-    def level_dimensions(self) -> tuple[tuple[int, int], ...]:
-        """Width and height of every level.
-
-        Returns
-        -------
-        tuple[tuple[int, int], ...]
-            (width, height) per level
-        """
-        return self._async.level_dimensions
-
-    @property
-    def level_downsamples(self) -> tuple[float, ...]:
-        """Downsample factor of every level.
-
-        Returns
-        -------
-        tuple[float, ...]
-            Factor per level
-        """
-        return self._async.level_downsamples
-
-    @property
-    def properties(self) -> Mapping[str, str]:
-        """Metadata as OpenSlide properties.
-
-        Returns
-        -------
-        Mapping[str, str]
-            Property names mapped to values
-        """
-        return self._async.properties
-
-    @property
-    def color_profile(self) -> ImageCms.ImageCmsProfile | None:
-        """ICC profile of the pixels served.
-
-        Returns
-        -------
-        PIL.ImageCms.ImageCmsProfile | None
-            Profile or None
-        """
-        return self._async.color_profile
 
     @property
     def associated_images(self) -> Mapping[str, Image.Image]:
@@ -240,56 +148,20 @@ class OpenSlide:
             _aio._ASSOCIATED_ALIASES,
         )
 
-    def get_best_level_for_downsample(self, downsample: float) -> int:
-        """Level to read for a downsample factor, as OpenSlide picks it.
-
-        Parameters
-        ----------
-        downsample: float
-            Desired downsample factor
-
-        Returns
-        -------
-        int
-            Zero-based level
-        """
-        return self._async.get_best_level_for_downsample(downsample)
-
-    def read_region(
-        self, location: tuple[int, int], level: int, size: tuple[int, int]
-    ) -> Image.Image:
-        """Read a region, exactly as OpenSlide renders it.
-
-        Parameters
-        ----------
-        location: tuple[int, int]
-            (x, y) of the top left pixel in level-0 pixels (may lie outside the image)
-        level: int
-            Zero-based level
-        size: tuple[int, int]
-            (width, height) at ``level``
-
-        Returns
-        -------
-        PIL.Image.Image
-            RGBA image, not premultiplied, transparent outside the image
-        """
-        return run(self._async.read_region(location, level, size))
-
-    def get_thumbnail(self, size: tuple[int, int]) -> Image.Image:
-        """Thumbnail of the slide, computed as openslide-python does.
-
-        Parameters
-        ----------
-        size: tuple[int, int]
-            Largest (width, height)
-
-        Returns
-        -------
-        PIL.Image.Image
-            RGB image
-        """
-        return run(self._async.get_thumbnail(size))
+    close = blocking(_aio.OpenSlide.close)
+    set_cache = forward(_aio.OpenSlide.set_cache)
+    level_count = attribute[int]()
+    dimensions = attribute[tuple[int, int]]()
+    level_dimensions = attribute[tuple[tuple[int, int], ...]]()
+    level_downsamples = attribute[tuple[float, ...]]()
+    properties = attribute[Mapping[str, str]]()
+    color_profile = attribute[ImageCms.ImageCmsProfile | None]()
+    associated_image_names = attribute[list[str]]()
+    get_best_level_for_downsample = forward(_aio.OpenSlide.get_best_level_for_downsample)
+    read_region = blocking(_aio.OpenSlide.read_region)
+    get_thumbnail = blocking(_aio.OpenSlide.get_thumbnail)
+    read_associated_image = blocking(_aio.OpenSlide.read_associated_image)
+    get_associated_images = blocking(_aio.OpenSlide.get_associated_images)
 
 
 def open_slide(

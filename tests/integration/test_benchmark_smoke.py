@@ -7,6 +7,7 @@ never reaching a closed server), a reset when the server is down, a quiet stop.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import json
 import logging
@@ -14,7 +15,6 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from types import ModuleType
@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.loop_server import LoopServer
 from tests.support.orthanc import find_dicomweb_plugin, find_orthanc
 from tests.support.thirdparty import find_dicomizer
 
@@ -127,48 +128,43 @@ delay_proxy = _load("delay_proxy")
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok"
 
 
-class KeepAliveServer:
+class KeepAliveServer(LoopServer):
     """HTTP/1.1 on 127.0.0.1: 'ok' to every request; closes a connection ``idle`` s after a
     response when no new request came (as Orthanc 1.10 does after 1 s)."""
 
     def __init__(self, idle: float) -> None:
+        super().__init__(max_lifetime=600.0, thread_name="keep-alive-server")
         self.idle = idle
         self.requests = 0
         self.connections = 0
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
+        self.port = 0
+        self.start()
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.connections += 1
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+    async def _listen(self) -> list[asyncio.Server]:
+        server = await asyncio.start_server(self._tracked(self._serve), "127.0.0.1", 0)
+        self.port = server.sockets[0].getsockname()[1]
+        return [server]
 
-    def _serve(self, conn: socket.socket) -> None:
-        conn.settimeout(5.0)  # the first request; `idle` between requests
-        buf = b""
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        timeout = 5.0  # the first request; `idle` between requests
         try:
             while True:
-                while b"\r\n\r\n" not in buf:
-                    chunk = conn.recv(4096)  # times out after `idle` s without a request
-                    if not chunk:
-                        return
-                    buf += chunk
-                _, _, buf = buf.partition(b"\r\n\r\n")
+                try:
+                    await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
+                except (TimeoutError, asyncio.IncompleteReadError):
+                    return
                 self.requests += 1
-                conn.sendall(RESPONSE)
-                conn.settimeout(self.idle)
+                writer.write(RESPONSE)
+                await writer.drain()
+                timeout = self.idle
         except OSError:
             pass
         finally:
-            conn.close()
+            writer.close()
 
     def close(self) -> None:
-        self.sock.close()
+        self.stop()
 
 
 def test_delay_proxy_adds_the_round_trip_and_keeps_connections_alive() -> None:
@@ -234,8 +230,9 @@ def test_delay_proxy_resets_the_client_when_the_server_is_down() -> None:
 
 
 def test_delay_proxy_stops_quietly_with_open_connections(caplog: pytest.LogCaptureFixture) -> None:
-    server = KeepAliveServer(idle=5.0)
+    # Before the server starts: its own event loop logs (at DEBUG) when it is created.
     caplog.set_level(logging.ERROR, logger="asyncio")
+    server = KeepAliveServer(idle=5.0)
     try:
         proxy = delay_proxy.DelayProxy(("127.0.0.1", server.port), rtt_ms=20).start()
         with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as sock:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -54,15 +53,16 @@ VARIANTS = {
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[OrthancServer, Path]]:
+def server(
+    tmp_path_factory: pytest.TempPathFactory, shared_orthanc: OrthancServer
+) -> tuple[OrthancServer, Path]:
     _require(find_orthanc(), "Orthanc (Debian package orthanc)")
     _require(find_dicomweb_plugin(), "the Orthanc DICOMweb plugin (orthanc-dicomweb)")
     root = tmp_path_factory.mktemp("web-variants")
     for name, spec in VARIANTS.items():
         write_slide(root / name, spec)
-    with OrthancServer(workdir=tmp_path_factory.mktemp("orthanc-web")) as orthanc:
-        orthanc.upload([root])
-        yield orthanc, root
+    shared_orthanc.upload([root])
+    return shared_orthanc, root
 
 
 def _local(folder: Path, index_dir: Path) -> dicomslide_sync.Slide:

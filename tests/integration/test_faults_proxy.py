@@ -70,7 +70,7 @@ async def _read_all(slide: dicomslide.Slide, sizes: list[tuple[int, int]]) -> li
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+def env(tmp_path_factory: pytest.TempPathFactory, shared_orthanc: OrthancServer) -> Iterator[Env]:
     _require(find_orthanc(), "Orthanc (Debian package orthanc)")
     _require(find_dicomweb_plugin(), "the Orthanc DICOMweb plugin (orthanc-dicomweb)")
     folder = tmp_path_factory.mktemp("fault-slide")
@@ -86,10 +86,8 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
             return study, await _read_all(slide, sizes), sizes
 
     study, pixels, sizes = asyncio.run(reference())
-    with (
-        OrthancServer(workdir=tmp_path_factory.mktemp("orthanc-faults")) as orthanc,
-        FaultProxy(("127.0.0.1", orthanc.port), max_lifetime=600) as proxy,
-    ):
+    orthanc = shared_orthanc
+    with FaultProxy(("127.0.0.1", orthanc.port), max_lifetime=600) as proxy:
         orthanc.upload([folder])
         yield Env(orthanc, proxy, study, pixels, sizes)
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -41,14 +40,13 @@ _INSTANCE_RE = re.compile(r"/instances/([0-9.]+)$")
 
 @pytest.fixture(scope="module")
 def orthanc(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[tuple[OrthancServer, FloatWritten]]:
+    tmp_path_factory: pytest.TempPathFactory, shared_orthanc: OrthancServer
+) -> tuple[OrthancServer, FloatWritten]:
     _require(find_orthanc(), "Orthanc (Debian package orthanc)")
     _require(find_dicomweb_plugin(), "the Orthanc DICOMweb plugin (orthanc-dicomweb)")
     written = write_float_maps(tmp_path_factory.mktemp("float-web"))
-    with OrthancServer(workdir=tmp_path_factory.mktemp("orthanc-float")) as server:
-        server.upload([written.root])
-        yield server, written
+    shared_orthanc.upload([written.root])
+    return shared_orthanc, written
 
 
 @pytest.mark.integration

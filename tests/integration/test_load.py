@@ -19,7 +19,6 @@ import os
 import random
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -52,7 +51,7 @@ class Env:
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+def env(tmp_path_factory: pytest.TempPathFactory, shared_orthanc: OrthancServer) -> Env:
     _require(find_orthanc(), "Orthanc (Debian package orthanc)")
     _require(find_dicomweb_plugin(), "the Orthanc DICOMweb plugin (orthanc-dicomweb)")
     folder = tmp_path_factory.mktemp("load-slide")
@@ -65,9 +64,8 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     ]
     study = str(slide.image_metadata[0].StudyInstanceUID)
     local.close()
-    with OrthancServer(workdir=tmp_path_factory.mktemp("orthanc-load")) as orthanc:
-        orthanc.upload([folder])
-        yield Env(orthanc, study, reference, sum(p.stat().st_size for p in files))
+    shared_orthanc.upload([folder])
+    return Env(shared_orthanc, study, reference, sum(p.stat().st_size for p in files))
 
 
 def _rss() -> int:

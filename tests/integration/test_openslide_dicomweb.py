@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -21,16 +20,18 @@ SPEC = SlideSpec(size=(900, 1300), tile_size=(256, 256), levels=3, thumbnail=Tru
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+def served(
+    tmp_path_factory: pytest.TempPathFactory, shared_orthanc: OrthancServer
+) -> tuple[str, Path]:
     _require(find_orthanc(), "Orthanc (Debian package orthanc)")
     _require(find_dicomweb_plugin(), "the Orthanc DICOMweb plugin (orthanc-dicomweb)")
     folder = tmp_path_factory.mktemp("osweb")
     files = write_slide(folder, SPEC)
-    with OrthancServer(workdir=tmp_path_factory.mktemp("orthanc-os")) as server:
-        server.upload(files)
-        ds = pydicom.dcmread(files[0], stop_before_pixels=True)
-        url = f"{server.dicomweb_url}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
-        yield url, files[0]
+    server = shared_orthanc
+    server.upload(files)
+    ds = pydicom.dcmread(files[0], stop_before_pixels=True)
+    url = f"{server.dicomweb_url}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+    return url, files[0]
 
 
 def test_openslide_api_over_dicomweb_matches_openslide(served: tuple[str, Path]) -> None:

@@ -8,7 +8,6 @@ the same files from disk: the values recorded must still be OpenSlide's.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,22 +31,22 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def served(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[Any, list[tuple[str, str, str]], dict[str, tuple[Path, str]]]]:
+) -> tuple[Any, list[tuple[str, str, str]], dict[str, tuple[Path, str]]]:
     modules, methods, fixtures = load_upstream(request, tmp_path_factory)
     _require(find_orthanc(), "Orthanc (Debian package orthanc)")
     _require(find_dicomweb_plugin(), "the Orthanc DICOMweb plugin (orthanc-dicomweb)")
     targets = slide_files(fixtures, tmp_path_factory.mktemp("upstream-web"))
-    with OrthancServer(workdir=tmp_path_factory.mktemp("orthanc-upstream")) as server:
-        urls = {}
-        for name, target in targets.items():
-            server.upload(sorted(target.parent.glob("*.dcm")))
-            ds = pydicom.dcmread(target, stop_before_pixels=True)
-            urls[name] = (
-                target,
-                f"{server.dicomweb_url}/studies/{ds.StudyInstanceUID}"
-                f"/series/{ds.SeriesInstanceUID}",
-            )
-        yield modules, methods, urls
+    # Looked up only now: the upstream tests may have skipped above without a server.
+    server: OrthancServer = request.getfixturevalue("shared_orthanc")
+    urls = {}
+    for name, target in targets.items():
+        server.upload(sorted(target.parent.glob("*.dcm")))
+        ds = pydicom.dcmread(target, stop_before_pixels=True)
+        urls[name] = (
+            target,
+            f"{server.dicomweb_url}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}",
+        )
+    return modules, methods, urls
 
 
 @pytest.mark.parametrize("slide", ["boxes", "synthetic"])

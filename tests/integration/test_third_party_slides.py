@@ -10,7 +10,6 @@ package's own variants, are uploaded to a private Orthanc and read through
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,7 @@ import pytest
 
 import dicomslide_sync
 from dicomslide.synthetic import SlideSpec, write_slide
-from tests.support.orthanc import OrthancServer, find_dicomweb_plugin, find_orthanc
+from tests.support.orthanc import OrthancServer
 from tests.support.system import require as _require
 from tests.support.thirdparty import (
     DICOMIZER_SAMPLE_DATASET,
@@ -127,11 +126,9 @@ def test_dicomizer_jpeg_matches_openslide(
 
 
 @pytest.fixture(scope="module")
-def orthanc(cache_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OrthancServer]:
-    _require(find_orthanc(), "Orthanc (Debian package orthanc)")
-    _require(find_dicomweb_plugin(), "the Orthanc DICOMweb plugin (orthanc-dicomweb)")
-    with OrthancServer(workdir=tmp_path_factory.mktemp("orthanc")) as server:
-        yield server
+def orthanc(cache_root: Path, shared_orthanc: OrthancServer) -> OrthancServer:
+    # Every test here finds its slide by Study Instance UID, so the shared server will do.
+    return shared_orthanc
 
 
 WEB_VARIANTS = {

@@ -45,11 +45,11 @@ import socket
 import struct
 import threading
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Literal
 
 from dicomslide.errors import ProtocolError
 from dicomslide.sources.multipart import MultipartParser, Part, boundary_from_content_type
+from tests.support.loop_server import LoopServer
 
 __all__ = ["FAULT_KINDS", "Fault", "FaultProxy"]
 
@@ -258,7 +258,7 @@ def _reset(writer: asyncio.StreamWriter) -> None:
     writer.transport.abort()
 
 
-class FaultProxy:
+class FaultProxy(LoopServer):
     """Fault-injecting HTTP/1.1 proxy in a background thread (see the module documentation).
 
     Parameters
@@ -280,18 +280,13 @@ class FaultProxy:
     ) -> None:
         if upstream[0] not in {"127.0.0.1", "localhost"}:
             raise ValueError("the fault proxy only talks to 127.0.0.1")
+        super().__init__(max_lifetime=max_lifetime, thread_name="fault-proxy")
         self.upstream = upstream
-        self.max_lifetime = max_lifetime
         self.max_message = max_message
         self.port = 0
         self.counters = Counters()
         self._fault: Fault | None = None
         self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._ready = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
         self._open_connections = 0
 
     # --- control (any thread) ------------------------------------------------------------
@@ -322,74 +317,14 @@ class FaultProxy:
             self.counters.faults[fault.kind] = self.counters.faults.get(fault.kind, 0) + 1
             return fault
 
-    def start(self) -> FaultProxy:
-        """Start listening; returns when the port is known."""
-        self._thread = threading.Thread(target=self._run, name="fault-proxy", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(10.0):
-            raise RuntimeError("fault proxy did not start")
-        if self._error is not None:
-            raise RuntimeError("fault proxy failed to start") from self._error
-        return self
+    # --- the loop thread (see tests.support.loop_server) ----------------------------------
 
-    def stop(self) -> None:
-        """Stop the proxy and wait for its thread (at most 10 s)."""
-        loop, stop = self._loop, self._stop
-        if loop is not None and stop is not None and not loop.is_closed():
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(stop.set)
-        if self._thread is not None:
-            self._thread.join(10.0)
-
-    def __enter__(self) -> FaultProxy:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    # --- the loop thread -----------------------------------------------------------------
-
-    def _run(self) -> None:
-        try:
-            asyncio.run(self._main())
-        except BaseException as exc:  # reported to start() if it happens before ready
-            self._error = exc
-            self._ready.set()
-
-    async def _main(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        tasks: set[asyncio.Task[None]] = set()
-
-        async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            task = asyncio.current_task()
-            assert task is not None
-            tasks.add(task)
-            try:
-                await self._serve(reader, writer)
-            finally:
-                tasks.discard(task)
-
+    async def _listen(self) -> list[asyncio.Server]:
         server = await asyncio.start_server(
-            on_client, "127.0.0.1", 0, limit=self.max_message, reuse_address=True
+            self._tracked(self._serve), "127.0.0.1", 0, limit=self.max_message, reuse_address=True
         )
         self.port = server.sockets[0].getsockname()[1]
-        self._ready.set()
-        try:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), self.max_lifetime)
-        finally:
-            server.close()
-            for task in list(tasks):
-                task.cancel()
-            if tasks:
-                await asyncio.wait(list(tasks), timeout=5.0)
-            await server.wait_closed()
+        return [server]
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.counters.connections += 1

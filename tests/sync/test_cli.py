@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from dicomslide._cli import main
@@ -90,3 +91,22 @@ def test_bad_arguments_exit_non_zero(tmp_path: Path) -> None:
     assert main([str(tmp_path / "missing")]) == 2
     (tmp_path / "empty").mkdir()
     assert main([str(tmp_path / "empty")]) == 1
+
+
+def test_help_lists_every_subcommand_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    from dicomslide._cli import _subparser
+
+    assert main(["--help"]) == 0
+    text = capsys.readouterr().out
+    # The subcommands the parser really dispatches, with the help line each one carries there.
+    actions = [a for a in _subparser()._actions if isinstance(a, argparse._SubParsersAction)]
+    helps = {c.dest: c.help for c in actions[0]._choices_actions}
+    assert set(helps) == {"info", "region", "thumbnail", "prefetch"}
+    section = text.split("\nsubcommands", 1)[1]
+    listed = [line.split() for line in section.splitlines() if line.startswith("  ")]
+    for name, line in helps.items():
+        rows = [row for row in listed if row[:1] == [name]]
+        assert len(rows) == 1, f"{name} is listed {len(rows)} times in --help:\n{text}"
+        assert " ".join(rows[0][1:]) == line

@@ -167,9 +167,8 @@ class DICOMwebClient:
     max_requests_per_instance: int | None, optional
         Most frame requests in flight for one instance; frames asked for meanwhile wait and
         go out together in the next request. Servers that parse the whole instance for each
-        request (Orthanc: ~5 ms for a 7 MB level, ~270 ms for a 108 MB one) answer a stream of
-        one-tile reads far faster this way (200 random 512² level-0 reads from 16 tasks:
-        4.8 s with 1, 7.8 s with 2, 51 s without a limit). ``None`` sends every tick's
+        request (Orthanc does) answer a stream of one-tile reads far faster this way (figures
+        in ``benchmarks/RESULTS.md``, "Figures behind defaults"). ``None`` sends every tick's
         frames at once.
     readahead: int, optional
         Largest read-ahead window in frames (0: off). Readers that together ask for a run
