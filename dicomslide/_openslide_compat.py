@@ -14,6 +14,7 @@ import importlib
 import os
 from collections.abc import Callable, Coroutine, Iterator, Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, ParamSpec, TypeVar, cast
 
 from PIL import Image
@@ -39,6 +40,7 @@ __all__ = [
     "translate_errors_async",
     "PropertyMap",
     "AssociatedImageMap",
+    "ASSOCIATED_ALIASES",
     "detect_format",
 ]
 
@@ -46,6 +48,9 @@ _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
 VL_WSM_SOP_CLASS_UID = "1.2.840.10008.5.1.4.1.1.77.1.6"
+
+#: dicomslide 0.7's names of associated images, still accepted, mapped to OpenSlide's.
+ASSOCIATED_ALIASES: Mapping[str, str] = MappingProxyType({"LABEL": "label", "OVERVIEW": "macro"})
 
 
 # Errors raised while opening map to OpenSlideUnsupportedFormatError, the rest to
@@ -260,9 +265,9 @@ class AssociatedImageMap(_LiveMap):
         Reads one image by name
     check_open: Callable[[], None]
         Raises if the object is closed
-    aliases: dict[str, str] | None, optional
-        Further names that can be looked up (dicomslide 0.7's ``LABEL`` and ``OVERVIEW``) but
-        are not listed, so that iteration, length and repr equal openslide-python's
+    aliases: Mapping[str, str], optional
+        Further names that can be looked up but are not listed, so that iteration, length and
+        repr equal openslide-python's (default: dicomslide 0.7's ``LABEL`` and ``OVERVIEW``)
     """
 
     def __init__(
@@ -270,11 +275,11 @@ class AssociatedImageMap(_LiveMap):
         names: list[str],
         read: Callable[[str], Image.Image],
         check_open: Callable[[], None],
-        aliases: dict[str, str] | None = None,
+        aliases: Mapping[str, str] = ASSOCIATED_ALIASES,
     ) -> None:
         super().__init__(names, check_open)
         self._read = read
-        self._aliases = aliases or {}
+        self._aliases = aliases
 
     def __getitem__(self, key: str) -> Image.Image:
         self._check()

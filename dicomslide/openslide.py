@@ -72,6 +72,7 @@ from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
 
 from dicomslide._openslide_compat import (
+    ASSOCIATED_ALIASES,
     ClosedHandleError,
     NotACacheError,
     OpenSlideCache,
@@ -103,9 +104,6 @@ PROPERTY_NAME_BACKGROUND_COLOR = "openslide.background-color"
 PROPERTY_NAME_OBJECTIVE_POWER = "openslide.objective-power"
 PROPERTY_NAME_MPP_X = "openslide.mpp-x"
 PROPERTY_NAME_MPP_Y = "openslide.mpp-y"
-
-# dicomslide 0.7's names of associated images, still accepted.
-_ASSOCIATED_ALIASES = {"LABEL": "label", "OVERVIEW": "macro"}
 
 # openslide_read_region paints large regions in pieces of this many pixels per side.
 _CHUNK = 4096
@@ -240,7 +238,14 @@ class OpenSlide:
 
     # --- lifecycle ----------------------------------------------------------------------
 
-    def _check_open(self) -> None:
+    def check_open(self) -> None:
+        """Raise unless the object is still open.
+
+        Raises
+        ------
+        dicomslide.UsageError
+            If :meth:`close` was called (also an ``openslide.OpenSlideError``)
+        """
         if self._closed:
             raise as_openslide_error(ClosedHandleError("This OpenSlide object is closed."))
 
@@ -260,7 +265,7 @@ class OpenSlide:
             await client.aclose()
 
     async def __aenter__(self) -> OpenSlide:
-        self._check_open()
+        self.check_open()
         await self.load_profiles()
         return self
 
@@ -298,7 +303,7 @@ class OpenSlide:
         int
             Number of VOLUME levels
         """
-        self._check_open()
+        self.check_open()
         return len(self._levels)
 
     @property
@@ -310,7 +315,7 @@ class OpenSlide:
         tuple[int, int]
             (width, height) in pixels
         """
-        self._check_open()
+        self.check_open()
         return self._levels[0].width, self._levels[0].height
 
     @property
@@ -322,7 +327,7 @@ class OpenSlide:
         tuple[tuple[int, int], ...]
             (width, height) per level, largest first
         """
-        self._check_open()
+        self.check_open()
         return tuple((lv.width, lv.height) for lv in self._levels)
 
     @property
@@ -334,7 +339,7 @@ class OpenSlide:
         tuple[float, ...]
             Factor per level, 1.0 for level 0
         """
-        self._check_open()
+        self.check_open()
         return tuple(lv.downsample for lv in self._levels)
 
     def get_best_level_for_downsample(self, downsample: float) -> int:
@@ -350,7 +355,7 @@ class OpenSlide:
         int
             The last level whose downsample does not exceed ``downsample``, or 0
         """
-        self._check_open()
+        self.check_open()
         d = float(downsample)
         if d < self._levels[0].downsample:
             return 0
@@ -371,8 +376,8 @@ class OpenSlide:
             Property names mapped to values: openslide-python's ``_PropertyMap``, which
             raises :class:`dicomslide.UsageError` once this object is closed
         """
-        self._check_open()
-        return PropertyMap(self._properties, self._check_open)
+        self.check_open()
+        return PropertyMap(self._properties, self.check_open)
 
     @classmethod
     def detect_format(cls, filename: str | os.PathLike[str]) -> str | None:
@@ -407,7 +412,7 @@ class OpenSlide:
         TypeError
             If ``cache`` is not an :class:`OpenSlideCache` (a :class:`dicomslide.DicomSlideError`)
         """
-        self._check_open()
+        self.check_open()
         if not isinstance(cache, OpenSlideCache):
             raise as_openslide_error(
                 NotACacheError(f"set_cache needs an OpenSlideCache, got {cache!r}.")
@@ -425,7 +430,7 @@ class OpenSlide:
             (DICOMweb) is known once the object was opened by :func:`open_slide`, entered
             with ``async with`` or read from.
         """
-        self._check_open()
+        self.check_open()
         if self._profile_bytes is None:
             return None
         return ImageCms.ImageCmsProfile(io.BytesIO(self._profile_bytes))
@@ -549,7 +554,7 @@ class OpenSlide:
         list[str]
             Some of ``label``, ``macro`` and ``thumbnail``
         """
-        self._check_open()
+        self.check_open()
         return list(self._associated_sources())
 
     @translate_errors_async
@@ -572,10 +577,10 @@ class OpenSlide:
         KeyError
             If the slide has no such image
         """
-        self._check_open()
+        self.check_open()
         await self.load_profiles()
         sources = self._associated_sources()
-        source = sources.get(_ASSOCIATED_ALIASES.get(name, name))
+        source = sources.get(ASSOCIATED_ALIASES.get(name, name))
         if source is None:
             raise KeyError(name)
         array = await source.get_image_region((0, 0), source.size, 0, 0)
@@ -640,7 +645,7 @@ class OpenSlide:
         dicomslide.RegionError
             If the size is negative (also an ``openslide.OpenSlideError``)
         """
-        self._check_open()
+        self.check_open()
         await self.load_profiles()
         x, y = _int_pair(location, "Location")
         w, h = _int_pair(size, "Size")
@@ -748,7 +753,7 @@ class OpenSlide:
         PIL.Image.Image
             RGB image
         """
-        self._check_open()
+        self.check_open()
         sw, sh = _int_pair(size, "Size")
         if sw < 1 or sh < 1:
             raise RegionError(f"Thumbnail size must be positive, got {size!r}.")

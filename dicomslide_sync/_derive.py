@@ -1,7 +1,7 @@
 """How a blocking twin is derived from an async class, member by member.
 
-A twin holds the async object it mirrors in ``_async`` and names the async class in
-``_ASYNC``. Each member is one line in the twin's class body:
+A twin is a :class:`Twin`: it holds the async object it mirrors in ``_async`` and names the
+async class in ``_ASYNC``. Each member is one line in the twin's class body:
 
 - :func:`blocking` turns a coroutine method into a method that runs it on the private loop of
   :mod:`dicomslide_sync._portal` (with the default time limit) and returns its result;
@@ -10,20 +10,22 @@ A twin holds the async object it mirrors in ``_async`` and names the async class
 
 All three take signature and docstring from the async member, so the twin cannot drift from
 it, and pass results through :func:`rewrap`, which turns async objects that have a twin
-(images, total pixel matrices; registered with :func:`register_rewrap`) into that twin.
+(slides, images, total pixel matrices) into that twin. A twin class that defines a ``_rewrap``
+classmethod is registered for this when it is defined (:func:`register_rewrap`).
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Coroutine
-from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
+from typing import Any, ClassVar, Concatenate, Generic, ParamSpec, TypeVar, overload
 
 from dicomslide.errors import RegionError
 from dicomslide_sync import _portal
 
 __all__ = [
     "Returns",
+    "Twin",
     "attribute",
     "blocking",
     "forward",
@@ -245,24 +247,52 @@ def forward(method: Any, returns: Any = None) -> Any:
 class attribute(Generic[T]):
     """Descriptor reading the async object's attribute of the same name.
 
-    Its docstring is the async attribute's. ``num_levels = attribute[int]()`` in a twin's
-    class body types the attribute for checkers and IDEs.
+    The docstring is the async attribute's (set by :class:`Twin` when the twin class is made).
+    ``num_levels = attribute[int]()`` in a twin's class body types the attribute for checkers
+    and IDEs.
     """
 
-    _name = ""
+    _read: Callable[[Twin], Any]
 
     def __set_name__(self, owner: type, name: str) -> None:
-        self._name = name
-        original = inspect.getattr_static(owner._ASYNC, name)  # type: ignore[attr-defined]
-        self.__doc__ = original.__doc__
+        # Written like the methods of blocking() and forward(): a function of the twin.
+        def read(self: Twin) -> Any:
+            return rewrap(self, getattr(self._async, name), None)
+
+        self._read = read
 
     @overload
     def __get__(self, obj: None, owner: type | None = None) -> attribute[T]: ...
 
     @overload
-    def __get__(self, obj: object, owner: type | None = None) -> T: ...
+    def __get__(self, obj: Twin, owner: type | None = None) -> T: ...
 
-    def __get__(self, obj: object, owner: type | None = None) -> Any:
+    def __get__(self, obj: Twin | None, owner: type | None = None) -> Any:
         if obj is None:
             return self
-        return rewrap(obj, getattr(obj._async, self._name), None)  # type: ignore[attr-defined]
+        return self._read(obj)
+
+
+class Twin:
+    """Base of the blocking twins: the async object mirrored and the async class it is of.
+
+    When a subclass is defined, each of its :class:`attribute` members takes the docstring of
+    the async attribute of the same name, and a ``_rewrap(owner, value, call)`` classmethod,
+    if the subclass defines one, is registered with :func:`register_rewrap` for ``_ASYNC``.
+    """
+
+    _ASYNC: ClassVar[type]
+    _async: Any
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        members = vars(cls)
+        for name, member in members.items():
+            if isinstance(member, attribute):
+                member.__doc__ = inspect.getattr_static(cls._ASYNC, name).__doc__
+        if "_rewrap" in members:
+            register_rewrap(cls._ASYNC, cls._rewrap)
+
+    @classmethod
+    def _rewrap(cls, owner: Any, value: Any, call: Call | None) -> Any:
+        raise NotImplementedError(f"{cls.__name__} does not wrap async results")

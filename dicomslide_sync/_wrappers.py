@@ -31,12 +31,13 @@ from dicomslide_sync import _portal
 from dicomslide_sync._derive import (
     Call,
     Returns,
+    Twin,
     attribute,
     blocking,
     forward,
     get_default_timeout,
     recall,
-    register_rewrap,
+    rewrap,
     run,
     set_default_timeout,
 )
@@ -62,15 +63,14 @@ def _unwrap(client: Any) -> Any:
 _Client = TypeVar("_Client", bound="_ClientTwin")
 
 
-class _ClientTwin:
+class _ClientTwin(Twin):
     """What the two client twins share: opening, pickling, closing."""
 
-    _async: Any
     _args: tuple[str | os.PathLike[str], dict[str, Any]]
 
     def _open(self, url: Any, options: dict[str, Any]) -> None:
         self._args = (url, options)
-        self._async = self._ASYNC(url, **options)  # type: ignore[attr-defined]
+        self._async = self._ASYNC(url, **options)
         # What dicomslide's own functions look for to reach the async source.
         self.__dicomslide_source__ = self._async
 
@@ -290,7 +290,7 @@ def _reopen_client(cls: Callable[..., _Client], url: Any, kwargs: dict[str, Any]
     return _reopened((getattr(cls, "__name__", ""), url, kwargs), lambda: cls(url, **kwargs))
 
 
-class TotalPixelMatrix:
+class TotalPixelMatrix(Twin):
     """Blocking twin of :class:`dicomslide.TotalPixelMatrix`: ``matrix[...]`` is an array.
 
     Parameters
@@ -310,6 +310,7 @@ class TotalPixelMatrix:
     """
 
     _ASYNC = dicomslide.TotalPixelMatrix
+    _async: dicomslide.TotalPixelMatrix
 
     def __init__(
         self,
@@ -334,13 +335,26 @@ class TotalPixelMatrix:
         )
 
     @classmethod
-    def _wrap(
-        cls, matrix: dicomslide.TotalPixelMatrix, reopen: tuple[Any, ...]
+    def _rewrap(
+        cls, owner: Any, value: dicomslide.TotalPixelMatrix, call: Call | None
     ) -> TotalPixelMatrix:
-        obj = cls.__new__(cls)
-        obj._async = matrix
-        obj._reopen = reopen
+        # Re-opened after pickling by asking the (pickled) owner for it again.
+        assert call is not None, "a total pixel matrix is only ever returned by a method"
+        obj: TotalPixelMatrix = cls.__new__(cls)
+        obj._async = value
+        obj._reopen = (recall, (owner, *call))
         return obj
+
+    @property
+    def async_matrix(self) -> dicomslide.TotalPixelMatrix:
+        """The async total pixel matrix this twin runs.
+
+        Returns
+        -------
+        dicomslide.TotalPixelMatrix
+            Async matrix
+        """
+        return self._async
 
     def __reduce__(self) -> tuple[Any, ...]:
         return self._reopen
@@ -381,7 +395,7 @@ class TotalPixelMatrix:
     read_tiles = blocking(dicomslide.TotalPixelMatrix.read_tiles)
 
 
-class TiledImage:
+class TiledImage(Twin):
     """Blocking twin of :class:`dicomslide.TiledImage`.
 
     Parameters
@@ -399,6 +413,7 @@ class TiledImage:
     """
 
     _ASYNC = dicomslide.TiledImage
+    _async: dicomslide.TiledImage
 
     def __init__(
         self,
@@ -418,10 +433,11 @@ class TiledImage:
         self._client = client
 
     @classmethod
-    def _wrap(cls, image: dicomslide.TiledImage, client: Any) -> TiledImage:
-        obj = cls.__new__(cls)
-        obj._async = image
-        obj._client = client
+    def _rewrap(cls, owner: Slide, value: dicomslide.TiledImage, call: Call | None) -> TiledImage:
+        # Images come from slides; they pickle with the client their slide was given.
+        obj: TiledImage = cls.__new__(cls)
+        obj._async = value
+        obj._client = owner.client
         return obj
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -468,7 +484,7 @@ class TiledImage:
     get_slide_region = blocking(dicomslide.TiledImage.get_slide_region)
 
 
-class Slide:
+class Slide(Twin):
     """Blocking twin of :class:`dicomslide.Slide`.
 
     Parameters
@@ -486,6 +502,7 @@ class Slide:
     """
 
     _ASYNC = dicomslide.Slide
+    _async: dicomslide.Slide
 
     def __init__(
         self,
@@ -507,11 +524,17 @@ class Slide:
         )
 
     @classmethod
-    def _wrap(cls, client: Any, slide: dicomslide.Slide, args: tuple[Any, ...]) -> Slide:
-        obj = cls.__new__(cls)
-        obj._client = client
-        obj._args = args
-        obj._async = slide
+    def _rewrap(cls, owner: Any, value: dicomslide.Slide, call: Call | None) -> Slide:
+        # ``owner`` is the client the slide was found with, kept as given for pickling.
+        obj: Slide = cls.__new__(cls)
+        obj._client = owner
+        obj._args = (
+            value.image_metadata,
+            value.max_frame_cache_size,
+            value.pyramid_tolerance,
+            value.correct_color,
+        )
+        obj._async = value
         return obj
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -532,16 +555,7 @@ class Slide:
         dicomslide_sync.Slide
             Twin
         """
-        return cls._wrap(
-            slide.client,
-            slide,
-            (
-                slide.image_metadata,
-                slide.max_frame_cache_size,
-                slide.pyramid_tolerance,
-                slide.correct_color,
-            ),
-        )
+        return cls._rewrap(slide.client, slide, None)
 
     @property
     def max_frame_cache_size(self) -> int:
@@ -617,7 +631,7 @@ class Slide:
     get_slide_region_for_annotation = blocking(dicomslide.Slide.get_slide_region_for_annotation)
 
 
-class TotalPixelMatrixSampler:
+class TotalPixelMatrixSampler(Twin):
     """Blocking twin of :class:`dicomslide.TotalPixelMatrixSampler`.
 
     Parameters
@@ -635,6 +649,7 @@ class TotalPixelMatrixSampler:
     """
 
     _ASYNC = dicomslide.TotalPixelMatrixSampler
+    _async: dicomslide.TotalPixelMatrixSampler
 
     def __init__(
         self,
@@ -646,7 +661,7 @@ class TotalPixelMatrixSampler:
     ) -> None:
         self._matrix = matrix
         self._async = dicomslide.TotalPixelMatrixSampler(
-            matrix._async, region_dimensions, bounding_box, tile_grid_positions, padding
+            matrix.async_matrix, region_dimensions, bounding_box, tile_grid_positions, padding
         )
 
     @property
@@ -687,23 +702,6 @@ class TotalPixelMatrixSampler:
     padding = attribute[tuple[int, int, int, int]]()
     get_region_grid_position = forward(dicomslide.TotalPixelMatrixSampler.get_region_grid_position)
     get_region_bounding_box = forward(dicomslide.TotalPixelMatrixSampler.get_region_bounding_box)
-
-
-def _image_twin(owner: Any, image: dicomslide.TiledImage, call: Call | None) -> TiledImage:
-    return TiledImage._wrap(image, owner._client)
-
-
-def _matrix_twin(
-    owner: Any, matrix: dicomslide.TotalPixelMatrix, call: Call | None
-) -> TotalPixelMatrix:
-    # Re-opened after pickling by asking the (pickled) owner for it again.
-    assert call is not None, "a total pixel matrix is only ever returned by a method"
-    return TotalPixelMatrix._wrap(matrix, (recall, (owner, *call)))
-
-
-# The table of async results that come back as twins.
-register_rewrap(dicomslide.TiledImage, _image_twin)
-register_rewrap(dicomslide.TotalPixelMatrix, _matrix_twin)
 
 
 def find_slides(
@@ -773,16 +771,5 @@ def find_slides(
             correct_color=correct_color,
         )
     )
-    return [
-        Slide._wrap(
-            client,
-            s,
-            (
-                s.image_metadata,
-                max_frame_cache_size,
-                pyramid_tolerance,
-                correct_color,
-            ),
-        )
-        for s in slides
-    ]
+    # Each slide keeps the client as given (a blocking twin stays one) for pickling.
+    return [rewrap(client, slide, None) for slide in slides]

@@ -21,7 +21,7 @@ from dicomslide._openslide_compat import (
     OpenSlideCache,
     as_openslide_error,
 )
-from dicomslide_sync._derive import attribute, blocking, forward, run
+from dicomslide_sync._derive import Twin, attribute, blocking, forward, run
 from dicomslide_sync._wrappers import Slide
 
 __all__ = ["OpenSlide", "OpenSlideCache", "open_slide"]
@@ -31,7 +31,7 @@ def _unwrap(client: Any) -> Any:
     return getattr(client, "__dicomslide_source__", None) or client
 
 
-class OpenSlide:
+class OpenSlide(Twin):
     """One channel and focal plane of a slide, behind the API of ``openslide.OpenSlide``.
 
     Parameters
@@ -55,6 +55,7 @@ class OpenSlide:
     """
 
     _ASYNC = _aio.OpenSlide
+    _async: _aio.OpenSlide
 
     def __init__(
         self,
@@ -91,8 +92,20 @@ class OpenSlide:
         run(self._async.load_profiles())
 
     @classmethod
-    def _wrap(cls, osr: _aio.OpenSlide) -> OpenSlide:
-        obj = cls.__new__(cls)
+    def from_async(cls, osr: _aio.OpenSlide) -> OpenSlide:
+        """The blocking twin of an async OpenSlide object, sharing it.
+
+        Parameters
+        ----------
+        osr: dicomslide.OpenSlide
+            Async OpenSlide object (closing either closes both)
+
+        Returns
+        -------
+        dicomslide_sync.OpenSlide
+            Twin
+        """
+        obj: OpenSlide = cls.__new__(cls)
         obj._async = osr
         obj._filename = None
         return obj
@@ -118,7 +131,7 @@ class OpenSlide:
         return repr(self._async)
 
     def __enter__(self) -> OpenSlide:
-        self._async._check_open()
+        self._async.check_open()
         return self
 
     def __exit__(
@@ -144,11 +157,11 @@ class OpenSlide:
         return AssociatedImageMap(
             osr.associated_image_names,
             lambda name: run(osr.read_associated_image(name)),
-            osr._check_open,
-            _aio._ASSOCIATED_ALIASES,
+            osr.check_open,
         )
 
     close = blocking(_aio.OpenSlide.close)
+    check_open = forward(_aio.OpenSlide.check_open)
     set_cache = forward(_aio.OpenSlide.set_cache)
     level_count = attribute[int]()
     dimensions = attribute[tuple[int, int]]()
@@ -205,4 +218,4 @@ def open_slide(
             **kwargs,
         )
     )
-    return OpenSlide._wrap(osr)
+    return OpenSlide.from_async(osr)

@@ -318,3 +318,23 @@ def test_16_bit_channels_are_refused(tmp_path: Path) -> None:
     write_slide(tmp_path, spec)
     with pytest.raises(UnsupportedError, match="get_image_region"):
         open_slide(tmp_path)
+
+
+def test_twin_of_an_async_object_shares_it_and_its_open_state(folders: dict[str, Path]) -> None:
+    from dicomslide import openslide as aio
+    from dicomslide_sync._portal import run
+
+    inner = run(aio.open_slide(folders["native_odd"]))
+    osr = OpenSlide.from_async(inner)
+    assert osr.async_openslide is inner
+    osr.check_open()  # open: no error
+    region = osr.read_region((10, 20), 0, (30, 40))
+    assert region == run(inner.read_region((10, 20), 0, (30, 40)))
+    labels = osr.associated_images
+    run(inner.close())  # closing the async object closes the twin
+    with pytest.raises(UsageError, match="closed"):
+        osr.check_open()
+    with pytest.raises(UsageError, match="closed"):
+        labels["thumbnail"]
+    with pytest.raises(UsageError, match="closed"), osr:
+        pass
