@@ -245,21 +245,27 @@ def forward(method: Any, returns: Any = None) -> Any:
 
 
 class attribute(Generic[T]):
-    """Descriptor reading the async object's attribute of the same name.
+    """Descriptor reading (and writing) the async object's attribute of the same name.
 
-    The docstring is the async attribute's (set by :class:`Twin` when the twin class is made).
-    ``num_levels = attribute[int]()`` in a twin's class body types the attribute for checkers
-    and IDEs.
+    Writing is allowed where the async attribute allows it (``qido_page_size``); otherwise the
+    async object raises ``AttributeError``. The docstring is the async attribute's (set by
+    :class:`Twin` when the twin class is made). ``num_levels = attribute[int]()`` in a twin's
+    class body types the attribute for checkers and IDEs.
     """
 
     _read: Callable[[Twin], Any]
+    _write: Callable[[Twin, Any], None]
 
     def __set_name__(self, owner: type, name: str) -> None:
         # Written like the methods of blocking() and forward(): a function of the twin.
         def read(self: Twin) -> Any:
             return rewrap(self, getattr(self._async, name), None)
 
+        def write(self: Twin, value: Any) -> None:
+            setattr(self._async, name, value)
+
         self._read = read
+        self._write = write
 
     @overload
     def __get__(self, obj: None, owner: type | None = None) -> attribute[T]: ...
@@ -271,6 +277,9 @@ class attribute(Generic[T]):
         if obj is None:
             return self
         return self._read(obj)
+
+    def __set__(self, obj: Twin, value: T) -> None:
+        self._write(obj, value)
 
 
 class Twin:

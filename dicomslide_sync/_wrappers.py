@@ -250,6 +250,10 @@ class DICOMwebClient(_ClientTwin):
         """
         return str(self._async.url)
 
+    max_instance_bytes = attribute[int]()
+    qido_page_size = attribute[int]()
+    requests_sent = attribute[int]()
+    retry = attribute[RetryPolicy]()
     search_for_studies = blocking(dicomslide.DICOMwebClient.search_for_studies)
     search_for_series = blocking(dicomslide.DICOMwebClient.search_for_series)
     search_for_instances = blocking(dicomslide.DICOMwebClient.search_for_instances)
@@ -558,16 +562,6 @@ class Slide(Twin):
         return cls._rewrap(slide.client, slide, None)
 
     @property
-    def max_frame_cache_size(self) -> int:
-        """The ``max_frame_cache_size`` the slide was opened with."""
-        return self._async.max_frame_cache_size
-
-    @property
-    def pyramid_tolerance(self) -> float:
-        """Largest tolerated distance (mm) between image centres of different levels."""
-        return self._async.pyramid_tolerance
-
-    @property
     def async_slide(self) -> dicomslide.Slide:
         """The async slide this twin runs.
 
@@ -590,6 +584,8 @@ class Slide(Twin):
         return self._client
 
     image_metadata = attribute[list[Dataset]]()
+    max_frame_cache_size = attribute[int]()
+    pyramid_tolerance = attribute[float]()
     correct_color = attribute[bool]()
     cache_stats = attribute[CacheStats]()
     pyramid = attribute[Pyramid]()

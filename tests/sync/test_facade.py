@@ -39,6 +39,8 @@ NO_TWIN = {
     "__aexit__": "__exit__",
     "aclose": "close",
     "iter_frames": None,  # the async Source seam that slides read frames through
+    # The clients' caches and frame services, which work on the async side (the private loop):
+    "runtime": None,
     "slide": "async_openslide",  # OpenSlide.slide is the async slide; the twin names it so
     # Seams between async modules (issue 15), not user API to mirror:
     "reader": None,  # TiledImage.reader, the image's frame reader
@@ -313,3 +315,24 @@ def test_images_and_matrices_pickle_too(folder: Path, tmp_path: Path) -> None:
     matrix2 = pickle.loads(pickle.dumps(matrix))
     np.testing.assert_array_equal(image2.get_image_region((5, 7), (40, 50)), matrix[5:45, 7:57])
     np.testing.assert_array_equal(matrix2[100:140, 200:260], matrix[100:140, 200:260])
+
+
+def test_twin_attributes_read_and_write_the_async_object(folder: Path, tmp_path: Path) -> None:
+    # Nothing is sent: a client makes no request until it is asked for something.
+    client = dicomslide_sync.DICOMwebClient("http://127.0.0.1:9/dicomweb", max_instance_bytes=7)
+    source = client.__dicomslide_source__
+    assert client.max_instance_bytes == source.max_instance_bytes == 7
+    assert client.requests_sent == 0
+    client.qido_page_size = 13  # settable on the async client, so on the twin too
+    assert source.qido_page_size == 13
+    policy = dicomslide.RetryPolicy(attempts=2)
+    client.retry = policy
+    assert source.retry is policy
+    client.close()
+    slide = dicomslide_sync.find_slides(
+        dicomslide_sync.DICOMfileClient(folder, index_dir=tmp_path)
+    )[0]
+    assert (slide.max_frame_cache_size, slide.pyramid_tolerance) == (6, 0.1)
+    with pytest.raises(AttributeError):
+        slide.num_levels = 1  # read-only on the async slide: the twin does not shadow it
+    assert slide.num_levels == slide.async_slide.num_levels == 2
