@@ -121,6 +121,7 @@ class DICOMfileClient(_ClientTwin):
         self._open(url, options)
 
     base_dir = attribute[Any]()
+    closed = attribute[bool]()
     index_summary = blocking(dicomslide.DICOMfileClient.index_summary)
     search_for_studies = blocking(dicomslide.DICOMfileClient.search_for_studies)
     search_for_series = blocking(dicomslide.DICOMfileClient.search_for_series)
@@ -250,6 +251,7 @@ class DICOMwebClient(_ClientTwin):
         """
         return str(self._async.url)
 
+    closed = attribute[bool]()
     max_instance_bytes = attribute[int]()
     qido_page_size = attribute[int]()
     requests_sent = attribute[int]()
@@ -279,8 +281,7 @@ def _reopened(inputs: tuple[Any, ...], open_client: Callable[[], _C]) -> _C:
         return open_client()
     with _REOPENED_LOCK:
         client = _REOPENED.get(key)
-        source = getattr(client, "__dicomslide_source__", None)
-        if client is not None and not getattr(source, "_closed", False):
+        if client is not None and not client.closed:
             _REOPENED.move_to_end(key)
             return client  # type: ignore[no-any-return]
         client = open_client()

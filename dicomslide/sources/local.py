@@ -445,6 +445,11 @@ class DICOMfileClient:
         return self._runtime
 
     @property
+    def closed(self) -> bool:
+        """bool: Whether :meth:`aclose` was called (every later call raises)."""
+        return self._closed
+
+    @property
     def base_dir(self) -> Path:
         """pathlib.Path: The (absolute) folder this client reads."""
         return self._base_dir

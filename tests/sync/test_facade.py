@@ -336,3 +336,21 @@ def test_twin_attributes_read_and_write_the_async_object(folder: Path, tmp_path:
     with pytest.raises(AttributeError):
         slide.num_levels = 1  # read-only on the async slide: the twin does not shadow it
     assert slide.num_levels == slide.async_slide.num_levels == 2
+
+
+def test_a_closed_reopened_client_is_not_handed_out_again() -> None:
+    # Both clients say whether they are closed; before the DICOMweb one did, a closed re-opened
+    # DICOMweb client was handed to the next unpickling. Nothing is sent: no request is made.
+    client = dicomslide_sync.DICOMwebClient("http://127.0.0.1:9/dicomweb", readahead=3)
+    reopened = pickle.loads(pickle.dumps(client))
+    assert reopened is not client
+    assert pickle.loads(pickle.dumps(client)) is reopened
+    assert not reopened.closed
+    reopened.close()
+    assert reopened.closed
+    assert reopened.__dicomslide_source__.closed
+    again = pickle.loads(pickle.dumps(client))
+    assert again is not reopened
+    assert not again.closed
+    again.close()
+    client.close()

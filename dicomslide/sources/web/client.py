@@ -258,6 +258,11 @@ class DICOMwebClient:
         self._transport.retry = policy
 
     @property
+    def closed(self) -> bool:
+        """bool: Whether :meth:`aclose` was called (every later call raises)."""
+        return self._transport.closed
+
+    @property
     def requests_sent(self) -> int:
         """int: Requests sent so far, retries and redirect hops included."""
         return self._transport.requests_sent

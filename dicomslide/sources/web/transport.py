@@ -233,6 +233,11 @@ class Transport:
         #: Requests sent so far, retries and redirect hops included.
         self.requests_sent = 0
 
+    @property
+    def closed(self) -> bool:
+        """bool: Whether :meth:`aclose` was called."""
+        return self._closed
+
     def client(self) -> httpx.AsyncClient:
         """The httpx client of the running loop (made on first use).
 
