@@ -15,8 +15,7 @@ import pytest
 import dicomslide
 from dicomslide.bulk import iter_tiles, prefetch
 from dicomslide.synthetic import SlideSpec, write_slide
-from tests.support.orthanc import OrthancServer, find_dicomweb_plugin, find_orthanc
-from tests.support.system import require as _require
+from tests.support.orthanc import OrthancServer, private_orthanc
 
 pytestmark = pytest.mark.integration
 
@@ -26,12 +25,9 @@ SPEC = SlideSpec(size=(1000, 1400), tile_size=(64, 64), levels=2, seed=61)
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OrthancServer]:
-    _require(find_orthanc(), "Orthanc (Debian package orthanc)")
-    _require(find_dicomweb_plugin(), "the Orthanc DICOMweb plugin (orthanc-dicomweb)")
     root = tmp_path_factory.mktemp("bulk-web")
     write_slide(root / "slide", SPEC)
-    with OrthancServer(workdir=tmp_path_factory.mktemp("orthanc-bulk")) as orthanc:
-        orthanc.upload([root])
+    with private_orthanc([root], tmp_path_factory.mktemp("orthanc-bulk")) as orthanc:
         yield orthanc
 
 

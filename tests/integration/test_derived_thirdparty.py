@@ -44,7 +44,7 @@ from pydicom.sr.codedict import codes
 import dicomslide_sync
 from dicomslide.enums import ChannelTypes
 from dicomslide.errors import RegionError
-from tests.support.orthanc import OrthancServer, find_dicomweb_plugin, find_orthanc
+from tests.support.orthanc import OrthancServer, private_orthanc
 from tests.support.system import require as _require
 from tests.support.thirdparty import (
     DEFAULT_SOURCE_SIZE,
@@ -306,10 +306,7 @@ def written(cache_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Writt
 
 @pytest.fixture(scope="module")
 def orthanc(written: Written, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OrthancServer]:
-    _require(find_orthanc(), "Orthanc (Debian package orthanc)")
-    _require(find_dicomweb_plugin(), "the Orthanc DICOMweb plugin (orthanc-dicomweb)")
-    with OrthancServer(workdir=tmp_path_factory.mktemp("orthanc-derived-3p")) as server:
-        server.upload([written.root])
+    with private_orthanc([written.root], tmp_path_factory.mktemp("orthanc-derived-3p")) as server:
         yield server
 
 

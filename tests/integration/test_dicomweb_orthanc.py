@@ -11,7 +11,7 @@ import pytest
 import dicomslide
 import dicomslide_sync
 from dicomslide.synthetic import SlideSpec, write_slide
-from tests.support.orthanc import OrthancServer, find_dicomweb_plugin, find_orthanc
+from tests.support.orthanc import OrthancServer, require_dicomweb_orthanc
 from tests.support.system import require as _require
 from tests.support.thirdparty import Compression, find_dicomizer, make_dicomizer_slide
 
@@ -56,8 +56,7 @@ VARIANTS = {
 def server(
     tmp_path_factory: pytest.TempPathFactory, shared_orthanc: OrthancServer
 ) -> tuple[OrthancServer, Path]:
-    _require(find_orthanc(), "Orthanc (Debian package orthanc)")
-    _require(find_dicomweb_plugin(), "the Orthanc DICOMweb plugin (orthanc-dicomweb)")
+    require_dicomweb_orthanc()
     root = tmp_path_factory.mktemp("web-variants")
     for name, spec in VARIANTS.items():
         write_slide(root / name, spec)

@@ -25,8 +25,7 @@ from tests.aio.test_slide_grouping import (
     write_split_folder,
     write_stray_folder,
 )
-from tests.support.orthanc import OrthancServer, find_dicomweb_plugin, find_orthanc
-from tests.support.system import require as _require
+from tests.support.orthanc import OrthancServer, require_dicomweb_orthanc
 
 pytestmark = pytest.mark.integration
 
@@ -40,8 +39,7 @@ class Served:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    _require(find_orthanc(), "Orthanc (Debian package orthanc)")
-    _require(find_dicomweb_plugin(), "the Orthanc DICOMweb plugin (orthanc-dicomweb)")
+    require_dicomweb_orthanc()
     root = tmp_path_factory.mktemp("real-world")
     for name, spec in PADDED.items():
         write_slide(root / "padded" / name, spec)

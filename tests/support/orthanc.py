@@ -483,6 +483,36 @@ class OrthancServer:
 
 
 @atexit.register
+def require_dicomweb_orthanc() -> None:
+    """Skip the calling test (fail on CI) unless Orthanc and its DICOMweb plugin are installed."""
+    from tests.support.system import require
+
+    require(find_orthanc(), "Orthanc (Debian package orthanc)")
+    require(find_dicomweb_plugin(), "the Orthanc DICOMweb plugin (orthanc-dicomweb)")
+
+
+@contextlib.contextmanager
+def private_orthanc(
+    paths: Iterable[str | os.PathLike[str]], workdir: Path | None = None
+) -> Iterator[OrthancServer]:
+    """Start an Orthanc of the caller's own holding the DICOM files below ``paths``.
+
+    For modules that list or count everything on the server, where the session's shared
+    server (which other modules fill) would not do.
+
+    Parameters
+    ----------
+    paths: Iterable[str | os.PathLike[str]]
+        Files or folders to upload
+    workdir: pathlib.Path | None
+        Where Orthanc keeps its database and storage (a temporary folder when None)
+    """
+    require_dicomweb_orthanc()
+    with OrthancServer(workdir=workdir) as orthanc:
+        orthanc.upload(paths)
+        yield orthanc
+
+
 def _stop_all_servers() -> None:
     with _live_lock:
         servers = list(_live_servers)
