@@ -73,6 +73,22 @@ def fail_times(
     return hook
 
 
+def first_frames_request(
+    build: Callable[[httpx.Request, Route], httpx.Response],
+) -> Callable[[httpx.Request, Route], httpx.Response | None]:
+    """Answer the first frames request with ``build``; the fake server answers the rest."""
+    answered = False
+
+    def hook(request: httpx.Request, route: Route) -> httpx.Response | None:
+        nonlocal answered
+        if route.kind != "frames" or answered:
+            return None
+        answered = True
+        return build(request, route)
+
+    return hook
+
+
 def frames_response(
     server: FakeDicomWeb, request: httpx.Request, route: Route, **kw: Any
 ) -> bytes:
@@ -181,13 +197,7 @@ async def test_connection_errors_are_not_timeouts(
 async def test_connection_reset_mid_body_refetches_only_missing_frames(
     server: FakeDicomWeb, sleeps: list[float]
 ) -> None:
-    first = True
-
-    def reset(request: httpx.Request, route: Route) -> httpx.Response | None:
-        nonlocal first
-        if route.kind != "frames" or not first:
-            return None
-        first = False
+    def reset(request: httpx.Request, route: Route) -> httpx.Response:
         body = frames_response(server, request, route)
         # Everything up to the middle of the fourth part, then the connection drops.
         cut = body.index(f"--{BOUNDARY}".encode(), 0)
@@ -196,7 +206,7 @@ async def test_connection_reset_mid_body_refetches_only_missing_frames(
         stream = BrokenStream(body[: cut + 200])
         return httpx.Response(200, headers={"content-type": multipart_type()}, stream=stream)
 
-    server.on_request = reset
+    server.on_request = first_frames_request(reset)
     async with opened(server) as (_, slide):
         region = await slide.get_image_region((0, 0), 0, (256, 1000))
     np.testing.assert_array_equal(region, truth(0, 0, (256, 1000)))
@@ -208,13 +218,7 @@ async def test_connection_reset_mid_body_refetches_only_missing_frames(
 async def test_truncated_multipart_refetches_only_missing_frames(
     server: FakeDicomWeb, sleeps: list[float], keep: int
 ) -> None:
-    first = True
-
-    def truncate(request: httpx.Request, route: Route) -> httpx.Response | None:
-        nonlocal first
-        if route.kind != "frames" or not first:
-            return None
-        first = False
+    def truncate(request: httpx.Request, route: Route) -> httpx.Response:
         parts = server.frame_parts(request, route)[:keep]
         # Fewer parts and no closing delimiter.
         return httpx.Response(
@@ -223,7 +227,7 @@ async def test_truncated_multipart_refetches_only_missing_frames(
             headers={"content-type": multipart_type()},
         )
 
-    server.on_request = truncate
+    server.on_request = first_frames_request(truncate)
     async with opened(server) as (_, slide):
         region = await slide.get_image_region((0, 0), 0, (128, 1000))
     np.testing.assert_array_equal(region, truth(0, 0, (128, 1000)))
@@ -235,19 +239,13 @@ async def test_truncated_multipart_refetches_only_missing_frames(
 async def test_short_but_closed_multipart_refetches_missing(
     server: FakeDicomWeb, sleeps: list[float]
 ) -> None:
-    first = True
-
-    def short(request: httpx.Request, route: Route) -> httpx.Response | None:
-        nonlocal first
-        if route.kind != "frames" or not first:
-            return None
-        first = False
+    def short(request: httpx.Request, route: Route) -> httpx.Response:
         parts = server.frame_parts(request, route)[:5]
         return httpx.Response(
             200, content=multipart_body(parts), headers={"content-type": multipart_type()}
         )
 
-    server.on_request = short
+    server.on_request = first_frames_request(short)
     async with opened(server) as (_, slide):
         region = await slide.get_image_region((0, 0), 0, (128, 1000))
     np.testing.assert_array_equal(region, truth(0, 0, (128, 1000)))
