@@ -29,6 +29,7 @@ import dicomslide
 from dicomslide.enums import ChannelTypes
 from dicomslide.errors import RegionError, UsageError
 from dicomslide.synthetic import SlideSpec, write_slide
+from tests.support.segments import segment_descriptions
 
 EXPLICIT = "1.2.840.10008.1.2.1"
 JPEG_LS_LOSSLESS = "1.2.840.10008.1.2.4.80"
@@ -87,19 +88,6 @@ def _labels(shape: tuple[int, int], numbers: tuple[int, ...], seed: int) -> np.n
     return out
 
 
-def _descriptions(numbers: tuple[int, ...], prefix: str) -> list[hd.seg.SegmentDescription]:
-    return [
-        hd.seg.SegmentDescription(
-            segment_number=n,
-            segment_label=f"{prefix}{n}",
-            segmented_property_category=codes.SCT.Tissue,
-            segmented_property_type=codes.SCT.Nucleus if n % 2 else codes.SCT.Tissue,
-            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL,
-        )
-        for n in numbers
-    ]
-
-
 def _write_label_map(
     source: pydicom.Dataset,
     labels: np.ndarray,
@@ -123,7 +111,7 @@ def _write_label_map(
         source_images=[source],
         pixel_array=labels[None],
         segmentation_type=hd.seg.SegmentationTypeValues.LABELMAP,
-        segment_descriptions=_descriptions(numbers, prefix),
+        segment_descriptions=segment_descriptions(numbers, prefix),
         series_instance_uid=series_uid,
         series_number=30,
         sop_instance_uid=hd.UID(),
