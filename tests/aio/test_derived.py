@@ -204,12 +204,6 @@ def written(tmp_path_factory: pytest.TempPathFactory) -> Written:
     return write_derived(tmp_path_factory.mktemp("derived"))
 
 
-@pytest.fixture
-async def client(written: Written) -> Any:
-    async with dicomslide.DICOMfileClient(written.root) as c:
-        yield c
-
-
 async def _slide(client: Any, container: str = "SLIDE-A", **kw: Any) -> dicomslide.Slide:
     slides = await dicomslide.find_slides(client, container_id=container, **kw)
     assert len(slides) == 1

@@ -371,12 +371,6 @@ def written(tmp_path_factory: pytest.TempPathFactory) -> Written:
     return write_label_maps(tmp_path_factory.mktemp("labelmaps"))
 
 
-@pytest.fixture
-async def client(written: Written) -> Any:
-    async with dicomslide.DICOMfileClient(written.root) as c:
-        yield c
-
-
 async def _slide(client: Any, container: str = CONTAINER) -> dicomslide.Slide:
     (slide,) = await dicomslide.find_slides(client, container_id=container)
     return slide
