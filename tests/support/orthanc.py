@@ -68,10 +68,11 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import httpx
+
+from tests.support.lifecycle import StartStop
 
 __all__ = [
     "OrthancNotAvailableError",
@@ -166,7 +167,7 @@ def _iter_files(paths: Iterable[str | os.PathLike[str]]) -> Iterator[Path]:
             yield path
 
 
-class OrthancServer:
+class OrthancServer(StartStop):
     """A private Orthanc process serving DICOMweb on ``127.0.0.1``.
 
     Usage::
@@ -415,17 +416,6 @@ class OrthancServer:
         if self._owns_workdir and self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
-
-    def __enter__(self) -> OrthancServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def __del__(self) -> None:
         # Last resort for a forgotten server; stop() is the supported way.
