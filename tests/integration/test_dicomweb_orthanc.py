@@ -10,8 +10,9 @@ import pytest
 
 import dicomslide
 import dicomslide_sync
-from dicomslide.synthetic import SlideSpec, write_slide
+from dicomslide.synthetic import SlideSpec
 from tests.support.orthanc import OrthancServer, require_dicomweb_orthanc
+from tests.support.slides import write_slides
 from tests.support.system import require as _require
 from tests.support.thirdparty import Compression, find_dicomizer, make_dicomizer_slide
 
@@ -58,8 +59,7 @@ def server(
 ) -> tuple[OrthancServer, Path]:
     require_dicomweb_orthanc()
     root = tmp_path_factory.mktemp("web-variants")
-    for name, spec in VARIANTS.items():
-        write_slide(root / name, spec)
+    write_slides(root, VARIANTS)
     shared_orthanc.upload([root])
     return shared_orthanc, root
 
