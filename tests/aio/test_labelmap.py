@@ -15,6 +15,7 @@ with Pixel Padding Value 0; it is the background, not a segment (highdicom's
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -200,16 +201,7 @@ def write_label_maps(root: Path) -> Written:
         out.files[name] = LabelMapFile(name, path, uid, numbers, labels, "pyramid-", level)
     # Slide B: a sparse label map whose Pixel Padding Value was removed, so that nothing marks
     # a background and its item numbered 0 is a segment like the others.
-    spec_b = SlideSpec(
-        container_id=CONTAINER_NO_PADDING,
-        seed=22,
-        size=SIZE,
-        tile_size=(TILE, TILE),
-        levels=1,
-        transfer_syntax_uid=EXPLICIT,
-        label=False,
-        overview=False,
-    )
+    spec_b = dataclasses.replace(spec, container_id=CONTAINER_NO_PADDING, seed=22, levels=1)
     (b_level0,) = _source_images(write_slide(root / "b", spec_b))
     labels = _labels(SIZE, (1, 2), 11)
     path = root / "b" / "no_padding.dcm"

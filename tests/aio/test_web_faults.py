@@ -57,9 +57,13 @@ def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
 
 
 def fail_times(
-    kind: str, responses: list[httpx.Response | Exception]
+    kind: str,
+    responses: list[httpx.Response | Exception | Callable[[httpx.Request, Route], httpx.Response]],
 ) -> Callable[[httpx.Request, Route], httpx.Response | None]:
-    """Answer the first requests of a kind with these responses (or raise these errors)."""
+    """Answer the first requests of a kind with these responses (or raise these errors).
+
+    A callable among them builds its response from the request.
+    """
     queue = list(responses)
 
     def hook(request: httpx.Request, route: Route) -> httpx.Response | None:
@@ -68,6 +72,8 @@ def fail_times(
         item = queue.pop(0)
         if isinstance(item, Exception):
             raise item
+        if callable(item):
+            return item(request, route)
         return item
 
     return hook
@@ -77,16 +83,7 @@ def first_frames_request(
     build: Callable[[httpx.Request, Route], httpx.Response],
 ) -> Callable[[httpx.Request, Route], httpx.Response | None]:
     """Answer the first frames request with ``build``; the fake server answers the rest."""
-    answered = False
-
-    def hook(request: httpx.Request, route: Route) -> httpx.Response | None:
-        nonlocal answered
-        if route.kind != "frames" or answered:
-            return None
-        answered = True
-        return build(request, route)
-
-    return hook
+    return fail_times("frames", [build])
 
 
 def frames_response(
