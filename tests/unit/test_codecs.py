@@ -11,9 +11,6 @@ from __future__ import annotations
 import ast
 import io
 import json
-import os
-import subprocess
-import sys
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +30,7 @@ from dicomslide.errors import (
     RegionError,
     UnsupportedError,
 )
+from tests.support.processes import run_python
 
 imagecodecs = pytest.importorskip("imagecodecs")
 
@@ -1086,15 +1084,7 @@ def test_works_without_imagecodecs(tmp_path: Path) -> None:
         spec.append({"file": name, "uid": uid, "fmt": fields})
     (tmp_path / "cases.json").write_text(json.dumps(spec))
     root = Path(codecs.__file__).parent.parent
-    completed = subprocess.run(
-        [sys.executable, "-c", WITHOUT_IMAGECODECS, str(tmp_path)],
-        capture_output=True,
-        text=True,
-        cwd=root,
-        env={**os.environ, "PYTHONPATH": str(root)},
-        check=False,
-        timeout=120,
-    )
+    completed = run_python("-c", WITHOUT_IMAGECODECS, str(tmp_path), cwd=root)
     assert completed.returncode == 0, completed.stderr
     result = json.loads(completed.stdout)
     assert result["baseline"][0] == "pillow"
