@@ -20,10 +20,8 @@ def shared_orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]
     slide on the server, empty it or need their own configuration start their own
     :class:`tests.support.orthanc.OrthancServer`.
     """
-    from tests.support.orthanc import OrthancServer, find_dicomweb_plugin, find_orthanc
-    from tests.support.system import require
+    from tests.support.orthanc import OrthancServer, require_dicomweb_orthanc
 
-    require(find_orthanc(), "Orthanc (Debian package orthanc)")
-    require(find_dicomweb_plugin(), "the Orthanc DICOMweb plugin (orthanc-dicomweb)")
+    require_dicomweb_orthanc()
     with OrthancServer(workdir=tmp_path_factory.mktemp("orthanc-shared")) as server:
         yield server

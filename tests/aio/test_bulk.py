@@ -5,9 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +17,7 @@ import dicomslide_sync.bulk
 from dicomslide.bulk import PrefetchBudgetError, PrefetchBudgetWarning, iter_tiles, prefetch
 from dicomslide.runtime import frame_service
 from dicomslide.synthetic import SlideSpec, expected_pixels, write_slide
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.processes import run_python
 
 # Lossless and without ICC profile, so decoded pixels equal the synthetic truth exactly.
 SPEC = SlideSpec(
@@ -258,15 +254,7 @@ def test_peak_memory_is_bounded(tmp_path: Path) -> None:
         seed=5,
     )
     write_slide(tmp_path / "big", spec)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run(
-        [sys.executable, "-c", _MEMORY_SCRIPT, str(tmp_path / "big"), str(tmp_path / "idx")],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-    )
+    done = run_python("-c", _MEMORY_SCRIPT, str(tmp_path / "big"), str(tmp_path / "idx"))
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     print(report)

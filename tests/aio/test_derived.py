@@ -22,6 +22,7 @@ import dicomslide
 from dicomslide.enums import ChannelTypes
 from dicomslide.errors import RegionError
 from dicomslide.synthetic import SlideSpec, write_slide
+from tests.support.segments import segment_descriptions
 
 EXPLICIT = "1.2.840.10008.1.2.1"
 SIZE = (300, 520)
@@ -45,19 +46,6 @@ def _source_images(paths: Sequence[Path]) -> list[pydicom.Dataset]:
     images = [pydicom.dcmread(p) for p in paths]
     images = [ds for ds in images if "VOLUME" in ds.ImageType]
     return sorted(images, key=lambda ds: -int(ds.TotalPixelMatrixRows))
-
-
-def _describe(numbers: Sequence[int], prefix: str) -> list[hd.seg.SegmentDescription]:
-    return [
-        hd.seg.SegmentDescription(
-            segment_number=n,
-            segment_label=f"{prefix}{n}",
-            segmented_property_category=codes.SCT.Tissue,
-            segmented_property_type=codes.SCT.Nucleus if n % 2 else codes.SCT.Tissue,
-            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL,
-        )
-        for n in numbers
-    ]
 
 
 def _equipment() -> dict[str, Any]:
@@ -90,7 +78,7 @@ def _segmentation(
         source_images=[source],
         pixel_array=masks[None].copy(),
         segmentation_type="FRACTIONAL" if fractional else "BINARY",
-        segment_descriptions=_describe(numbers, label),
+        segment_descriptions=segment_descriptions(numbers, label),
         series_instance_uid=series_uid,
         series_number=10,
         sop_instance_uid=hd.UID(),
@@ -214,12 +202,6 @@ def write_derived(root: Path) -> Written:
 @pytest.fixture(scope="module")
 def written(tmp_path_factory: pytest.TempPathFactory) -> Written:
     return write_derived(tmp_path_factory.mktemp("derived"))
-
-
-@pytest.fixture
-async def client(written: Written) -> Any:
-    async with dicomslide.DICOMfileClient(written.root) as c:
-        yield c
 
 
 async def _slide(client: Any, container: str = "SLIDE-A", **kw: Any) -> dicomslide.Slide:

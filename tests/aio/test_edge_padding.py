@@ -20,7 +20,8 @@ import pytest
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless
 
 import dicomslide
-from dicomslide.synthetic import SlideSpec, expected_pixels, expected_tile, write_slide
+from dicomslide.synthetic import SlideSpec, expected_pixels, expected_tile
+from tests.support.slides import write_slides
 
 # The example: 957 columns x 715 rows, 256-pixel tiles; level 1 has edges as well.
 _COMMON: dict[str, Any] = {
@@ -162,12 +163,7 @@ async def check_edge_reads(slide: dicomslide.Slide, spec: SlideSpec) -> int:
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("edge-padding")
-    out = {}
-    for name, spec in SPECS.items():
-        write_slide(root / name, spec)
-        out[name] = root / name
-    return out
+    return write_slides(tmp_path_factory.mktemp("edge-padding"), SPECS)
 
 
 @pytest.mark.parametrize("name", sorted(SPECS))

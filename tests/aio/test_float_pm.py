@@ -124,12 +124,6 @@ def written(tmp_path_factory: pytest.TempPathFactory) -> FloatWritten:
     return write_float_maps(tmp_path_factory.mktemp("float-pm"))
 
 
-@pytest.fixture
-async def client(written: FloatWritten) -> Any:
-    async with dicomslide.DICOMfileClient(written.root) as c:
-        yield c
-
-
 async def read_channel(slide: Any, label: str, level: int) -> np.ndarray:
     """Read a whole parameter channel of one level (async :class:`dicomslide.Slide`)."""
     channel = slide.get_channel_index(label, ChannelTypes.PARAMETER)

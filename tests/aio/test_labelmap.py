@@ -15,6 +15,7 @@ with Pixel Padding Value 0; it is the background, not a segment (highdicom's
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ import dicomslide
 from dicomslide.enums import ChannelTypes
 from dicomslide.errors import RegionError, UsageError
 from dicomslide.synthetic import SlideSpec, write_slide
+from tests.support.segments import segment_descriptions
 
 EXPLICIT = "1.2.840.10008.1.2.1"
 JPEG_LS_LOSSLESS = "1.2.840.10008.1.2.4.80"
@@ -87,19 +89,6 @@ def _labels(shape: tuple[int, int], numbers: tuple[int, ...], seed: int) -> np.n
     return out
 
 
-def _descriptions(numbers: tuple[int, ...], prefix: str) -> list[hd.seg.SegmentDescription]:
-    return [
-        hd.seg.SegmentDescription(
-            segment_number=n,
-            segment_label=f"{prefix}{n}",
-            segmented_property_category=codes.SCT.Tissue,
-            segmented_property_type=codes.SCT.Nucleus if n % 2 else codes.SCT.Tissue,
-            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL,
-        )
-        for n in numbers
-    ]
-
-
 def _write_label_map(
     source: pydicom.Dataset,
     labels: np.ndarray,
@@ -123,7 +112,7 @@ def _write_label_map(
         source_images=[source],
         pixel_array=labels[None],
         segmentation_type=hd.seg.SegmentationTypeValues.LABELMAP,
-        segment_descriptions=_descriptions(numbers, prefix),
+        segment_descriptions=segment_descriptions(numbers, prefix),
         series_instance_uid=series_uid,
         series_number=30,
         sop_instance_uid=hd.UID(),
@@ -212,16 +201,7 @@ def write_label_maps(root: Path) -> Written:
         out.files[name] = LabelMapFile(name, path, uid, numbers, labels, "pyramid-", level)
     # Slide B: a sparse label map whose Pixel Padding Value was removed, so that nothing marks
     # a background and its item numbered 0 is a segment like the others.
-    spec_b = SlideSpec(
-        container_id=CONTAINER_NO_PADDING,
-        seed=22,
-        size=SIZE,
-        tile_size=(TILE, TILE),
-        levels=1,
-        transfer_syntax_uid=EXPLICIT,
-        label=False,
-        overview=False,
-    )
+    spec_b = dataclasses.replace(spec, container_id=CONTAINER_NO_PADDING, seed=22, levels=1)
     (b_level0,) = _source_images(write_slide(root / "b", spec_b))
     labels = _labels(SIZE, (1, 2), 11)
     path = root / "b" / "no_padding.dcm"
@@ -381,12 +361,6 @@ def segment_channels(slide: Any, item: LabelMapFile) -> dict[int, int]:
 @pytest.fixture(scope="module")
 def written(tmp_path_factory: pytest.TempPathFactory) -> Written:
     return write_label_maps(tmp_path_factory.mktemp("labelmaps"))
-
-
-@pytest.fixture
-async def client(written: Written) -> Any:
-    async with dicomslide.DICOMfileClient(written.root) as c:
-        yield c
 
 
 async def _slide(client: Any, container: str = CONTAINER) -> dicomslide.Slide:

@@ -150,33 +150,24 @@ def folder(tmp_path: Path) -> Folder:
         instance_number=1,
         **common,
     )
-    f.add(
-        "sub/bot.dcm",
-        [_padded(j) for j in jpegs],
-        JPEGBaseline8Bit,
-        syntax=JPEGBaseline8Bit,
-        pixel_data=encapsulate(jpegs, has_bot=True),
-        instance_number=2,
-        **common,
-    )
-    f.add(
-        "sub/deeper/nobot_two_fragments.dcm",
-        [_padded(j) for j in jpegs],
-        JPEGBaseline8Bit,
-        syntax=JPEGBaseline8Bit,
-        pixel_data=encapsulate(jpegs, fragments_per_frame=2, has_bot=False),
-        instance_number=3,
-        **common,
-    )
-    f.add(
-        "bot_two_fragments.dcm",
-        [_padded(j) for j in jpegs],
-        JPEGBaseline8Bit,
-        syntax=JPEGBaseline8Bit,
-        pixel_data=encapsulate(jpegs, fragments_per_frame=2, has_bot=True),
-        instance_number=4,
-        **common,
-    )
+    # The same JPEG frames with a Basic Offset Table or without, one or two fragments a frame.
+    for number, (name, fragments, has_bot) in enumerate(
+        [
+            ("sub/bot.dcm", 1, True),
+            ("sub/deeper/nobot_two_fragments.dcm", 2, False),
+            ("bot_two_fragments.dcm", 2, True),
+        ],
+        start=2,
+    ):
+        f.add(
+            name,
+            [_padded(j) for j in jpegs],
+            JPEGBaseline8Bit,
+            syntax=JPEGBaseline8Bit,
+            pixel_data=encapsulate(jpegs, fragments_per_frame=fragments, has_bot=has_bot),
+            instance_number=number,
+            **common,
+        )
     native = [bytes((i * 31 + k) % 256 for k in range(4 * 5 * 3)) for i in range(5)]
     f.add(
         "native_rgb.dcm",

@@ -14,6 +14,7 @@ import pytest
 
 import dicomslide
 from dicomslide.synthetic import SlideSpec, expected_pixels, write_slide
+from tests.support.slides import write_slides
 
 EXPLICIT = "1.2.840.10008.1.2.1"
 IMPLICIT = "1.2.840.10008.1.2"
@@ -85,13 +86,7 @@ VARIANTS: dict[str, SlideSpec] = {
 
 @pytest.fixture(scope="session")
 def variant_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("variants")
-    out = {}
-    for name, spec in VARIANTS.items():
-        folder = root / name
-        write_slide(folder, spec)
-        out[name] = folder
-    return out
+    return write_slides(tmp_path_factory.mktemp("variants"), VARIANTS)
 
 
 async def _open(folder: Path, tmp_path: Path) -> dicomslide.Slide:

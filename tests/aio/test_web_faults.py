@@ -57,9 +57,13 @@ def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
 
 
 def fail_times(
-    kind: str, responses: list[httpx.Response | Exception]
+    kind: str,
+    responses: list[httpx.Response | Exception | Callable[[httpx.Request, Route], httpx.Response]],
 ) -> Callable[[httpx.Request, Route], httpx.Response | None]:
-    """Answer the first requests of a kind with these responses (or raise these errors)."""
+    """Answer the first requests of a kind with these responses (or raise these errors).
+
+    A callable among them builds its response from the request.
+    """
     queue = list(responses)
 
     def hook(request: httpx.Request, route: Route) -> httpx.Response | None:
@@ -68,9 +72,18 @@ def fail_times(
         item = queue.pop(0)
         if isinstance(item, Exception):
             raise item
+        if callable(item):
+            return item(request, route)
         return item
 
     return hook
+
+
+def first_frames_request(
+    build: Callable[[httpx.Request, Route], httpx.Response],
+) -> Callable[[httpx.Request, Route], httpx.Response | None]:
+    """Answer the first frames request with ``build``; the fake server answers the rest."""
+    return fail_times("frames", [build])
 
 
 def frames_response(
@@ -181,13 +194,7 @@ async def test_connection_errors_are_not_timeouts(
 async def test_connection_reset_mid_body_refetches_only_missing_frames(
     server: FakeDicomWeb, sleeps: list[float]
 ) -> None:
-    first = True
-
-    def reset(request: httpx.Request, route: Route) -> httpx.Response | None:
-        nonlocal first
-        if route.kind != "frames" or not first:
-            return None
-        first = False
+    def reset(request: httpx.Request, route: Route) -> httpx.Response:
         body = frames_response(server, request, route)
         # Everything up to the middle of the fourth part, then the connection drops.
         cut = body.index(f"--{BOUNDARY}".encode(), 0)
@@ -196,7 +203,7 @@ async def test_connection_reset_mid_body_refetches_only_missing_frames(
         stream = BrokenStream(body[: cut + 200])
         return httpx.Response(200, headers={"content-type": multipart_type()}, stream=stream)
 
-    server.on_request = reset
+    server.on_request = first_frames_request(reset)
     async with opened(server) as (_, slide):
         region = await slide.get_image_region((0, 0), 0, (256, 1000))
     np.testing.assert_array_equal(region, truth(0, 0, (256, 1000)))
@@ -208,13 +215,7 @@ async def test_connection_reset_mid_body_refetches_only_missing_frames(
 async def test_truncated_multipart_refetches_only_missing_frames(
     server: FakeDicomWeb, sleeps: list[float], keep: int
 ) -> None:
-    first = True
-
-    def truncate(request: httpx.Request, route: Route) -> httpx.Response | None:
-        nonlocal first
-        if route.kind != "frames" or not first:
-            return None
-        first = False
+    def truncate(request: httpx.Request, route: Route) -> httpx.Response:
         parts = server.frame_parts(request, route)[:keep]
         # Fewer parts and no closing delimiter.
         return httpx.Response(
@@ -223,7 +224,7 @@ async def test_truncated_multipart_refetches_only_missing_frames(
             headers={"content-type": multipart_type()},
         )
 
-    server.on_request = truncate
+    server.on_request = first_frames_request(truncate)
     async with opened(server) as (_, slide):
         region = await slide.get_image_region((0, 0), 0, (128, 1000))
     np.testing.assert_array_equal(region, truth(0, 0, (128, 1000)))
@@ -235,19 +236,13 @@ async def test_truncated_multipart_refetches_only_missing_frames(
 async def test_short_but_closed_multipart_refetches_missing(
     server: FakeDicomWeb, sleeps: list[float]
 ) -> None:
-    first = True
-
-    def short(request: httpx.Request, route: Route) -> httpx.Response | None:
-        nonlocal first
-        if route.kind != "frames" or not first:
-            return None
-        first = False
+    def short(request: httpx.Request, route: Route) -> httpx.Response:
         parts = server.frame_parts(request, route)[:5]
         return httpx.Response(
             200, content=multipart_body(parts), headers={"content-type": multipart_type()}
         )
 
-    server.on_request = short
+    server.on_request = first_frames_request(short)
     async with opened(server) as (_, slide):
         region = await slide.get_image_region((0, 0), 0, (128, 1000))
     np.testing.assert_array_equal(region, truth(0, 0, (128, 1000)))

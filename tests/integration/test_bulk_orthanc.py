@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import math
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,23 +13,19 @@ import pytest
 import dicomslide
 from dicomslide.bulk import iter_tiles, prefetch
 from dicomslide.synthetic import SlideSpec, write_slide
-from tests.support.orthanc import OrthancServer, find_dicomweb_plugin, find_orthanc
-from tests.support.system import require as _require
+from tests.support.orthanc import OrthancServer, private_orthanc
+from tests.support.processes import run_python
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
 SPEC = SlideSpec(size=(1000, 1400), tile_size=(64, 64), levels=2, seed=61)
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OrthancServer]:
-    _require(find_orthanc(), "Orthanc (Debian package orthanc)")
-    _require(find_dicomweb_plugin(), "the Orthanc DICOMweb plugin (orthanc-dicomweb)")
     root = tmp_path_factory.mktemp("bulk-web")
     write_slide(root / "slide", SPEC)
-    with OrthancServer(workdir=tmp_path_factory.mktemp("orthanc-bulk")) as orthanc:
-        orthanc.upload([root])
+    with private_orthanc([root], tmp_path_factory.mktemp("orthanc-bulk")) as orthanc:
         yield orthanc
 
 
@@ -67,14 +61,8 @@ async def test_prefetch_level_over_dicomweb(server: OrthancServer) -> None:
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "dicomslide", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "DICOMSLIDE_TOKEN": "tok-abcdef-987"},
-        timeout=120,
-        check=False,
+    return run_python(
+        "-m", "dicomslide", *args, cwd=cwd, env={"DICOMSLIDE_TOKEN": "tok-abcdef-987"}
     )
 
 

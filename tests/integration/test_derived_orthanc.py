@@ -15,19 +15,15 @@ import dicomslide
 import dicomslide_sync
 from dicomslide.enums import ChannelTypes
 from tests.aio.test_derived import ALL_SLIDES, STAIN_B, Written, write_derived
-from tests.support.orthanc import OrthancServer, find_dicomweb_plugin, find_orthanc
-from tests.support.system import require as _require
+from tests.support.orthanc import OrthancServer, private_orthanc
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[OrthancServer, Written]]:
-    _require(find_orthanc(), "Orthanc (Debian package orthanc)")
-    _require(find_dicomweb_plugin(), "the Orthanc DICOMweb plugin (orthanc-dicomweb)")
     written = write_derived(tmp_path_factory.mktemp("derived-web"))
-    with OrthancServer(workdir=tmp_path_factory.mktemp("orthanc-derived")) as orthanc:
-        orthanc.upload([written.root])
+    with private_orthanc([written.root], tmp_path_factory.mktemp("orthanc-derived")) as orthanc:
         yield orthanc, written
 
 

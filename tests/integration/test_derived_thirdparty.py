@@ -44,7 +44,8 @@ from pydicom.sr.codedict import codes
 import dicomslide_sync
 from dicomslide.enums import ChannelTypes
 from dicomslide.errors import RegionError
-from tests.support.orthanc import OrthancServer, find_dicomweb_plugin, find_orthanc
+from tests.support.orthanc import OrthancServer, private_orthanc
+from tests.support.segments import segment_descriptions
 from tests.support.system import require as _require
 from tests.support.thirdparty import (
     DEFAULT_SOURCE_SIZE,
@@ -98,19 +99,6 @@ def _equipment() -> dict[str, Any]:
     }
 
 
-def _descriptions(count: int, prefix: str) -> list[hd.seg.SegmentDescription]:
-    return [
-        hd.seg.SegmentDescription(
-            segment_number=n,
-            segment_label=f"{prefix}{n}",
-            segmented_property_category=codes.SCT.Tissue,
-            segmented_property_type=codes.SCT.Nucleus if n % 2 else codes.SCT.Tissue,
-            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL,
-        )
-        for n in range(1, count + 1)
-    ]
-
-
 def _masks(rows: int, cols: int) -> np.ndarray:
     """Two overlapping segments with edges inside tiles and lines crossing tile borders."""
     out = np.zeros((rows, cols, 2), dtype=np.uint8)
@@ -153,7 +141,7 @@ def _write_derived(folder: Path, name: str, sources: list[pydicom.Dataset]) -> D
             sources,
             [masks[None]],
             "BINARY",
-            _descriptions(2, "bin"),
+            segment_descriptions(range(1, 3), "bin"),
             uid,
             10,
             **_equipment(),
@@ -177,7 +165,7 @@ def _write_derived(folder: Path, name: str, sources: list[pydicom.Dataset]) -> D
             source_images=[level0],
             pixel_array=probabilities[None],
             segmentation_type="FRACTIONAL",
-            segment_descriptions=_descriptions(1, "frac"),
+            segment_descriptions=segment_descriptions(range(1, 2), "frac"),
             series_instance_uid=uid,
             series_number=11,
             sop_instance_uid=stable_uid("seg-fractional-instance", name),
@@ -236,7 +224,7 @@ def _write_without_frame(folder: Path, sources: list[pydicom.Dataset]) -> Derive
             source_images=[patched],
             pixel_array=masks[None],
             segmentation_type="BINARY",
-            segment_descriptions=_descriptions(2, "nofor"),
+            segment_descriptions=segment_descriptions(range(1, 3), "nofor"),
             series_instance_uid=uid,
             series_number=10,
             sop_instance_uid=stable_uid("seg-binary-instance", NO_FRAME),
@@ -306,10 +294,7 @@ def written(cache_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Writt
 
 @pytest.fixture(scope="module")
 def orthanc(written: Written, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OrthancServer]:
-    _require(find_orthanc(), "Orthanc (Debian package orthanc)")
-    _require(find_dicomweb_plugin(), "the Orthanc DICOMweb plugin (orthanc-dicomweb)")
-    with OrthancServer(workdir=tmp_path_factory.mktemp("orthanc-derived-3p")) as server:
-        server.upload([written.root])
+    with private_orthanc([written.root], tmp_path_factory.mktemp("orthanc-derived-3p")) as server:
         yield server
 
 
@@ -407,7 +392,7 @@ def test_dicomizer_writes_what_highdicom_needs(written: Written) -> None:
                 [bare],
                 masks.astype(np.uint8),
                 "BINARY",
-                _descriptions(1, "x"),
+                segment_descriptions(range(1, 2), "x"),
                 hd.UID(),
                 1,
                 hd.UID(),

@@ -10,8 +10,9 @@ import pytest
 
 import dicomslide
 import dicomslide_sync
-from dicomslide.synthetic import SlideSpec, write_slide
-from tests.support.orthanc import OrthancServer, find_dicomweb_plugin, find_orthanc
+from dicomslide.synthetic import SlideSpec
+from tests.support.orthanc import OrthancServer, require_dicomweb_orthanc
+from tests.support.slides import write_slides
 from tests.support.system import require as _require
 from tests.support.thirdparty import Compression, find_dicomizer, make_dicomizer_slide
 
@@ -56,11 +57,9 @@ VARIANTS = {
 def server(
     tmp_path_factory: pytest.TempPathFactory, shared_orthanc: OrthancServer
 ) -> tuple[OrthancServer, Path]:
-    _require(find_orthanc(), "Orthanc (Debian package orthanc)")
-    _require(find_dicomweb_plugin(), "the Orthanc DICOMweb plugin (orthanc-dicomweb)")
+    require_dicomweb_orthanc()
     root = tmp_path_factory.mktemp("web-variants")
-    for name, spec in VARIANTS.items():
-        write_slide(root / name, spec)
+    write_slides(root, VARIANTS)
     shared_orthanc.upload([root])
     return shared_orthanc, root
 

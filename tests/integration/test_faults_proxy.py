@@ -36,8 +36,7 @@ from dicomslide.errors import (
 )
 from dicomslide.synthetic import SlideSpec, write_slide
 from tests.support.fault_proxy import Fault, FaultProxy
-from tests.support.orthanc import OrthancServer, find_dicomweb_plugin, find_orthanc
-from tests.support.system import require as _require
+from tests.support.orthanc import OrthancServer, require_dicomweb_orthanc
 
 pytestmark = pytest.mark.integration
 
@@ -71,8 +70,7 @@ async def _read_all(slide: dicomslide.Slide, sizes: list[tuple[int, int]]) -> li
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory, shared_orthanc: OrthancServer) -> Iterator[Env]:
-    _require(find_orthanc(), "Orthanc (Debian package orthanc)")
-    _require(find_dicomweb_plugin(), "the Orthanc DICOMweb plugin (orthanc-dicomweb)")
+    require_dicomweb_orthanc()
     folder = tmp_path_factory.mktemp("fault-slide")
     write_slide(folder, SPEC)
 

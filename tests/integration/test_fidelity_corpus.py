@@ -164,15 +164,20 @@ def test_corpus_local_matches_pydicom(name: str, corpus_root: Path, tmp_path: Pa
         assert _compare(slide, references, entry.max_diff) >= 1
 
 
+def _upload_entry(corpus_root: Path, name: str, orthanc: OrthancServer) -> tuple[Path, str]:
+    """Build a corpus entry and store it in ``orthanc``: its folder and Study Instance UID."""
+    _require_writer(name)
+    folder = build_entry(corpus_root, name)
+    files = sorted(folder.glob("*.dcm"))
+    orthanc.upload(files)
+    return folder, str(pydicom.dcmread(files[0], stop_before_pixels=True).StudyInstanceUID)
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_corpus_dicomweb_matches_pydicom(
     name: str, corpus_root: Path, empty_orthanc: OrthancServer
 ) -> None:
-    _require_writer(name)
-    folder = build_entry(corpus_root, name)
-    files = sorted(folder.glob("*.dcm"))
-    empty_orthanc.upload(files)
-    study = pydicom.dcmread(files[0], stop_before_pixels=True).StudyInstanceUID
+    folder, study = _upload_entry(corpus_root, name, empty_orthanc)
     # dicomslide's own client: Orthanc 1.10 answers 500 to frame requests of transfer
     # syntaxes it does not know (HTJ2K, JPEG XL, and deflated data sets), and this client
     # then reads the whole instance (dicomweb_client has no such fallback).
@@ -257,11 +262,7 @@ def test_corpus_through_dicomweb_client_matches_pydicom(
     """The same over ``dicomweb_client.DICOMwebClient``, whose refused frames come whole."""
     import dicomweb_client
 
-    _require_writer(name)
-    folder = build_entry(corpus_root, name)
-    files = sorted(folder.glob("*.dcm"))
-    empty_orthanc.upload(files)
-    study = pydicom.dcmread(files[0], stop_before_pixels=True).StudyInstanceUID
+    folder, study = _upload_entry(corpus_root, name, empty_orthanc)
     web = dicomweb_client.DICOMwebClient(url=empty_orthanc.dicomweb_url)
     slide = _one_slide(dicomslide_sync.find_slides(web, study_instance_uid=study))
     assert _compare(slide, _references(folder), CORPUS[name].max_diff) >= 1

@@ -26,8 +26,7 @@ from dicomslide.enums import ChannelTypes
 from dicomslide.sources import web
 from tests.aio.test_derived import Written, write_derived
 from tests.aio.test_float_pm import CONTAINER, FloatWritten, write_float_maps
-from tests.support.orthanc import OrthancServer, find_dicomweb_plugin, find_orthanc
-from tests.support.system import require as _require
+from tests.support.orthanc import OrthancServer, require_dicomweb_orthanc
 
 BASE = "http://refusing.test/dicom-web"
 BOUNDARY = "instance-boundary"
@@ -42,8 +41,7 @@ _INSTANCE_RE = re.compile(r"/instances/([0-9.]+)$")
 def orthanc(
     tmp_path_factory: pytest.TempPathFactory, shared_orthanc: OrthancServer
 ) -> tuple[OrthancServer, FloatWritten]:
-    _require(find_orthanc(), "Orthanc (Debian package orthanc)")
-    _require(find_dicomweb_plugin(), "the Orthanc DICOMweb plugin (orthanc-dicomweb)")
+    require_dicomweb_orthanc()
     written = write_float_maps(tmp_path_factory.mktemp("float-web"))
     shared_orthanc.upload([written.root])
     return shared_orthanc, written

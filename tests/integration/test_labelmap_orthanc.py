@@ -28,19 +28,15 @@ from tests.aio.test_labelmap import (
     segment_channels,
     write_label_maps,
 )
-from tests.support.orthanc import OrthancServer, find_dicomweb_plugin, find_orthanc
-from tests.support.system import require as _require
+from tests.support.orthanc import OrthancServer, private_orthanc
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[OrthancServer, Written]]:
-    _require(find_orthanc(), "Orthanc (Debian package orthanc)")
-    _require(find_dicomweb_plugin(), "the Orthanc DICOMweb plugin (orthanc-dicomweb)")
     written = write_label_maps(tmp_path_factory.mktemp("labelmaps-web"))
-    with OrthancServer(workdir=tmp_path_factory.mktemp("orthanc-labelmaps")) as orthanc:
-        orthanc.upload([written.root])
+    with private_orthanc([written.root], tmp_path_factory.mktemp("orthanc-labelmaps")) as orthanc:
         yield orthanc, written
 
 

@@ -27,8 +27,7 @@ import pytest
 import dicomslide
 import dicomslide_sync
 from dicomslide.synthetic import SlideSpec, write_slide
-from tests.support.orthanc import OrthancServer, find_dicomweb_plugin, find_orthanc
-from tests.support.system import require as _require
+from tests.support.orthanc import OrthancServer, require_dicomweb_orthanc
 
 pytestmark = pytest.mark.integration
 
@@ -52,8 +51,7 @@ class Env:
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory, shared_orthanc: OrthancServer) -> Env:
-    _require(find_orthanc(), "Orthanc (Debian package orthanc)")
-    _require(find_dicomweb_plugin(), "the Orthanc DICOMweb plugin (orthanc-dicomweb)")
+    require_dicomweb_orthanc()
     folder = tmp_path_factory.mktemp("load-slide")
     files = write_slide(folder, SPEC)
     local = dicomslide_sync.DICOMfileClient(folder, index_dir=tmp_path_factory.mktemp("idx"))

@@ -10,8 +10,7 @@ import pytest
 
 from dicomslide.synthetic import SlideSpec, write_slide
 from dicomslide_sync.openslide import open_slide
-from tests.support.orthanc import OrthancServer, find_dicomweb_plugin, find_orthanc
-from tests.support.system import require as _require
+from tests.support.orthanc import OrthancServer, require_dicomweb_orthanc
 
 openslide = pytest.importorskip("openslide")
 pytestmark = pytest.mark.integration
@@ -23,8 +22,7 @@ SPEC = SlideSpec(size=(900, 1300), tile_size=(256, 256), levels=3, thumbnail=Tru
 def served(
     tmp_path_factory: pytest.TempPathFactory, shared_orthanc: OrthancServer
 ) -> tuple[str, Path]:
-    _require(find_orthanc(), "Orthanc (Debian package orthanc)")
-    _require(find_dicomweb_plugin(), "the Orthanc DICOMweb plugin (orthanc-dicomweb)")
+    require_dicomweb_orthanc()
     folder = tmp_path_factory.mktemp("osweb")
     files = write_slide(folder, SPEC)
     server = shared_orthanc

@@ -21,8 +21,7 @@ from tests.support.openslide_upstream import (
     make_our_opener,
     slide_files,
 )
-from tests.support.orthanc import OrthancServer, find_dicomweb_plugin, find_orthanc
-from tests.support.system import require as _require
+from tests.support.orthanc import OrthancServer, require_dicomweb_orthanc
 
 pytest.importorskip("openslide")
 pytestmark = pytest.mark.integration
@@ -33,8 +32,7 @@ def served(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[Any, list[tuple[str, str, str]], dict[str, tuple[Path, str]]]:
     modules, methods, fixtures = load_upstream(request, tmp_path_factory)
-    _require(find_orthanc(), "Orthanc (Debian package orthanc)")
-    _require(find_dicomweb_plugin(), "the Orthanc DICOMweb plugin (orthanc-dicomweb)")
+    require_dicomweb_orthanc()
     targets = slide_files(fixtures, tmp_path_factory.mktemp("upstream-web"))
     # Looked up only now: the upstream tests may have skipped above without a server.
     server: OrthancServer = request.getfixturevalue("shared_orthanc")

@@ -16,7 +16,7 @@ import pydicom
 import pytest
 from pydicom.encaps import generate_frames
 
-from tests.support.orthanc import OrthancServer, find_dicomweb_plugin, find_orthanc
+from tests.support.orthanc import OrthancServer, private_orthanc
 from tests.support.system import require as _require
 from tests.support.thirdparty import Compression, find_dicomizer, make_dicomizer_slide
 
@@ -39,11 +39,7 @@ def slides(request: pytest.FixtureRequest) -> dict[Compression, list[Path]]:
 @pytest.fixture(scope="module")
 def server(slides: dict[Compression, list[Path]]) -> Iterator[OrthancServer]:
     """A private Orthanc holding all three slides."""
-    _require(find_orthanc(), "Orthanc (Debian package orthanc)")
-    _require(find_dicomweb_plugin(), "Orthanc DICOMweb plugin (Debian package orthanc-dicomweb)")
-    with OrthancServer() as orthanc:
-        for files in slides.values():
-            orthanc.upload(files)
+    with private_orthanc([f for files in slides.values() for f in files]) as orthanc:
         yield orthanc
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import dicomslide
-from dicomslide.synthetic import expected_pixels, write_slide
+from dicomslide.synthetic import expected_pixels
 from tests.aio.test_edge_padding import SPECS as PADDED, assert_padding_in_files, check_edge_reads
 from tests.aio.test_slide_grouping import (
     Split,
@@ -25,8 +25,8 @@ from tests.aio.test_slide_grouping import (
     write_split_folder,
     write_stray_folder,
 )
-from tests.support.orthanc import OrthancServer, find_dicomweb_plugin, find_orthanc
-from tests.support.system import require as _require
+from tests.support.orthanc import OrthancServer, require_dicomweb_orthanc
+from tests.support.slides import write_slides
 
 pytestmark = pytest.mark.integration
 
@@ -40,11 +40,9 @@ class Served:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    _require(find_orthanc(), "Orthanc (Debian package orthanc)")
-    _require(find_dicomweb_plugin(), "the Orthanc DICOMweb plugin (orthanc-dicomweb)")
+    require_dicomweb_orthanc()
     root = tmp_path_factory.mktemp("real-world")
-    for name, spec in PADDED.items():
-        write_slide(root / "padded" / name, spec)
+    write_slides(root / "padded", PADDED)
     stray = write_stray_folder(root / "stray")
     split = write_split_folder(root / "split")
     with OrthancServer(workdir=tmp_path_factory.mktemp("orthanc-real-world")) as orthanc:

@@ -45,7 +45,7 @@ import socket
 import struct
 import threading
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 from dicomslide.errors import ProtocolError
 from dicomslide.sources.multipart import MultipartParser, Part, boundary_from_content_type
@@ -64,17 +64,7 @@ FaultKind = Literal[
     "reorder_parts",
     "drop_keepalive",
 ]
-FAULT_KINDS: tuple[FaultKind, ...] = (
-    "reset_before_response",
-    "reset_mid_body",
-    "stall",
-    "status",
-    "truncate",
-    "short_multipart",
-    "duplicate_parts",
-    "reorder_parts",
-    "drop_keepalive",
-)
+FAULT_KINDS: tuple[FaultKind, ...] = get_args(FaultKind)
 _REASONS = {429: "Too Many Requests", 503: "Service Unavailable", 500: "Internal Server Error"}
 
 

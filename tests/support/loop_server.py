@@ -15,12 +15,14 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import Awaitable, Callable
-from types import TracebackType
 from typing import Any, TypeVar
+
+from tests.support.lifecycle import StartStop
 
 __all__ = ["LoopServer"]
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
 _S = TypeVar("_S", bound="LoopServer")
 
 # How long start() waits for the sockets, and stop() for the thread.
@@ -30,7 +32,7 @@ _STOP_TIMEOUT = 10.0
 _CANCEL_GRACE = 5.0
 
 
-class LoopServer:
+class LoopServer(StartStop):
     """Base class: an asyncio server running on its own loop in a daemon thread.
 
     Parameters
@@ -100,17 +102,6 @@ class LoopServer:
         if self._thread is not None:
             self._thread.join(_STOP_TIMEOUT)
             self._thread = None
-
-    def __enter__(self: _S) -> _S:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # --- the loop thread ---------------------------------------------------------------------
 

@@ -68,10 +68,11 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import httpx
+
+from tests.support.lifecycle import StartStop
 
 __all__ = [
     "OrthancNotAvailableError",
@@ -166,7 +167,7 @@ def _iter_files(paths: Iterable[str | os.PathLike[str]]) -> Iterator[Path]:
             yield path
 
 
-class OrthancServer:
+class OrthancServer(StartStop):
     """A private Orthanc process serving DICOMweb on ``127.0.0.1``.
 
     Usage::
@@ -416,17 +417,6 @@ class OrthancServer:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
 
-    def __enter__(self) -> OrthancServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
     def __del__(self) -> None:
         # Last resort for a forgotten server; stop() is the supported way.
         with contextlib.suppress(Exception):
@@ -483,6 +473,36 @@ class OrthancServer:
 
 
 @atexit.register
+def require_dicomweb_orthanc() -> None:
+    """Skip the calling test (fail on CI) unless Orthanc and its DICOMweb plugin are installed."""
+    from tests.support.system import require
+
+    require(find_orthanc(), "Orthanc (Debian package orthanc)")
+    require(find_dicomweb_plugin(), "the Orthanc DICOMweb plugin (orthanc-dicomweb)")
+
+
+@contextlib.contextmanager
+def private_orthanc(
+    paths: Iterable[str | os.PathLike[str]], workdir: Path | None = None
+) -> Iterator[OrthancServer]:
+    """Start an Orthanc of the caller's own holding the DICOM files below ``paths``.
+
+    For modules that list or count everything on the server, where the session's shared
+    server (which other modules fill) would not do.
+
+    Parameters
+    ----------
+    paths: Iterable[str | os.PathLike[str]]
+        Files or folders to upload
+    workdir: pathlib.Path | None
+        Where Orthanc keeps its database and storage (a temporary folder when None)
+    """
+    require_dicomweb_orthanc()
+    with OrthancServer(workdir=workdir) as orthanc:
+        orthanc.upload(paths)
+        yield orthanc
+
+
 def _stop_all_servers() -> None:
     with _live_lock:
         servers = list(_live_servers)

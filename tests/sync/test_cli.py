@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,17 +10,11 @@ from PIL import Image
 
 from dicomslide._cli import main
 from dicomslide.synthetic import SlideSpec, write_slide
+from tests.support.processes import run_python
 
 
 def test_no_source_writes_and_reads_the_sample_slide(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "dicomslide", "--out", "region.png"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = run_python("-m", "dicomslide", "--out", "region.png", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "wrote sample slide" in result.stdout
     assert "found 1 slide(s)" in result.stdout
@@ -31,14 +23,7 @@ def test_no_source_writes_and_reads_the_sample_slide(tmp_path: Path) -> None:
         assert image.size == (512, 384)
         assert np.asarray(image).std() > 10  # real content, not a blank fill
     # a second run reuses the written sample
-    again = subprocess.run(
-        [sys.executable, "-m", "dicomslide"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    again = run_python("-m", "dicomslide", cwd=tmp_path)
     assert again.returncode == 0
     assert "wrote sample slide" not in again.stdout
 

@@ -2,33 +2,22 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from dicomslide.synthetic import SlideSpec, write_slide
+from tests.support.processes import run_python
 
-ROOT = Path(__file__).resolve().parents[2]
 SPEC = SlideSpec(size=(700, 1000), tile_size=(128, 128), levels=3, seed=51)
 
 
 def cli(
     *args: str, cwd: Path, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    environment = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "dicomslide", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        env=environment,
-        timeout=120,
-        check=False,
-    )
+    return run_python("-m", "dicomslide", *args, cwd=cwd, env=env)
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ from dicomslide.errors import (
 )
 from dicomslide.synthetic import SlideSpec, expected_pixels, write_slide
 from dicomslide_sync.openslide import OpenSlide, open_slide
+from tests.support.slides import write_slides
 
 openslide = pytest.importorskip("openslide")
 deepzoom = pytest.importorskip("openslide.deepzoom")
@@ -56,12 +57,7 @@ VARIANTS: dict[str, SlideSpec] = {
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("openslide_compat")
-    result = {}
-    for name, spec in VARIANTS.items():
-        write_slide(root / name, spec)
-        result[name] = root / name
-    return result
+    return write_slides(tmp_path_factory.mktemp("openslide_compat"), VARIANTS)
 
 
 @pytest.fixture(params=list(VARIANTS), scope="module")

@@ -59,6 +59,22 @@ async def double(value: int) -> int:
     return 2 * value
 
 
+class LongCall:
+    """A 30 s coroutine that says when it has started and whether it was cancelled."""
+
+    def __init__(self) -> None:
+        self.running = threading.Event()
+        self.cancelled = threading.Event()
+
+    async def __call__(self) -> None:
+        self.running.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            self.cancelled.set()
+            raise
+
+
 def test_returns_the_coroutine_result() -> None:
     assert run(double(21)) == 42
 
@@ -230,19 +246,10 @@ def test_keyboard_interrupt_while_waiting_cancels_the_coroutine(how: str) -> Non
 
 
 def _interrupt_while_waiting(how: str) -> None:
-    running = threading.Event()
-    cancelled = threading.Event()
-
-    async def long_call() -> None:
-        running.set()
-        try:
-            await asyncio.sleep(30)
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
+    long_call = LongCall()
 
     def interrupt() -> None:
-        running.wait(10)
+        long_call.running.wait(10)
         if how == "interrupt_main":
             _thread.interrupt_main()
         else:
@@ -257,7 +264,7 @@ def _interrupt_while_waiting(how: str) -> None:
     finally:
         timer.join()
     assert time.monotonic() - started < 5
-    assert cancelled.is_set()
+    assert long_call.cancelled.is_set()
 
 
 @pytest.mark.parametrize("queued", [False, True])
@@ -370,17 +377,8 @@ def test_shutdown_without_a_loop_is_harmless() -> None:
 
 
 def test_shutdown_releases_a_waiting_caller() -> None:
-    running = threading.Event()
-    cancelled = threading.Event()
+    forever = LongCall()
     errors: list[BaseException] = []
-
-    async def forever() -> None:
-        running.set()
-        try:
-            await asyncio.sleep(30)
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
 
     def caller() -> None:
         try:
@@ -390,11 +388,11 @@ def test_shutdown_releases_a_waiting_caller() -> None:
 
     thread = threading.Thread(target=caller)
     thread.start()
-    assert running.wait(10)
+    assert forever.running.wait(10)
     shutdown()
     thread.join(10)
     assert not thread.is_alive()
-    assert cancelled.is_set()
+    assert forever.cancelled.is_set()
     assert len(errors) == 1
     assert isinstance(errors[0], UsageError)
     assert "shut down" in str(errors[0])

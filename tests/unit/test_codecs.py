@@ -11,9 +11,6 @@ from __future__ import annotations
 import ast
 import io
 import json
-import os
-import subprocess
-import sys
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +30,7 @@ from dicomslide.errors import (
     RegionError,
     UnsupportedError,
 )
+from tests.support.processes import run_python
 
 imagecodecs = pytest.importorskip("imagecodecs")
 
@@ -217,38 +215,56 @@ def test_pixel_format_frame_nbytes(fmt: PixelFormat, expected: int) -> None:
     assert fmt.frame_nbytes == expected
 
 
-def test_pixel_format_from_dataset_defaults() -> None:
+def _dataset(**attributes: object) -> pydicom.Dataset:
     ds = pydicom.Dataset()
-    ds.Rows = 10
-    ds.Columns = 20
-    ds.SamplesPerPixel = 3
-    ds.BitsAllocated = 8
-    ds.PhotometricInterpretation = "YBR_FULL_422 "
-    fmt = PixelFormat.from_dataset(ds)
-    assert fmt == PixelFormat(10, 20, 3, 8, 8, 0, "YBR_FULL_422", 0)
+    for keyword, value in attributes.items():
+        setattr(ds, keyword, value)
+    return ds
 
 
-def test_pixel_format_from_dataset_reads_all() -> None:
-    ds = pydicom.Dataset()
-    ds.Rows = 7
-    ds.Columns = 9
-    ds.SamplesPerPixel = 1
-    ds.BitsAllocated = 16
-    ds.BitsStored = 12
-    ds.PixelRepresentation = 1
-    ds.PlanarConfiguration = 1
-    ds.PhotometricInterpretation = "MONOCHROME1"
-    fmt = PixelFormat.from_dataset(ds)
-    assert fmt == PixelFormat(7, 9, 1, 16, 12, 1, "MONOCHROME1", 1)
-    assert fmt.dtype == np.int16
+@pytest.mark.parametrize(
+    ("attributes", "expected", "dtype"),
+    [
+        pytest.param(
+            {
+                "Rows": 10,
+                "Columns": 20,
+                "SamplesPerPixel": 3,
+                "BitsAllocated": 8,
+                "PhotometricInterpretation": "YBR_FULL_422 ",
+            },
+            PixelFormat(10, 20, 3, 8, 8, 0, "YBR_FULL_422", 0),
+            np.uint8,
+            id="defaults",
+        ),
+        pytest.param(
+            {
+                "Rows": 7,
+                "Columns": 9,
+                "SamplesPerPixel": 1,
+                "BitsAllocated": 16,
+                "BitsStored": 12,
+                "PixelRepresentation": 1,
+                "PlanarConfiguration": 1,
+                "PhotometricInterpretation": "MONOCHROME1",
+            },
+            PixelFormat(7, 9, 1, 16, 12, 1, "MONOCHROME1", 1),
+            np.int16,
+            id="reads_all",
+        ),
+    ],
+)
+def test_pixel_format_from_dataset(
+    attributes: dict[str, object], expected: PixelFormat, dtype: type
+) -> None:
+    fmt = PixelFormat.from_dataset(_dataset(**attributes))
+    assert fmt == expected
+    assert fmt.dtype == dtype
 
 
 def test_pixel_format_from_dataset_missing_attribute() -> None:
-    ds = pydicom.Dataset()
-    ds.Rows = 7
-    ds.SamplesPerPixel = 1
     with pytest.raises(InvalidDataError, match="Columns"):
-        PixelFormat.from_dataset(ds)
+        PixelFormat.from_dataset(_dataset(Rows=7, SamplesPerPixel=1))
 
 
 @pytest.mark.parametrize(
@@ -1068,15 +1084,7 @@ def test_works_without_imagecodecs(tmp_path: Path) -> None:
         spec.append({"file": name, "uid": uid, "fmt": fields})
     (tmp_path / "cases.json").write_text(json.dumps(spec))
     root = Path(codecs.__file__).parent.parent
-    completed = subprocess.run(
-        [sys.executable, "-c", WITHOUT_IMAGECODECS, str(tmp_path)],
-        capture_output=True,
-        text=True,
-        cwd=root,
-        env={**os.environ, "PYTHONPATH": str(root)},
-        check=False,
-        timeout=120,
-    )
+    completed = run_python("-c", WITHOUT_IMAGECODECS, str(tmp_path), cwd=root)
     assert completed.returncode == 0, completed.stderr
     result = json.loads(completed.stdout)
     assert result["baseline"][0] == "pillow"

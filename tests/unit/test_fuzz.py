@@ -23,7 +23,7 @@ import traceback
 import tracemalloc
 import warnings
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -515,6 +515,17 @@ def _corrupt(volume_file: Path, folder: Path, old: bytes, new: bytes) -> None:
     (folder / "x.dcm").write_bytes(data.replace(old, new))
 
 
+@contextlib.asynccontextmanager
+async def _corrupted_instance(
+    volume_file: Path, tmp_path: Path, old: bytes, new: bytes
+) -> AsyncIterator[tuple[dicomslide.DICOMfileClient, Any]]:
+    """A client on a corrupted copy of the volume file, and the copy's search result."""
+    _corrupt(volume_file, tmp_path / "f", old, new)
+    async with dicomslide.DICOMfileClient(tmp_path / "f", index_dir=tmp_path / "i") as client:
+        (found,) = await client.search_for_instances()
+        yield client, found
+
+
 async def test_validated_headers_are_remembered_until_the_file_changes(
     volume_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -570,9 +581,8 @@ async def test_invalid_indexed_values_do_not_warn_in_searches(
 ) -> None:
     # A Study Time with a NUL in it: searches used to re-validate it (UserWarning, an error
     # under warnings-as-errors).
-    _corrupt(volume_file, tmp_path / "f", b"TM\x06\x00030405", b"TM\x06\x00\x0030405")
-    async with dicomslide.DICOMfileClient(tmp_path / "f", index_dir=tmp_path / "i") as client:
-        (found,) = await client.search_for_instances()
+    old, new = b"TM\x06\x00030405", b"TM\x06\x00\x0030405"
+    async with _corrupted_instance(volume_file, tmp_path, old, new) as (_, found):
         assert found.StudyTime == "\x0030405"
 
 
@@ -581,9 +591,8 @@ async def test_corrupt_elements_fail_when_metadata_is_read(
 ) -> None:
     # Dimension Organization Type with an unknown VR: pydicom parses lazily, so this used to
     # surface as NotImplementedError in whichever module read the attribute first.
-    _corrupt(volume_file, tmp_path / "f", b"\x20\x00\x11\x93CS", b"\x20\x00\x11\x93C\x00")
-    async with dicomslide.DICOMfileClient(tmp_path / "f", index_dir=tmp_path / "i") as client:
-        (found,) = await client.search_for_instances()
+    old, new = b"\x20\x00\x11\x93CS", b"\x20\x00\x11\x93C\x00"
+    async with _corrupted_instance(volume_file, tmp_path, old, new) as (client, found):
         with pytest.raises(dicomslide.InvalidDataError, match="cannot be read"):
             await client.retrieve_instance_metadata(
                 found.StudyInstanceUID, found.SeriesInstanceUID, found.SOPInstanceUID

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -94,17 +95,7 @@ def test_rewritten_file_is_searched_again(slide_folder: Path, tmp_path: Path) ->
     # The same slide written again with two focal planes: sizes and times differ.
     for file in slide_folder.iterdir():
         file.unlink()
-    write_slide(
-        slide_folder,
-        SlideSpec(
-            size=SPEC.size,
-            tile_size=SPEC.tile_size,
-            levels=SPEC.levels,
-            transfer_syntax_uid=SPEC.transfer_syntax_uid,
-            dimension_organization=SPEC.dimension_organization,
-            focal_planes=2,
-        ),
-    )
+    write_slide(slide_folder, dataclasses.replace(SPEC, focal_planes=2))
     assert open_slide(slide_folder, index)[0] == (0.0, 1.0)
 
 

@@ -287,13 +287,25 @@ def _item(value: bytes, tag: tuple[int, int] = (0xFFFE, 0xE000)) -> bytes:
 _DELIMITER = struct.pack("<HHL", 0xFFFE, 0xE0DD, 0)
 
 
-def _layout(value: bytes, frames: int, syntax: str = JPEGBaseline8Bit) -> part10.FrameLayout:
+def _layout(
+    value: bytes,
+    frames: int,
+    syntax: str = JPEGBaseline8Bit,
+    eot: tuple[list[int], list[int]] | None = None,
+) -> part10.FrameLayout:
+    """The layout of an encapsulated Pixel Data ``value``; ``eot`` is (offsets, lengths)."""
+    tables: dict[str, bytes] = {}
+    if eot is not None:
+        offsets, lengths = eot
+        tables["extended_offset_table"] = struct.pack(f"<{len(offsets)}Q", *offsets)
+        tables["extended_offset_table_lengths"] = struct.pack(f"<{len(lengths)}Q", *lengths)
     return part10.build_encapsulated_layout(
         _reader(value),
         file_size=len(value),
         value_offset=0,
         number_of_frames=frames,
         transfer_syntax_uid=syntax,
+        **tables,
     )
 
 
@@ -341,28 +353,12 @@ def test_missing_bot_item() -> None:
 def test_eot_count_contradicts_number_of_frames() -> None:
     value = _bot([]) + _item(bytes(8)) + _DELIMITER
     with pytest.raises(InvalidDataError, match="Extended Offset Table has 1"):
-        part10.build_encapsulated_layout(
-            _reader(value),
-            file_size=len(value),
-            value_offset=0,
-            number_of_frames=2,
-            transfer_syntax_uid=JPEGBaseline8Bit,
-            extended_offset_table=struct.pack("<Q", 0),
-            extended_offset_table_lengths=struct.pack("<Q", 8),
-        )
+        _layout(value, 2, eot=([0], [8]))
 
 
 def test_eot_item_that_disagrees_with_lengths_is_invalid_when_read() -> None:
     value = _bot([]) + _item(bytes(8)) + _item(bytes(8)) + _DELIMITER
-    layout = part10.build_encapsulated_layout(
-        _reader(value),
-        file_size=len(value),
-        value_offset=0,
-        number_of_frames=2,
-        transfer_syntax_uid=JPEGBaseline8Bit,
-        extended_offset_table=struct.pack("<2Q", 0, 16),
-        extended_offset_table_lengths=struct.pack("<2Q", 4, 8),
-    )
+    layout = _layout(value, 2, eot=([0, 16], [4, 8]))
     offset, length = layout.span(1)
     with pytest.raises(InvalidDataError, match="frame 1"):
         layout.extract(1, value[offset : offset + length])
@@ -502,15 +498,7 @@ def test_coalesce_spans() -> None:
 def test_eot_with_unpadded_odd_lengths() -> None:
     frames = [b"\xff\xd8abc", b"\xff\xd8defgh"]
     value = _bot([]) + _item(frames[0] + b"\x00") + _item(frames[1] + b"\x00") + _DELIMITER
-    layout = part10.build_encapsulated_layout(
-        _reader(value),
-        file_size=len(value),
-        value_offset=0,
-        number_of_frames=2,
-        transfer_syntax_uid=JPEGBaseline8Bit,
-        extended_offset_table=struct.pack("<2Q", 0, 14),
-        extended_offset_table_lengths=struct.pack("<2Q", 5, 7),
-    )
+    layout = _layout(value, 2, eot=([0, 14], [5, 7]))
     assert _frames(value, layout) == [f + b"\x00" for f in frames]
 
 
