@@ -27,6 +27,7 @@ from dicomslide.grouping import (
     merge_split_pyramids,
     pyramid_images,
     slide_key,
+    split_duplicate_series,
 )
 from dicomslide.perframe import get_value
 from dicomslide.runtime import as_source
@@ -317,7 +318,9 @@ async def find_slides(
             if not _image_matches(ds, specimen_stains, optical_path_ids):
                 continue
             groups.setdefault(slide_key(ds), []).append(ds)
-    groups = merge_split_pyramids(groups, pyramid_tolerance)
+    groups, notes = split_duplicate_series(merge_split_pyramids(groups, pyramid_tolerance))
+    for note in notes:
+        logger.warning("find_slides: %s.", note)
     for key in sorted(groups):
         if not pyramid_images(groups[key]):
             # A label or overview without its slide: nothing to build a pyramid from.

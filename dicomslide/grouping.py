@@ -14,6 +14,13 @@ Rule
    merged slide.
 3. A group without any VOLUME or THUMBNAIL image (a LABEL or OVERVIEW alone) is not a slide:
    the search skips it and logs a warning naming its series (see :func:`describe`).
+4. A group in which two series hold the same level (VOLUME images of equal total pixel matrix
+   size, optical paths and focal planes), as when a slide is re-encoded into a new series that
+   keeps study, frame of reference and container, holds copies of one slide: it is split into
+   one slide per series with VOLUME images (see :func:`split_duplicate_series`). Series without
+   VOLUME images (labels, overviews, thumbnails kept apart) go with every copy. Series that
+   hold different levels of one pyramid are not split; neither are instances of one series
+   (concatenation parts, channels or focal planes stored apart).
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from dicomslide._tags import (
 )
 from dicomslide.enums import ImageFlavors
 from dicomslide.errors import DicomSlideError
+from dicomslide.geometry import get_image_focal_plane_offsets
 from dicomslide.perframe import get_value
 from dicomslide.utils import (
     compute_image_center_position,
@@ -47,6 +55,7 @@ __all__ = [
     "merge_split_pyramids",
     "pyramid_images",
     "slide_key",
+    "split_duplicate_series",
 ]
 
 SlideKey = tuple[str, ...]
@@ -284,3 +293,68 @@ def merge_split_pyramids(
                 if not pyramids[key] and key in merged:
                     merged[target].extend(merged.pop(key))
     return merged
+
+
+def _level_of(ds: Dataset) -> tuple[object, ...] | None:
+    """What makes a VOLUME image the same level as another one (None: not a VOLUME image)."""
+    try:
+        if get_image_flavor(ds) is not ImageFlavors.VOLUME:
+            return None
+        paths = tuple(
+            sorted(
+                str(it.get("OpticalPathIdentifier", ""))
+                for it in ds.get("OpticalPathSequence", [])
+            )
+        )
+        planes = get_image_focal_plane_offsets([ds])
+        return (_size(ds), paths, planes)
+    except (DicomSlideError, AttributeError, KeyError, TypeError, ValueError):
+        return None  # a level that cannot be told says nothing about copies
+
+
+def split_duplicate_series(
+    groups: dict[SlideKey, list[Dataset]],
+) -> tuple[dict[SlideKey, list[Dataset]], list[str]]:
+    """Split groups that hold copies of one slide in several series (rule 4 of the module notes).
+
+    Parameters
+    ----------
+    groups: dict[tuple[str, ...], list[pydicom.Dataset]]
+        Groups after :func:`merge_split_pyramids`
+
+    Returns
+    -------
+    tuple[dict[tuple[str, ...], list[pydicom.Dataset]], list[str]]
+        Groups after splitting (a split group's key gets the series UID appended), and one
+        message per split group naming its series
+    """
+    out: dict[SlideKey, list[Dataset]] = {}
+    notes: list[str] = []
+    for key, datasets in groups.items():
+        by_series: dict[str, list[Dataset]] = {}
+        for ds in datasets:
+            by_series.setdefault(_text(ds, _SERIES_INSTANCE_UID), []).append(ds)
+        levels = {
+            series: {level for ds in images if (level := _level_of(ds)) is not None}
+            for series, images in by_series.items()
+        }
+        copies = [series for series in sorted(by_series) if levels[series]]
+        duplicated = any(
+            levels[a] & levels[b] for i, a in enumerate(copies) for b in copies[i + 1 :]
+        )
+        if key[0] != "FOR" or not duplicated:
+            out[key] = datasets
+            continue
+        shared = [
+            ds for series in sorted(by_series) if not levels[series] for ds in by_series[series]
+        ]
+        for series in copies:
+            split_key: SlideKey = (*key, series)
+            out[split_key] = [*by_series[series], *shared]
+        study = _text(datasets[0], _STUDY_INSTANCE_UID)
+        notes.append(
+            f"study {study}: series {', '.join(copies)} hold the same pyramid levels of one slide "
+            f"(frame of reference {key[1]}, container {key[2]!r}); each series is made a slide "
+            "of its own"
+        )
+    return out, notes

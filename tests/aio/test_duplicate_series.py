@@ -1,0 +1,198 @@
+"""Two series holding the same slide (issue 17, "stray series"), local folders.
+
+A re-encoded copy of a slide (as wsidicom writes when transcoding) keeps study, frame of
+reference and container but gets a new series. ``find_slides`` must make one slide per copy,
+each reading its own pixels at every level, and say so on the ``dicomslide.slide`` logger;
+a pyramid whose levels sit in several series of one frame of reference, and a concatenation,
+stay one slide.
+
+:func:`write_duplicate_folder` is shared with the Orthanc variant.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.uid import ExplicitVRLittleEndian, RLELossless, generate_uid
+
+import dicomslide
+from dicomslide.synthetic import SlideSpec, expected_pixels, write_slide
+
+STUDY = "1.2.826.0.1.3680043.8.498.17002"
+FRAME = "1.2.826.0.1.3680043.8.498.17003"
+
+
+@dataclass
+class Duplicates:
+    """Copies of one slide in two series, and single pyramids spread over series."""
+
+    root: Path
+    copies: dict[str, SlideSpec]  # series UID -> what that series holds
+    spread: SlideSpec  # one pyramid, every VOLUME level in a series of its own
+    concatenated: SlideSpec  # one pyramid whose levels are concatenations of 2 parts
+
+
+def write_duplicate_folder(root: Path) -> Duplicates:
+    """Write the :class:`Duplicates` layouts into subfolders of ``root``."""
+    common = {
+        "size": (300, 420),
+        "tile_size": (64, 64),
+        "levels": 3,
+        "study_instance_uid": STUDY,
+        "frame_of_reference_uid": FRAME,
+        "container_id": "COPIED",
+    }
+    original = SlideSpec(
+        transfer_syntax_uid=ExplicitVRLittleEndian,
+        pattern="position",
+        series_instance_uid=generate_uid(entropy_srcs=["issue-17-original"]),
+        seed=50,
+        **common,  # type: ignore[arg-type]
+    )
+    # The copy differs in transfer syntax and in pixel content, so that a read tells them apart.
+    copy = SlideSpec(
+        transfer_syntax_uid=RLELossless,
+        pattern="smooth",
+        series_instance_uid=generate_uid(entropy_srcs=["issue-17-copy"]),
+        concatenation_parts=2,
+        seed=51,
+        **common,  # type: ignore[arg-type]
+    )
+    for name, spec in (("original", original), ("copy", copy)):
+        write_slide(root / "copies" / name, spec)
+    spread = SlideSpec(
+        size=(300, 420),
+        tile_size=(64, 64),
+        levels=3,
+        transfer_syntax_uid=ExplicitVRLittleEndian,
+        pattern="position",
+        container_id="SPREAD",
+        seed=52,
+    )
+    for path in write_slide(root / "spread", spread):
+        if "volume" in path.name:
+            ds = pydicom.dcmread(path)
+            # One frame of reference, every level in a series of its own.
+            ds.SeriesInstanceUID = generate_uid(entropy_srcs=["issue-17-spread", path.name])
+            ds.save_as(path)
+    concatenated = SlideSpec(
+        size=(300, 420),
+        tile_size=(64, 64),
+        levels=2,
+        transfer_syntax_uid=ExplicitVRLittleEndian,
+        pattern="position",
+        concatenation_parts=3,
+        container_id="CONCAT",
+        seed=53,
+    )
+    write_slide(root / "concatenated", concatenated)
+    copies = {str(s.series_instance_uid): s for s in (original, copy)}
+    return Duplicates(root, copies, spread, concatenated)
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory: pytest.TempPathFactory) -> Duplicates:
+    return write_duplicate_folder(tmp_path_factory.mktemp("duplicates"))
+
+
+def series_of(slide: dicomslide.Slide) -> set[str]:
+    """Series UIDs of a slide's VOLUME images."""
+    return {str(image.metadata.SeriesInstanceUID) for image in slide.get_volume_images()}
+
+
+async def assert_copies(slides: list[dicomslide.Slide], layout: Duplicates) -> None:
+    """One slide per copy, each reading its own pixels at every level, with its own label."""
+    assert len(slides) == 2
+    assert sorted(next(iter(series_of(s))) for s in slides) == sorted(layout.copies)
+    for slide in slides:
+        (series,) = series_of(slide)
+        spec = layout.copies[series]
+        assert slide.container_id == "COPIED"
+        assert slide.num_levels == spec.num_levels
+        assert [str(im.metadata.SeriesInstanceUID) for im in slide.label_images] == [series]
+        assert [str(im.metadata.SeriesInstanceUID) for im in slide.overview_images] == [series]
+        for level in range(spec.num_levels):
+            matrix = slide.get_volume_images()[level].get_total_pixel_matrix()
+            np.testing.assert_array_equal(await matrix[:, :], expected_pixels(spec, level))
+
+
+def assert_copies_logged(caplog: pytest.LogCaptureFixture, layout: Duplicates) -> None:
+    """One message on dicomslide.slide naming both series."""
+    hits = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "dicomslide.slide" and all(s in r.getMessage() for s in layout.copies)
+    ]
+    assert len(hits) == 1, [r.getMessage() for r in caplog.records]
+    assert r"'COPIED'" in hits[0]
+
+
+async def test_copies_of_one_slide_are_two_slides(
+    written: Duplicates, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Both copies really share study, frame of reference and container.
+    headers = [
+        pydicom.dcmread(p, stop_before_pixels=True)
+        for p in (written.root / "copies").rglob("*.dcm")
+    ]
+    assert {
+        (h.StudyInstanceUID, h.FrameOfReferenceUID, h.ContainerIdentifier) for h in headers
+    } == {(STUDY, FRAME, "COPIED")}
+    assert {h.SeriesInstanceUID for h in headers} == set(written.copies)
+    caplog.set_level(logging.INFO, logger="dicomslide")
+    async with dicomslide.DICOMfileClient(written.root / "copies") as client:
+        slides = await dicomslide.find_slides(client)
+        await assert_copies(slides, written)
+    assert_copies_logged(caplog, written)
+
+
+async def test_pyramid_over_several_series_is_one_slide(
+    written: Duplicates, caplog: pytest.LogCaptureFixture
+) -> None:
+    spec = written.spread
+    caplog.set_level(logging.INFO, logger="dicomslide")
+    async with dicomslide.DICOMfileClient(written.root / "spread") as client:
+        assert len(await client.search_for_series()) >= spec.num_levels
+        (slide,) = await dicomslide.find_slides(client)
+        assert len(series_of(slide)) == spec.num_levels
+        assert slide.num_levels == spec.num_levels
+        assert len(slide.label_images) == 1
+        for level in range(spec.num_levels):
+            matrix = slide.get_volume_images()[level].get_total_pixel_matrix()
+            np.testing.assert_array_equal(await matrix[:, :], expected_pixels(spec, level))
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+async def test_concatenation_is_no_copy(
+    written: Duplicates, caplog: pytest.LogCaptureFixture
+) -> None:
+    spec = written.concatenated
+    caplog.set_level(logging.INFO, logger="dicomslide")
+    async with dicomslide.DICOMfileClient(written.root / "concatenated") as client:
+        (slide,) = await dicomslide.find_slides(client)
+        assert slide.num_levels == spec.num_levels
+        for level in range(spec.num_levels):
+            matrix = slide.get_volume_images()[level].get_total_pixel_matrix()
+            np.testing.assert_array_equal(await matrix[:, :], expected_pixels(spec, level))
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+async def test_whole_folder(written: Duplicates, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="dicomslide")
+    async with dicomslide.DICOMfileClient(written.root) as client:
+        slides = await dicomslide.find_slides(client)
+        by_container: dict[str, list[dicomslide.Slide]] = {}
+        for slide in slides:
+            by_container.setdefault(slide.container_id, []).append(slide)
+        assert sorted((c, len(s)) for c, s in by_container.items()) == [
+            ("CONCAT", 1),
+            ("COPIED", 2),
+            ("SPREAD", 1),
+        ]
+        await assert_copies(by_container["COPIED"], written)
+    assert_copies_logged(caplog, written)
