@@ -33,24 +33,26 @@ class Duplicates:
 
     root: Path
     copies: dict[str, SlideSpec]  # series UID -> what that series holds
+    copies_split: dict[str, SlideSpec]  # the same, levels with own frames of reference
     spread: SlideSpec  # one pyramid, every VOLUME level in a series of its own
     concatenated: SlideSpec  # one pyramid whose levels are concatenations of 2 parts
 
 
-def write_duplicate_folder(root: Path) -> Duplicates:
-    """Write the :class:`Duplicates` layouts into subfolders of ``root``."""
+def _write_copies(root: Path, container: str, per_level: bool) -> dict[str, SlideSpec]:
+    """One slide written twice into two series of one study, frame of reference, container."""
     common = {
         "size": (300, 420),
         "tile_size": (64, 64),
         "levels": 3,
         "study_instance_uid": STUDY,
         "frame_of_reference_uid": FRAME,
-        "container_id": "COPIED",
+        "container_id": container,
+        "frame_of_reference_per_level": per_level,
     }
     original = SlideSpec(
         transfer_syntax_uid=ExplicitVRLittleEndian,
         pattern="position",
-        series_instance_uid=generate_uid(entropy_srcs=["issue-17-original"]),
+        series_instance_uid=generate_uid(entropy_srcs=["issue-17-original", container]),
         seed=50,
         **common,  # type: ignore[arg-type]
     )
@@ -58,13 +60,28 @@ def write_duplicate_folder(root: Path) -> Duplicates:
     copy = SlideSpec(
         transfer_syntax_uid=RLELossless,
         pattern="smooth",
-        series_instance_uid=generate_uid(entropy_srcs=["issue-17-copy"]),
+        series_instance_uid=generate_uid(entropy_srcs=["issue-17-copy", container]),
         concatenation_parts=2,
         seed=51,
         **common,  # type: ignore[arg-type]
     )
-    for name, spec in (("original", original), ("copy", copy)):
-        write_slide(root / "copies" / name, spec)
+    frames: dict[int, str] = {}
+    for path in write_slide(root / "original", original):
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        frames[int(ds.TotalPixelMatrixRows)] = str(ds.FrameOfReferenceUID)
+    for path in write_slide(root / "copy", copy):
+        if per_level:
+            # A re-encoder keeps each level's frame of reference.
+            ds = pydicom.dcmread(path)
+            ds.FrameOfReferenceUID = frames[int(ds.TotalPixelMatrixRows)]
+            ds.save_as(path)
+    return {str(s.series_instance_uid): s for s in (original, copy)}
+
+
+def write_duplicate_folder(root: Path) -> Duplicates:
+    """Write the :class:`Duplicates` layouts into subfolders of ``root``."""
+    copies = _write_copies(root / "copies", "COPIED", per_level=False)
+    copies_split = _write_copies(root / "copies-split", "COPIED-SPLIT", per_level=True)
     spread = SlideSpec(
         size=(300, 420),
         tile_size=(64, 64),
@@ -91,8 +108,7 @@ def write_duplicate_folder(root: Path) -> Duplicates:
         seed=53,
     )
     write_slide(root / "concatenated", concatenated)
-    copies = {str(s.series_instance_uid): s for s in (original, copy)}
-    return Duplicates(root, copies, spread, concatenated)
+    return Duplicates(root, copies, copies_split, spread, concatenated)
 
 
 @pytest.fixture(scope="module")
@@ -105,14 +121,14 @@ def series_of(slide: dicomslide.Slide) -> set[str]:
     return {str(image.metadata.SeriesInstanceUID) for image in slide.get_volume_images()}
 
 
-async def assert_copies(slides: list[dicomslide.Slide], layout: Duplicates) -> None:
+async def assert_copies(slides: list[dicomslide.Slide], copies: dict[str, SlideSpec]) -> None:
     """One slide per copy, each reading its own pixels at every level, with its own label."""
     assert len(slides) == 2
-    assert sorted(next(iter(series_of(s))) for s in slides) == sorted(layout.copies)
+    assert sorted(next(iter(series_of(s))) for s in slides) == sorted(copies)
     for slide in slides:
         (series,) = series_of(slide)
-        spec = layout.copies[series]
-        assert slide.container_id == "COPIED"
+        spec = copies[series]
+        assert slide.container_id == spec.container_id
         assert slide.num_levels == spec.num_levels
         assert [str(im.metadata.SeriesInstanceUID) for im in slide.label_images] == [series]
         assert [str(im.metadata.SeriesInstanceUID) for im in slide.overview_images] == [series]
@@ -121,34 +137,39 @@ async def assert_copies(slides: list[dicomslide.Slide], layout: Duplicates) -> N
             np.testing.assert_array_equal(await matrix[:, :], expected_pixels(spec, level))
 
 
-def assert_copies_logged(caplog: pytest.LogCaptureFixture, layout: Duplicates) -> None:
-    """One message on dicomslide.slide naming both series."""
+def assert_copies_logged(caplog: pytest.LogCaptureFixture, copies: dict[str, SlideSpec]) -> None:
+    """One warning on dicomslide.slide naming both series and the container."""
     hits = [
         r.getMessage()
         for r in caplog.records
-        if r.name == "dicomslide.slide" and all(s in r.getMessage() for s in layout.copies)
+        if r.name == "dicomslide.slide"
+        and r.levelno == logging.WARNING
+        and all(s in r.getMessage() for s in copies)
     ]
     assert len(hits) == 1, [r.getMessage() for r in caplog.records]
-    assert r"'COPIED'" in hits[0]
+    assert repr(next(iter(copies.values())).container_id) in hits[0]
 
 
+@pytest.mark.parametrize("folder", ["copies", "copies-split"])
 async def test_copies_of_one_slide_are_two_slides(
-    written: Duplicates, caplog: pytest.LogCaptureFixture
+    written: Duplicates, caplog: pytest.LogCaptureFixture, folder: str
 ) -> None:
-    # Both copies really share study, frame of reference and container.
+    copies = written.copies if folder == "copies" else written.copies_split
+    container = next(iter(copies.values())).container_id
     headers = [
-        pydicom.dcmread(p, stop_before_pixels=True)
-        for p in (written.root / "copies").rglob("*.dcm")
+        pydicom.dcmread(p, stop_before_pixels=True) for p in (written.root / folder).rglob("*.dcm")
     ]
-    assert {
-        (h.StudyInstanceUID, h.FrameOfReferenceUID, h.ContainerIdentifier) for h in headers
-    } == {(STUDY, FRAME, "COPIED")}
-    assert {h.SeriesInstanceUID for h in headers} == set(written.copies)
+    # Both copies really share study, frames of reference and container.
+    assert {(h.StudyInstanceUID, h.ContainerIdentifier) for h in headers} == {(STUDY, container)}
+    assert {h.SeriesInstanceUID for h in headers} == set(copies)
+    frames = [{h.FrameOfReferenceUID for h in headers if h.SeriesInstanceUID == s} for s in copies]
+    assert frames[0] == frames[1]
+    assert len(frames[0]) == (1 if folder == "copies" else 3)
     caplog.set_level(logging.INFO, logger="dicomslide")
-    async with dicomslide.DICOMfileClient(written.root / "copies") as client:
+    async with dicomslide.DICOMfileClient(written.root / folder) as client:
         slides = await dicomslide.find_slides(client)
-        await assert_copies(slides, written)
-    assert_copies_logged(caplog, written)
+        await assert_copies(slides, copies)
+    assert_copies_logged(caplog, copies)
 
 
 async def test_pyramid_over_several_series_is_one_slide(
@@ -192,7 +213,10 @@ async def test_whole_folder(written: Duplicates, caplog: pytest.LogCaptureFixtur
         assert sorted((c, len(s)) for c, s in by_container.items()) == [
             ("CONCAT", 1),
             ("COPIED", 2),
+            ("COPIED-SPLIT", 2),
             ("SPREAD", 1),
         ]
-        await assert_copies(by_container["COPIED"], written)
-    assert_copies_logged(caplog, written)
+        await assert_copies(by_container["COPIED"], written.copies)
+        await assert_copies(by_container["COPIED-SPLIT"], written.copies_split)
+    assert_copies_logged(caplog, written.copies)
+    assert_copies_logged(caplog, written.copies_split)
