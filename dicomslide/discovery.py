@@ -177,7 +177,8 @@ async def find_slides(
     series, and images are grouped into slides (see the module notes and
     :mod:`dicomslide.grouping`). The search returns the slides it can build: groups of images
     without a VOLUME or THUMBNAIL image are skipped, with a warning on the ``dicomslide.slide``
-    logger naming their study and series.
+    logger naming their study and series. Series of one group that hold the same level twice
+    (copies of one slide) become one slide each, with a warning naming them.
 
     ``specimen_stains`` and ``optical_path_ids`` are checked on the metadata: a slide
     microscopy image is kept if its specimen description lists *any* of the stains (coded
