@@ -29,6 +29,7 @@ from dicomslide.errors import (
     UnsupportedError,
 )
 from dicomslide.frames import DecodedTileCache
+from dicomslide.utils import VL_WHOLE_SLIDE_MICROSCOPY_SOP_CLASS_UID
 
 __all__ = [
     "OpenSlideCache",
@@ -47,7 +48,7 @@ __all__ = [
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
-VL_WSM_SOP_CLASS_UID = "1.2.840.10008.5.1.4.1.1.77.1.6"
+VL_WSM_SOP_CLASS_UID = VL_WHOLE_SLIDE_MICROSCOPY_SOP_CLASS_UID
 
 #: dicomslide 0.7's names of associated images, still accepted, mapped to OpenSlide's.
 ASSOCIATED_ALIASES: Mapping[str, str] = MappingProxyType({"LABEL": "label", "OVERVIEW": "macro"})

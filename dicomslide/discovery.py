@@ -35,13 +35,14 @@ from dicomslide.slide import Slide
 from dicomslide.sources.protocol import Source
 from dicomslide.utils import (
     DERIVED_SOP_CLASS_UIDS as _DERIVED_SOP_CLASSES,
+    VL_WHOLE_SLIDE_MICROSCOPY_SOP_CLASS_UID,
     does_specimen_description_item_match,
     is_tiled_image,
 )
 
 __all__ = ["find_slides"]
 
-_WSI_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.77.1.6"
+_WSI_SOP_CLASS = VL_WHOLE_SLIDE_MICROSCOPY_SOP_CLASS_UID
 
 # The logger find_slides has always warned on (its docstring names it).
 logger = logging.getLogger("dicomslide.slide")

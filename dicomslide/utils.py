@@ -99,6 +99,7 @@ __all__ = [
 CodeLike: TypeAlias = "Code | CodedConcept"
 TilePositions: TypeAlias = "Sequence[Sequence[int]] | npt.NDArray[np.integer[Any]]"
 
+VL_WHOLE_SLIDE_MICROSCOPY_SOP_CLASS_UID = "1.2.840.10008.5.1.4.1.1.77.1.6"
 SEGMENTATION_SOP_CLASS_UID = "1.2.840.10008.5.1.4.1.1.66.4"
 LABEL_MAP_SEGMENTATION_SOP_CLASS_UID = "1.2.840.10008.5.1.4.1.1.66.7"
 PARAMETRIC_MAP_SOP_CLASS_UID = "1.2.840.10008.5.1.4.1.1.30"

@@ -30,8 +30,6 @@ class Known:
     why: str
     variants: frozenset[str] | None = None
     check: Check | None = None  # True when the difference is exactly the documented one
-    # Expected to go away when another issue's change lands (then remove entry and README row).
-    pending: bool = False
 
 
 def _ok_array(result: Any) -> np.ndarray | None:
