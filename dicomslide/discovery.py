@@ -20,7 +20,7 @@ from dicomslide._tags import (
     CONTAINER_IDENTIFIER as _CONTAINER_IDENTIFIER,
     SOP_CLASS_UID as _SOP_CLASS_UID,
 )
-from dicomslide.errors import DicomSlideError
+from dicomslide.errors import DicomSlideError, InvalidDataError
 from dicomslide.grouping import (
     describe,
     frames_of_reference as _frames_of_reference,
@@ -31,7 +31,7 @@ from dicomslide.grouping import (
 )
 from dicomslide.perframe import get_value
 from dicomslide.runtime import as_source
-from dicomslide.slide import Slide
+from dicomslide.slide import Slide, validate_image_metadata
 from dicomslide.sources.protocol import Source
 from dicomslide.utils import (
     DERIVED_SOP_CLASS_UIDS as _DERIVED_SOP_CLASSES,
@@ -304,6 +304,7 @@ async def find_slides(
     for metadata in metadata_lists:
         for ds in metadata:
             if not is_tiled_image(ds):
+                _log_unusable_wsi(ds)
                 continue
             sop_class = str(get_value(ds, _SOP_CLASS_UID, ""))
             if sop_class in _DERIVED_SOP_CLASSES:
@@ -363,3 +364,18 @@ async def find_slides(
                 raise
             logger.warning("find_slides skips %s: %s", describe(groups[key]), error)
     return slides
+
+
+def _log_unusable_wsi(ds: Dataset) -> None:
+    """Name a whole-slide image left out for unusable size attributes (levels shift without it)."""
+    if str(get_value(ds, _SOP_CLASS_UID, "")) != _WSI_SOP_CLASS:
+        return
+    try:
+        validate_image_metadata(ds)
+    except InvalidDataError as error:
+        logger.warning("find_slides skips an image: %s", error)
+    else:
+        logger.warning(
+            "find_slides skips image %s: it lacks Bits Allocated and Samples per Pixel.",
+            ds.get("SOPInstanceUID", "(no SOP Instance UID)"),
+        )

@@ -23,6 +23,7 @@ and :mod:`dicomslide_sync` is defined in this module; the tree (builtin bases in
     │   │   └── NotAcceptableError            (406, or 400 for media types)
     │   ├── FramesRefusedError                (internal: frames come from the whole instance)
     │   └── ProtocolError
+    │       └── ResponseTooLargeError         (a body over its byte budget)
     ├── InvalidDataError [ValueError]
     │   └── NotDicomError                     (bytes without the Part 10 "DICM" prefix)
     ├── UnsupportedError [NotImplementedError]
@@ -68,6 +69,7 @@ __all__ = [
     "NotAcceptableError",
     "FramesRefusedError",
     "SyncTimeoutError",
+    "ResponseTooLargeError",
 ]
 
 
@@ -223,3 +225,22 @@ class NotAcceptableError(DicomWebError):
 
 class SyncTimeoutError(DicomSlideError, TimeoutError):
     """A blocking call of :mod:`dicomslide_sync` ran out of its ``timeout`` and was cancelled."""
+
+
+class ResponseTooLargeError(ProtocolError):
+    """A response body (or one part of it) exceeded its byte budget, counted after decoding.
+
+    Parameters
+    ----------
+    message: str
+        What was read and which budget it exceeded
+    url: str
+        URL of the request (never with credentials; empty where the reader does not know it)
+    limit: int
+        The budget in bytes
+    """
+
+    def __init__(self, message: str, url: str, limit: int) -> None:
+        super().__init__(message)
+        self.url = url
+        self.limit = limit

@@ -63,6 +63,7 @@ from dicomslide.runtime import as_source, get_cache_stats
 from dicomslide.sources.protocol import Source
 from dicomslide.utils import (
     DERIVED_SOP_CLASS_UIDS as _DERIVED_SOP_CLASSES,
+    VL_WHOLE_SLIDE_MICROSCOPY_SOP_CLASS_UID,
     compute_image_center_position,
     does_optical_path_item_match,
     does_segment_item_match,
@@ -253,7 +254,14 @@ class Slide:
         self._correct_color = correct_color
         self._max_frame_cache_size = max_frame_cache_size
         self._pyramid_tolerance = pyramid_tolerance
-        metadata = [ds for ds in image_metadata if is_tiled_image(ds)]
+        # A whole-slide image with unusable size attributes is an error here, not a level
+        # silently left out (the next level would take its place).
+        metadata = [
+            ds
+            for ds in image_metadata
+            if is_tiled_image(ds)
+            or str(get_value(ds, _SOP_CLASS_UID, "")) == VL_WHOLE_SLIDE_MICROSCOPY_SOP_CLASS_UID
+        ]
         for ds in metadata:
             validate_image_metadata(ds)
         if not metadata:

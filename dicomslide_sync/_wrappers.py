@@ -26,7 +26,14 @@ import dicomslide
 from dicomslide.enums import ChannelTypes
 from dicomslide.frames import CacheStats
 from dicomslide.pyramid import Pyramid
-from dicomslide.sources.web import DEFAULT_MAX_INSTANCE_BYTES, DEFAULT_TIMEOUT, RetryPolicy
+from dicomslide.sources.web import (
+    DEFAULT_DEADLINE,
+    DEFAULT_MAX_FRAME_BYTES,
+    DEFAULT_MAX_INSTANCE_BYTES,
+    DEFAULT_MAX_RESPONSE_BYTES,
+    DEFAULT_TIMEOUT,
+    RetryPolicy,
+)
 from dicomslide_sync import _portal
 from dicomslide_sync._derive import (
     Call,
@@ -186,6 +193,12 @@ class DICOMwebClient(_ClientTwin):
         Budget of the decoded-tile cache in bytes (None: the package default)
     max_instance_bytes: int, optional
         Largest whole instance spooled when a server serves no frames
+    max_response_bytes: int, optional
+        Byte budget of one metadata, QIDO page or bulk data body, after decoding
+    max_frame_bytes: int, optional
+        Ceiling of the byte budget of one frame (below it, derived from the metadata)
+    deadline: float | None, optional
+        Seconds one operation may wait on the server, retries included (None: no limit)
 
     Notes
     -----
@@ -216,6 +229,9 @@ class DICOMwebClient(_ClientTwin):
         cache_max_bytes: int | None = None,
         decoded_cache_max_bytes: int | None = None,
         max_instance_bytes: int = DEFAULT_MAX_INSTANCE_BYTES,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        deadline: float | None = DEFAULT_DEADLINE,
     ) -> None:
         options: dict[str, Any] = {
             "qido_url_prefix": qido_url_prefix,
@@ -234,6 +250,9 @@ class DICOMwebClient(_ClientTwin):
             "max_requests_per_instance": max_requests_per_instance,
             "readahead": readahead,
             "max_instance_bytes": max_instance_bytes,
+            "max_response_bytes": max_response_bytes,
+            "max_frame_bytes": max_frame_bytes,
+            "deadline": deadline,
         }
         options.update(_budgets(cache_max_bytes, decoded_cache_max_bytes))
         self._open(url, options)
@@ -253,6 +272,9 @@ class DICOMwebClient(_ClientTwin):
 
     closed = attribute[bool]()
     max_instance_bytes = attribute[int]()
+    max_response_bytes = attribute[int]()
+    max_frame_bytes = attribute[int]()
+    deadline = attribute["float | None"]()
     qido_page_size = attribute[int]()
     requests_sent = attribute[int]()
     retry = attribute[RetryPolicy]()

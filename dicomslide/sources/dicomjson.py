@@ -197,6 +197,11 @@ def parse_json_bytes(data: bytes) -> list[dict[str, Any]]:
         ) from None
     except (UnicodeDecodeError, ValueError) as exc:
         raise ProtocolError(f"invalid DICOM JSON ({exc}): {bytes(data[:_EXCERPT])!r}") from None
+    except RecursionError:
+        # A body of 100,000 "[" exhausts the parser's stack: hostile, not DICOM.
+        raise ProtocolError(
+            f"invalid DICOM JSON: nested too deeply to parse ({len(data)} bytes)"
+        ) from None
     if not isinstance(parsed, list):
         raise ProtocolError(
             f"DICOM JSON must be an array of data sets, got {type(parsed).__name__}: "
@@ -254,7 +259,12 @@ def datasets_from_json(items: list[dict[str, Any]]) -> list[Dataset]:
     for index, item in enumerate(items):
         if not isinstance(item, dict):
             raise ProtocolError(f"DICOM JSON item {index} is {type(item).__name__}, not an object")
-        dataset = _convert_dataset(item, f"item {index}")
+        try:
+            dataset = _convert_dataset(item, f"item {index}")
+        except RecursionError:
+            raise ProtocolError(
+                f"DICOM JSON item {index}: sequences nested too deeply to convert"
+            ) from None
         if not hasattr(dataset, BULKDATA_URIS_ATTR):
             object.__setattr__(dataset, BULKDATA_URIS_ATTR, {})
         datasets.append(dataset)

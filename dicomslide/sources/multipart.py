@@ -38,7 +38,7 @@ import re
 from dataclasses import dataclass
 from typing import Final
 
-from dicomslide.errors import ProtocolError
+from dicomslide.errors import ProtocolError, ResponseTooLargeError
 
 __all__ = [
     "MultipartParser",
@@ -394,9 +394,11 @@ class MultipartParser:
         self._state = _State.BODY
 
     def _too_large(self, size: int) -> ProtocolError:
-        return ProtocolError(
+        return ResponseTooLargeError(
             f"multipart part {self._parts_seen + 1} is larger than max_part_size "
-            f"({size} > {self._max_part_size} bytes)"
+            f"({size} > {self._max_part_size} bytes)",
+            "",
+            self._max_part_size,
         )
 
     def _step_body(self) -> Part | None:

@@ -84,8 +84,10 @@ from pydicom import Dataset
 from dicomslide._syntaxes import EXPLICIT_VR_LITTLE_ENDIAN, NATIVE, RLE_LOSSLESS
 from dicomslide.codecs import sniff_transfer_syntax
 from dicomslide.errors import (
+    ArgumentError,
     DicomWebError,
     ProtocolError,
+    ResponseTooLargeError,
 )
 from dicomslide.sources.dicomweb_urls import (
     ACCEPT_STORED_FRAMES,
@@ -111,7 +113,14 @@ from dicomslide.sources.web.instance import (
 )
 from dicomslide.sources.web.negotiation import Negotiation
 from dicomslide.sources.web.qido import QidoSearch, json_items, to_datasets
-from dicomslide.sources.web.transport import DEFAULT_TIMEOUT, RetryPolicy, Transport
+from dicomslide.sources.web.redaction import redacted_errors, redacted_stream_errors
+from dicomslide.sources.web.transport import (
+    DEFAULT_DEADLINE,
+    DEFAULT_MAX_RESPONSE_BYTES,
+    DEFAULT_TIMEOUT,
+    RetryPolicy,
+    Transport,
+)
 
 __all__ = ["DICOMwebClient"]
 
@@ -120,6 +129,11 @@ _REFUSAL_STATUSES = frozenset({400, 406, 500})
 # client fetch the whole instance instead.
 _INSTANCE_FALLBACK_STATUSES = frozenset({400, 404, 406, 500})
 _FRAME_LOCATION_RE = re.compile(r"/frames/([0-9]+)/?$")
+#: Ceiling of the byte budget of one frame (``max_frame_bytes``).
+DEFAULT_MAX_FRAME_BYTES = 256 << 20
+# A compressed frame can exceed its raw size (noise, codec headers); the derived budget
+# allows twice the raw size plus this.
+_FRAME_SLACK = 1 << 20
 
 
 class _IncompleteResponse(ProtocolError):
@@ -184,6 +198,17 @@ class DICOMwebClient:
     max_instance_bytes: int, optional
         Largest instance fetched whole when the server refuses to send its frames (see
         *Whole-instance fallback* in the module documentation); 0 turns the fallback off
+    max_response_bytes: int, optional
+        Byte budget of one body read into memory whole (metadata, a QIDO page, bulk data),
+        counted after gzip/deflate are undone (default 256 MiB)
+    max_frame_bytes: int, optional
+        Ceiling of the byte budget of one frame. Frames of an instance whose metadata this
+        client has read get ``2 * Rows * Columns * Samples per Pixel * bytes per sample +
+        1 MiB`` (below the ceiling); other frames get the ceiling (default 256 MiB)
+    deadline: float | None, optional
+        Seconds one operation (a metadata read, a QIDO search with all its pages, a frames
+        request, a bulk data read) may spend waiting on the server, retries included, on top
+        of the per-phase ``timeout``; ``None`` turns it off (default 300 s)
     """
 
     def __init__(
@@ -208,7 +233,19 @@ class DICOMwebClient:
         cache_max_bytes: int | None = None,
         max_instance_bytes: int = DEFAULT_MAX_INSTANCE_BYTES,
         decoded_cache_max_bytes: int | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        deadline: float | None = DEFAULT_DEADLINE,
     ) -> None:
+        if isinstance(max_frame_bytes, bool) or not (
+            isinstance(max_frame_bytes, int) and max_frame_bytes > 0
+        ):
+            raise ArgumentError(
+                f"max_frame_bytes must be a positive number of bytes, got {max_frame_bytes!r}."
+            )
+        self._max_frame_bytes = max_frame_bytes
+        # SOP Instance UID -> byte budget of one frame, from the instance's metadata.
+        self._frame_budgets: dict[str, int] = {}
         self._transport = Transport(
             url,
             headers=headers,
@@ -218,6 +255,8 @@ class DICOMwebClient:
             timeout=timeout,
             verify=verify,
             retry=retry,
+            max_response_bytes=max_response_bytes,
+            deadline=deadline,
         )
         self.url = self._transport.url
         self.qido_root = self.url + ("/" + qido_url_prefix.strip("/") if qido_url_prefix else "")
@@ -277,6 +316,25 @@ class DICOMwebClient:
         self._qido.page_size = size
 
     @property
+    def max_response_bytes(self) -> int:
+        """int: Byte budget of one metadata, QIDO page or bulk data body (after decoding)."""
+        return self._transport.max_response_bytes
+
+    @property
+    def max_frame_bytes(self) -> int:
+        """int: Ceiling of the byte budget of one frame."""
+        return self._max_frame_bytes
+
+    @property
+    def deadline(self) -> float | None:
+        """float | None: Seconds one operation may wait on the server (None: no limit)."""
+        return self._transport.deadline
+
+    def _frame_budget(self, sop_instance_uid: str) -> int:
+        # Derived from the instance's metadata if this client read it, else the ceiling.
+        return self._frame_budgets.get(sop_instance_uid, self._max_frame_bytes)
+
+    @property
     def max_instance_bytes(self) -> int:
         """int: Largest instance fetched whole when the server refuses its frames."""
         return self._fallback.max_instance_bytes
@@ -290,6 +348,7 @@ class DICOMwebClient:
 
     # --- QIDO-RS ------------------------------------------------------------------------
 
+    @redacted_errors
     async def search_for_studies(
         self, search_filters: Mapping[str, Any] | None = None
     ) -> list[Dataset]:
@@ -307,6 +366,7 @@ class DICOMwebClient:
         """
         return await self._qido.search("studies", None, None, search_filters)
 
+    @redacted_errors
     async def search_for_series(
         self,
         study_instance_uid: str | None = None,
@@ -328,6 +388,7 @@ class DICOMwebClient:
         """
         return await self._qido.search("series", study_instance_uid, None, search_filters)
 
+    @redacted_errors
     async def search_for_instances(
         self,
         study_instance_uid: str | None = None,
@@ -361,7 +422,12 @@ class DICOMwebClient:
             syntax = ds.get("AvailableTransferSyntaxUID")
             if syntax and "SOPInstanceUID" in ds:
                 self._negotiation.of(str(ds.SOPInstanceUID)).syntax = str(syntax)
+            raw = _raw_frame_bytes(ds)
+            if raw is not None and "SOPInstanceUID" in ds:
+                budget = min(self._max_frame_bytes, 2 * raw + _FRAME_SLACK)
+                self._frame_budgets[str(ds.SOPInstanceUID)] = budget
 
+    @redacted_errors
     async def retrieve_series_metadata(
         self, study_instance_uid: str, series_instance_uid: str
     ) -> list[Dataset]:
@@ -384,6 +450,7 @@ class DICOMwebClient:
         self._remember(datasets)
         return datasets
 
+    @redacted_errors
     async def retrieve_instance_metadata(
         self, study_instance_uid: str, series_instance_uid: str, sop_instance_uid: str
     ) -> Dataset:
@@ -414,6 +481,7 @@ class DICOMwebClient:
         self._remember(datasets)
         return datasets[0]
 
+    @redacted_errors
     async def retrieve_bulkdata(self, url: str) -> bytes:
         """Bulk data behind a BulkDataURI (e.g. an ICC profile).
 
@@ -444,6 +512,7 @@ class DICOMwebClient:
 
     # --- frames -------------------------------------------------------------------------
 
+    @redacted_stream_errors
     async def iter_frames(
         self,
         study_instance_uid: str,
@@ -583,18 +652,21 @@ class DICOMwebClient:
         self, study: str, series: str, sop: str, numbers: list[int]
     ) -> AsyncGenerator[tuple[int, EncodedFrame], None]:
         url = frames_url(self.wado_root, study, series, sop, numbers)
-        response = await self._frames_response(sop, url)
+        clock = self._transport.clock(f"GET {self._transport.shown(url)}")
+        async with clock.waiting():
+            response = await self._frames_response(sop, url)
         shown = self._transport.shown(str(response.request.url))
         try:
             content_type = response.headers.get("content-type", "")
             outer_syntax = transfer_syntax_from_content_type(content_type)
-            parser = MultipartParser(boundary_from_content_type(content_type))
+            parser = MultipartParser(
+                boundary_from_content_type(content_type), max_part_size=self._frame_budget(sop)
+            )
             wanted = set(numbers)
             delivered: set[int] = set()
             index = 0
             try:
-                # aiter_bytes, not aiter_raw: a gzip Content-Encoding must be undone.
-                async for chunk in response.aiter_bytes():
+                async for chunk in self._transport.chunks(response, clock):
                     for part in parser.feed(chunk):
                         if index >= len(numbers):
                             raise ProtocolError(
@@ -620,6 +692,8 @@ class DICOMwebClient:
                     f"{index} parts: {type(exc).__name__}: {self._transport.scrub(str(exc))}",
                     shown,
                 ) from exc
+            except ResponseTooLargeError as exc:
+                raise ResponseTooLargeError(f"GET {shown}: {exc}", shown, exc.limit) from None
             except ProtocolError as exc:
                 if (
                     isinstance(exc, _IncompleteResponse)
@@ -697,3 +771,16 @@ def _frame_from_location(location: str | None) -> int | None:
         return None
     match = _FRAME_LOCATION_RE.search(urlsplit(location).path)
     return int(match.group(1)) if match else None
+
+
+def _raw_frame_bytes(ds: Dataset) -> int | None:
+    """Bytes of one uncompressed frame as the metadata describes it, None if it cannot tell."""
+    try:
+        rows, columns = int(ds.Rows), int(ds.Columns)
+        samples = int(ds.get("SamplesPerPixel", 1) or 1)
+        bits = int(ds.get("BitsAllocated", 8) or 8)
+    except (AttributeError, TypeError, ValueError):
+        return None
+    if min(rows, columns, samples, bits) <= 0:
+        return None
+    return rows * columns * samples * -(-bits // 8)

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import datetime
 import email.utils
-import logging
 import os
 import random
 import ssl
+import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Final
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
@@ -29,52 +30,49 @@ from dicomslide.errors import (
     NotAcceptableError,
     NotFoundError,
     RequestTimeoutError,
+    ResponseTooLargeError,
     ServerError,
     SourceError,
     TransportError,
     UsageError,
 )
 from dicomslide.sources.dicomweb_urls import is_credential_name, redact_url
+from dicomslide.sources.web.redaction import (
+    SecretSet,
+    install_log_redaction,
+    redact,
+)
 
-__all__ = ["DEFAULT_TIMEOUT", "RETRY_STATUSES", "RetryPolicy", "Transport"]
+__all__ = [
+    "DEFAULT_DEADLINE",
+    "DEFAULT_MAX_RESPONSE_BYTES",
+    "DEFAULT_TIMEOUT",
+    "RETRY_STATUSES",
+    "OperationClock",
+    "RetryPolicy",
+    "Transport",
+]
 
 #: Connect within 10 s; no read, write or pool wait longer than 60 s.
 DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 #: Statuses retried by default.
 RETRY_STATUSES: Final = frozenset({408, 429, 500, 502, 503, 504})
+#: Seconds one operation (a metadata read, a QIDO search, a frames request, a bulk data read)
+#: may spend waiting on the server, retries included; ``deadline=None`` turns it off.
+DEFAULT_DEADLINE: Final = 300.0
+#: Largest body read into memory for metadata, a QIDO page or bulk data (after decoding).
+DEFAULT_MAX_RESPONSE_BYTES: Final = 256 << 20
 _MAX_REDIRECTS = 5
-# Values shorter than this are not scrubbed from messages (they would mangle them).
-_MIN_SECRET_LENGTH = 4
+# Bytes of an error body kept for the message; no more than this is read.
+_ERROR_EXCERPT = 300
+# Header names whose values sent to the origin are secrets (besides credential names).
+_SECRET_HEADERS: Final = frozenset({"authorization", "cookie", "proxy-authorization"})
 
 # Waits between retries go through this name so tests can record them instead of waiting.
 _sleep = asyncio.sleep
 
 
-class _RedactLoggedURLs(logging.Filter):
-    """Drops credential query parameters from URLs in httpx's own log records.
-
-    httpx logs every request at INFO as ``HTTP Request: GET <url> ...``, with the query string;
-    a token in the configured URL (``?access_token=...``) would otherwise reach the logs of any
-    application that enables INFO logging. Only ``httpx.URL`` arguments are touched, with
-    :func:`~dicomslide.sources.dicomweb_urls.redact_url` (other parameters are kept).
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        args = record.args
-        if isinstance(args, tuple) and any(isinstance(a, httpx.URL) for a in args):
-            record.args = tuple(
-                redact_url(str(a)) if isinstance(a, httpx.URL) else a for a in args
-            )
-        return True
-
-
-def _install_log_redaction() -> None:
-    logger = logging.getLogger("httpx")
-    if not any(isinstance(f, _RedactLoggedURLs) for f in logger.filters):
-        logger.addFilter(_RedactLoggedURLs())
-
-
-_install_log_redaction()
+install_log_redaction()
 
 
 def _ssl_context_for(path: str) -> ssl.SSLContext:
@@ -154,6 +152,89 @@ def _retry_after_seconds(value: str) -> float | None:
     return parsed.timestamp() - time.time()
 
 
+class _Expired(Exception):
+    """A deadline ran out (not some other TimeoutError raised inside the block)."""
+
+
+@contextlib.asynccontextmanager
+async def _time_limit(seconds: float) -> AsyncIterator[None]:
+    """Cancel the block after ``seconds`` and raise :class:`_Expired` (asyncio.timeout, 3.10)."""
+    if sys.version_info >= (3, 11):
+        try:
+            async with asyncio.timeout(seconds) as scope:
+                yield
+        except TimeoutError:
+            if scope.expired():
+                raise _Expired from None
+            raise
+        return
+    task = asyncio.current_task()
+    assert task is not None
+    fired: list[bool] = []
+
+    def fire() -> None:
+        fired.append(True)
+        task.cancel()
+
+    handle = asyncio.get_running_loop().call_later(seconds, fire)
+    try:
+        yield
+    except asyncio.CancelledError:
+        if fired:
+            raise _Expired from None
+        raise
+    finally:
+        handle.cancel()
+
+
+class OperationClock:
+    """Time one operation may still spend waiting on the server (its deadline).
+
+    Only time spent awaiting the server counts: a caller that consumes frames slowly does not
+    use up the deadline of the request that delivers them.
+
+    Parameters
+    ----------
+    deadline: float | None
+        Seconds the whole operation may wait, retries included; None: no limit
+    what: str
+        The operation, for the error message (a URL in it must already be redacted)
+    """
+
+    def __init__(self, deadline: float | None, what: str) -> None:
+        self.deadline = deadline
+        self.left = deadline
+        self.what = what
+
+    @contextlib.asynccontextmanager
+    async def waiting(self) -> AsyncIterator[None]:
+        """Bound the wait inside the block by what is left of the deadline.
+
+        Yields
+        ------
+        None
+
+        Raises
+        ------
+        dicomslide.errors.RequestTimeoutError
+            When the deadline runs out inside the block
+        """
+        if self.left is None:
+            yield
+            return
+        start = time.monotonic()
+        try:
+            async with _time_limit(max(self.left, 0.0)):
+                yield
+        except _Expired:
+            raise RequestTimeoutError(
+                f"{self.what} did not complete within its deadline of {self.deadline:g} s "
+                "(deadline= of the client)."
+            ) from None
+        finally:
+            self.left -= time.monotonic() - start
+
+
 class Transport:
     """Sends the GET requests of one DICOMweb client, with its credentials and retries.
 
@@ -176,6 +257,10 @@ class Transport:
         TLS verification or a CA bundle path
     retry: RetryPolicy | None
         Retry policy (default: :class:`RetryPolicy`)
+    max_response_bytes: int, optional
+        Largest body (after decoding) read into memory whole: metadata, QIDO pages, bulk data
+    deadline: float | None, optional
+        Seconds one operation may spend waiting on the server; None: no limit
     """
 
     def __init__(
@@ -189,7 +274,27 @@ class Transport:
         timeout: httpx.Timeout | float,
         verify: bool | str,
         retry: RetryPolicy | None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        deadline: float | None = DEFAULT_DEADLINE,
     ) -> None:
+        if isinstance(max_response_bytes, bool) or not (
+            isinstance(max_response_bytes, int) and max_response_bytes > 0
+        ):
+            raise ArgumentError(
+                "max_response_bytes must be a positive number of bytes, got "
+                f"{max_response_bytes!r}."
+            )
+        if deadline is not None and not (
+            isinstance(deadline, int | float) and not isinstance(deadline, bool) and deadline > 0
+        ):
+            raise ArgumentError(
+                f"deadline must be a positive number of seconds or None, got {deadline!r}."
+            )
+        #: Largest body read into memory whole (metadata, QIDO pages, bulk data), in bytes.
+        self.max_response_bytes = max_response_bytes
+        #: Seconds one operation may wait on the server (None: no limit).
+        self.deadline: float | None = None if deadline is None else float(deadline)
+        install_log_redaction()
         parts = urlsplit(url)
         if parts.scheme not in {"http", "https"} or not parts.netloc:
             raise ArgumentError(
@@ -211,15 +316,14 @@ class Transport:
         secrets += [
             v
             for k, v in self._headers.items()
-            if is_credential_name(k) or k.lower() in {"cookie", "proxy-authorization"}
+            if is_credential_name(k) or k.lower() in _SECRET_HEADERS
         ]
         if isinstance(auth, tuple):
             # The password, and the Basic credentials a server may echo back.
             secrets.append(auth[1])
             secrets.append(base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode())
-        self._secrets = sorted(
-            {s for s in secrets if len(s) >= _MIN_SECRET_LENGTH}, key=len, reverse=True
-        )
+        # Known to redact() (messages and every log record) while this transport lives.
+        self._secrets = SecretSet(secrets)
         self._transport = transport
         self._http2 = http2
         self._timeout = timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout)
@@ -269,7 +373,7 @@ class Transport:
         return client
 
     def scrub(self, text: str) -> str:
-        """Replace credential values in a text by ``***``.
+        """Replace credential values in a text by ``***`` (:func:`.redaction.redact`).
 
         Parameters
         ----------
@@ -281,9 +385,7 @@ class Transport:
         str
             The text without credentials
         """
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
+        return redact(text)
 
     def shown(self, url: str) -> str:
         """A URL as errors show it: credential parameters redacted, secrets scrubbed.
@@ -298,7 +400,102 @@ class Transport:
         str
             The URL fit for messages
         """
-        return self.scrub(redact_url(url))
+        return redact(redact_url(url))
+
+    def clock(self, what: str) -> OperationClock:
+        """A fresh deadline for one operation.
+
+        Parameters
+        ----------
+        what: str
+            The operation, for the error message (URLs already redacted)
+
+        Returns
+        -------
+        OperationClock
+            With this transport's ``deadline``
+        """
+        return OperationClock(self.deadline, what)
+
+    async def chunks(
+        self, response: httpx.Response, clock: OperationClock
+    ) -> AsyncIterator[bytes]:
+        """The decoded body of a streamed response, each wait bounded by ``clock``.
+
+        Parameters
+        ----------
+        response: httpx.Response
+            A streamed response
+        clock: OperationClock
+            The operation's deadline
+
+        Yields
+        ------
+        bytes
+            Body chunks, ``Content-Encoding`` undone
+        """
+        # aiter_bytes, not aiter_raw: gzip and deflate are undone, so budgets count what
+        # ends up in memory.
+        body = response.aiter_bytes()
+        while True:
+            async with clock.waiting():
+                chunk = await anext(body, None)
+            if chunk is None:
+                return
+            yield chunk
+
+    async def read_body(
+        self, response: httpx.Response, limit: int, clock: OperationClock | None = None
+    ) -> bytes:
+        """Read a streamed body into memory, at most ``limit`` bytes after decoding; closes it.
+
+        Parameters
+        ----------
+        response: httpx.Response
+            A streamed 2xx response
+        limit: int
+            Byte budget
+        clock: OperationClock | None, optional
+            Deadline of the operation (default: a fresh one)
+
+        Returns
+        -------
+        bytes
+            The body
+
+        Raises
+        ------
+        dicomslide.errors.ResponseTooLargeError
+            When the body (or its declared length) exceeds ``limit``
+        """
+        clock = clock or self.clock(f"GET {self.shown(str(response.request.url))}")
+        try:
+            declared = response.headers.get("content-length", "")
+            encoded = response.headers.get("content-encoding")
+            if declared.isdigit() and not encoded and int(declared) > limit:
+                raise self._too_large(response, limit, f"declares {int(declared)} bytes")
+            body = bytearray()
+            async for chunk in self.chunks(response, clock):
+                body += chunk
+                if len(body) > limit:
+                    raise self._too_large(response, limit, "goes on past that")
+            return bytes(body)
+        except httpx.TransportError as exc:
+            shown = self.shown(str(response.request.url))
+            raise self.transport_error(
+                exc, shown, timeout=isinstance(exc, httpx.TimeoutException)
+            ) from exc
+        finally:
+            await response.aclose()
+
+    def _too_large(self, response: httpx.Response, limit: int, what: str) -> ResponseTooLargeError:
+        shown = self.shown(str(response.request.url))
+        return ResponseTooLargeError(
+            f"GET {shown}: the response body {what}; the budget is {limit} bytes "
+            "(max_response_bytes= of the client).",
+            shown,
+            limit,
+        )
 
     async def pause(self, attempt: int, response: httpx.Response | None = None) -> None:
         """Wait as the retry policy says before attempt ``attempt + 1``.
@@ -320,6 +517,7 @@ class Transport:
         params: Sequence[tuple[str, str]] | None = None,
         stream: bool = False,
         retry_statuses: frozenset[int] = RETRY_STATUSES,
+        clock: OperationClock | None = None,
     ) -> httpx.Response:
         """GET a URL, following redirects and retrying as the policy says.
 
@@ -332,9 +530,11 @@ class Transport:
         params: Sequence[tuple[str, str]] | None, optional
             Query parameters (the base URL's are added for the origin)
         stream: bool, optional
-            Return before the body is read
+            Return before the body is read (else it is read, within ``max_response_bytes``)
         retry_statuses: frozenset[int], optional
             Statuses retried
+        clock: OperationClock | None, optional
+            Deadline of the operation this request belongs to (default: a fresh one)
 
         Returns
         -------
@@ -347,12 +547,15 @@ class Transport:
             For an error status, after retries
         dicomslide.errors.TransportError
             When the connection failed, after retries
+        dicomslide.errors.RequestTimeoutError
+            When the deadline ran out
         """
         client = self.client()
         query: list[tuple[str, Any]] = list(params or ())
         if self._same_origin(url):
             query = self._base_params + query
         request = client.build_request("GET", url, params=query or None)
+        clock = clock or self.clock(f"GET {self.shown(str(request.url))}")
         attempt = 0
         hops = 0
         while True:
@@ -363,17 +566,20 @@ class Transport:
                 headers = {**self._headers, **headers}
                 auth = self._auth
             request = client.build_request("GET", request.url, headers=headers)
-            shown = self.scrub(redact_url(str(request.url)))
+            shown = self.shown(str(request.url))
             self.requests_sent += 1
             try:
-                response = await client.send(request, auth=auth, stream=stream)
+                async with clock.waiting():
+                    response = await client.send(request, auth=auth, stream=True)
             except httpx.TransportError as exc:
                 timeout = isinstance(exc, httpx.TimeoutException)
                 if attempt + 1 >= self.retry.attempts:
                     raise self.transport_error(exc, shown, timeout=timeout) from exc
-                await _sleep(self.retry.delay(attempt))
+                async with clock.waiting():
+                    await _sleep(self.retry.delay(attempt))
                 attempt += 1
                 continue
+            self._learn_sent_secrets(response.request)
             if response.is_redirect:
                 location = response.headers["location"]
                 await response.aclose()
@@ -387,28 +593,46 @@ class Transport:
                 request = client.build_request("GET", request.url.join(location))
                 continue
             if response.status_code < 300:
+                if not stream:
+                    # What aread() does, within the budget (httpx keeps the body there).
+                    response._content = await self.read_body(  # noqa: SLF001
+                        response, self.max_response_bytes, clock
+                    )
                 return response
             if response.status_code in retry_statuses and attempt + 1 < self.retry.attempts:
                 await response.aclose()
-                await _sleep(self.retry.delay(attempt, response))
+                async with clock.waiting():
+                    await _sleep(self.retry.delay(attempt, response))
                 attempt += 1
                 continue
-            body = b""
-            try:
-                body = (await response.aread())[:300]
-            finally:
-                await response.aclose()
-            text = self.scrub(body.decode("utf-8", "replace").strip())
+            text = self.scrub(await self._excerpt(response, clock))
             raise _error_for(
                 response.status_code,
                 f"GET {shown} answered {response.status_code} {response.reason_phrase}: {text}",
                 shown,
             )
 
-    def _transport_error(self, exc: Exception, shown_url: str, *, timeout: bool) -> SourceError:
-        what = "timed out" if timeout else "failed"
-        cls = RequestTimeoutError if timeout else TransportError
-        return cls(self.scrub(f"GET {shown_url} {what}: {type(exc).__name__}: {exc}"))
+    async def _excerpt(self, response: httpx.Response, clock: OperationClock) -> str:
+        """The start of an error body; the rest is never read (it may not end)."""
+        body = bytearray()
+        try:
+            async for chunk in self.chunks(response, clock):
+                body += chunk
+                if len(body) >= _ERROR_EXCERPT:
+                    break
+        except httpx.TransportError:
+            pass  # the status is the error; a broken body only shortens the excerpt
+        finally:
+            await response.aclose()
+        return bytes(body[:_ERROR_EXCERPT]).decode("utf-8", "replace").strip()
+
+    def _learn_sent_secrets(self, request: httpx.Request) -> None:
+        # Custom httpx.Auth flows (Digest, tokens) put values we were never told about into
+        # the request; a server may echo them, so they are secrets too.
+        for name, value in request.headers.items():
+            lowered = name.lower()
+            if lowered in _SECRET_HEADERS or is_credential_name(lowered):
+                self._secrets.add(value, value.partition(" ")[2])
 
     def transport_error(self, exc: Exception, shown_url: str, *, timeout: bool) -> SourceError:
         """The error for a request that failed before or while the server answered.
