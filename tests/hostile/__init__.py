@@ -1,0 +1,1 @@
+"""Hostile and broken DICOMweb servers on loopback (issue 18)."""
