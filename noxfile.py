@@ -56,3 +56,15 @@ def benchmarks(session: nox.Session) -> None:
     session.install("-e", ".[test,fast]")
     session.run("python", "benchmarks/setup_peers.py")
     session.run("python", "benchmarks/run.py", *session.posargs)
+
+
+@nox.session
+def fuzz(session: nox.Session) -> None:
+    """Fuzzing at scale (issue 18): at least 10,000 generated inputs across metadata JSON,
+    multipart bodies, frame bytes and Part 10 files, in a few minutes; prints the count.
+
+    The regular suite runs the same module with its quick profile (scale 1, ~1,900 inputs).
+    """
+    session.install("-e", ".[test]")
+    env = {"DICOMSLIDE_FUZZ_SCALE": "8", "DICOMSLIDE_FUZZ_MINIMUM": "10000"}
+    session.run("pytest", "tests/unit/test_fuzz.py", "-p", "no:randomly", "-rA", env=env)

@@ -9,6 +9,8 @@ or frame counts must give a typed error without allocating according to the clai
 
 ``max_examples`` keeps the whole module at a few seconds; how many inputs were tried is
 printed at the end of the module (``-rA`` or ``-s`` shows it) and asserted to be non-zero.
+``nox -s fuzz`` multiplies every ``max_examples`` by ``DICOMSLIDE_FUZZ_SCALE`` (issue 18:
+at least 10,000 inputs) and asserts the total it was asked for.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import json
 import os
 import shutil
 import tempfile
@@ -36,15 +39,17 @@ import dicomslide
 from dicomslide import _syntaxes
 from dicomslide.codecs import PixelFormat, decode_frame
 from dicomslide.errors import DicomSlideError
-from dicomslide.sources.dicomjson import datasets_from_json
+from dicomslide.sources.dicomjson import datasets_from_json, parse_json_bytes
 from dicomslide.sources.multipart import MultipartParser
 from dicomslide.synthetic import SlideSpec, write_slide
 
+# The regular suite runs the quick profile (1); nox -s fuzz sets a larger scale.
+SCALE = max(1, int(os.environ.get("DICOMSLIDE_FUZZ_SCALE", "1")))
 TRIED: Counter[str] = Counter()
 KNOWN: Counter[str] = Counter()
 OUTCOMES: Counter[str] = Counter()
 FAST = settings(
-    max_examples=150,
+    max_examples=150 * SCALE,
     deadline=None,
     derandomize=True,  # reproducible: a failure here fails every run
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
@@ -234,7 +239,7 @@ def test_known_untyped_metadata_errors(
             _slide_from_json(items, slide_folder, tmp_path / "index")
 
 
-@settings(max_examples=200, deadline=None, derandomize=True)
+@settings(max_examples=200 * SCALE, deadline=None, derandomize=True)
 @given(items=json_value)
 def test_arbitrary_json_gives_typed_errors_only(items: Any) -> None:
     error: DicomSlideError | None = None
@@ -321,7 +326,7 @@ def hostile_multipart(draw: st.DrawFn) -> bytes:
     return bytes(message)
 
 
-@settings(max_examples=400, deadline=None, derandomize=True)
+@settings(max_examples=400 * SCALE, deadline=None, derandomize=True)
 @given(message=hostile_multipart() | st.binary(max_size=300), data=st.data())
 def test_hostile_multipart_gives_protocol_errors_only(message: bytes, data: st.DataObject) -> None:
     cuts = sorted(data.draw(st.lists(st.integers(0, len(message)), max_size=6)))
@@ -337,6 +342,44 @@ def test_hostile_multipart_gives_protocol_errors_only(message: bytes, data: st.D
     except DicomSlideError as exc:
         error = exc
     _outcome("multipart", error)
+
+
+@st.composite
+def hostile_json_bytes(draw: st.DrawFn, base: bytes) -> bytes:
+    """A DICOM JSON body cut, flooded with brackets, nested deeply or with bytes flipped."""
+    body = bytearray(base)
+    action = draw(st.integers(0, 4))
+    at = draw(st.integers(0, len(body)))
+    if action == 0:
+        del body[at:]
+    elif action == 1:
+        body[at:at] = draw(st.sampled_from([b"[", b"{", b'{"a":['])) * draw(st.integers(1, 3000))
+    elif action == 2:
+        depth = draw(st.integers(1, 3000))
+        body = bytearray(
+            b'[{"00081115": {"vr": "SQ", "Value": [' * depth + b"{}" + b"]}}]" * depth
+        )
+    elif action == 3:
+        for _ in range(draw(st.integers(1, 8))):
+            if body:
+                body[draw(st.integers(0, len(body) - 1))] = draw(st.integers(0, 255))
+    else:
+        body[at:at] = draw(st.binary(max_size=32))
+    return bytes(body)
+
+
+@settings(max_examples=200 * SCALE, deadline=None, derandomize=True)
+@given(data=st.data())
+def test_hostile_json_bytes_give_protocol_errors_only(
+    data: st.DataObject, metadata_json: dict[str, Any]
+) -> None:
+    body = data.draw(hostile_json_bytes(json.dumps([metadata_json]).encode()))
+    error: DicomSlideError | None = None
+    try:
+        datasets_from_json(parse_json_bytes(body))
+    except DicomSlideError as exc:
+        error = exc
+    _outcome("json-bytes", error)
 
 
 @pytest.mark.parametrize("boundary", ["", "a\r\nb", "bö", "x\n"])
@@ -366,7 +409,7 @@ MAGIC = [b"", b"\xff\xd8\xff\xdb", b"\xff\xd8\xff\xf7", b"\xff\x4f\xff\x51", b"\
 
 
 @pytest.mark.parametrize("syntax", SYNTAXES)
-@settings(max_examples=25, deadline=None, derandomize=True)
+@settings(max_examples=25 * SCALE, deadline=None, derandomize=True)
 @given(
     magic=st.sampled_from(MAGIC),
     body=st.binary(max_size=200),
@@ -472,6 +515,9 @@ def test_counts_are_non_zero() -> None:
     if not TRIED:
         pytest.skip("run together with the fuzz tests above")
     assert all(count > 0 for count in TRIED.values())
+    wanted = os.environ.get("DICOMSLIDE_FUZZ_MINIMUM")
+    if wanted is not None:  # nox -s fuzz: the scale must have produced what it promised
+        assert sum(TRIED.values()) >= int(wanted), dict(TRIED)
     assert np.sum(list(TRIED.values())) > 0
 
 
