@@ -879,3 +879,20 @@ async def test_redirect_to_a_slow_drip_is_still_bounded(
     )
     route(hostile, "/drip", lambda r, w: drip(w, b"HTTP/1.1 200 OK\r\n"))
     await raises(bounded, RequestTimeoutError, metadata(web(hostile)))
+
+
+async def test_a_slow_consumer_does_not_use_up_the_deadline(
+    hostile: HostileServer, bounded: Bound
+) -> None:
+    """Only waits on the server count: 3 x 1.2 s of consumer time exceed deadline=2."""
+    bounded.seconds = 15.0
+    frames = [bytes([i]) * 4096 for i in range(3)]
+    body = b"".join(b"--b\r\n\r\n" + frame + b"\r\n" for frame in frames) + b"--b--\r\n"
+    route(hostile, "/frames/", lambda r, w: w.write(head(content_type=MULTIPART) + body))
+    client = web(hostile, max_concurrent_requests=1)
+    got = []
+    async with client:
+        async for _, frame in client.iter_frames(STUDY, SERIES, SOP, [1, 2, 3]):
+            got.append(frame.data)
+            await asyncio.sleep(1.2)
+    assert got == frames

@@ -653,8 +653,7 @@ class DICOMwebClient:
     ) -> AsyncGenerator[tuple[int, EncodedFrame], None]:
         url = frames_url(self.wado_root, study, series, sop, numbers)
         clock = self._transport.clock(f"GET {self._transport.shown(url)}")
-        async with clock.waiting():
-            response = await self._frames_response(sop, url)
+        response = await clock.wait(self._frames_response(sop, url))
         shown = self._transport.shown(str(response.request.url))
         try:
             content_type = response.headers.get("content-type", "")

@@ -147,6 +147,8 @@ class QidoSearch:
             items = await self._paged(url, {}, clock)
             datasets = await to_datasets(items)
             return [ds for ds in datasets if dataset_matches(ds, filters)]
+        finally:
+            clock.close()
         return await to_datasets(items)
 
     async def _paged(

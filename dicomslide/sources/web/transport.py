@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import datetime
 import email.utils
+import inspect
 import os
 import random
 import ssl
 import sys
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any, Final
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from typing import Any, Final, TypeVar
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import httpx
@@ -152,46 +152,16 @@ def _retry_after_seconds(value: str) -> float | None:
     return parsed.timestamp() - time.time()
 
 
-class _Expired(Exception):
-    """A deadline ran out (not some other TimeoutError raised inside the block)."""
-
-
-@contextlib.asynccontextmanager
-async def _time_limit(seconds: float) -> AsyncIterator[None]:
-    """Cancel the block after ``seconds`` and raise :class:`_Expired` (asyncio.timeout, 3.10)."""
-    if sys.version_info >= (3, 11):
-        try:
-            async with asyncio.timeout(seconds) as scope:
-                yield
-        except TimeoutError:
-            if scope.expired():
-                raise _Expired from None
-            raise
-        return
-    task = asyncio.current_task()
-    assert task is not None
-    fired: list[bool] = []
-
-    def fire() -> None:
-        fired.append(True)
-        task.cancel()
-
-    handle = asyncio.get_running_loop().call_later(seconds, fire)
-    try:
-        yield
-    except asyncio.CancelledError:
-        if fired:
-            raise _Expired from None
-        raise
-    finally:
-        handle.cancel()
+_T = TypeVar("_T")
 
 
 class OperationClock:
     """Time one operation may still spend waiting on the server (its deadline).
 
     Only time spent awaiting the server counts: a caller that consumes frames slowly does not
-    use up the deadline of the request that delivers them.
+    use up the deadline of the request that delivers them. One timer serves all the waits of
+    an operation (armed on the first, moved on only when it fires early), so a wait around
+    every body chunk of a frames response costs two clock reads, not a timer each.
 
     Parameters
     ----------
@@ -205,34 +175,78 @@ class OperationClock:
         self.deadline = deadline
         self.left = deadline
         self.what = what
+        self._timer: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[Any] | None = None
+        self._since = 0.0
+        self._fired = False
 
-    @contextlib.asynccontextmanager
-    async def waiting(self) -> AsyncIterator[None]:
-        """Bound the wait inside the block by what is left of the deadline.
+    async def wait(self, awaitable: Awaitable[_T]) -> _T:
+        """Await ``awaitable`` within what is left of the deadline.
 
-        Yields
-        ------
-        None
+        Parameters
+        ----------
+        awaitable: Awaitable[_T]
+            A wait on the server
+
+        Returns
+        -------
+        _T
+            Its result
 
         Raises
         ------
         dicomslide.errors.RequestTimeoutError
-            When the deadline runs out inside the block
+            When the deadline runs out first
         """
         if self.left is None:
-            yield
-            return
-        start = time.monotonic()
+            return await awaitable
+        if self.left <= 0:
+            if inspect.iscoroutine(awaitable):
+                awaitable.close()
+            raise self._expired()
+        self._task = asyncio.current_task()
+        self._since = time.monotonic()
+        self._fired = False
+        if self._timer is None:
+            self._arm(self.left)
         try:
-            async with _time_limit(max(self.left, 0.0)):
-                yield
-        except _Expired:
-            raise RequestTimeoutError(
-                f"{self.what} did not complete within its deadline of {self.deadline:g} s "
-                "(deadline= of the client)."
-            ) from None
+            return await awaitable
+        except asyncio.CancelledError:
+            if self._fired:
+                if sys.version_info >= (3, 11) and self._task is not None:
+                    self._task.uncancel()  # ours, answered below
+                raise self._expired() from None
+            raise
         finally:
-            self.left -= time.monotonic() - start
+            self.left -= time.monotonic() - self._since
+            self._task = None
+
+    def close(self) -> None:
+        """Drop the timer: the operation is over (a later wait arms a new one)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _arm(self, seconds: float) -> None:
+        self._timer = asyncio.get_running_loop().call_later(seconds, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        task = self._task
+        if task is None or self.left is None:
+            return  # between waits: the next wait re-arms with what is left
+        remaining = self.left - (time.monotonic() - self._since)
+        if remaining > 0:
+            self._arm(remaining)  # early, because time between waits did not count
+            return
+        self._fired = True
+        task.cancel()
+
+    def _expired(self) -> RequestTimeoutError:
+        return RequestTimeoutError(
+            f"{self.what} did not complete within its deadline of {self.deadline:g} s "
+            "(deadline= of the client)."
+        )
 
 
 class Transport:
@@ -437,12 +451,14 @@ class Transport:
         # aiter_bytes, not aiter_raw: gzip and deflate are undone, so budgets count what
         # ends up in memory.
         body = response.aiter_bytes()
-        while True:
-            async with clock.waiting():
-                chunk = await anext(body, None)
-            if chunk is None:
-                return
-            yield chunk
+        try:
+            while True:
+                chunk = await clock.wait(anext(body, None))
+                if chunk is None:
+                    return
+                yield chunk
+        finally:
+            clock.close()
 
     async def read_body(
         self, response: httpx.Response, limit: int, clock: OperationClock | None = None
@@ -555,7 +571,23 @@ class Transport:
         if self._same_origin(url):
             query = self._base_params + query
         request = client.build_request("GET", url, params=query or None)
-        clock = clock or self.clock(f"GET {self.shown(str(request.url))}")
+        if clock is None:
+            clock = self.clock(f"GET {self.shown(str(request.url))}")
+            try:
+                return await self._send(request, accept, stream, retry_statuses, clock)
+            finally:
+                clock.close()
+        return await self._send(request, accept, stream, retry_statuses, clock)
+
+    async def _send(
+        self,
+        request: httpx.Request,
+        accept: str,
+        stream: bool,
+        retry_statuses: frozenset[int],
+        clock: OperationClock,
+    ) -> httpx.Response:
+        client = self.client()
         attempt = 0
         hops = 0
         while True:
@@ -569,14 +601,12 @@ class Transport:
             shown = self.shown(str(request.url))
             self.requests_sent += 1
             try:
-                async with clock.waiting():
-                    response = await client.send(request, auth=auth, stream=True)
+                response = await clock.wait(client.send(request, auth=auth, stream=True))
             except httpx.TransportError as exc:
                 timeout = isinstance(exc, httpx.TimeoutException)
                 if attempt + 1 >= self.retry.attempts:
                     raise self.transport_error(exc, shown, timeout=timeout) from exc
-                async with clock.waiting():
-                    await _sleep(self.retry.delay(attempt))
+                await clock.wait(_sleep(self.retry.delay(attempt)))
                 attempt += 1
                 continue
             self._learn_sent_secrets(response.request)
@@ -601,8 +631,7 @@ class Transport:
                 return response
             if response.status_code in retry_statuses and attempt + 1 < self.retry.attempts:
                 await response.aclose()
-                async with clock.waiting():
-                    await _sleep(self.retry.delay(attempt, response))
+                await clock.wait(_sleep(self.retry.delay(attempt, response)))
                 attempt += 1
                 continue
             text = self.scrub(await self._excerpt(response, clock))
