@@ -230,12 +230,16 @@ class SyncTimeoutError(DicomSlideError, TimeoutError):
 class ResponseTooLargeError(ProtocolError):
     """A response body (or one part of it) exceeded its byte budget, counted after decoding.
 
+    The budget is counted on the decoded bytes, so a gzip or deflate bomb stops at the same
+    size as a plain body.
+
     Parameters
     ----------
     message: str
         What was read and which budget it exceeded
     url: str
-        URL of the request (never with credentials; empty where the reader does not know it)
+        URL of the request, never with credentials (empty where the reader does not know it,
+        e.g. the sans-IO multipart parser)
     limit: int
         The budget in bytes
     """

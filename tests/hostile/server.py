@@ -65,10 +65,7 @@ class HostileServer(LoopServer):
         self.requests.clear()
 
     async def _listen(self) -> list[asyncio.Server]:
-        server = await asyncio.start_server(
-            self._tracked(self._serve), "127.0.0.1", 0, ssl=self._ssl, reuse_address=True
-        )
-        self.port = server.sockets[0].getsockname()[1]
+        server, self.port = await self._serve_loopback(self._serve, ssl=self._ssl)
         return [server]
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

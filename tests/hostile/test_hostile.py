@@ -157,6 +157,11 @@ async def metadata(client: dicomslide.DICOMwebClient) -> Any:
         return await client.retrieve_instance_metadata(STUDY, SERIES, SOP)
 
 
+def answer(server: HostileServer, pattern: str, raw: bytes) -> None:
+    """Answer targets matching ``pattern`` with the same bytes every time."""
+    route(server, pattern, lambda request, writer: writer.write(raw))
+
+
 def route(server: HostileServer, pattern: str, write: Any) -> None:
     async def handler(request: Request, writer: asyncio.StreamWriter) -> None:
         result = write(request, writer)
@@ -261,7 +266,7 @@ async def test_secret_echoed_in_response_headers_and_trailers_is_not_logged(
 async def test_secrets_in_urls_are_redacted_in_httpx_info_logs(
     hostile: HostileServer, bounded: Bound, caplog: pytest.LogCaptureFixture
 ) -> None:
-    route(hostile, "/metadata", lambda r, w: w.write(json_response(json.dumps([ITEM]).encode())))
+    answer(hostile, "/metadata", json_response(json.dumps([ITEM]).encode()))
     await asyncio.wait_for(metadata(web(hostile)), 30)
     logged = [r.getMessage() for r in caplog.records if r.name == "httpx"]
     assert any("project=p1" in m for m in logged), logged
@@ -331,12 +336,10 @@ async def test_compressed_metadata_that_inflates_without_end(
 async def test_declared_length_beyond_the_budget_is_refused_before_reading(
     hostile: HostileServer, bounded: Bound
 ) -> None:
-    route(
+    answer(
         hostile,
         "/metadata",
-        lambda r, w: w.write(
-            head(content_type="application/dicom+json", content_length=str(10 << 30))
-        ),
+        head(content_type="application/dicom+json", content_length=str(10 << 30)),
     )
     error = await raises(bounded, ResponseTooLargeError, metadata(web(hostile)))
     assert "declares" in str(error)
@@ -385,7 +388,7 @@ async def test_frame_larger_than_its_metadata_allows(
         "00280002": {"vr": "US", "Value": [3]},
         "00280100": {"vr": "US", "Value": [8]},
     }
-    route(hostile, "/metadata", lambda r, w: w.write(json_response(json.dumps([item]).encode())))
+    answer(hostile, "/metadata", json_response(json.dumps([item]).encode()))
 
     async def frames(request: Request, writer: asyncio.StreamWriter) -> None:
         writer.write(
@@ -532,7 +535,7 @@ def test_the_blocking_client_has_the_deadline_too(hostile: HostileServer, bounde
 async def test_malformed_metadata_gives_typed_errors(
     hostile: HostileServer, bounded: Bound, body: bytes
 ) -> None:
-    route(hostile, "/metadata", lambda r, w: w.write(json_response(body)))
+    answer(hostile, "/metadata", json_response(body))
     await raises(bounded, ProtocolError, metadata(web(hostile)))
 
 
@@ -600,13 +603,9 @@ def _serve_slide(server: HostileServer, items: list[dict[str, Any]]) -> None:
     study, series = items[0]["0020000D"]["Value"][0], items[0]["0020000E"]["Value"][0]
     entry = {"0020000D": items[0]["0020000D"], "0020000E": items[0]["0020000E"]}
     body = json.dumps(items).encode()
-    route(server, r"/series\?", lambda r, w: w.write(json_response(json.dumps([entry]).encode())))
-    route(server, r"/instances\?", lambda r, w: w.write(json_response(b"[]")))
-    route(
-        server,
-        f"/studies/{study}/series/{series}/metadata",
-        lambda r, w: w.write(json_response(body)),
-    )
+    answer(server, r"/series\?", json_response(json.dumps([entry]).encode()))
+    answer(server, r"/instances\?", json_response(b"[]"))
+    answer(server, f"/studies/{study}/series/{series}/metadata", json_response(body))
 
 
 async def test_a_level_with_null_rows_is_named_never_silently_dropped(
@@ -676,7 +675,7 @@ async def test_a_level_with_null_rows_is_named_never_silently_dropped(
 async def test_broken_http_framing_gives_typed_errors(
     hostile: HostileServer, bounded: Bound, raw: bytes
 ) -> None:
-    route(hostile, "/metadata", lambda r, w: w.write(raw))
+    answer(hostile, "/metadata", raw)
     error = await raises(bounded, DicomSlideError, metadata(web(hostile)))
     assert isinstance(error, TransportError | ProtocolError), type(error)
 
@@ -685,12 +684,10 @@ async def test_content_length_longer_than_the_body_is_not_accepted_as_json(
     hostile: HostileServer, bounded: Bound
 ) -> None:
     # Shorter: the surplus is ignored by HTTP/1.1 framing, and the JSON must still be whole.
-    route(
+    answer(
         hostile,
         "/metadata",
-        lambda r, w: w.write(
-            head(content_type="application/dicom+json", content_length="5") + b'[{"00'
-        ),
+        head(content_type="application/dicom+json", content_length="5") + b'[{"00',
     )
     await raises(bounded, ProtocolError, metadata(web(hostile)))
 
@@ -721,22 +718,14 @@ MULTIPART = 'multipart/related; type="application/octet-stream"; boundary=b'
 async def test_multipart_edge_cases_give_typed_errors(
     hostile: HostileServer, bounded: Bound, body: bytes, kind: type[Exception]
 ) -> None:
-    route(
-        hostile,
-        "/frames/",
-        lambda r, w: w.write(head(content_type=MULTIPART, content_length=str(len(body))) + body),
-    )
+    answer(hostile, "/frames/", head(content_type=MULTIPART, content_length=str(len(body))) + body)
     client = web(hostile, max_frame_bytes=1 << 20)
     async with client:
         await raises(bounded, kind, read_frames(client, [1, 2]))
 
 
 async def test_missing_boundary_parameter_is_typed(hostile: HostileServer, bounded: Bound) -> None:
-    route(
-        hostile,
-        "/frames/",
-        lambda r, w: w.write(head(content_type="multipart/related", content_length="2") + b"xx"),
-    )
+    answer(hostile, "/frames/", head(content_type="multipart/related", content_length="2") + b"xx")
     client = web(hostile)
     async with client:
         await raises(bounded, DicomSlideError, read_frames(client, [1]))
@@ -829,7 +818,7 @@ def tls_server(certificate: tuple[Path, Path]) -> Iterator[HostileServer]:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(*certificate)
     server = HostileServer(context).start()
-    route(server, "/metadata", lambda r, w: w.write(json_response(json.dumps([ITEM]).encode())))
+    answer(server, "/metadata", json_response(json.dumps([ITEM]).encode()))
     yield server
     server.stop()
 
@@ -860,7 +849,7 @@ async def test_self_signed_tls_is_accepted_with_its_ca(
 async def test_plain_http_where_tls_was_asked_is_a_transport_error(
     hostile: HostileServer, bounded: Bound
 ) -> None:
-    route(hostile, "/metadata", lambda r, w: w.write(json_response(b"[]")))
+    answer(hostile, "/metadata", json_response(b"[]"))
     url = hostile.url.replace("http://", "https://")
     client = dicomslide.DICOMwebClient(
         f"{url}?access_token={TOKEN}", **_accepted({"deadline": DEADLINE})
@@ -872,11 +861,7 @@ async def test_redirect_to_a_slow_drip_is_still_bounded(
     hostile: HostileServer, bounded: Bound
 ) -> None:
     bounded.seconds = DEADLINE_BOUND
-    route(
-        hostile,
-        "/metadata",
-        lambda r, w: w.write(head("302 Found", location="/dicom-web/drip", content_length="0")),
-    )
+    answer(hostile, "/metadata", head("302 Found", location="/dicom-web/drip", content_length="0"))
     route(hostile, "/drip", lambda r, w: drip(w, b"HTTP/1.1 200 OK\r\n"))
     await raises(bounded, RequestTimeoutError, metadata(web(hostile)))
 
@@ -888,7 +873,7 @@ async def test_a_slow_consumer_does_not_use_up_the_deadline(
     bounded.seconds = 15.0
     frames = [bytes([i]) * 4096 for i in range(3)]
     body = b"".join(b"--b\r\n\r\n" + frame + b"\r\n" for frame in frames) + b"--b--\r\n"
-    route(hostile, "/frames/", lambda r, w: w.write(head(content_type=MULTIPART) + body))
+    answer(hostile, "/frames/", head(content_type=MULTIPART) + body)
     client = web(hostile, max_concurrent_requests=1)
     got = []
     async with client:

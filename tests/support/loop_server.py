@@ -75,6 +75,15 @@ class LoopServer(StartStop):
 
         return serve
 
+    async def _serve_loopback(
+        self, handler: Handler, **options: Any
+    ) -> tuple[asyncio.Server, int]:
+        """A tracked server for ``handler`` on 127.0.0.1 at a free port, and that port."""
+        server = await asyncio.start_server(
+            self._tracked(handler), "127.0.0.1", 0, reuse_address=True, **options
+        )
+        return server, server.sockets[0].getsockname()[1]
+
     # --- lifecycle (any thread) --------------------------------------------------------------
 
     def start(self: _S) -> _S:

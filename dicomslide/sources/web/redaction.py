@@ -25,7 +25,7 @@ import logging
 import re
 import threading
 import weakref
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator
 from typing import Any, Final, ParamSpec, TypeVar
 
 from dicomslide.sources.dicomweb_urls import redact_url
@@ -222,6 +222,15 @@ def install_log_redaction() -> None:
             logger.addFilter(_FILTER)
 
 
+@contextlib.contextmanager
+def _redacting() -> Iterator[None]:
+    try:
+        yield
+    except BaseException as exc:
+        redact_exception(exc)
+        raise
+
+
 def redacted_errors(
     fn: Callable[_P, Coroutine[Any, Any, _T]],
 ) -> Callable[_P, Coroutine[Any, Any, _T]]:
@@ -240,11 +249,8 @@ def redacted_errors(
 
     @functools.wraps(fn)
     async def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _T:
-        try:
+        with _redacting():
             return await fn(*args, **kwargs)
-        except BaseException as exc:
-            redact_exception(exc)
-            raise
 
     return wrapper
 
@@ -270,11 +276,9 @@ def redacted_stream_errors(
     async def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> AsyncIterator[_T]:
         inner = fn(*args, **kwargs)
         try:
-            async for item in inner:
-                yield item
-        except BaseException as exc:
-            redact_exception(exc)
-            raise
+            with _redacting():
+                async for item in inner:
+                    yield item
         finally:
             aclose = getattr(inner, "aclose", None)
             if aclose is not None:
