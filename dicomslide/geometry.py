@@ -68,12 +68,8 @@ class ImagePart:
 
     Attributes
     ----------
-    study_instance_uid: str
-        Study Instance UID
-    series_instance_uid: str
-        Series Instance UID
-    sop_instance_uid: str
-        SOP Instance UID of this part
+    study_instance_uid, series_instance_uid, sop_instance_uid: str
+        Study, Series and SOP Instance UIDs of this part
     first_frame: int
         Zero-based global frame index of this part's frame 1
     number_of_frames: int

@@ -22,6 +22,7 @@ from pydicom.uid import ExplicitVRLittleEndian, RLELossless, generate_uid
 
 import dicomslide
 from dicomslide.synthetic import SlideSpec, expected_pixels, write_slide
+from tests.support.slides import slide_spec
 
 STUDY = "1.2.826.0.1.3680043.8.498.17002"
 FRAME = "1.2.826.0.1.3680043.8.498.17003"
@@ -82,10 +83,10 @@ def write_duplicate_folder(root: Path) -> Duplicates:
     """Write the :class:`Duplicates` layouts into subfolders of ``root``."""
     copies = _write_copies(root / "copies", "COPIED", per_level=False)
     copies_split = _write_copies(root / "copies-split", "COPIED-SPLIT", per_level=True)
-    spread = SlideSpec(
-        size=(300, 420),
-        tile_size=(64, 64),
-        levels=3,
+    spread = slide_spec(
+        (300, 420),
+        64,
+        3,
         transfer_syntax_uid=ExplicitVRLittleEndian,
         pattern="position",
         container_id="SPREAD",
@@ -97,10 +98,10 @@ def write_duplicate_folder(root: Path) -> Duplicates:
             # One frame of reference, every level in a series of its own.
             ds.SeriesInstanceUID = generate_uid(entropy_srcs=["issue-17-spread", path.name])
             ds.save_as(path)
-    concatenated = SlideSpec(
-        size=(300, 420),
-        tile_size=(64, 64),
-        levels=2,
+    concatenated = slide_spec(
+        (300, 420),
+        64,
+        2,
         transfer_syntax_uid=ExplicitVRLittleEndian,
         pattern="position",
         concatenation_parts=3,

@@ -19,7 +19,8 @@ from pydicom.sr.codedict import codes
 import dicomslide
 from dicomslide.codecs import PixelFormat
 from dicomslide.enums import ChannelTypes
-from dicomslide.synthetic import SlideSpec, write_slide
+from dicomslide.synthetic import write_slide
+from tests.support.slides import slide_spec
 
 SIZE = (300, 520)
 CONTAINER = "SLIDE-FLOAT"
@@ -83,15 +84,14 @@ def write_float_maps(root: Path) -> FloatWritten:
         What was written
     """
     out = FloatWritten(root)
-    spec = SlideSpec(
+    spec = slide_spec(
+        SIZE,
+        128,
+        2,
+        bare=True,
         container_id=CONTAINER,
         seed=7,
-        size=SIZE,
-        tile_size=(128, 128),
-        levels=2,
         transfer_syntax_uid="1.2.840.10008.1.2.1",
-        label=False,
-        overview=False,
     )
     paths = write_slide(root, spec)
     images = [pydicom.dcmread(p) for p in paths]

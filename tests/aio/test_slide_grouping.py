@@ -22,6 +22,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 import dicomslide
 from dicomslide.errors import InvalidDataError, RegionError
 from dicomslide.synthetic import SlideSpec, expected_pixels, write_slide
+from tests.support.slides import slide_spec
 
 _SMALL = {
     "size": (400, 600),
@@ -83,10 +84,10 @@ class Split:
 
 def write_split_folder(root: Path) -> Split:
     """Write the :class:`Split` layouts into subfolders of ``root``."""
-    split = SlideSpec(
-        size=(700, 900),
-        tile_size=(128, 128),
-        levels=4,
+    split = slide_spec(
+        (700, 900),
+        128,
+        4,
         thumbnail=True,
         frame_of_reference_per_level=True,
         transfer_syntax_uid=ExplicitVRLittleEndian,
@@ -95,12 +96,11 @@ def write_split_folder(root: Path) -> Split:
         seed=20,
     )
     write_slide(root / "split", split)
-    linked = SlideSpec(
-        size=(500, 640),
-        tile_size=(128, 128),
-        levels=3,
-        label=False,
-        overview=False,
+    linked = slide_spec(
+        (500, 640),
+        128,
+        3,
+        bare=True,
         frame_of_reference_per_level=True,
         transfer_syntax_uid=ExplicitVRLittleEndian,
         pattern="position",

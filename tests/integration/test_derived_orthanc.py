@@ -15,23 +15,14 @@ import dicomslide
 import dicomslide_sync
 from dicomslide.enums import ChannelTypes
 from tests.aio.test_derived import ALL_SLIDES, STAIN_B, Written, write_derived
-from tests.support.orthanc import OrthancServer, private_orthanc
+from tests.support.orthanc import OrthancServer, serve_written
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[OrthancServer, Written]]:
-    written = write_derived(tmp_path_factory.mktemp("derived-web"))
-    with private_orthanc([written.root], tmp_path_factory.mktemp("orthanc-derived")) as orthanc:
-        yield orthanc, written
-
-
-@pytest.fixture(scope="module")
-def client(server: tuple[OrthancServer, Written]) -> Iterator[dicomslide_sync.DICOMwebClient]:
-    orthanc, _ = server
-    with dicomslide_sync.DICOMwebClient(orthanc.dicomweb_url) as c:
-        yield c
+    yield from serve_written(tmp_path_factory, "derived", write_derived)
 
 
 def _channels_of(slide: dicomslide_sync.Slide, series: str) -> list[int]:

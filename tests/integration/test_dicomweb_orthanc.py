@@ -10,38 +10,37 @@ import pytest
 
 import dicomslide
 import dicomslide_sync
-from dicomslide.synthetic import SlideSpec
 from tests.support.orthanc import OrthancServer, require_dicomweb_orthanc
-from tests.support.slides import write_slides
+from tests.support.slides import slide_spec, write_slides
 from tests.support.system import require as _require
 from tests.support.thirdparty import Compression, find_dicomizer, make_dicomizer_slide
 
 pytestmark = pytest.mark.integration
 
 VARIANTS = {
-    "jpeg_full": SlideSpec(size=(700, 1000), tile_size=(128, 128), levels=3, seed=21),
-    "rle_sparse_shuffled": SlideSpec(
-        size=(700, 1000),
-        tile_size=(128, 128),
-        levels=2,
+    "jpeg_full": slide_spec((700, 1000), 128, 3, seed=21),
+    "rle_sparse_shuffled": slide_spec(
+        (700, 1000),
+        128,
+        2,
         transfer_syntax_uid="1.2.840.10008.1.2.5",
         dimension_organization="TILED_SPARSE",
         shuffle_frames=True,
         sparse_missing_tiles=((2, 3),),
         seed=22,
     ),
-    "native_concatenated": SlideSpec(
-        size=(700, 1000),
-        tile_size=(128, 128),
-        levels=2,
+    "native_concatenated": slide_spec(
+        (700, 1000),
+        128,
+        2,
         transfer_syntax_uid="1.2.840.10008.1.2.1",
         concatenation_parts=3,
         seed=23,
     ),
-    "j2k_multi_z_fluorescence": SlideSpec(
-        size=(300, 400),
-        tile_size=(128, 128),
-        levels=2,
+    "j2k_multi_z_fluorescence": slide_spec(
+        (300, 400),
+        128,
+        2,
         transfer_syntax_uid="1.2.840.10008.1.2.4.90",
         photometric="MONOCHROME2",
         bits=16,

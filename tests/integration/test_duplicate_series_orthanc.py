@@ -22,16 +22,14 @@ from tests.aio.test_duplicate_series import (
     series_of,
     write_duplicate_folder,
 )
-from tests.support.orthanc import OrthancServer, private_orthanc
+from tests.support.orthanc import OrthancServer, serve_written
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[OrthancServer, Duplicates]]:
-    written = write_duplicate_folder(tmp_path_factory.mktemp("duplicates-web"))
-    with private_orthanc([written.root], tmp_path_factory.mktemp("orthanc-duplicates")) as orthanc:
-        yield orthanc, written
+    yield from serve_written(tmp_path_factory, "duplicates", write_duplicate_folder)
 
 
 @pytest.mark.parametrize("container_id", [None, "COPIED", "COPIED-SPLIT"])

@@ -19,6 +19,7 @@ import httpx
 import numpy as np
 import pydicom
 import pytest
+from pydicom.uid import JPEG2000Lossless
 
 import dicomslide
 import dicomslide_sync
@@ -293,12 +294,10 @@ class MislabellingServer(RefusingServer):
 @pytest.fixture
 def j2k_volume(tmp_path: Path) -> Path:
     """The level-0 file of a synthetic JPEG 2000 slide."""
-    from dicomslide.synthetic import SlideSpec, write_slide
+    from dicomslide.synthetic import write_slide
+    from tests.support.slides import slide_spec
 
-    spec = SlideSpec(
-        size=(300, 400), tile_size=(128, 128), levels=1, seed=5,
-        transfer_syntax_uid="1.2.840.10008.1.2.4.90",
-    )  # fmt: skip
+    spec = slide_spec((300, 400), 128, 1, seed=5, transfer_syntax_uid=JPEG2000Lossless)
     write_slide(tmp_path, spec)
     for path in sorted(tmp_path.rglob("*.dcm")):
         if "VOLUME" in pydicom.dcmread(path, stop_before_pixels=True).ImageType:

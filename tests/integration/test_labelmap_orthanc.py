@@ -28,23 +28,14 @@ from tests.aio.test_labelmap import (
     segment_channels,
     write_label_maps,
 )
-from tests.support.orthanc import OrthancServer, private_orthanc
+from tests.support.orthanc import OrthancServer, serve_written
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[OrthancServer, Written]]:
-    written = write_label_maps(tmp_path_factory.mktemp("labelmaps-web"))
-    with private_orthanc([written.root], tmp_path_factory.mktemp("orthanc-labelmaps")) as orthanc:
-        yield orthanc, written
-
-
-@pytest.fixture(scope="module")
-def client(server: tuple[OrthancServer, Written]) -> Iterator[dicomslide_sync.DICOMwebClient]:
-    orthanc, _ = server
-    with dicomslide_sync.DICOMwebClient(orthanc.dicomweb_url) as c:
-        yield c
+    yield from serve_written(tmp_path_factory, "labelmaps", write_label_maps)
 
 
 def test_orthanc_stores_and_serves_label_maps(server: tuple[OrthancServer, Written]) -> None:

@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 
 import dicomslide_sync
-from dicomslide.synthetic import SlideSpec, write_slide
+from dicomslide.synthetic import write_slide
 from tests.support.orthanc import OrthancServer
+from tests.support.slides import slide_spec
 from tests.support.system import require as _require
 from tests.support.thirdparty import (
     DICOMIZER_SAMPLE_DATASET,
@@ -132,31 +133,26 @@ def orthanc(cache_root: Path, shared_orthanc: OrthancServer) -> OrthancServer:
 
 
 WEB_VARIANTS = {
-    "tiled_full_jpeg": SlideSpec(size=(600, 900), tile_size=(128, 128), levels=2, seed=11),
-    "sparse_rle": SlideSpec(
-        size=(600, 900),
-        tile_size=(128, 128),
-        levels=2,
+    "tiled_full_jpeg": slide_spec((600, 900), 128, 2, seed=11),
+    "sparse_rle": slide_spec(
+        (600, 900),
+        128,
+        2,
         transfer_syntax_uid="1.2.840.10008.1.2.5",
         dimension_organization="TILED_SPARSE",
         sparse_missing_tiles=((1, 1),),
         seed=12,
     ),
-    "concatenated_native": SlideSpec(
-        size=(600, 900),
-        tile_size=(128, 128),
-        levels=2,
+    "concatenated_native": slide_spec(
+        (600, 900),
+        128,
+        2,
         transfer_syntax_uid="1.2.840.10008.1.2.1",
         concatenation_parts=2,
         seed=13,
     ),
-    "multi_z_j2k": SlideSpec(
-        size=(400, 500),
-        tile_size=(128, 128),
-        levels=2,
-        transfer_syntax_uid="1.2.840.10008.1.2.4.90",
-        focal_planes=2,
-        seed=14,
+    "multi_z_j2k": slide_spec(
+        (400, 500), 128, 2, transfer_syntax_uid="1.2.840.10008.1.2.4.90", focal_planes=2, seed=14
     ),
 }
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from dicomslide.synthetic import SlideSpec, write_slide
 
@@ -28,3 +29,31 @@ def write_slides(root: Path, specs: Mapping[str, SlideSpec]) -> dict[str, Path]:
         write_slide(root / name, spec)
         folders[name] = root / name
     return folders
+
+
+def slide_spec(
+    size: tuple[int, int], tile: int, levels: int, *, bare: bool = False, **options: Any
+) -> SlideSpec:
+    """A synthetic slide of square tiles, stated by its geometry first.
+
+    Parameters
+    ----------
+    size: tuple[int, int]
+        Level-0 (rows, columns)
+    tile: int
+        Side of the square tiles
+    levels: int
+        Number of pyramid levels
+    bare: bool, optional
+        Leave out the LABEL and OVERVIEW images
+    **options: Any
+        Any other :class:`dicomslide.synthetic.SlideSpec` field
+
+    Returns
+    -------
+    dicomslide.synthetic.SlideSpec
+        The specification
+    """
+    if bare:
+        options = {"label": False, "overview": False, **options}
+    return SlideSpec(size=size, tile_size=(tile, tile), levels=levels, **options)

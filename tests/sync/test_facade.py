@@ -11,15 +11,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pydicom.uid import ExplicitVRLittleEndian
 
 import dicomslide
 import dicomslide_sync
-from dicomslide.synthetic import SlideSpec, expected_pixels, write_slide
+from dicomslide.synthetic import expected_pixels, write_slide
 from dicomslide_sync import _portal
+from tests.support.slides import slide_spec
 
-SPEC = SlideSpec(
-    size=(700, 900), tile_size=(128, 128), levels=2, transfer_syntax_uid="1.2.840.10008.1.2.1"
-)
+SPEC = slide_spec((700, 900), 128, 2, transfer_syntax_uid=ExplicitVRLittleEndian)
 
 # Every public class of dicomslide_sync that mirrors an async class of dicomslide.
 TWINS = [
