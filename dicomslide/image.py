@@ -43,7 +43,7 @@ from dicomslide.geometry import (
     iter_tiles_in_region,
 )
 from dicomslide.perframe import get_value
-from dicomslide.runtime import as_source, decode_queue, decoded_tile_cache, frame_service
+from dicomslide.runtime import as_source, decode_queue, frame_service
 from dicomslide.sources.dicomjson import BULKDATA_URIS_ATTR as BULKDATA_URIS_ATTRIBUTE
 from dicomslide.sources.protocol import EncodedFrame, Source
 from dicomslide.utils import (
@@ -316,7 +316,7 @@ class ImageReader:
             out = np.full(shape, fill, dtype=fmt.dtype)
         if not by_frame:
             return out
-        decoded = decoded_tile_cache(self.source)
+        decoded = self.source.runtime.decoded_cache
         managed = self.correct_color and self.is_color()
         by_part: dict[str, list[int]] = {}
         parts = {}

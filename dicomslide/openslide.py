@@ -91,7 +91,7 @@ from dicomslide.errors import (
     UnsupportedError,
 )
 from dicomslide.image import TiledImage, TotalPixelMatrix
-from dicomslide.runtime import as_source, use_decoded_tile_cache
+from dicomslide.runtime import as_source
 from dicomslide.slide import Slide
 from dicomslide.utils import get_image_flavor
 
@@ -417,7 +417,8 @@ class OpenSlide:
             raise as_openslide_error(
                 NotACacheError(f"set_cache needs an OpenSlideCache, got {cache!r}.")
             )
-        use_decoded_tile_cache(as_source(self._slide.client), cache.tiles)
+        # Keys name the instance and frame, so one cache can serve the sources of many slides.
+        as_source(self._slide.client).runtime.decoded_cache = cache.tiles
 
     @property
     def color_profile(self) -> ImageCms.ImageCmsProfile | None:

@@ -113,7 +113,7 @@ async def test_dropped_clients_free_their_caches(tmp_path: Path) -> None:
         weakref.ref(client),
         weakref.ref(source.runtime.frame_cache),
         weakref.ref(runtime.frame_service(source)),
-        weakref.ref(runtime.decoded_tile_cache(source)),
+        weakref.ref(source.runtime.decoded_cache),
     ]
     await client.aclose()
     del client, slide, source
@@ -153,7 +153,7 @@ async def test_a_second_event_loop_gets_its_own_service(tmp_path: Path) -> None:
 def test_cache_budgets_come_from_the_constructor(tmp_path: Path) -> None:
     client = dicomslide.DICOMfileClient(tmp_path, cache_max_bytes=12345, decoded_cache_max_bytes=0)
     assert dicomslide.get_cache_stats(client).max_bytes == 12345
-    assert runtime.decoded_tile_cache(client).max_bytes == 0
+    assert client.runtime.decoded_cache.max_bytes == 0
     web = dicomslide.DICOMwebClient(
         "http://127.0.0.1:9/dicom-web", cache_max_bytes=777, readahead=3, coalesce_window=0.5
     )
