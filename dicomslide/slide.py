@@ -764,10 +764,8 @@ class Slide:
             Segment number
         label: str | None, optional
             Segment label
-        property_category: pydicom.sr.coding.Code | highdicom.sr.CodedConcept | None, optional
-            Segmented property category
-        property_type: pydicom.sr.coding.Code | highdicom.sr.CodedConcept | None, optional
-            Segmented property type
+        property_category, property_type: pydicom.sr.coding.Code | highdicom.sr.CodedConcept | None
+            Segmented property category and type (optional)
 
         Returns
         -------
