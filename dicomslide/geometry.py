@@ -288,13 +288,7 @@ class FrameIndex:
 
     @property
     def grid_shape(self) -> tuple[int, int]:
-        """Number of tile rows and tile columns.
-
-        Returns
-        -------
-        tuple[int, int]
-            (grid rows, grid columns)
-        """
+        """tuple[int, int]: Number of tile rows and tile columns."""
         return int(self.lookup.shape[2]), int(self.lookup.shape[3])
 
     def locate(self, global_frame: int) -> tuple[ImagePart, int]:

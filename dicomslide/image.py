@@ -449,37 +449,19 @@ class TotalPixelMatrix:
 
     @property
     def dtype(self) -> np.dtype[Any]:
-        """Data type of the pixels.
-
-        Returns
-        -------
-        numpy.dtype
-            Data type (``uint8`` for the segment masks of a label map)
-        """
+        """numpy.dtype: Data type of the pixels (``uint8`` for the segment masks of label maps)."""
         if self._state.label_map and not self._raw:
             return np.dtype(np.uint8)
         return self._state.format.dtype
 
     @property
     def ndim(self) -> int:
-        """Number of dimensions (always 3).
-
-        Returns
-        -------
-        int
-            3
-        """
+        """int: Number of dimensions (always 3)."""
         return 3
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        """Rows, columns and samples per pixel.
-
-        Returns
-        -------
-        tuple[int, int, int]
-            Shape of the whole matrix
-        """
+        """tuple[int, int, int]: Rows, columns and samples per pixel of the whole matrix."""
         return (self._index.total_rows, self._index.total_columns, self._samples)
 
     @property
@@ -488,25 +470,13 @@ class TotalPixelMatrix:
 
     @property
     def size(self) -> int:
-        """Number of values (rows x columns x samples).
-
-        Returns
-        -------
-        int
-            Size
-        """
+        """int: Number of values (rows x columns x samples)."""
         rows, columns, samples = self.shape
         return rows * columns * samples
 
     @property
     def num_tiles(self) -> int:
-        """Number of tiles of the tile grid.
-
-        Returns
-        -------
-        int
-            Grid rows x grid columns
-        """
+        """int: Number of tiles of the tile grid (grid rows x grid columns)."""
         rows, columns = self._index.grid_shape
         return rows * columns
 
@@ -515,46 +485,24 @@ class TotalPixelMatrix:
 
     @property
     def tile_shape(self) -> tuple[int, int, int]:
-        """Rows, columns and samples per pixel of one tile.
-
-        Returns
-        -------
-        tuple[int, int, int]
-            Tile shape
-        """
+        """tuple[int, int, int]: Rows, columns and samples per pixel of one tile."""
         return (self._index.tile_rows, self._index.tile_columns, self._samples)
 
     @property
     def tile_size(self) -> int:
-        """Number of values of one tile.
-
-        Returns
-        -------
-        int
-            Tile size
-        """
+        """int: Number of values of one tile."""
         rows, columns, samples = self.tile_shape
         return rows * columns * samples
 
     @property
     def tile_grid_shape(self) -> tuple[int, int]:
-        """Number of tile rows and tile columns.
-
-        Returns
-        -------
-        tuple[int, int]
-            Grid shape
-        """
+        """tuple[int, int]: Number of tile rows and tile columns."""
         return self._index.grid_shape
 
     @property
     def tile_grid_positions(self) -> np.ndarray:
-        """Zero-based (row, column) grid position of every tile, in flattened order.
-
-        Returns
-        -------
-        numpy.ndarray
-            Array of shape (num_tiles, 2)
+        """numpy.ndarray: Zero-based (row, column) grid position of every tile, in flattened order
+        (shape (num_tiles, 2)).
         """
         rows, columns = self.tile_grid_shape
         r, c = np.divmod(np.arange(rows * columns), columns)
@@ -562,12 +510,8 @@ class TotalPixelMatrix:
 
     @property
     def tile_positions(self) -> np.ndarray:
-        """Zero-based (row, column) pixel offset of every tile, in flattened order.
-
-        Returns
-        -------
-        numpy.ndarray
-            Array of shape (num_tiles, 2)
+        """numpy.ndarray: Zero-based (row, column) pixel offset of every tile, in flattened order
+        (shape (num_tiles, 2)).
         """
         return self.tile_grid_positions * np.array(  # type: ignore[no-any-return]
             [self._index.tile_rows, self._index.tile_columns]
@@ -818,90 +762,46 @@ class TiledImage:
 
     @property
     def metadata(self) -> Dataset:
-        """Image metadata (of the first part of a concatenation).
-
-        Returns
-        -------
-        pydicom.Dataset
-            Metadata
-        """
+        """pydicom.Dataset: Image metadata (of the first part of a concatenation)."""
         return self._state.metadata
 
     @property
     def reader(self) -> ImageReader:
-        """The reader this image and its total pixel matrices share.
-
-        Returns
-        -------
-        dicomslide.image.ImageReader
-            Reader
-        """
+        """dicomslide.image.ImageReader: Reader shared by the image and its pixel matrices."""
         return self._state
 
     @property
     def channel_identifiers(self) -> tuple[str, ...]:
-        """Identifier of each channel (optical path identifier or segment number).
-
-        Returns
-        -------
-        tuple[str, ...]
-            Identifiers in channel order
+        """tuple[str, ...]: Identifier of each channel (optical path identifier or segment number),
+        in channel order.
         """
         return self._state.channel_identifiers()
 
     @property
     def focal_plane_offsets(self) -> tuple[float, ...]:
-        """Z offset (micrometres) of each focal plane, ascending.
-
-        Returns
-        -------
-        tuple[float, ...]
-            Offsets
-        """
+        """tuple[float, ...]: Z offset (micrometres) of each focal plane, ascending."""
         return self._state.focal_plane_offsets()
 
     @property
     def frame_index(self) -> FrameIndex:
-        """Where each tile of each channel and focal plane is stored.
-
-        Returns
-        -------
-        dicomslide.geometry.FrameIndex
-            The frame index
+        """dicomslide.geometry.FrameIndex: Where each tile of each channel and focal plane is
+        stored.
         """
         return self._state.index()
 
     @property
     def sop_instance_uids(self) -> tuple[str, ...]:
-        """SOP Instance UIDs of all parts.
-
-        Returns
-        -------
-        tuple[str, ...]
-            UIDs in concatenation order
-        """
+        """tuple[str, ...]: SOP Instance UIDs of all parts, in concatenation order."""
         return tuple(str(d.SOPInstanceUID) for d in self._state.parts_metadata)
 
     @property
     def frame_of_reference_uid(self) -> str:
-        """Frame of Reference UID (empty string when the image has none).
-
-        Returns
-        -------
-        str
-            UID
-        """
+        """str: Frame of Reference UID (empty string when the image has none)."""
         return str(self.metadata.get("FrameOfReferenceUID", ""))
 
     @property
     def channel_type(self) -> ChannelTypes:
-        """Type of the channels of this image.
-
-        Returns
-        -------
-        dicomslide.ChannelTypes
-            Channel type
-        """
+        """dicomslide.ChannelTypes: Type of the channels of this image."""
         sop_class = str(self.metadata.get("SOPClassUID", ""))
         if sop_class in _SEGMENTATION_SOP_CLASSES:
             return ChannelTypes.SEGMENT
@@ -911,35 +811,17 @@ class TiledImage:
 
     @property
     def num_channels(self) -> int:
-        """Number of channels.
-
-        Returns
-        -------
-        int
-            Number of optical paths, segments or parameters
-        """
+        """int: Number of channels: optical paths, segments or parameters."""
         return len(get_channel_items(self.metadata))
 
     @property
     def num_focal_planes(self) -> int:
-        """Number of focal planes.
-
-        Returns
-        -------
-        int
-            Number of focal planes
-        """
+        """int: Number of focal planes."""
         return len(self._state.focal_plane_offsets())
 
     @property
     def size(self) -> tuple[int, int]:
-        """Number of total pixel matrix rows and columns.
-
-        Returns
-        -------
-        tuple[int, int]
-            (rows, columns)
-        """
+        """tuple[int, int]: Number of total pixel matrix rows and columns."""
         # By tag, raw values unconverted: opening a slide asks every image for its size a
         # dozen times, and pydicom's keyword lookup costs more than reading the value.
         metadata = self.metadata
@@ -952,23 +834,13 @@ class TiledImage:
 
     @property
     def pixel_spacing(self) -> tuple[float, float]:
-        """Spacing between rows and between columns in millimetres.
-
-        Returns
-        -------
-        tuple[float, float]
-            Pixel spacing
-        """
+        """tuple[float, float]: Spacing between rows and between columns in millimetres."""
         return self._geometry.pixel_spacing
 
     @property
     def geometry(self) -> ImageGeometry:
-        """Mapping between pixel indices and slide coordinates.
-
-        Returns
-        -------
-        dicomslide.coordinates.ImageGeometry
-            Geometry
+        """dicomslide.coordinates.ImageGeometry: Mapping between pixel indices and slide
+        coordinates.
         """
         return self._geometry
 
@@ -981,27 +853,18 @@ class TiledImage:
 
     @property
     def physical_offset(self) -> tuple[float, float]:
-        """Offset of the total pixel matrix from the origin of the slide coordinate system.
-
-        The X and Y of the Total Pixel Matrix Origin (mm), as in dicomslide 0.7; with the
-        usual orientations this is not the smallest X and Y the image covers.
-
-        Returns
-        -------
-        tuple[float, float]
-            (x, y) in millimetres
+        """tuple[float, float]: Offset (x, y) in millimetres of the total pixel matrix from the
+        origin of the slide coordinate system: the X and Y of the Total Pixel Matrix Origin, as in
+        dicomslide 0.7; with the usual orientations this is not the smallest X and Y the image
+        covers.
         """
         x, y, _ = self._geometry.origin
         return float(x), float(y)
 
     @property
     def physical_size(self) -> tuple[float, float]:
-        """Extent of the total pixel matrix along the slide X and Y axes (mm).
-
-        Returns
-        -------
-        tuple[float, float]
-            (width along X, height along Y) in millimetres
+        """tuple[float, float]: Extent (width along X, height along Y) of the total pixel matrix
+        along the slide X and Y axes in millimetres.
         """
         corners = self._corners()
         extent = corners.max(axis=0) - corners.min(axis=0)
@@ -1130,13 +993,8 @@ class TiledImage:
 
     @property
     def is_label_map(self) -> bool:
-        """Whether the image is a label-map Segmentation.
-
-        Returns
-        -------
-        bool
-            True for a Label Map Segmentation, whose pixels are segment numbers (or its
-            background value) and whose channels are the masks of its segments
+        """bool: Whether the image is a Label Map Segmentation, whose pixels are segment numbers
+        (or its background value) and whose channels are the masks of its segments.
         """
         return self._state.label_map
 

@@ -285,59 +285,31 @@ class OpenSlide:
 
     @property
     def slide(self) -> Slide:
-        """The slide served.
-
-        Returns
-        -------
-        dicomslide.Slide
-            Slide
-        """
+        """dicomslide.Slide: The slide served."""
         return self._slide
 
     @property
     def level_count(self) -> int:
-        """Number of levels.
-
-        Returns
-        -------
-        int
-            Number of VOLUME levels
-        """
+        """int: Number of levels (VOLUME levels)."""
         self.check_open()
         return len(self._levels)
 
     @property
     def dimensions(self) -> tuple[int, int]:
-        """Width and height of level 0.
-
-        Returns
-        -------
-        tuple[int, int]
-            (width, height) in pixels
-        """
+        """tuple[int, int]: (width, height) of level 0 in pixels."""
         self.check_open()
         return self._levels[0].width, self._levels[0].height
 
     @property
     def level_dimensions(self) -> tuple[tuple[int, int], ...]:
-        """Width and height of every level.
-
-        Returns
-        -------
-        tuple[tuple[int, int], ...]
-            (width, height) per level, largest first
-        """
+        """tuple[tuple[int, int], ...]: (width, height) of every level, largest first."""
         self.check_open()
         return tuple((lv.width, lv.height) for lv in self._levels)
 
     @property
     def level_downsamples(self) -> tuple[float, ...]:
-        """Downsample factor of every level (OpenSlide's mean of width and height ratios).
-
-        Returns
-        -------
-        tuple[float, ...]
-            Factor per level, 1.0 for level 0
+        """tuple[float, ...]: Downsample factor of every level, 1.0 for level 0 (OpenSlide's mean
+        of width and height ratios).
         """
         self.check_open()
         return tuple(lv.downsample for lv in self._levels)
@@ -368,13 +340,9 @@ class OpenSlide:
 
     @property
     def properties(self) -> Mapping[str, str]:
-        """Metadata as OpenSlide properties (see the module notes for the names).
-
-        Returns
-        -------
-        Mapping[str, str]
-            Property names mapped to values: openslide-python's ``_PropertyMap``, which
-            raises :class:`dicomslide.UsageError` once this object is closed
+        """Mapping[str, str]: Metadata as OpenSlide properties (see the module notes for the
+        names): openslide-python's ``_PropertyMap``, which raises :class:`dicomslide.UsageError`
+        once this object is closed.
         """
         self.check_open()
         return PropertyMap(self._properties, self.check_open)
@@ -422,14 +390,9 @@ class OpenSlide:
 
     @property
     def color_profile(self) -> ImageCms.ImageCmsProfile | None:
-        """ICC profile of the pixels served.
-
-        Returns
-        -------
-        PIL.ImageCms.ImageCmsProfile | None
-            The profile, or None when the slide has none. A profile that is bulk data
-            (DICOMweb) is known once the object was opened by :func:`open_slide`, entered
-            with ``async with`` or read from.
+        """PIL.ImageCms.ImageCmsProfile | None: ICC profile of the pixels served, or None when the
+        slide has none. A profile that is bulk data (DICOMweb) is known once the object was opened
+        by :func:`open_slide`, entered with ``async with`` or read from.
         """
         self.check_open()
         if self._profile_bytes is None:
@@ -548,12 +511,8 @@ class OpenSlide:
 
     @property
     def associated_image_names(self) -> list[str]:
-        """OpenSlide's names of the associated images the slide has.
-
-        Returns
-        -------
-        list[str]
-            Some of ``label``, ``macro`` and ``thumbnail``
+        """list[str]: OpenSlide's names of the associated images the slide has (some of ``label``,
+        ``macro`` and ``thumbnail``).
         """
         self.check_open()
         return list(self._associated_sources())

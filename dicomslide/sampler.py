@@ -114,46 +114,22 @@ class TotalPixelMatrixSampler:
 
     @property
     def matrix(self) -> TotalPixelMatrix:
-        """Total pixel matrix.
-
-        Returns
-        -------
-        dicomslide.TotalPixelMatrix
-            Matrix
-        """
+        """dicomslide.TotalPixelMatrix: Total pixel matrix."""
         return self._matrix
 
     @property
     def region_shape(self) -> tuple[int, int, int]:
-        """Rows, columns and samples of a region.
-
-        Returns
-        -------
-        tuple[int, int, int]
-            Shape
-        """
+        """tuple[int, int, int]: Rows, columns and samples of a region."""
         return (*self._region, self._matrix.shape[2])
 
     @property
     def padding(self) -> tuple[int, int, int, int]:
-        """Padding at the left, top, right and bottom of each region.
-
-        Returns
-        -------
-        tuple[int, int, int, int]
-            Padding in pixels
-        """
+        """tuple[int, int, int, int]: Padding at the left, top, right and bottom of each region."""
         return self._padding
 
     @property
     def padded_region_shape(self) -> tuple[int, int, int]:
-        """Rows, columns and samples of a region with its padding.
-
-        Returns
-        -------
-        tuple[int, int, int]
-            Shape
-        """
+        """tuple[int, int, int]: Rows, columns and samples of a region with its padding."""
         left, top, right, bottom = self._padding
         rh, rw = self._region
         return (rh + top + bottom, rw + left + right, self._matrix.shape[2])

@@ -333,234 +333,124 @@ class Slide:
 
     @property
     def client(self) -> Any:
-        """The client the slide reads from.
-
-        Returns
-        -------
-        Any
-            Client as given
-        """
+        """Any: The client the slide reads from."""
         return self._client
 
     @property
     def correct_color(self) -> bool:
-        """Whether colour images are transformed from their ICC profile to sRGB.
-
-        Returns
-        -------
-        bool
-            The setting the slide was opened with
+        """bool: Whether colour images are transformed from their ICC profile to sRGB (as the slide
+        was opened).
         """
         return self._correct_color
 
     @property
     def max_frame_cache_size(self) -> int:
-        """The ``max_frame_cache_size`` the slide was opened with (kept for re-opening).
-
-        Returns
-        -------
-        int
-            Value as given
-        """
+        """int: The ``max_frame_cache_size`` the slide was opened with (kept for re-opening)."""
         return self._max_frame_cache_size
 
     @property
     def pyramid_tolerance(self) -> float:
-        """Largest tolerated distance (mm) between the centres of images at different levels.
-
-        Returns
-        -------
-        float
-            Tolerance the slide was opened with
+        """float: Largest tolerated distance (mm) between the centres of images at different levels
+        (as the slide was opened).
         """
         return self._pyramid_tolerance
 
     @property
     def image_metadata(self) -> list[Dataset]:
-        """Metadata of every image the slide was built from.
-
-        Returns
-        -------
-        list[pydicom.Dataset]
-            Metadata, as given
-        """
+        """list[pydicom.Dataset]: Metadata of every image the slide was built from."""
         return list(self._image_metadata)
 
     @property
     def cache_stats(self) -> CacheStats:
-        """Statistics of the client's frame cache and requests (shared by its slides).
-
-        Returns
-        -------
-        dicomslide.frames.CacheStats
-            Live counters
+        """dicomslide.frames.CacheStats: Statistics of the client's frame cache and requests
+        (shared by its slides).
         """
         return get_cache_stats(self._source)
 
     @property
     def pyramid(self) -> Pyramid:
-        """Levels of the slide.
-
-        Returns
-        -------
-        dicomslide.Pyramid
-            Pyramid
-        """
+        """dicomslide.Pyramid: Levels of the slide."""
         return self._pyramid
 
     @property
     def frame_of_reference_uid(self) -> str:
-        """Frame of Reference UID (empty string when the images have none).
-
-        Returns
-        -------
-        str
-            UID
-        """
+        """str: Frame of Reference UID (empty string when the images have none)."""
         return self._volume[0].frame_of_reference_uid
 
     @property
     def container_id(self) -> str:
-        """Container Identifier (the slide's barcode/label text).
-
-        Returns
-        -------
-        str
-            Identifier
-        """
+        """str: Container Identifier (the slide's barcode/label text)."""
         return str(self._volume[0].metadata.get("ContainerIdentifier", ""))
 
     @property
     def num_channels(self) -> int:
-        """Number of channels.
-
-        Returns
-        -------
-        int
-            Optical paths plus segments and parameters of derived images
-        """
+        """int: Number of channels: optical paths, segments and parameters of derived images."""
         return len(self._channels)
 
     @property
     def num_focal_planes(self) -> int:
-        """Number of focal planes.
-
-        Returns
-        -------
-        int
-            Number of distinct Z offsets
-        """
+        """int: Number of focal planes (distinct Z offsets)."""
         return len(self._focal_planes)
 
     @property
     def num_levels(self) -> int:
-        """Number of pyramid levels (sorted from the base, largest, to the top, smallest).
-
-        Returns
-        -------
-        int
-            Number of levels
-        """
+        """int: Number of pyramid levels (sorted from the base, largest, to the top, smallest)."""
         return len(self._pyramid)
 
     @property
     def total_pixel_matrix_dimensions(self) -> tuple[tuple[int, int], ...]:
-        """Total pixel matrix (rows, columns) at each level.
-
-        Returns
-        -------
-        tuple[tuple[int, int], ...]
-            One pair per level
-        """
+        """tuple[tuple[int, int], ...]: Total pixel matrix (rows, columns) at each level."""
         return tuple(lvl.total_pixel_matrix_dimensions for lvl in self._pyramid)
 
     @property
     def downsampling_factors(self) -> tuple[float, ...]:
-        """Downsampling factor of each level relative to the base level.
-
-        Returns
-        -------
-        tuple[float, ...]
-            Mean of the row and column factors, 1.0 for the base level
+        """tuple[float, ...]: Downsampling factor of each level relative to the base level: the
+        mean of the row and column factors, 1.0 for the base level.
         """
         return tuple(float(np.mean(lvl.downsampling_factors)) for lvl in self._pyramid)
 
     @property
     def pixel_spacings(self) -> tuple[tuple[float, float], ...]:
-        """Spacing between rows and between columns (mm) at each level.
-
-        Returns
-        -------
-        tuple[tuple[float, float], ...]
-            One pair per level
+        """tuple[tuple[float, float], ...]: Spacing between rows and between columns (mm) at each
+        level.
         """
         return tuple(lvl.pixel_spacing for lvl in self._pyramid)
 
     @property
     def size(self) -> tuple[int, int]:
-        """Total pixel matrix (rows, columns) of the base level.
-
-        Returns
-        -------
-        tuple[int, int]
-            Size
-        """
+        """tuple[int, int]: Total pixel matrix (rows, columns) of the base level."""
         return self._pyramid[0].total_pixel_matrix_dimensions
 
     @property
     def physical_offset(self) -> tuple[float, float]:
-        """Smallest X and Y of the images' Total Pixel Matrix Origins (mm), as in 0.7.
-
-        Returns
-        -------
-        tuple[float, float]
-            (x, y)
+        """tuple[float, float]: Smallest (x, y) of the images' Total Pixel Matrix Origins (mm), as
+        in 0.7.
         """
         offsets = np.array([im.physical_offset for im in self._volume])
         return float(offsets[:, 0].min()), float(offsets[:, 1].min())
 
     @property
     def physical_size(self) -> tuple[float, float]:
-        """Largest extent of the images along the slide X and Y axes (mm).
-
-        Returns
-        -------
-        tuple[float, float]
-            (width, height)
+        """tuple[float, float]: Largest extent (width, height) of the images along the slide X and
+        Y axes (mm).
         """
         sizes = np.array([im.physical_size for im in self._volume])
         return float(sizes[:, 0].max()), float(sizes[:, 1].max())
 
     @property
     def label_images(self) -> tuple[TiledImage, ...]:
-        """LABEL images of the slide.
-
-        Returns
-        -------
-        tuple[dicomslide.TiledImage, ...]
-            Images
-        """
+        """tuple[dicomslide.TiledImage, ...]: LABEL images of the slide."""
         return tuple(self._labels)
 
     @property
     def overview_images(self) -> tuple[TiledImage, ...]:
-        """OVERVIEW images of the slide.
-
-        Returns
-        -------
-        tuple[dicomslide.TiledImage, ...]
-            Images
-        """
+        """tuple[dicomslide.TiledImage, ...]: OVERVIEW images of the slide."""
         return tuple(self._overviews)
 
     @property
     def thumbnail_images(self) -> tuple[TiledImage, ...]:
-        """THUMBNAIL images of the slide (they are pyramid levels too).
-
-        Returns
-        -------
-        tuple[dicomslide.TiledImage, ...]
-            Images
+        """tuple[dicomslide.TiledImage, ...]: THUMBNAIL images of the slide (they are pyramid
+        levels too).
         """
         return tuple(self._thumbnails)
 

@@ -243,13 +243,7 @@ class DICOMwebClient(_ClientTwin):
 
     @property
     def url(self) -> str:
-        """Base URL of the service.
-
-        Returns
-        -------
-        str
-            URL
-        """
+        """str: Base URL of the service."""
         return str(self._async.url)
 
     closed = attribute[bool]()
@@ -338,13 +332,7 @@ class TotalPixelMatrix(Twin):
 
     @property
     def async_matrix(self) -> dicomslide.TotalPixelMatrix:
-        """The async total pixel matrix this twin runs.
-
-        Returns
-        -------
-        dicomslide.TotalPixelMatrix
-            Async matrix
-        """
+        """dicomslide.TotalPixelMatrix: The async total pixel matrix this twin runs."""
         return self._async
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -524,24 +512,12 @@ class Slide(Twin):
 
     @property
     def async_slide(self) -> dicomslide.Slide:
-        """The async slide this twin runs.
-
-        Returns
-        -------
-        dicomslide.Slide
-            Async slide
-        """
+        """dicomslide.Slide: The async slide this twin runs."""
         return self._async
 
     @property
     def client(self) -> Any:
-        """The client the slide reads from (as given: a blocking twin stays one).
-
-        Returns
-        -------
-        Any
-            Client
-        """
+        """Any: The client the slide reads from (as given: a blocking twin stays one)."""
         return self._client
 
     image_metadata = attribute[list[Dataset]]()
@@ -613,13 +589,7 @@ class TotalPixelMatrixSampler(Twin):
 
     @property
     def matrix(self) -> TotalPixelMatrix:
-        """Total pixel matrix.
-
-        Returns
-        -------
-        dicomslide_sync.TotalPixelMatrix
-            The matrix regions are sampled from
-        """
+        """dicomslide_sync.TotalPixelMatrix: The total pixel matrix regions are sampled from."""
         return self._matrix
 
     def __len__(self) -> int:

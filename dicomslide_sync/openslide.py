@@ -115,13 +115,7 @@ class OpenSlide(Twin):
 
     @property
     def async_openslide(self) -> _aio.OpenSlide:
-        """The async object this twin runs.
-
-        Returns
-        -------
-        dicomslide.OpenSlide
-            Async OpenSlide
-        """
+        """dicomslide.OpenSlide: The async object this twin runs."""
         return self._async
 
     def __repr__(self) -> str:
@@ -144,14 +138,10 @@ class OpenSlide(Twin):
 
     @property
     def associated_images(self) -> Mapping[str, Image.Image]:
-        """Associated images (``label``, ``macro``, ``thumbnail``), read when looked up.
-
-        Returns
-        -------
-        Mapping[str, PIL.Image.Image]
-            openslide-python's ``_AssociatedImageMap`` of RGBA images; it raises
-            :class:`dicomslide.UsageError` once this object is closed. dicomslide 0.7's keys
-            ``LABEL`` and ``OVERVIEW`` can be looked up too, but are not listed.
+        """Mapping[str, PIL.Image.Image]: Associated images (``label``, ``macro``, ``thumbnail``),
+        read when looked up: openslide-python's ``_AssociatedImageMap`` of RGBA images, which
+        raises :class:`dicomslide.UsageError` once this object is closed. dicomslide 0.7's keys
+        ``LABEL`` and ``OVERVIEW`` can be looked up too, but are not listed.
         """
         osr = self._async
         return AssociatedImageMap(
