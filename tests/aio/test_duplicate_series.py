@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -41,30 +42,29 @@ class Duplicates:
 
 def _write_copies(root: Path, container: str, per_level: bool) -> dict[str, SlideSpec]:
     """One slide written twice into two series of one study, frame of reference, container."""
-    common = {
-        "size": (300, 420),
-        "tile_size": (64, 64),
-        "levels": 3,
-        "study_instance_uid": STUDY,
-        "frame_of_reference_uid": FRAME,
-        "container_id": container,
-        "frame_of_reference_per_level": per_level,
-    }
-    original = SlideSpec(
+    one_slide = partial(
+        slide_spec,
+        (300, 420),
+        64,
+        3,
+        study_instance_uid=STUDY,
+        frame_of_reference_uid=FRAME,
+        container_id=container,
+        frame_of_reference_per_level=per_level,
+    )
+    original = one_slide(
         transfer_syntax_uid=ExplicitVRLittleEndian,
         pattern="position",
         series_instance_uid=generate_uid(entropy_srcs=["issue-17-original", container]),
         seed=50,
-        **common,  # type: ignore[arg-type]
     )
     # The copy differs in transfer syntax and in pixel content, so that a read tells them apart.
-    copy = SlideSpec(
+    copy = one_slide(
         transfer_syntax_uid=RLELossless,
         pattern="smooth",
         series_instance_uid=generate_uid(entropy_srcs=["issue-17-copy", container]),
         concatenation_parts=2,
         seed=51,
-        **common,  # type: ignore[arg-type]
     )
     frames: dict[int, str] = {}
     for path in write_slide(root / "original", original):
@@ -83,30 +83,16 @@ def write_duplicate_folder(root: Path) -> Duplicates:
     """Write the :class:`Duplicates` layouts into subfolders of ``root``."""
     copies = _write_copies(root / "copies", "COPIED", per_level=False)
     copies_split = _write_copies(root / "copies-split", "COPIED-SPLIT", per_level=True)
-    spread = slide_spec(
-        (300, 420),
-        64,
-        3,
-        transfer_syntax_uid=ExplicitVRLittleEndian,
-        pattern="position",
-        container_id="SPREAD",
-        seed=52,
-    )
+    exact = partial(slide_spec, (300, 420), 64, transfer_syntax_uid=ExplicitVRLittleEndian)
+    spread = exact(3, pattern="position", container_id="SPREAD", seed=52)
     for path in write_slide(root / "spread", spread):
         if "volume" in path.name:
             ds = pydicom.dcmread(path)
             # One frame of reference, every level in a series of its own.
             ds.SeriesInstanceUID = generate_uid(entropy_srcs=["issue-17-spread", path.name])
             ds.save_as(path)
-    concatenated = slide_spec(
-        (300, 420),
-        64,
-        2,
-        transfer_syntax_uid=ExplicitVRLittleEndian,
-        pattern="position",
-        concatenation_parts=3,
-        container_id="CONCAT",
-        seed=53,
+    concatenated = exact(
+        2, pattern="position", concatenation_parts=3, container_id="CONCAT", seed=53
     )
     write_slide(root / "concatenated", concatenated)
     return Duplicates(root, copies, copies_split, spread, concatenated)

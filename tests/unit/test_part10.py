@@ -397,40 +397,32 @@ def test_split_items() -> None:
 # ------------------------------------------------------------------------------------------
 
 
-def test_native_too_short_is_invalid() -> None:
-    with pytest.raises(InvalidDataError, match="need 48 bytes but Pixel Data has 47"):
-        part10.build_native_layout(
-            value_offset=0,
-            value_length=47,
-            number_of_frames=3,
-            rows=4,
-            columns=4,
-            samples_per_pixel=1,
-            bits_allocated=8,
-            file_size=1000,
-        )
-    with pytest.raises(InvalidDataError, match="truncated"):
-        part10.build_native_layout(
-            value_offset=10,
-            value_length=48,
-            number_of_frames=3,
-            rows=4,
-            columns=4,
-            samples_per_pixel=1,
-            bits_allocated=8,
-            file_size=50,
-        )
-    with pytest.raises(UnsupportedError):
-        part10.build_native_layout(
-            value_offset=0,
-            value_length=48,
-            number_of_frames=1,
-            rows=4,
-            columns=4,
-            samples_per_pixel=1,
-            bits_allocated=12,
-            file_size=50,
-        )
+# A native layout of 3 frames of 4 x 4 one-byte pixels (48 bytes) at the file's start.
+_NATIVE = {
+    "value_offset": 0,
+    "value_length": 48,
+    "number_of_frames": 3,
+    "rows": 4,
+    "columns": 4,
+    "samples_per_pixel": 1,
+    "bits_allocated": 8,
+    "file_size": 1000,
+}
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "match"),
+    [
+        ({"value_length": 47}, InvalidDataError, "need 48 bytes but Pixel Data has 47"),
+        ({"value_offset": 10, "file_size": 50}, InvalidDataError, "truncated"),
+        ({"number_of_frames": 1, "bits_allocated": 12, "file_size": 50}, UnsupportedError, "=12"),
+    ],
+)
+def test_native_layouts_that_cannot_be_read(
+    change: dict[str, int], error: type[Exception], match: str
+) -> None:
+    with pytest.raises(error, match=match):
+        part10.build_native_layout(**{**_NATIVE, **change})
 
 
 @pytest.mark.parametrize(("rows", "columns", "frames"), [(3, 5, 7), (1, 1, 9), (8, 8, 2)])
