@@ -159,6 +159,13 @@ async def test_copies_of_one_slide_are_two_slides(
     assert_copies_logged(caplog, copies)
 
 
+async def assert_levels_exact(slide: dicomslide.Slide, spec: SlideSpec) -> None:
+    """Every level of the slide reads as the synthetic truth of ``spec``."""
+    for level in range(spec.num_levels):
+        matrix = slide.get_volume_images()[level].get_total_pixel_matrix()
+        np.testing.assert_array_equal(await matrix[:, :], expected_pixels(spec, level))
+
+
 async def test_pyramid_over_several_series_is_one_slide(
     written: Duplicates, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -170,9 +177,7 @@ async def test_pyramid_over_several_series_is_one_slide(
         assert len(series_of(slide)) == spec.num_levels
         assert slide.num_levels == spec.num_levels
         assert len(slide.label_images) == 1
-        for level in range(spec.num_levels):
-            matrix = slide.get_volume_images()[level].get_total_pixel_matrix()
-            np.testing.assert_array_equal(await matrix[:, :], expected_pixels(spec, level))
+        await assert_levels_exact(slide, spec)
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
@@ -184,9 +189,7 @@ async def test_concatenation_is_no_copy(
     async with dicomslide.DICOMfileClient(written.root / "concatenated") as client:
         (slide,) = await dicomslide.find_slides(client)
         assert slide.num_levels == spec.num_levels
-        for level in range(spec.num_levels):
-            matrix = slide.get_volume_images()[level].get_total_pixel_matrix()
-            np.testing.assert_array_equal(await matrix[:, :], expected_pixels(spec, level))
+        await assert_levels_exact(slide, spec)
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 

@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image
-from pydicom import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate, encapsulate_extended
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
@@ -34,8 +33,8 @@ from dicomslide.errors import (
 )
 from dicomslide.sources import EncodedFrame, Source, local as local_module, local_index
 from dicomslide.sources.local import DICOMfileClient
+from tests.support.part10 import WSI, padded, wsi_dataset
 
-WSI = "1.2.840.10008.5.1.4.1.1.77.1.6"
 STUDY = generate_uid()
 SERIES_JPEG = generate_uid()
 SERIES_NATIVE = generate_uid()
@@ -47,10 +46,6 @@ def _jpeg(seed: int, size: int = 16) -> bytes:
     out = io.BytesIO()
     image.save(out, format="JPEG", quality=90)
     return out.getvalue()
-
-
-def _padded(frame: bytes) -> bytes:
-    return frame + b"\x00" * (len(frame) % 2)
 
 
 def _write(
@@ -69,14 +64,20 @@ def _write(
     sop: str | None = None,
     **attrs: Any,
 ) -> str:
-    sop = sop or generate_uid()
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = WSI
-    ds.file_meta.MediaStorageSOPInstanceUID = sop
-    ds.file_meta.TransferSyntaxUID = syntax
-    ds.SOPClassUID = WSI
-    ds.SOPInstanceUID = sop
+    encapsulated = syntax == JPEGBaseline8Bit
+    ds = wsi_dataset(
+        syntax,
+        pixel_data,
+        encapsulated=encapsulated,
+        pixel_vr="OW" if bits == 16 and not encapsulated else "OB",
+        frames=frames,
+        rows=rows,
+        columns=columns,
+        spp=spp,
+        bits=bits,
+        extended=extended,
+        sop=sop,
+    )
     ds.StudyInstanceUID = STUDY
     ds.SeriesInstanceUID = series
     ds.PatientID = "P-1"
@@ -90,31 +91,13 @@ def _write(
     ds.ImageType = ["ORIGINAL", "PRIMARY", "VOLUME", "NONE"]
     ds.ContainerIdentifier = "SLIDE-1"
     ds.FrameOfReferenceUID = "1.2.3.4"
-    ds.Rows = rows
-    ds.Columns = columns
-    ds.TotalPixelMatrixRows = rows * 2
-    ds.TotalPixelMatrixColumns = columns * 2
-    ds.SamplesPerPixel = spp
-    ds.PhotometricInterpretation = "RGB" if spp == 3 else "MONOCHROME2"
-    if spp == 3:
-        ds.PlanarConfiguration = 0
-    ds.BitsAllocated = bits
-    ds.BitsStored = bits
-    ds.HighBit = bits - 1
-    ds.PixelRepresentation = 0
-    ds.NumberOfFrames = frames
+    ds.TotalPixelMatrixRows = ds.Rows * 2
+    ds.TotalPixelMatrixColumns = ds.Columns * 2
     for keyword, value in attrs.items():
         setattr(ds, keyword, value)
-    if extended is not None:
-        ds.ExtendedOffsetTable = extended[0]
-        ds.ExtendedOffsetTableLengths = extended[1]
-    encapsulated = syntax == JPEGBaseline8Bit
-    ds.add_new(0x7FE00010, "OW" if bits == 16 and not encapsulated else "OB", pixel_data)
-    if encapsulated:
-        ds["PixelData"].is_undefined_length = True
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)
-    return sop
+    return str(ds.SOPInstanceUID)
 
 
 class Folder:
@@ -142,7 +125,7 @@ def folder(tmp_path: Path) -> Folder:
     pixel_data, offsets, lengths = encapsulate_extended(jpegs)
     f.add(
         "eot.dcm",
-        [_padded(j) for j in jpegs],
+        [padded(j) for j in jpegs],
         JPEGBaseline8Bit,
         syntax=JPEGBaseline8Bit,
         pixel_data=pixel_data,
@@ -161,7 +144,7 @@ def folder(tmp_path: Path) -> Folder:
     ):
         f.add(
             name,
-            [_padded(j) for j in jpegs],
+            [padded(j) for j in jpegs],
             JPEGBaseline8Bit,
             syntax=JPEGBaseline8Bit,
             pixel_data=encapsulate(jpegs, fragments_per_frame=fragments, has_bot=has_bot),
@@ -608,13 +591,13 @@ async def test_changed_file_gets_a_new_frame_table(tmp_path: Path, index_dir: Pa
     sop = _write(path, pixel_data=encapsulate(old), **kwargs)
     async with DICOMfileClient(tmp_path / "d", index_dir=index_dir) as client:
         got = await _all_frames(client, SERIES_JPEG, sop, 2)
-        assert [got[n].data for n in (1, 2)] == [_padded(f) for f in old]
+        assert [got[n].data for n in (1, 2)] == [padded(f) for f in old]
         new = [_jpeg(3, 32), _jpeg(4, 32)]
         st = path.stat()
         _write(path, pixel_data=encapsulate(new), sop=sop, **kwargs)
         os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
         got = await _all_frames(client, SERIES_JPEG, sop, 2)
-        assert [got[n].data for n in (1, 2)] == [_padded(f) for f in new]
+        assert [got[n].data for n in (1, 2)] == [padded(f) for f in new]
 
 
 async def test_bulkdata(folder: Folder, index_dir: Path, tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ import zlib
 
 import numpy as np
 import pytest
-from pydicom import Dataset, FileMetaDataset
+from pydicom import Dataset
 from pydicom.encaps import encapsulate, encapsulate_extended
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
@@ -18,23 +18,17 @@ from pydicom.uid import (
     JPEG2000Lossless,
     JPEGBaseline8Bit,
     RLELossless,
-    generate_uid,
 )
 
 from dicomslide.errors import InvalidDataError, UnsupportedError
 from dicomslide.sources import part10
-
-WSI = "1.2.840.10008.5.1.4.1.1.77.1.6"
+from tests.support.part10 import padded, wsi_dataset
 
 
 def _jpeg_like(i: int, size: int = 40) -> bytes:
     """Bytes that start and end like a JPEG codestream; odd sizes exercise padding."""
     body = bytes((i * 7 + k) % 251 for k in range(size))
     return b"\xff\xd8" + body + b"\xff\xd9"
-
-
-def _padded(frame: bytes) -> bytes:
-    return frame + b"\x00" * (len(frame) % 2)
 
 
 def _part10_bytes(
@@ -48,26 +42,19 @@ def _part10_bytes(
     bits: int = 8,
     extended: tuple[bytes, bytes] | None = None,
 ) -> bytes:
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = WSI
-    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds.file_meta.TransferSyntaxUID = transfer_syntax
-    ds.SOPClassUID = WSI
-    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID = generate_uid()
-    ds.SeriesInstanceUID = generate_uid()
-    ds.Rows = rows
-    ds.Columns = columns
-    ds.SamplesPerPixel = spp
-    ds.BitsAllocated = bits
-    ds.BitsStored = bits
-    ds.HighBit = bits - 1
-    ds.PixelRepresentation = 0
-    ds.PhotometricInterpretation = "MONOCHROME2" if spp == 1 else "RGB"
-    if spp > 1:
-        ds.PlanarConfiguration = 0
-    ds.NumberOfFrames = frames
+    encapsulated = transfer_syntax not in part10.NATIVE_TRANSFER_SYNTAXES
+    ds = wsi_dataset(
+        transfer_syntax,
+        pixel_data,
+        encapsulated=encapsulated,
+        pixel_vr="OB" if encapsulated or bits == 1 else "OW",
+        frames=frames,
+        rows=rows,
+        columns=columns,
+        spp=spp,
+        bits=bits,
+        extended=extended,
+    )
     # A sequence with an icon that has its own Pixel Data must not be mistaken for the image's.
     icon = Dataset()
     icon.Rows = 1
@@ -75,13 +62,6 @@ def _part10_bytes(
     icon.BitsAllocated = 8
     icon.add_new(0x7FE00010, "OB", b"\x01\x02")
     ds.IconImageSequence = [icon]
-    if extended is not None:
-        ds.ExtendedOffsetTable = extended[0]
-        ds.ExtendedOffsetTableLengths = extended[1]
-    encapsulated = transfer_syntax not in part10.NATIVE_TRANSFER_SYNTAXES
-    ds.add_new(0x7FE00010, "OB" if encapsulated or bits == 1 else "OW", pixel_data)
-    if encapsulated:
-        ds["PixelData"].is_undefined_length = True
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()
@@ -194,7 +174,7 @@ def test_encapsulated_one_fragment_per_frame(has_bot: bool, sizes: list[int]) ->
         JPEGBaseline8Bit, encapsulate(frames, has_bot=has_bot), frames=len(frames)
     )
     _, layout = _layout_from_file(data)
-    assert _frames(data, layout) == [_padded(f) for f in frames]
+    assert _frames(data, layout) == [padded(f) for f in frames]
 
 
 def test_extended_offset_table() -> None:
@@ -204,7 +184,7 @@ def test_extended_offset_table() -> None:
     header, layout = _layout_from_file(data)
     assert header.dataset is not None
     assert "ExtendedOffsetTable" in header.dataset
-    assert _frames(data, layout) == [_padded(f) for f in frames]
+    assert _frames(data, layout) == [padded(f) for f in frames]
 
 
 def test_extended_offset_table_is_used_without_scanning() -> None:
