@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 from pydicom import Dataset
 
+from dicomslide._args import int_pair
 from dicomslide._tags import TOTAL_PIXEL_MATRIX_COLUMNS, TOTAL_PIXEL_MATRIX_ROWS
 from dicomslide.codecs import PixelFormat, decode_frame
 from dicomslide.color import ColorTransform, get_color_transform
@@ -68,14 +69,6 @@ def _check_index(value: int, count: int, what: str, where: str) -> int:
             f"{what} {value} is out of range for {where}: valid is 0..{count - 1}."
         )
     return int(value)
-
-
-def _pair(value: Sequence[int], what: str) -> tuple[int, int]:
-    try:
-        a, b = value
-        return int(a), int(b)
-    except (TypeError, ValueError):
-        raise RegionError(f"{what} must be a pair of integers, got {value!r}.") from None
 
 
 class ImageReader:
@@ -592,7 +585,7 @@ class TotalPixelMatrix:
         """
         rows, columns = self.tile_grid_shape
         if position is not None:
-            r, c = _pair(position, "Tile grid position")
+            r, c = int_pair(position, "Tile grid position")
             _check_index(r, rows, "Tile grid row", "this total pixel matrix")
             _check_index(c, columns, "Tile grid column", "this total pixel matrix")
             return r * columns + c
@@ -1035,8 +1028,8 @@ class TiledImage:
         return matrix
 
     def _check_region(self, offset: Sequence[int], size: Sequence[int]) -> tuple[Any, Any]:
-        r, c = _pair(offset, "Offset")
-        h, w = _pair(size, "Size")
+        r, c = int_pair(offset, "Offset")
+        h, w = int_pair(size, "Size")
         rows, columns = self.size
         if h < 1 or w < 1:
             raise RegionError(f"Region size must be positive, got (rows, columns) = ({h}, {w}).")
@@ -1090,7 +1083,7 @@ class TiledImage:
         tuple[float, float]
             (x, y) in millimetres
         """
-        xyz = self._geometry.pixel_to_slide(np.array([_pair(pixel_indices, "Pixel indices")]))
+        xyz = self._geometry.pixel_to_slide(np.array([int_pair(pixel_indices, "Pixel indices")]))
         return float(xyz[0, 0]), float(xyz[0, 1])
 
     def get_pixel_indices(self, offset: tuple[float, float]) -> tuple[int, int]:

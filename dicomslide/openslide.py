@@ -57,7 +57,7 @@ import hashlib
 import io
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -71,6 +71,7 @@ from pydicom.dataelem import DataElement
 from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
 
+from dicomslide._args import int_pair
 from dicomslide._openslide_compat import (
     ASSOCIATED_ALIASES,
     ClosedHandleError,
@@ -607,8 +608,8 @@ class OpenSlide:
         """
         self.check_open()
         await self.load_profiles()
-        x, y = _int_pair(location, "Location")
-        w, h = _int_pair(size, "Size")
+        x, y = int_pair(location, "Location")
+        w, h = int_pair(size, "Size")
         if isinstance(level, bool) or not isinstance(level, int | np.integer):
             raise RegionError(f"Level must be an integer, got {level!r}.")
         if w < 0 or h < 0:
@@ -714,7 +715,7 @@ class OpenSlide:
             RGB image
         """
         self.check_open()
-        sw, sh = _int_pair(size, "Size")
+        sw, sh = int_pair(size, "Size")
         if sw < 1 or sh < 1:
             raise RegionError(f"Thumbnail size must be positive, got {size!r}.")
         downsample = max(dim / want for dim, want in zip(self.dimensions, (sw, sh), strict=True))
@@ -825,14 +826,6 @@ def _opaque_rgba(array: npt.NDArray[Any]) -> Image.Image:
     rgba[..., :3] = array[..., :3]
     rgba[..., 3] = 255
     return Image.fromarray(rgba, "RGBA")
-
-
-def _int_pair(value: Sequence[int], what: str) -> tuple[int, int]:
-    try:
-        a, b = value
-        return int(a), int(b)
-    except (TypeError, ValueError):
-        raise RegionError(f"{what} must be a pair of integers, got {value!r}.") from None
 
 
 # --- properties ---------------------------------------------------------------------------

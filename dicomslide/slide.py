@@ -36,6 +36,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from pydicom import Dataset
 
+from dicomslide._args import int_pair
 from dicomslide._tags import (
     COLUMNS,
     CONCATENATION_UID as _CONCATENATION_UID,
@@ -790,8 +791,8 @@ class Slide:
         self, offset: tuple[int, int], size: tuple[int, int], lvl: int
     ) -> tuple[tuple[int, int], tuple[int, int]]:
         """Top-left pixel at a level of a region given by its base-level offset, and its size."""
-        r0, c0 = _pair_int(offset, "Offset")
-        h, w = _pair_int(size, "Size")
+        r0, c0 = int_pair(offset, "Offset")
+        h, w = int_pair(size, "Size")
         base_rows, base_cols = self.size
         if not (0 <= r0 < base_rows and 0 <= c0 < base_cols):
             raise RegionError(
@@ -1084,14 +1085,6 @@ def _drop_unaligned_untyped(volume: list[TiledImage], tolerance: float) -> list[
         if distance <= tolerance:
             kept.append(im)
     return kept
-
-
-def _pair_int(value: Sequence[int], what: str) -> tuple[int, int]:
-    try:
-        a, b = value
-        return int(a), int(b)
-    except (TypeError, ValueError):
-        raise RegionError(f"{what} must be a pair of integers, got {value!r}.") from None
 
 
 def _find_channel(
