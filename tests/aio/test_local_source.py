@@ -33,7 +33,7 @@ from dicomslide.errors import (
 )
 from dicomslide.sources import EncodedFrame, Source, local as local_module, local_index
 from dicomslide.sources.local import DICOMfileClient
-from tests.support.part10 import WSI, padded, wsi_dataset
+from tests.support.part10 import WSI, padded, set_pixel_data, wsi_dataset
 
 STUDY = generate_uid()
 SERIES_JPEG = generate_uid()
@@ -64,20 +64,11 @@ def _write(
     sop: str | None = None,
     **attrs: Any,
 ) -> str:
+    ds = wsi_dataset(syntax, frames, rows, columns, spp, bits)
+    if sop is not None:
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = sop
     encapsulated = syntax == JPEGBaseline8Bit
-    ds = wsi_dataset(
-        syntax,
-        pixel_data,
-        encapsulated=encapsulated,
-        pixel_vr="OW" if bits == 16 and not encapsulated else "OB",
-        frames=frames,
-        rows=rows,
-        columns=columns,
-        spp=spp,
-        bits=bits,
-        extended=extended,
-        sop=sop,
-    )
+    set_pixel_data(ds, pixel_data, "OW" if bits == 16 and not encapsulated else "OB", extended)
     ds.StudyInstanceUID = STUDY
     ds.SeriesInstanceUID = series
     ds.PatientID = "P-1"

@@ -10,67 +10,34 @@ WSI = "1.2.840.10008.5.1.4.1.1.77.1.6"
 
 
 def padded(frame: bytes) -> bytes:
-    """A frame as encapsulated Pixel Data stores it: padded to an even length.
-
-    Parameters
-    ----------
-    frame: bytes
-        Encoded frame
-
-    Returns
-    -------
-    bytes
-        The frame, with one zero byte added when its length is odd
-    """
+    """A frame as encapsulated Pixel Data stores it: with a zero byte added to an odd length."""
     return frame + b"\x00" * (len(frame) % 2)
 
 
 def wsi_dataset(
-    syntax: str,
-    pixel_data: bytes,
-    *,
-    encapsulated: bool,
-    pixel_vr: str,
-    frames: int,
-    rows: int,
-    columns: int,
-    spp: int = 1,
-    bits: int = 8,
-    extended: tuple[bytes, bytes] | None = None,
-    sop: str | None = None,
+    syntax: str, frames: int, rows: int, columns: int, spp: int = 1, bits: int = 8
 ) -> Dataset:
-    """A WSI dataset with file meta, image pixel module and Pixel Data, ready to be saved.
+    """A WSI dataset with file meta and image pixel module, but no Pixel Data yet.
 
     Parameters
     ----------
     syntax: str
         Transfer Syntax UID
-    pixel_data: bytes
-        Value of Pixel Data (encapsulated items, or native frames back to back)
-    encapsulated: bool
-        Whether Pixel Data is encapsulated (undefined length)
-    pixel_vr: str
-        VR of Pixel Data (``"OB"`` or ``"OW"``)
     frames, rows, columns, spp, bits: int
-        Number of Frames, Rows, Columns, Samples per Pixel, Bits Allocated and Stored
-    extended: tuple[bytes, bytes] | None
-        Extended Offset Table and its Lengths
-    sop: str | None
-        SOP Instance UID (a new one when None)
+        Number of Frames, Rows, Columns, Samples per Pixel, Bits Allocated (and Stored)
 
     Returns
     -------
     pydicom.Dataset
-        The dataset; study and series UIDs are new, callers add what else they need
+        The dataset, with new SOP Instance, Study and Series UIDs
     """
-    sop = sop or generate_uid()
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.MediaStorageSOPClassUID = WSI
-    ds.file_meta.MediaStorageSOPInstanceUID = sop
+    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
     ds.file_meta.TransferSyntaxUID = syntax
     ds.SOPClassUID = WSI
-    ds.SOPInstanceUID = sop
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
     ds.StudyInstanceUID = generate_uid()
     ds.SeriesInstanceUID = generate_uid()
     ds.Rows = rows
@@ -84,10 +51,26 @@ def wsi_dataset(
     ds.HighBit = bits - 1
     ds.PixelRepresentation = 0
     ds.NumberOfFrames = frames
-    if extended is not None:
-        ds.ExtendedOffsetTable = extended[0]
-        ds.ExtendedOffsetTableLengths = extended[1]
-    ds.add_new(0x7FE00010, pixel_vr, pixel_data)
-    if encapsulated:
-        ds["PixelData"].is_undefined_length = True
     return ds
+
+
+def set_pixel_data(
+    ds: Dataset, value: bytes, vr: str, extended: tuple[bytes, bytes] | None = None
+) -> None:
+    """Add Pixel Data (and an Extended Offset Table), encapsulated unless the syntax is native.
+
+    Parameters
+    ----------
+    ds: pydicom.Dataset
+        Dataset made by :func:`wsi_dataset`
+    value: bytes
+        Encapsulated items, or native frames back to back
+    vr: str
+        ``"OB"`` or ``"OW"``
+    extended: tuple[bytes, bytes] | None
+        Extended Offset Table and its Lengths
+    """
+    if extended is not None:
+        ds.ExtendedOffsetTable, ds.ExtendedOffsetTableLengths = extended
+    ds.add_new(0x7FE00010, vr, value)
+    ds["PixelData"].is_undefined_length = ds.file_meta.TransferSyntaxUID.is_encapsulated

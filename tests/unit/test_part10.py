@@ -22,7 +22,7 @@ from pydicom.uid import (
 
 from dicomslide.errors import InvalidDataError, UnsupportedError
 from dicomslide.sources import part10
-from tests.support.part10 import padded, wsi_dataset
+from tests.support.part10 import padded, set_pixel_data, wsi_dataset
 
 
 def _jpeg_like(i: int, size: int = 40) -> bytes:
@@ -42,19 +42,9 @@ def _part10_bytes(
     bits: int = 8,
     extended: tuple[bytes, bytes] | None = None,
 ) -> bytes:
+    ds = wsi_dataset(transfer_syntax, frames, rows, columns, spp, bits)
     encapsulated = transfer_syntax not in part10.NATIVE_TRANSFER_SYNTAXES
-    ds = wsi_dataset(
-        transfer_syntax,
-        pixel_data,
-        encapsulated=encapsulated,
-        pixel_vr="OB" if encapsulated or bits == 1 else "OW",
-        frames=frames,
-        rows=rows,
-        columns=columns,
-        spp=spp,
-        bits=bits,
-        extended=extended,
-    )
+    set_pixel_data(ds, pixel_data, "OB" if encapsulated or bits == 1 else "OW", extended)
     # A sequence with an icon that has its own Pixel Data must not be mistaken for the image's.
     icon = Dataset()
     icon.Rows = 1
