@@ -70,7 +70,7 @@ def borrowed_doc(source: object, replace: Mapping[str, str] | None = None) -> Ca
     """
 
     def decorate(obj: T) -> T:
-        own = inspect.cleandoc(obj.__doc__ or "")
+        own = inspect.cleandoc(obj.__doc__ or "").strip()
         obj.__doc__ = own + "\n\n" + sections_of(source, replace)
         return obj
 

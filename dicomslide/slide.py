@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -37,6 +37,7 @@ import numpy as np
 from pydicom import Dataset
 
 from dicomslide._args import int_pair
+from dicomslide._docs import borrowed_doc
 from dicomslide._tags import (
     COLUMNS,
     CONCATENATION_UID as _CONCATENATION_UID,
@@ -500,24 +501,9 @@ class Slide:
         """
         return self._channel(channel_index).type
 
+    @borrowed_doc(TiledImage.get_channel_identifier)
     def get_channel_identifier(self, channel_index: int) -> str:
-        """Identifier of a channel (optical path identifier or segment number).
-
-        Parameters
-        ----------
-        channel_index: int
-            Zero-based channel index
-
-        Returns
-        -------
-        str
-            Identifier
-
-        Raises
-        ------
-        ValueError
-            When no channel has that index
-        """
+        """Identifier of a channel (optical path identifier or segment number)."""
         return self._channel(channel_index).identifier
 
     def get_channel_index(
@@ -558,44 +544,14 @@ class Slide:
             f"this slide has {known}."
         )
 
+    @borrowed_doc(TiledImage.get_focal_plane_offset)
     def get_focal_plane_offset(self, focal_plane_index: int) -> float:
-        """Z offset (micrometres) of a focal plane.
-
-        Parameters
-        ----------
-        focal_plane_index: int
-            Zero-based focal plane index
-
-        Returns
-        -------
-        float
-            Offset
-
-        Raises
-        ------
-        ValueError
-            When no focal plane has that index
-        """
+        """Z offset (micrometres) of a focal plane."""
         return float(self._focal_planes[self._check_plane(focal_plane_index)])
 
+    @borrowed_doc(TiledImage.get_focal_plane_index)
     def get_focal_plane_index(self, focal_plane_offset: float) -> int:
-        """Index of the focal plane at a Z offset (micrometres, to within 1 nm).
-
-        Parameters
-        ----------
-        focal_plane_offset: float
-            Z offset in micrometres
-
-        Returns
-        -------
-        int
-            Zero-based focal plane index
-
-        Raises
-        ------
-        ValueError
-            When no focal plane is at that offset
-        """
+        """Index of the focal plane at a Z offset (micrometres, to within 1 nm)."""
         return find_focal_plane_index(self._focal_planes, focal_plane_offset, "this slide")
 
     def find_optical_paths(
@@ -628,16 +584,12 @@ class Slide:
             for item in self._specimen_items
         ):
             return ()
-        return tuple(
-            i
-            for i, ch in enumerate(self._channels)
-            if ch.type is ChannelTypes.OPTICAL_PATH
-            and does_optical_path_item_match(
-                ch.item,
-                identifier=identifier,
-                description=description,
-                illumination_wavelength=illumination_wavelength,
-            )
+        return self._channels_matching(
+            ChannelTypes.OPTICAL_PATH,
+            does_optical_path_item_match,
+            identifier=identifier,
+            description=description,
+            illumination_wavelength=illumination_wavelength,
         )
 
     def find_segments(
@@ -663,17 +615,22 @@ class Slide:
         tuple[int, ...]
             Zero-based channel indices
         """
+        return self._channels_matching(
+            ChannelTypes.SEGMENT,
+            does_segment_item_match,
+            number=number,
+            label=label,
+            property_category=property_category,
+            property_type=property_type,
+        )
+
+    def _channels_matching(
+        self, kind: ChannelTypes, matches: Callable[..., bool], **criteria: Any
+    ) -> tuple[int, ...]:
         return tuple(
             i
             for i, ch in enumerate(self._channels)
-            if ch.type is ChannelTypes.SEGMENT
-            and does_segment_item_match(
-                ch.item,
-                number=number,
-                label=label,
-                property_category=property_category,
-                property_type=property_type,
-            )
+            if ch.type is kind and matches(ch.item, **criteria)
         )
 
     # --- images -------------------------------------------------------------------------
