@@ -449,10 +449,8 @@ async def iter_tiles(
         The slide
     level: int, optional
         Zero-based level index (negative counts from the top)
-    channel_index: int, optional
-        Zero-based channel index
-    focal_plane_index: int, optional
-        Zero-based focal plane index
+    channel_index, focal_plane_index: int, optional
+        Zero-based channel and focal plane indices
     region: tuple[tuple[int, int], tuple[int, int]] | None, optional
         ((row, column), (rows, columns)) in the level's pixel coordinates; the whole tiles
         that intersect it are yielded (default: the whole level)

@@ -397,10 +397,8 @@ class TotalPixelMatrix:
         A dicomslide client or a ``dicomweb_client.DICOMClient``
     image_metadata: pydicom.Dataset
         Metadata of a tiled DICOM image
-    channel_index: int, optional
-        Zero-based channel index
-    focal_plane_index: int, optional
-        Zero-based focal plane index
+    channel_index, focal_plane_index: int, optional
+        Zero-based channel and focal plane indices
     max_frame_cache_size: int, optional
         Accepted for compatibility with dicomslide 0.7; frames are cached per client in a
         byte-bounded cache instead (see :func:`dicomslide.get_cache_stats`)
@@ -961,10 +959,8 @@ class TiledImage:
 
         Parameters
         ----------
-        channel_index: int, optional
-            Zero-based channel index
-        focal_plane_index: int, optional
-            Zero-based focal plane index
+        channel_index, focal_plane_index: int, optional
+            Zero-based channel and focal plane indices
 
         Returns
         -------
@@ -1056,10 +1052,8 @@ class TiledImage:
             Zero-based (row, column) of the region's top-left pixel
         size: tuple[int, int]
             (rows, columns) of the region; the region must lie inside the matrix
-        channel_index: int, optional
-            Zero-based channel index
-        focal_plane_index: int, optional
-            Zero-based focal plane index
+        channel_index, focal_plane_index: int, optional
+            Zero-based channel and focal plane indices
 
         Returns
         -------
@@ -1193,10 +1187,8 @@ class TiledImage:
             (x, y) of the region's corner in millimetres
         size: tuple[float, float]
             Width (along X) and height (along Y) in millimetres
-        channel_index: int, optional
-            Zero-based channel index
-        focal_plane_index: int, optional
-            Zero-based focal plane index
+        channel_index, focal_plane_index: int, optional
+            Zero-based channel and focal plane indices
 
         Returns
         -------

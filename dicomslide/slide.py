@@ -642,10 +642,8 @@ class Slide:
 
         Parameters
         ----------
-        channel_index: int, optional
-            Zero-based channel index
-        focal_plane_index: int, optional
-            Zero-based focal plane index
+        channel_index, focal_plane_index: int, optional
+            Zero-based channel and focal plane indices
 
         Returns
         -------
@@ -721,10 +719,8 @@ class Slide:
         size: tuple[int, int] | None
             (rows, columns) of the region at ``level``. Pixels beyond the bottom or right edge
             of the image are filled (white for colour, 0 otherwise).
-        channel_index: int, optional
-            Zero-based channel index
-        focal_plane_index: int, optional
-            Zero-based focal plane index
+        channel_index, focal_plane_index: int, optional
+            Zero-based channel and focal plane indices
         pixel_indices: tuple[int, int] | None, optional
             Alias of ``offset`` (the name the user guide uses)
 
@@ -835,10 +831,8 @@ class Slide:
             (x, y) in millimetres
         level: int
             Zero-based level index (negative counts from the top)
-        channel_index: int, optional
-            Zero-based channel index
-        focal_plane_index: int, optional
-            Zero-based focal plane index
+        channel_index, focal_plane_index: int, optional
+            Zero-based channel and focal plane indices
 
         Returns
         -------
@@ -863,10 +857,8 @@ class Slide:
             Zero-based (row, column)
         level: int
             Zero-based level index (negative counts from the top)
-        channel_index: int, optional
-            Zero-based channel index
-        focal_plane_index: int, optional
-            Zero-based focal plane index
+        channel_index, focal_plane_index: int, optional
+            Zero-based channel and focal plane indices
 
         Returns
         -------
@@ -891,10 +883,8 @@ class Slide:
             Array of shape (n, 2) of zero-based (row, column)
         level: int
             Zero-based level index (negative counts from the top)
-        channel_index: int, optional
-            Zero-based channel index
-        focal_plane_index: int, optional
-            Zero-based focal plane index
+        channel_index, focal_plane_index: int, optional
+            Zero-based channel and focal plane indices
 
         Returns
         -------
@@ -919,10 +909,8 @@ class Slide:
             Array of shape (n, 2) or (n, 3) of (x, y[, z]) in millimetres
         level: int
             Zero-based level index (negative counts from the top)
-        channel_index: int, optional
-            Zero-based channel index
-        focal_plane_index: int, optional
-            Zero-based focal plane index
+        channel_index, focal_plane_index: int, optional
+            Zero-based channel and focal plane indices
 
         Returns
         -------
@@ -952,10 +940,8 @@ class Slide:
             Zero-based level index (negative counts from the top)
         size: tuple[float, float]
             Width (along X) and height (along Y) in millimetres
-        channel_index: int, optional
-            Zero-based channel index
-        focal_plane_index: int, optional
-            Zero-based focal plane index
+        channel_index, focal_plane_index: int, optional
+            Zero-based channel and focal plane indices
 
         Returns
         -------
