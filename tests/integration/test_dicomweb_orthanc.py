@@ -10,7 +10,7 @@ import pytest
 
 import dicomslide
 import dicomslide_sync
-from tests.support.orthanc import OrthancServer, require_dicomweb_orthanc
+from tests.support.orthanc import OrthancServer
 from tests.support.slides import slide_spec, write_slides
 from tests.support.system import require as _require
 from tests.support.thirdparty import Compression, find_dicomizer, make_dicomizer_slide
@@ -56,7 +56,6 @@ VARIANTS = {
 def server(
     tmp_path_factory: pytest.TempPathFactory, shared_orthanc: OrthancServer
 ) -> tuple[OrthancServer, Path]:
-    require_dicomweb_orthanc()
     root = tmp_path_factory.mktemp("web-variants")
     write_slides(root, VARIANTS)
     shared_orthanc.upload([root])

@@ -36,7 +36,7 @@ from dicomslide.errors import (
 )
 from dicomslide.synthetic import write_slide
 from tests.support.fault_proxy import Fault, FaultProxy
-from tests.support.orthanc import OrthancServer, require_dicomweb_orthanc
+from tests.support.orthanc import OrthancServer
 from tests.support.slides import slide_spec
 
 pytestmark = pytest.mark.integration
@@ -71,7 +71,6 @@ async def _read_all(slide: dicomslide.Slide, sizes: list[tuple[int, int]]) -> li
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory, shared_orthanc: OrthancServer) -> Iterator[Env]:
-    require_dicomweb_orthanc()
     folder = tmp_path_factory.mktemp("fault-slide")
     write_slide(folder, SPEC)
 

@@ -27,7 +27,7 @@ from dicomslide.enums import ChannelTypes
 from dicomslide.sources import web
 from tests.aio.test_derived import Written, write_derived
 from tests.aio.test_float_pm import CONTAINER, FloatWritten, write_float_maps
-from tests.support.orthanc import OrthancServer, require_dicomweb_orthanc
+from tests.support.orthanc import OrthancServer
 
 BASE = "http://refusing.test/dicom-web"
 BOUNDARY = "instance-boundary"
@@ -42,7 +42,6 @@ _INSTANCE_RE = re.compile(r"/instances/([0-9.]+)$")
 def orthanc(
     tmp_path_factory: pytest.TempPathFactory, shared_orthanc: OrthancServer
 ) -> tuple[OrthancServer, FloatWritten]:
-    require_dicomweb_orthanc()
     written = write_float_maps(tmp_path_factory.mktemp("float-web"))
     shared_orthanc.upload([written.root])
     return shared_orthanc, written

@@ -27,7 +27,7 @@ import pytest
 import dicomslide
 import dicomslide_sync
 from dicomslide.synthetic import write_slide
-from tests.support.orthanc import OrthancServer, require_dicomweb_orthanc
+from tests.support.orthanc import OrthancServer
 from tests.support.slides import slide_spec
 
 pytestmark = pytest.mark.integration
@@ -52,7 +52,6 @@ class Env:
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory, shared_orthanc: OrthancServer) -> Env:
-    require_dicomweb_orthanc()
     folder = tmp_path_factory.mktemp("load-slide")
     files = write_slide(folder, SPEC)
     local = dicomslide_sync.DICOMfileClient(folder, index_dir=tmp_path_factory.mktemp("idx"))
