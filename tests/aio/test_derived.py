@@ -22,7 +22,7 @@ import dicomslide
 from dicomslide.enums import ChannelTypes
 from dicomslide.errors import RegionError
 from dicomslide.synthetic import SlideSpec, write_slide
-from tests.support.segments import segment_descriptions
+from tests.support.segments import EQUIPMENT, parametric_map, segment_descriptions
 
 EXPLICIT = "1.2.840.10008.1.2.1"
 SIZE = (300, 520)
@@ -46,15 +46,6 @@ def _source_images(paths: Sequence[Path]) -> list[pydicom.Dataset]:
     images = [pydicom.dcmread(p) for p in paths]
     images = [ds for ds in images if "VOLUME" in ds.ImageType]
     return sorted(images, key=lambda ds: -int(ds.TotalPixelMatrixRows))
-
-
-def _equipment() -> dict[str, Any]:
-    return {
-        "manufacturer": "test",
-        "manufacturer_model_name": "test",
-        "software_versions": "1",
-        "device_serial_number": "1",
-    }
 
 
 def _segmentation(
@@ -86,7 +77,7 @@ def _segmentation(
         tile_pixel_array=True,
         dimension_organization_type=organization,
         omit_empty_frames=organization == "TILED_SPARSE",
-        **_equipment(),
+        **EQUIPMENT,
         **extra,
     )
 
@@ -174,20 +165,7 @@ def write_derived(root: Path) -> Written:
         slope=0.5,
         intercept=-1,
     )
-    pm = hd.pm.ParametricMap(
-        [level1],
-        out.pm_values[None],
-        hd.UID(),
-        20,
-        hd.UID(),
-        1,
-        contains_recognizable_visual_features=False,
-        real_world_value_mappings=[mapping],
-        voi_lut_transformations=[hd.VOILUTTransformation(window_center=2000, window_width=4000)],
-        tile_pixel_array=True,
-        dimension_organization_type="TILED_FULL",
-        **_equipment(),
-    )
+    pm = parametric_map(level1, out.pm_values, mapping, (2000, 4000), 20, **EQUIPMENT)
     pm.save_as(root / "a" / "pm.dcm")
     # Slide D: a BINARY segmentation with 45 x 45 frames (2025 bits: frames after the first
     # start inside a byte of the bit-packed Pixel Data).

@@ -20,6 +20,7 @@ import dicomslide
 from dicomslide.codecs import PixelFormat
 from dicomslide.enums import ChannelTypes
 from dicomslide.synthetic import write_slide
+from tests.support.segments import EQUIPMENT, parametric_map
 from tests.support.slides import slide_spec
 
 SIZE = (300, 520)
@@ -47,24 +48,7 @@ def _float_map(
         slope=1,
         intercept=0,
     )
-    return hd.pm.ParametricMap(
-        [source],
-        values[None],
-        hd.UID(),
-        30,
-        hd.UID(),
-        1,
-        contains_recognizable_visual_features=False,
-        real_world_value_mappings=[mapping],
-        voi_lut_transformations=[hd.VOILUTTransformation(window_center=0.0, window_width=2.0)],
-        tile_pixel_array=True,
-        tile_size=tile,
-        dimension_organization_type="TILED_FULL",
-        manufacturer="test",
-        manufacturer_model_name="test",
-        software_versions="1",
-        device_serial_number="1",
-    )
+    return parametric_map(source, values, mapping, (0.0, 2.0), 30, tile_size=tile, **EQUIPMENT)
 
 
 def write_float_maps(root: Path) -> FloatWritten:

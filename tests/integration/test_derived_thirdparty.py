@@ -45,7 +45,7 @@ import dicomslide_sync
 from dicomslide.enums import ChannelTypes
 from dicomslide.errors import RegionError
 from tests.support.orthanc import OrthancServer, private_orthanc
-from tests.support.segments import segment_descriptions
+from tests.support.segments import parametric_map, segment_descriptions
 from tests.support.system import require as _require
 from tests.support.thirdparty import (
     DEFAULT_SOURCE_SIZE,
@@ -181,29 +181,22 @@ def _write_derived(folder: Path, name: str, sources: list[pydicom.Dataset]) -> D
         pm_rows, pm_cols = int(level1.TotalPixelMatrixRows), int(level1.TotalPixelMatrixColumns)
         values = np.arange(pm_rows * pm_cols).reshape(pm_rows, pm_cols) * 7 % 4001
         out.pm_values = values.astype(np.uint16)
-        hd.pm.ParametricMap(
-            [level1],
-            out.pm_values[None],
-            stable_uid("pm", name),
+        mapping = hd.pm.RealWorldValueMapping(
+            lut_label=PM_LABEL,
+            lut_explanation="made up",
+            unit=codes.UCUM.NoUnits,
+            value_range=(0, 4000),
+            slope=0.5,
+            intercept=-1,
+        )
+        parametric_map(
+            level1,
+            out.pm_values,
+            mapping,
+            (2000, 4000),
             20,
-            stable_uid("pm-instance", name),
-            1,
-            contains_recognizable_visual_features=False,
-            real_world_value_mappings=[
-                hd.pm.RealWorldValueMapping(
-                    lut_label=PM_LABEL,
-                    lut_explanation="made up",
-                    unit=codes.UCUM.NoUnits,
-                    value_range=(0, 4000),
-                    slope=0.5,
-                    intercept=-1,
-                )
-            ],
-            voi_lut_transformations=[
-                hd.VOILUTTransformation(window_center=2000, window_width=4000)
-            ],
-            tile_pixel_array=True,
-            dimension_organization_type="TILED_FULL",
+            series_instance_uid=stable_uid("pm", name),
+            sop_instance_uid=stable_uid("pm-instance", name),
             **_equipment(),
         ).save_as(folder / "pm.dcm")
     return out
