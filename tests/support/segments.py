@@ -41,6 +41,57 @@ def segment_descriptions(numbers: Iterable[int], prefix: str) -> list[hd.seg.Seg
     ]
 
 
+def segmentation(
+    source: pydicom.Dataset,
+    masks: np.ndarray,
+    series_uid: str,
+    *,
+    fractional: bool = False,
+    organization: str = "TILED_FULL",
+    label: str = "s",
+    **options: Any,
+) -> hd.seg.Segmentation:
+    """A Segmentation of one source image, one segment per mask channel.
+
+    Parameters
+    ----------
+    source: pydicom.Dataset
+        The (VOLUME) image segmented
+    masks: numpy.ndarray
+        (rows, columns, segments) masks, or probabilities when ``fractional``
+    series_uid: str
+        Series Instance UID
+    fractional: bool, optional
+        A FRACTIONAL (probability) instead of a BINARY segmentation
+    organization: str, optional
+        Dimension Organization Type; TILED_SPARSE leaves out empty frames
+    label: str, optional
+        Start of the segment labels (see :func:`segment_descriptions`)
+    **options: Any
+        Other keyword arguments of :class:`highdicom.seg.Segmentation`, :data:`EQUIPMENT`
+        included (Series Number 10, SOP Instance UID new and Instance Number 1 by default)
+
+    Returns
+    -------
+    highdicom.seg.Segmentation
+        The segmentation
+    """
+    if fractional:
+        options.setdefault("fractional_type", hd.seg.SegmentationFractionalTypeValues.PROBABILITY)
+    defaults = {"series_number": 10, "sop_instance_uid": hd.UID(), "instance_number": 1}
+    return hd.seg.Segmentation(
+        source_images=[source],
+        pixel_array=masks[None].copy(),
+        segmentation_type="FRACTIONAL" if fractional else "BINARY",
+        segment_descriptions=segment_descriptions(range(1, masks.shape[-1] + 1), label),
+        series_instance_uid=series_uid,
+        tile_pixel_array=True,
+        dimension_organization_type=organization,
+        omit_empty_frames=organization == "TILED_SPARSE",
+        **{**defaults, **EQUIPMENT, **options},
+    )
+
+
 def parametric_map(
     source: pydicom.Dataset,
     values: np.ndarray,
