@@ -107,6 +107,15 @@ class Folder:
         self.paths[sop] = path
         return sop
 
+    def add_native(
+        self, name: str, frames: list[bytes], syntax: str, read_as: str = "", **kwargs: Any
+    ) -> str:
+        """A native file: Pixel Data is the frames back to back; they read as ``read_as``."""
+        pixel_data = b"".join(frames)
+        return self.add(
+            name, frames, read_as or syntax, syntax=syntax, pixel_data=pixel_data, **kwargs
+        )
+
 
 @pytest.fixture
 def folder(tmp_path: Path) -> Folder:
@@ -143,27 +152,10 @@ def folder(tmp_path: Path) -> Folder:
             **common,
         )
     native = [bytes((i * 31 + k) % 256 for k in range(4 * 5 * 3)) for i in range(5)]
-    f.add(
-        "native_rgb.dcm",
-        native,
-        ExplicitVRLittleEndian,
-        syntax=ExplicitVRLittleEndian,
-        pixel_data=b"".join(native),
-        rows=4,
-        columns=5,
-        spp=3,
-        instance_number=1,
-    )
+    f.add_native("native_rgb.dcm", native, ExplicitVRLittleEndian, rows=4, columns=5, spp=3)
     mono = [bytes((i + k) % 256 for k in range(6 * 7)) for i in range(4)]
-    f.add(
-        "implicit.dcm",
-        mono,
-        ImplicitVRLittleEndian,
-        syntax=ImplicitVRLittleEndian,
-        pixel_data=b"".join(mono),
-        rows=6,
-        columns=7,
-        instance_number=2,
+    f.add_native(
+        "implicit.dcm", mono, ImplicitVRLittleEndian, rows=6, columns=7, instance_number=2
     )
     rng = np.random.default_rng(1)
     bits = rng.integers(0, 2, size=(5, 3 * 5), dtype=np.uint8)
@@ -180,23 +172,20 @@ def folder(tmp_path: Path) -> Folder:
         instance_number=3,
     )
     deflated = [bytes([i]) * 64 for i in range(3)]
-    f.add(
+    f.add_native(
         "deflated.dcm",
         deflated,
-        ExplicitVRLittleEndian,
-        syntax=DeflatedExplicitVRLittleEndian,
-        pixel_data=b"".join(deflated),
+        DeflatedExplicitVRLittleEndian,
+        read_as=ExplicitVRLittleEndian,  # inflated by the reader
         rows=8,
         columns=8,
         instance_number=4,
     )
     words = np.arange(2 * 4 * 4, dtype=">u2")
-    f.add(
+    f.add_native(
         "big_endian.dcm",
         [words[:16].tobytes(), words[16:].tobytes()],
         ExplicitVRBigEndian,
-        syntax=ExplicitVRBigEndian,
-        pixel_data=words.tobytes(),
         rows=4,
         columns=4,
         bits=16,
