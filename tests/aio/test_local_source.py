@@ -48,6 +48,16 @@ def _jpeg(seed: int, size: int = 16) -> bytes:
     return out.getvalue()
 
 
+#: Where and how the files of :func:`_jpeg` frames (16 x 16 RGB) are written.
+JPEG_FILE: dict[str, Any] = {
+    "syntax": JPEGBaseline8Bit,
+    "rows": 16,
+    "columns": 16,
+    "spp": 3,
+    "series": SERIES_JPEG,
+}
+
+
 def _write(
     path: Path,
     *,
@@ -121,17 +131,15 @@ class Folder:
 def folder(tmp_path: Path) -> Folder:
     f = Folder(tmp_path / "slides")
     jpegs = [_jpeg(i) for i in range(6)]
-    common = {"rows": 16, "columns": 16, "spp": 3, "series": SERIES_JPEG}
     pixel_data, offsets, lengths = encapsulate_extended(jpegs)
     f.add(
         "eot.dcm",
         [padded(j) for j in jpegs],
         JPEGBaseline8Bit,
-        syntax=JPEGBaseline8Bit,
         pixel_data=pixel_data,
         extended=(offsets, lengths),
         instance_number=1,
-        **common,
+        **JPEG_FILE,
     )
     # The same JPEG frames with a Basic Offset Table or without, one or two fragments a frame.
     for number, (name, fragments, has_bot) in enumerate(
@@ -146,10 +154,9 @@ def folder(tmp_path: Path) -> Folder:
             name,
             [padded(j) for j in jpegs],
             JPEGBaseline8Bit,
-            syntax=JPEGBaseline8Bit,
             pixel_data=encapsulate(jpegs, fragments_per_frame=fragments, has_bot=has_bot),
             instance_number=number,
-            **common,
+            **JPEG_FILE,
         )
     native = [bytes((i * 31 + k) % 256 for k in range(4 * 5 * 3)) for i in range(5)]
     f.add_native("native_rgb.dcm", native, ExplicitVRLittleEndian, rows=4, columns=5, spp=3)
@@ -446,17 +453,7 @@ async def test_truncated_encapsulated_file(tmp_path: Path, index_dir: Path) -> N
     jpegs = [_jpeg(i) for i in range(4)]
     pixel_data, offsets, lengths = encapsulate_extended(jpegs)
     path = tmp_path / "d" / "cut.dcm"
-    sop = _write(
-        path,
-        syntax=JPEGBaseline8Bit,
-        pixel_data=pixel_data,
-        extended=(offsets, lengths),
-        frames=4,
-        rows=16,
-        columns=16,
-        spp=3,
-        series=SERIES_JPEG,
-    )
+    sop = _write(path, pixel_data=pixel_data, extended=(offsets, lengths), frames=4, **JPEG_FILE)
     data = path.read_bytes()
     path.write_bytes(data[: len(data) - len(jpegs[-1]) // 2])
     async with DICOMfileClient(tmp_path / "d", index_dir=index_dir) as client:
@@ -472,16 +469,7 @@ async def test_truncated_encapsulated_file(tmp_path: Path, index_dir: Path) -> N
 async def test_truncated_file_without_eot(tmp_path: Path, index_dir: Path, has_bot: bool) -> None:
     jpegs = [_jpeg(i) for i in range(3)]
     path = tmp_path / "d" / "cut.dcm"
-    sop = _write(
-        path,
-        syntax=JPEGBaseline8Bit,
-        pixel_data=encapsulate(jpegs, has_bot=has_bot),
-        frames=3,
-        rows=16,
-        columns=16,
-        spp=3,
-        series=SERIES_JPEG,
-    )
+    sop = _write(path, pixel_data=encapsulate(jpegs, has_bot=has_bot), frames=3, **JPEG_FILE)
     data = path.read_bytes()
     path.write_bytes(data[:-20])
     async with DICOMfileClient(tmp_path / "d", index_dir=index_dir) as client:
