@@ -355,18 +355,7 @@ class SlideSpec:
         return factor
 
     def level_factor(self, level: int) -> int:
-        """Downsample factor of a level; ``level == num_levels`` is the THUMBNAIL.
-
-        Parameters
-        ----------
-        level: int
-            0-based level index, or `num_levels` for the thumbnail
-
-        Returns
-        -------
-        int
-            Factor relative to level 0
-        """
+        """Downsample factor of `level` relative to level 0 (the THUMBNAIL's at `num_levels`)."""
         if level == self.num_levels:
             return self.thumbnail_factor
         if not 0 <= level < self.num_levels:
@@ -374,49 +363,22 @@ class SlideSpec:
         return self.factors[level]
 
     def level_shape(self, level: int) -> tuple[int, int]:
-        """(rows, columns) of the total pixel matrix of a level.
+        """(rows, columns) of the total pixel matrix of `level`: ``ceil(size / factor)`` per axis.
 
-        Parameters
-        ----------
-        level: int
-            0-based level index, or `num_levels` for the thumbnail
-
-        Returns
-        -------
-        tuple[int, int]
-            ``ceil(size / factor)`` per axis
+        `level` may be `num_levels`, the THUMBNAIL.
         """
         factor = self.level_factor(level)
         return (math.ceil(self.size[0] / factor), math.ceil(self.size[1] / factor))
 
     def grid_shape(self, level: int) -> tuple[int, int]:
-        """(tile rows, tile columns) of a level.
-
-        Parameters
-        ----------
-        level: int
-            0-based level index
-
-        Returns
-        -------
-        tuple[int, int]
-            Number of tiles along each axis, partial edge tiles included
-        """
+        """(tile rows, tile columns) of `level`, partial edge tiles included."""
         rows, cols = self.level_shape(level)
         return (math.ceil(rows / self.tile_size[0]), math.ceil(cols / self.tile_size[1]))
 
     def pixel_spacing(self, level: int) -> float:
-        """Pixel spacing of a level in millimetres (same for rows and columns).
+        """Pixel spacing of `level` in millimetres: ``pixel_spacing_mm * factor``.
 
-        Parameters
-        ----------
-        level: int
-            0-based level index, or `num_levels` for the thumbnail
-
-        Returns
-        -------
-        float
-            ``pixel_spacing_mm * factor``
+        The same for rows and columns; `level` may be `num_levels`, the THUMBNAIL.
         """
         return self.pixel_spacing_mm * self.level_factor(level)
 
@@ -438,18 +400,7 @@ class SlideSpec:
         return level != 0 or (tile_row, tile_column) not in self.sparse_missing_tiles
 
     def frames_per_instance(self, level: int) -> int:
-        """Frames of one (unsplit) volume instance of a level.
-
-        Parameters
-        ----------
-        level: int
-            0-based level index
-
-        Returns
-        -------
-        int
-            Frames before the instance is split into concatenation parts
-        """
+        """Frames of one volume instance of `level` before it is split into concatenation parts."""
         grid = self.grid_shape(level)
         tiles = sum(self.tile_present(level, r, c) for r in range(grid[0]) for c in range(grid[1]))
         paths = 1 if self.channels_in_separate_instances else self.optical_paths

@@ -596,18 +596,7 @@ class TotalPixelMatrixSampler(Twin):
         return len(self._async)
 
     def __getitem__(self, index: int) -> np.ndarray:
-        """The padded region at an index.
-
-        Parameters
-        ----------
-        index: int
-            Zero-based region index
-
-        Returns
-        -------
-        numpy.ndarray
-            Pixels
-        """
+        """The padded region at `index`: an array of shape :attr:`padded_region_shape`."""
         return run(self._async.get(index))
 
     def __iter__(self) -> Iterator[np.ndarray]:
