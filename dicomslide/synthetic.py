@@ -24,6 +24,10 @@ the tile starting at 0-based pixel ``(r0, c0)`` is at
 ``origin + c0 * column_spacing * row_direction + r0 * row_spacing * column_direction`` (X and Y in
 millimetres), which is also what highdicom computes for TILED_FULL images. All levels share the
 origin. Z offsets are in micrometres, as the standard says.
+
+The functions below take ``spec: SlideSpec``, the slide they describe, and where they take them
+``level: int`` (0-based; ``spec.num_levels`` is the THUMBNAIL image), ``channel: int`` (0-based
+optical path index) and ``focal_plane: int`` (0-based focal plane index).
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ import itertools
 import math
 import os
 import pathlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal, cast
 
@@ -463,11 +467,6 @@ def plan_instances(spec: SlideSpec) -> list[InstanceInfo]:
     focal planes, then optical paths. TILED_SPARSE and NONE use the same order minus missing
     tiles, shuffled when `spec.shuffle_frames` is set.
 
-    Parameters
-    ----------
-    spec: SlideSpec
-        The slide
-
     Returns
     -------
     list[InstanceInfo]
@@ -595,14 +594,6 @@ def expected_pixels(
 
     Parameters
     ----------
-    spec: SlideSpec
-        The slide
-    level: int
-        0-based level; ``spec.num_levels`` gives the THUMBNAIL image
-    channel: int
-        0-based optical path index
-    focal_plane: int
-        0-based focal plane index
     row_slice, col_slice: slice
         Region of the total pixel matrix (not the padded tiles), clipped like Python slices
 
@@ -643,16 +634,8 @@ def expected_tile(
 
     Parameters
     ----------
-    spec: SlideSpec
-        The slide
-    level: int
-        0-based level
     tile_row, tile_column: int
         0-based tile position
-    channel: int
-        0-based optical path index
-    focal_plane: int
-        0-based focal plane index
 
     Returns
     -------
@@ -686,10 +669,6 @@ def frame_position_mm(spec: SlideSpec, level: int, row: int, column: int) -> tup
 
     Parameters
     ----------
-    spec: SlideSpec
-        The slide
-    level: int
-        0-based level (or ``num_levels`` for the thumbnail)
     row, column: int
         0-based pixel position in the total pixel matrix
 
@@ -706,17 +685,9 @@ def frame_position_mm(spec: SlideSpec, level: int, row: int, column: int) -> tup
 
 
 def label_pixels(spec: SlideSpec) -> npt.NDArray[np.uint8]:
-    """Return the RGB content of the LABEL image: text and a bar code of the container ID.
+    """The RGB content of the LABEL image, a (256, 512, 3) uint8 array.
 
-    Parameters
-    ----------
-    spec: SlideSpec
-        The slide
-
-    Returns
-    -------
-    numpy.ndarray
-        (256, 512, 3) uint8 array
+    It shows the container ID and patient ID as text and the container ID as a bar code.
     """
     image = Image.new("RGB", (512, 256), (250, 250, 245))
     draw = ImageDraw.Draw(image)
@@ -734,17 +705,9 @@ def label_pixels(spec: SlideSpec) -> npt.NDArray[np.uint8]:
 
 
 def overview_pixels(spec: SlideSpec) -> npt.NDArray[np.uint8]:
-    """Return the RGB content of the OVERVIEW image: a glass slide with the scanned area.
+    """The RGB content of the OVERVIEW image, a (256, 768, 3) uint8 array.
 
-    Parameters
-    ----------
-    spec: SlideSpec
-        The slide
-
-    Returns
-    -------
-    numpy.ndarray
-        (256, 768, 3) uint8 array
+    It shows a glass slide: the label on the left, the scanned area on the right.
     """
     image = np.full((256, 768, 3), 235, dtype=np.uint8)
     image[64:192, :192] = label_pixels(spec)[::2, ::2][:, :192] // 2 + 100
@@ -1306,46 +1269,26 @@ def _associated_instances(
     photometric = "RGB" if colour_photometric == "MONOCHROME2" else colour_photometric
     colour_fmt = _Pixels(photometric, 8, spec.transfer_syntax_uid, spec.jpeg_quality)
     colour_path = "1" if spec.samples_per_pixel == 3 else "BRIGHTFIELD"
-    if spec.thumbnail:
-        level = spec.num_levels
-        fmt = _Pixels(spec.photometric, spec.bits, spec.transfer_syntax_uid, spec.jpeg_quality)
-        ds = _single_frame_instance(
-            spec,
-            "THUMBNAIL",
-            number,
-            expected_pixels(spec, level),
-            fmt,
-            spec.pixel_spacing(level),
-            spec.origin_mm,
-            "1",
-        )
-        yield _save(ds, folder, f"{number:03d}_thumbnail.dcm", spec.transfer_syntax_uid)
+    level = spec.num_levels
+    thumb_fmt = _Pixels(spec.photometric, spec.bits, spec.transfer_syntax_uid, spec.jpeg_quality)
+    thumbnail = functools.partial(expected_pixels, level=level)
+    thumb_spacing = spec.pixel_spacing(level)
+    # Image Type value, whether written, pixels (computed only when written), pixel format,
+    # pixel spacing, origin (mm) and optical path identifier of each associated image.
+    Associated = tuple[
+        str, bool, Callable[[SlideSpec], PixelArray], _Pixels, float, tuple[float, float], str
+    ]
+    associated: list[Associated] = [
+        ("THUMBNAIL", spec.thumbnail, thumbnail, thumb_fmt, thumb_spacing, spec.origin_mm, "1"),
+        ("LABEL", spec.label, label_pixels, colour_fmt, 0.05, (25.0, 75.0), colour_path),
+        ("OVERVIEW", spec.overview, overview_pixels, colour_fmt, 0.1, (25.6, 76.8), colour_path),
+    ]
+    for kind, written, pixels, fmt, spacing, origin, path in associated:
+        if not written:
+            continue
+        ds = _single_frame_instance(spec, kind, number, pixels(spec), fmt, spacing, origin, path)
+        yield _save(ds, folder, f"{number:03d}_{kind.lower()}.dcm", spec.transfer_syntax_uid)
         number += 1
-    if spec.label:
-        ds = _single_frame_instance(
-            spec,
-            "LABEL",
-            number,
-            label_pixels(spec),
-            colour_fmt,
-            0.05,
-            (25.0, 75.0),
-            colour_path,
-        )
-        yield _save(ds, folder, f"{number:03d}_label.dcm", spec.transfer_syntax_uid)
-        number += 1
-    if spec.overview:
-        ds = _single_frame_instance(
-            spec,
-            "OVERVIEW",
-            number,
-            overview_pixels(spec),
-            colour_fmt,
-            0.1,
-            (25.6, 76.8),
-            colour_path,
-        )
-        yield _save(ds, folder, f"{number:03d}_overview.dcm", spec.transfer_syntax_uid)
 
 
 def write_slide(
