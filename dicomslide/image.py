@@ -391,6 +391,10 @@ class TotalPixelMatrix:
     1 where the label map holds the segment's number); :meth:`TiledImage.get_label_map` gives
     the label map itself.
 
+    Methods that take a tile ``index: int`` take the zero-based index of the tile in the
+    flattened grid (row by row), from 0 to ``num_tiles - 1``; another integer raises
+    :class:`~dicomslide.errors.IndexRangeError`.
+
     Parameters
     ----------
     client: Any
@@ -512,50 +516,20 @@ class TotalPixelMatrix:
         return _check_index(index, self.num_tiles, "Tile index", "this total pixel matrix")
 
     def get_tile_grid_position(self, index: int) -> tuple[int, int]:
-        """Position of a tile in the tile grid.
-
-        Parameters
-        ----------
-        index: int
-            Zero-based index of the tile in the flattened grid
-
-        Returns
-        -------
-        tuple[int, int]
-            Zero-based (row, column) grid position
-        """
+        """Zero-based (row, column) position of tile `index` in the tile grid."""
         i = self._check_tile_index(index)
         r, c = divmod(i, self.tile_grid_shape[1])
         return r, c
 
     def get_tile_position(self, index: int) -> tuple[int, int]:
-        """Pixel offset of a tile.
-
-        Parameters
-        ----------
-        index: int
-            Zero-based index of the tile in the flattened grid
-
-        Returns
-        -------
-        tuple[int, int]
-            Zero-based (row, column) offset in the total pixel matrix
-        """
+        """Pixel offset of tile `index`: zero-based (row, column) in the total pixel matrix."""
         r, c = self.get_tile_grid_position(index)
         return r * self._index.tile_rows, c * self._index.tile_columns
 
     def get_tile_bounding_box(self, index: int) -> tuple[tuple[int, int], tuple[int, int]]:
-        """Bounding box of a tile, clipped to the matrix.
+        """Bounding box of tile `index`, clipped to the matrix.
 
-        Parameters
-        ----------
-        index: int
-            Zero-based tile index
-
-        Returns
-        -------
-        tuple[tuple[int, int], tuple[int, int]]
-            Zero-based (row, column) offset and (rows, columns) size
+        The box is a zero-based (row, column) offset and a (rows, columns) size.
         """
         r, c = self.get_tile_position(index)
         rows = min(self._index.tile_rows, self._index.total_rows - r)
