@@ -23,6 +23,7 @@ from dicomslide.enums import ChannelTypes
 from dicomslide.errors import RegionError
 from dicomslide.synthetic import SlideSpec, write_slide
 from tests.support.segments import EQUIPMENT, parametric_map, segmentation
+from tests.support.slides import written_folder
 
 EXPLICIT = "1.2.840.10008.1.2.1"
 SIZE = (300, 520)
@@ -143,9 +144,7 @@ def write_derived(root: Path) -> Written:
     return out
 
 
-@pytest.fixture(scope="module")
-def written(tmp_path_factory: pytest.TempPathFactory) -> Written:
-    return write_derived(tmp_path_factory.mktemp("derived"))
+written = written_folder(write_derived, "derived")
 
 
 async def _slide(client: Any, container: str = "SLIDE-A", **kw: Any) -> dicomslide.Slide:

@@ -23,7 +23,7 @@ from pydicom.uid import ExplicitVRLittleEndian, RLELossless, generate_uid
 
 import dicomslide
 from dicomslide.synthetic import SlideSpec, expected_pixels, write_slide
-from tests.support.slides import slide_spec
+from tests.support.slides import slide_spec, written_folder
 
 STUDY = "1.2.826.0.1.3680043.8.498.17002"
 FRAME = "1.2.826.0.1.3680043.8.498.17003"
@@ -98,9 +98,7 @@ def write_duplicate_folder(root: Path) -> Duplicates:
     return Duplicates(root, copies, copies_split, spread, concatenated)
 
 
-@pytest.fixture(scope="module")
-def written(tmp_path_factory: pytest.TempPathFactory) -> Duplicates:
-    return write_duplicate_folder(tmp_path_factory.mktemp("duplicates"))
+written = written_folder(write_duplicate_folder, "duplicates")
 
 
 def series_of(slide: dicomslide.Slide) -> set[str]:

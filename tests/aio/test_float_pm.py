@@ -13,7 +13,6 @@ from typing import Any
 import highdicom as hd
 import numpy as np
 import pydicom
-import pytest
 from pydicom.sr.codedict import codes
 
 import dicomslide
@@ -21,7 +20,7 @@ from dicomslide.codecs import PixelFormat
 from dicomslide.enums import ChannelTypes
 from dicomslide.synthetic import write_slide
 from tests.support.segments import EQUIPMENT, parametric_map
-from tests.support.slides import slide_spec
+from tests.support.slides import slide_spec, written_folder
 
 SIZE = (300, 520)
 CONTAINER = "SLIDE-FLOAT"
@@ -103,9 +102,7 @@ def write_float_maps(root: Path) -> FloatWritten:
     return out
 
 
-@pytest.fixture(scope="module")
-def written(tmp_path_factory: pytest.TempPathFactory) -> FloatWritten:
-    return write_float_maps(tmp_path_factory.mktemp("float-pm"))
+written = written_folder(write_float_maps, "float-pm")
 
 
 async def read_channel(slide: Any, label: str, level: int) -> np.ndarray:

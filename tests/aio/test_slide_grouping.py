@@ -23,7 +23,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 import dicomslide
 from dicomslide.errors import InvalidDataError, RegionError
 from dicomslide.synthetic import SlideSpec, expected_pixels, write_slide
-from tests.support.slides import slide_spec
+from tests.support.slides import slide_spec, written_folder
 
 _small = partial(
     slide_spec, (400, 600), 128, transfer_syntax_uid=ExplicitVRLittleEndian, pattern="position"
@@ -115,14 +115,8 @@ def write_split_folder(root: Path) -> Split:
     return Split(root, split, linked, rescans, areas)
 
 
-@pytest.fixture(scope="module")
-def stray(tmp_path_factory: pytest.TempPathFactory) -> Stray:
-    return write_stray_folder(tmp_path_factory.mktemp("stray"))
-
-
-@pytest.fixture(scope="module")
-def split(tmp_path_factory: pytest.TempPathFactory) -> Split:
-    return write_split_folder(tmp_path_factory.mktemp("split"))
+stray = written_folder(write_stray_folder, "stray")
+split = written_folder(write_split_folder, "split")
 
 
 def assert_stray_warnings(caplog: pytest.LogCaptureFixture, layout: Stray) -> None:

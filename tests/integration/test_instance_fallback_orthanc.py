@@ -28,6 +28,7 @@ from dicomslide.sources import web
 from tests.aio.test_derived import Written, write_derived
 from tests.aio.test_float_pm import CONTAINER, FloatWritten, write_float_maps
 from tests.support.orthanc import OrthancServer
+from tests.support.slides import written_folder
 
 BASE = "http://refusing.test/dicom-web"
 BOUNDARY = "instance-boundary"
@@ -130,14 +131,8 @@ class RefusingServer:
         return httpx.Response(404, text="no route")
 
 
-@pytest.fixture(scope="module")
-def derived(tmp_path_factory: pytest.TempPathFactory) -> Written:
-    return write_derived(tmp_path_factory.mktemp("derived-mock"))
-
-
-@pytest.fixture(scope="module")
-def floats(tmp_path_factory: pytest.TempPathFactory) -> FloatWritten:
-    return write_float_maps(tmp_path_factory.mktemp("float-mock"))
+derived = written_folder(write_derived, "derived-mock")
+floats = written_folder(write_float_maps, "float-mock")
 
 
 @pytest.fixture

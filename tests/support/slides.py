@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+import pytest
 
 from dicomslide.synthetic import SlideSpec, write_slide
+
+_W = TypeVar("_W")
 
 
 def write_slides(root: Path, specs: Mapping[str, SlideSpec]) -> dict[str, Path]:
@@ -57,3 +61,28 @@ def slide_spec(
     if bare:
         options = {"label": False, "overview": False, **options}
     return SlideSpec(size=size, tile_size=(tile, tile), levels=levels, **options)
+
+
+def written_folder(write: Callable[[Path], _W], name: str) -> Any:
+    """A module-scoped fixture that writes a module's slides once into a fresh folder.
+
+    Assign it to the fixture's name: ``written = written_folder(write_label_maps, "labelmaps")``.
+
+    Parameters
+    ----------
+    write: Callable[[pathlib.Path], Any]
+        Writes the slides into the folder it is given and returns what the tests use
+    name: str
+        Stem of the temporary folder
+
+    Returns
+    -------
+    Any
+        The pytest fixture (its value is what ``write`` returned)
+    """
+
+    @pytest.fixture(scope="module")
+    def fixture(tmp_path_factory: pytest.TempPathFactory) -> _W:
+        return write(tmp_path_factory.mktemp(name))
+
+    return fixture
