@@ -50,7 +50,32 @@ def sections_of(source: object, replace: Mapping[str, str] | None = None) -> str
     return text
 
 
-def borrowed_doc(source: object, replace: Mapping[str, str] | None = None) -> Callable[[T], T]:
+def _add_parameters(sections: str, after_first: str, at_end: str) -> str:
+    """Insert Parameters entries after the first entry and at the end of that section."""
+    title = "Parameters\n----------\n"
+    start = sections.index(title) + len(title)
+    end = sections.find("\n\n", start)
+    end = len(sections) if end < 0 else end
+    entries: list[list[str]] = []
+    for line in sections[start:end].split("\n"):
+        # An entry starts with its unindented "name: type" line; its description is indented.
+        if line[:1].isspace() and entries:
+            entries[-1].append(line)
+        else:
+            entries.append([line])
+    lines = ["\n".join(entry) for entry in entries]
+    lines[1:1] = [after_first] if after_first else []
+    lines += [at_end] if at_end else []
+    return sections[:start] + "\n".join(lines) + sections[end:]
+
+
+def borrowed_doc(
+    source: object,
+    replace: Mapping[str, str] | None = None,
+    *,
+    after_first: str = "",
+    at_end: str = "",
+) -> Callable[[T], T]:
     """Append the numpydoc sections of another object to the decorated one's own docstring.
 
     The decorated function or class keeps its summary (and any description) in its source;
@@ -59,9 +84,12 @@ def borrowed_doc(source: object, replace: Mapping[str, str] | None = None) -> Ca
     Parameters
     ----------
     source: object
-        Object whose numpydoc sections apply unchanged to the decorated one
+        Object whose numpydoc sections apply to the decorated one
     replace: Mapping[str, str] | None, optional
         Text replaced in the borrowed sections
+    after_first, at_end: str, optional
+        Parameters entries (``"name: type\\n    description"``) that the decorated callable
+        takes and ``source`` does not: inserted after the first entry, and at the end
 
     Returns
     -------
@@ -71,7 +99,10 @@ def borrowed_doc(source: object, replace: Mapping[str, str] | None = None) -> Ca
 
     def decorate(obj: T) -> T:
         own = inspect.cleandoc(obj.__doc__ or "").strip()
-        obj.__doc__ = own + "\n\n" + sections_of(source, replace)
+        sections = sections_of(source, replace)
+        if after_first or at_end:
+            sections = _add_parameters(sections, after_first, at_end)
+        obj.__doc__ = own + "\n\n" + sections
         return obj
 
     return decorate

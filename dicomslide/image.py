@@ -696,6 +696,10 @@ class TotalPixelMatrix:
 class TiledImage:
     """A tiled DICOM image (one instance, or the parts of one concatenation).
 
+    Channels (optical paths, or the segments of a Segmentation) and focal planes are numbered
+    from zero. An index or identifier that matches no channel or focal plane raises
+    :class:`~dicomslide.errors.IndexRangeError`, a ``ValueError``.
+
     Parameters
     ----------
     client: Any
@@ -836,44 +840,12 @@ class TiledImage:
         return float(extent[0]), float(extent[1])
 
     def get_channel_identifier(self, channel_index: int) -> str:
-        """Identifier of a channel.
-
-        Parameters
-        ----------
-        channel_index: int
-            Zero-based channel index
-
-        Returns
-        -------
-        str
-            Optical path identifier or segment number
-
-        Raises
-        ------
-        ValueError
-            When no channel has that index
-        """
+        """Identifier of a channel: its optical path identifier or segment number."""
         ids = self._state.channel_identifiers()
         return ids[_check_index(channel_index, len(ids), "Channel index", "this image")]
 
     def get_channel_index(self, channel_identifier: str) -> int:
-        """Index of a channel.
-
-        Parameters
-        ----------
-        channel_identifier: str
-            Optical path identifier or segment number
-
-        Returns
-        -------
-        int
-            Zero-based channel index
-
-        Raises
-        ------
-        ValueError
-            When no channel has that identifier
-        """
+        """Index of the channel with an identifier (optical path identifier or segment number)."""
         ids = self._state.channel_identifiers()
         try:
             return ids.index(str(channel_identifier))
@@ -883,45 +855,13 @@ class TiledImage:
             ) from None
 
     def get_focal_plane_offset(self, focal_plane_index: int) -> float:
-        """Z offset of a focal plane in micrometres.
-
-        Parameters
-        ----------
-        focal_plane_index: int
-            Zero-based focal plane index
-
-        Returns
-        -------
-        float
-            Z offset in micrometres
-
-        Raises
-        ------
-        ValueError
-            When no focal plane has that index
-        """
+        """Z offset of a focal plane in micrometres."""
         offsets = self._state.focal_plane_offsets()
         i = _check_index(focal_plane_index, len(offsets), "Focal plane index", "this image")
         return offsets[i]
 
     def get_focal_plane_index(self, focal_plane_offset: float) -> int:
-        """Index of the focal plane at a Z offset.
-
-        Parameters
-        ----------
-        focal_plane_offset: float
-            Z offset in micrometres
-
-        Returns
-        -------
-        int
-            Zero-based focal plane index
-
-        Raises
-        ------
-        ValueError
-            When no focal plane is at that offset (to within 1 nm)
-        """
+        """Index of the focal plane at a Z offset in micrometres (to within 1 nm)."""
         return find_focal_plane_index(
             self._state.focal_plane_offsets(), focal_plane_offset, "this image"
         )
@@ -929,18 +869,7 @@ class TiledImage:
     def get_total_pixel_matrix(
         self, channel_index: int = 0, focal_plane_index: int = 0
     ) -> TotalPixelMatrix:
-        """Total pixel matrix of a channel and focal plane.
-
-        Parameters
-        ----------
-        channel_index, focal_plane_index: int, optional
-            Zero-based channel and focal plane indices
-
-        Returns
-        -------
-        dicomslide.TotalPixelMatrix
-            The matrix
-        """
+        """The :class:`TotalPixelMatrix` of a channel and focal plane."""
         key = (channel_index, focal_plane_index)
         matrix = self._matrices.get(key)
         if matrix is None:

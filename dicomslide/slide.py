@@ -31,7 +31,7 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 from pydicom import Dataset
@@ -122,6 +122,19 @@ _POSITIVE_INTS = (
 
 #: Where find_slides reports what it skips (images that cannot form a slide).
 logger = logging.getLogger(__name__)
+
+# Parameters entries of the methods that read the image of a level, channel and focal plane
+# and otherwise take the parameters of the TiledImage method they call.
+_LEVEL_ENTRY = """level: int
+    Zero-based level index (negative counts from the top)"""
+_PLANES_ENTRY = """channel_index, focal_plane_index: int, optional
+    Zero-based channel and focal plane indices"""
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _at_level(method: Callable[..., Any]) -> Callable[[_F], _F]:
+    """Borrow the sections of a TiledImage method for the Slide method calling it at a level."""
+    return borrowed_doc(method, after_first=_LEVEL_ENTRY, at_end=_PLANES_ENTRY)
 
 
 def validate_image_metadata(ds: Dataset) -> None:
@@ -218,6 +231,8 @@ def _normalize_level(level: int, count: int) -> int:
 
 class Slide:
     """A digital slide: the images of one glass slide in one frame of reference.
+
+    Channel and focal plane indices and identifiers work as for :class:`~dicomslide.TiledImage`.
 
     Parameters
     ----------
@@ -482,26 +497,9 @@ class Slide:
         return int(focal_plane_index)
 
     def get_channel_type(self, channel_index: int) -> ChannelTypes:
-        """Type of a channel.
-
-        Parameters
-        ----------
-        channel_index: int
-            Zero-based channel index
-
-        Returns
-        -------
-        dicomslide.ChannelTypes
-            Channel type
-
-        Raises
-        ------
-        ValueError
-            When no channel has that index
-        """
+        """Type of a channel: optical path, segment or parameter (of a Parametric Map)."""
         return self._channel(channel_index).type
 
-    @borrowed_doc(TiledImage.get_channel_identifier)
     def get_channel_identifier(self, channel_index: int) -> str:
         """Identifier of a channel (optical path identifier or segment number)."""
         return self._channel(channel_index).identifier
@@ -544,12 +542,10 @@ class Slide:
             f"this slide has {known}."
         )
 
-    @borrowed_doc(TiledImage.get_focal_plane_offset)
     def get_focal_plane_offset(self, focal_plane_index: int) -> float:
         """Z offset (micrometres) of a focal plane."""
         return float(self._focal_planes[self._check_plane(focal_plane_index)])
 
-    @borrowed_doc(TiledImage.get_focal_plane_index)
     def get_focal_plane_index(self, focal_plane_offset: float) -> int:
         """Index of the focal plane at a Z offset (micrometres, to within 1 nm)."""
         return find_focal_plane_index(self._focal_planes, focal_plane_offset, "this slide")
@@ -640,15 +636,7 @@ class Slide:
     ) -> tuple[TiledImage, ...]:
         """VOLUME or THUMBNAIL images of a channel and focal plane, largest first.
 
-        Parameters
-        ----------
-        channel_index, focal_plane_index: int, optional
-            Zero-based channel and focal plane indices
-
-        Returns
-        -------
-        tuple[dicomslide.TiledImage, ...]
-            Images, one per level that has pixels for this channel and plane
+        There is one image per level that has pixels for this channel and focal plane.
         """
         channel = self._channel(channel_index)
         plane = self._check_plane(focal_plane_index)
@@ -816,6 +804,7 @@ class Slide:
             if any(image.is_label_map for image, _, _ in ch.images.values())
         ]
 
+    @_at_level(TiledImage.get_pixel_indices)
     def get_pixel_indices(
         self,
         offset: tuple[float, float],
@@ -823,25 +812,11 @@ class Slide:
         channel_index: int = 0,
         focal_plane_index: int = 0,
     ) -> tuple[int, int]:
-        """Pixel nearest to a slide position at a level (may lie outside the image).
-
-        Parameters
-        ----------
-        offset: tuple[float, float]
-            (x, y) in millimetres
-        level: int
-            Zero-based level index (negative counts from the top)
-        channel_index, focal_plane_index: int, optional
-            Zero-based channel and focal plane indices
-
-        Returns
-        -------
-        tuple[int, int]
-            Zero-based (row, column)
-        """
+        """Pixel nearest to a slide position at a level (may lie outside the image)."""
         image, *_ = self.resolve(level, channel_index, focal_plane_index)
         return image.get_pixel_indices(offset)
 
+    @_at_level(TiledImage.get_slide_offset)
     def get_slide_offset(
         self,
         pixel_indices: tuple[int, int],
@@ -849,25 +824,11 @@ class Slide:
         channel_index: int = 0,
         focal_plane_index: int = 0,
     ) -> tuple[float, float]:
-        """Slide position of a pixel at a level.
-
-        Parameters
-        ----------
-        pixel_indices: tuple[int, int]
-            Zero-based (row, column)
-        level: int
-            Zero-based level index (negative counts from the top)
-        channel_index, focal_plane_index: int, optional
-            Zero-based channel and focal plane indices
-
-        Returns
-        -------
-        tuple[float, float]
-            (x, y) in millimetres
-        """
+        """Slide position of a pixel at a level."""
         image, *_ = self.resolve(level, channel_index, focal_plane_index)
         return image.get_slide_offset(pixel_indices)
 
+    @_at_level(TiledImage.map_pixel_indices_to_slide_coordinates)
     def map_pixel_indices_to_slide_coordinates(
         self,
         pixel_indices: np.ndarray,
@@ -875,25 +836,11 @@ class Slide:
         channel_index: int = 0,
         focal_plane_index: int = 0,
     ) -> np.ndarray:
-        """Map pixel indices at a level to slide coordinates.
-
-        Parameters
-        ----------
-        pixel_indices: numpy.ndarray
-            Array of shape (n, 2) of zero-based (row, column)
-        level: int
-            Zero-based level index (negative counts from the top)
-        channel_index, focal_plane_index: int, optional
-            Zero-based channel and focal plane indices
-
-        Returns
-        -------
-        numpy.ndarray
-            Array of shape (n, 3) of (x, y, z) in millimetres
-        """
+        """Map pixel indices at a level to slide coordinates."""
         image, *_ = self.resolve(level, channel_index, focal_plane_index)
         return image.map_pixel_indices_to_slide_coordinates(pixel_indices)
 
+    @_at_level(TiledImage.map_slide_coordinates_to_pixel_indices)
     def map_slide_coordinates_to_pixel_indices(
         self,
         slide_coordinates: np.ndarray,
@@ -901,25 +848,11 @@ class Slide:
         channel_index: int = 0,
         focal_plane_index: int = 0,
     ) -> np.ndarray:
-        """Map slide coordinates to pixel indices at a level.
-
-        Parameters
-        ----------
-        slide_coordinates: numpy.ndarray
-            Array of shape (n, 2) or (n, 3) of (x, y[, z]) in millimetres
-        level: int
-            Zero-based level index (negative counts from the top)
-        channel_index, focal_plane_index: int, optional
-            Zero-based channel and focal plane indices
-
-        Returns
-        -------
-        numpy.ndarray
-            Array of shape (n, 2) of zero-based (row, column)
-        """
+        """Map slide coordinates to pixel indices at a level."""
         image, *_ = self.resolve(level, channel_index, focal_plane_index)
         return image.map_slide_coordinates_to_pixel_indices(slide_coordinates)
 
+    @borrowed_doc(TiledImage.get_slide_region, after_first=_LEVEL_ENTRY)
     async def get_slide_region(
         self,
         offset: tuple[float, float],
@@ -931,22 +864,6 @@ class Slide:
         """Read a region in slide coordinates, aligned with the slide axes.
 
         See :meth:`dicomslide.TiledImage.get_slide_region` for the layout of the result.
-
-        Parameters
-        ----------
-        offset: tuple[float, float]
-            (x, y) of the region's corner in millimetres
-        level: int
-            Zero-based level index (negative counts from the top)
-        size: tuple[float, float]
-            Width (along X) and height (along Y) in millimetres
-        channel_index, focal_plane_index: int, optional
-            Zero-based channel and focal plane indices
-
-        Returns
-        -------
-        numpy.ndarray
-            Array of shape (rows, columns, samples per pixel)
         """
         image, c, z, _ = self.resolve(level, channel_index, focal_plane_index)
         return await image.get_slide_region(offset, size, c, z)
