@@ -191,25 +191,17 @@ def test_rejects_a_bad_timeout_and_closes_the_coroutine(timeout: float) -> None:
 
 
 def test_timeout_cancels_the_coroutine() -> None:
-    cancelled = threading.Event()
-
-    async def slow_call() -> None:
-        try:
-            await asyncio.sleep(30)
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
-
+    slow_call = LongCall()
     started = time.monotonic()
     with pytest.raises(
-        SyncTimeoutError, match=r"slow_call\(\) did not finish within 0.2 s"
+        SyncTimeoutError, match=r"LongCall.__call__\(\) did not finish within 0.2 s"
     ) as info:
         run(slow_call(), timeout=0.2)
     assert time.monotonic() - started < 5
     assert isinstance(info.value, TimeoutError)
     assert isinstance(info.value, DicomSlideError)
     # run() waits for the cancellation, so the flag is already set.
-    assert cancelled.is_set()
+    assert slow_call.cancelled.is_set()
     assert run(double(3)) == 6
 
 
@@ -286,16 +278,7 @@ def test_keyboard_interrupt_during_submission_leaves_nothing_behind(
         return original(callback, *args, **kwargs)
 
     monkeypatch.setattr(loop, "call_soon_threadsafe", call_soon_threadsafe)
-    cancelled = threading.Event()
-
-    async def long_call() -> None:
-        try:
-            await asyncio.sleep(30)
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
-
-    coro = long_call()
+    coro = LongCall()()
     with pytest.raises(KeyboardInterrupt):
         run(coro)
     assert interrupted
