@@ -16,7 +16,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -359,18 +359,26 @@ def test_shutdown_without_a_loop_is_harmless() -> None:
     assert loop_threads() == []
 
 
-def test_shutdown_releases_a_waiting_caller() -> None:
-    forever = LongCall()
+def start_caller(
+    coroutine_function: Callable[[], Coroutine[Any, Any, None]],
+) -> tuple[threading.Thread, list[BaseException]]:
+    """Start a thread that runs a new coroutine through run(); the list gets what it raises."""
     errors: list[BaseException] = []
 
     def caller() -> None:
         try:
-            run(forever())
+            run(coroutine_function())
         except BaseException as error:
             errors.append(error)
 
     thread = threading.Thread(target=caller)
     thread.start()
+    return thread, errors
+
+
+def test_shutdown_releases_a_waiting_caller() -> None:
+    forever = LongCall()
+    thread, errors = start_caller(forever)
     assert forever.running.wait(10)
     shutdown()
     thread.join(10)
@@ -384,7 +392,6 @@ def test_shutdown_releases_a_waiting_caller() -> None:
 def test_shutdown_releases_a_caller_whose_coroutine_ignores_cancellation() -> None:
     running = threading.Event()
     release = threading.Event()
-    errors: list[BaseException] = []
 
     async def stubborn() -> None:
         running.set()
@@ -393,14 +400,7 @@ def test_shutdown_releases_a_caller_whose_coroutine_ignores_cancellation() -> No
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.sleep(0.05)
 
-    def caller() -> None:
-        try:
-            run(stubborn())
-        except BaseException as error:
-            errors.append(error)
-
-    thread = threading.Thread(target=caller)
-    thread.start()
+    thread, errors = start_caller(stubborn)
     try:
         assert running.wait(10)
         started = time.monotonic()
