@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import highdicom as hd
@@ -15,14 +14,13 @@ import dicomslide
 import dicomslide_sync
 from dicomslide.enums import ChannelTypes
 from tests.aio.test_derived import ALL_SLIDES, STAIN_B, Written, write_derived
-from tests.support.orthanc import OrthancServer, serve_written
+from tests.support.orthanc import OrthancServer
+from tests.support.slides import served_folder
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[OrthancServer, Written]]:
-    yield from serve_written(tmp_path_factory, "derived", write_derived)
+server = served_folder(write_derived, "derived")
 
 
 def _channels_of(slide: dicomslide_sync.Slide, series: str) -> list[int]:

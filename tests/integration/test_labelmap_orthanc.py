@@ -8,7 +8,6 @@ same files.
 from __future__ import annotations
 
 import pickle
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -28,14 +27,13 @@ from tests.aio.test_labelmap import (
     segment_channels,
     write_label_maps,
 )
-from tests.support.orthanc import OrthancServer, serve_written
+from tests.support.orthanc import OrthancServer
+from tests.support.slides import served_folder
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[OrthancServer, Written]]:
-    yield from serve_written(tmp_path_factory, "labelmaps", write_label_maps)
+server = served_folder(write_label_maps, "labelmaps")
 
 
 def test_orthanc_stores_and_serves_label_maps(server: tuple[OrthancServer, Written]) -> None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 
 from dicomslide.synthetic import SlideSpec, write_slide
+from tests.support.orthanc import OrthancServer, serve_written
 
 _W = TypeVar("_W")
 
@@ -84,5 +85,31 @@ def written_folder(write: Callable[[Path], _W], name: str) -> Any:
     @pytest.fixture(scope="module")
     def fixture(tmp_path_factory: pytest.TempPathFactory) -> _W:
         return write(tmp_path_factory.mktemp(name))
+
+    return fixture
+
+
+def served_folder(write: Callable[[Path], _W], name: str) -> Any:
+    """A module-scoped fixture that serves a module's slides from a private Orthanc.
+
+    Assign it to the fixture's name, as :func:`written_folder`; its value is the server and
+    what ``write`` returned (see :func:`tests.support.orthanc.serve_written`).
+
+    Parameters
+    ----------
+    write: Callable[[pathlib.Path], Any]
+        Writes the slides into the folder it is given and returns a record with a ``root``
+    name: str
+        Stem of the temporary folders
+
+    Returns
+    -------
+    Any
+        The pytest fixture
+    """
+
+    @pytest.fixture(scope="module")
+    def fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[OrthancServer, _W]]:
+        yield from serve_written(tmp_path_factory, name, write)
 
     return fixture
