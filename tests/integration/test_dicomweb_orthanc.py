@@ -62,12 +62,13 @@ def server(
     return shared_orthanc, root
 
 
-def _local(folder: Path, index_dir: Path) -> dicomslide_sync.Slide:
+def _local(folder: Path, index_dir: Path) -> tuple[dicomslide_sync.Slide, str]:
+    """The one slide of a local folder, and its Study Instance UID to find it on the server."""
     slides = dicomslide_sync.find_slides(
         dicomslide_sync.DICOMfileClient(folder, index_dir=index_dir)
     )
     assert len(slides) == 1
-    return slides[0]
+    return slides[0], str(slides[0].image_metadata[0].StudyInstanceUID)
 
 
 @pytest.mark.parametrize("name", sorted(VARIANTS))
@@ -78,10 +79,9 @@ def test_every_level_channel_plane_equals_local(
     request: pytest.FixtureRequest,
 ) -> None:
     orthanc, root = server
-    local = _local(root / name, tmp_path)
+    local, study = _local(root / name, tmp_path)
     client = dicomslide_sync.DICOMwebClient(orthanc.dicomweb_url)
     request.addfinalizer(client.close)
-    study = str(local.image_metadata[0].StudyInstanceUID)
     slides = dicomslide_sync.find_slides(client, study_instance_uid=study)
     assert len(slides) == 1
     remote = slides[0]
@@ -103,8 +103,7 @@ def test_concurrent_reads_cost_one_request_per_instance(
     server: tuple[OrthancServer, Path], tmp_path: Path
 ) -> None:
     orthanc, root = server
-    local = _local(root / "jpeg_full", tmp_path)
-    study = str(local.image_metadata[0].StudyInstanceUID)
+    _, study = _local(root / "jpeg_full", tmp_path)
 
     async def main() -> tuple[int, int, list[np.ndarray]]:
         # 64 reads nearly covering the 48-tile level look like a dense run: read-ahead
@@ -139,8 +138,7 @@ def test_blocking_tile_scan_from_threads_is_read_ahead(
     from concurrent.futures import ThreadPoolExecutor
 
     orthanc, root = server
-    local = _local(root / "jpeg_full", tmp_path)
-    study = str(local.image_metadata[0].StudyInstanceUID)
+    local, study = _local(root / "jpeg_full", tmp_path)
     rows, cols = local.total_pixel_matrix_dimensions[0]
     tile = 128
     offsets = [(r, c) for r in range(0, rows, tile) for c in range(0, cols, tile)]
@@ -184,10 +182,9 @@ def test_dicomizer_slides_over_our_client_equal_local(
     cache_root = Path(cache.mkdir("dicomizer")) if cache else tmp_path / "dicomizer"
     files = make_dicomizer_slide(cache_root, compression=compression, max_size_mb=max_size_mb)
     orthanc.upload(files)
-    local = _local(files[0].parent, tmp_path)
+    local, study = _local(files[0].parent, tmp_path)
     client = dicomslide_sync.DICOMwebClient(orthanc.dicomweb_url)
     request.addfinalizer(client.close)
-    study = str(local.image_metadata[0].StudyInstanceUID)
     remote = dicomslide_sync.find_slides(client, study_instance_uid=study)[0]
     for level in range(local.num_levels):
         rows, cols = local.total_pixel_matrix_dimensions[level]
