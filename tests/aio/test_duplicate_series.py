@@ -164,31 +164,34 @@ async def assert_levels_exact(slide: dicomslide.Slide, spec: SlideSpec) -> None:
         np.testing.assert_array_equal(await matrix[:, :], expected_pixels(spec, level))
 
 
+async def assert_one_exact_slide(
+    folder: Path, spec: SlideSpec, caplog: pytest.LogCaptureFixture
+) -> dicomslide.Slide:
+    """The folder holds one slide that reads as ``spec``, found without a warning."""
+    caplog.set_level(logging.INFO, logger="dicomslide")
+    async with dicomslide.DICOMfileClient(folder) as client:
+        (slide,) = await dicomslide.find_slides(client)
+        assert slide.num_levels == spec.num_levels
+        await assert_levels_exact(slide, spec)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    return slide
+
+
 async def test_pyramid_over_several_series_is_one_slide(
     written: Duplicates, caplog: pytest.LogCaptureFixture
 ) -> None:
     spec = written.spread
-    caplog.set_level(logging.INFO, logger="dicomslide")
     async with dicomslide.DICOMfileClient(written.root / "spread") as client:
         assert len(await client.search_for_series()) >= spec.num_levels
-        (slide,) = await dicomslide.find_slides(client)
-        assert len(series_of(slide)) == spec.num_levels
-        assert slide.num_levels == spec.num_levels
-        assert len(slide.label_images) == 1
-        await assert_levels_exact(slide, spec)
-    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    slide = await assert_one_exact_slide(written.root / "spread", spec, caplog)
+    assert len(series_of(slide)) == spec.num_levels
+    assert len(slide.label_images) == 1
 
 
 async def test_concatenation_is_no_copy(
     written: Duplicates, caplog: pytest.LogCaptureFixture
 ) -> None:
-    spec = written.concatenated
-    caplog.set_level(logging.INFO, logger="dicomslide")
-    async with dicomslide.DICOMfileClient(written.root / "concatenated") as client:
-        (slide,) = await dicomslide.find_slides(client)
-        assert slide.num_levels == spec.num_levels
-        await assert_levels_exact(slide, spec)
-    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    await assert_one_exact_slide(written.root / "concatenated", written.concatenated, caplog)
 
 
 async def test_whole_folder(written: Duplicates, caplog: pytest.LogCaptureFixture) -> None:
