@@ -107,6 +107,7 @@ class _Written(Protocol):
 
 
 _W = TypeVar("_W", bound=_Written)
+_V = TypeVar("_V")
 
 _live_servers: set[OrthancServer] = set()
 _live_lock = threading.Lock()
@@ -234,12 +235,17 @@ class OrthancServer(StartStop):
 
     # -- properties -------------------------------------------------------------------------
 
+    @staticmethod
+    def _while_running(value: _V | None) -> _V:
+        # Port and workdir exist only between start() and stop().
+        if value is None:
+            raise RuntimeError("Orthanc server is not running")
+        return value
+
     @property
     def port(self) -> int:
         """The HTTP port Orthanc listens on (only valid while running)."""
-        if self._port is None:
-            raise RuntimeError("Orthanc server is not running")
-        return self._port
+        return self._while_running(self._port)
 
     @property
     def base_url(self) -> str:
@@ -264,9 +270,7 @@ class OrthancServer(StartStop):
     @property
     def workdir(self) -> Path:
         """Folder holding ``orthanc.json``, ``orthanc.log``, ``index/`` and ``storage/``."""
-        if self._workdir is None:
-            raise RuntimeError("Orthanc server is not running")
-        return self._workdir
+        return self._while_running(self._workdir)
 
     @property
     def log_path(self) -> Path:
