@@ -182,23 +182,13 @@ class OpenSlideCache:
 
     @property
     def capacity(self) -> int:
-        """Budget in bytes.
-
-        Returns
-        -------
-        int
-            Capacity given at creation
-        """
+        """int: Budget in bytes, as given at creation."""
         return self._capacity
 
     @property
     def tiles(self) -> DecodedTileCache:
-        """The decoded-tile cache behind this object.
-
-        Returns
-        -------
-        dicomslide.frames.DecodedTileCache
-            Cache (its ``bytes`` and ``hits`` tell how it is used)
+        """dicomslide.frames.DecodedTileCache: The decoded-tile cache behind this object (its
+        ``bytes`` and ``hits`` tell how it is used).
         """
         return self._tiles
 

@@ -96,35 +96,17 @@ class PrefetchResult:
 
     @property
     def complete(self) -> bool:
-        """Whether every frame is now cached (none skipped for the budget).
-
-        Returns
-        -------
-        bool
-            True when no frame was skipped
-        """
+        """bool: Whether every frame is now cached (none skipped for the budget)."""
         return self.skipped_frames == 0
 
     @property
     def frames_per_second(self) -> float:
-        """Fetched frames per second of wall-clock time.
-
-        Returns
-        -------
-        float
-            Throughput (0.0 when nothing was fetched)
-        """
+        """float: Fetched frames per second of wall-clock time (0.0 when nothing was fetched)."""
         return self.fetched_frames / self.seconds if self.seconds > 0 else 0.0
 
     @property
     def megabytes(self) -> float:
-        """Encoded megabytes (10**6 bytes) of the prefetched frames.
-
-        Returns
-        -------
-        float
-            Size
-        """
+        """float: Encoded megabytes (10**6 bytes) of the prefetched frames."""
         return self.bytes / 1e6
 
 
@@ -155,13 +137,7 @@ class Tile:
 
     @property
     def position(self) -> tuple[int, int]:
-        """(row, column) of the top-left pixel.
-
-        Returns
-        -------
-        tuple[int, int]
-            Position in the level's total pixel matrix
-        """
+        """tuple[int, int]: (row, column) of the top-left pixel in the level's pixel matrix."""
         return self.row, self.column
 
 
@@ -473,10 +449,8 @@ async def iter_tiles(
         The slide
     level: int, optional
         Zero-based level index (negative counts from the top)
-    channel_index: int, optional
-        Zero-based channel index
-    focal_plane_index: int, optional
-        Zero-based focal plane index
+    channel_index, focal_plane_index: int, optional
+        Zero-based channel and focal plane indices
     region: tuple[tuple[int, int], tuple[int, int]] | None, optional
         ((row, column), (rows, columns)) in the level's pixel coordinates; the whole tiles
         that intersect it are yielded (default: the whole level)

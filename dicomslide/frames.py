@@ -38,12 +38,8 @@ class InstanceRef:
 
     Attributes
     ----------
-    study_instance_uid: str
-        Study Instance UID
-    series_instance_uid: str
-        Series Instance UID
-    sop_instance_uid: str
-        SOP Instance UID
+    study_instance_uid, series_instance_uid, sop_instance_uid: str
+        Study, Series and SOP Instance UIDs
     number_of_frames: int | None
         Frames in the instance, if known: read-ahead never asks beyond it (and stays off
         without it); not part of the identity

@@ -15,6 +15,8 @@ How frames are placed
 * Otherwise (``TILED_SPARSE``, or files with per-frame positions and no Dimension Organization
   Type, as written by some converters): from the Plane Position (Slide) items of each frame.
   Positions must sit on the tile grid; frames that are absent leave holes that readers fill.
+
+Functions that take ``ds: pydicom.Dataset`` take the metadata of one image (of one instance).
 """
 
 from __future__ import annotations
@@ -68,12 +70,8 @@ class ImagePart:
 
     Attributes
     ----------
-    study_instance_uid: str
-        Study Instance UID
-    series_instance_uid: str
-        Series Instance UID
-    sop_instance_uid: str
-        SOP Instance UID of this part
+    study_instance_uid, series_instance_uid, sop_instance_uid: str
+        Study, Series and SOP Instance UIDs of this part
     first_frame: int
         Zero-based global frame index of this part's frame 1
     number_of_frames: int
@@ -99,19 +97,11 @@ def _int(ds: Dataset, keyword: str, default: int | None = None) -> int:
 
 
 def get_channel_items(ds: Dataset) -> list[Dataset]:
-    """Items that define the channels of an image.
+    """Items that define the channels of an image, in channel order.
 
-    Parameters
-    ----------
-    ds: pydicom.Dataset
-        Image metadata
-
-    Returns
-    -------
-    list[pydicom.Dataset]
-        Segment Sequence items for Segmentations (of a label map, all but the item that
-        describes its background), Real World Value Mapping items (one channel) for
-        Parametric Maps, Optical Path Sequence items otherwise (one empty item if absent)
+    They are the Segment Sequence items for Segmentations (of a label map, all but the item
+    that describes its background), one Real World Value Mapping item for Parametric Maps, and
+    the Optical Path Sequence items otherwise (one empty item if absent).
     """
     sop_class = str(get_value(ds, _SOP_CLASS_UID, ""))
     if sop_class in _SEGMENTATION_SOP_CLASSES:
@@ -142,18 +132,7 @@ def _shared_item(ds: Dataset, sequence_keyword: str) -> Dataset | None:
 
 
 def get_channel_identifiers(ds: Dataset) -> tuple[str, ...]:
-    """Identifier of each channel of an image (optical path identifier or segment number).
-
-    Parameters
-    ----------
-    ds: pydicom.Dataset
-        Image metadata
-
-    Returns
-    -------
-    tuple[str, ...]
-        Identifiers in channel order
-    """
+    """Identifier of each channel of an image (optical path identifier or segment number)."""
     return tuple(_channel_identifier(ds, item) for item in get_channel_items(ds))
 
 
@@ -216,15 +195,7 @@ def find_focal_plane_index(offsets: Sequence[float], focal_plane_offset: float, 
 def get_focal_plane_offsets(ds: Dataset) -> list[float]:
     """Z offsets (micrometres) of the focal planes of an image, ascending.
 
-    Parameters
-    ----------
-    ds: pydicom.Dataset
-        Image metadata
-
-    Returns
-    -------
-    list[float]
-        One offset per focal plane; ``[0.0]`` when the image does not say
+    One offset per focal plane; ``[0.0]`` when the image does not say.
     """
     organization = str(get_value(ds, _DIMENSION_ORGANIZATION_TYPE, ""))
     if organization == "TILED_FULL":
@@ -292,13 +263,7 @@ class FrameIndex:
 
     @property
     def grid_shape(self) -> tuple[int, int]:
-        """Number of tile rows and tile columns.
-
-        Returns
-        -------
-        tuple[int, int]
-            (grid rows, grid columns)
-        """
+        """tuple[int, int]: Number of tile rows and tile columns."""
         return int(self.lookup.shape[2]), int(self.lookup.shape[3])
 
     def locate(self, global_frame: int) -> tuple[ImagePart, int]:

@@ -21,6 +21,9 @@ Rule
    VOLUME images (labels, overviews, thumbnails kept apart) go with every copy. Series that
    hold different levels of one pyramid are not split; neither are instances of one series
    (concatenation parts, channels or focal planes stored apart).
+
+The functions take image metadata: ``ds``, one image's :class:`pydicom.Dataset`, or
+``datasets``, several.
 """
 
 from __future__ import annotations
@@ -64,18 +67,10 @@ _PYRAMID_FLAVORS = (ImageFlavors.VOLUME, ImageFlavors.THUMBNAIL)
 
 
 def slide_key(ds: Dataset) -> SlideKey:
-    """Key of the first grouping step (rule 1 of the module notes).
+    """Key of the first grouping step (rule 1 above).
 
-    Parameters
-    ----------
-    ds: pydicom.Dataset
-        Image metadata
-
-    Returns
-    -------
-    tuple[str, ...]
-        ``("FOR", frame of reference, container)`` or
-        ``("SERIES", study, series, container)``
+    ``("FOR", frame of reference, container)``, or ``("SERIES", study, series, container)``
+    for an image without a Frame of Reference UID.
     """
     container = _text(ds, _CONTAINER_IDENTIFIER)
     frame_of_reference = _text(ds, _FRAME_OF_REFERENCE_UID)
@@ -89,19 +84,7 @@ def _text(ds: Dataset, tag: int) -> str:
 
 
 def pyramid_images(datasets: Iterable[Dataset]) -> list[Dataset]:
-    """The VOLUME and THUMBNAIL images among slide microscopy images.
-
-    Parameters
-    ----------
-    datasets: Iterable[pydicom.Dataset]
-        Image metadata
-
-    Returns
-    -------
-    list[pydicom.Dataset]
-        Images whose flavor is VOLUME or THUMBNAIL (images whose flavor cannot be told are
-        left out)
-    """
+    """The VOLUME and THUMBNAIL images; those whose flavor cannot be told are left out."""
     out = []
     for ds in datasets:
         try:
@@ -113,33 +96,14 @@ def pyramid_images(datasets: Iterable[Dataset]) -> list[Dataset]:
 
 
 def frames_of_reference(datasets: Iterable[Dataset]) -> set[str]:
-    """Frame of Reference UIDs of images.
-
-    Parameters
-    ----------
-    datasets: Iterable[pydicom.Dataset]
-        Image metadata
-
-    Returns
-    -------
-    set[str]
-        The non-empty Frame of Reference UIDs
-    """
+    """The non-empty Frame of Reference UIDs of images."""
     return {uid for ds in datasets if (uid := _text(ds, _FRAME_OF_REFERENCE_UID))}
 
 
 def describe(datasets: Sequence[Dataset]) -> str:
     """Name the series of a group of images, for warnings.
 
-    Parameters
-    ----------
-    datasets: Sequence[pydicom.Dataset]
-        Image metadata
-
-    Returns
-    -------
-    str
-        Study and series UIDs, container, and the flavors of the images
+    The text gives study and series UIDs, the container and the flavors of the images.
     """
     series = sorted(
         {(_text(ds, _STUDY_INSTANCE_UID), _text(ds, _SERIES_INSTANCE_UID)) for ds in datasets}

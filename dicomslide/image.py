@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 from pydicom import Dataset
 
+from dicomslide._args import int_pair
 from dicomslide._tags import TOTAL_PIXEL_MATRIX_COLUMNS, TOTAL_PIXEL_MATRIX_ROWS
 from dicomslide.codecs import PixelFormat, decode_frame
 from dicomslide.color import ColorTransform, get_color_transform
@@ -43,7 +44,7 @@ from dicomslide.geometry import (
     iter_tiles_in_region,
 )
 from dicomslide.perframe import get_value
-from dicomslide.runtime import as_source, decode_queue, decoded_tile_cache, frame_service
+from dicomslide.runtime import as_source, decode_queue, frame_service
 from dicomslide.sources.dicomjson import BULKDATA_URIS_ATTR as BULKDATA_URIS_ATTRIBUTE
 from dicomslide.sources.protocol import EncodedFrame, Source
 from dicomslide.utils import (
@@ -68,14 +69,6 @@ def _check_index(value: int, count: int, what: str, where: str) -> int:
             f"{what} {value} is out of range for {where}: valid is 0..{count - 1}."
         )
     return int(value)
-
-
-def _pair(value: Sequence[int], what: str) -> tuple[int, int]:
-    try:
-        a, b = value
-        return int(a), int(b)
-    except (TypeError, ValueError):
-        raise RegionError(f"{what} must be a pair of integers, got {value!r}.") from None
 
 
 class ImageReader:
@@ -316,7 +309,7 @@ class ImageReader:
             out = np.full(shape, fill, dtype=fmt.dtype)
         if not by_frame:
             return out
-        decoded = decoded_tile_cache(self.source)
+        decoded = self.source.runtime.decoded_cache
         managed = self.correct_color and self.is_color()
         by_part: dict[str, list[int]] = {}
         parts = {}
@@ -398,16 +391,18 @@ class TotalPixelMatrix:
     1 where the label map holds the segment's number); :meth:`TiledImage.get_label_map` gives
     the label map itself.
 
+    Methods that take a tile ``index: int`` take the zero-based index of the tile in the
+    flattened grid (row by row), from 0 to ``num_tiles - 1``; another integer raises
+    :class:`~dicomslide.errors.IndexRangeError`.
+
     Parameters
     ----------
     client: Any
         A dicomslide client or a ``dicomweb_client.DICOMClient``
     image_metadata: pydicom.Dataset
         Metadata of a tiled DICOM image
-    channel_index: int, optional
-        Zero-based channel index
-    focal_plane_index: int, optional
-        Zero-based focal plane index
+    channel_index, focal_plane_index: int, optional
+        Zero-based channel and focal plane indices
     max_frame_cache_size: int, optional
         Accepted for compatibility with dicomslide 0.7; frames are cached per client in a
         byte-bounded cache instead (see :func:`dicomslide.get_cache_stats`)
@@ -449,37 +444,19 @@ class TotalPixelMatrix:
 
     @property
     def dtype(self) -> np.dtype[Any]:
-        """Data type of the pixels.
-
-        Returns
-        -------
-        numpy.dtype
-            Data type (``uint8`` for the segment masks of a label map)
-        """
+        """numpy.dtype: Data type of the pixels (``uint8`` for the segment masks of label maps)."""
         if self._state.label_map and not self._raw:
             return np.dtype(np.uint8)
         return self._state.format.dtype
 
     @property
     def ndim(self) -> int:
-        """Number of dimensions (always 3).
-
-        Returns
-        -------
-        int
-            3
-        """
+        """int: Number of dimensions (always 3)."""
         return 3
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        """Rows, columns and samples per pixel.
-
-        Returns
-        -------
-        tuple[int, int, int]
-            Shape of the whole matrix
-        """
+        """tuple[int, int, int]: Rows, columns and samples per pixel of the whole matrix."""
         return (self._index.total_rows, self._index.total_columns, self._samples)
 
     @property
@@ -488,25 +465,13 @@ class TotalPixelMatrix:
 
     @property
     def size(self) -> int:
-        """Number of values (rows x columns x samples).
-
-        Returns
-        -------
-        int
-            Size
-        """
+        """int: Number of values (rows x columns x samples)."""
         rows, columns, samples = self.shape
         return rows * columns * samples
 
     @property
     def num_tiles(self) -> int:
-        """Number of tiles of the tile grid.
-
-        Returns
-        -------
-        int
-            Grid rows x grid columns
-        """
+        """int: Number of tiles of the tile grid (grid rows x grid columns)."""
         rows, columns = self._index.grid_shape
         return rows * columns
 
@@ -515,46 +480,24 @@ class TotalPixelMatrix:
 
     @property
     def tile_shape(self) -> tuple[int, int, int]:
-        """Rows, columns and samples per pixel of one tile.
-
-        Returns
-        -------
-        tuple[int, int, int]
-            Tile shape
-        """
+        """tuple[int, int, int]: Rows, columns and samples per pixel of one tile."""
         return (self._index.tile_rows, self._index.tile_columns, self._samples)
 
     @property
     def tile_size(self) -> int:
-        """Number of values of one tile.
-
-        Returns
-        -------
-        int
-            Tile size
-        """
+        """int: Number of values of one tile."""
         rows, columns, samples = self.tile_shape
         return rows * columns * samples
 
     @property
     def tile_grid_shape(self) -> tuple[int, int]:
-        """Number of tile rows and tile columns.
-
-        Returns
-        -------
-        tuple[int, int]
-            Grid shape
-        """
+        """tuple[int, int]: Number of tile rows and tile columns."""
         return self._index.grid_shape
 
     @property
     def tile_grid_positions(self) -> np.ndarray:
-        """Zero-based (row, column) grid position of every tile, in flattened order.
-
-        Returns
-        -------
-        numpy.ndarray
-            Array of shape (num_tiles, 2)
+        """numpy.ndarray: Zero-based (row, column) grid position of every tile, in flattened order
+        (shape (num_tiles, 2)).
         """
         rows, columns = self.tile_grid_shape
         r, c = np.divmod(np.arange(rows * columns), columns)
@@ -562,12 +505,8 @@ class TotalPixelMatrix:
 
     @property
     def tile_positions(self) -> np.ndarray:
-        """Zero-based (row, column) pixel offset of every tile, in flattened order.
-
-        Returns
-        -------
-        numpy.ndarray
-            Array of shape (num_tiles, 2)
+        """numpy.ndarray: Zero-based (row, column) pixel offset of every tile, in flattened order
+        (shape (num_tiles, 2)).
         """
         return self.tile_grid_positions * np.array(  # type: ignore[no-any-return]
             [self._index.tile_rows, self._index.tile_columns]
@@ -577,50 +516,20 @@ class TotalPixelMatrix:
         return _check_index(index, self.num_tiles, "Tile index", "this total pixel matrix")
 
     def get_tile_grid_position(self, index: int) -> tuple[int, int]:
-        """Position of a tile in the tile grid.
-
-        Parameters
-        ----------
-        index: int
-            Zero-based index of the tile in the flattened grid
-
-        Returns
-        -------
-        tuple[int, int]
-            Zero-based (row, column) grid position
-        """
+        """Zero-based (row, column) position of tile `index` in the tile grid."""
         i = self._check_tile_index(index)
         r, c = divmod(i, self.tile_grid_shape[1])
         return r, c
 
     def get_tile_position(self, index: int) -> tuple[int, int]:
-        """Pixel offset of a tile.
-
-        Parameters
-        ----------
-        index: int
-            Zero-based index of the tile in the flattened grid
-
-        Returns
-        -------
-        tuple[int, int]
-            Zero-based (row, column) offset in the total pixel matrix
-        """
+        """Pixel offset of tile `index`: zero-based (row, column) in the total pixel matrix."""
         r, c = self.get_tile_grid_position(index)
         return r * self._index.tile_rows, c * self._index.tile_columns
 
     def get_tile_bounding_box(self, index: int) -> tuple[tuple[int, int], tuple[int, int]]:
-        """Bounding box of a tile, clipped to the matrix.
+        """Bounding box of tile `index`, clipped to the matrix.
 
-        Parameters
-        ----------
-        index: int
-            Zero-based tile index
-
-        Returns
-        -------
-        tuple[tuple[int, int], tuple[int, int]]
-            Zero-based (row, column) offset and (rows, columns) size
+        The box is a zero-based (row, column) offset and a (rows, columns) size.
         """
         r, c = self.get_tile_position(index)
         rows = min(self._index.tile_rows, self._index.total_rows - r)
@@ -648,7 +557,7 @@ class TotalPixelMatrix:
         """
         rows, columns = self.tile_grid_shape
         if position is not None:
-            r, c = _pair(position, "Tile grid position")
+            r, c = int_pair(position, "Tile grid position")
             _check_index(r, rows, "Tile grid row", "this total pixel matrix")
             _check_index(c, columns, "Tile grid column", "this total pixel matrix")
             return r * columns + c
@@ -787,6 +696,10 @@ class TotalPixelMatrix:
 class TiledImage:
     """A tiled DICOM image (one instance, or the parts of one concatenation).
 
+    Channels (optical paths, or the segments of a Segmentation) and focal planes are numbered
+    from zero. An index or identifier that matches no channel or focal plane raises
+    :class:`~dicomslide.errors.IndexRangeError`, a ``ValueError``.
+
     Parameters
     ----------
     client: Any
@@ -818,90 +731,46 @@ class TiledImage:
 
     @property
     def metadata(self) -> Dataset:
-        """Image metadata (of the first part of a concatenation).
-
-        Returns
-        -------
-        pydicom.Dataset
-            Metadata
-        """
+        """pydicom.Dataset: Image metadata (of the first part of a concatenation)."""
         return self._state.metadata
 
     @property
     def reader(self) -> ImageReader:
-        """The reader this image and its total pixel matrices share.
-
-        Returns
-        -------
-        dicomslide.image.ImageReader
-            Reader
-        """
+        """dicomslide.image.ImageReader: Reader shared by the image and its pixel matrices."""
         return self._state
 
     @property
     def channel_identifiers(self) -> tuple[str, ...]:
-        """Identifier of each channel (optical path identifier or segment number).
-
-        Returns
-        -------
-        tuple[str, ...]
-            Identifiers in channel order
+        """tuple[str, ...]: Identifier of each channel (optical path identifier or segment number),
+        in channel order.
         """
         return self._state.channel_identifiers()
 
     @property
     def focal_plane_offsets(self) -> tuple[float, ...]:
-        """Z offset (micrometres) of each focal plane, ascending.
-
-        Returns
-        -------
-        tuple[float, ...]
-            Offsets
-        """
+        """tuple[float, ...]: Z offset (micrometres) of each focal plane, ascending."""
         return self._state.focal_plane_offsets()
 
     @property
     def frame_index(self) -> FrameIndex:
-        """Where each tile of each channel and focal plane is stored.
-
-        Returns
-        -------
-        dicomslide.geometry.FrameIndex
-            The frame index
+        """dicomslide.geometry.FrameIndex: Where each tile of each channel and focal plane is
+        stored.
         """
         return self._state.index()
 
     @property
     def sop_instance_uids(self) -> tuple[str, ...]:
-        """SOP Instance UIDs of all parts.
-
-        Returns
-        -------
-        tuple[str, ...]
-            UIDs in concatenation order
-        """
+        """tuple[str, ...]: SOP Instance UIDs of all parts, in concatenation order."""
         return tuple(str(d.SOPInstanceUID) for d in self._state.parts_metadata)
 
     @property
     def frame_of_reference_uid(self) -> str:
-        """Frame of Reference UID (empty string when the image has none).
-
-        Returns
-        -------
-        str
-            UID
-        """
+        """str: Frame of Reference UID (empty string when the image has none)."""
         return str(self.metadata.get("FrameOfReferenceUID", ""))
 
     @property
     def channel_type(self) -> ChannelTypes:
-        """Type of the channels of this image.
-
-        Returns
-        -------
-        dicomslide.ChannelTypes
-            Channel type
-        """
+        """dicomslide.ChannelTypes: Type of the channels of this image."""
         sop_class = str(self.metadata.get("SOPClassUID", ""))
         if sop_class in _SEGMENTATION_SOP_CLASSES:
             return ChannelTypes.SEGMENT
@@ -911,35 +780,17 @@ class TiledImage:
 
     @property
     def num_channels(self) -> int:
-        """Number of channels.
-
-        Returns
-        -------
-        int
-            Number of optical paths, segments or parameters
-        """
+        """int: Number of channels: optical paths, segments or parameters."""
         return len(get_channel_items(self.metadata))
 
     @property
     def num_focal_planes(self) -> int:
-        """Number of focal planes.
-
-        Returns
-        -------
-        int
-            Number of focal planes
-        """
+        """int: Number of focal planes."""
         return len(self._state.focal_plane_offsets())
 
     @property
     def size(self) -> tuple[int, int]:
-        """Number of total pixel matrix rows and columns.
-
-        Returns
-        -------
-        tuple[int, int]
-            (rows, columns)
-        """
+        """tuple[int, int]: Number of total pixel matrix rows and columns."""
         # By tag, raw values unconverted: opening a slide asks every image for its size a
         # dozen times, and pydicom's keyword lookup costs more than reading the value.
         metadata = self.metadata
@@ -952,23 +803,13 @@ class TiledImage:
 
     @property
     def pixel_spacing(self) -> tuple[float, float]:
-        """Spacing between rows and between columns in millimetres.
-
-        Returns
-        -------
-        tuple[float, float]
-            Pixel spacing
-        """
+        """tuple[float, float]: Spacing between rows and between columns in millimetres."""
         return self._geometry.pixel_spacing
 
     @property
     def geometry(self) -> ImageGeometry:
-        """Mapping between pixel indices and slide coordinates.
-
-        Returns
-        -------
-        dicomslide.coordinates.ImageGeometry
-            Geometry
+        """dicomslide.coordinates.ImageGeometry: Mapping between pixel indices and slide
+        coordinates.
         """
         return self._geometry
 
@@ -981,71 +822,30 @@ class TiledImage:
 
     @property
     def physical_offset(self) -> tuple[float, float]:
-        """Offset of the total pixel matrix from the origin of the slide coordinate system.
-
-        The X and Y of the Total Pixel Matrix Origin (mm), as in dicomslide 0.7; with the
-        usual orientations this is not the smallest X and Y the image covers.
-
-        Returns
-        -------
-        tuple[float, float]
-            (x, y) in millimetres
+        """tuple[float, float]: Offset (x, y) in millimetres of the total pixel matrix from the
+        origin of the slide coordinate system: the X and Y of the Total Pixel Matrix Origin, as in
+        dicomslide 0.7; with the usual orientations this is not the smallest X and Y the image
+        covers.
         """
         x, y, _ = self._geometry.origin
         return float(x), float(y)
 
     @property
     def physical_size(self) -> tuple[float, float]:
-        """Extent of the total pixel matrix along the slide X and Y axes (mm).
-
-        Returns
-        -------
-        tuple[float, float]
-            (width along X, height along Y) in millimetres
+        """tuple[float, float]: Extent (width along X, height along Y) of the total pixel matrix
+        along the slide X and Y axes in millimetres.
         """
         corners = self._corners()
         extent = corners.max(axis=0) - corners.min(axis=0)
         return float(extent[0]), float(extent[1])
 
     def get_channel_identifier(self, channel_index: int) -> str:
-        """Identifier of a channel.
-
-        Parameters
-        ----------
-        channel_index: int
-            Zero-based channel index
-
-        Returns
-        -------
-        str
-            Optical path identifier or segment number
-
-        Raises
-        ------
-        ValueError
-            When no channel has that index
-        """
+        """Identifier of a channel: its optical path identifier or segment number."""
         ids = self._state.channel_identifiers()
         return ids[_check_index(channel_index, len(ids), "Channel index", "this image")]
 
     def get_channel_index(self, channel_identifier: str) -> int:
-        """Index of a channel.
-
-        Parameters
-        ----------
-        channel_identifier: str
-            Optical path identifier or segment number
-
-        Returns
-        -------
-        int
-            Zero-based channel index
-
-        Raises
-        ------
-        ValueError
-            When no channel has that identifier
-        """
+        """Index of the channel with an identifier (optical path identifier or segment number)."""
         ids = self._state.channel_identifiers()
         try:
             return ids.index(str(channel_identifier))
@@ -1055,45 +855,13 @@ class TiledImage:
             ) from None
 
     def get_focal_plane_offset(self, focal_plane_index: int) -> float:
-        """Z offset of a focal plane in micrometres.
-
-        Parameters
-        ----------
-        focal_plane_index: int
-            Zero-based focal plane index
-
-        Returns
-        -------
-        float
-            Z offset in micrometres
-
-        Raises
-        ------
-        ValueError
-            When no focal plane has that index
-        """
+        """Z offset of a focal plane in micrometres."""
         offsets = self._state.focal_plane_offsets()
         i = _check_index(focal_plane_index, len(offsets), "Focal plane index", "this image")
         return offsets[i]
 
     def get_focal_plane_index(self, focal_plane_offset: float) -> int:
-        """Index of the focal plane at a Z offset.
-
-        Parameters
-        ----------
-        focal_plane_offset: float
-            Z offset in micrometres
-
-        Returns
-        -------
-        int
-            Zero-based focal plane index
-
-        Raises
-        ------
-        ValueError
-            When no focal plane is at that offset (to within 1 nm)
-        """
+        """Index of the focal plane at a Z offset in micrometres (to within 1 nm)."""
         return find_focal_plane_index(
             self._state.focal_plane_offsets(), focal_plane_offset, "this image"
         )
@@ -1101,20 +869,7 @@ class TiledImage:
     def get_total_pixel_matrix(
         self, channel_index: int = 0, focal_plane_index: int = 0
     ) -> TotalPixelMatrix:
-        """Total pixel matrix of a channel and focal plane.
-
-        Parameters
-        ----------
-        channel_index: int, optional
-            Zero-based channel index
-        focal_plane_index: int, optional
-            Zero-based focal plane index
-
-        Returns
-        -------
-        dicomslide.TotalPixelMatrix
-            The matrix
-        """
+        """The :class:`TotalPixelMatrix` of a channel and focal plane."""
         key = (channel_index, focal_plane_index)
         matrix = self._matrices.get(key)
         if matrix is None:
@@ -1130,13 +885,8 @@ class TiledImage:
 
     @property
     def is_label_map(self) -> bool:
-        """Whether the image is a label-map Segmentation.
-
-        Returns
-        -------
-        bool
-            True for a Label Map Segmentation, whose pixels are segment numbers (or its
-            background value) and whose channels are the masks of its segments
+        """bool: Whether the image is a Label Map Segmentation, whose pixels are segment numbers
+        (or its background value) and whose channels are the masks of its segments.
         """
         return self._state.label_map
 
@@ -1177,8 +927,8 @@ class TiledImage:
         return matrix
 
     def _check_region(self, offset: Sequence[int], size: Sequence[int]) -> tuple[Any, Any]:
-        r, c = _pair(offset, "Offset")
-        h, w = _pair(size, "Size")
+        r, c = int_pair(offset, "Offset")
+        h, w = int_pair(size, "Size")
         rows, columns = self.size
         if h < 1 or w < 1:
             raise RegionError(f"Region size must be positive, got (rows, columns) = ({h}, {w}).")
@@ -1205,10 +955,8 @@ class TiledImage:
             Zero-based (row, column) of the region's top-left pixel
         size: tuple[int, int]
             (rows, columns) of the region; the region must lie inside the matrix
-        channel_index: int, optional
-            Zero-based channel index
-        focal_plane_index: int, optional
-            Zero-based focal plane index
+        channel_index, focal_plane_index: int, optional
+            Zero-based channel and focal plane indices
 
         Returns
         -------
@@ -1232,7 +980,7 @@ class TiledImage:
         tuple[float, float]
             (x, y) in millimetres
         """
-        xyz = self._geometry.pixel_to_slide(np.array([_pair(pixel_indices, "Pixel indices")]))
+        xyz = self._geometry.pixel_to_slide(np.array([int_pair(pixel_indices, "Pixel indices")]))
         return float(xyz[0, 0]), float(xyz[0, 1])
 
     def get_pixel_indices(self, offset: tuple[float, float]) -> tuple[int, int]:
@@ -1342,10 +1090,8 @@ class TiledImage:
             (x, y) of the region's corner in millimetres
         size: tuple[float, float]
             Width (along X) and height (along Y) in millimetres
-        channel_index: int, optional
-            Zero-based channel index
-        focal_plane_index: int, optional
-            Zero-based focal plane index
+        channel_index, focal_plane_index: int, optional
+            Zero-based channel and focal plane indices
 
         Returns
         -------

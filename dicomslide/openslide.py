@@ -57,7 +57,7 @@ import hashlib
 import io
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -71,6 +71,7 @@ from pydicom.dataelem import DataElement
 from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
 
+from dicomslide._args import int_pair
 from dicomslide._openslide_compat import (
     ASSOCIATED_ALIASES,
     ClosedHandleError,
@@ -91,7 +92,7 @@ from dicomslide.errors import (
     UnsupportedError,
 )
 from dicomslide.image import TiledImage, TotalPixelMatrix
-from dicomslide.runtime import as_source, use_decoded_tile_cache
+from dicomslide.runtime import as_source
 from dicomslide.slide import Slide
 from dicomslide.utils import get_image_flavor
 
@@ -285,59 +286,31 @@ class OpenSlide:
 
     @property
     def slide(self) -> Slide:
-        """The slide served.
-
-        Returns
-        -------
-        dicomslide.Slide
-            Slide
-        """
+        """dicomslide.Slide: The slide served."""
         return self._slide
 
     @property
     def level_count(self) -> int:
-        """Number of levels.
-
-        Returns
-        -------
-        int
-            Number of VOLUME levels
-        """
+        """int: Number of levels (VOLUME levels)."""
         self.check_open()
         return len(self._levels)
 
     @property
     def dimensions(self) -> tuple[int, int]:
-        """Width and height of level 0.
-
-        Returns
-        -------
-        tuple[int, int]
-            (width, height) in pixels
-        """
+        """tuple[int, int]: (width, height) of level 0 in pixels."""
         self.check_open()
         return self._levels[0].width, self._levels[0].height
 
     @property
     def level_dimensions(self) -> tuple[tuple[int, int], ...]:
-        """Width and height of every level.
-
-        Returns
-        -------
-        tuple[tuple[int, int], ...]
-            (width, height) per level, largest first
-        """
+        """tuple[tuple[int, int], ...]: (width, height) of every level, largest first."""
         self.check_open()
         return tuple((lv.width, lv.height) for lv in self._levels)
 
     @property
     def level_downsamples(self) -> tuple[float, ...]:
-        """Downsample factor of every level (OpenSlide's mean of width and height ratios).
-
-        Returns
-        -------
-        tuple[float, ...]
-            Factor per level, 1.0 for level 0
+        """tuple[float, ...]: Downsample factor of every level, 1.0 for level 0 (OpenSlide's mean
+        of width and height ratios).
         """
         self.check_open()
         return tuple(lv.downsample for lv in self._levels)
@@ -368,13 +341,9 @@ class OpenSlide:
 
     @property
     def properties(self) -> Mapping[str, str]:
-        """Metadata as OpenSlide properties (see the module notes for the names).
-
-        Returns
-        -------
-        Mapping[str, str]
-            Property names mapped to values: openslide-python's ``_PropertyMap``, which
-            raises :class:`dicomslide.UsageError` once this object is closed
+        """Mapping[str, str]: Metadata as OpenSlide properties (see the module notes for the
+        names): openslide-python's ``_PropertyMap``, which raises :class:`dicomslide.UsageError`
+        once this object is closed.
         """
         self.check_open()
         return PropertyMap(self._properties, self.check_open)
@@ -417,18 +386,14 @@ class OpenSlide:
             raise as_openslide_error(
                 NotACacheError(f"set_cache needs an OpenSlideCache, got {cache!r}.")
             )
-        use_decoded_tile_cache(as_source(self._slide.client), cache.tiles)
+        # Keys name the instance and frame, so one cache can serve the sources of many slides.
+        as_source(self._slide.client).runtime.decoded_cache = cache.tiles
 
     @property
     def color_profile(self) -> ImageCms.ImageCmsProfile | None:
-        """ICC profile of the pixels served.
-
-        Returns
-        -------
-        PIL.ImageCms.ImageCmsProfile | None
-            The profile, or None when the slide has none. A profile that is bulk data
-            (DICOMweb) is known once the object was opened by :func:`open_slide`, entered
-            with ``async with`` or read from.
+        """PIL.ImageCms.ImageCmsProfile | None: ICC profile of the pixels served, or None when the
+        slide has none. A profile that is bulk data (DICOMweb) is known once the object was opened
+        by :func:`open_slide`, entered with ``async with`` or read from.
         """
         self.check_open()
         if self._profile_bytes is None:
@@ -547,12 +512,8 @@ class OpenSlide:
 
     @property
     def associated_image_names(self) -> list[str]:
-        """OpenSlide's names of the associated images the slide has.
-
-        Returns
-        -------
-        list[str]
-            Some of ``label``, ``macro`` and ``thumbnail``
+        """list[str]: OpenSlide's names of the associated images the slide has (some of ``label``,
+        ``macro`` and ``thumbnail``).
         """
         self.check_open()
         return list(self._associated_sources())
@@ -647,8 +608,8 @@ class OpenSlide:
         """
         self.check_open()
         await self.load_profiles()
-        x, y = _int_pair(location, "Location")
-        w, h = _int_pair(size, "Size")
+        x, y = int_pair(location, "Location")
+        w, h = int_pair(size, "Size")
         if isinstance(level, bool) or not isinstance(level, int | np.integer):
             raise RegionError(f"Level must be an integer, got {level!r}.")
         if w < 0 or h < 0:
@@ -754,7 +715,7 @@ class OpenSlide:
             RGB image
         """
         self.check_open()
-        sw, sh = _int_pair(size, "Size")
+        sw, sh = int_pair(size, "Size")
         if sw < 1 or sh < 1:
             raise RegionError(f"Thumbnail size must be positive, got {size!r}.")
         downsample = max(dim / want for dim, want in zip(self.dimensions, (sw, sh), strict=True))
@@ -865,14 +826,6 @@ def _opaque_rgba(array: npt.NDArray[Any]) -> Image.Image:
     rgba[..., :3] = array[..., :3]
     rgba[..., 3] = 255
     return Image.fromarray(rgba, "RGBA")
-
-
-def _int_pair(value: Sequence[int], what: str) -> tuple[int, int]:
-    try:
-        a, b = value
-        return int(a), int(b)
-    except (TypeError, ValueError):
-        raise RegionError(f"{what} must be a pair of integers, got {value!r}.") from None
 
 
 # --- properties ---------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from dicomslide.errors import InvalidClientError
-from dicomslide.frames import CacheStats, DecodedTileCache, FrameService
+from dicomslide.frames import CacheStats, FrameService
 from dicomslide.sources.foreign import ForeignClientSource, is_foreign_client
 from dicomslide.sources.protocol import Source
 from dicomslide.sources.runtime import DEFAULT_CACHE_BYTES, DEFAULT_DECODED_CACHE_BYTES
@@ -42,8 +42,6 @@ __all__ = [
     "DecodeQueue",
     "decode_executor",
     "decode_queue",
-    "decoded_tile_cache",
-    "use_decoded_tile_cache",
     "frame_service",
     "get_cache_stats",
 ]
@@ -111,38 +109,6 @@ def _adapt(client: Any) -> Source:
 
         return DICOMfileClient(Path(client.url_prefix))
     return ForeignClientSource(client)
-
-
-def decoded_tile_cache(source: Source) -> DecodedTileCache:
-    """The decoded-tile cache of a source.
-
-    Parameters
-    ----------
-    source: dicomslide.sources.Source
-        The source
-
-    Returns
-    -------
-    dicomslide.frames.DecodedTileCache
-        The cache its runtime holds
-    """
-    return source.runtime.decoded_cache
-
-
-def use_decoded_tile_cache(source: Source, cache: DecodedTileCache) -> None:
-    """Make a source's reads keep decoded tiles in ``cache`` from now on.
-
-    Keys name the instance and frame, so one cache can serve several sources (openslide's
-    shared ``OpenSlideCache``).
-
-    Parameters
-    ----------
-    source: dicomslide.sources.Source
-        The source
-    cache: dicomslide.frames.DecodedTileCache
-        The cache
-    """
-    source.runtime.decoded_cache = cache
 
 
 def frame_service(source: Source) -> FrameService:

@@ -40,7 +40,9 @@ def _padding4(padding: int | Sequence[int]) -> tuple[int, int, int, int]:
 class TotalPixelMatrixSampler:
     """Sample equally sized regions of a total pixel matrix on a regular grid.
 
-    Use ``len(sampler)``, ``await sampler[i]`` or ``async for region in sampler``.
+    Use ``len(sampler)``, ``await sampler[i]`` or ``async for region in sampler``. The methods
+    that take an ``index: int`` take the zero-based index of a sampled region, from 0 to
+    ``len(sampler) - 1``, and raise :class:`~dicomslide.errors.IndexRangeError` for any other.
 
     Parameters
     ----------
@@ -114,46 +116,22 @@ class TotalPixelMatrixSampler:
 
     @property
     def matrix(self) -> TotalPixelMatrix:
-        """Total pixel matrix.
-
-        Returns
-        -------
-        dicomslide.TotalPixelMatrix
-            Matrix
-        """
+        """dicomslide.TotalPixelMatrix: Total pixel matrix."""
         return self._matrix
 
     @property
     def region_shape(self) -> tuple[int, int, int]:
-        """Rows, columns and samples of a region.
-
-        Returns
-        -------
-        tuple[int, int, int]
-            Shape
-        """
+        """tuple[int, int, int]: Rows, columns and samples of a region."""
         return (*self._region, self._matrix.shape[2])
 
     @property
     def padding(self) -> tuple[int, int, int, int]:
-        """Padding at the left, top, right and bottom of each region.
-
-        Returns
-        -------
-        tuple[int, int, int, int]
-            Padding in pixels
-        """
+        """tuple[int, int, int, int]: Padding at the left, top, right and bottom of each region."""
         return self._padding
 
     @property
     def padded_region_shape(self) -> tuple[int, int, int]:
-        """Rows, columns and samples of a region with its padding.
-
-        Returns
-        -------
-        tuple[int, int, int]
-            Shape
-        """
+        """tuple[int, int, int]: Rows, columns and samples of a region with its padding."""
         left, top, right, bottom = self._padding
         rh, rw = self._region
         return (rh + top + bottom, rw + left + right, self._matrix.shape[2])
@@ -162,18 +140,7 @@ class TotalPixelMatrixSampler:
         return len(self._positions)
 
     def get_region_grid_position(self, index: int) -> tuple[int, int]:
-        """Grid position of a sampled region.
-
-        Parameters
-        ----------
-        index: int
-            Zero-based index of the sampled region
-
-        Returns
-        -------
-        tuple[int, int]
-            Zero-based (row, column) grid position
-        """
+        """Zero-based (row, column) grid position of the region at `index`."""
         if not 0 <= index < len(self._positions):
             raise IndexRangeError(
                 f"Region index {index} is out of range: valid are 0..{len(self._positions) - 1}."
@@ -181,17 +148,10 @@ class TotalPixelMatrixSampler:
         return self._positions[index]
 
     def get_region_bounding_box(self, index: int) -> tuple[tuple[int, int], tuple[int, int]]:
-        """Padded bounding box of a sampled region in the total pixel matrix.
+        """Padded bounding box of the region at `index` in the total pixel matrix.
 
-        Parameters
-        ----------
-        index: int
-            Zero-based index of the sampled region
-
-        Returns
-        -------
-        tuple[tuple[int, int], tuple[int, int]]
-            Zero-based (row, column) offset (may be negative) and (rows, columns) size
+        The box is a zero-based (row, column) offset, negative where padding reaches past the
+        matrix, and a (rows, columns) size.
         """
         i, j = self.get_region_grid_position(index)
         left, top, _, _ = self._padding
@@ -200,34 +160,12 @@ class TotalPixelMatrixSampler:
         return (i * rh - top, j * rw - left), (ph, pw)
 
     async def get(self, index: int) -> np.ndarray:
-        """Read the padded region at an index.
-
-        Parameters
-        ----------
-        index: int
-            Zero-based index of the sampled region
-
-        Returns
-        -------
-        numpy.ndarray
-            Array of shape :attr:`padded_region_shape`
-        """
+        """Read the padded region at `index`: an array of shape :attr:`padded_region_shape`."""
         offset, size = self.get_region_bounding_box(index)
         return await self._matrix.read_region(offset, size)
 
     def __getitem__(self, index: int) -> Awaitable[np.ndarray]:
-        """The padded region at an index, as an awaitable.
-
-        Parameters
-        ----------
-        index: int
-            Zero-based index of the sampled region
-
-        Returns
-        -------
-        Awaitable[numpy.ndarray]
-            Array of shape :attr:`padded_region_shape`
-        """
+        """The padded region at `index`, as an awaitable of :meth:`get`'s array."""
         return self.get(index)
 
     async def __aiter__(self) -> AsyncIterator[np.ndarray]:

@@ -29,13 +29,15 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 from pydicom import Dataset
 
+from dicomslide._args import int_pair
+from dicomslide._docs import borrowed_doc
 from dicomslide._tags import (
     COLUMNS,
     CONCATENATION_UID as _CONCATENATION_UID,
@@ -121,6 +123,19 @@ _POSITIVE_INTS = (
 
 #: Where find_slides reports what it skips (images that cannot form a slide).
 logger = logging.getLogger(__name__)
+
+# Parameters entries of the methods that read the image of a level, channel and focal plane
+# and otherwise take the parameters of the TiledImage method they call.
+_LEVEL_ENTRY = """level: int
+    Zero-based level index (negative counts from the top)"""
+_PLANES_ENTRY = """channel_index, focal_plane_index: int, optional
+    Zero-based channel and focal plane indices"""
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _at_level(method: Callable[..., Any]) -> Callable[[_F], _F]:
+    """Borrow the sections of a TiledImage method for the Slide method calling it at a level."""
+    return borrowed_doc(method, after_first=_LEVEL_ENTRY, at_end=_PLANES_ENTRY)
 
 
 def validate_image_metadata(ds: Dataset) -> None:
@@ -217,6 +232,8 @@ def _normalize_level(level: int, count: int) -> int:
 
 class Slide:
     """A digital slide: the images of one glass slide in one frame of reference.
+
+    Channel and focal plane indices and identifiers work as for :class:`~dicomslide.TiledImage`.
 
     Parameters
     ----------
@@ -341,234 +358,124 @@ class Slide:
 
     @property
     def client(self) -> Any:
-        """The client the slide reads from.
-
-        Returns
-        -------
-        Any
-            Client as given
-        """
+        """Any: The client the slide reads from."""
         return self._client
 
     @property
     def correct_color(self) -> bool:
-        """Whether colour images are transformed from their ICC profile to sRGB.
-
-        Returns
-        -------
-        bool
-            The setting the slide was opened with
+        """bool: Whether colour images are transformed from their ICC profile to sRGB (as the slide
+        was opened).
         """
         return self._correct_color
 
     @property
     def max_frame_cache_size(self) -> int:
-        """The ``max_frame_cache_size`` the slide was opened with (kept for re-opening).
-
-        Returns
-        -------
-        int
-            Value as given
-        """
+        """int: The ``max_frame_cache_size`` the slide was opened with (kept for re-opening)."""
         return self._max_frame_cache_size
 
     @property
     def pyramid_tolerance(self) -> float:
-        """Largest tolerated distance (mm) between the centres of images at different levels.
-
-        Returns
-        -------
-        float
-            Tolerance the slide was opened with
+        """float: Largest tolerated distance (mm) between the centres of images at different levels
+        (as the slide was opened).
         """
         return self._pyramid_tolerance
 
     @property
     def image_metadata(self) -> list[Dataset]:
-        """Metadata of every image the slide was built from.
-
-        Returns
-        -------
-        list[pydicom.Dataset]
-            Metadata, as given
-        """
+        """list[pydicom.Dataset]: Metadata of every image the slide was built from."""
         return list(self._image_metadata)
 
     @property
     def cache_stats(self) -> CacheStats:
-        """Statistics of the client's frame cache and requests (shared by its slides).
-
-        Returns
-        -------
-        dicomslide.frames.CacheStats
-            Live counters
+        """dicomslide.frames.CacheStats: Statistics of the client's frame cache and requests
+        (shared by its slides).
         """
         return get_cache_stats(self._source)
 
     @property
     def pyramid(self) -> Pyramid:
-        """Levels of the slide.
-
-        Returns
-        -------
-        dicomslide.Pyramid
-            Pyramid
-        """
+        """dicomslide.Pyramid: Levels of the slide."""
         return self._pyramid
 
     @property
     def frame_of_reference_uid(self) -> str:
-        """Frame of Reference UID (empty string when the images have none).
-
-        Returns
-        -------
-        str
-            UID
-        """
+        """str: Frame of Reference UID (empty string when the images have none)."""
         return self._volume[0].frame_of_reference_uid
 
     @property
     def container_id(self) -> str:
-        """Container Identifier (the slide's barcode/label text).
-
-        Returns
-        -------
-        str
-            Identifier
-        """
+        """str: Container Identifier (the slide's barcode/label text)."""
         return str(self._volume[0].metadata.get("ContainerIdentifier", ""))
 
     @property
     def num_channels(self) -> int:
-        """Number of channels.
-
-        Returns
-        -------
-        int
-            Optical paths plus segments and parameters of derived images
-        """
+        """int: Number of channels: optical paths, segments and parameters of derived images."""
         return len(self._channels)
 
     @property
     def num_focal_planes(self) -> int:
-        """Number of focal planes.
-
-        Returns
-        -------
-        int
-            Number of distinct Z offsets
-        """
+        """int: Number of focal planes (distinct Z offsets)."""
         return len(self._focal_planes)
 
     @property
     def num_levels(self) -> int:
-        """Number of pyramid levels (sorted from the base, largest, to the top, smallest).
-
-        Returns
-        -------
-        int
-            Number of levels
-        """
+        """int: Number of pyramid levels (sorted from the base, largest, to the top, smallest)."""
         return len(self._pyramid)
 
     @property
     def total_pixel_matrix_dimensions(self) -> tuple[tuple[int, int], ...]:
-        """Total pixel matrix (rows, columns) at each level.
-
-        Returns
-        -------
-        tuple[tuple[int, int], ...]
-            One pair per level
-        """
+        """tuple[tuple[int, int], ...]: Total pixel matrix (rows, columns) at each level."""
         return tuple(lvl.total_pixel_matrix_dimensions for lvl in self._pyramid)
 
     @property
     def downsampling_factors(self) -> tuple[float, ...]:
-        """Downsampling factor of each level relative to the base level.
-
-        Returns
-        -------
-        tuple[float, ...]
-            Mean of the row and column factors, 1.0 for the base level
+        """tuple[float, ...]: Downsampling factor of each level relative to the base level: the
+        mean of the row and column factors, 1.0 for the base level.
         """
         return tuple(float(np.mean(lvl.downsampling_factors)) for lvl in self._pyramid)
 
     @property
     def pixel_spacings(self) -> tuple[tuple[float, float], ...]:
-        """Spacing between rows and between columns (mm) at each level.
-
-        Returns
-        -------
-        tuple[tuple[float, float], ...]
-            One pair per level
+        """tuple[tuple[float, float], ...]: Spacing between rows and between columns (mm) at each
+        level.
         """
         return tuple(lvl.pixel_spacing for lvl in self._pyramid)
 
     @property
     def size(self) -> tuple[int, int]:
-        """Total pixel matrix (rows, columns) of the base level.
-
-        Returns
-        -------
-        tuple[int, int]
-            Size
-        """
+        """tuple[int, int]: Total pixel matrix (rows, columns) of the base level."""
         return self._pyramid[0].total_pixel_matrix_dimensions
 
     @property
     def physical_offset(self) -> tuple[float, float]:
-        """Smallest X and Y of the images' Total Pixel Matrix Origins (mm), as in 0.7.
-
-        Returns
-        -------
-        tuple[float, float]
-            (x, y)
+        """tuple[float, float]: Smallest (x, y) of the images' Total Pixel Matrix Origins (mm), as
+        in 0.7.
         """
         offsets = np.array([im.physical_offset for im in self._volume])
         return float(offsets[:, 0].min()), float(offsets[:, 1].min())
 
     @property
     def physical_size(self) -> tuple[float, float]:
-        """Largest extent of the images along the slide X and Y axes (mm).
-
-        Returns
-        -------
-        tuple[float, float]
-            (width, height)
+        """tuple[float, float]: Largest extent (width, height) of the images along the slide X and
+        Y axes (mm).
         """
         sizes = np.array([im.physical_size for im in self._volume])
         return float(sizes[:, 0].max()), float(sizes[:, 1].max())
 
     @property
     def label_images(self) -> tuple[TiledImage, ...]:
-        """LABEL images of the slide.
-
-        Returns
-        -------
-        tuple[dicomslide.TiledImage, ...]
-            Images
-        """
+        """tuple[dicomslide.TiledImage, ...]: LABEL images of the slide."""
         return tuple(self._labels)
 
     @property
     def overview_images(self) -> tuple[TiledImage, ...]:
-        """OVERVIEW images of the slide.
-
-        Returns
-        -------
-        tuple[dicomslide.TiledImage, ...]
-            Images
-        """
+        """tuple[dicomslide.TiledImage, ...]: OVERVIEW images of the slide."""
         return tuple(self._overviews)
 
     @property
     def thumbnail_images(self) -> tuple[TiledImage, ...]:
-        """THUMBNAIL images of the slide (they are pyramid levels too).
-
-        Returns
-        -------
-        tuple[dicomslide.TiledImage, ...]
-            Images
+        """tuple[dicomslide.TiledImage, ...]: THUMBNAIL images of the slide (they are pyramid
+        levels too).
         """
         return tuple(self._thumbnails)
 
@@ -598,43 +505,11 @@ class Slide:
         return int(focal_plane_index)
 
     def get_channel_type(self, channel_index: int) -> ChannelTypes:
-        """Type of a channel.
-
-        Parameters
-        ----------
-        channel_index: int
-            Zero-based channel index
-
-        Returns
-        -------
-        dicomslide.ChannelTypes
-            Channel type
-
-        Raises
-        ------
-        ValueError
-            When no channel has that index
-        """
+        """Type of a channel: optical path, segment or parameter (of a Parametric Map)."""
         return self._channel(channel_index).type
 
     def get_channel_identifier(self, channel_index: int) -> str:
-        """Identifier of a channel (optical path identifier or segment number).
-
-        Parameters
-        ----------
-        channel_index: int
-            Zero-based channel index
-
-        Returns
-        -------
-        str
-            Identifier
-
-        Raises
-        ------
-        ValueError
-            When no channel has that index
-        """
+        """Identifier of a channel (optical path identifier or segment number)."""
         return self._channel(channel_index).identifier
 
     def get_channel_index(
@@ -676,43 +551,11 @@ class Slide:
         )
 
     def get_focal_plane_offset(self, focal_plane_index: int) -> float:
-        """Z offset (micrometres) of a focal plane.
-
-        Parameters
-        ----------
-        focal_plane_index: int
-            Zero-based focal plane index
-
-        Returns
-        -------
-        float
-            Offset
-
-        Raises
-        ------
-        ValueError
-            When no focal plane has that index
-        """
+        """Z offset (micrometres) of a focal plane."""
         return float(self._focal_planes[self._check_plane(focal_plane_index)])
 
     def get_focal_plane_index(self, focal_plane_offset: float) -> int:
-        """Index of the focal plane at a Z offset (micrometres, to within 1 nm).
-
-        Parameters
-        ----------
-        focal_plane_offset: float
-            Z offset in micrometres
-
-        Returns
-        -------
-        int
-            Zero-based focal plane index
-
-        Raises
-        ------
-        ValueError
-            When no focal plane is at that offset
-        """
+        """Index of the focal plane at a Z offset (micrometres, to within 1 nm)."""
         return find_focal_plane_index(self._focal_planes, focal_plane_offset, "this slide")
 
     def find_optical_paths(
@@ -745,16 +588,12 @@ class Slide:
             for item in self._specimen_items
         ):
             return ()
-        return tuple(
-            i
-            for i, ch in enumerate(self._channels)
-            if ch.type is ChannelTypes.OPTICAL_PATH
-            and does_optical_path_item_match(
-                ch.item,
-                identifier=identifier,
-                description=description,
-                illumination_wavelength=illumination_wavelength,
-            )
+        return self._channels_matching(
+            ChannelTypes.OPTICAL_PATH,
+            does_optical_path_item_match,
+            identifier=identifier,
+            description=description,
+            illumination_wavelength=illumination_wavelength,
         )
 
     def find_segments(
@@ -772,27 +611,30 @@ class Slide:
             Segment number
         label: str | None, optional
             Segment label
-        property_category: pydicom.sr.coding.Code | highdicom.sr.CodedConcept | None, optional
-            Segmented property category
-        property_type: pydicom.sr.coding.Code | highdicom.sr.CodedConcept | None, optional
-            Segmented property type
+        property_category, property_type: pydicom.sr.coding.Code | highdicom.sr.CodedConcept | None
+            Segmented property category and type (optional)
 
         Returns
         -------
         tuple[int, ...]
             Zero-based channel indices
         """
+        return self._channels_matching(
+            ChannelTypes.SEGMENT,
+            does_segment_item_match,
+            number=number,
+            label=label,
+            property_category=property_category,
+            property_type=property_type,
+        )
+
+    def _channels_matching(
+        self, kind: ChannelTypes, matches: Callable[..., bool], **criteria: Any
+    ) -> tuple[int, ...]:
         return tuple(
             i
             for i, ch in enumerate(self._channels)
-            if ch.type is ChannelTypes.SEGMENT
-            and does_segment_item_match(
-                ch.item,
-                number=number,
-                label=label,
-                property_category=property_category,
-                property_type=property_type,
-            )
+            if ch.type is kind and matches(ch.item, **criteria)
         )
 
     # --- images -------------------------------------------------------------------------
@@ -802,17 +644,7 @@ class Slide:
     ) -> tuple[TiledImage, ...]:
         """VOLUME or THUMBNAIL images of a channel and focal plane, largest first.
 
-        Parameters
-        ----------
-        channel_index: int, optional
-            Zero-based channel index
-        focal_plane_index: int, optional
-            Zero-based focal plane index
-
-        Returns
-        -------
-        tuple[dicomslide.TiledImage, ...]
-            Images, one per level that has pixels for this channel and plane
+        There is one image per level that has pixels for this channel and focal plane.
         """
         channel = self._channel(channel_index)
         plane = self._check_plane(focal_plane_index)
@@ -883,10 +715,8 @@ class Slide:
         size: tuple[int, int] | None
             (rows, columns) of the region at ``level``. Pixels beyond the bottom or right edge
             of the image are filled (white for colour, 0 otherwise).
-        channel_index: int, optional
-            Zero-based channel index
-        focal_plane_index: int, optional
-            Zero-based focal plane index
+        channel_index, focal_plane_index: int, optional
+            Zero-based channel and focal plane indices
         pixel_indices: tuple[int, int] | None, optional
             Alias of ``offset`` (the name the user guide uses)
 
@@ -910,8 +740,8 @@ class Slide:
         self, offset: tuple[int, int], size: tuple[int, int], lvl: int
     ) -> tuple[tuple[int, int], tuple[int, int]]:
         """Top-left pixel at a level of a region given by its base-level offset, and its size."""
-        r0, c0 = _pair_int(offset, "Offset")
-        h, w = _pair_int(size, "Size")
+        r0, c0 = int_pair(offset, "Offset")
+        h, w = int_pair(size, "Size")
         base_rows, base_cols = self.size
         if not (0 <= r0 < base_rows and 0 <= c0 < base_cols):
             raise RegionError(
@@ -982,6 +812,7 @@ class Slide:
             if any(image.is_label_map for image, _, _ in ch.images.values())
         ]
 
+    @_at_level(TiledImage.get_pixel_indices)
     def get_pixel_indices(
         self,
         offset: tuple[float, float],
@@ -989,27 +820,11 @@ class Slide:
         channel_index: int = 0,
         focal_plane_index: int = 0,
     ) -> tuple[int, int]:
-        """Pixel nearest to a slide position at a level (may lie outside the image).
-
-        Parameters
-        ----------
-        offset: tuple[float, float]
-            (x, y) in millimetres
-        level: int
-            Zero-based level index (negative counts from the top)
-        channel_index: int, optional
-            Zero-based channel index
-        focal_plane_index: int, optional
-            Zero-based focal plane index
-
-        Returns
-        -------
-        tuple[int, int]
-            Zero-based (row, column)
-        """
+        """Pixel nearest to a slide position at a level (may lie outside the image)."""
         image, *_ = self.resolve(level, channel_index, focal_plane_index)
         return image.get_pixel_indices(offset)
 
+    @_at_level(TiledImage.get_slide_offset)
     def get_slide_offset(
         self,
         pixel_indices: tuple[int, int],
@@ -1017,27 +832,11 @@ class Slide:
         channel_index: int = 0,
         focal_plane_index: int = 0,
     ) -> tuple[float, float]:
-        """Slide position of a pixel at a level.
-
-        Parameters
-        ----------
-        pixel_indices: tuple[int, int]
-            Zero-based (row, column)
-        level: int
-            Zero-based level index (negative counts from the top)
-        channel_index: int, optional
-            Zero-based channel index
-        focal_plane_index: int, optional
-            Zero-based focal plane index
-
-        Returns
-        -------
-        tuple[float, float]
-            (x, y) in millimetres
-        """
+        """Slide position of a pixel at a level."""
         image, *_ = self.resolve(level, channel_index, focal_plane_index)
         return image.get_slide_offset(pixel_indices)
 
+    @_at_level(TiledImage.map_pixel_indices_to_slide_coordinates)
     def map_pixel_indices_to_slide_coordinates(
         self,
         pixel_indices: np.ndarray,
@@ -1045,27 +844,11 @@ class Slide:
         channel_index: int = 0,
         focal_plane_index: int = 0,
     ) -> np.ndarray:
-        """Map pixel indices at a level to slide coordinates.
-
-        Parameters
-        ----------
-        pixel_indices: numpy.ndarray
-            Array of shape (n, 2) of zero-based (row, column)
-        level: int
-            Zero-based level index (negative counts from the top)
-        channel_index: int, optional
-            Zero-based channel index
-        focal_plane_index: int, optional
-            Zero-based focal plane index
-
-        Returns
-        -------
-        numpy.ndarray
-            Array of shape (n, 3) of (x, y, z) in millimetres
-        """
+        """Map pixel indices at a level to slide coordinates."""
         image, *_ = self.resolve(level, channel_index, focal_plane_index)
         return image.map_pixel_indices_to_slide_coordinates(pixel_indices)
 
+    @_at_level(TiledImage.map_slide_coordinates_to_pixel_indices)
     def map_slide_coordinates_to_pixel_indices(
         self,
         slide_coordinates: np.ndarray,
@@ -1073,27 +856,11 @@ class Slide:
         channel_index: int = 0,
         focal_plane_index: int = 0,
     ) -> np.ndarray:
-        """Map slide coordinates to pixel indices at a level.
-
-        Parameters
-        ----------
-        slide_coordinates: numpy.ndarray
-            Array of shape (n, 2) or (n, 3) of (x, y[, z]) in millimetres
-        level: int
-            Zero-based level index (negative counts from the top)
-        channel_index: int, optional
-            Zero-based channel index
-        focal_plane_index: int, optional
-            Zero-based focal plane index
-
-        Returns
-        -------
-        numpy.ndarray
-            Array of shape (n, 2) of zero-based (row, column)
-        """
+        """Map slide coordinates to pixel indices at a level."""
         image, *_ = self.resolve(level, channel_index, focal_plane_index)
         return image.map_slide_coordinates_to_pixel_indices(slide_coordinates)
 
+    @borrowed_doc(TiledImage.get_slide_region, after_first=_LEVEL_ENTRY)
     async def get_slide_region(
         self,
         offset: tuple[float, float],
@@ -1105,24 +872,6 @@ class Slide:
         """Read a region in slide coordinates, aligned with the slide axes.
 
         See :meth:`dicomslide.TiledImage.get_slide_region` for the layout of the result.
-
-        Parameters
-        ----------
-        offset: tuple[float, float]
-            (x, y) of the region's corner in millimetres
-        level: int
-            Zero-based level index (negative counts from the top)
-        size: tuple[float, float]
-            Width (along X) and height (along Y) in millimetres
-        channel_index: int, optional
-            Zero-based channel index
-        focal_plane_index: int, optional
-            Zero-based focal plane index
-
-        Returns
-        -------
-        numpy.ndarray
-            Array of shape (rows, columns, samples per pixel)
         """
         image, c, z, _ = self.resolve(level, channel_index, focal_plane_index)
         return await image.get_slide_region(offset, size, c, z)
@@ -1204,14 +953,6 @@ def _drop_unaligned_untyped(volume: list[TiledImage], tolerance: float) -> list[
         if distance <= tolerance:
             kept.append(im)
     return kept
-
-
-def _pair_int(value: Sequence[int], what: str) -> tuple[int, int]:
-    try:
-        a, b = value
-        return int(a), int(b)
-    except (TypeError, ValueError):
-        raise RegionError(f"{what} must be a pair of integers, got {value!r}.") from None
 
 
 def _find_channel(

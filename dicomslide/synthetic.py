@@ -24,6 +24,10 @@ the tile starting at 0-based pixel ``(r0, c0)`` is at
 ``origin + c0 * column_spacing * row_direction + r0 * row_spacing * column_direction`` (X and Y in
 millimetres), which is also what highdicom computes for TILED_FULL images. All levels share the
 origin. Z offsets are in micrometres, as the standard says.
+
+The functions below take ``spec: SlideSpec``, the slide they describe, and where they take them
+``level: int`` (0-based; ``spec.num_levels`` is the THUMBNAIL image), ``channel: int`` (0-based
+optical path index) and ``focal_plane: int`` (0-based focal plane index).
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ import itertools
 import math
 import os
 import pathlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal, cast
 
@@ -355,18 +359,7 @@ class SlideSpec:
         return factor
 
     def level_factor(self, level: int) -> int:
-        """Downsample factor of a level; ``level == num_levels`` is the THUMBNAIL.
-
-        Parameters
-        ----------
-        level: int
-            0-based level index, or `num_levels` for the thumbnail
-
-        Returns
-        -------
-        int
-            Factor relative to level 0
-        """
+        """Downsample factor of `level` relative to level 0 (the THUMBNAIL's at `num_levels`)."""
         if level == self.num_levels:
             return self.thumbnail_factor
         if not 0 <= level < self.num_levels:
@@ -374,49 +367,22 @@ class SlideSpec:
         return self.factors[level]
 
     def level_shape(self, level: int) -> tuple[int, int]:
-        """(rows, columns) of the total pixel matrix of a level.
+        """(rows, columns) of the total pixel matrix of `level`: ``ceil(size / factor)`` per axis.
 
-        Parameters
-        ----------
-        level: int
-            0-based level index, or `num_levels` for the thumbnail
-
-        Returns
-        -------
-        tuple[int, int]
-            ``ceil(size / factor)`` per axis
+        `level` may be `num_levels`, the THUMBNAIL.
         """
         factor = self.level_factor(level)
         return (math.ceil(self.size[0] / factor), math.ceil(self.size[1] / factor))
 
     def grid_shape(self, level: int) -> tuple[int, int]:
-        """(tile rows, tile columns) of a level.
-
-        Parameters
-        ----------
-        level: int
-            0-based level index
-
-        Returns
-        -------
-        tuple[int, int]
-            Number of tiles along each axis, partial edge tiles included
-        """
+        """(tile rows, tile columns) of `level`, partial edge tiles included."""
         rows, cols = self.level_shape(level)
         return (math.ceil(rows / self.tile_size[0]), math.ceil(cols / self.tile_size[1]))
 
     def pixel_spacing(self, level: int) -> float:
-        """Pixel spacing of a level in millimetres (same for rows and columns).
+        """Pixel spacing of `level` in millimetres: ``pixel_spacing_mm * factor``.
 
-        Parameters
-        ----------
-        level: int
-            0-based level index, or `num_levels` for the thumbnail
-
-        Returns
-        -------
-        float
-            ``pixel_spacing_mm * factor``
+        The same for rows and columns; `level` may be `num_levels`, the THUMBNAIL.
         """
         return self.pixel_spacing_mm * self.level_factor(level)
 
@@ -438,18 +404,7 @@ class SlideSpec:
         return level != 0 or (tile_row, tile_column) not in self.sparse_missing_tiles
 
     def frames_per_instance(self, level: int) -> int:
-        """Frames of one (unsplit) volume instance of a level.
-
-        Parameters
-        ----------
-        level: int
-            0-based level index
-
-        Returns
-        -------
-        int
-            Frames before the instance is split into concatenation parts
-        """
+        """Frames of one volume instance of `level` before it is split into concatenation parts."""
         grid = self.grid_shape(level)
         tiles = sum(self.tile_present(level, r, c) for r in range(grid[0]) for c in range(grid[1]))
         paths = 1 if self.channels_in_separate_instances else self.optical_paths
@@ -511,11 +466,6 @@ def plan_instances(spec: SlideSpec) -> list[InstanceInfo]:
     TILED_FULL frames follow the order the standard implies: columns fastest, then rows, then
     focal planes, then optical paths. TILED_SPARSE and NONE use the same order minus missing
     tiles, shuffled when `spec.shuffle_frames` is set.
-
-    Parameters
-    ----------
-    spec: SlideSpec
-        The slide
 
     Returns
     -------
@@ -644,14 +594,6 @@ def expected_pixels(
 
     Parameters
     ----------
-    spec: SlideSpec
-        The slide
-    level: int
-        0-based level; ``spec.num_levels`` gives the THUMBNAIL image
-    channel: int
-        0-based optical path index
-    focal_plane: int
-        0-based focal plane index
     row_slice, col_slice: slice
         Region of the total pixel matrix (not the padded tiles), clipped like Python slices
 
@@ -692,16 +634,8 @@ def expected_tile(
 
     Parameters
     ----------
-    spec: SlideSpec
-        The slide
-    level: int
-        0-based level
     tile_row, tile_column: int
         0-based tile position
-    channel: int
-        0-based optical path index
-    focal_plane: int
-        0-based focal plane index
 
     Returns
     -------
@@ -735,10 +669,6 @@ def frame_position_mm(spec: SlideSpec, level: int, row: int, column: int) -> tup
 
     Parameters
     ----------
-    spec: SlideSpec
-        The slide
-    level: int
-        0-based level (or ``num_levels`` for the thumbnail)
     row, column: int
         0-based pixel position in the total pixel matrix
 
@@ -755,17 +685,9 @@ def frame_position_mm(spec: SlideSpec, level: int, row: int, column: int) -> tup
 
 
 def label_pixels(spec: SlideSpec) -> npt.NDArray[np.uint8]:
-    """Return the RGB content of the LABEL image: text and a bar code of the container ID.
+    """The RGB content of the LABEL image, a (256, 512, 3) uint8 array.
 
-    Parameters
-    ----------
-    spec: SlideSpec
-        The slide
-
-    Returns
-    -------
-    numpy.ndarray
-        (256, 512, 3) uint8 array
+    It shows the container ID and patient ID as text and the container ID as a bar code.
     """
     image = Image.new("RGB", (512, 256), (250, 250, 245))
     draw = ImageDraw.Draw(image)
@@ -783,17 +705,9 @@ def label_pixels(spec: SlideSpec) -> npt.NDArray[np.uint8]:
 
 
 def overview_pixels(spec: SlideSpec) -> npt.NDArray[np.uint8]:
-    """Return the RGB content of the OVERVIEW image: a glass slide with the scanned area.
+    """The RGB content of the OVERVIEW image, a (256, 768, 3) uint8 array.
 
-    Parameters
-    ----------
-    spec: SlideSpec
-        The slide
-
-    Returns
-    -------
-    numpy.ndarray
-        (256, 768, 3) uint8 array
+    It shows a glass slide: the label on the left, the scanned area on the right.
     """
     image = np.full((256, 768, 3), 235, dtype=np.uint8)
     image[64:192, :192] = label_pixels(spec)[::2, ::2][:, :192] // 2 + 100
@@ -1355,46 +1269,26 @@ def _associated_instances(
     photometric = "RGB" if colour_photometric == "MONOCHROME2" else colour_photometric
     colour_fmt = _Pixels(photometric, 8, spec.transfer_syntax_uid, spec.jpeg_quality)
     colour_path = "1" if spec.samples_per_pixel == 3 else "BRIGHTFIELD"
-    if spec.thumbnail:
-        level = spec.num_levels
-        fmt = _Pixels(spec.photometric, spec.bits, spec.transfer_syntax_uid, spec.jpeg_quality)
-        ds = _single_frame_instance(
-            spec,
-            "THUMBNAIL",
-            number,
-            expected_pixels(spec, level),
-            fmt,
-            spec.pixel_spacing(level),
-            spec.origin_mm,
-            "1",
-        )
-        yield _save(ds, folder, f"{number:03d}_thumbnail.dcm", spec.transfer_syntax_uid)
+    level = spec.num_levels
+    thumb_fmt = _Pixels(spec.photometric, spec.bits, spec.transfer_syntax_uid, spec.jpeg_quality)
+    thumbnail = functools.partial(expected_pixels, level=level)
+    thumb_spacing = spec.pixel_spacing(level)
+    # Image Type value, whether written, pixels (computed only when written), pixel format,
+    # pixel spacing, origin (mm) and optical path identifier of each associated image.
+    Associated = tuple[
+        str, bool, Callable[[SlideSpec], PixelArray], _Pixels, float, tuple[float, float], str
+    ]
+    associated: list[Associated] = [
+        ("THUMBNAIL", spec.thumbnail, thumbnail, thumb_fmt, thumb_spacing, spec.origin_mm, "1"),
+        ("LABEL", spec.label, label_pixels, colour_fmt, 0.05, (25.0, 75.0), colour_path),
+        ("OVERVIEW", spec.overview, overview_pixels, colour_fmt, 0.1, (25.6, 76.8), colour_path),
+    ]
+    for kind, written, pixels, fmt, spacing, origin, path in associated:
+        if not written:
+            continue
+        ds = _single_frame_instance(spec, kind, number, pixels(spec), fmt, spacing, origin, path)
+        yield _save(ds, folder, f"{number:03d}_{kind.lower()}.dcm", spec.transfer_syntax_uid)
         number += 1
-    if spec.label:
-        ds = _single_frame_instance(
-            spec,
-            "LABEL",
-            number,
-            label_pixels(spec),
-            colour_fmt,
-            0.05,
-            (25.0, 75.0),
-            colour_path,
-        )
-        yield _save(ds, folder, f"{number:03d}_label.dcm", spec.transfer_syntax_uid)
-        number += 1
-    if spec.overview:
-        ds = _single_frame_instance(
-            spec,
-            "OVERVIEW",
-            number,
-            overview_pixels(spec),
-            colour_fmt,
-            0.1,
-            (25.6, 76.8),
-            colour_path,
-        )
-        yield _save(ds, folder, f"{number:03d}_overview.dcm", spec.transfer_syntax_uid)
 
 
 def write_slide(

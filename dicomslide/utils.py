@@ -31,11 +31,12 @@ Segmentation or Parametric Map.
 
 from __future__ import annotations
 
+import inspect
 import math
 import operator
 import re
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, TypeAlias
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -143,6 +144,27 @@ def _has(dataset: Dataset, tag: int) -> bool:
     return get_value(dataset, tag) is not None
 
 
+_Predicate = TypeVar("_Predicate", bound=Callable[[Dataset], bool])
+
+
+def _predicate_doc(whether: str) -> Callable[[_Predicate], _Predicate]:
+    """Give an ``is_*`` predicate the Parameters and Returns sections that all of them share.
+
+    The summary stays in the decorated function's own docstring; ``whether`` completes the
+    sentence "Whether dataset ...".
+    """
+
+    def decorate(func: _Predicate) -> _Predicate:
+        func.__doc__ = (
+            inspect.cleandoc(func.__doc__ or "")
+            + "\n\nParameters\n----------\ndataset: pydicom.Dataset\n    Dataset\n\n"
+            + f"Returns\n-------\nbool\n    Whether dataset {whether}\n"
+        )
+        return func
+
+    return decorate
+
+
 def _image_type_values(dataset: Dataset) -> list[str]:
     value = get_value(dataset, _IMAGE_TYPE)
     if value is None:
@@ -158,20 +180,12 @@ def _image_type_values(dataset: Dataset) -> list[str]:
     return [str(v).strip() for v in values]
 
 
+@_predicate_doc(
+    "has Rows, Columns and Bits Allocated or Samples per Pixel (so that, for example, "
+    "a Structured Report is not an image)"
+)
 def is_image(dataset: Dataset) -> bool:
-    """Determine whether a dataset is an image.
-
-    Parameters
-    ----------
-    dataset: pydicom.Dataset
-        Dataset
-
-    Returns
-    -------
-    bool
-        Whether dataset has Rows, Columns and Bits Allocated or Samples per Pixel (so that,
-        for example, a Structured Report is not an image)
-    """
+    """Determine whether a dataset is an image."""
     return (
         _has(dataset, _ROWS)
         and _has(dataset, _COLUMNS)
@@ -179,19 +193,9 @@ def is_image(dataset: Dataset) -> bool:
     )
 
 
+@_predicate_doc("is an image with Total Pixel Matrix Rows and Columns")
 def is_tiled_image(dataset: Dataset) -> bool:
-    """Determine whether a dataset is a tiled image.
-
-    Parameters
-    ----------
-    dataset: pydicom.Dataset
-        Dataset
-
-    Returns
-    -------
-    bool
-        Whether dataset is an image with Total Pixel Matrix Rows and Columns
-    """
+    """Determine whether a dataset is a tiled image."""
     return (
         is_image(dataset)
         and _has(dataset, _TOTAL_PIXEL_MATRIX_ROWS)
@@ -255,20 +259,12 @@ def _has_flavor(dataset: Dataset, flavors: frozenset[ImageFlavors]) -> bool:
         return False
 
 
+@_predicate_doc(
+    "is a tiled image of flavor VOLUME or THUMBNAIL, or a tiled Segmentation or "
+    "Parametric Map image"
+)
 def is_volume_image(dataset: Dataset) -> bool:
-    """Determine whether a dataset is a VOLUME or THUMBNAIL image.
-
-    Parameters
-    ----------
-    dataset: pydicom.Dataset
-        Dataset
-
-    Returns
-    -------
-    bool
-        Whether dataset is a tiled image of flavor VOLUME or THUMBNAIL, or a tiled
-        Segmentation or Parametric Map image
-    """
+    """Determine whether a dataset is a VOLUME or THUMBNAIL image."""
     if not is_tiled_image(dataset):
         return False
     if dataset.get("SOPClassUID") in DERIVED_SOP_CLASS_UIDS:
@@ -276,23 +272,16 @@ def is_volume_image(dataset: Dataset) -> bool:
     return _has_flavor(dataset, frozenset({ImageFlavors.VOLUME, ImageFlavors.THUMBNAIL}))
 
 
+@_predicate_doc(
+    "is a Label Map Segmentation instance, or a Segmentation whose Segmentation Type "
+    "is ``LABELMAP``"
+)
 def is_label_map(dataset: Dataset) -> bool:
     """Determine whether a dataset is a label-map segmentation.
 
     A label map stores one frame per tile position whose pixel values are segment numbers
     (see :func:`get_label_map_background` for pixels in no segment), instead of one binary or
     fractional frame per segment and tile.
-
-    Parameters
-    ----------
-    dataset: pydicom.Dataset
-        Dataset
-
-    Returns
-    -------
-    bool
-        Whether dataset is a Label Map Segmentation instance, or a Segmentation whose
-        Segmentation Type is ``LABELMAP``
     """
     sop_class = str(get_value(dataset, _SOP_CLASS_UID, "") or "")
     if sop_class == LABEL_MAP_SEGMENTATION_SOP_CLASS_UID:
@@ -331,52 +320,22 @@ def get_label_map_background(dataset: Dataset) -> int | None:
         ) from None
 
 
-def is_label_image(dataset: Dataset) -> bool:
-    """Determine whether a dataset is a LABEL image.
+def _flavor_predicate(flavor: ImageFlavors) -> Callable[[Dataset], bool]:
+    """Build the public ``is_<flavor>_image`` predicate of one flavor."""
 
-    Parameters
-    ----------
-    dataset: pydicom.Dataset
-        Dataset
+    def predicate(dataset: Dataset) -> bool:
+        return _has_flavor(dataset, frozenset({flavor}))
 
-    Returns
-    -------
-    bool
-        Whether dataset is an image of flavor LABEL (tiled or not)
-    """
-    return _has_flavor(dataset, frozenset({ImageFlavors.LABEL}))
+    predicate.__name__ = predicate.__qualname__ = f"is_{flavor.value.lower()}_image"
+    predicate.__module__ = __name__
+    article = "an" if flavor.value[0] in "AEIOU" else "a"
+    predicate.__doc__ = f"Determine whether a dataset is {article} {flavor.value} image."
+    return _predicate_doc(f"is an image of flavor {flavor.value} (tiled or not)")(predicate)
 
 
-def is_overview_image(dataset: Dataset) -> bool:
-    """Determine whether a dataset is an OVERVIEW image.
-
-    Parameters
-    ----------
-    dataset: pydicom.Dataset
-        Dataset
-
-    Returns
-    -------
-    bool
-        Whether dataset is an image of flavor OVERVIEW (tiled or not)
-    """
-    return _has_flavor(dataset, frozenset({ImageFlavors.OVERVIEW}))
-
-
-def is_thumbnail_image(dataset: Dataset) -> bool:
-    """Determine whether a dataset is a THUMBNAIL image.
-
-    Parameters
-    ----------
-    dataset: pydicom.Dataset
-        Dataset
-
-    Returns
-    -------
-    bool
-        Whether dataset is an image of flavor THUMBNAIL (tiled or not)
-    """
-    return _has_flavor(dataset, frozenset({ImageFlavors.THUMBNAIL}))
+is_label_image = _flavor_predicate(ImageFlavors.LABEL)
+is_overview_image = _flavor_predicate(ImageFlavors.OVERVIEW)
+is_thumbnail_image = _flavor_predicate(ImageFlavors.THUMBNAIL)
 
 
 # ---------------------------------------------------------------------------------------------

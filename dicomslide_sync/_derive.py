@@ -200,10 +200,15 @@ def blocking(method: Any, returns: Any = None) -> Any:
     Callable[Concatenate[Any, P], R]
         Method running the coroutine of the twin's async object on the private loop
     """
+    return _twin_method(method, run)
+
+
+def _twin_method(method: Any, finish: Callable[[Any], Any]) -> Any:
+    """A twin method: the async method of the same name, its value finished and re-wrapped."""
     name = method.__name__
 
     def twin(self: Any, /, *args: Any, **kwargs: Any) -> Any:
-        value = run(getattr(self._async, name)(*args, **kwargs))
+        value = finish(getattr(self._async, name)(*args, **kwargs))
         return rewrap(self, value, (name, args, kwargs))
 
     _face(twin, method)
@@ -223,25 +228,10 @@ def forward(
 def forward(method: Any, returns: Any = None) -> Any:
     """A method calling the async object's method of the same name (it needs no I/O).
 
-    Parameters
-    ----------
-    method: Callable[Concatenate[Any, P], R]
-        Plain method defined on the async class
-    returns: Returns | None, optional
-        Type of the re-wrapped result, if it is not the async one
-
-    Returns
-    -------
-    Callable[Concatenate[Any, P], R]
-        Forwarding method
+    Takes what :func:`blocking` takes, for a plain method of the async class instead of a
+    coroutine function, and returns the forwarding method.
     """
-    name = method.__name__
-
-    def twin(self: Any, /, *args: Any, **kwargs: Any) -> Any:
-        return rewrap(self, getattr(self._async, name)(*args, **kwargs), (name, args, kwargs))
-
-    _face(twin, method)
-    return twin
+    return _twin_method(method, lambda value: value)
 
 
 class attribute(Generic[T]):

@@ -23,6 +23,7 @@ import numpy as np
 from pydicom import Dataset
 
 import dicomslide
+from dicomslide._docs import borrowed_doc
 from dicomslide.enums import ChannelTypes
 from dicomslide.frames import CacheStats
 from dicomslide.pyramid import Pyramid
@@ -261,13 +262,7 @@ class DICOMwebClient(_ClientTwin):
 
     @property
     def url(self) -> str:
-        """Base URL of the service.
-
-        Returns
-        -------
-        str
-            URL
-        """
+        """str: Base URL of the service."""
         return str(self._async.url)
 
     closed = attribute[bool]()
@@ -317,24 +312,9 @@ def _reopen_client(cls: Callable[..., _Client], url: Any, kwargs: dict[str, Any]
     return _reopened((getattr(cls, "__name__", ""), url, kwargs), lambda: cls(url, **kwargs))
 
 
+@borrowed_doc(dicomslide.TotalPixelMatrix)
 class TotalPixelMatrix(Twin):
-    """Blocking twin of :class:`dicomslide.TotalPixelMatrix`: ``matrix[...]`` is an array.
-
-    Parameters
-    ----------
-    client: Any
-        A dicomslide client or a ``dicomweb_client.DICOMClient``
-    image_metadata: pydicom.Dataset
-        Metadata of a tiled DICOM image
-    channel_index: int, optional
-        Zero-based channel index
-    focal_plane_index: int, optional
-        Zero-based focal plane index
-    max_frame_cache_size: int, optional
-        Accepted for compatibility (see :class:`dicomslide.TotalPixelMatrix`)
-    correct_color: bool, optional
-        Whether colour images are transformed from their ICC profile to sRGB
-    """
+    """Blocking twin of :class:`dicomslide.TotalPixelMatrix`: ``matrix[...]`` is an array."""
 
     _ASYNC = dicomslide.TotalPixelMatrix
     _async: dicomslide.TotalPixelMatrix
@@ -374,13 +354,7 @@ class TotalPixelMatrix(Twin):
 
     @property
     def async_matrix(self) -> dicomslide.TotalPixelMatrix:
-        """The async total pixel matrix this twin runs.
-
-        Returns
-        -------
-        dicomslide.TotalPixelMatrix
-            Async matrix
-        """
+        """dicomslide.TotalPixelMatrix: The async total pixel matrix this twin runs."""
         return self._async
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -422,22 +396,9 @@ class TotalPixelMatrix(Twin):
     read_tiles = blocking(dicomslide.TotalPixelMatrix.read_tiles)
 
 
+@borrowed_doc(dicomslide.TiledImage)
 class TiledImage(Twin):
-    """Blocking twin of :class:`dicomslide.TiledImage`.
-
-    Parameters
-    ----------
-    client: Any
-        A dicomslide client or a ``dicomweb_client.DICOMClient``
-    image_metadata: pydicom.Dataset
-        Metadata of a tiled DICOM image
-    max_frame_cache_size: int, optional
-        Accepted for compatibility (see :class:`dicomslide.TiledImage`)
-    correct_color: bool, optional
-        Whether colour images are transformed from their ICC profile to sRGB
-    concatenation_parts: Sequence[pydicom.Dataset] | None, optional
-        Metadata of every part of a concatenation
-    """
+    """Blocking twin of :class:`dicomslide.TiledImage`."""
 
     _ASYNC = dicomslide.TiledImage
     _async: dicomslide.TiledImage
@@ -511,22 +472,9 @@ class TiledImage(Twin):
     get_slide_region = blocking(dicomslide.TiledImage.get_slide_region)
 
 
+@borrowed_doc(dicomslide.Slide)
 class Slide(Twin):
-    """Blocking twin of :class:`dicomslide.Slide`.
-
-    Parameters
-    ----------
-    client: Any
-        A dicomslide client or a ``dicomweb_client.DICOMClient``
-    image_metadata: Sequence[pydicom.Dataset]
-        Metadata of the images of the slide
-    max_frame_cache_size: int, optional
-        Accepted for compatibility (see :class:`dicomslide.Slide`)
-    pyramid_tolerance: float, optional
-        Largest tolerated distance (mm) between image centres of different levels
-    correct_color: bool, optional
-        Whether colour images are transformed from their ICC profile to sRGB
-    """
+    """Blocking twin of :class:`dicomslide.Slide`."""
 
     _ASYNC = dicomslide.Slide
     _async: dicomslide.Slide
@@ -586,24 +534,12 @@ class Slide(Twin):
 
     @property
     def async_slide(self) -> dicomslide.Slide:
-        """The async slide this twin runs.
-
-        Returns
-        -------
-        dicomslide.Slide
-            Async slide
-        """
+        """dicomslide.Slide: The async slide this twin runs."""
         return self._async
 
     @property
     def client(self) -> Any:
-        """The client the slide reads from (as given: a blocking twin stays one).
-
-        Returns
-        -------
-        Any
-            Client
-        """
+        """Any: The client the slide reads from (as given: a blocking twin stays one)."""
         return self._client
 
     image_metadata = attribute[list[Dataset]]()
@@ -650,22 +586,12 @@ class Slide(Twin):
     get_slide_region_for_annotation = blocking(dicomslide.Slide.get_slide_region_for_annotation)
 
 
+@borrowed_doc(
+    dicomslide.TotalPixelMatrixSampler,
+    {"matrix: dicomslide.TotalPixelMatrix": "matrix: dicomslide_sync.TotalPixelMatrix"},
+)
 class TotalPixelMatrixSampler(Twin):
-    """Blocking twin of :class:`dicomslide.TotalPixelMatrixSampler`.
-
-    Parameters
-    ----------
-    matrix: dicomslide_sync.TotalPixelMatrix
-        Total pixel matrix
-    region_dimensions: tuple[int, int]
-        (rows, columns) of each region
-    bounding_box: tuple[tuple[int, int], tuple[int, int]] | None, optional
-        Area to sample
-    tile_grid_positions: Sequence[tuple[int, int]] | numpy.ndarray | None, optional
-        Tiles whose regions are sampled
-    padding: int | tuple[int, int] | tuple[int, int, int, int], optional
-        Padding of each region
-    """
+    """Blocking twin of :class:`dicomslide.TotalPixelMatrixSampler`."""
 
     _ASYNC = dicomslide.TotalPixelMatrixSampler
     _async: dicomslide.TotalPixelMatrixSampler
@@ -685,31 +611,14 @@ class TotalPixelMatrixSampler(Twin):
 
     @property
     def matrix(self) -> TotalPixelMatrix:
-        """Total pixel matrix.
-
-        Returns
-        -------
-        dicomslide_sync.TotalPixelMatrix
-            The matrix regions are sampled from
-        """
+        """dicomslide_sync.TotalPixelMatrix: The total pixel matrix regions are sampled from."""
         return self._matrix
 
     def __len__(self) -> int:
         return len(self._async)
 
     def __getitem__(self, index: int) -> np.ndarray:
-        """The padded region at an index.
-
-        Parameters
-        ----------
-        index: int
-            Zero-based region index
-
-        Returns
-        -------
-        numpy.ndarray
-            Pixels
-        """
+        """The padded region at `index`: an array of shape :attr:`padded_region_shape`."""
         return run(self._async.get(index))
 
     def __iter__(self) -> Iterator[np.ndarray]:
@@ -723,6 +632,7 @@ class TotalPixelMatrixSampler(Twin):
     get_region_bounding_box = forward(dicomslide.TotalPixelMatrixSampler.get_region_bounding_box)
 
 
+@borrowed_doc(dicomslide.find_slides, {"list[dicomslide.Slide]": "list[dicomslide_sync.Slide]"})
 def find_slides(
     client: Any,
     study_instance_uid: str | None = None,
@@ -738,42 +648,7 @@ def find_slides(
     *,
     correct_color: bool = True,
 ) -> list[Slide]:
-    """Find slides (blocking twin of :func:`dicomslide.find_slides`).
-
-    Parameters
-    ----------
-    client: Any
-        A dicomslide(_sync) client or a ``dicomweb_client.DICOMClient``
-    study_instance_uid: str | None, optional
-        Study Instance UID
-    patient_id: str | None, optional
-        Patient ID
-    study_id: str | None, optional
-        Study ID
-    container_id: str | None, optional
-        Container Identifier of the slide
-    max_frame_cache_size: int, optional
-        Accepted for compatibility with dicomslide 0.7
-    pyramid_tolerance: float, optional
-        Largest tolerated distance (mm) between image centres of different levels
-    fail_on_error: bool, optional
-        Whether an error reading one series or building one slide is raised; if False it is
-        skipped with a warning. A LABEL or OVERVIEW without VOLUME images beside it is skipped
-        with a warning either way
-    include_derived: bool, optional
-        Whether Segmentations and Parametric Maps become channels
-    specimen_stains: Sequence[pydicom.sr.coding.Code | highdicom.sr.CodedConcept] | None
-        Only images whose specimen description lists one of these stains
-    optical_path_ids: Sequence[str] | None, optional
-        Only images with one of these optical path identifiers
-    correct_color: bool, optional
-        Whether colour images are transformed from their ICC profile to sRGB
-
-    Returns
-    -------
-    list[dicomslide_sync.Slide]
-        Slides
-    """
+    """Find slides (blocking twin of :func:`dicomslide.find_slides`)."""
     slides = run(
         dicomslide.find_slides(
             _unwrap(client),

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 from dicomslide import bulk as _bulk
+from dicomslide._docs import borrowed_doc
 from dicomslide.bulk import (
     PrefetchBudgetError,
     PrefetchBudgetWarning,
@@ -32,6 +33,7 @@ __all__ = [
 ]
 
 
+@borrowed_doc(_bulk.prefetch)
 def prefetch(
     slide: Any,
     level: int = 0,
@@ -46,28 +48,6 @@ def prefetch(
 
     See :func:`dicomslide.bulk.prefetch`; ``progress`` is called on dicomslide's private
     event-loop thread, not on the calling thread.
-
-    Parameters
-    ----------
-    slide: dicomslide_sync.Slide | dicomslide.Slide
-        The slide
-    level: int, optional
-        Zero-based level index (negative counts from the top)
-    region: tuple[tuple[int, int], tuple[int, int]] | None, optional
-        ((row, column), (rows, columns)) in the level's pixel coordinates
-    channels: Sequence[int] | int | None, optional
-        Channel indices (default: every channel with pixels at the level)
-    focal_planes: Sequence[int] | int | None, optional
-        Focal plane indices (default: all)
-    progress: Callable[[int, int], Any] | None, optional
-        Called as ``progress(done_frames, total_frames)``
-    strict: bool, optional
-        Raise instead of warning when the frames do not fit into the cache budget
-
-    Returns
-    -------
-    dicomslide.bulk.PrefetchResult
-        Counts, bytes and duration
     """
     return run(
         _bulk.prefetch(
@@ -99,6 +79,7 @@ async def _close(tiles: AsyncIterator[Tile]) -> None:
         await aclose()
 
 
+@borrowed_doc(_bulk.iter_tiles)
 def iter_tiles(
     slide: Any,
     level: int = 0,
@@ -113,28 +94,6 @@ def iter_tiles(
 
     See :func:`dicomslide.bulk.iter_tiles`. Leaving the loop early (``break``, an exception)
     cancels the tiles still in progress once the iterator is closed or collected.
-
-    Parameters
-    ----------
-    slide: dicomslide_sync.Slide | dicomslide.Slide
-        The slide
-    level: int, optional
-        Zero-based level index (negative counts from the top)
-    channel_index: int, optional
-        Zero-based channel index
-    focal_plane_index: int, optional
-        Zero-based focal plane index
-    region: tuple[tuple[int, int], tuple[int, int]] | None, optional
-        ((row, column), (rows, columns)) in the level's pixel coordinates
-    ordered: bool, optional
-        Yield in raster order instead of as soon as each tile is ready
-    max_in_flight: int, optional
-        Most tiles in progress at once
-
-    Yields
-    ------
-    dicomslide.bulk.Tile
-        Tile with its pixel and grid position
     """
     tiles = _bulk.iter_tiles(
         slide,

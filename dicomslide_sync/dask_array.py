@@ -97,12 +97,8 @@ def read_chunk(
     ----------
     slide: dicomslide_sync.Slide
         The slide
-    level: int
-        Zero-based level index
-    channel_index: int
-        Zero-based channel index
-    focal_plane_index: int
-        Zero-based focal plane index
+    level, channel_index, focal_plane_index: int
+        Zero-based level, channel and focal plane indices
     offset: tuple[int, int]
         (row, column) of the chunk's top-left pixel at ``level``
     size: tuple[int, int]
@@ -138,10 +134,8 @@ def to_dask(
         wrapped, and pickles only if its client does).
     level: int, optional
         Zero-based level index (negative counts from the top)
-    channel_index: int, optional
-        Zero-based channel index
-    focal_plane_index: int, optional
-        Zero-based focal plane index
+    channel_index, focal_plane_index: int, optional
+        Zero-based channel and focal plane indices
     chunks: int | Sequence[int] | None, optional
         Chunk (rows, columns) in pixels, each a multiple of the tile size (an int is used for
         both). Default: the multiple of the tile size closest to 1024 pixels. Chunks at the

@@ -16,6 +16,7 @@ from PIL import Image, ImageCms
 
 import dicomslide
 from dicomslide import openslide as _aio
+from dicomslide._docs import borrowed_doc
 from dicomslide._openslide_compat import (
     AssociatedImageMap,
     OpenSlideCache,
@@ -115,13 +116,7 @@ class OpenSlide(Twin):
 
     @property
     def async_openslide(self) -> _aio.OpenSlide:
-        """The async object this twin runs.
-
-        Returns
-        -------
-        dicomslide.OpenSlide
-            Async OpenSlide
-        """
+        """dicomslide.OpenSlide: The async object this twin runs."""
         return self._async
 
     def __repr__(self) -> str:
@@ -144,14 +139,10 @@ class OpenSlide(Twin):
 
     @property
     def associated_images(self) -> Mapping[str, Image.Image]:
-        """Associated images (``label``, ``macro``, ``thumbnail``), read when looked up.
-
-        Returns
-        -------
-        Mapping[str, PIL.Image.Image]
-            openslide-python's ``_AssociatedImageMap`` of RGBA images; it raises
-            :class:`dicomslide.UsageError` once this object is closed. dicomslide 0.7's keys
-            ``LABEL`` and ``OVERVIEW`` can be looked up too, but are not listed.
+        """Mapping[str, PIL.Image.Image]: Associated images (``label``, ``macro``, ``thumbnail``),
+        read when looked up: openslide-python's ``_AssociatedImageMap`` of RGBA images, which
+        raises :class:`dicomslide.UsageError` once this object is closed. dicomslide 0.7's keys
+        ``LABEL`` and ``OVERVIEW`` can be looked up too, but are not listed.
         """
         osr = self._async
         return AssociatedImageMap(
@@ -177,6 +168,7 @@ class OpenSlide(Twin):
     get_associated_images = blocking(_aio.OpenSlide.get_associated_images)
 
 
+@borrowed_doc(_aio.open_slide, {"dicomslide.OpenSlide\n": "dicomslide_sync.OpenSlide\n"})
 def open_slide(
     source: str | os.PathLike[str] | Any,
     *,
@@ -184,32 +176,7 @@ def open_slide(
     focal_plane_index: int = 0,
     **kwargs: Any,
 ) -> OpenSlide:
-    """Open the one slide of a folder or client through the OpenSlide interface (blocking).
-
-    Parameters
-    ----------
-    source: str | os.PathLike[str] | Any
-        Folder of DICOM files, one DICOM file of the slide, a DICOMweb URL, or a
-        (dicomslide_sync) client
-    channel_index: int, optional
-        Zero-based channel served
-    focal_plane_index: int, optional
-        Zero-based focal plane served
-    **kwargs: Any
-        Passed to :func:`dicomslide.find_slides`
-
-    Returns
-    -------
-    dicomslide_sync.OpenSlide
-        The slide
-
-    Raises
-    ------
-    dicomslide.NotFoundError
-        If the source holds no slide
-    dicomslide.RegionError
-        If it holds more than one slide
-    """
+    """Open the one slide of a folder or client through the OpenSlide interface (blocking)."""
     osr = run(
         _aio.open_slide(
             _unwrap(source),

@@ -8,19 +8,14 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from pydicom.uid import ExplicitVRLittleEndian
 
 import dicomslide
-from dicomslide.synthetic import SlideSpec, write_slide
+from dicomslide.synthetic import write_slide
+from tests.support.slides import slide_spec
 
-SPEC = SlideSpec(size=(300, 400), tile_size=(128, 128), levels=1, label=False, overview=False)
-NATIVE = SlideSpec(
-    size=(300, 400),
-    tile_size=(128, 128),
-    levels=1,
-    label=False,
-    overview=False,
-    transfer_syntax_uid="1.2.840.10008.1.2.1",
-)
+SPEC = slide_spec((300, 400), 128, 1, bare=True)
+NATIVE = slide_spec((300, 400), 128, 1, bare=True, transfer_syntax_uid=ExplicitVRLittleEndian)
 
 
 async def _read_all(folder: Path, index: Path) -> np.ndarray:

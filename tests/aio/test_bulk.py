@@ -18,12 +18,13 @@ from dicomslide.bulk import PrefetchBudgetError, PrefetchBudgetWarning, iter_til
 from dicomslide.runtime import frame_service
 from dicomslide.synthetic import SlideSpec, expected_pixels, write_slide
 from tests.support.processes import run_python
+from tests.support.slides import slide_spec
 
 # Lossless and without ICC profile, so decoded pixels equal the synthetic truth exactly.
-SPEC = SlideSpec(
-    size=(700, 1000),
-    tile_size=(64, 64),
-    levels=2,
+SPEC = slide_spec(
+    (700, 1000),
+    64,
+    2,
     transfer_syntax_uid="1.2.840.10008.1.2.1",
     icc_profile=False,
     optical_paths=2,

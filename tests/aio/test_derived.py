@@ -22,7 +22,8 @@ import dicomslide
 from dicomslide.enums import ChannelTypes
 from dicomslide.errors import RegionError
 from dicomslide.synthetic import SlideSpec, write_slide
-from tests.support.segments import segment_descriptions
+from tests.support.segments import EQUIPMENT, parametric_map, segmentation
+from tests.support.slides import written_folder
 
 EXPLICIT = "1.2.840.10008.1.2.1"
 SIZE = (300, 520)
@@ -46,49 +47,6 @@ def _source_images(paths: Sequence[Path]) -> list[pydicom.Dataset]:
     images = [pydicom.dcmread(p) for p in paths]
     images = [ds for ds in images if "VOLUME" in ds.ImageType]
     return sorted(images, key=lambda ds: -int(ds.TotalPixelMatrixRows))
-
-
-def _equipment() -> dict[str, Any]:
-    return {
-        "manufacturer": "test",
-        "manufacturer_model_name": "test",
-        "software_versions": "1",
-        "device_serial_number": "1",
-    }
-
-
-def _segmentation(
-    source: pydicom.Dataset,
-    masks: np.ndarray,
-    series_uid: str,
-    *,
-    fractional: bool = False,
-    organization: str = "TILED_FULL",
-    label: str = "s",
-    instance_number: int = 1,
-    tile_size: tuple[int, int] | None = None,
-) -> hd.seg.Segmentation:
-    numbers = list(range(1, masks.shape[-1] + 1))
-    extra: dict[str, Any] = {}
-    if tile_size is not None:
-        extra["tile_size"] = tile_size
-    if fractional:
-        extra["fractional_type"] = hd.seg.SegmentationFractionalTypeValues.PROBABILITY
-    return hd.seg.Segmentation(
-        source_images=[source],
-        pixel_array=masks[None].copy(),
-        segmentation_type="FRACTIONAL" if fractional else "BINARY",
-        segment_descriptions=segment_descriptions(numbers, label),
-        series_instance_uid=series_uid,
-        series_number=10,
-        sop_instance_uid=hd.UID(),
-        instance_number=instance_number,
-        tile_pixel_array=True,
-        dimension_organization_type=organization,
-        omit_empty_frames=organization == "TILED_SPARSE",
-        **_equipment(),
-        **extra,
-    )
 
 
 def _masks(shape: tuple[int, int], seed: int, n: int) -> np.ndarray:
@@ -140,13 +98,13 @@ def write_derived(root: Path) -> Written:
     out.binary = _masks(SIZE, 0, 2)
     uid = hd.UID()
     out.seg_series["binary"] = uid
-    _segmentation(level0, out.binary, uid, label="bin").save_as(root / "a" / "seg_binary.dcm")
+    segmentation(level0, out.binary, uid, label="bin").save_as(root / "a" / "seg_binary.dcm")
     # FRACTIONAL, TILED_SPARSE (empty frames left out), segment number 1 again.
     probabilities = np.random.default_rng(5).random((*SIZE, 1)).astype(np.float32)
     probabilities[:128, :256] = 0.0  # two whole empty tiles, left out of the file
     uid = hd.UID()
     out.seg_series["fractional"] = uid
-    seg = _segmentation(
+    seg = segmentation(
         level0, probabilities, uid, fractional=True, organization="TILED_SPARSE", label="frac"
     )
     seg.save_as(root / "a" / "seg_fractional.dcm")
@@ -157,7 +115,7 @@ def write_derived(root: Path) -> Written:
     out.seg_series["split"] = uid
     out.split = [_masks(SIZE, 10 + k, 1)[..., 0] for k in range(3)]
     for k, number in enumerate((1, 2, 1)):
-        seg = _segmentation(
+        seg = segmentation(
             level0, out.split[k][..., None], uid, label=f"split{k}-", instance_number=k + 1
         )
         seg.SegmentSequence[0].SegmentNumber = number
@@ -174,34 +132,19 @@ def write_derived(root: Path) -> Written:
         slope=0.5,
         intercept=-1,
     )
-    pm = hd.pm.ParametricMap(
-        [level1],
-        out.pm_values[None],
-        hd.UID(),
-        20,
-        hd.UID(),
-        1,
-        contains_recognizable_visual_features=False,
-        real_world_value_mappings=[mapping],
-        voi_lut_transformations=[hd.VOILUTTransformation(window_center=2000, window_width=4000)],
-        tile_pixel_array=True,
-        dimension_organization_type="TILED_FULL",
-        **_equipment(),
-    )
+    pm = parametric_map(level1, out.pm_values, mapping, (2000, 4000), 20, **EQUIPMENT)
     pm.save_as(root / "a" / "pm.dcm")
     # Slide D: a BINARY segmentation with 45 x 45 frames (2025 bits: frames after the first
     # start inside a byte of the bit-packed Pixel Data).
     (d_level0,) = _source_images(write_slide(root / "d", _spec("SLIDE-D", 4, levels=1)))
     out.odd_bits = _masks(SIZE, 42, 2)
-    seg = _segmentation(d_level0, out.odd_bits, hd.UID(), label="bits", tile_size=(45, 45))
+    seg = segmentation(d_level0, out.odd_bits, hd.UID(), label="bits", tile_size=(45, 45))
     assert (int(seg.Rows) * int(seg.Columns)) % 8 != 0
     seg.save_as(root / "d" / "seg.dcm")
     return out
 
 
-@pytest.fixture(scope="module")
-def written(tmp_path_factory: pytest.TempPathFactory) -> Written:
-    return write_derived(tmp_path_factory.mktemp("derived"))
+written = written_folder(write_derived, "derived")
 
 
 async def _slide(client: Any, container: str = "SLIDE-A", **kw: Any) -> dicomslide.Slide:

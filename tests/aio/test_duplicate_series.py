@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from pydicom.uid import ExplicitVRLittleEndian, RLELossless, generate_uid
 
 import dicomslide
 from dicomslide.synthetic import SlideSpec, expected_pixels, write_slide
+from tests.support.slides import slide_spec, written_folder
 
 STUDY = "1.2.826.0.1.3680043.8.498.17002"
 FRAME = "1.2.826.0.1.3680043.8.498.17003"
@@ -40,30 +42,29 @@ class Duplicates:
 
 def _write_copies(root: Path, container: str, per_level: bool) -> dict[str, SlideSpec]:
     """One slide written twice into two series of one study, frame of reference, container."""
-    common = {
-        "size": (300, 420),
-        "tile_size": (64, 64),
-        "levels": 3,
-        "study_instance_uid": STUDY,
-        "frame_of_reference_uid": FRAME,
-        "container_id": container,
-        "frame_of_reference_per_level": per_level,
-    }
-    original = SlideSpec(
+    one_slide = partial(
+        slide_spec,
+        (300, 420),
+        64,
+        3,
+        study_instance_uid=STUDY,
+        frame_of_reference_uid=FRAME,
+        container_id=container,
+        frame_of_reference_per_level=per_level,
+    )
+    original = one_slide(
         transfer_syntax_uid=ExplicitVRLittleEndian,
         pattern="position",
         series_instance_uid=generate_uid(entropy_srcs=["issue-17-original", container]),
         seed=50,
-        **common,  # type: ignore[arg-type]
     )
     # The copy differs in transfer syntax and in pixel content, so that a read tells them apart.
-    copy = SlideSpec(
+    copy = one_slide(
         transfer_syntax_uid=RLELossless,
         pattern="smooth",
         series_instance_uid=generate_uid(entropy_srcs=["issue-17-copy", container]),
         concatenation_parts=2,
         seed=51,
-        **common,  # type: ignore[arg-type]
     )
     frames: dict[int, str] = {}
     for path in write_slide(root / "original", original):
@@ -82,38 +83,22 @@ def write_duplicate_folder(root: Path) -> Duplicates:
     """Write the :class:`Duplicates` layouts into subfolders of ``root``."""
     copies = _write_copies(root / "copies", "COPIED", per_level=False)
     copies_split = _write_copies(root / "copies-split", "COPIED-SPLIT", per_level=True)
-    spread = SlideSpec(
-        size=(300, 420),
-        tile_size=(64, 64),
-        levels=3,
-        transfer_syntax_uid=ExplicitVRLittleEndian,
-        pattern="position",
-        container_id="SPREAD",
-        seed=52,
-    )
+    exact = partial(slide_spec, (300, 420), 64, transfer_syntax_uid=ExplicitVRLittleEndian)
+    spread = exact(3, pattern="position", container_id="SPREAD", seed=52)
     for path in write_slide(root / "spread", spread):
         if "volume" in path.name:
             ds = pydicom.dcmread(path)
             # One frame of reference, every level in a series of its own.
             ds.SeriesInstanceUID = generate_uid(entropy_srcs=["issue-17-spread", path.name])
             ds.save_as(path)
-    concatenated = SlideSpec(
-        size=(300, 420),
-        tile_size=(64, 64),
-        levels=2,
-        transfer_syntax_uid=ExplicitVRLittleEndian,
-        pattern="position",
-        concatenation_parts=3,
-        container_id="CONCAT",
-        seed=53,
+    concatenated = exact(
+        2, pattern="position", concatenation_parts=3, container_id="CONCAT", seed=53
     )
     write_slide(root / "concatenated", concatenated)
     return Duplicates(root, copies, copies_split, spread, concatenated)
 
 
-@pytest.fixture(scope="module")
-def written(tmp_path_factory: pytest.TempPathFactory) -> Duplicates:
-    return write_duplicate_folder(tmp_path_factory.mktemp("duplicates"))
+written = written_folder(write_duplicate_folder, "duplicates")
 
 
 def series_of(slide: dicomslide.Slide) -> set[str]:
@@ -172,35 +157,41 @@ async def test_copies_of_one_slide_are_two_slides(
     assert_copies_logged(caplog, copies)
 
 
+async def assert_levels_exact(slide: dicomslide.Slide, spec: SlideSpec) -> None:
+    """Every level of the slide reads as the synthetic truth of ``spec``."""
+    for level in range(spec.num_levels):
+        matrix = slide.get_volume_images()[level].get_total_pixel_matrix()
+        np.testing.assert_array_equal(await matrix[:, :], expected_pixels(spec, level))
+
+
+async def assert_one_exact_slide(
+    folder: Path, spec: SlideSpec, caplog: pytest.LogCaptureFixture
+) -> dicomslide.Slide:
+    """The folder holds one slide that reads as ``spec``, found without a warning."""
+    caplog.set_level(logging.INFO, logger="dicomslide")
+    async with dicomslide.DICOMfileClient(folder) as client:
+        (slide,) = await dicomslide.find_slides(client)
+        assert slide.num_levels == spec.num_levels
+        await assert_levels_exact(slide, spec)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    return slide
+
+
 async def test_pyramid_over_several_series_is_one_slide(
     written: Duplicates, caplog: pytest.LogCaptureFixture
 ) -> None:
     spec = written.spread
-    caplog.set_level(logging.INFO, logger="dicomslide")
     async with dicomslide.DICOMfileClient(written.root / "spread") as client:
         assert len(await client.search_for_series()) >= spec.num_levels
-        (slide,) = await dicomslide.find_slides(client)
-        assert len(series_of(slide)) == spec.num_levels
-        assert slide.num_levels == spec.num_levels
-        assert len(slide.label_images) == 1
-        for level in range(spec.num_levels):
-            matrix = slide.get_volume_images()[level].get_total_pixel_matrix()
-            np.testing.assert_array_equal(await matrix[:, :], expected_pixels(spec, level))
-    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    slide = await assert_one_exact_slide(written.root / "spread", spec, caplog)
+    assert len(series_of(slide)) == spec.num_levels
+    assert len(slide.label_images) == 1
 
 
 async def test_concatenation_is_no_copy(
     written: Duplicates, caplog: pytest.LogCaptureFixture
 ) -> None:
-    spec = written.concatenated
-    caplog.set_level(logging.INFO, logger="dicomslide")
-    async with dicomslide.DICOMfileClient(written.root / "concatenated") as client:
-        (slide,) = await dicomslide.find_slides(client)
-        assert slide.num_levels == spec.num_levels
-        for level in range(spec.num_levels):
-            matrix = slide.get_volume_images()[level].get_total_pixel_matrix()
-            np.testing.assert_array_equal(await matrix[:, :], expected_pixels(spec, level))
-    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    await assert_one_exact_slide(written.root / "concatenated", written.concatenated, caplog)
 
 
 async def test_whole_folder(written: Duplicates, caplog: pytest.LogCaptureFixture) -> None:

@@ -11,8 +11,8 @@ tests also check that the padding really is in the files (otherwise they could n
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pydicom
@@ -21,33 +21,24 @@ from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless
 
 import dicomslide
 from dicomslide.synthetic import SlideSpec, expected_pixels, expected_tile
-from tests.support.slides import write_slides
+from tests.support.slides import slide_spec, write_slides
 
 # The example: 957 columns x 715 rows, 256-pixel tiles; level 1 has edges as well.
-_COMMON: dict[str, Any] = {
-    "size": (715, 957),
-    "tile_size": (256, 256),
-    "levels": 2,
-    "label": False,
-    "overview": False,
-    "pattern": "position",
-}
+_padded_slide = partial(slide_spec, (715, 957), 256, 2, bare=True, pattern="position")
 
 SPECS: dict[str, SlideSpec] = {
-    "rgb_zero_native": SlideSpec(
+    "rgb_zero_native": _padded_slide(
         transfer_syntax_uid=ExplicitVRLittleEndian,
         edge_padding="zero",
         container_id="PAD-ZERO",
-        **_COMMON,
     ),
-    "rgb_random_j2k": SlideSpec(
+    "rgb_random_j2k": _padded_slide(
         transfer_syntax_uid=JPEG2000Lossless,
         edge_padding="random",
         container_id="PAD-RANDOM",
         seed=3,
-        **_COMMON,
     ),
-    "mono16_random_native": SlideSpec(
+    "mono16_random_native": _padded_slide(
         transfer_syntax_uid=ExplicitVRLittleEndian,
         photometric="MONOCHROME2",
         bits=16,
@@ -55,7 +46,6 @@ SPECS: dict[str, SlideSpec] = {
         edge_padding="random",
         container_id="PAD-MONO",
         seed=5,
-        **_COMMON,
     ),
 }
 

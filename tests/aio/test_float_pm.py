@@ -13,13 +13,14 @@ from typing import Any
 import highdicom as hd
 import numpy as np
 import pydicom
-import pytest
 from pydicom.sr.codedict import codes
 
 import dicomslide
 from dicomslide.codecs import PixelFormat
 from dicomslide.enums import ChannelTypes
-from dicomslide.synthetic import SlideSpec, write_slide
+from dicomslide.synthetic import write_slide
+from tests.support.segments import EQUIPMENT, parametric_map
+from tests.support.slides import slide_spec, written_folder
 
 SIZE = (300, 520)
 CONTAINER = "SLIDE-FLOAT"
@@ -46,24 +47,7 @@ def _float_map(
         slope=1,
         intercept=0,
     )
-    return hd.pm.ParametricMap(
-        [source],
-        values[None],
-        hd.UID(),
-        30,
-        hd.UID(),
-        1,
-        contains_recognizable_visual_features=False,
-        real_world_value_mappings=[mapping],
-        voi_lut_transformations=[hd.VOILUTTransformation(window_center=0.0, window_width=2.0)],
-        tile_pixel_array=True,
-        tile_size=tile,
-        dimension_organization_type="TILED_FULL",
-        manufacturer="test",
-        manufacturer_model_name="test",
-        software_versions="1",
-        device_serial_number="1",
-    )
+    return parametric_map(source, values, mapping, (0.0, 2.0), 30, tile_size=tile, **EQUIPMENT)
 
 
 def write_float_maps(root: Path) -> FloatWritten:
@@ -83,15 +67,14 @@ def write_float_maps(root: Path) -> FloatWritten:
         What was written
     """
     out = FloatWritten(root)
-    spec = SlideSpec(
+    spec = slide_spec(
+        SIZE,
+        128,
+        2,
+        bare=True,
         container_id=CONTAINER,
         seed=7,
-        size=SIZE,
-        tile_size=(128, 128),
-        levels=2,
         transfer_syntax_uid="1.2.840.10008.1.2.1",
-        label=False,
-        overview=False,
     )
     paths = write_slide(root, spec)
     images = [pydicom.dcmread(p) for p in paths]
@@ -119,9 +102,7 @@ def write_float_maps(root: Path) -> FloatWritten:
     return out
 
 
-@pytest.fixture(scope="module")
-def written(tmp_path_factory: pytest.TempPathFactory) -> FloatWritten:
-    return write_float_maps(tmp_path_factory.mktemp("float-pm"))
+written = written_folder(write_float_maps, "float-pm")
 
 
 async def read_channel(slide: Any, label: str, level: int) -> np.ndarray:

@@ -18,6 +18,7 @@ import pytest
 import dicomslide
 from dicomslide.sources.foreign import ForeignClientSource
 from dicomslide.synthetic import SlideSpec, write_slide
+from tests.support.slides import slide_spec
 
 
 class _HTTPError(Exception):
@@ -65,10 +66,7 @@ def _volume(folder: Path, spec: SlideSpec) -> Path:
 
 @pytest.fixture(params=["1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.1"])
 def volume(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
-    spec = SlideSpec(
-        size=(300, 400), tile_size=(128, 128), levels=1, seed=3,
-        transfer_syntax_uid=request.param,
-    )  # fmt: skip
+    spec = slide_spec((300, 400), 128, 1, seed=3, transfer_syntax_uid=request.param)  # fmt: skip
     return _volume(tmp_path, spec)
 
 

@@ -15,7 +15,8 @@ from dicomslide import runtime
 from dicomslide.errors import SourceError
 from dicomslide.frames import FrameCache, FrameService, InstanceRef
 from dicomslide.sources.protocol import EncodedFrame
-from dicomslide.synthetic import SlideSpec, write_slide
+from dicomslide.synthetic import write_slide
+from tests.support.slides import slide_spec
 
 SYNTAX = "1.2.840.10008.1.2.1"
 A = InstanceRef("1.2", "1.2.3", "1.2.3.4")
@@ -103,7 +104,7 @@ async def test_dropped_clients_free_their_caches(tmp_path: Path) -> None:
     # The runtime keeps caches and services per source in WeakKeyDictionaries; a service or
     # adapter that referenced its source strongly kept every client and its (up to 512 MiB)
     # cache alive for the life of the process.
-    write_slide(tmp_path / "slide", SlideSpec(size=(300, 400), tile_size=(64, 64), levels=1))
+    write_slide(tmp_path / "slide", slide_spec((300, 400), 64, 1))
     client = dicomslide.DICOMfileClient(tmp_path / "slide", index_dir=tmp_path / "index")
     (slide,) = await dicomslide.find_slides(client)
     await slide.get_image_region((0, 0), 0, (128, 128))
@@ -112,7 +113,7 @@ async def test_dropped_clients_free_their_caches(tmp_path: Path) -> None:
         weakref.ref(client),
         weakref.ref(source.runtime.frame_cache),
         weakref.ref(runtime.frame_service(source)),
-        weakref.ref(runtime.decoded_tile_cache(source)),
+        weakref.ref(source.runtime.decoded_cache),
     ]
     await client.aclose()
     del client, slide, source
@@ -125,7 +126,7 @@ async def test_a_second_event_loop_gets_its_own_service(tmp_path: Path) -> None:
     # One service per loop: reading from another loop (a blocking twin's private loop, a
     # thread running asyncio.run) must not replace this loop's service, whose coalescing and
     # read-ahead state would be lost.
-    write_slide(tmp_path / "slide", SlideSpec(size=(300, 400), tile_size=(64, 64), levels=1))
+    write_slide(tmp_path / "slide", slide_spec((300, 400), 64, 1))
     client = dicomslide.DICOMfileClient(tmp_path / "slide", index_dir=tmp_path / "index")
     (slide,) = await dicomslide.find_slides(client)
     here = runtime.frame_service(client)
@@ -152,7 +153,7 @@ async def test_a_second_event_loop_gets_its_own_service(tmp_path: Path) -> None:
 def test_cache_budgets_come_from_the_constructor(tmp_path: Path) -> None:
     client = dicomslide.DICOMfileClient(tmp_path, cache_max_bytes=12345, decoded_cache_max_bytes=0)
     assert dicomslide.get_cache_stats(client).max_bytes == 12345
-    assert runtime.decoded_tile_cache(client).max_bytes == 0
+    assert client.runtime.decoded_cache.max_bytes == 0
     web = dicomslide.DICOMwebClient(
         "http://127.0.0.1:9/dicom-web", cache_max_bytes=777, readahead=3, coalesce_window=0.5
     )

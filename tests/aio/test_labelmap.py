@@ -31,6 +31,7 @@ from dicomslide.enums import ChannelTypes
 from dicomslide.errors import RegionError, UsageError
 from dicomslide.synthetic import SlideSpec, write_slide
 from tests.support.segments import segment_descriptions
+from tests.support.slides import written_folder
 
 EXPLICIT = "1.2.840.10008.1.2.1"
 JPEG_LS_LOSSLESS = "1.2.840.10008.1.2.4.80"
@@ -358,9 +359,7 @@ def segment_channels(slide: Any, item: LabelMapFile) -> dict[int, int]:
     return out
 
 
-@pytest.fixture(scope="module")
-def written(tmp_path_factory: pytest.TempPathFactory) -> Written:
-    return write_label_maps(tmp_path_factory.mktemp("labelmaps"))
+written = written_folder(write_label_maps, "labelmaps")
 
 
 async def _slide(client: Any, container: str = CONTAINER) -> dicomslide.Slide:

@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image
-from pydicom import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate, encapsulate_extended
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
@@ -34,8 +33,8 @@ from dicomslide.errors import (
 )
 from dicomslide.sources import EncodedFrame, Source, local as local_module, local_index
 from dicomslide.sources.local import DICOMfileClient
+from tests.support.part10 import WSI, padded, set_pixel_data, wsi_dataset
 
-WSI = "1.2.840.10008.5.1.4.1.1.77.1.6"
 STUDY = generate_uid()
 SERIES_JPEG = generate_uid()
 SERIES_NATIVE = generate_uid()
@@ -49,8 +48,14 @@ def _jpeg(seed: int, size: int = 16) -> bytes:
     return out.getvalue()
 
 
-def _padded(frame: bytes) -> bytes:
-    return frame + b"\x00" * (len(frame) % 2)
+#: Where and how the files of :func:`_jpeg` frames (16 x 16 RGB) are written.
+JPEG_FILE: dict[str, Any] = {
+    "syntax": JPEGBaseline8Bit,
+    "rows": 16,
+    "columns": 16,
+    "spp": 3,
+    "series": SERIES_JPEG,
+}
 
 
 def _write(
@@ -69,14 +74,11 @@ def _write(
     sop: str | None = None,
     **attrs: Any,
 ) -> str:
-    sop = sop or generate_uid()
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = WSI
-    ds.file_meta.MediaStorageSOPInstanceUID = sop
-    ds.file_meta.TransferSyntaxUID = syntax
-    ds.SOPClassUID = WSI
-    ds.SOPInstanceUID = sop
+    ds = wsi_dataset(syntax, frames, rows, columns, spp, bits)
+    if sop is not None:
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = sop
+    encapsulated = syntax == JPEGBaseline8Bit
+    set_pixel_data(ds, pixel_data, "OW" if bits == 16 and not encapsulated else "OB", extended)
     ds.StudyInstanceUID = STUDY
     ds.SeriesInstanceUID = series
     ds.PatientID = "P-1"
@@ -90,31 +92,13 @@ def _write(
     ds.ImageType = ["ORIGINAL", "PRIMARY", "VOLUME", "NONE"]
     ds.ContainerIdentifier = "SLIDE-1"
     ds.FrameOfReferenceUID = "1.2.3.4"
-    ds.Rows = rows
-    ds.Columns = columns
-    ds.TotalPixelMatrixRows = rows * 2
-    ds.TotalPixelMatrixColumns = columns * 2
-    ds.SamplesPerPixel = spp
-    ds.PhotometricInterpretation = "RGB" if spp == 3 else "MONOCHROME2"
-    if spp == 3:
-        ds.PlanarConfiguration = 0
-    ds.BitsAllocated = bits
-    ds.BitsStored = bits
-    ds.HighBit = bits - 1
-    ds.PixelRepresentation = 0
-    ds.NumberOfFrames = frames
+    ds.TotalPixelMatrixRows = ds.Rows * 2
+    ds.TotalPixelMatrixColumns = ds.Columns * 2
     for keyword, value in attrs.items():
         setattr(ds, keyword, value)
-    if extended is not None:
-        ds.ExtendedOffsetTable = extended[0]
-        ds.ExtendedOffsetTableLengths = extended[1]
-    encapsulated = syntax == JPEGBaseline8Bit
-    ds.add_new(0x7FE00010, "OW" if bits == 16 and not encapsulated else "OB", pixel_data)
-    if encapsulated:
-        ds["PixelData"].is_undefined_length = True
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)
-    return sop
+    return str(ds.SOPInstanceUID)
 
 
 class Folder:
@@ -133,22 +117,29 @@ class Folder:
         self.paths[sop] = path
         return sop
 
+    def add_native(
+        self, name: str, frames: list[bytes], syntax: str, read_as: str = "", **kwargs: Any
+    ) -> str:
+        """A native file: Pixel Data is the frames back to back; they read as ``read_as``."""
+        pixel_data = b"".join(frames)
+        return self.add(
+            name, frames, read_as or syntax, syntax=syntax, pixel_data=pixel_data, **kwargs
+        )
+
 
 @pytest.fixture
 def folder(tmp_path: Path) -> Folder:
     f = Folder(tmp_path / "slides")
     jpegs = [_jpeg(i) for i in range(6)]
-    common = {"rows": 16, "columns": 16, "spp": 3, "series": SERIES_JPEG}
     pixel_data, offsets, lengths = encapsulate_extended(jpegs)
     f.add(
         "eot.dcm",
-        [_padded(j) for j in jpegs],
+        [padded(j) for j in jpegs],
         JPEGBaseline8Bit,
-        syntax=JPEGBaseline8Bit,
         pixel_data=pixel_data,
         extended=(offsets, lengths),
         instance_number=1,
-        **common,
+        **JPEG_FILE,
     )
     # The same JPEG frames with a Basic Offset Table or without, one or two fragments a frame.
     for number, (name, fragments, has_bot) in enumerate(
@@ -161,35 +152,17 @@ def folder(tmp_path: Path) -> Folder:
     ):
         f.add(
             name,
-            [_padded(j) for j in jpegs],
+            [padded(j) for j in jpegs],
             JPEGBaseline8Bit,
-            syntax=JPEGBaseline8Bit,
             pixel_data=encapsulate(jpegs, fragments_per_frame=fragments, has_bot=has_bot),
             instance_number=number,
-            **common,
+            **JPEG_FILE,
         )
     native = [bytes((i * 31 + k) % 256 for k in range(4 * 5 * 3)) for i in range(5)]
-    f.add(
-        "native_rgb.dcm",
-        native,
-        ExplicitVRLittleEndian,
-        syntax=ExplicitVRLittleEndian,
-        pixel_data=b"".join(native),
-        rows=4,
-        columns=5,
-        spp=3,
-        instance_number=1,
-    )
+    f.add_native("native_rgb.dcm", native, ExplicitVRLittleEndian, rows=4, columns=5, spp=3)
     mono = [bytes((i + k) % 256 for k in range(6 * 7)) for i in range(4)]
-    f.add(
-        "implicit.dcm",
-        mono,
-        ImplicitVRLittleEndian,
-        syntax=ImplicitVRLittleEndian,
-        pixel_data=b"".join(mono),
-        rows=6,
-        columns=7,
-        instance_number=2,
+    f.add_native(
+        "implicit.dcm", mono, ImplicitVRLittleEndian, rows=6, columns=7, instance_number=2
     )
     rng = np.random.default_rng(1)
     bits = rng.integers(0, 2, size=(5, 3 * 5), dtype=np.uint8)
@@ -206,23 +179,20 @@ def folder(tmp_path: Path) -> Folder:
         instance_number=3,
     )
     deflated = [bytes([i]) * 64 for i in range(3)]
-    f.add(
+    f.add_native(
         "deflated.dcm",
         deflated,
-        ExplicitVRLittleEndian,
-        syntax=DeflatedExplicitVRLittleEndian,
-        pixel_data=b"".join(deflated),
+        DeflatedExplicitVRLittleEndian,
+        read_as=ExplicitVRLittleEndian,  # inflated by the reader
         rows=8,
         columns=8,
         instance_number=4,
     )
     words = np.arange(2 * 4 * 4, dtype=">u2")
-    f.add(
+    f.add_native(
         "big_endian.dcm",
         [words[:16].tobytes(), words[16:].tobytes()],
         ExplicitVRBigEndian,
-        syntax=ExplicitVRBigEndian,
-        pixel_data=words.tobytes(),
         rows=4,
         columns=4,
         bits=16,
@@ -483,17 +453,7 @@ async def test_truncated_encapsulated_file(tmp_path: Path, index_dir: Path) -> N
     jpegs = [_jpeg(i) for i in range(4)]
     pixel_data, offsets, lengths = encapsulate_extended(jpegs)
     path = tmp_path / "d" / "cut.dcm"
-    sop = _write(
-        path,
-        syntax=JPEGBaseline8Bit,
-        pixel_data=pixel_data,
-        extended=(offsets, lengths),
-        frames=4,
-        rows=16,
-        columns=16,
-        spp=3,
-        series=SERIES_JPEG,
-    )
+    sop = _write(path, pixel_data=pixel_data, extended=(offsets, lengths), frames=4, **JPEG_FILE)
     data = path.read_bytes()
     path.write_bytes(data[: len(data) - len(jpegs[-1]) // 2])
     async with DICOMfileClient(tmp_path / "d", index_dir=index_dir) as client:
@@ -509,16 +469,7 @@ async def test_truncated_encapsulated_file(tmp_path: Path, index_dir: Path) -> N
 async def test_truncated_file_without_eot(tmp_path: Path, index_dir: Path, has_bot: bool) -> None:
     jpegs = [_jpeg(i) for i in range(3)]
     path = tmp_path / "d" / "cut.dcm"
-    sop = _write(
-        path,
-        syntax=JPEGBaseline8Bit,
-        pixel_data=encapsulate(jpegs, has_bot=has_bot),
-        frames=3,
-        rows=16,
-        columns=16,
-        spp=3,
-        series=SERIES_JPEG,
-    )
+    sop = _write(path, pixel_data=encapsulate(jpegs, has_bot=has_bot), frames=3, **JPEG_FILE)
     data = path.read_bytes()
     path.write_bytes(data[:-20])
     async with DICOMfileClient(tmp_path / "d", index_dir=index_dir) as client:
@@ -608,13 +559,13 @@ async def test_changed_file_gets_a_new_frame_table(tmp_path: Path, index_dir: Pa
     sop = _write(path, pixel_data=encapsulate(old), **kwargs)
     async with DICOMfileClient(tmp_path / "d", index_dir=index_dir) as client:
         got = await _all_frames(client, SERIES_JPEG, sop, 2)
-        assert [got[n].data for n in (1, 2)] == [_padded(f) for f in old]
+        assert [got[n].data for n in (1, 2)] == [padded(f) for f in old]
         new = [_jpeg(3, 32), _jpeg(4, 32)]
         st = path.stat()
         _write(path, pixel_data=encapsulate(new), sop=sop, **kwargs)
         os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
         got = await _all_frames(client, SERIES_JPEG, sop, 2)
-        assert [got[n].data for n in (1, 2)] == [_padded(f) for f in new]
+        assert [got[n].data for n in (1, 2)] == [padded(f) for f in new]
 
 
 async def test_bulkdata(folder: Folder, index_dir: Path, tmp_path: Path) -> None:

@@ -12,15 +12,15 @@ import pydicom
 import pytest
 
 import dicomslide
-from dicomslide.synthetic import SlideSpec, write_slide
+from dicomslide.synthetic import write_slide
+from tests.support.slides import slide_spec
 
-SPEC = SlideSpec(
-    size=(256, 512),
-    tile_size=(64, 64),
-    levels=2,
+SPEC = slide_spec(
+    (256, 512),
+    64,
+    2,
+    bare=True,
     transfer_syntax_uid="1.2.840.10008.1.2.1",
-    label=False,
-    overview=False,
     origin_mm=(21.5, 38.25),
 )
 
@@ -108,13 +108,12 @@ async def test_annotation_region_has_the_shape_of_the_slide_region(tmp_path: Pat
     import numpy as np
     from pydicom.sr.codedict import codes
 
-    spec = SlideSpec(
-        size=(256, 512),
-        tile_size=(64, 64),
-        levels=3,
+    spec = slide_spec(
+        (256, 512),
+        64,
+        3,
+        bare=True,
         transfer_syntax_uid="1.2.840.10008.1.2.1",
-        label=False,
-        overview=False,
         pixel_spacing_mm=0.001,
     )
     write_slide(tmp_path / "s", spec)

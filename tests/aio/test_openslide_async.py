@@ -11,14 +11,15 @@ from pydicom.uid import ExplicitVRLittleEndian
 import dicomslide
 from dicomslide.errors import UsageError
 from dicomslide.openslide import OpenSlide, open_slide
-from dicomslide.synthetic import SlideSpec, write_slide
+from dicomslide.synthetic import write_slide
+from tests.support.slides import slide_spec
 
 openslide = pytest.importorskip("openslide")
 
-SPEC = SlideSpec(
-    size=(500, 700),
-    tile_size=(128, 128),
-    levels=3,
+SPEC = slide_spec(
+    (500, 700),
+    128,
+    3,
     transfer_syntax_uid=ExplicitVRLittleEndian,
     dimension_organization="TILED_SPARSE",
     sparse_missing_tiles=((1, 1),),

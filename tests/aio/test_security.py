@@ -25,7 +25,8 @@ import pytest
 import dicomslide
 import dicomslide_sync
 from dicomslide.errors import DicomSlideError, NotFoundError
-from dicomslide.synthetic import SlideSpec, write_slide
+from dicomslide.synthetic import write_slide
+from tests.support.slides import slide_spec
 
 BASE = "https://dicomweb.test/dicom-web"
 TOKEN = "tok-SECRET-4711"
@@ -189,7 +190,7 @@ async def test_tokens_are_not_in_repr_logs_or_errors(
 def outside(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder with a valid slide that no client below may read."""
     folder = tmp_path_factory.mktemp("outside")
-    write_slide(folder, SlideSpec(size=(64, 64), tile_size=(32, 32), levels=1, seed=77))
+    write_slide(folder, slide_spec((64, 64), 32, 1, seed=77))
     return folder
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -22,13 +23,11 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 import dicomslide
 from dicomslide.errors import InvalidDataError, RegionError
 from dicomslide.synthetic import SlideSpec, expected_pixels, write_slide
+from tests.support.slides import slide_spec, written_folder
 
-_SMALL = {
-    "size": (400, 600),
-    "tile_size": (128, 128),
-    "transfer_syntax_uid": ExplicitVRLittleEndian,
-    "pattern": "position",
-}
+_small = partial(
+    slide_spec, (400, 600), 128, transfer_syntax_uid=ExplicitVRLittleEndian, pattern="position"
+)
 
 STUDY = "1.2.826.0.1.3680043.8.498.17001"
 
@@ -57,14 +56,14 @@ def _only(paths: list[Path], keep: str) -> list[Path]:
 def write_stray_folder(root: Path) -> Stray:
     """Good slides SLIDE-A and SLIDE-B, and a LABEL-only and an OVERVIEW-only series."""
     good = {
-        "SLIDE-A": SlideSpec(container_id="SLIDE-A", seed=1, levels=2, **_SMALL),  # type: ignore[arg-type]
-        "SLIDE-B": SlideSpec(container_id="SLIDE-B", seed=2, levels=1, **_SMALL),  # type: ignore[arg-type]
+        "SLIDE-A": _small(2, container_id="SLIDE-A", seed=1),
+        "SLIDE-B": _small(1, container_id="SLIDE-B", seed=2),
     }
     for name, spec in good.items():
         write_slide(root / name, spec)
     skipped = {}
     for name, kind in (("LABEL-ONLY", "label"), ("OVERVIEW-ONLY", "overview")):
-        spec = SlideSpec(container_id=name, seed=len(skipped) + 7, levels=1, **_SMALL)  # type: ignore[arg-type]
+        spec = _small(1, container_id=name, seed=len(skipped) + 7)
         (path,) = _only(write_slide(root / name, spec), kind)
         skipped[name] = str(pydicom.dcmread(path, stop_before_pixels=True).SeriesInstanceUID)
     return Stray(root, good, skipped)
@@ -83,30 +82,17 @@ class Split:
 
 def write_split_folder(root: Path) -> Split:
     """Write the :class:`Split` layouts into subfolders of ``root``."""
-    split = SlideSpec(
-        size=(700, 900),
-        tile_size=(128, 128),
-        levels=4,
-        thumbnail=True,
+    # Every level with a frame of reference of its own, as one real converter writes.
+    per_level = partial(
+        slide_spec,
+        tile=128,
         frame_of_reference_per_level=True,
         transfer_syntax_uid=ExplicitVRLittleEndian,
         pattern="position",
-        container_id="SPLIT",
-        seed=20,
     )
+    split = per_level((700, 900), levels=4, thumbnail=True, container_id="SPLIT", seed=20)
     write_slide(root / "split", split)
-    linked = SlideSpec(
-        size=(500, 640),
-        tile_size=(128, 128),
-        levels=3,
-        label=False,
-        overview=False,
-        frame_of_reference_per_level=True,
-        transfer_syntax_uid=ExplicitVRLittleEndian,
-        pattern="position",
-        container_id="LINKED",
-        seed=21,
-    )
+    linked = per_level((500, 640), levels=3, bare=True, container_id="LINKED", seed=21)
     pyramid_uid = generate_uid(entropy_srcs=["issue-17-pyramid"])
     for path in write_slide(root / "linked", linked):
         ds = pydicom.dcmread(path)
@@ -115,44 +101,22 @@ def write_split_folder(root: Path) -> Split:
         ds.SeriesInstanceUID = generate_uid(entropy_srcs=["issue-17-linked", path.name])
         ds.save_as(path)
     series = generate_uid(entropy_srcs=["issue-17-shared-series"])
-    common = {
-        "tile_size": (128, 128),
-        "label": False,
-        "overview": False,
-        "transfer_syntax_uid": ExplicitVRLittleEndian,
-        "pattern": "position",
-        "study_instance_uid": STUDY,
-        "series_instance_uid": series,
-        "frame_of_reference_per_level": True,
-    }
+    near_miss = partial(per_level, bare=True, study_instance_uid=STUDY, series_instance_uid=series)
     rescans = (
-        SlideSpec(size=(400, 500), levels=2, container_id="RESCAN", seed=30, **common),  # type: ignore[arg-type]
-        SlideSpec(size=(400, 500), levels=2, container_id="RESCAN", seed=31, **common),  # type: ignore[arg-type]
+        near_miss((400, 500), levels=2, container_id="RESCAN", seed=30),
+        near_miss((400, 500), levels=2, container_id="RESCAN", seed=31),
     )
     areas = (
-        SlideSpec(size=(400, 500), levels=2, container_id="AREAS", seed=32, **common),  # type: ignore[arg-type]
-        SlideSpec(
-            size=(300, 300),
-            levels=1,
-            container_id="AREAS",
-            seed=33,
-            origin_mm=(22.0, 42.0),
-            **common,  # type: ignore[arg-type]
-        ),
+        near_miss((400, 500), levels=2, container_id="AREAS", seed=32),
+        near_miss((300, 300), levels=1, container_id="AREAS", seed=33, origin_mm=(22.0, 42.0)),
     )
     for i, spec in enumerate((*rescans, *areas)):
         write_slide(root / f"near-miss-{i}", spec)
     return Split(root, split, linked, rescans, areas)
 
 
-@pytest.fixture(scope="module")
-def stray(tmp_path_factory: pytest.TempPathFactory) -> Stray:
-    return write_stray_folder(tmp_path_factory.mktemp("stray"))
-
-
-@pytest.fixture(scope="module")
-def split(tmp_path_factory: pytest.TempPathFactory) -> Split:
-    return write_split_folder(tmp_path_factory.mktemp("split"))
+stray = written_folder(write_stray_folder, "stray")
+split = written_folder(write_split_folder, "split")
 
 
 def assert_stray_warnings(caplog: pytest.LogCaptureFixture, layout: Stray) -> None:

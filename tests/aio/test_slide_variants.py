@@ -96,6 +96,13 @@ async def _open(folder: Path, tmp_path: Path) -> dicomslide.Slide:
     return slides[0]
 
 
+async def _open_native(
+    variant_dirs: dict[str, Path], tmp_path: Path
+) -> tuple[SlideSpec, dicomslide.Slide]:
+    """The spec and the slide of the plain TILED_FULL variant, which most API tests read."""
+    return VARIANTS["tiled_full_native"], await _open(variant_dirs["tiled_full_native"], tmp_path)
+
+
 @pytest.mark.parametrize("name", sorted(VARIANTS))
 async def test_every_level_channel_and_plane_matches_ground_truth(
     name: str, variant_dirs: dict[str, Path], tmp_path: Path
@@ -158,8 +165,7 @@ async def test_missing_sparse_tiles_are_filled_white(tmp_path: Path) -> None:
 async def test_region_beyond_bottom_right_is_filled(
     variant_dirs: dict[str, Path], tmp_path: Path
 ) -> None:
-    spec = VARIANTS["tiled_full_native"]
-    slide = await _open(variant_dirs["tiled_full_native"], tmp_path)
+    spec, slide = await _open_native(variant_dirs, tmp_path)
     rows, cols = spec.size
     region = await slide.get_image_region((rows - 10, cols - 20), 0, (30, 40))
     truth = expected_pixels(spec, 0, 0, 0, slice(rows - 10, rows), slice(cols - 20, cols))
@@ -171,8 +177,7 @@ async def test_region_beyond_bottom_right_is_filled(
 async def test_negative_level_and_pixel_indices_alias(
     variant_dirs: dict[str, Path], tmp_path: Path
 ) -> None:
-    spec = VARIANTS["tiled_full_native"]
-    slide = await _open(variant_dirs["tiled_full_native"], tmp_path)
+    spec, slide = await _open_native(variant_dirs, tmp_path)
     top = await slide.get_image_region(pixel_indices=(0, 0), level=-1, size=(50, 60))
     np.testing.assert_array_equal(
         top, expected_pixels(spec, spec.num_levels - 1, 0, 0, slice(0, 50), slice(0, 60))
@@ -227,8 +232,7 @@ async def test_channel_and_focal_plane_lookups(
 async def test_total_pixel_matrix_indexes_like_numpy(
     variant_dirs: dict[str, Path], tmp_path: Path
 ) -> None:
-    spec = VARIANTS["tiled_full_native"]
-    slide = await _open(variant_dirs["tiled_full_native"], tmp_path)
+    spec, slide = await _open_native(variant_dirs, tmp_path)
     matrix = slide.get_volume_images()[0].get_total_pixel_matrix()
     truth = expected_pixels(spec, 0)
     assert matrix.shape == truth.shape
@@ -263,8 +267,7 @@ async def test_total_pixel_matrix_indexes_like_numpy(
 
 
 async def test_sampler_regions_with_padding(variant_dirs: dict[str, Path], tmp_path: Path) -> None:
-    spec = VARIANTS["tiled_full_native"]
-    slide = await _open(variant_dirs["tiled_full_native"], tmp_path)
+    spec, slide = await _open_native(variant_dirs, tmp_path)
     matrix = slide.get_volume_images()[0].get_total_pixel_matrix()
     sampler = dicomslide.TotalPixelMatrixSampler(matrix, (100, 100), padding=(5, 10))
     assert sampler.padding == (5, 10, 5, 10)
@@ -288,8 +291,7 @@ async def test_sampler_bounding_box_selects_from_the_matrix_grid(
 ) -> None:
     # The regions of the matrix-wide grid that overlap the box (as dicomslide 0.7 samples, and
     # as tile_grid_positions selects), not a grid that starts at the box.
-    spec = VARIANTS["tiled_full_native"]
-    slide = await _open(variant_dirs["tiled_full_native"], tmp_path)
+    spec, slide = await _open_native(variant_dirs, tmp_path)
     matrix = slide.get_volume_images()[0].get_total_pixel_matrix()
     sampler = dicomslide.TotalPixelMatrixSampler(
         matrix, (6, 10), bounding_box=((7, 7), (12, 12)), padding=(2, 4)
@@ -313,8 +315,7 @@ async def test_sampler_bounding_box_selects_from_the_matrix_grid(
 async def test_concurrent_reads_share_requests_and_never_refetch(
     variant_dirs: dict[str, Path], tmp_path: Path
 ) -> None:
-    spec = VARIANTS["tiled_full_native"]
-    slide = await _open(variant_dirs["tiled_full_native"], tmp_path)
+    spec, slide = await _open_native(variant_dirs, tmp_path)
     before = slide.cache_stats.requests
     rng = np.random.default_rng(1)
     offsets = [(int(rng.integers(0, 200)), int(rng.integers(0, 400))) for _ in range(64)]
@@ -344,8 +345,7 @@ async def test_concurrent_reads_share_requests_and_never_refetch(
 async def test_cancelled_reader_does_not_break_others(
     variant_dirs: dict[str, Path], tmp_path: Path
 ) -> None:
-    spec = VARIANTS["tiled_full_native"]
-    slide = await _open(variant_dirs["tiled_full_native"], tmp_path)
+    spec, slide = await _open_native(variant_dirs, tmp_path)
     a = asyncio.ensure_future(slide.get_image_region((0, 0), 0, (300, 520)))
     b = asyncio.ensure_future(slide.get_image_region((0, 0), 0, (300, 520)))
     await asyncio.sleep(0)

@@ -31,7 +31,8 @@ from pydicom.encaps import generate_frames
 import dicomslide
 from dicomslide.runtime import frame_service
 from dicomslide.sources.dicomweb_urls import frames_url
-from dicomslide.synthetic import SlideSpec, expected_pixels, write_slide
+from dicomslide.synthetic import expected_pixels, write_slide
+from tests.support.slides import slide_spec
 
 BASE = "http://dicomweb.test/dicom-web"
 OTHER_HOST = "http://other-host.test"
@@ -40,15 +41,7 @@ EXPLICIT_LE = "1.2.840.10008.1.2.1"
 BOUNDARY = "fake-dicomweb-boundary"
 
 #: Level 0 is 6 x 8 = 48 tiles of 128 x 128 in one instance; lossless, so reads are exact.
-SPEC = SlideSpec(
-    size=(700, 1000),
-    tile_size=(128, 128),
-    levels=2,
-    transfer_syntax_uid=RLE,
-    label=False,
-    overview=False,
-    seed=7,
-)
+SPEC = slide_spec((700, 1000), 128, 2, bare=True, transfer_syntax_uid=RLE, seed=7)
 
 _FRAMES_RE = re.compile(r"/instances/([^/]+)/frames/([0-9,]+)$")
 _ICC_TAG = "00282000"

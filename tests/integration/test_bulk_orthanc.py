@@ -12,13 +12,14 @@ import pytest
 
 import dicomslide
 from dicomslide.bulk import iter_tiles, prefetch
-from dicomslide.synthetic import SlideSpec, write_slide
+from dicomslide.synthetic import write_slide
 from tests.support.orthanc import OrthancServer, private_orthanc
 from tests.support.processes import run_python
+from tests.support.slides import slide_spec
 
 pytestmark = pytest.mark.integration
 
-SPEC = SlideSpec(size=(1000, 1400), tile_size=(64, 64), levels=2, seed=61)
+SPEC = slide_spec((1000, 1400), 64, 2, seed=61)
 
 
 @pytest.fixture(scope="module")

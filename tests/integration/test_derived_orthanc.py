@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import highdicom as hd
@@ -15,23 +14,13 @@ import dicomslide
 import dicomslide_sync
 from dicomslide.enums import ChannelTypes
 from tests.aio.test_derived import ALL_SLIDES, STAIN_B, Written, write_derived
-from tests.support.orthanc import OrthancServer, private_orthanc
+from tests.support.orthanc import OrthancServer
+from tests.support.slides import served_folder
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[OrthancServer, Written]]:
-    written = write_derived(tmp_path_factory.mktemp("derived-web"))
-    with private_orthanc([written.root], tmp_path_factory.mktemp("orthanc-derived")) as orthanc:
-        yield orthanc, written
-
-
-@pytest.fixture(scope="module")
-def client(server: tuple[OrthancServer, Written]) -> Iterator[dicomslide_sync.DICOMwebClient]:
-    orthanc, _ = server
-    with dicomslide_sync.DICOMwebClient(orthanc.dicomweb_url) as c:
-        yield c
+server = served_folder(write_derived, "derived")
 
 
 def _channels_of(slide: dicomslide_sync.Slide, series: str) -> list[int]:

@@ -45,7 +45,7 @@ import dicomslide_sync
 from dicomslide.enums import ChannelTypes
 from dicomslide.errors import RegionError
 from tests.support.orthanc import OrthancServer, private_orthanc
-from tests.support.segments import segment_descriptions
+from tests.support.segments import parametric_map, segment_descriptions, segmentation
 from tests.support.system import require as _require
 from tests.support.thirdparty import (
     DEFAULT_SOURCE_SIZE,
@@ -161,19 +161,14 @@ def _write_derived(folder: Path, name: str, sources: list[pydicom.Dataset]) -> D
         probabilities[:256, :512] = 0.0
         uid = stable_uid("seg-fractional", name)
         out.seg_series["fractional"] = uid
-        hd.seg.Segmentation(
-            source_images=[level0],
-            pixel_array=probabilities[None],
-            segmentation_type="FRACTIONAL",
-            segment_descriptions=segment_descriptions(range(1, 2), "frac"),
-            series_instance_uid=uid,
+        segmentation(
+            level0,
+            probabilities,
+            uid,
+            fractional=True,
+            label="frac",
             series_number=11,
             sop_instance_uid=stable_uid("seg-fractional-instance", name),
-            instance_number=1,
-            fractional_type=hd.seg.SegmentationFractionalTypeValues.PROBABILITY,
-            tile_pixel_array=True,
-            dimension_organization_type="TILED_FULL",
-            omit_empty_frames=False,
             **_equipment(),
         ).save_as(folder / "seg_fractional.dcm")
         out.fractional = np.round(probabilities[..., 0] * 255).astype(np.uint8)
@@ -181,29 +176,22 @@ def _write_derived(folder: Path, name: str, sources: list[pydicom.Dataset]) -> D
         pm_rows, pm_cols = int(level1.TotalPixelMatrixRows), int(level1.TotalPixelMatrixColumns)
         values = np.arange(pm_rows * pm_cols).reshape(pm_rows, pm_cols) * 7 % 4001
         out.pm_values = values.astype(np.uint16)
-        hd.pm.ParametricMap(
-            [level1],
-            out.pm_values[None],
-            stable_uid("pm", name),
+        mapping = hd.pm.RealWorldValueMapping(
+            lut_label=PM_LABEL,
+            lut_explanation="made up",
+            unit=codes.UCUM.NoUnits,
+            value_range=(0, 4000),
+            slope=0.5,
+            intercept=-1,
+        )
+        parametric_map(
+            level1,
+            out.pm_values,
+            mapping,
+            (2000, 4000),
             20,
-            stable_uid("pm-instance", name),
-            1,
-            contains_recognizable_visual_features=False,
-            real_world_value_mappings=[
-                hd.pm.RealWorldValueMapping(
-                    lut_label=PM_LABEL,
-                    lut_explanation="made up",
-                    unit=codes.UCUM.NoUnits,
-                    value_range=(0, 4000),
-                    slope=0.5,
-                    intercept=-1,
-                )
-            ],
-            voi_lut_transformations=[
-                hd.VOILUTTransformation(window_center=2000, window_width=4000)
-            ],
-            tile_pixel_array=True,
-            dimension_organization_type="TILED_FULL",
+            series_instance_uid=stable_uid("pm", name),
+            sop_instance_uid=stable_uid("pm-instance", name),
             **_equipment(),
         ).save_as(folder / "pm.dcm")
     return out
@@ -220,18 +208,13 @@ def _write_without_frame(folder: Path, sources: list[pydicom.Dataset]) -> Derive
     uid = stable_uid("seg-binary", NO_FRAME)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        seg = hd.seg.Segmentation(
-            source_images=[patched],
-            pixel_array=masks[None],
-            segmentation_type="BINARY",
-            segment_descriptions=segment_descriptions(range(1, 3), "nofor"),
-            series_instance_uid=uid,
-            series_number=10,
+        seg = segmentation(
+            patched,
+            masks,
+            uid,
+            organization="TILED_SPARSE",
+            label="nofor",
             sop_instance_uid=stable_uid("seg-binary-instance", NO_FRAME),
-            instance_number=1,
-            tile_pixel_array=True,
-            dimension_organization_type="TILED_SPARSE",
-            omit_empty_frames=True,
             **_equipment(),
         )
     assert seg.FrameOfReferenceUID == frame

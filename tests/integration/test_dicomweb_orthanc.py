@@ -10,38 +10,37 @@ import pytest
 
 import dicomslide
 import dicomslide_sync
-from dicomslide.synthetic import SlideSpec
-from tests.support.orthanc import OrthancServer, require_dicomweb_orthanc
-from tests.support.slides import write_slides
+from tests.support.orthanc import OrthancServer
+from tests.support.slides import slide_spec, write_slides
 from tests.support.system import require as _require
 from tests.support.thirdparty import Compression, find_dicomizer, make_dicomizer_slide
 
 pytestmark = pytest.mark.integration
 
 VARIANTS = {
-    "jpeg_full": SlideSpec(size=(700, 1000), tile_size=(128, 128), levels=3, seed=21),
-    "rle_sparse_shuffled": SlideSpec(
-        size=(700, 1000),
-        tile_size=(128, 128),
-        levels=2,
+    "jpeg_full": slide_spec((700, 1000), 128, 3, seed=21),
+    "rle_sparse_shuffled": slide_spec(
+        (700, 1000),
+        128,
+        2,
         transfer_syntax_uid="1.2.840.10008.1.2.5",
         dimension_organization="TILED_SPARSE",
         shuffle_frames=True,
         sparse_missing_tiles=((2, 3),),
         seed=22,
     ),
-    "native_concatenated": SlideSpec(
-        size=(700, 1000),
-        tile_size=(128, 128),
-        levels=2,
+    "native_concatenated": slide_spec(
+        (700, 1000),
+        128,
+        2,
         transfer_syntax_uid="1.2.840.10008.1.2.1",
         concatenation_parts=3,
         seed=23,
     ),
-    "j2k_multi_z_fluorescence": SlideSpec(
-        size=(300, 400),
-        tile_size=(128, 128),
-        levels=2,
+    "j2k_multi_z_fluorescence": slide_spec(
+        (300, 400),
+        128,
+        2,
         transfer_syntax_uid="1.2.840.10008.1.2.4.90",
         photometric="MONOCHROME2",
         bits=16,
@@ -57,19 +56,19 @@ VARIANTS = {
 def server(
     tmp_path_factory: pytest.TempPathFactory, shared_orthanc: OrthancServer
 ) -> tuple[OrthancServer, Path]:
-    require_dicomweb_orthanc()
     root = tmp_path_factory.mktemp("web-variants")
     write_slides(root, VARIANTS)
     shared_orthanc.upload([root])
     return shared_orthanc, root
 
 
-def _local(folder: Path, index_dir: Path) -> dicomslide_sync.Slide:
+def _local(folder: Path, index_dir: Path) -> tuple[dicomslide_sync.Slide, str]:
+    """The one slide of a local folder, and its Study Instance UID to find it on the server."""
     slides = dicomslide_sync.find_slides(
         dicomslide_sync.DICOMfileClient(folder, index_dir=index_dir)
     )
     assert len(slides) == 1
-    return slides[0]
+    return slides[0], str(slides[0].image_metadata[0].StudyInstanceUID)
 
 
 @pytest.mark.parametrize("name", sorted(VARIANTS))
@@ -80,10 +79,9 @@ def test_every_level_channel_plane_equals_local(
     request: pytest.FixtureRequest,
 ) -> None:
     orthanc, root = server
-    local = _local(root / name, tmp_path)
+    local, study = _local(root / name, tmp_path)
     client = dicomslide_sync.DICOMwebClient(orthanc.dicomweb_url)
     request.addfinalizer(client.close)
-    study = str(local.image_metadata[0].StudyInstanceUID)
     slides = dicomslide_sync.find_slides(client, study_instance_uid=study)
     assert len(slides) == 1
     remote = slides[0]
@@ -105,8 +103,7 @@ def test_concurrent_reads_cost_one_request_per_instance(
     server: tuple[OrthancServer, Path], tmp_path: Path
 ) -> None:
     orthanc, root = server
-    local = _local(root / "jpeg_full", tmp_path)
-    study = str(local.image_metadata[0].StudyInstanceUID)
+    _, study = _local(root / "jpeg_full", tmp_path)
 
     async def main() -> tuple[int, int, list[np.ndarray]]:
         # 64 reads nearly covering the 48-tile level look like a dense run: read-ahead
@@ -141,8 +138,7 @@ def test_blocking_tile_scan_from_threads_is_read_ahead(
     from concurrent.futures import ThreadPoolExecutor
 
     orthanc, root = server
-    local = _local(root / "jpeg_full", tmp_path)
-    study = str(local.image_metadata[0].StudyInstanceUID)
+    local, study = _local(root / "jpeg_full", tmp_path)
     rows, cols = local.total_pixel_matrix_dimensions[0]
     tile = 128
     offsets = [(r, c) for r in range(0, rows, tile) for c in range(0, cols, tile)]
@@ -186,10 +182,9 @@ def test_dicomizer_slides_over_our_client_equal_local(
     cache_root = Path(cache.mkdir("dicomizer")) if cache else tmp_path / "dicomizer"
     files = make_dicomizer_slide(cache_root, compression=compression, max_size_mb=max_size_mb)
     orthanc.upload(files)
-    local = _local(files[0].parent, tmp_path)
+    local, study = _local(files[0].parent, tmp_path)
     client = dicomslide_sync.DICOMwebClient(orthanc.dicomweb_url)
     request.addfinalizer(client.close)
-    study = str(local.image_metadata[0].StudyInstanceUID)
     remote = dicomslide_sync.find_slides(client, study_instance_uid=study)[0]
     for level in range(local.num_levels):
         rows, cols = local.total_pixel_matrix_dimensions[level]

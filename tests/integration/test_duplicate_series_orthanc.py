@@ -10,7 +10,6 @@ concatenation stay one slide each.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 
 import pytest
 
@@ -22,16 +21,13 @@ from tests.aio.test_duplicate_series import (
     series_of,
     write_duplicate_folder,
 )
-from tests.support.orthanc import OrthancServer, private_orthanc
+from tests.support.orthanc import OrthancServer
+from tests.support.slides import served_folder
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[OrthancServer, Duplicates]]:
-    written = write_duplicate_folder(tmp_path_factory.mktemp("duplicates-web"))
-    with private_orthanc([written.root], tmp_path_factory.mktemp("orthanc-duplicates")) as orthanc:
-        yield orthanc, written
+served = served_folder(write_duplicate_folder, "duplicates")
 
 
 @pytest.mark.parametrize("container_id", [None, "COPIED", "COPIED-SPLIT"])

@@ -34,13 +34,14 @@ from dicomslide.errors import (
     RequestTimeoutError,
     TransportError,
 )
-from dicomslide.synthetic import SlideSpec, write_slide
+from dicomslide.synthetic import write_slide
 from tests.support.fault_proxy import Fault, FaultProxy
-from tests.support.orthanc import OrthancServer, require_dicomweb_orthanc
+from tests.support.orthanc import OrthancServer
+from tests.support.slides import slide_spec
 
 pytestmark = pytest.mark.integration
 
-SPEC = SlideSpec(size=(400, 700), tile_size=(128, 128), levels=2, seed=91)
+SPEC = slide_spec((400, 700), 128, 2, seed=91)
 READ_TIMEOUT = 1.0
 ATTEMPTS = 3
 MAX_BACKOFF = 0.2
@@ -70,7 +71,6 @@ async def _read_all(slide: dicomslide.Slide, sizes: list[tuple[int, int]]) -> li
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory, shared_orthanc: OrthancServer) -> Iterator[Env]:
-    require_dicomweb_orthanc()
     folder = tmp_path_factory.mktemp("fault-slide")
     write_slide(folder, SPEC)
 

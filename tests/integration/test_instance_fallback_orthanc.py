@@ -19,6 +19,7 @@ import httpx
 import numpy as np
 import pydicom
 import pytest
+from pydicom.uid import JPEG2000Lossless
 
 import dicomslide
 import dicomslide_sync
@@ -26,7 +27,8 @@ from dicomslide.enums import ChannelTypes
 from dicomslide.sources import web
 from tests.aio.test_derived import Written, write_derived
 from tests.aio.test_float_pm import CONTAINER, FloatWritten, write_float_maps
-from tests.support.orthanc import OrthancServer, require_dicomweb_orthanc
+from tests.support.orthanc import OrthancServer
+from tests.support.slides import written_folder
 
 BASE = "http://refusing.test/dicom-web"
 BOUNDARY = "instance-boundary"
@@ -41,7 +43,6 @@ _INSTANCE_RE = re.compile(r"/instances/([0-9.]+)$")
 def orthanc(
     tmp_path_factory: pytest.TempPathFactory, shared_orthanc: OrthancServer
 ) -> tuple[OrthancServer, FloatWritten]:
-    require_dicomweb_orthanc()
     written = write_float_maps(tmp_path_factory.mktemp("float-web"))
     shared_orthanc.upload([written.root])
     return shared_orthanc, written
@@ -130,14 +131,8 @@ class RefusingServer:
         return httpx.Response(404, text="no route")
 
 
-@pytest.fixture(scope="module")
-def derived(tmp_path_factory: pytest.TempPathFactory) -> Written:
-    return write_derived(tmp_path_factory.mktemp("derived-mock"))
-
-
-@pytest.fixture(scope="module")
-def floats(tmp_path_factory: pytest.TempPathFactory) -> FloatWritten:
-    return write_float_maps(tmp_path_factory.mktemp("float-mock"))
+derived = written_folder(write_derived, "derived-mock")
+floats = written_folder(write_float_maps, "float-mock")
 
 
 @pytest.fixture
@@ -293,12 +288,10 @@ class MislabellingServer(RefusingServer):
 @pytest.fixture
 def j2k_volume(tmp_path: Path) -> Path:
     """The level-0 file of a synthetic JPEG 2000 slide."""
-    from dicomslide.synthetic import SlideSpec, write_slide
+    from dicomslide.synthetic import write_slide
+    from tests.support.slides import slide_spec
 
-    spec = SlideSpec(
-        size=(300, 400), tile_size=(128, 128), levels=1, seed=5,
-        transfer_syntax_uid="1.2.840.10008.1.2.4.90",
-    )  # fmt: skip
+    spec = slide_spec((300, 400), 128, 1, seed=5, transfer_syntax_uid=JPEG2000Lossless)
     write_slide(tmp_path, spec)
     for path in sorted(tmp_path.rglob("*.dcm")):
         if "VOLUME" in pydicom.dcmread(path, stop_before_pixels=True).ImageType:

@@ -8,7 +8,6 @@ same files.
 from __future__ import annotations
 
 import pickle
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -28,23 +27,13 @@ from tests.aio.test_labelmap import (
     segment_channels,
     write_label_maps,
 )
-from tests.support.orthanc import OrthancServer, private_orthanc
+from tests.support.orthanc import OrthancServer
+from tests.support.slides import served_folder
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[OrthancServer, Written]]:
-    written = write_label_maps(tmp_path_factory.mktemp("labelmaps-web"))
-    with private_orthanc([written.root], tmp_path_factory.mktemp("orthanc-labelmaps")) as orthanc:
-        yield orthanc, written
-
-
-@pytest.fixture(scope="module")
-def client(server: tuple[OrthancServer, Written]) -> Iterator[dicomslide_sync.DICOMwebClient]:
-    orthanc, _ = server
-    with dicomslide_sync.DICOMwebClient(orthanc.dicomweb_url) as c:
-        yield c
+server = served_folder(write_label_maps, "labelmaps")
 
 
 def test_orthanc_stores_and_serves_label_maps(server: tuple[OrthancServer, Written]) -> None:

@@ -26,12 +26,13 @@ import pytest
 
 import dicomslide
 import dicomslide_sync
-from dicomslide.synthetic import SlideSpec, write_slide
-from tests.support.orthanc import OrthancServer, require_dicomweb_orthanc
+from dicomslide.synthetic import write_slide
+from tests.support.orthanc import OrthancServer
+from tests.support.slides import slide_spec
 
 pytestmark = pytest.mark.integration
 
-SPEC = SlideSpec(size=(1536, 2048), tile_size=(128, 128), levels=3, seed=33)
+SPEC = slide_spec((1536, 2048), 128, 3, seed=33)
 ASYNC_READERS = 1000
 SYNC_THREADS = 64
 ASYNC_SECONDS = 6.0
@@ -51,7 +52,6 @@ class Env:
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory, shared_orthanc: OrthancServer) -> Env:
-    require_dicomweb_orthanc()
     folder = tmp_path_factory.mktemp("load-slide")
     files = write_slide(folder, SPEC)
     local = dicomslide_sync.DICOMfileClient(folder, index_dir=tmp_path_factory.mktemp("idx"))

@@ -8,21 +8,21 @@ import numpy as np
 import pydicom
 import pytest
 
-from dicomslide.synthetic import SlideSpec, write_slide
+from dicomslide.synthetic import write_slide
 from dicomslide_sync.openslide import open_slide
-from tests.support.orthanc import OrthancServer, require_dicomweb_orthanc
+from tests.support.orthanc import OrthancServer
+from tests.support.slides import slide_spec
 
 openslide = pytest.importorskip("openslide")
 pytestmark = pytest.mark.integration
 
-SPEC = SlideSpec(size=(900, 1300), tile_size=(256, 256), levels=3, thumbnail=True, seed=31)
+SPEC = slide_spec((900, 1300), 256, 3, thumbnail=True, seed=31)
 
 
 @pytest.fixture(scope="module")
 def served(
     tmp_path_factory: pytest.TempPathFactory, shared_orthanc: OrthancServer
 ) -> tuple[str, Path]:
-    require_dicomweb_orthanc()
     folder = tmp_path_factory.mktemp("osweb")
     files = write_slide(folder, SPEC)
     server = shared_orthanc

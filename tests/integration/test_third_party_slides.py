@@ -3,8 +3,8 @@
 Oracles: wsidicom (reads the dicomizer's JPEG, JPEG 2000 and uncompressed output once Image
 Type is present) and OpenSlide 4 (reads its JPEG output after the metadata fix-up in
 :func:`tests.support.thirdparty.make_openslide_compatible`). The same slides, plus the
-package's own variants, are uploaded to a private Orthanc and read through
-``dicomweb_client.DICOMwebClient``: pixels must equal the local read.
+synthetic variants of :mod:`tests.integration.test_dicomweb_orthanc`, are uploaded to an
+Orthanc and read through ``dicomweb_client.DICOMwebClient``: pixels must equal the local read.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 import dicomslide_sync
-from dicomslide.synthetic import SlideSpec, write_slide
+from dicomslide.synthetic import write_slide
+from tests.integration.test_dicomweb_orthanc import VARIANTS
 from tests.support.orthanc import OrthancServer
 from tests.support.system import require as _require
 from tests.support.thirdparty import (
@@ -131,43 +132,13 @@ def orthanc(cache_root: Path, shared_orthanc: OrthancServer) -> OrthancServer:
     return shared_orthanc
 
 
-WEB_VARIANTS = {
-    "tiled_full_jpeg": SlideSpec(size=(600, 900), tile_size=(128, 128), levels=2, seed=11),
-    "sparse_rle": SlideSpec(
-        size=(600, 900),
-        tile_size=(128, 128),
-        levels=2,
-        transfer_syntax_uid="1.2.840.10008.1.2.5",
-        dimension_organization="TILED_SPARSE",
-        sparse_missing_tiles=((1, 1),),
-        seed=12,
-    ),
-    "concatenated_native": SlideSpec(
-        size=(600, 900),
-        tile_size=(128, 128),
-        levels=2,
-        transfer_syntax_uid="1.2.840.10008.1.2.1",
-        concatenation_parts=2,
-        seed=13,
-    ),
-    "multi_z_j2k": SlideSpec(
-        size=(400, 500),
-        tile_size=(128, 128),
-        levels=2,
-        transfer_syntax_uid="1.2.840.10008.1.2.4.90",
-        focal_planes=2,
-        seed=14,
-    ),
-}
-
-
-@pytest.mark.parametrize("name", sorted(WEB_VARIANTS))
+@pytest.mark.parametrize("name", sorted(VARIANTS))
 def test_pixels_over_dicomweb_equal_local_synthetic(
     name: str, orthanc: OrthancServer, tmp_path: Path
 ) -> None:
     import dicomweb_client
 
-    spec = WEB_VARIANTS[name]
+    spec = VARIANTS[name]
     folder = tmp_path / name
     write_slide(folder, spec)
     orthanc.upload([folder])

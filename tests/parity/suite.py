@@ -29,15 +29,14 @@ def write_sparse_derived(folder: Path) -> None:
     import numpy as np
 
     from dicomslide.synthetic import SlideSpec, write_slide
-    from tests.aio.test_derived import _masks, _segmentation, _source_images
+    from tests.aio.test_derived import _masks, _source_images
+    from tests.support.segments import segmentation
 
     spec = SlideSpec(container_id="SEG-SPARSE", seed=40, **{**BASE, "levels": 2})
     level0, _ = _source_images(write_slide(folder, spec))
     masks = _masks(spec.size, 7, 2)
     masks[:64, :128] = 0  # two empty tiles, left out of the sparse file
-    seg = _segmentation(
-        level0, masks, "1.2.826.0.1.3680043.10.1.4040", organization="TILED_SPARSE"
-    )
+    seg = segmentation(level0, masks, "1.2.826.0.1.3680043.10.1.4040", organization="TILED_SPARSE")
     seg.save_as(folder / "seg_sparse.dcm")
     assert np.any(masks)
 

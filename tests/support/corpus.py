@@ -55,7 +55,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import os
 import shutil
 import subprocess
@@ -67,7 +66,12 @@ from typing import Any
 
 import numpy as np
 
-from tests.support.thirdparty import derivable_dataset, make_dicomizer_slide, make_source_image
+from tests.support.thirdparty import (
+    derivable_dataset,
+    make_dicomizer_slide,
+    make_source_image,
+    publish_folder,
+)
 
 __all__ = [
     "decode_reference_frame",
@@ -595,12 +599,7 @@ def build_entry(root: str | os.PathLike[str], name: str) -> Path:
             _run_wsidicom(entry, source, work)
         files = sorted(p.name for p in work.glob("*.dcm"))
         record = {"entry": entry.name, "exercises": entry.exercises, "files": files}
-        (work / _DONE).write_text(json.dumps(record, indent=2), encoding="utf-8")
-        try:
-            os.rename(work, target)
-        except OSError:
-            if not (target / _DONE).is_file():
-                raise
+        publish_folder(work, target, _DONE, record)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return target

@@ -42,7 +42,8 @@ from typing import Any
 from PIL import Image
 
 import dicomslide_sync
-from dicomslide.synthetic import SlideSpec, write_slide
+from dicomslide.synthetic import write_slide
+from tests.support.slides import slide_spec
 
 ENV_SOURCE = "DICOMSLIDE_OPENSLIDE_PYTHON_SRC"
 
@@ -275,7 +276,7 @@ KNOWN_DIFFERENCES = {
     "(dicomslide 0.7), so the number of properties differs by one or two",
 }
 
-SYNTHETIC = SlideSpec(size=(700, 1100), tile_size=(256, 256), levels=3, thumbnail=True, seed=19)
+SYNTHETIC = slide_spec((700, 1100), 256, 3, thumbnail=True, seed=19)
 
 
 def make_reference_opener(target: str) -> type:

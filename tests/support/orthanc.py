@@ -66,13 +66,16 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import httpx
 
 from tests.support.lifecycle import StartStop
+
+if TYPE_CHECKING:
+    import pytest
 
 __all__ = [
     "OrthancNotAvailableError",
@@ -97,7 +100,15 @@ _PLUGIN_CANDIDATES = (
 _STARTUP_TIMEOUT = 30.0
 _PORT_ATTEMPTS = 3
 
+
 # Servers still running; the atexit hook stops them so no Orthanc outlives the test session.
+class _Written(Protocol):
+    root: Path
+
+
+_W = TypeVar("_W", bound=_Written)
+_V = TypeVar("_V")
+
 _live_servers: set[OrthancServer] = set()
 _live_lock = threading.Lock()
 
@@ -224,12 +235,17 @@ class OrthancServer(StartStop):
 
     # -- properties -------------------------------------------------------------------------
 
+    @staticmethod
+    def _while_running(value: _V | None) -> _V:
+        # Port and workdir exist only between start() and stop().
+        if value is None:
+            raise RuntimeError("Orthanc server is not running")
+        return value
+
     @property
     def port(self) -> int:
         """The HTTP port Orthanc listens on (only valid while running)."""
-        if self._port is None:
-            raise RuntimeError("Orthanc server is not running")
-        return self._port
+        return self._while_running(self._port)
 
     @property
     def base_url(self) -> str:
@@ -254,9 +270,7 @@ class OrthancServer(StartStop):
     @property
     def workdir(self) -> Path:
         """Folder holding ``orthanc.json``, ``orthanc.log``, ``index/`` and ``storage/``."""
-        if self._workdir is None:
-            raise RuntimeError("Orthanc server is not running")
-        return self._workdir
+        return self._while_running(self._workdir)
 
     @property
     def log_path(self) -> Path:
@@ -501,6 +515,30 @@ def private_orthanc(
     with OrthancServer(workdir=workdir) as orthanc:
         orthanc.upload(paths)
         yield orthanc
+
+
+def serve_written(
+    factory: pytest.TempPathFactory, name: str, write: Callable[[Path], _W]
+) -> Iterator[tuple[OrthancServer, _W]]:
+    """Write a module's slides and serve them from a private Orthanc (a fixture's body).
+
+    Parameters
+    ----------
+    factory: pytest.TempPathFactory
+        The session's temporary-folder factory
+    name: str
+        Stem of the two temporary folders (slides, Orthanc storage)
+    write: Callable[[pathlib.Path], Any]
+        Writes the slides into the folder it is given and returns a record with a ``root``
+
+    Yields
+    ------
+    tuple[OrthancServer, Any]
+        The server and what ``write`` returned
+    """
+    written = write(factory.mktemp(f"{name}-web"))
+    with private_orthanc([written.root], factory.mktemp(f"orthanc-{name}")) as orthanc:
+        yield orthanc, written
 
 
 def _stop_all_servers() -> None:

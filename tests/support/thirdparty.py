@@ -120,6 +120,7 @@ __all__ = [
     "make_openslide_compatible",
     "make_source_image",
     "patch_for_highdicom",
+    "publish_folder",
     "stable_uid",
 ]
 
@@ -374,6 +375,33 @@ def _dicomizer_version(binary: str) -> str:
     return lines[0] if lines else "unknown"
 
 
+def publish_folder(work: Path, target: Path, marker: str, record: Mapping[str, Any]) -> None:
+    """Mark a finished build folder as done and rename it to its cached place.
+
+    Concurrent runs never see half a folder: they look for ``target / marker``, which exists
+    only once the rename is done. If another process published ``target`` first, its copy
+    stands and ``work`` is left for the caller to remove.
+
+    Parameters
+    ----------
+    work: pathlib.Path
+        Private folder holding the finished build
+    target: pathlib.Path
+        Cached folder the build is published as
+    marker: str
+        Name of the JSON file that marks a finished folder
+    record: Mapping[str, Any]
+        What the marker file records (JSON-serialisable)
+    """
+    (work / marker).write_text(json.dumps(record, indent=2), encoding="utf-8")
+    try:
+        os.rename(work, target)
+    except OSError:
+        # Another process finished the same folder first; use theirs.
+        if not (target / marker).is_file():
+            raise
+
+
 def make_dicomizer_slide(
     out_dir: str | os.PathLike[str],
     *,
@@ -513,26 +541,15 @@ def make_dicomizer_slide(
                 f"OrthancWSIDicomizer failed (exit {completed.returncode}): {command}\n"
                 f"{completed.stderr[-4000:]}"
             )
-        (work / _DONE_MARKER).write_text(
-            json.dumps(
-                {
-                    **args,
-                    "source": str(source_path),
-                    "dataset": dataset,
-                    "command": command,
-                    "seconds": round(elapsed, 3),
-                    "files": [p.name for p in outputs],
-                },
-                indent=2,
-            ),
-            encoding="utf-8",
-        )
-        try:
-            os.rename(work, target)
-        except OSError:
-            # Another process finished the same slide first; use theirs.
-            if not (target / _DONE_MARKER).is_file():
-                raise
+        record = {
+            **args,
+            "source": str(source_path),
+            "dataset": dataset,
+            "command": command,
+            "seconds": round(elapsed, 3),
+            "files": [p.name for p in outputs],
+        }
+        publish_folder(work, target, _DONE_MARKER, record)
     finally:
         shutil.rmtree(work, ignore_errors=True)
         work.with_suffix(".dataset.json").unlink(missing_ok=True)

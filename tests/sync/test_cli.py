@@ -9,8 +9,9 @@ import pytest
 from PIL import Image
 
 from dicomslide._cli import main
-from dicomslide.synthetic import SlideSpec, write_slide
+from dicomslide.synthetic import write_slide
 from tests.support.processes import run_python
+from tests.support.slides import slide_spec
 
 
 def test_no_source_writes_and_reads_the_sample_slide(tmp_path: Path) -> None:
@@ -29,10 +30,10 @@ def test_no_source_writes_and_reads_the_sample_slide(tmp_path: Path) -> None:
 
 
 def test_folder_listing_region_and_thumbnail(tmp_path: Path, capsys: object) -> None:
-    spec = SlideSpec(
-        size=(600, 800),
-        tile_size=(128, 128),
-        levels=3,
+    spec = slide_spec(
+        (600, 800),
+        128,
+        3,
         optical_paths=2,
         photometric="MONOCHROME2",
         icc_profile=False,

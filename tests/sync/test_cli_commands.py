@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from dicomslide.synthetic import SlideSpec, write_slide
+from dicomslide.synthetic import write_slide
 from tests.support.processes import run_python
+from tests.support.slides import slide_spec
 
-SPEC = SlideSpec(size=(700, 1000), tile_size=(128, 128), levels=3, seed=51)
+SPEC = slide_spec((700, 1000), 128, 3, seed=51)
 
 
 def cli(

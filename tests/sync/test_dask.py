@@ -113,7 +113,7 @@ def test_local_cluster_with_two_processes(
                 n_workers=workers,
                 processes=True,
                 threads_per_worker=1,
-                dashboard_address=None,
+                dashboard_address=":0",  # any free port: another process may hold 8787
             ) as cluster,
             distributed.Client(cluster) as client,
         ):

@@ -6,20 +6,24 @@ import inspect
 import multiprocessing
 import os
 import pickle
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 import pytest
+from pydicom.uid import ExplicitVRLittleEndian
 
 import dicomslide
 import dicomslide_sync
-from dicomslide.synthetic import SlideSpec, expected_pixels, write_slide
+from dicomslide.synthetic import expected_pixels, write_slide
 from dicomslide_sync import _portal
+from tests.support.slides import slide_spec
 
-SPEC = SlideSpec(
-    size=(700, 900), tile_size=(128, 128), levels=2, transfer_syntax_uid="1.2.840.10008.1.2.1"
-)
+_R = TypeVar("_R")
+
+SPEC = slide_spec((700, 900), 128, 2, transfer_syntax_uid=ExplicitVRLittleEndian)
 
 # Every public class of dicomslide_sync that mirrors an async class of dicomslide.
 TWINS = [
@@ -208,6 +212,13 @@ def test_blocking_call_from_the_loop_thread_is_refused(folder: Path, tmp_path: P
         _portal.run(inside_loop())
 
 
+def _in_spawned_process(client: Any, read: Callable[[bytes], _R]) -> _R:
+    """Pickle the client's slide and call ``read`` on the pickle in a fresh (spawned) process."""
+    payload = pickle.dumps(dicomslide_sync.find_slides(client)[0])
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(read, (payload,))
+
+
 def _read_pickled(payload: bytes) -> bytes:
     slide = pickle.loads(payload)
     return bytes(slide.get_image_region((128, 256), 0, (64, 64)).tobytes())
@@ -215,11 +226,7 @@ def _read_pickled(payload: bytes) -> bytes:
 
 def test_slides_pickle_and_reopen_in_another_process(folder: Path, tmp_path: Path) -> None:
     client = dicomslide_sync.DICOMfileClient(folder, index_dir=tmp_path)
-    slide = dicomslide_sync.find_slides(client)[0]
-    payload = pickle.dumps(slide)
-    ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(1) as pool:
-        data = pool.apply(_read_pickled, (payload,))
+    data = _in_spawned_process(client, _read_pickled)
     region = np.frombuffer(data, dtype=np.uint8).reshape(64, 64, 3)
     np.testing.assert_array_equal(region, expected_pixels(SPEC, 0)[128:192, 256:320])
 
@@ -235,11 +242,7 @@ def _read_twice_pickled(payload: bytes) -> tuple[int, int, bool]:
 
 def test_reopened_slides_share_one_client_per_process(folder: Path, tmp_path: Path) -> None:
     client = dicomslide_sync.DICOMfileClient(folder, index_dir=tmp_path)
-    slide = dicomslide_sync.find_slides(client)[0]
-    payload = pickle.dumps(slide)
-    ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(1) as pool:
-        fetched, hits, same = pool.apply(_read_twice_pickled, (payload,))
+    fetched, hits, same = _in_spawned_process(client, _read_twice_pickled)
     assert same
     assert fetched > 0
     assert hits >= fetched  # the second read was answered from the first one's cache

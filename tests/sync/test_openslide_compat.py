@@ -20,17 +20,18 @@ from dicomslide.errors import (
 )
 from dicomslide.synthetic import SlideSpec, expected_pixels, write_slide
 from dicomslide_sync.openslide import OpenSlide, open_slide
-from tests.support.slides import write_slides
+from tests.support.slides import slide_spec, write_slides
 
 openslide = pytest.importorskip("openslide")
 deepzoom = pytest.importorskip("openslide.deepzoom")
 
 VARIANTS: dict[str, SlideSpec] = {
     # TILED_FULL JPEG, RGB, with a THUMBNAIL image (OpenSlide makes it an associated image).
-    "jpeg_rgb": SlideSpec(size=(1000, 1500), tile_size=(256, 256), thumbnail=True),
-    "jpeg_ybr": SlideSpec(
-        size=(700, 1100),
-        tile_size=(256, 256),
+    "jpeg_rgb": slide_spec((1000, 1500), 256, 3, thumbnail=True),
+    "jpeg_ybr": slide_spec(
+        (700, 1100),
+        256,
+        3,
         photometric="YBR_FULL_422",
         transfer_syntax_uid=JPEGBaseline8Bit,
         container_id="YBR",
@@ -43,9 +44,10 @@ VARIANTS: dict[str, SlideSpec] = {
         transfer_syntax_uid=ExplicitVRLittleEndian,
         container_id="ODD",
     ),
-    "native_sparse": SlideSpec(
-        size=(900, 1100),
-        tile_size=(128, 128),
+    "native_sparse": slide_spec(
+        (900, 1100),
+        128,
+        3,
         dimension_organization="TILED_SPARSE",
         sparse_missing_tiles=((0, 0), (2, 3), (6, 8)),
         shuffle_frames=True,
@@ -282,15 +284,14 @@ def test_open_slide_needs_exactly_one_slide(tmp_path: Path) -> None:
 
 
 def test_monochrome_channels_are_served_as_grey(tmp_path: Path) -> None:
-    spec = SlideSpec(
-        size=(300, 400),
-        tile_size=(128, 128),
-        levels=2,
+    spec = slide_spec(
+        (300, 400),
+        128,
+        2,
+        bare=True,
         photometric="MONOCHROME2",
         transfer_syntax_uid=ExplicitVRLittleEndian,
         optical_paths=2,
-        label=False,
-        overview=False,
     )
     write_slide(tmp_path, spec)
     with open_slide(tmp_path, channel_index=1) as osr:

@@ -29,13 +29,14 @@ from dicomslide.errors import DicomSlideError, NotFoundError, RegionError, Usage
 from dicomslide.synthetic import SlideSpec, write_slide
 from dicomslide_sync.openslide import OpenSlide, OpenSlideCache, open_slide
 from tests.support.icc import srgb_profile, wide_gamut_profile
+from tests.support.slides import slide_spec
 
 openslide = pytest.importorskip("openslide")
 
-SPEC = SlideSpec(
-    size=(600, 900),
-    tile_size=(128, 128),
-    levels=3,
+SPEC = slide_spec(
+    (600, 900),
+    128,
+    3,
     thumbnail=True,
     transfer_syntax_uid=ExplicitVRLittleEndian,
     container_id="CONTRACT",
@@ -396,7 +397,7 @@ def test_read_errors_are_openslide_errors_but_do_not_latch(tmp_path: Path) -> No
 
     from dicomslide.errors import DecodeError
 
-    spec = SlideSpec(size=(512, 512), tile_size=(256, 256), levels=1, label=False, overview=False)
+    spec = slide_spec((512, 512), 256, 1, bare=True)
     files = write_slide(tmp_path, spec)
     ds = pydicom.dcmread(files[0])
     frames = list(generate_frames(ds.PixelData, number_of_frames=int(ds.NumberOfFrames)))

@@ -16,7 +16,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -191,25 +191,17 @@ def test_rejects_a_bad_timeout_and_closes_the_coroutine(timeout: float) -> None:
 
 
 def test_timeout_cancels_the_coroutine() -> None:
-    cancelled = threading.Event()
-
-    async def slow_call() -> None:
-        try:
-            await asyncio.sleep(30)
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
-
+    slow_call = LongCall()
     started = time.monotonic()
     with pytest.raises(
-        SyncTimeoutError, match=r"slow_call\(\) did not finish within 0.2 s"
+        SyncTimeoutError, match=r"LongCall.__call__\(\) did not finish within 0.2 s"
     ) as info:
         run(slow_call(), timeout=0.2)
     assert time.monotonic() - started < 5
     assert isinstance(info.value, TimeoutError)
     assert isinstance(info.value, DicomSlideError)
     # run() waits for the cancellation, so the flag is already set.
-    assert cancelled.is_set()
+    assert slow_call.cancelled.is_set()
     assert run(double(3)) == 6
 
 
@@ -286,16 +278,7 @@ def test_keyboard_interrupt_during_submission_leaves_nothing_behind(
         return original(callback, *args, **kwargs)
 
     monkeypatch.setattr(loop, "call_soon_threadsafe", call_soon_threadsafe)
-    cancelled = threading.Event()
-
-    async def long_call() -> None:
-        try:
-            await asyncio.sleep(30)
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
-
-    coro = long_call()
+    coro = LongCall()()
     with pytest.raises(KeyboardInterrupt):
         run(coro)
     assert interrupted
@@ -376,18 +359,26 @@ def test_shutdown_without_a_loop_is_harmless() -> None:
     assert loop_threads() == []
 
 
-def test_shutdown_releases_a_waiting_caller() -> None:
-    forever = LongCall()
+def start_caller(
+    coroutine_function: Callable[[], Coroutine[Any, Any, None]],
+) -> tuple[threading.Thread, list[BaseException]]:
+    """Start a thread that runs a new coroutine through run(); the list gets what it raises."""
     errors: list[BaseException] = []
 
     def caller() -> None:
         try:
-            run(forever())
+            run(coroutine_function())
         except BaseException as error:
             errors.append(error)
 
     thread = threading.Thread(target=caller)
     thread.start()
+    return thread, errors
+
+
+def test_shutdown_releases_a_waiting_caller() -> None:
+    forever = LongCall()
+    thread, errors = start_caller(forever)
     assert forever.running.wait(10)
     shutdown()
     thread.join(10)
@@ -401,7 +392,6 @@ def test_shutdown_releases_a_waiting_caller() -> None:
 def test_shutdown_releases_a_caller_whose_coroutine_ignores_cancellation() -> None:
     running = threading.Event()
     release = threading.Event()
-    errors: list[BaseException] = []
 
     async def stubborn() -> None:
         running.set()
@@ -410,14 +400,7 @@ def test_shutdown_releases_a_caller_whose_coroutine_ignores_cancellation() -> No
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.sleep(0.05)
 
-    def caller() -> None:
-        try:
-            run(stubborn())
-        except BaseException as error:
-            errors.append(error)
-
-    thread = threading.Thread(target=caller)
-    thread.start()
+    thread, errors = start_caller(stubborn)
     try:
         assert running.wait(10)
         started = time.monotonic()

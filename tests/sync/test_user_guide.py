@@ -19,6 +19,7 @@ import pytest
 import dicomslide
 import dicomslide_sync
 from dicomslide.synthetic import SlideSpec, expected_pixels, write_slide
+from tests.support.slides import slide_spec
 
 GUIDE_CLIENT_FILE = "client = dicomweb_client.DICOMfileClient(url='file://{folder}')"
 
@@ -50,12 +51,8 @@ plt.imshow(region)
 plt.show()
 """
 
-SPEC = SlideSpec(
-    size=(2048, 3072),
-    tile_size=(256, 256),
-    levels=3,
-    transfer_syntax_uid="1.2.840.10008.1.2.5",
-    container_id="S22-ABC-123",
+SPEC = slide_spec(
+    (2048, 3072), 256, 3, transfer_syntax_uid="1.2.840.10008.1.2.5", container_id="S22-ABC-123"
 )
 
 

@@ -7,7 +7,6 @@ import json
 import pickle
 from typing import Any
 
-import numpy as np
 import pytest
 from hypothesis import example, given, strategies as st
 from pydicom import Dataset
@@ -23,6 +22,7 @@ from dicomslide.sources.dicomjson import (
     datasets_from_json,
     parse_json_bytes,
 )
+from tests.support.positions import assert_same_positions
 
 
 def reference(item: dict[str, Any]) -> Dataset:
@@ -233,12 +233,8 @@ def test_large_per_frame_sequences_convert_lazily_and_equal_pydicom() -> None:
     assert first.PlanePositionSlideSequence[0].ColumnPositionInTotalImagePixelMatrix == 1
     # ... and equal what the converted items give.
     expected = _slow(reference(item).PerFrameFunctionalGroupsSequence, frames)
+    assert_same_positions(positions, expected)
     assert positions is not None
-    np.testing.assert_array_equal(positions.rows, expected.rows)
-    np.testing.assert_array_equal(positions.columns, expected.columns)
-    assert positions.z == expected.z
-    assert positions.optical_paths == expected.optical_paths
-    assert positions.segments == expected.segments
     assert {z for z in positions.z if z is not None} == {1.5 * i for i in range(1, frames, 2)}
     # Copies stay lazy; any list use converts once, to what pydicom makes of the JSON.
     assert copy.deepcopy(converted).PerFrameFunctionalGroupsSequence.json_items is not None

@@ -41,7 +41,8 @@ from dicomslide.codecs import PixelFormat, decode_frame
 from dicomslide.errors import DicomSlideError
 from dicomslide.sources.dicomjson import datasets_from_json, parse_json_bytes
 from dicomslide.sources.multipart import MultipartParser
-from dicomslide.synthetic import SlideSpec, write_slide
+from dicomslide.synthetic import write_slide
+from tests.support.slides import slide_spec
 
 # The regular suite runs the quick profile (1); nox -s fuzz sets a larger scale.
 SCALE = max(1, int(os.environ.get("DICOMSLIDE_FUZZ_SCALE", "1")))
@@ -81,12 +82,11 @@ def slide_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("fuzz-slide")
     write_slide(
         folder,
-        SlideSpec(
-            size=(64, 96),
-            tile_size=(32, 32),
-            levels=1,
-            label=False,
-            overview=False,
+        slide_spec(
+            (64, 96),
+            32,
+            1,
+            bare=True,
             icc_profile=False,
             transfer_syntax_uid="1.2.840.10008.1.2.1",
             seed=5,

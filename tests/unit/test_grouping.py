@@ -16,11 +16,12 @@ from pydicom.uid import ExplicitVRLittleEndian
 
 from dicomslide.grouping import describe, merge_split_pyramids, pyramid_images, slide_key
 from dicomslide.synthetic import SlideSpec, write_slide
+from tests.support.slides import slide_spec
 
-SPEC = SlideSpec(
-    size=(512, 768),
-    tile_size=(128, 128),
-    levels=3,
+SPEC = slide_spec(
+    (512, 768),
+    128,
+    3,
     frame_of_reference_per_level=True,
     transfer_syntax_uid=ExplicitVRLittleEndian,
     container_id="G",

@@ -14,12 +14,13 @@ import pytest
 
 import dicomslide
 from dicomslide.perframe import extract_z_offsets
-from dicomslide.synthetic import SlideSpec, write_slide
+from dicomslide.synthetic import write_slide
+from tests.support.slides import slide_spec
 
-SPEC = SlideSpec(
-    size=(200, 260),
-    tile_size=(64, 64),
-    levels=2,
+SPEC = slide_spec(
+    (200, 260),
+    64,
+    2,
     transfer_syntax_uid="1.2.840.10008.1.2.1",
     dimension_organization="TILED_SPARSE",
     focal_planes=3,

@@ -8,7 +8,7 @@ import zlib
 
 import numpy as np
 import pytest
-from pydicom import Dataset, FileMetaDataset
+from pydicom import Dataset
 from pydicom.encaps import encapsulate, encapsulate_extended
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
@@ -18,23 +18,17 @@ from pydicom.uid import (
     JPEG2000Lossless,
     JPEGBaseline8Bit,
     RLELossless,
-    generate_uid,
 )
 
 from dicomslide.errors import InvalidDataError, UnsupportedError
 from dicomslide.sources import part10
-
-WSI = "1.2.840.10008.5.1.4.1.1.77.1.6"
+from tests.support.part10 import padded, set_pixel_data, wsi_dataset
 
 
 def _jpeg_like(i: int, size: int = 40) -> bytes:
     """Bytes that start and end like a JPEG codestream; odd sizes exercise padding."""
     body = bytes((i * 7 + k) % 251 for k in range(size))
     return b"\xff\xd8" + body + b"\xff\xd9"
-
-
-def _padded(frame: bytes) -> bytes:
-    return frame + b"\x00" * (len(frame) % 2)
 
 
 def _part10_bytes(
@@ -48,26 +42,9 @@ def _part10_bytes(
     bits: int = 8,
     extended: tuple[bytes, bytes] | None = None,
 ) -> bytes:
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = WSI
-    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds.file_meta.TransferSyntaxUID = transfer_syntax
-    ds.SOPClassUID = WSI
-    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID = generate_uid()
-    ds.SeriesInstanceUID = generate_uid()
-    ds.Rows = rows
-    ds.Columns = columns
-    ds.SamplesPerPixel = spp
-    ds.BitsAllocated = bits
-    ds.BitsStored = bits
-    ds.HighBit = bits - 1
-    ds.PixelRepresentation = 0
-    ds.PhotometricInterpretation = "MONOCHROME2" if spp == 1 else "RGB"
-    if spp > 1:
-        ds.PlanarConfiguration = 0
-    ds.NumberOfFrames = frames
+    ds = wsi_dataset(transfer_syntax, frames, rows, columns, spp, bits)
+    encapsulated = transfer_syntax not in part10.NATIVE_TRANSFER_SYNTAXES
+    set_pixel_data(ds, pixel_data, "OB" if encapsulated or bits == 1 else "OW", extended)
     # A sequence with an icon that has its own Pixel Data must not be mistaken for the image's.
     icon = Dataset()
     icon.Rows = 1
@@ -75,13 +52,6 @@ def _part10_bytes(
     icon.BitsAllocated = 8
     icon.add_new(0x7FE00010, "OB", b"\x01\x02")
     ds.IconImageSequence = [icon]
-    if extended is not None:
-        ds.ExtendedOffsetTable = extended[0]
-        ds.ExtendedOffsetTableLengths = extended[1]
-    encapsulated = transfer_syntax not in part10.NATIVE_TRANSFER_SYNTAXES
-    ds.add_new(0x7FE00010, "OB" if encapsulated or bits == 1 else "OW", pixel_data)
-    if encapsulated:
-        ds["PixelData"].is_undefined_length = True
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()
@@ -194,7 +164,7 @@ def test_encapsulated_one_fragment_per_frame(has_bot: bool, sizes: list[int]) ->
         JPEGBaseline8Bit, encapsulate(frames, has_bot=has_bot), frames=len(frames)
     )
     _, layout = _layout_from_file(data)
-    assert _frames(data, layout) == [_padded(f) for f in frames]
+    assert _frames(data, layout) == [padded(f) for f in frames]
 
 
 def test_extended_offset_table() -> None:
@@ -204,7 +174,7 @@ def test_extended_offset_table() -> None:
     header, layout = _layout_from_file(data)
     assert header.dataset is not None
     assert "ExtendedOffsetTable" in header.dataset
-    assert _frames(data, layout) == [_padded(f) for f in frames]
+    assert _frames(data, layout) == [padded(f) for f in frames]
 
 
 def test_extended_offset_table_is_used_without_scanning() -> None:
@@ -397,40 +367,32 @@ def test_split_items() -> None:
 # ------------------------------------------------------------------------------------------
 
 
-def test_native_too_short_is_invalid() -> None:
-    with pytest.raises(InvalidDataError, match="need 48 bytes but Pixel Data has 47"):
-        part10.build_native_layout(
-            value_offset=0,
-            value_length=47,
-            number_of_frames=3,
-            rows=4,
-            columns=4,
-            samples_per_pixel=1,
-            bits_allocated=8,
-            file_size=1000,
-        )
-    with pytest.raises(InvalidDataError, match="truncated"):
-        part10.build_native_layout(
-            value_offset=10,
-            value_length=48,
-            number_of_frames=3,
-            rows=4,
-            columns=4,
-            samples_per_pixel=1,
-            bits_allocated=8,
-            file_size=50,
-        )
-    with pytest.raises(UnsupportedError):
-        part10.build_native_layout(
-            value_offset=0,
-            value_length=48,
-            number_of_frames=1,
-            rows=4,
-            columns=4,
-            samples_per_pixel=1,
-            bits_allocated=12,
-            file_size=50,
-        )
+# A native layout of 3 frames of 4 x 4 one-byte pixels (48 bytes) at the file's start.
+_NATIVE = {
+    "value_offset": 0,
+    "value_length": 48,
+    "number_of_frames": 3,
+    "rows": 4,
+    "columns": 4,
+    "samples_per_pixel": 1,
+    "bits_allocated": 8,
+    "file_size": 1000,
+}
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "match"),
+    [
+        ({"value_length": 47}, InvalidDataError, "need 48 bytes but Pixel Data has 47"),
+        ({"value_offset": 10, "file_size": 50}, InvalidDataError, "truncated"),
+        ({"number_of_frames": 1, "bits_allocated": 12, "file_size": 50}, UnsupportedError, "=12"),
+    ],
+)
+def test_native_layouts_that_cannot_be_read(
+    change: dict[str, int], error: type[Exception], match: str
+) -> None:
+    with pytest.raises(error, match=match):
+        part10.build_native_layout(**{**_NATIVE, **change})
 
 
 @pytest.mark.parametrize(("rows", "columns", "frames"), [(3, 5, 7), (1, 1, 9), (8, 8, 2)])

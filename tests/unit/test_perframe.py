@@ -4,28 +4,29 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pydicom
 import pytest
 from pydicom.dataelem import RawDataElement
 
 from dicomslide.perframe import _fast, _quick, _slow, extract_frame_positions, first_per_frame_item
-from dicomslide.synthetic import SlideSpec, write_slide
+from dicomslide.synthetic import write_slide
+from tests.support.positions import assert_same_positions
+from tests.support.slides import slide_spec
 
 SPECS = {
-    "sparse_explicit": SlideSpec(
-        size=(300, 400),
-        tile_size=(64, 64),
-        levels=1,
+    "sparse_explicit": slide_spec(
+        (300, 400),
+        64,
+        1,
         transfer_syntax_uid="1.2.840.10008.1.2.1",
         dimension_organization="TILED_SPARSE",
         shuffle_frames=True,
         sparse_missing_tiles=((1, 2),),
     ),
-    "none_implicit_multi_z_paths": SlideSpec(
-        size=(200, 260),
-        tile_size=(64, 64),
-        levels=1,
+    "none_implicit_multi_z_paths": slide_spec(
+        (200, 260),
+        64,
+        1,
         transfer_syntax_uid="1.2.840.10008.1.2",
         dimension_organization="NONE",
         photometric="MONOCHROME2",
@@ -34,10 +35,10 @@ SPECS = {
         focal_planes=3,
         icc_profile=False,
     ),
-    "sparse_rle_concatenated": SlideSpec(
-        size=(300, 400),
-        tile_size=(64, 64),
-        levels=1,
+    "sparse_rle_concatenated": slide_spec(
+        (300, 400),
+        64,
+        1,
         transfer_syntax_uid="1.2.840.10008.1.2.5",
         dimension_organization="TILED_SPARSE",
         concatenation_parts=2,
@@ -59,12 +60,8 @@ def test_fast_reader_equals_pydicom(name: str, tmp_path: Path) -> None:
         raw = fresh.get_item(0x52009230)
         slow = _slow(ds.PerFrameFunctionalGroupsSequence, n)
         for fast in (_quick(raw, n), _fast(raw, n), extract_frame_positions(fresh, n)):
+            assert_same_positions(fast, slow)
             assert fast is not None
-            np.testing.assert_array_equal(fast.rows, slow.rows)
-            np.testing.assert_array_equal(fast.columns, slow.columns)
-            assert fast.z == slow.z
-            assert fast.optical_paths == slow.optical_paths
-            assert fast.segments == slow.segments
             assert (fast.rows >= 1).all()
         # the fast path did not make pydicom parse the sequence
         assert isinstance(fresh.get_item(0x52009230), RawDataElement)

@@ -34,8 +34,9 @@ from dicomslide.synthetic import (
     write_sample_slide,
     write_slide,
 )
+from tests.support.slides import slide_spec
 
-SMALL = SlideSpec(size=(300, 500), tile_size=(128, 128), levels=2, label=False, overview=False)
+SMALL = slide_spec((300, 500), 128, 2, bare=True)
 
 
 def _read(paths: list[pathlib.Path]) -> list[pydicom.Dataset]:

@@ -9,29 +9,9 @@ from pydicom import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
+from dicomslide import utils
 from dicomslide.enums import ChannelTypes, ImageFlavors
 from dicomslide.errors import InvalidDataError, RegionError
-from dicomslide.utils import (
-    assemble_total_pixel_matrix,
-    compute_image_center_position,
-    disassemble_total_pixel_matrix,
-    does_optical_path_item_match,
-    does_segment_item_match,
-    does_specimen_description_item_match,
-    get_image_flavor,
-    get_image_pixel_spacing,
-    get_image_size,
-    is_image,
-    is_label_image,
-    is_overview_image,
-    is_thumbnail_image,
-    is_tiled_image,
-    is_volume_image,
-    select_image_at_magnification,
-    select_image_at_pixel_spacing,
-    sort_images_by_pixel_spacing,
-    sort_images_by_size,
-)
 
 WSI = "1.2.840.10008.5.1.4.1.1.77.1.6"
 SEGMENTATION = "1.2.840.10008.5.1.4.1.1.66.4"
@@ -111,25 +91,25 @@ def test_enum_values_are_their_names() -> None:
 
 
 def test_is_image() -> None:
-    assert is_image(make_image())
+    assert utils.is_image(make_image())
     sr = Dataset()
     sr.SOPClassUID = COMPREHENSIVE_SR
-    assert not is_image(sr)
+    assert not utils.is_image(sr)
     no_bits = make_image()
     del no_bits.BitsAllocated
-    assert is_image(no_bits)  # Samples per Pixel suffices
+    assert utils.is_image(no_bits)  # Samples per Pixel suffices
     del no_bits.SamplesPerPixel
-    assert not is_image(no_bits)
+    assert not utils.is_image(no_bits)
     no_columns = make_image()
     del no_columns.Columns
-    assert not is_image(no_columns)
+    assert not utils.is_image(no_columns)
 
 
 def test_is_tiled_image() -> None:
-    assert is_tiled_image(make_image())
-    assert not is_tiled_image(make_image(total=None))
+    assert utils.is_tiled_image(make_image())
+    assert not utils.is_tiled_image(make_image(total=None))
     sr = make_item(TotalPixelMatrixRows=10, TotalPixelMatrixColumns=10)
-    assert not is_tiled_image(sr)
+    assert not utils.is_tiled_image(sr)
 
 
 @pytest.mark.parametrize(
@@ -144,23 +124,26 @@ def test_is_tiled_image() -> None:
 def test_flavor_from_image_type(value3: str, flavor: ImageFlavors) -> None:
     # Image Type wins over everything else, even a contradicting description.
     ds = make_image(image_type=["ORIGINAL", "PRIMARY", value3, "NONE"], series_description="x")
-    assert get_image_flavor(ds) is flavor
+    assert utils.get_image_flavor(ds) is flavor
 
 
 @pytest.mark.filterwarnings("ignore:Invalid value for VR CS")
 def test_flavor_from_lowercase_image_type() -> None:
     # Lowercase breaks the CS rules, but such files exist and the intent is clear.
     ds = make_image(image_type=["ORIGINAL", "PRIMARY", "label", "NONE"])
-    assert get_image_flavor(ds) is ImageFlavors.LABEL
+    assert utils.get_image_flavor(ds) is ImageFlavors.LABEL
 
 
 def test_flavor_of_tiled_image_without_image_type_is_volume() -> None:
-    assert get_image_flavor(make_image()) is ImageFlavors.VOLUME
-    assert get_image_flavor(make_image(image_type=["ORIGINAL", "PRIMARY"])) is ImageFlavors.VOLUME
-    assert get_image_flavor(make_image(image_type="ORIGINAL")) is ImageFlavors.VOLUME
+    assert utils.get_image_flavor(make_image()) is ImageFlavors.VOLUME
+    assert (
+        utils.get_image_flavor(make_image(image_type=["ORIGINAL", "PRIMARY"]))
+        is ImageFlavors.VOLUME
+    )
+    assert utils.get_image_flavor(make_image(image_type="ORIGINAL")) is ImageFlavors.VOLUME
     # An unknown third value falls through to inference.
     unknown = make_image(image_type=["ORIGINAL", "PRIMARY", "RESAMPLED"])
-    assert get_image_flavor(unknown) is ImageFlavors.VOLUME
+    assert utils.get_image_flavor(unknown) is ImageFlavors.VOLUME
 
 
 def test_tiled_segmentation_described_as_label_map_is_volume() -> None:
@@ -169,9 +152,9 @@ def test_tiled_segmentation_described_as_label_map_is_volume() -> None:
         image_type=["DERIVED", "PRIMARY"],
         series_description="Nuclei label map",
     )
-    assert get_image_flavor(ds) is ImageFlavors.VOLUME
-    assert is_volume_image(ds)
-    assert not is_label_image(ds)
+    assert utils.get_image_flavor(ds) is ImageFlavors.VOLUME
+    assert utils.is_volume_image(ds)
+    assert not utils.is_label_image(ds)
 
 
 @pytest.mark.parametrize(
@@ -193,7 +176,7 @@ def test_flavor_of_untiled_image_from_hints(
         image_type=image_type,
         series_description=series_description,
     )
-    assert get_image_flavor(ds) is flavor
+    assert utils.get_image_flavor(ds) is flavor
 
 
 def test_flavor_hints_match_whole_words_only() -> None:
@@ -201,18 +184,18 @@ def test_flavor_hints_match_whole_words_only() -> None:
         sop_class_uid=SECONDARY_CAPTURE, total=None, series_description="Unlabeled photo"
     )
     with pytest.raises(InvalidDataError, match="Cannot determine the flavor"):
-        get_image_flavor(ds)
-    assert not is_label_image(ds)
-    assert not is_overview_image(ds)
-    assert not is_thumbnail_image(ds)
-    assert not is_volume_image(ds)
+        utils.get_image_flavor(ds)
+    assert not utils.is_label_image(ds)
+    assert not utils.is_overview_image(ds)
+    assert not utils.is_thumbnail_image(ds)
+    assert not utils.is_volume_image(ds)
 
 
 def test_flavor_of_non_image_raises_region_error() -> None:
     sr = make_item(SOPClassUID=COMPREHENSIVE_SR, SeriesDescription="label")
     with pytest.raises(RegionError, match="not an image"):
-        get_image_flavor(sr)
-    assert not is_label_image(sr)
+        utils.get_image_flavor(sr)
+    assert not utils.is_label_image(sr)
 
 
 @pytest.mark.parametrize(
@@ -231,10 +214,10 @@ def test_flavor_of_non_image_raises_region_error() -> None:
     ],
 )
 def test_predicates(ds: Dataset, volume_: int, label: int, overview: int, thumbnail: int) -> None:
-    assert is_volume_image(ds) is bool(volume_)
-    assert is_label_image(ds) is bool(label)
-    assert is_overview_image(ds) is bool(overview)
-    assert is_thumbnail_image(ds) is bool(thumbnail)
+    assert utils.is_volume_image(ds) is bool(volume_)
+    assert utils.is_label_image(ds) is bool(label)
+    assert utils.is_overview_image(ds) is bool(overview)
+    assert utils.is_thumbnail_image(ds) is bool(thumbnail)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -251,17 +234,19 @@ def make_optical_path(identifier: str, description: str, wavelength: float) -> D
 
 def test_does_optical_path_item_match() -> None:
     item = make_optical_path("1", "DAPI", 405.0)
-    assert does_optical_path_item_match(item)
-    assert does_optical_path_item_match(item, identifier="1")
-    assert not does_optical_path_item_match(item, identifier="2")
-    assert does_optical_path_item_match(item, description="DAPI")
-    assert not does_optical_path_item_match(item, description="FITC")
-    assert does_optical_path_item_match(item, illumination_wavelength=405)
-    assert not does_optical_path_item_match(item, illumination_wavelength=488.0)
-    assert does_optical_path_item_match(item, "1", "DAPI", 405.0)
-    assert not does_optical_path_item_match(item, "1", "DAPI", 488.0)
-    assert not does_optical_path_item_match(make_item(OpticalPathIdentifier="1"), description="x")
-    assert not does_optical_path_item_match(
+    assert utils.does_optical_path_item_match(item)
+    assert utils.does_optical_path_item_match(item, identifier="1")
+    assert not utils.does_optical_path_item_match(item, identifier="2")
+    assert utils.does_optical_path_item_match(item, description="DAPI")
+    assert not utils.does_optical_path_item_match(item, description="FITC")
+    assert utils.does_optical_path_item_match(item, illumination_wavelength=405)
+    assert not utils.does_optical_path_item_match(item, illumination_wavelength=488.0)
+    assert utils.does_optical_path_item_match(item, "1", "DAPI", 405.0)
+    assert not utils.does_optical_path_item_match(item, "1", "DAPI", 488.0)
+    assert not utils.does_optical_path_item_match(
+        make_item(OpticalPathIdentifier="1"), description="x"
+    )
+    assert not utils.does_optical_path_item_match(
         make_item(OpticalPathIdentifier="1"), illumination_wavelength=405.0
     )
 
@@ -282,27 +267,29 @@ def test_does_segment_item_match() -> None:
         make_code_item("91723000", "SCT", "Anatomical structure"),
         make_code_item("84640000", "SCT", "Nucleus"),
     )
-    assert does_segment_item_match(item)
-    assert does_segment_item_match(item, number=2)
-    assert not does_segment_item_match(item, number=1)
-    assert does_segment_item_match(item, label="Nuclei")
-    assert not does_segment_item_match(item, label="Cells")
+    assert utils.does_segment_item_match(item)
+    assert utils.does_segment_item_match(item, number=2)
+    assert not utils.does_segment_item_match(item, number=1)
+    assert utils.does_segment_item_match(item, label="Nuclei")
+    assert not utils.does_segment_item_match(item, label="Cells")
     # Meaning does not matter, scheme and value do.
-    assert does_segment_item_match(
+    assert utils.does_segment_item_match(
         item, property_category=Code("91723000", "SCT", "something else")
     )
-    assert not does_segment_item_match(item, property_category=Code("91723000", "DCM", "x"))
-    assert does_segment_item_match(
+    assert not utils.does_segment_item_match(item, property_category=Code("91723000", "DCM", "x"))
+    assert utils.does_segment_item_match(
         item, property_type=hd.sr.CodedConcept("84640000", "SCT", "Nucleus")
     )
-    assert not does_segment_item_match(item, property_type=codes.SCT.Cell)
-    assert not does_segment_item_match(make_item(SegmentNumber=2), property_type=codes.SCT.Cell)
+    assert not utils.does_segment_item_match(item, property_type=codes.SCT.Cell)
+    assert not utils.does_segment_item_match(
+        make_item(SegmentNumber=2), property_type=codes.SCT.Cell
+    )
 
 
 def test_does_segment_item_match_rejects_non_code() -> None:
     item = make_segment(1, "x", make_code_item("1", "SCT", "a"), make_code_item("2", "SCT", "b"))
     with pytest.raises(RegionError, match="property_type"):
-        does_segment_item_match(item, property_type="84640000")  # type: ignore[arg-type]
+        utils.does_segment_item_match(item, property_type="84640000")  # type: ignore[arg-type]
 
 
 def make_specimen_description(*substances: Dataset, text_substance: str | None = None) -> Dataset:
@@ -344,28 +331,34 @@ EOSIN = make_code_item("36879007", "SCT", "water soluble eosin stain")
 
 def test_does_specimen_description_item_match() -> None:
     item = make_specimen_description(HEMATOXYLIN, EOSIN)
-    assert does_specimen_description_item_match(item)
-    assert does_specimen_description_item_match(item, Code("12710003", "SCT", "H"))
-    assert does_specimen_description_item_match(
+    assert utils.does_specimen_description_item_match(item)
+    assert utils.does_specimen_description_item_match(item, Code("12710003", "SCT", "H"))
+    assert utils.does_specimen_description_item_match(
         item, hd.sr.CodedConcept("36879007", "SCT", "eosin")
     )
-    assert not does_specimen_description_item_match(item, codes.SCT.Cell)
+    assert not utils.does_specimen_description_item_match(item, codes.SCT.Cell)
     # The staining step's "Staining" code is a processing type, not a substance.
-    assert not does_specimen_description_item_match(item, Code("127790008", "SCT", "Staining"))
+    assert not utils.does_specimen_description_item_match(
+        item, Code("127790008", "SCT", "Staining")
+    )
 
 
 def test_does_specimen_description_item_match_maps_legacy_snomed() -> None:
     legacy = make_specimen_description(make_code_item("C-22968", "SRT", "hematoxylin"))
-    assert does_specimen_description_item_match(legacy, Code("12710003", "SCT", "hematoxylin"))
+    assert utils.does_specimen_description_item_match(
+        legacy, Code("12710003", "SCT", "hematoxylin")
+    )
     modern = make_specimen_description(HEMATOXYLIN)
-    assert does_specimen_description_item_match(modern, Code("C-22968", "SRT", "hematoxylin"))
+    assert utils.does_specimen_description_item_match(
+        modern, Code("C-22968", "SRT", "hematoxylin")
+    )
 
 
 def test_does_specimen_description_item_match_without_coded_substances() -> None:
-    assert not does_specimen_description_item_match(
+    assert not utils.does_specimen_description_item_match(
         make_specimen_description(text_substance="hematoxylin"), Code("12710003", "SCT", "H")
     )
-    assert not does_specimen_description_item_match(
+    assert not utils.does_specimen_description_item_match(
         make_item(SpecimenIdentifier="S1"), Code("12710003", "SCT", "H")
     )
 
@@ -376,11 +369,11 @@ def test_does_specimen_description_item_match_without_coded_substances() -> None
 
 def test_get_image_pixel_spacing_and_size() -> None:
     ds = make_image(spacing=(0.0005, 0.00025), total=(300, 700))
-    assert get_image_pixel_spacing(ds) == (0.0005, 0.00025)
-    assert get_image_size(ds) == 300 * 700
-    assert get_image_size(make_image(total=None)) == 256 * 256
+    assert utils.get_image_pixel_spacing(ds) == (0.0005, 0.00025)
+    assert utils.get_image_size(ds) == 300 * 700
+    assert utils.get_image_size(make_image(total=None)) == 256 * 256
     with pytest.raises(InvalidDataError, match="Pixel Spacing"):
-        get_image_pixel_spacing(make_image(spacing=None))
+        utils.get_image_pixel_spacing(make_image(spacing=None))
 
 
 def test_compute_image_center_position() -> None:
@@ -390,7 +383,7 @@ def test_compute_image_center_position() -> None:
     ]
     ds.ImageOrientationSlide = [0, -1, 0, -1, 0, 0]
     # Center pixel (50, 100): rows go along -X by 0.002, columns along -Y by 0.001.
-    x, y, z = compute_image_center_position(ds)
+    x, y, z = utils.compute_image_center_position(ds)
     assert x == pytest.approx(10.0 - 50 * 0.002)
     assert y == pytest.approx(20.0 - 100 * 0.001)
     assert z == 0.0
@@ -402,19 +395,20 @@ def test_compute_image_center_position() -> None:
 
 def test_select_image_at_pixel_spacing_picks_closest_and_first_of_ties() -> None:
     a, b, c = volume(0.00025, UIDS["a"]), volume(0.001, UIDS["b"]), volume(0.004, UIDS["c"])
-    assert select_image_at_pixel_spacing([c, a, b], (0.0009, 0.0009)) is b
-    assert select_image_at_pixel_spacing([c, a, b], 0.003) is c
+    assert utils.select_image_at_pixel_spacing([c, a, b], (0.0009, 0.0009)) is b
+    assert utils.select_image_at_pixel_spacing([c, a, b], 0.003) is c
     twin = volume(0.001, UIDS["twin"])
-    assert select_image_at_pixel_spacing([c, twin, b], (0.001, 0.001)) is twin
+    assert utils.select_image_at_pixel_spacing([c, twin, b], (0.001, 0.001)) is twin
 
 
 def test_select_image_at_pixel_spacing_tolerance() -> None:
     images = [volume(0.00025), volume(0.001)]
     assert (
-        select_image_at_pixel_spacing(images, (0.0005, 0.0005), tolerance=0.00025) is (images[0])
+        utils.select_image_at_pixel_spacing(images, (0.0005, 0.0005), tolerance=0.00025)
+        is (images[0])
     )
     with pytest.raises(RegionError, match=r"0\.0005.*tolerance 0\.0001.*closest.*0\.00025"):
-        select_image_at_pixel_spacing(images, (0.0005, 0.0005), tolerance=0.0001)
+        utils.select_image_at_pixel_spacing(images, (0.0005, 0.0005), tolerance=0.0001)
 
 
 @pytest.mark.parametrize(
@@ -425,12 +419,12 @@ def test_select_image_at_pixel_spacing_rejects_bad_arguments(
     pixel_spacing: object, tolerance: float | None
 ) -> None:
     with pytest.raises(RegionError):
-        select_image_at_pixel_spacing([volume(0.001)], pixel_spacing, tolerance)  # type: ignore[arg-type]
+        utils.select_image_at_pixel_spacing([volume(0.001)], pixel_spacing, tolerance)  # type: ignore[arg-type]
 
 
 def test_select_image_at_pixel_spacing_empty_collection() -> None:
     with pytest.raises(RegionError, match="empty"):
-        select_image_at_pixel_spacing([], (0.001, 0.001))
+        utils.select_image_at_pixel_spacing([], (0.001, 0.001))
 
 
 @pytest.mark.parametrize(
@@ -445,28 +439,28 @@ def test_select_image_at_magnification(magnification: int, expected: str) -> Non
         # 4x stands for 0.0025 mm: closer to 0.003 than to 0.001.
         volume(0.003, UIDS["d"]),
     ]
-    assert select_image_at_magnification(images, magnification).SOPInstanceUID == expected
+    assert utils.select_image_at_magnification(images, magnification).SOPInstanceUID == expected
 
 
 def test_select_image_at_magnification_errors() -> None:
     images = [volume(0.00025), volume(0.004)]
     with pytest.raises(RegionError, match=r"one of \[2, 4, 10, 20, 40\], got 5"):
-        select_image_at_magnification(images, 5)
+        utils.select_image_at_magnification(images, 5)
     with pytest.raises(RegionError, match="empty"):
-        select_image_at_magnification([], 20)
+        utils.select_image_at_magnification([], 20)
     with pytest.raises(RegionError, match="tolerance"):
-        select_image_at_magnification(images, 10, tolerance=0.0001)
-    assert select_image_at_magnification(images, 10, tolerance=0.001) is images[0]
+        utils.select_image_at_magnification(images, 10, tolerance=0.0001)
+    assert utils.select_image_at_magnification(images, 10, tolerance=0.001) is images[0]
 
 
 def test_sort_images() -> None:
     a, b, c = volume(0.00025, UIDS["a"]), volume(0.001, UIDS["b"]), volume(0.004, UIDS["c"])
-    assert sort_images_by_pixel_spacing([b, c, a]) == [a, b, c]
-    assert sort_images_by_size([b, c, a]) == [a, b, c]
+    assert utils.sort_images_by_pixel_spacing([b, c, a]) == [a, b, c]
+    assert utils.sort_images_by_size([b, c, a]) == [a, b, c]
     # Equal keys keep their order.
     twin = volume(0.001, UIDS["twin"])
-    assert sort_images_by_pixel_spacing([twin, c, b]) == [twin, b, c]
-    assert sort_images_by_size([twin, c, b]) == [twin, b, c]
+    assert utils.sort_images_by_pixel_spacing([twin, c, b]) == [twin, b, c]
+    assert utils.sort_images_by_size([twin, c, b]) == [twin, b, c]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -485,7 +479,7 @@ def test_disassemble_then_assemble_round_trip_with_edge_tiles(samples: int | Non
     shape = (total_rows, total_columns) if samples is None else (total_rows, total_columns, 3)
     matrix = np.arange(np.prod(shape), dtype=np.uint16).reshape(shape) + 1
     positions = grid_positions(total_rows, total_columns, rows, columns)
-    tiles = disassemble_total_pixel_matrix(matrix, positions, rows, columns)
+    tiles = utils.disassemble_total_pixel_matrix(matrix, positions, rows, columns)
     assert tiles.shape == (9, rows, columns, *shape[2:])
     assert tiles.dtype == np.uint16
     # Last tile starts at (8, 10): 2 rows and 3 columns of data, zero padding elsewhere.
@@ -494,13 +488,15 @@ def test_disassemble_then_assemble_round_trip_with_edge_tiles(samples: int | Non
     assert np.all(tiles[-1, :, 3:] == 0)
     # Tile (1, 1) starts at (4, 5).
     np.testing.assert_array_equal(tiles[4], matrix[4:8, 5:10])
-    reassembled = assemble_total_pixel_matrix(list(tiles), positions, total_rows, total_columns)
+    reassembled = utils.assemble_total_pixel_matrix(
+        list(tiles), positions, total_rows, total_columns
+    )
     np.testing.assert_array_equal(reassembled, matrix)
 
 
 def test_assemble_crops_overhanging_tiles_and_zero_fills_gaps() -> None:
     tiles = [np.full((3, 3), 7, np.uint8), np.full((3, 3), 9, np.uint8)]
-    result = assemble_total_pixel_matrix(tiles, [(0, 0), (3, 4)], 5, 6)
+    result = utils.assemble_total_pixel_matrix(tiles, [(0, 0), (3, 4)], 5, 6)
     expected = np.zeros((5, 6), np.uint8)
     expected[0:3, 0:3] = 7
     expected[3:5, 4:6] = 9
@@ -510,7 +506,7 @@ def test_assemble_crops_overhanging_tiles_and_zero_fills_gaps() -> None:
 
 def test_assemble_later_tiles_win_and_positions_may_be_lists() -> None:
     tiles = [np.ones((2, 2), np.int32), np.full((2, 2), 2, np.int32)]
-    result = assemble_total_pixel_matrix(tiles, [[0, 0], [1, 1]], 3, 3)
+    result = utils.assemble_total_pixel_matrix(tiles, [[0, 0], [1, 1]], 3, 3)
     np.testing.assert_array_equal(result, [[1, 1, 0], [1, 2, 2], [0, 2, 2]])
 
 
@@ -530,28 +526,28 @@ def test_assemble_rejects_bad_arguments(
     tiles: list[np.ndarray], positions: object, match: str
 ) -> None:
     with pytest.raises(RegionError, match=match):
-        assemble_total_pixel_matrix(tiles, positions, 4, 4)  # type: ignore[arg-type]
+        utils.assemble_total_pixel_matrix(tiles, positions, 4, 4)  # type: ignore[arg-type]
 
 
 def test_assemble_rejects_bad_sizes() -> None:
     with pytest.raises(RegionError, match="total_pixel_matrix_rows"):
-        assemble_total_pixel_matrix([np.zeros((2, 2))], [(0, 0)], 0, 4)
+        utils.assemble_total_pixel_matrix([np.zeros((2, 2))], [(0, 0)], 0, 4)
     with pytest.raises(RegionError, match="total_pixel_matrix_columns"):
-        assemble_total_pixel_matrix([np.zeros((2, 2))], [(0, 0)], 4, 2.5)  # type: ignore[arg-type]
+        utils.assemble_total_pixel_matrix([np.zeros((2, 2))], [(0, 0)], 4, 2.5)  # type: ignore[arg-type]
 
 
 def test_disassemble_rejects_bad_arguments() -> None:
     matrix = np.zeros((4, 4), np.uint8)
     with pytest.raises(RegionError, match="rows"):
-        disassemble_total_pixel_matrix(matrix, [(0, 0)], 0, 2)
+        utils.disassemble_total_pixel_matrix(matrix, [(0, 0)], 0, 2)
     with pytest.raises(RegionError, match=r"columns in \[0, 4\)"):
-        disassemble_total_pixel_matrix(matrix, [(0, 4)], 2, 2)
+        utils.disassemble_total_pixel_matrix(matrix, [(0, 4)], 2, 2)
     with pytest.raises(RegionError, match="total_pixel_matrix"):
-        disassemble_total_pixel_matrix(np.zeros(4), [(0, 0)], 2, 2)
+        utils.disassemble_total_pixel_matrix(np.zeros(4), [(0, 0)], 2, 2)
 
 
 def test_disassemble_without_positions_returns_empty_stack() -> None:
-    tiles = disassemble_total_pixel_matrix(np.zeros((4, 4, 3), np.uint8), [], 2, 2)
+    tiles = utils.disassemble_total_pixel_matrix(np.zeros((4, 4, 3), np.uint8), [], 2, 2)
     assert tiles.shape == (0, 2, 2, 3)
 
 
