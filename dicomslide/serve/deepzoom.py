@@ -174,7 +174,6 @@ class DeepZoom:
         """
         w, h = self.level_dimensions[-1]
         return (
-            "<?xml version='1.0' encoding='UTF-8'?>\n"
             f'<Image TileSize="{self.tile_size}" Overlap="{self.overlap}" '
             f"Format={quoteattr(format)} "
             'xmlns="http://schemas.microsoft.com/deepzoom/2008">'
