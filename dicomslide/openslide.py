@@ -724,15 +724,15 @@ class OpenSlide:
         top, left = start_ty * th, start_tx * tw
         rows, cols = (end_ty - start_ty) * th, (end_tx - start_tx) * tw
         pixels = await lv.matrix.read_region((top, left), (rows, cols))
-        if pixels.shape[2] == 1:
-            pixels = np.repeat(pixels, 3, axis=2)
-        alpha = np.zeros((rows, cols), dtype=bool)
-        alpha[: max(0, lv.height - top), : max(0, lv.width - left)] = True
+        # Slices, not boolean masks: this runs on the event loop for every tile a server sends.
+        rgba = np.empty((rows, cols, 4), dtype=np.uint8)
+        rgba[..., :3] = pixels[..., :3]
+        rgba[..., 3] = 255
+        rgba[max(0, lv.height - top) :] = 0
+        rgba[:, max(0, lv.width - left) :] = 0
         present = lv.present[start_ty:end_ty, start_tx:end_tx]
-        alpha &= np.repeat(np.repeat(present, th, axis=0), tw, axis=1)
-        rgba = np.zeros((rows, cols, 4), dtype=np.uint8)
-        rgba[alpha, :3] = pixels[alpha, :3]
-        rgba[alpha, 3] = 255
+        for ty, tx in np.argwhere(~present):
+            rgba[ty * th : (ty + 1) * th, tx * tw : (tx + 1) * tw] = 0
         return rgba
 
     @translate_errors_async
