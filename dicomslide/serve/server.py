@@ -78,6 +78,10 @@ async def serve(
     # Bound here, before serving, so that the port chosen for port 0 can be printed and
     # connections made right after the line is printed wait in the backlog.
     sock = socket.create_server((host, port))
+    # asyncio turns Nagle off only on sockets whose proto is IPPROTO_TCP, and create_server
+    # leaves proto 0; accepted sockets inherit the option from the listener. Without it every
+    # keep-alive response (head and body written separately) waits ~40 ms for a delayed ACK.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     bound = sock.getsockname()[1]
     print(f"dicomslide serve: {source} on http://{host}:{bound}/", file=sys.stderr, flush=True)
     try:
