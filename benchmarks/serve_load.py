@@ -360,8 +360,10 @@ def markdown(doc: dict[str, Any]) -> str:
     ]
     for cell in doc["cells"]:
         if "error" in cell:
-            lines.append(f"| {cell['source']} | {cell['server']} | {cell['concurrency']} | "
-                         f"{cell['error']} | | | | | | |")
+            lines.append(
+                f"| {cell['source']} | {cell['server']} | {cell['concurrency']} | "
+                f"{cell['error']} | | | | | | |"
+            )
             continue
         cold, warm = cell["cold"], cell["warm"]
         errors = sum(cold["errors"].values()) + sum(warm["errors"].values())
@@ -381,7 +383,8 @@ def markdown(doc: dict[str, Any]) -> str:
 
 def _replace_block(path: Path, table: str) -> None:
     text = path.read_text() if path.exists() else ""
-    block = f"{BLOCK_BEGIN}\n## `dicomslide serve` under load (benchmarks/serve_load.py)\n\n{table}{BLOCK_END}\n"
+    title = "## `dicomslide serve` under load (benchmarks/serve_load.py)"
+    block = f"{BLOCK_BEGIN}\n{title}\n\n{table}{BLOCK_END}\n"
     if BLOCK_BEGIN in text and BLOCK_END in text:
         head, _, rest = text.partition(BLOCK_BEGIN)
         _, _, tail = rest.partition(BLOCK_END + "\n")
@@ -426,16 +429,19 @@ def main(argv: list[str] | None = None) -> int:
     folder = str(HERE / manifest["dicom_dir"])
     cells: list[dict[str, Any]] = []
 
-    def measure(source_label: str, kind: str, source: str, plan: dict[str, Any], proxy: Any) -> None:
+    def measure(
+        source_label: str, kind: str, source: str, plan: dict[str, Any], proxy: Any
+    ) -> None:
         for c in concurrency:
             log(f"{source_label} {kind} C={c}")
             cell = run_cell(kind, source, plan, c, seconds, proxy)
             cell.update(source=source_label, server=kind, concurrency=c)
             cells.append(cell)
             if "error" not in cell:
+                cold, warm = cell["cold"], cell["warm"]
                 log(
-                    f"  cold {cell['cold']['tiles_per_s']} tiles/s p99 {cell['cold']['p99_ms']} ms, "
-                    f"warm {cell['warm']['tiles_per_s']} tiles/s, RSS {cell['peak_rss_mb']} MB"
+                    f"  cold {cold['tiles_per_s']} tiles/s p99 {cold['p99_ms']} ms, "
+                    f"warm {warm['tiles_per_s']} tiles/s, RSS {cell['peak_rss_mb']} MB"
                 )
 
     orthanc, plan = _upload(manifest, log) if not args.no_dicomweb else (None, None)

@@ -1,4 +1,4 @@
-"""Fixtures of the ``dicomslide serve`` tests: synthetic slides and the app on an in-process transport."""
+"""Fixtures of the ``dicomslide serve`` tests: synthetic slides, the app in-process."""
 
 from __future__ import annotations
 

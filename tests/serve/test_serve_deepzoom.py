@@ -97,7 +97,9 @@ async def test_http_tiles_are_byte_identical(
             across, down = reference.level_tiles[level]
             for row in range(down):
                 for col in range(across):
-                    response = await http.get(f"/slides/{slide_id}_files/{level}/{col}_{row}.{fmt}")
+                    response = await http.get(
+                        f"/slides/{slide_id}_files/{level}/{col}_{row}.{fmt}"
+                    )
                     assert response.status_code == 200
                     assert response.headers["content-type"] == f"image/{fmt}"
                     expected = _encoded(reference.get_tile(level, (col, row)), fmt)

@@ -95,7 +95,9 @@ def test_size_max_respects_the_limits() -> None:
         ("full", "max", "0", "default", "gif"),
     ],
 )
-def test_bad_parameters_raise(region: str, size: str, rotation: str, quality: str, fmt: str) -> None:
+def test_bad_parameters_raise(
+    region: str, size: str, rotation: str, quality: str, fmt: str
+) -> None:
     with pytest.raises(IIIFRequestError):
         parse_request(region, size, rotation, quality, fmt, (300, 200), LIMITS)
 
@@ -130,9 +132,7 @@ async def test_info_json(http: httpx.AsyncClient, ids: dict[str, str]) -> None:
     assert info["tiles"] == [{"width": 512, "height": 512, "scaleFactors": [1, 2, 4]}]
     assert "png" in info["extraFormats"]
     assert {"regionByPct", "sizeByConfinedWh", "rotationBy90s"} <= set(info["extraFeatures"])
-    ld = await http.get(
-        f"/iiif/{slide_id}/info.json", headers={"Accept": "application/ld+json"}
-    )
+    ld = await http.get(f"/iiif/{slide_id}/info.json", headers={"Accept": "application/ld+json"})
     assert ld.headers["content-type"].startswith("application/ld+json")
     assert 'profile="http://iiif.io/api/image/3/context.json"' in ld.headers["content-type"]
     base = await http.get(f"/iiif/{slide_id}")

@@ -34,7 +34,9 @@ TOKEN = "cli-t0ken-n3ver-printed"
 
 
 @contextmanager
-def serving(*args: str, env: dict[str, str] | None = None) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+def serving(
+    *args: str, env: dict[str, str] | None = None
+) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     """Run ``dicomslide serve`` on a free port; yield its base URL once it answers."""
     process = subprocess.Popen(
         [sys.executable, "-m", "dicomslide", "serve", *args, "--port", "0"],
@@ -72,7 +74,7 @@ def test_clean_stop_on_signal(slide_root: Path, sig: signal.Signals) -> None:
         # Busy when the signal arrives: a tile request in flight must not turn into a trace.
         assert httpx.get(base + "slides", timeout=30).json()
         process.send_signal(sig)
-        out, err = process.communicate(timeout=30)
+        _out, err = process.communicate(timeout=30)
     assert process.returncode == 0, err
     assert "Traceback" not in err
     assert err.rstrip().endswith("dicomslide serve: stopped")
@@ -156,7 +158,8 @@ def _compare_with_thumbnail(shot: np.ndarray, reference_osr_source: Path) -> flo
     slide_pixels = np.any(below_bar != (0x20, 0x20, 0x20), axis=2)
     rows = np.flatnonzero(slide_pixels.any(axis=1))
     cols = np.flatnonzero(slide_pixels.any(axis=0))
-    assert rows.size and cols.size, "no slide visible in the screenshot"
+    assert rows.size, "no slide visible in the screenshot"
+    assert cols.size, "no slide visible in the screenshot"
     seen = below_bar[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1].astype(np.float64)
     height, width = seen.shape[:2]
     # The page fits the whole 1300 x 900 slide: the rectangle keeps its aspect ratio.

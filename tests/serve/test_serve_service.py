@@ -2,8 +2,9 @@
 
 Over the local folder through ``httpx.ASGITransport`` and over the session's Orthanc. Upstream
 failures are injected with ``httpx.MockTransport`` in front of the real Orthanc: frame requests
-(and the whole-instance fallback) get a 500 whose body echoes the request's ``Authorization`` header, the worst an upstream can
-do, so that a service that passed upstream messages on would leak the token.
+(and the library's whole-instance fallback) get a 500 whose body echoes the request's
+``Authorization`` header, the worst an upstream can do, so that a service that passed
+upstream messages on would leak the token.
 """
 
 from __future__ import annotations
@@ -23,8 +24,7 @@ import pytest
 from PIL import Image
 
 import dicomslide
-from dicomslide.serve import ServeSettings, create_app
-from dicomslide.serve import app as app_module
+from dicomslide.serve import ServeSettings, app as app_module, create_app
 from dicomslide_sync.openslide import open_slide
 from tests.support.orthanc import OrthancServer, require_dicomweb_orthanc
 
@@ -51,8 +51,10 @@ async def test_viewer_page_needs_no_network(http: httpx.AsyncClient) -> None:
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
     # Everything is inline: no script, style or image from another origin.
-    assert "http://" not in page.text and "https://" not in page.text
-    assert "<canvas" in page.text and "_files/" in page.text
+    assert "http://" not in page.text
+    assert "https://" not in page.text
+    assert "<canvas" in page.text
+    assert "_files/" in page.text
 
 
 async def test_etag_and_cache_control(http: httpx.AsyncClient, ids: dict[str, str]) -> None:
@@ -110,7 +112,9 @@ async def test_one_log_line_per_request(
     ]
     with caplog.at_level(logging.INFO, logger="dicomslide.serve"):
         statuses = [(await http.get(p)).status_code for p in paths]
-    lines = [r for r in caplog.records if r.name == "dicomslide.serve" and r.levelno == logging.INFO]
+    lines = [
+        r for r in caplog.records if r.name == "dicomslide.serve" and r.levelno == logging.INFO
+    ]
     assert statuses == [200, 200, 404, 404]
     assert len(lines) == len(paths)
     for record, path, status in zip(lines, paths, statuses, strict=True):
@@ -150,7 +154,8 @@ async def test_tiles_are_read_on_the_loop_and_encoded_off_it(
             after = threading.active_count()
     assert all(r.status_code == 200 for r in responses)
     assert threads["read"] == {threading.current_thread().name}
-    assert threads["encode"] and all(n.startswith("dicomslide-encode") for n in threads["encode"])
+    assert threads["encode"]
+    assert all(n.startswith("dicomslide-encode") for n in threads["encode"])
     # 56 concurrent requests, at most 2 encoding threads more (plus the library's decoders).
     assert after - before <= 2 + 4
 
