@@ -20,8 +20,8 @@ Servers, all behind the same Starlette routes (``/slides``, ``/slides/{id}.dzi``
 
 DICOMweb cells run against a private Orthanc behind ``benchmarks/delay_proxy.py`` at +0 and
 +20 ms round trip; local cells read the same files (made by OrthancWSIDicomizer, see
-``benchmarks/data.py``). The load generator is our own asyncio + httpx client (one process,
-one connection per client task): no load tool in Debian or PyPI draws random Deep Zoom
+``benchmarks/data.py``). The load generator is our own asyncio HTTP/1.1 client (one process,
+one keep-alive connection per client task): no load tool in Debian or PyPI draws random Deep Zoom
 addresses per request and phases the proxy's counters without a scripting layer, and this
 one needs nothing beyond the test dependencies.
 
@@ -48,6 +48,7 @@ import os
 import random
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -165,8 +166,6 @@ def _make_app(kind: str, source: str, study: str, series: str, level0: str) -> t
 
 
 def run_server(args: argparse.Namespace) -> int:
-    import socket
-
     import uvicorn
 
     app, _keep = _make_app(args.server, args.source, args.study, args.series, args.level0)
@@ -198,37 +197,74 @@ def _percentile(values: list[float], q: float) -> float | None:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+class _Connection:
+    """One keep-alive HTTP/1.1 connection: GET, read the head and ``Content-Length`` body.
+
+    A plain asyncio client: httpx's pool costs grow with its connection count (at 128
+    connections it managed ~44 requests/s against a server that answers a constant), which
+    would measure the client instead of the servers.
+    """
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def get(self, path: str) -> int:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+            sock = self.writer.get_extra_info("socket")
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        assert self.reader is not None
+        self.writer.write(f"GET {path} HTTP/1.1\r\nHost: {self.host}\r\n\r\n".encode())
+        try:
+            head = await self.reader.readuntil(b"\r\n\r\n")
+            length = int(re.search(rb"(?i)\r\ncontent-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
+            await self.reader.readexactly(length)
+        except BaseException:
+            self.close()
+            raise
+        if re.search(rb"(?i)\r\nconnection: *close", head):
+            self.close()
+        return int(head.split(b" ", 2)[1])
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+
 async def _phase(
     base: str, paths: list[str], concurrency: int, seconds: float, rng: random.Random
 ) -> tuple[dict[str, Any], list[str]]:
-    import httpx
-
+    host, port = base.removeprefix("http://").split(":")
     latencies: list[float] = []
     errors: dict[str, int] = {}
     asked: list[str] = []
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    timeout = httpx.Timeout(120.0)
     deadline = time.perf_counter() + seconds
-    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=timeout) as http:
 
-        async def client() -> None:
+    async def client() -> None:
+        connection = _Connection(host, int(port))
+        try:
             while time.perf_counter() < deadline:
                 path = rng.choice(paths)
                 started = time.perf_counter()
                 try:
-                    response = await http.get(path)
-                    key = None if response.status_code == 200 else str(response.status_code)
-                except httpx.HTTPError as error:
+                    status = await asyncio.wait_for(connection.get(path), 120)
+                    key = None if status == 200 else str(status)
+                except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError) as error:
                     key = type(error).__name__
                 if key is None:
                     latencies.append(time.perf_counter() - started)
                     asked.append(path)
                 else:
                     errors[key] = errors.get(key, 0) + 1
+        finally:
+            connection.close()
 
-        started = time.perf_counter()
-        await asyncio.gather(*(client() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - started
+    started = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - started
     result = {
         "tiles": len(latencies),
         "seconds": round(elapsed, 3),
