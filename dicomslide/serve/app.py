@@ -77,6 +77,9 @@ class ServeSettings:
         Tile size advertised in ``info.json``
     encode_threads: int | None
         Threads that flatten, resample and encode (default: CPU count)
+    max_concurrent_renders: int
+        Tiles and images read and encoded at once; further requests wait their turn before
+        allocating anything, so memory does not grow with the number of waiting clients
     """
 
     tile_size: int = 254
@@ -87,6 +90,7 @@ class ServeSettings:
     iiif_limits: tuple[int, int, int] = (4096, 4096, 4096 * 4096)
     iiif_tile_size: int = 512
     encode_threads: int | None = None
+    max_concurrent_renders: int = 64
 
 
 class _HTTPError(Exception):
@@ -120,6 +124,7 @@ class _Service:
         self._entries: dict[str, _Entry] | None = None
         self._lock = asyncio.Lock()
         self._pool: ThreadPoolExecutor | None = None
+        self.renders = asyncio.Semaphore(settings.max_concurrent_renders)
 
     async def entries(self) -> dict[str, _Entry]:
         if self._entries is None:
@@ -277,15 +282,16 @@ class _App:
             plan = dz.tile_request(params["level"], (params["col"], params["row"]))
         except IndexRangeError as error:
             raise _HTTPError(404, str(error)) from None
-        region = await entry.osr.read_region(plan.location, plan.slide_level, plan.size)
-        body = await self.service.run(
-            _tile_finish,
-            region,
-            plan.tile_size,
-            dz.background,
-            "png" if fmt == "png" else "jpeg",
-            self.service.settings.jpeg_quality,
-        )
+        async with self.service.renders:
+            region = await entry.osr.read_region(plan.location, plan.slide_level, plan.size)
+            body = await self.service.run(
+                _tile_finish,
+                region,
+                plan.tile_size,
+                dz.background,
+                "png" if fmt == "png" else "jpeg",
+                self.service.settings.jpeg_quality,
+            )
         return Response(body, media_type=_TILE_FORMATS[fmt], headers=headers)
 
     async def associated(self, request: Request) -> Response:
@@ -297,6 +303,7 @@ class _App:
         headers, cached = self._immutable(request, entry)
         if cached:
             return cached
+        size = 0
         if name == "thumbnail":
             try:
                 size = int(request.query_params.get("size", "512"))
@@ -304,17 +311,19 @@ class _App:
                 raise _HTTPError(400, "thumbnail size must be an integer") from None
             if not 1 <= size <= 2048:
                 raise _HTTPError(400, f"thumbnail size must be in 1..2048, got {size}")
-            image = await entry.osr.get_thumbnail((size, size))
-        else:
-            if name not in entry.osr.associated_image_names:
-                raise _HTTPError(404, f"slide {entry.slide_id} has no {name} image")
-            image = await entry.osr.read_associated_image(name)
-        body = await self.service.run(
-            _encode,
-            image,
-            "png" if fmt == "png" else "jpeg",
-            self.service.settings.jpeg_quality,
-        )
+        elif name not in entry.osr.associated_image_names:
+            raise _HTTPError(404, f"slide {entry.slide_id} has no {name} image")
+        async with self.service.renders:
+            if size:
+                image = await entry.osr.get_thumbnail((size, size))
+            else:
+                image = await entry.osr.read_associated_image(name)
+            body = await self.service.run(
+                _encode,
+                image,
+                "png" if fmt == "png" else "jpeg",
+                self.service.settings.jpeg_quality,
+            )
         return Response(body, media_type=_TILE_FORMATS[fmt], headers=headers)
 
     async def iiif_base(self, request: Request) -> Response:
@@ -368,10 +377,11 @@ class _App:
         lw, lh = osr.level_dimensions[level]
         read_w = max(1, min(-(-w // ds), lw - int(x / ds)))
         read_h = max(1, min(-(-h // ds), lh - int(y / ds)))
-        region = await osr.read_region((x, y), level, (int(read_w), int(read_h)))
-        body, media = await self.service.run(
-            _iiif_finish, region, entry.deepzoom.background, iiif, s.jpeg_quality
-        )
+        async with self.service.renders:
+            region = await osr.read_region((x, y), level, (int(read_w), int(read_h)))
+            body, media = await self.service.run(
+                _iiif_finish, region, entry.deepzoom.background, iiif, s.jpeg_quality
+            )
         return Response(body, media_type=media, headers=headers)
 
 
