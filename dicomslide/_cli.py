@@ -346,6 +346,8 @@ async def _serve_command(args: argparse.Namespace) -> int:
         overlap=args.overlap,
         limit_bounds=args.limit_bounds,
         jpeg_quality=args.quality,
+        study_instance_uid=args.study,
+        container_id=args.container_id,
     )
     try:
         await serve(

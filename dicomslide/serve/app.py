@@ -80,6 +80,10 @@ class ServeSettings:
     max_concurrent_renders: int
         Tiles and images read and encoded at once; further requests wait their turn before
         allocating anything, so memory does not grow with the number of waiting clients
+    study_instance_uid: str | None
+        Serve only the slides of this study
+    container_id: str | None
+        Serve only the slides with this Container Identifier
     """
 
     tile_size: int = 254
@@ -91,6 +95,8 @@ class ServeSettings:
     iiif_tile_size: int = 512
     encode_threads: int | None = None
     max_concurrent_renders: int = 64
+    study_instance_uid: str | None = None
+    container_id: str | None = None
 
 
 class _HTTPError(Exception):
@@ -135,14 +141,17 @@ class _Service:
 
     async def _load(self) -> dict[str, _Entry]:
         found: dict[str, _Entry] = {}
-        for slide in await find_slides(self.client):
+        s = self.settings
+        slides = await find_slides(
+            self.client, study_instance_uid=s.study_instance_uid, container_id=s.container_id
+        )
+        for slide in slides:
             try:
                 osr = OpenSlide(slide)
             except DicomSlideError as error:
                 logger.warning("slide %r is not served: %s", slide.container_id, error)
                 continue
             slide_id = osr.properties["openslide.quickhash-1"][:16]
-            s = self.settings
             found[slide_id] = _Entry(
                 slide_id, slide, osr, DeepZoom(osr, s.tile_size, s.overlap, s.limit_bounds)
             )

@@ -249,3 +249,12 @@ async def test_upstream_errors_are_502_without_credentials(
         assert SECRET not in response.text
         assert all(SECRET not in v for v in response.headers.values())
     assert all(SECRET not in r.getMessage() for r in caplog.records)
+
+
+async def test_settings_filter_the_slides(slide_root: Path) -> None:
+    async with dicomslide.DICOMfileClient(slide_root) as source:
+        app = create_app(source, ServeSettings(container_id="SERVE-B"))
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            listing = (await http.get("/slides")).json()
+    assert [s["container_id"] for s in listing] == ["SERVE-B"]
