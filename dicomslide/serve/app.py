@@ -480,22 +480,17 @@ def create_app(client: Any, settings: ServeSettings | None = None) -> ASGIApp:
     """
     service = _Service(client, settings or ServeSettings())
     handlers = _App(service)
-    routes = [
-        Route("/", _guard(handlers.viewer)),
-        Route("/slides", _guard(handlers.slides)),
-        Route("/slides/{slide}.dzi", _guard(handlers.dzi)),
-        Route(
-            "/slides/{slide}_files/{level:int}/{col:int}_{row:int}.{format}",
-            _guard(handlers.tile),
-        ),
-        Route("/slides/{slide}/{name}.{format}", _guard(handlers.associated)),
-        Route("/iiif/{slide}", _guard(handlers.iiif_base)),
-        Route("/iiif/{slide}/info.json", _guard(handlers.iiif_info)),
-        Route(
-            "/iiif/{slide}/{region}/{size}/{rotation}/{file}",
-            _guard(handlers.iiif_image),
-        ),
-    ]
+    table = {
+        "/": handlers.viewer,
+        "/slides": handlers.slides,
+        "/slides/{slide}.dzi": handlers.dzi,
+        "/slides/{slide}_files/{level:int}/{col:int}_{row:int}.{format}": handlers.tile,
+        "/slides/{slide}/{name}.{format}": handlers.associated,
+        "/iiif/{slide}": handlers.iiif_base,
+        "/iiif/{slide}/info.json": handlers.iiif_info,
+        "/iiif/{slide}/{region}/{size}/{rotation}/{file}": handlers.iiif_image,
+    }
+    routes = [Route(path, _guard(handler)) for path, handler in table.items()]
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -88,6 +88,17 @@ class DeepZoom:
         Serve only the ``openslide.bounds-*`` rectangle (DICOM slides define none, so this
         changes nothing for them; kept for the same settings as ``DeepZoomGenerator``)
 
+    Attributes
+    ----------
+    level_count: int
+        Number of Deep Zoom levels; the last one is at full resolution
+    level_dimensions: tuple[tuple[int, int], ...]
+        (width, height) of every Deep Zoom level
+    level_tiles: tuple[tuple[int, int], ...]
+        (columns, rows) of tiles of every Deep Zoom level
+    tile_count: int
+        Number of tiles over all levels
+
     Raises
     ------
     dicomslide.RegionError
@@ -130,34 +141,14 @@ class DeepZoom:
             (math.ceil(w / tile_size), math.ceil(h / tile_size)) for w, h in sizes
         )
         count = len(sizes)
+        self.level_count = count
+        self.tile_count = sum(c * r for c, r in self.level_tiles)
         self._dz_downsample = tuple(2 ** (count - 1 - z) for z in range(count))
         self._slide_level = tuple(
             osr.get_best_level_for_downsample(d) for d in self._dz_downsample
         )
         self._level_downsample = tuple(osr.level_downsamples)
         self.background = "#" + props.get("openslide.background-color", "ffffff")
-
-    @property
-    def level_count(self) -> int:
-        """Number of Deep Zoom levels.
-
-        Returns
-        -------
-        int
-            Levels, the last one at full resolution
-        """
-        return len(self.level_dimensions)
-
-    @property
-    def tile_count(self) -> int:
-        """Number of tiles over all levels.
-
-        Returns
-        -------
-        int
-            Tiles
-        """
-        return sum(c * r for c, r in self.level_tiles)
 
     def get_dzi(self, format: str) -> str:
         """The ``.dzi`` descriptor.
@@ -240,19 +231,12 @@ class DeepZoom:
         )
 
     async def get_tile(self, level: int, address: tuple[int, int]) -> Image.Image:
-        """Read and finish one tile on the calling loop.
-
-        Parameters
-        ----------
-        level: int
-            Deep Zoom level
-        address: tuple[int, int]
-            (column, row) of the tile
+        """Read and finish one tile on the calling loop (arguments as :meth:`tile_request`).
 
         Returns
         -------
         PIL.Image.Image
-            RGB tile, equal to ``DeepZoomGenerator.get_tile``
+            RGB tile, equal to ``DeepZoomGenerator.get_tile(level, address)``
         """
         request = self.tile_request(level, address)
         region = await self.osr.read_region(request.location, request.slide_level, request.size)

@@ -26,9 +26,8 @@ SPECS = {
 @pytest.fixture(scope="session")
 def slide_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder holding the two slides of :data:`SPECS`, one subfolder each."""
-    root = tmp_path_factory.mktemp("serve-slides")
-    write_slides(root, SPECS)
-    return root
+    folders = write_slides(tmp_path_factory.mktemp("serve-slides"), SPECS)
+    return folders["a"].parent
 
 
 @pytest.fixture

@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.support.orthanc import require_dicomweb_orthanc
+from tests.support.processes import ROOT, run_python
 from tests.support.thirdparty import find_dicomizer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_serve_load_smoke(tmp_path: Path) -> None:
@@ -30,14 +28,8 @@ def test_serve_load_smoke(tmp_path: Path) -> None:
             pytest.fail("OrthancWSIDicomizer is required when CI is set", pytrace=False)
         pytest.skip("OrthancWSIDicomizer is not installed")
     require_dicomweb_orthanc()
-    result = subprocess.run(
-        [sys.executable, "benchmarks/serve_load.py", "--smoke", "--out", str(tmp_path)],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
+    result = run_python(
+        "benchmarks/serve_load.py", "--smoke", "--out", str(tmp_path), cwd=ROOT, timeout=600
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     (report,) = tmp_path.glob("serve-*.json")

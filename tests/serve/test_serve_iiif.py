@@ -48,21 +48,21 @@ def test_square_of_a_portrait_image() -> None:
     assert _region("square", (200, 300)) == (0, 50, 200, 200)
 
 
+# size -> width x height, for the region 125,15,120,140 (120 x 140 pixels).
+SIZES = """
+max 120x140 | 60, 60x70 | ,70 60x70 | pct:50 60x70 | 100,50 100x50 | !60,100 60x70
+!100,35 30x35 | !500,500 120x140 | ^240, 240x280 | ^pct:150 180x210 | ^max 3511x4096
+^!240,560 240x280
+"""
+
+
 @pytest.mark.parametrize(
     ("size", "expected"),
     [
-        ("max", (120, 140)),
-        ("60,", (60, 70)),
-        (",70", (60, 70)),
-        ("pct:50", (60, 70)),
-        ("100,50", (100, 50)),
-        ("!60,100", (60, 70)),
-        ("!100,35", (30, 35)),
-        ("!500,500", (120, 140)),
-        ("^240,", (240, 280)),
-        ("^pct:150", (180, 210)),
-        ("^max", (3511, 4096)),
-        ("^!240,560", (240, 280)),
+        (size, tuple(int(v) for v in dims.split("x")))
+        for size, dims in (
+            case.split() for case in SIZES.replace("\n", "|").split("|") if case.strip()
+        )
     ],
 )
 def test_size_forms(size: str, expected: tuple[int, int]) -> None:

@@ -27,8 +27,8 @@ from PIL import Image
 
 from dicomslide_sync.openslide import open_slide
 from tests.support.orthanc import OrthancServer, require_dicomweb_orthanc
+from tests.support.processes import ROOT, run_python
 
-ROOT = Path(__file__).resolve().parents[2]
 MAX_MEAN_ABS_DIFF = 6.0
 TOKEN = "cli-t0ken-n3ver-printed"
 
@@ -102,15 +102,7 @@ def test_token_is_never_printed(slide_root: Path, shared_orthanc: OrthancServer)
 
 
 def test_bad_usage_exits_2(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "dicomslide", "serve", str(tmp_path / "missing")],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = run_python("-m", "dicomslide", "serve", str(tmp_path / "missing"), cwd=ROOT)
     assert result.returncode == 2
     assert "neither a folder nor an http(s):// URL" in result.stderr
 
@@ -178,32 +170,22 @@ def _compare_with_thumbnail(shot: np.ndarray, reference_osr_source: Path) -> flo
     return float(np.abs(seen - np.asarray(thumb, dtype=np.float64)).mean())
 
 
-def test_viewer_in_chromium_over_a_folder(slide_root: Path, tmp_path: Path) -> None:
-    _chromium()
-    with serving(str(slide_root)) as (base, _):
-        slide = next(
-            s
-            for s in httpx.get(base + "slides", timeout=30).json()
-            if s["container_id"] == "SERVE-A"
-        )
-        shot = _screenshot(f"{base}?slide={slide['id']}", tmp_path / "folder.png")
-    difference = _compare_with_thumbnail(shot, slide_root / "a")
-    assert difference < MAX_MEAN_ABS_DIFF, difference
-
-
-@pytest.mark.integration
-def test_viewer_in_chromium_over_orthanc(
-    slide_root: Path, shared_orthanc: OrthancServer, tmp_path: Path
+@pytest.mark.parametrize(
+    "where", ["folder", pytest.param("orthanc", marks=pytest.mark.integration)]
+)
+def test_viewer_in_chromium(
+    where: str, slide_root: Path, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
     _chromium()
-    require_dicomweb_orthanc()
-    shared_orthanc.upload([slide_root / "a"])
-    with serving(shared_orthanc.dicomweb_url) as (base, _):
-        slide = next(
-            s
-            for s in httpx.get(base + "slides", timeout=60).json()
-            if s["container_id"] == "SERVE-A"
-        )
-        shot = _screenshot(f"{base}?slide={slide['id']}", tmp_path / "orthanc.png")
+    source = str(slide_root)
+    if where == "orthanc":
+        require_dicomweb_orthanc()
+        orthanc: OrthancServer = request.getfixturevalue("shared_orthanc")
+        orthanc.upload([slide_root / "a"])
+        source = orthanc.dicomweb_url
+    with serving(source) as (base, _):
+        listing = httpx.get(base + "slides", timeout=60).json()
+        slide = next(s for s in listing if s["container_id"] == "SERVE-A")
+        shot = _screenshot(f"{base}?slide={slide['id']}", tmp_path / f"{where}.png")
     difference = _compare_with_thumbnail(shot, slide_root / "a")
     assert difference < MAX_MEAN_ABS_DIFF, difference
