@@ -32,7 +32,7 @@ Usage::
     python benchmarks/serve_load.py --seconds 10 --concurrency 32 --rtt 20
 
 Results: ``<out>/serve-<UTC date-time>.json`` and a markdown table (``<out>/SERVE.md``);
-without ``--smoke`` the table also replaces the ``serve_load`` block of
+without ``--smoke`` and ``--out`` the table also replaces the ``serve_load`` block of
 ``benchmarks/RESULTS.md``.
 """
 
@@ -511,7 +511,8 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / f"serve-{stamp}.json").write_text(json.dumps(doc, indent=1))
     table = markdown(doc)
     (args.out / "SERVE.md").write_text(table)
-    if not args.smoke:
+    # Only a full run into the default folder is the project's result; trials go elsewhere.
+    if not args.smoke and args.out == HERE / "results":
         _replace_block(HERE / "RESULTS.md", table)
     print(table)
     return 0
