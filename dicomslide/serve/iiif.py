@@ -5,7 +5,8 @@ specification (regions ``full``, ``square``, ``x,y,w,h``; sizes ``max``, ``w,``,
 ``w,h``; rotation 0; quality ``default``; format ``jpg``) plus ``pct:`` regions and sizes,
 ``!w,h``, upscaling (``^``), rotations by multiples of 90 with mirroring (``!``), the
 ``color``, ``gray`` and ``bitonal`` qualities and ``png``. Every malformed or impossible
-request raises :class:`IIIFRequestError`, which the service answers with 400 as the
+request raises :class:`dicomslide.RegionError` (a bad argument; not its subclass
+``IndexRangeError``, which the service answers with 404), answered with 400 as the
 specification asks.
 """
 
@@ -18,7 +19,7 @@ from typing import Any
 
 from dicomslide.errors import RegionError
 
-__all__ = ["FORMATS", "IIIFRequest", "IIIFRequestError", "info_json", "parse_request"]
+__all__ = ["FORMATS", "IIIFRequest", "info_json", "parse_request"]
 
 CONTEXT = "http://iiif.io/api/image/3/context.json"
 FORMATS = {"jpg": "image/jpeg", "png": "image/png"}
@@ -42,10 +43,6 @@ FEATURES = (
 _NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)"
 _PCT4 = re.compile(rf"pct:({_NUMBER}),({_NUMBER}),({_NUMBER}),({_NUMBER})")
 _INT4 = re.compile(r"(\d+),(\d+),(\d+),(\d+)")
-
-
-class IIIFRequestError(RegionError):
-    """A IIIF Image API request that is malformed or asks for pixels that cannot be given."""
 
 
 @dataclass(frozen=True)
@@ -93,11 +90,11 @@ def _parse_region(text: str, width: int, height: int) -> tuple[int, int, int, in
     elif match := _INT4.fullmatch(text):
         x, y, w, h = (int(v) for v in match.groups())
     else:
-        raise IIIFRequestError(
+        raise RegionError(
             f"IIIF region {text!r} is not 'full', 'square', 'x,y,w,h' or 'pct:x,y,w,h'."
         )
     if w <= 0 or h <= 0 or x >= width or y >= height:
-        raise IIIFRequestError(
+        raise RegionError(
             f"IIIF region {text!r} is empty or outside the {width} x {height} image."
         )
     return x, y, min(w, width - x), min(h, height - y)
@@ -125,16 +122,16 @@ def _parse_size(
         try:
             pct = float(spec[4:])
         except ValueError:
-            raise IIIFRequestError(f"IIIF size {text!r}: {spec[4:]!r} is not a number.") from None
+            raise RegionError(f"IIIF size {text!r}: {spec[4:]!r} is not a number.") from None
         if pct <= 0 or (pct > 100 and not upscale) or not math.isfinite(pct):
-            raise IIIFRequestError(
+            raise RegionError(
                 f"IIIF size {text!r}: the percentage must be in (0, 100], above 100 only with '^'."
             )
         w, h = _round(region_w * pct / 100), _round(region_h * pct / 100)
     else:
         match = re.fullmatch(r"(\d*),(\d*)", spec)
         if not match or (not match.group(1) and not match.group(2)):
-            raise IIIFRequestError(
+            raise RegionError(
                 f"IIIF size {text!r} is not 'max', 'w,', ',h', 'pct:n', 'w,h' or '!w,h' "
                 "(optionally with a leading '^')."
             )
@@ -142,7 +139,7 @@ def _parse_size(
         h = int(match.group(2)) if match.group(2) else None
         if confined:
             if w is None or h is None:
-                raise IIIFRequestError(f"IIIF size {text!r}: '!w,h' needs both w and h.")
+                raise RegionError(f"IIIF size {text!r}: '!w,h' needs both w and h.")
             scale = min(w / region_w, h / region_h)
             if not upscale:
                 scale = min(scale, 1.0)
@@ -153,14 +150,14 @@ def _parse_size(
         elif h is None:
             h = _round(region_h * w / region_w)
     if w <= 0 or h <= 0:
-        raise IIIFRequestError(f"IIIF size {text!r} gives an empty image ({w} x {h}).")
+        raise RegionError(f"IIIF size {text!r} gives an empty image ({w} x {h}).")
     if not upscale and (w > region_w or h > region_h):
-        raise IIIFRequestError(
+        raise RegionError(
             f"IIIF size {text!r} ({w} x {h}) is larger than the {region_w} x {region_h} region; "
             "upscaling needs a leading '^'."
         )
     if w > max_w or h > max_h or w * h > max_area:
-        raise IIIFRequestError(
+        raise RegionError(
             f"IIIF size {text!r} ({w} x {h}) is above this server's limit of {max_w} x {max_h} "
             f"pixels ({max_area} in all)."
         )
@@ -194,7 +191,7 @@ def parse_request(
 
     Raises
     ------
-    IIIFRequestError
+    RegionError
         If a parameter is malformed, unsupported or out of range
     """
     width, height = image_size
@@ -207,14 +204,14 @@ def parse_request(
     except ValueError:
         angle = math.nan
     if not math.isfinite(angle) or angle % 90 or not 0 <= angle <= 360:
-        raise IIIFRequestError(
+        raise RegionError(
             f"IIIF rotation {rotation!r} is not supported; use 0, 90, 180 or 270, optionally "
             "with a leading '!' for mirroring."
         )
     if quality not in QUALITIES:
-        raise IIIFRequestError(f"IIIF quality {quality!r} is not one of {', '.join(QUALITIES)}.")
+        raise RegionError(f"IIIF quality {quality!r} is not one of {', '.join(QUALITIES)}.")
     if format not in FORMATS:
-        raise IIIFRequestError(f"IIIF format {format!r} is not one of {', '.join(FORMATS)}.")
+        raise RegionError(f"IIIF format {format!r} is not one of {', '.join(FORMATS)}.")
     return IIIFRequest((x, y, w, h), out_size, int(angle) % 360, mirror, quality, format)
 
 
