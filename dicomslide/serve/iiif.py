@@ -191,7 +191,7 @@ def parse_request(
 
     Raises
     ------
-    RegionError
+    dicomslide.RegionError
         If a parameter is malformed, unsupported or out of range
     """
     width, height = image_size
