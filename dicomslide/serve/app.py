@@ -42,10 +42,12 @@ from dicomslide.errors import (
     RegionError,
     SourceError,
 )
+from dicomslide.frames import FrameCache
 from dicomslide.openslide import OpenSlide
 from dicomslide.serve.deepzoom import DeepZoom, finish_tile
 from dicomslide.serve.iiif import FORMATS, info_json, parse_request
 from dicomslide.slide import Slide
+from dicomslide.sources.protocol import EncodedFrame
 
 __all__ = ["ServeSettings", "create_app"]
 
@@ -84,6 +86,9 @@ class ServeSettings:
         Serve only the slides of this study
     container_id: str | None
         Serve only the slides with this Container Identifier
+    tile_cache_bytes: int
+        Budget of the LRU of encoded Deep Zoom tiles (0 turns it off): a tile asked for again
+        is sent from memory without reading or encoding anything
     """
 
     tile_size: int = 254
@@ -97,6 +102,7 @@ class ServeSettings:
     max_concurrent_renders: int = 64
     study_instance_uid: str | None = None
     container_id: str | None = None
+    tile_cache_bytes: int = 64 * 2**20
 
 
 class _HTTPError(Exception):
@@ -131,6 +137,9 @@ class _Service:
         self._lock = asyncio.Lock()
         self._pool: ThreadPoolExecutor | None = None
         self.renders = asyncio.Semaphore(settings.max_concurrent_renders)
+        # The frame cache's byte-bounded LRU, keyed by tile path; the media type is implied.
+        self.tiles = FrameCache(settings.tile_cache_bytes)
+        self._rendering: dict[tuple[str, int], asyncio.Future[bytes]] = {}
 
     async def entries(self) -> dict[str, _Entry]:
         if self._entries is None:
@@ -168,6 +177,37 @@ class _Service:
             threads = self.settings.encode_threads or os.cpu_count() or 2
             self._pool = ThreadPoolExecutor(threads, thread_name_prefix="dicomslide-encode")
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    async def tile(self, key: tuple[str, int], render: Callable[[], Awaitable[bytes]]) -> bytes:
+        """Encoded tile from the cache, or rendered once however many requests wait for it."""
+        while True:
+            cached = self.tiles.get(key)
+            if cached is not None:
+                return cached.data
+            pending = self._rendering.get(key)
+            if pending is None:
+                break
+            try:
+                return await asyncio.shield(pending)
+            except asyncio.CancelledError:
+                if not pending.cancelled():
+                    raise  # this request was cancelled, not the render it waited for
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._rendering[key] = future
+        try:
+            body = await render()
+        except asyncio.CancelledError:
+            future.cancel()  # the waiters render it themselves
+            raise
+        except Exception as error:
+            future.set_exception(error)
+            future.exception()  # retrieved here: the waiters, if any, re-raise it
+            raise
+        finally:
+            del self._rendering[key]
+        future.set_result(body)
+        self.tiles.put(key, EncodedFrame(body, ""))
+        return body
 
     def close(self) -> None:
         if self._pool is not None:
@@ -291,16 +331,23 @@ class _App:
             plan = dz.tile_request(params["level"], (params["col"], params["row"]))
         except IndexRangeError as error:
             raise _HTTPError(404, str(error)) from None
-        async with self.service.renders:
-            region = await entry.osr.read_region(plan.location, plan.slide_level, plan.size)
-            body = await self.service.run(
-                _tile_finish,
-                region,
-                plan.tile_size,
-                dz.background,
-                "png" if fmt == "png" else "jpeg",
-                self.service.settings.jpeg_quality,
-            )
+        encoding = "png" if fmt == "png" else "jpeg"
+
+        async def render() -> bytes:
+            async with self.service.renders:
+                region = await entry.osr.read_region(plan.location, plan.slide_level, plan.size)
+                body: bytes = await self.service.run(
+                    _tile_finish,
+                    region,
+                    plan.tile_size,
+                    dz.background,
+                    encoding,
+                    self.service.settings.jpeg_quality,
+                )
+            return body
+
+        key = (f"{entry.slide_id}/{params['level']}/{params['col']}_{params['row']}.{encoding}", 0)
+        body = await self.service.tile(key, render)
         return Response(body, media_type=_TILE_FORMATS[fmt], headers=headers)
 
     async def associated(self, request: Request) -> Response:

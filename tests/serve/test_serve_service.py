@@ -258,3 +258,34 @@ async def test_settings_filter_the_slides(slide_root: Path) -> None:
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
             listing = (await http.get("/slides")).json()
     assert [s["container_id"] for s in listing] == ["SERVE-B"]
+
+
+@pytest.mark.parametrize("budget", [64 * 2**20, 0])
+async def test_encoded_tiles_are_cached_and_rendered_once(
+    slide_root: Path, monkeypatch: pytest.MonkeyPatch, budget: int
+) -> None:
+    reads: list[tuple[object, ...]] = []
+    read_region = dicomslide.OpenSlide.read_region
+
+    async def counting_read(self: object, *args: object) -> object:
+        reads.append(args)
+        return await read_region(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(dicomslide.OpenSlide, "read_region", counting_read)
+    async with dicomslide.DICOMfileClient(slide_root) as source:
+        app = create_app(source, ServeSettings(tile_cache_bytes=budget))
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            slide_id = (await http.get("/slides")).json()[0]["id"]
+            path = f"/slides/{slide_id}_files/11/1_1.jpeg"
+            together = await asyncio.gather(*(http.get(path) for _ in range(8)))
+            after_burst = len(reads)
+            again = await http.get(path)
+            png = await http.get(path.replace(".jpeg", ".png"))
+    assert {r.status_code for r in [*together, again, png]} == {200}
+    assert len({r.content for r in [*together, again]}) == 1
+    assert png.headers["content-type"] == "image/png"
+    # Eight concurrent requests share one render; a later one is a cache hit unless the
+    # cache is off. The PNG is another entry.
+    assert after_burst == 1
+    assert len(reads) == (2 if budget else 3)
