@@ -320,6 +320,7 @@ def _subparser() -> argparse.ArgumentParser:
 
 def _add_serve_parser(serve: argparse.ArgumentParser) -> None:
     _add_source_options(serve)
+    serve.set_defaults(slide=None)  # serve shows every slide; None tells "not given"
     serve.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default: %(default)s)"
     )
@@ -339,6 +340,11 @@ async def _serve_command(args: argparse.Namespace) -> int:
         raise _UsageError(
             f"serve needs Starlette and Uvicorn: pip install 'dicomslide[serve]' ({error})"
         ) from None
+    if args.slide is not None:
+        raise _UsageError(
+            f"serve serves every slide it finds, so --slide {args.slide} has no meaning here; "
+            "choose slides with --study or --container-id"
+        )
     if args.tile_size < 1 or args.overlap < 0 or not 1 <= args.quality <= 100:
         raise _UsageError("--tile-size must be >= 1, --overlap >= 0, --quality in 1..100")
     client = _open_client(args)

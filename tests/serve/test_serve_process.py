@@ -105,6 +105,9 @@ def test_bad_usage_exits_2(tmp_path: Path) -> None:
     result = run_python("-m", "dicomslide", "serve", str(tmp_path / "missing"), cwd=ROOT)
     assert result.returncode == 2
     assert "neither a folder nor an http(s):// URL" in result.stderr
+    result = run_python("-m", "dicomslide", "serve", str(tmp_path), "--slide", "1", cwd=ROOT)
+    assert result.returncode == 2
+    assert "--slide 1 has no meaning here" in result.stderr
 
 
 # --- the viewer in a real browser ----------------------------------------------------------

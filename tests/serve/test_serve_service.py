@@ -289,3 +289,24 @@ async def test_encoded_tiles_are_cached_and_rendered_once(
     # cache is off. The PNG is another entry.
     assert after_burst == 1
     assert len(reads) == (2 if budget else 3)
+
+
+async def test_mounted_under_a_prefix_with_or_without_slash(slide_root: Path) -> None:
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    async with dicomslide.DICOMfileClient(slide_root) as source:
+        outer = Starlette(routes=[Mount("/viewer", create_app(source))])
+        transport = httpx.ASGITransport(app=outer)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            bare = await http.get("/viewer")
+            page = await http.get("/viewer", follow_redirects=True)
+            # The page's URLs are relative to the mount point, as a browser resolves them.
+            listing = (await http.get(str(page.url.join("slides")))).json()
+            dzi = await http.get(str(page.url.join(listing[0]["dzi"])))
+    assert bare.status_code in (307, 308)
+    assert bare.headers["location"].endswith("/viewer/")
+    assert page.status_code == 200
+    assert "const root = location.pathname.endsWith" in page.text
+    assert dzi.status_code == 200
+    assert dzi.text.startswith("<Image TileSize=")
