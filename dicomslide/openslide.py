@@ -661,6 +661,10 @@ class OpenSlide:
             # OpenSlide answers with transparent pixels; viewers probe levels this way.
             return self._attach_profile(Image.fromarray(out, "RGBA"))
         lv = self._levels[int(level)]
+        origin = _copy_origin(lv, x, y, w, h)
+        if origin is not None:
+            # Painting would copy every pixel unchanged: skip the mosaic and the alpha work.
+            return self._attach_profile(_opaque_rgba(await lv.matrix.read_region(origin, (h, w))))
         ds = lv.downsample
         # Same piecewise painting as openslide_read_region, including its truncation of the
         # level-0 start of each piece.
@@ -768,6 +772,23 @@ class OpenSlide:
 
 
 # --- rendering like cairo and pixman ------------------------------------------------------
+
+
+def _copy_origin(lv: _Level, x: int, y: int, w: int, h: int) -> tuple[int, int] | None:
+    """(row, column) at `lv` of a region that painting would copy unchanged, else None.
+
+    That is a non-empty region inside the level, starting on a whole level pixel (so every
+    tile lands on whole pixels), with every tile under it present (no transparent gap).
+    """
+    ds = lv.downsample
+    if w < 1 or h < 1 or x < 0 or y < 0 or ds != int(ds) or x % ds or y % ds:
+        return None
+    left, top = int(x // ds), int(y // ds)
+    if left + w > lv.width or top + h > lv.height:
+        return None
+    th, tw = lv.tile_height, lv.tile_width
+    under = lv.present[top // th : (top + h - 1) // th + 1, left // tw : (left + w - 1) // tw + 1]
+    return (top, left) if bool(under.all()) else None
 
 
 def _paint_tile(
