@@ -3,8 +3,9 @@
 Each cell starts a fresh server process, then ``C`` client tasks request random Deep Zoom
 tiles (uniformly over the four finest Deep Zoom levels) for a bounded time: first *cold*
 (nothing cached anywhere), then *warm* (the same server, tiles drawn again from those the cold
-phase asked for, so frames are in the server's cache; the client sends no ``If-None-Match``,
-so every tile is read and encoded again). Reported per phase: tiles/s, p50/p99 latency,
+phase asked for; the client sends no ``If-None-Match``, so each tile is served again: from
+dicomslide's LRU of encoded tiles, and re-read and re-encoded by the baselines, which keep only
+their frame caches). Reported per phase: tiles/s, p50/p99 latency,
 errors, upstream DICOMweb requests per 100 tiles (counted by the delay proxy in front of
 Orthanc), and the server's peak RSS (``VmHWM``) after the cell.
 
@@ -12,6 +13,7 @@ Servers, all behind the same Starlette routes (``/slides``, ``/slides/{id}.dzi``
 ``/slides/{id}_files/{level}/{col}_{row}.jpeg``) and run by Uvicorn:
 
 ``dicomslide``      ``dicomslide.serve.create_app`` (handlers await the library)
+``dicomslide-nocache``  the same with its encoded-tile cache off (not in the default run)
 ``wsidicom``        the same routes; the tile handler runs ``DeepZoomGenerator`` over wsidicom
                     in Starlette's thread pool (``run_in_threadpool``, 40 threads)
 ``openslide``       the same routes; ``DeepZoomGenerator`` over ``openslide.OpenSlide`` (its
@@ -138,16 +140,18 @@ def _threadpool_app(generator: Any) -> Any:
 
 
 def _make_app(kind: str, source: str, study: str, series: str, level0: str) -> tuple[Any, Any]:
-    if kind == "dicomslide":
+    if kind in ("dicomslide", "dicomslide-nocache"):
         import dicomslide
-        from dicomslide.serve import create_app
+        from dicomslide.serve import ServeSettings, create_app
 
         client: Any
         if source.startswith("http"):
             client = dicomslide.DICOMwebClient(source)
         else:
             client = dicomslide.DICOMfileClient(source)
-        return create_app(client), client
+        # -nocache: every tile rendered again, to compare the render path with the baselines'.
+        settings = ServeSettings(tile_cache_bytes=0 if kind.endswith("-nocache") else 64 << 20)
+        return create_app(client, settings), client
     from openslide.deepzoom import DeepZoomGenerator
 
     if kind == "wsidicom":
@@ -440,7 +444,7 @@ def main(argv: list[str] | None = None) -> int:
         "--servers",
         nargs="+",
         default=["dicomslide", "wsidicom", "openslide"],
-        help="servers to measure (default: all three)",
+        help="servers to measure (default: all three; also dicomslide-nocache)",
     )
     ap.add_argument("--no-dicomweb", action="store_true", help="local cells only")
     ap.add_argument("--no-local", action="store_true", help="DICOMweb cells only")
