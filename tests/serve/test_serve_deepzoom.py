@@ -126,3 +126,45 @@ async def test_bad_tile_addresses_are_404(http: httpx.AsyncClient, ids: dict[str
         assert response.status_code == 404, path
         assert "Traceback" not in response.text
         assert response.text.strip(), path
+
+
+async def test_whole_pixel_copy_equals_painting(
+    slide_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regions that ``read_region`` copies straight from the frames equal OpenSlide's painting.
+
+    The painter (``_paint``, checked against OpenSlide itself by tests/parity) is forced by
+    turning the copy path off; every Deep Zoom region of both test slides is compared.
+    """
+    import dicomslide.openslide as module
+
+    copy_origin = module._copy_origin
+    copied = 0
+
+    def counting(*args: object) -> tuple[int, int] | None:
+        nonlocal copied
+        origin = copy_origin(*args)  # type: ignore[arg-type]
+        copied += origin is not None
+        return origin
+
+    for name in ("a", "b"):
+        async with dicomslide.DICOMfileClient(slide_root / name) as source:
+            (slide,) = await dicomslide.find_slides(source)
+            osr = AsyncOpenSlide(slide)
+            dz = DeepZoom(osr, 254, 1)
+            plans = [
+                dz.tile_request(level, (c, r))
+                for level in range(dz.level_count)
+                for r in range(dz.level_tiles[level][1])
+                for c in range(dz.level_tiles[level][0])
+            ]
+            for plan in plans:
+                args = (plan.location, plan.slide_level, plan.size)
+                monkeypatch.setattr(module, "_copy_origin", counting)
+                fast = await osr.read_region(*args)
+                monkeypatch.setattr(module, "_copy_origin", lambda *a: None)
+                painted = await osr.read_region(*args)
+                assert fast.info.get("icc_profile") == painted.info.get("icc_profile")
+                np.testing.assert_array_equal(np.asarray(fast), np.asarray(painted), str(args))
+    # The copy path is the common case, not a corner: most regions of these slides take it.
+    assert copied > 10
