@@ -6,6 +6,7 @@
 #   pixelmed-apps      PixelMed TIFFToDicom, WSI converter of the fidelity corpus (tests/support/corpus.py);
 #                      pulls in a headless Java runtime
 #   dcmtk              DCMTK dcmcjpls/dcmcrle/dcmcjpeg, re-encoders of the fidelity corpus
+#   chromium           headless browser of the `dicomslide serve` viewer test (tests/serve)
 #
 # Idempotent: does nothing but check when everything is installed.  The tests start their own
 # Orthanc on a free loopback port, so the Debian "orthanc" service must not run: its default
@@ -13,7 +14,7 @@
 # `python -m tests.support.orthanc --port 8042`).
 set -euo pipefail
 
-PACKAGES=(orthanc orthanc-dicomweb orthanc-wsi pixelmed-apps dcmtk)
+PACKAGES=(orthanc orthanc-dicomweb orthanc-wsi pixelmed-apps dcmtk chromium)
 
 SUDO=()
 if [[ $(id -u) -ne 0 ]]; then

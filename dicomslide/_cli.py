@@ -10,6 +10,7 @@ Subcommands work on a folder or a DICOMweb URL::
     dicomslide region SOURCE --level L --offset ROW COL --size ROWS COLS --out x.png|x.tif
     dicomslide thumbnail SOURCE --size N --out x.png
     dicomslide prefetch SOURCE --level L
+    dicomslide serve SOURCE [--host H] [--port P]   (needs dicomslide[serve])
 
 DICOMweb credentials: ``--header 'Name: value'`` (repeatable) and ``--bearer-token TOKEN`` or
 the environment variable ``DICOMSLIDE_TOKEN``; their values are never printed. Exit status:
@@ -24,6 +25,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +47,7 @@ _COMMAND_HELP = {
     "region": "write a region as PNG or TIFF",
     "thumbnail": "write a thumbnail as PNG or TIFF",
     "prefetch": "fetch every frame of a level into the cache",
+    "serve": "serve Deep Zoom, IIIF and a viewer over HTTP (dicomslide[serve])",
 }
 
 
@@ -311,7 +314,54 @@ def _subparser() -> argparse.ArgumentParser:
         default="auto",
         help="progress on stderr: a bar on a terminal, lines otherwise (default: auto)",
     )
+    _add_serve_parser(commands.add_parser("serve", help=_COMMAND_HELP["serve"]))
     return parser
+
+
+def _add_serve_parser(serve: argparse.ArgumentParser) -> None:
+    _add_source_options(serve)
+    serve.set_defaults(slide=None)  # serve shows every slide; None tells "not given"
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default: %(default)s)"
+    )
+    serve.add_argument("--port", type=int, default=8000, help="TCP port (default: %(default)s)")
+    serve.add_argument("--tile-size", type=int, default=254, help="Deep Zoom tile size")
+    serve.add_argument("--overlap", type=int, default=1, help="Deep Zoom tile overlap")
+    serve.add_argument("--limit-bounds", action="store_true", help="Deep Zoom limit_bounds")
+    serve.add_argument("--quality", type=int, default=75, help="JPEG quality (default: 75)")
+    serve.add_argument("--cache-mb", type=float, help="frame cache budget in MB (default 512 MiB)")
+
+
+async def _serve_command(args: argparse.Namespace) -> int:
+    try:
+        from dicomslide.serve.app import ServeSettings
+        from dicomslide.serve.server import serve
+    except ImportError as error:
+        raise _UsageError(
+            f"serve needs Starlette and Uvicorn: pip install 'dicomslide[serve]' ({error})"
+        ) from None
+    if args.slide is not None:
+        raise _UsageError(
+            f"serve serves every slide it finds, so --slide {args.slide} has no meaning here; "
+            "choose slides with --study or --container-id"
+        )
+    if args.tile_size < 1 or args.overlap < 0 or not 1 <= args.quality <= 100:
+        raise _UsageError("--tile-size must be >= 1, --overlap >= 0, --quality in 1..100")
+    client = _open_client(args)
+    # Positional: tile_size, overlap, limit_bounds, jpeg_quality, in ServeSettings' order.
+    settings = ServeSettings(args.tile_size, args.overlap, args.limit_bounds, args.quality)
+    settings = replace(settings, study_instance_uid=args.study, container_id=args.container_id)
+    try:
+        await serve(
+            client,
+            host=args.host,
+            port=args.port,
+            settings=settings,
+            source=_display_source(args.source),
+        )
+    finally:
+        await client.aclose()
+    return 0
 
 
 def _secrets(args: argparse.Namespace) -> list[str]:
@@ -530,7 +580,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.bearer_token = os.environ.get(TOKEN_ENV) or None
     secrets = _secrets(args)
     try:
-        return asyncio.run(_run_command(args))
+        return asyncio.run(_serve_command(args) if args.command == "serve" else _run_command(args))
     except (_UsageError, RegionError) as error:
         print(f"dicomslide {args.command}: error: {_redact(str(error), secrets)}", file=sys.stderr)
         return 2

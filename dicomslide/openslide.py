@@ -622,6 +622,10 @@ class OpenSlide:
             # OpenSlide answers with transparent pixels; viewers probe levels this way.
             return self._attach_profile(Image.fromarray(out, "RGBA"))
         lv = self._levels[int(level)]
+        origin = _copy_origin(lv, x, y, w, h)
+        if origin is not None:
+            # Painting would copy every pixel unchanged: skip the mosaic and the alpha work.
+            return self._attach_profile(_opaque_rgba(await lv.matrix.read_region(origin, (h, w))))
         ds = lv.downsample
         # Same piecewise painting as openslide_read_region, including its truncation of the
         # level-0 start of each piece.
@@ -685,15 +689,15 @@ class OpenSlide:
         top, left = start_ty * th, start_tx * tw
         rows, cols = (end_ty - start_ty) * th, (end_tx - start_tx) * tw
         pixels = await lv.matrix.read_region((top, left), (rows, cols))
-        if pixels.shape[2] == 1:
-            pixels = np.repeat(pixels, 3, axis=2)
-        alpha = np.zeros((rows, cols), dtype=bool)
-        alpha[: max(0, lv.height - top), : max(0, lv.width - left)] = True
+        # Slices, not boolean masks: this runs on the event loop for every tile a server sends.
+        rgba = np.empty((rows, cols, 4), dtype=np.uint8)
+        rgba[..., :3] = pixels[..., :3]
+        rgba[..., 3] = 255
+        rgba[max(0, lv.height - top) :] = 0
+        rgba[:, max(0, lv.width - left) :] = 0
         present = lv.present[start_ty:end_ty, start_tx:end_tx]
-        alpha &= np.repeat(np.repeat(present, th, axis=0), tw, axis=1)
-        rgba = np.zeros((rows, cols, 4), dtype=np.uint8)
-        rgba[alpha, :3] = pixels[alpha, :3]
-        rgba[alpha, 3] = 255
+        for ty, tx in np.argwhere(~present):
+            rgba[ty * th : (ty + 1) * th, tx * tw : (tx + 1) * tw] = 0
         return rgba
 
     @translate_errors_async
@@ -729,6 +733,23 @@ class OpenSlide:
 
 
 # --- rendering like cairo and pixman ------------------------------------------------------
+
+
+def _copy_origin(lv: _Level, x: int, y: int, w: int, h: int) -> tuple[int, int] | None:
+    """(row, column) at `lv` of a region that painting would copy unchanged, else None.
+
+    That is a non-empty region inside the level, starting on a whole level pixel (so every
+    tile lands on whole pixels), with every tile under it present (no transparent gap).
+    """
+    ds = lv.downsample
+    if w < 1 or h < 1 or x < 0 or y < 0 or ds != int(ds) or x % ds or y % ds:
+        return None
+    left, top = int(x // ds), int(y // ds)
+    if left + w > lv.width or top + h > lv.height:
+        return None
+    th, tw = lv.tile_height, lv.tile_width
+    under = lv.present[top // th : (top + h - 1) // th + 1, left // tw : (left + w - 1) // tw + 1]
+    return (top, left) if bool(under.all()) else None
 
 
 def _paint_tile(

@@ -89,7 +89,7 @@ def test_help_lists_every_subcommand_with_one_line(capsys: pytest.CaptureFixture
     # The subcommands the parser really dispatches, with the help line each one carries there.
     actions = [a for a in _subparser()._actions if isinstance(a, argparse._SubParsersAction)]
     helps = {c.dest: c.help for c in actions[0]._choices_actions}
-    assert set(helps) == {"info", "region", "thumbnail", "prefetch"}
+    assert set(helps) == {"info", "region", "thumbnail", "prefetch", "serve"}
     section = text.split("\nsubcommands", 1)[1]
     listed = [line.split() for line in section.splitlines() if line.startswith("  ")]
     for name, line in helps.items():
