@@ -37,6 +37,7 @@ import dicomslide_sync
 from dicomslide.errors import (
     DicomSlideError,
     InvalidDataError,
+    NotAcceptableError,
     NotFoundError,
     ProtocolError,
     RequestTimeoutError,
@@ -442,6 +443,30 @@ async def test_slow_drip_frames(hostile: HostileServer, bounded: Bound) -> None:
     client = web(hostile)
     async with client:
         await raises(bounded, RequestTimeoutError, read_frames(client, [1]))
+
+
+async def test_slow_drip_whole_instance_after_refused_frames(
+    hostile: HostileServer, bounded: Bound
+) -> None:
+    """The whole-instance fallback's body shares the deadline of its request.
+
+    The frames' refusal is what the caller is told (the fallback is not known to work for this
+    server); the cause is the fallback's timeout.
+    """
+    bounded.seconds = DEADLINE_BOUND
+    answer(hostile, "/metadata", json_response(json.dumps([ITEM]).encode()))
+    answer(hostile, "/frames/", head("406 Not Acceptable", content_length="0"))
+
+    async def write(request: Request, writer: asyncio.StreamWriter) -> None:
+        writer.write(head(content_type="application/dicom", content_length="100000"))
+        await drip(writer, b"\x00" * 128 + b"DICM")
+
+    route(hostile, f"/instances/{SOP}[?]", write)
+    client = web(hostile)
+    async with client:
+        await client.retrieve_instance_metadata(STUDY, SERIES, SOP)
+        error = await raises(bounded, NotAcceptableError, read_frames(client, [1]))
+    assert isinstance(error.__cause__, RequestTimeoutError)
 
 
 async def test_endless_frames_without_a_boundary(hostile: HostileServer, bounded: Bound) -> None:

@@ -381,7 +381,16 @@ class WholeInstanceFallback:
 
     async def _fetch_instance(self, study: str, series: str, sop: str) -> _WholeInstance:
         url = instance_metadata_url(self._wado_root, study, series, sop).removesuffix("/metadata")
-        response = await self._transport.send(url, accept=ACCEPT_INSTANCE, stream=True)
+        # One deadline for the request and its whole body: a server that drips the instance
+        # must not hold the caller past it (memory is bounded by the spool's limit).
+        clock = self._transport.clock(f"GET {self._transport.shown(url)}")
+        try:
+            response = await self._transport.send(
+                url, accept=ACCEPT_INSTANCE, stream=True, clock=clock
+            )
+        except BaseException:
+            clock.close()
+            raise
         shown = self._transport.shown(str(response.request.url))
         spool: _InstanceSpool | None = None
         try:
@@ -398,7 +407,7 @@ class WholeInstanceFallback:
                 boundary, limit=self.max_instance_bytes, memory_limit=_INSTANCE_MEMORY_BYTES
             )
             try:
-                async for chunk in response.aiter_bytes():
+                async for chunk in self._transport.chunks(response, clock):
                     spool.feed(chunk)
             except httpx.TransportError as exc:
                 raise self._transport.transport_error(
@@ -410,6 +419,7 @@ class WholeInstanceFallback:
                 spool.close()
             raise
         finally:
+            clock.close()
             await response.aclose()
         if spool.in_memory:
             return _open_whole_instance(spool, sop)
