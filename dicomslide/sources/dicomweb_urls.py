@@ -23,6 +23,7 @@ __all__ = [
     "accept_for_transfer_syntax",
     "chunk_frame_numbers",
     "frames_url",
+    "has_media_type",
     "instance_metadata_url",
     "is_credential_name",
     "qido_params",
@@ -380,6 +381,22 @@ def qido_params(
     if fuzzy:
         params.append(("fuzzymatching", "true"))
     return params
+
+
+def has_media_type(transfer_syntax_uid: str) -> bool:
+    """Whether PS3.18 gives a transfer syntax a media type of its own (``image/jpeg``, ...).
+
+    Parameters
+    ----------
+    transfer_syntax_uid: str
+        Transfer Syntax UID
+
+    Returns
+    -------
+    bool
+        True for the compressed syntaxes of PS3.18 Table 8.7.3-5
+    """
+    return transfer_syntax_uid in _MEDIA_TYPE_BY_TRANSFER_SYNTAX
 
 
 def accept_for_transfer_syntax(transfer_syntax_uid: str) -> str:

@@ -109,7 +109,7 @@ from dicomslide.sources.web.instance import (
     FramesRefusedError,
     WholeInstanceFallback,
 )
-from dicomslide.sources.web.negotiation import Negotiation
+from dicomslide.sources.web.negotiation import Negotiation, implied_transfer_syntax
 from dicomslide.sources.web.qido import QidoSearch, json_items, to_datasets
 from dicomslide.sources.web.transport import DEFAULT_TIMEOUT, RetryPolicy, Transport
 
@@ -358,9 +358,14 @@ class DICOMwebClient:
 
     def _remember(self, datasets: list[Dataset]) -> None:
         for ds in datasets:
+            if "SOPInstanceUID" not in ds:
+                continue
+            state = self._negotiation.of(str(ds.SOPInstanceUID))
             syntax = ds.get("AvailableTransferSyntaxUID")
-            if syntax and "SOPInstanceUID" in ds:
-                self._negotiation.of(str(ds.SOPInstanceUID)).syntax = str(syntax)
+            if syntax:
+                state.syntax = str(syntax)
+            else:
+                state.implied = implied_transfer_syntax(ds)
 
     async def retrieve_series_metadata(
         self, study_instance_uid: str, series_instance_uid: str
@@ -531,7 +536,7 @@ class DICOMwebClient:
         while True:
             if state.refused is not None:
                 raise FramesRefusedError
-            if state.stored is not None:
+            if state.settled:
                 return await self._frames_or_refusal(sop, url)
             probe = state.probe
             if probe is not None and not probe.done() and probe.get_loop() is loop:
@@ -562,6 +567,22 @@ class DICOMwebClient:
 
     async def _stored_or_explicit(self, sop: str, url: str) -> httpx.Response:
         state = self._negotiation.of(sop)
+        explicit = state.explicit_syntax()
+        refused: DicomWebError | None = None
+        if explicit is not None:
+            try:
+                response = await self._transport.send(
+                    url, accept=accept_for_transfer_syntax(explicit), stream=True
+                )
+            except DicomWebError as exc:
+                if exc.status_code not in _REFUSAL_STATUSES:
+                    raise
+                # Not served that way (or a wrong guess): stored bytes from now on.
+                state.explicit = False
+                refused = exc
+            else:
+                state.explicit = True
+                return response
         if state.stored is not False:
             try:
                 response = await self._transport.send(
@@ -576,6 +597,8 @@ class DICOMwebClient:
                 if state.stored is None:
                     state.stored = True
                 return response
+        if refused is not None and explicit == (state.syntax or EXPLICIT_VR_LITTLE_ENDIAN):
+            raise refused  # that explicit request was refused already
         accept = accept_for_transfer_syntax(state.syntax or EXPLICIT_VR_LITTLE_ENDIAN)
         return await self._transport.send(url, accept=accept, stream=True)
 
@@ -588,6 +611,7 @@ class DICOMwebClient:
         try:
             content_type = response.headers.get("content-type", "")
             outer_syntax = transfer_syntax_from_content_type(content_type)
+            learn = response.request.headers.get("accept") == ACCEPT_STORED_FRAMES
             parser = MultipartParser(boundary_from_content_type(content_type))
             wanted = set(numbers)
             delivered: set[int] = set()
@@ -611,6 +635,9 @@ class DICOMwebClient:
                         delivered.add(number)
                         frame = self._frame(part.body, part.content_type, outer_syntax, sop)
                         self._check_not_mislabelled(frame, sop, shown)
+                        if learn:
+                            self._learn(part.content_type, outer_syntax, sop)
+                            learn = False
                         index += 1
                         yield number, frame
                 parser.close()
@@ -665,6 +692,21 @@ class DICOMwebClient:
             )
         )
         raise FramesRefusedError
+
+    def _learn(self, part_type: str | None, outer_syntax: str | None, sop: str) -> None:
+        """Remember the syntax a response for stored bytes was labelled with.
+
+        Later requests of the instance then name it (see
+        :meth:`~dicomslide.sources.web.negotiation.InstanceNegotiation.explicit_syntax`).
+        Only a label counts, never a sniffed guess.
+        """
+        state = self._negotiation.of(sop)
+        if state.syntax is None:
+            label = (transfer_syntax_from_content_type(part_type) if part_type else None) or (
+                outer_syntax
+            )
+            if label is not None:
+                state.syntax = label
 
     def _frame(
         self, body: bytes, part_type: str | None, outer_syntax: str | None, sop: str
