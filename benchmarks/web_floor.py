@@ -18,6 +18,8 @@ Modes (each one process):
 - ``ours-region`` / ``wsidicom-region``: open (study and series UIDs given), the first
   cold 2048² level-0 region at x=7000, y=9000, then a second one at x=9100 on the same
   instance (its transfer syntax known to both readers by then).
+- ``ours-region[star-first]``: the same without the syntax the metadata implies, so the
+  first request of an instance asks for stored bytes (``transfer-syntax=*``).
 - ``server-region``: the server's time for the second region's frames: one plain httpx
   request asking for them by their explicit media type, body read, no parsing.
 - ``ours-gather`` / ``ours-sync16`` / ``wsidicom-sync16``: every tile of the scan level,
@@ -52,6 +54,7 @@ SCAN_LEVEL = 2
 JPEG_ACCEPT = 'multipart/related; type="image/jpeg"; transfer-syntax=1.2.840.10008.1.2.4.50'
 MODES = (
     "ours-region",
+    "ours-region[star-first]",
     "wsidicom-region",
     "server-region",
     "ours-gather",
@@ -215,6 +218,13 @@ def _floor(plan: dict[str, Any]) -> dict[str, Any]:
 
 def worker(plan: dict[str, Any], mode: str) -> dict[str, Any]:
     sys.path.insert(0, str(ROOT))
+    if mode == "ours-region[star-first]":
+        # The first request of each instance as before issue 14: stored bytes
+        # (transfer-syntax=*), the syntax learnt from that answer.
+        from dicomslide.sources.web import client
+
+        client.implied_transfer_syntax = lambda metadata: None  # type: ignore[assignment]
+        mode = "ours-region"
     if mode in ("ours-region", "ours-gather"):
         return asyncio.run(_ours_async(plan, mode))
     if mode == "ours-sync16":
@@ -275,6 +285,9 @@ def summarise(samples: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
             ),
             "first region vs wsidicom (<= 1.0)": ratio(
                 "ours-region", "first", "wsidicom-region", "first"
+            ),
+            "first region, star-first vs implied syntax": ratio(
+                "ours-region[star-first]", "first", "ours-region", "first"
             ),
             "second region vs wsidicom (<= 0.9)": ratio(
                 "ours-region", "second", "wsidicom-region", "second"
