@@ -20,10 +20,10 @@ from dicomslide.errors import ArgumentError, RegionError
 
 __all__ = [
     "ACCEPT_STORED_FRAMES",
+    "MEDIA_TYPED_SYNTAXES",
     "accept_for_transfer_syntax",
     "chunk_frame_numbers",
     "frames_url",
-    "has_media_type",
     "instance_metadata_url",
     "is_credential_name",
     "qido_params",
@@ -67,6 +67,9 @@ _MEDIA_TYPE_BY_TRANSFER_SYNTAX: Final[dict[str, str]] = {
     ts.HEVC_MAIN: "video/H265",
     ts.HEVC_MAIN10: "video/H265",
 }
+
+MEDIA_TYPED_SYNTAXES: Final = frozenset(_MEDIA_TYPE_BY_TRANSFER_SYNTAX)
+"""Transfer syntaxes that PS3.18 gives a media type of their own (``image/jpeg``, ...)."""
 
 # Native frame bytes do not depend on how the data set around them is encoded, and PS3.18
 # Section 8.7.3 forbids Implicit VR Little Endian and Explicit VR Big Endian in web services,
@@ -381,22 +384,6 @@ def qido_params(
     if fuzzy:
         params.append(("fuzzymatching", "true"))
     return params
-
-
-def has_media_type(transfer_syntax_uid: str) -> bool:
-    """Whether PS3.18 gives a transfer syntax a media type of its own (``image/jpeg``, ...).
-
-    Parameters
-    ----------
-    transfer_syntax_uid: str
-        Transfer Syntax UID
-
-    Returns
-    -------
-    bool
-        True for the compressed syntaxes of PS3.18 Table 8.7.3-5
-    """
-    return transfer_syntax_uid in _MEDIA_TYPE_BY_TRANSFER_SYNTAX
 
 
 def accept_for_transfer_syntax(transfer_syntax_uid: str) -> str:

@@ -17,16 +17,17 @@ from dicomslide.sources.web.negotiation import InstanceNegotiation, implied_tran
 def _jpeg_metadata(**changes: object) -> Dataset:
     # What OrthancWSIDicomizer writes for JPEG tiles, and Orthanc serves without
     # Available Transfer Syntax UID.
+    values: dict[str, object] = {
+        "LossyImageCompression": "01",
+        "LossyImageCompressionMethod": "ISO_10918_1",
+        "PhotometricInterpretation": "YBR_FULL_422",
+        "SamplesPerPixel": 3,
+        "BitsStored": 8,
+    }
+    values.update(changes)
     ds = Dataset()
-    ds.LossyImageCompression = "01"
-    ds.LossyImageCompressionMethod = "ISO_10918_1"
-    ds.PhotometricInterpretation = "YBR_FULL_422"
-    ds.SamplesPerPixel = 3
-    ds.BitsStored = 8
-    for key, value in changes.items():
-        if value is None:
-            delattr(ds, key)
-        else:
+    for key, value in values.items():
+        if value is not None:
             setattr(ds, key, value)
     return ds
 

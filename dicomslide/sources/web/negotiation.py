@@ -14,7 +14,7 @@ from pydicom import Dataset
 
 from dicomslide._syntaxes import JPEG_BASELINE
 from dicomslide.errors import DicomWebError
-from dicomslide.sources.dicomweb_urls import has_media_type
+from dicomslide.sources.dicomweb_urls import MEDIA_TYPED_SYNTAXES
 
 __all__ = ["InstanceNegotiation", "Negotiation", "implied_transfer_syntax"]
 
@@ -86,7 +86,7 @@ class InstanceNegotiation:
         if self.explicit is False:
             return None
         syntax = self.syntax or self.implied
-        return syntax if syntax is not None and has_media_type(syntax) else None
+        return syntax if syntax in MEDIA_TYPED_SYNTAXES else None
 
 
 class Negotiation:
