@@ -315,6 +315,8 @@ def markdown(doc: dict[str, Any]) -> str:
         "+0 ms talks to Orthanc directly; other RTTs go through the delay proxy.",
         "",
     ]
+    if doc.get("notes"):
+        lines += [doc["notes"].strip(), ""]
     for sec in doc["sections"]:
         med, ratios = sec["summary"]["medians"], sec["summary"]["ratios"]
         lines += [
@@ -357,6 +359,8 @@ def main() -> int:
     ap.add_argument("--modes", default=",".join(MODES))
     ap.add_argument("--markdown", type=Path, default=HERE / "RESULTS.md")
     ap.add_argument("--out", type=Path, default=HERE / "results")
+    ap.add_argument("--notes", type=Path, default=None, help="markdown put above the tables")
+    ap.add_argument("--render", type=Path, default=None, help="only re-render a saved JSON")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--plan", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -364,6 +368,11 @@ def main() -> int:
         print(json.dumps(worker(json.loads(args.plan), args.worker)))
         return 0
 
+    if args.render:
+        doc = json.loads(args.render.read_text())
+        doc["notes"] = args.notes.read_text() if args.notes else doc.get("notes", "")
+        write_markdown(markdown(doc), args.markdown)
+        return 0
     sys.path.insert(0, str(HERE))
     import data
     from delay_proxy import DelayProxy
@@ -385,6 +394,7 @@ def main() -> int:
         "reps": args.reps,
         "load_before": loadavg(),
         "sections": [],
+        "notes": args.notes.read_text() if args.notes else "",
     }
     with orthanc(manifest, log) as (server, _info):
         for rtt in [float(x) for x in args.rtt_ms.split(",") if x.strip()]:
