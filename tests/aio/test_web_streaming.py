@@ -18,6 +18,8 @@ import numpy as np
 import pytest
 
 import dicomslide.image
+from dicomslide.errors import ProtocolError
+from dicomslide.runtime import as_source, decoded_tile_cache, frame_service
 from tests.aio.test_web_requests import (
     BOUNDARY,
     FakeDicomWeb,
@@ -32,9 +34,12 @@ PAUSE = 0.2  # between parts: far longer than decoding one small tile
 
 
 class _SlowParts(httpx.AsyncByteStream):
-    def __init__(self, parts: list[tuple[bytes, str]], events: list[str]) -> None:
+    def __init__(
+        self, parts: list[tuple[bytes, str]], events: list[str], *, junk: int | None = None
+    ) -> None:
         self.parts = parts
         self.events = events
+        self.junk = junk  # this part's body is followed by 10 bytes its Content-Length omits
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         for i, (body, content_type) in enumerate(self.parts):
@@ -43,6 +48,13 @@ class _SlowParts(httpx.AsyncByteStream):
             head = f"--{BOUNDARY}\r\nContent-Type: {content_type}\r\n"
             head += f"Content-Length: {len(body)}\r\n\r\n"
             self.events.append(f"sent {i}")
+            if i == self.junk:
+                # The declared bytes arrive first (the part is handed on), then bytes where
+                # the delimiter should be.
+                yield head.encode() + body
+                await asyncio.sleep(PAUSE)
+                yield b"0123456789\r\n"
+                continue
             yield head.encode() + body + b"\r\n"
         await asyncio.sleep(PAUSE)
         self.events.append("end")
@@ -81,9 +93,44 @@ async def test_frames_decode_while_later_parts_are_on_the_wire(
     decodes = [e for e in events if e.startswith("decode")]
     assert len(server.frame_requests) == 1
     assert len(sent) == len(decodes) == 6
-    # A part is handed on once the delimiter after it has arrived (the parser checks it
-    # before trusting Content-Length), so frame i decodes after part i + 1 is sent and
-    # before part i + 2 is: the first frames decode long before the body ends.
-    for i in range(4):
-        assert events.index(decodes[i]) < events.index(f"sent {i + 2}"), events
-    assert events.index(decodes[0]) < events.index("sent 2") < events.index("end"), events
+    # A part is handed on as soon as its Content-Length bytes are in, before the delimiter
+    # after it (sent with the next part): frame i decodes before part i + 1 is sent.
+    for i in range(5):
+        assert events.index(decodes[i]) < events.index(f"sent {i + 1}"), events
+    assert events.index(decodes[5]) < events.index("end"), events
+
+
+@pytest.mark.parametrize("short", [2, 5])  # a part in the middle, the last part
+async def test_part_decoded_early_but_not_followed_by_its_delimiter(
+    slide_files: list[Path],  # noqa: F811
+    short: int,
+) -> None:
+    """A Content-Length that lies is found after the part was handed on (and decoded): the
+    read fails, no cache keeps the frame, and a later read fetches it again."""
+    server = FakeDicomWeb(slide_files)
+    events: list[str] = []
+    lying = True
+
+    def streamed(request: httpx.Request, route: Route) -> httpx.Response | None:
+        if route.kind != "frames" or not lying:
+            return None
+        stream = _SlowParts(server.frame_parts(request, route), events, junk=short)
+        return httpx.Response(200, headers={"content-type": multipart_type()}, stream=stream)
+
+    server.on_request = streamed
+    size = (256, 384)
+    async with opened(server) as (client, slide):
+        with pytest.raises(ProtocolError, match=f"part {short + 1} declares Content-Length"):
+            await slide.get_image_region((0, 0), 0, size)
+        source = as_source(client)
+        frames = frame_service(source).cache
+        tiles = decoded_tile_cache(source)
+        uid, number = server.frame_requests[0].sop, server.frame_requests[0].numbers[short]
+        assert (uid, server.frame_requests[0].numbers[0]) in frames  # confirmed ones stay
+        assert (uid, number) not in frames
+        assert tiles.get((uid, number, True)) is None
+        assert tiles.get((uid, number, False)) is None
+        lying = False
+        region = await slide.get_image_region((0, 0), 0, size)
+    np.testing.assert_array_equal(region, truth(0, 0, size))
+    assert len(server.frame_requests) >= 2

@@ -612,7 +612,9 @@ class DICOMwebClient:
             content_type = response.headers.get("content-type", "")
             outer_syntax = transfer_syntax_from_content_type(content_type)
             learn = response.request.headers.get("accept") == ACCEPT_STORED_FRAMES
-            parser = MultipartParser(boundary_from_content_type(content_type))
+            # early: frames go to decoders before the delimiter after them has arrived;
+            # FrameService keeps them out of its cache until the next part (or the end).
+            parser = MultipartParser(boundary_from_content_type(content_type), early=True)
             wanted = set(numbers)
             delivered: set[int] = set()
             index = 0
@@ -650,6 +652,7 @@ class DICOMwebClient:
             except ProtocolError as exc:
                 if (
                     isinstance(exc, _IncompleteResponse)
+                    or parser.rejected_part  # a frame already handed on is wrong: no retry
                     or parser.finished
                     or index >= len(numbers)
                 ):
