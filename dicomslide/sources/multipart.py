@@ -234,7 +234,8 @@ class MultipartParser:
             _State.CHECK: "right after the body of a part",
             _State.FAILED: "after a parse error",
         }[self._state]
-        self._rejected = self._state is _State.CHECK
+        # In CHECK state the last part is whole by its Content-Length and nothing contradicts
+        # it (rejected_part stays False): the body was cut after it.
         raise ProtocolError(
             f"multipart body ended {where} without the closing '--{self._boundary}--' "
             f"delimiter after {self._bytes_fed} bytes and {self._parts_seen} complete "

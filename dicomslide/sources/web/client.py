@@ -650,18 +650,23 @@ class DICOMwebClient:
                     shown,
                 ) from exc
             except ProtocolError as exc:
-                if (
+                if parser.unconfirmed and not parser.rejected_part and index >= len(numbers):
+                    # Every part arrived whole by its Content-Length and nothing after the
+                    # last contradicts it; only the close delimiter is missing.
+                    pass
+                elif (
                     isinstance(exc, _IncompleteResponse)
                     or parser.rejected_part  # a frame already handed on is wrong: no retry
                     or parser.finished
                     or index >= len(numbers)
                 ):
                     raise
-                raise _IncompleteResponse(
-                    f"Response for {len(numbers)} frames of instance {sop} ended after {index} "
-                    f"parts: {exc}",
-                    shown,
-                ) from exc
+                else:
+                    raise _IncompleteResponse(
+                        f"Response for {len(numbers)} frames of instance {sop} ended after "
+                        f"{index} parts: {exc}",
+                        shown,
+                    ) from exc
             if index < len(numbers):
                 raise _IncompleteResponse(
                     f"Server returned {index} parts for the {len(numbers)} frames asked of "
