@@ -407,14 +407,9 @@ class _HeldTiles(DecodedTileCache):
         self.tiles: list[tuple[tuple[str, int, bool], Any]] = []
 
     def put(self, key: tuple[str, int, bool], tile: Any) -> None:
-        """Keep `tile` aside (decode threads call this; list appends are atomic).
+        """Keep the tile aside instead of caching it (as :meth:`DecodedTileCache.put` takes).
 
-        Parameters
-        ----------
-        key: tuple[str, int, bool]
-            (SOP Instance UID, frame number, colour managed)
-        tile: numpy.ndarray
-            Decoded tile
+        Decode threads call this; appending to a list needs no lock.
         """
         self.tiles.append((key, tile))
 
