@@ -707,10 +707,15 @@ class FrameService:
                 if fut is not None and not fut.done():
                     fut.set_exception(error)
             if last is not None:
-                # Handed out but never confirmed: its waiters must not use it.
+                # Handed out but never confirmed: its waiters must not use it. The failed
+                # future stays (until the frame is fetched again) for readers that took the
+                # frame but have not asked about it yet.
                 self._inflight.pop(last[0], None)
-                settle = self._unsettled.pop(last[0], None)
-                if settle is not None and not settle.done():
+                settle = self._unsettled.get(last[0])
+                if settle is None:
+                    settle = self._unsettled[last[0]] = self.loop.create_future()
+                    settle.add_done_callback(_consume_exception)
+                if not settle.done():
                     settle.set_exception(error)
             if isinstance(exc, asyncio.CancelledError):
                 raise
