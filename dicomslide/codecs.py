@@ -22,7 +22,7 @@ import math
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -280,7 +280,8 @@ class PixelFormat:
             **values,
         )
 
-    @property
+    # Cached (the dataclass is frozen): every region read asks for it several times.
+    @cached_property
     def dtype(self) -> np.dtype[Any]:
         """numpy.dtype: Native-endian dtype of the decoded samples.
 

@@ -22,7 +22,7 @@ import contextlib
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -250,7 +250,7 @@ class DecodedTileCache:
             self.stats.decoded_bytes = self.bytes
 
 
-def _consume_exception(future: asyncio.Future[EncodedFrame]) -> None:
+def _consume_exception(future: asyncio.Future[Any]) -> None:
     # A fetch error may have no waiter left (all cancelled); retrieving it here keeps asyncio
     # from logging "exception was never retrieved" for a failure somebody already handled.
     if not future.cancelled():
@@ -360,6 +360,9 @@ class FrameService:
         self.loop = asyncio.get_running_loop()
         self._semaphore = asyncio.Semaphore(max_concurrent_requests)
         self._inflight: dict[tuple[str, int], asyncio.Future[EncodedFrame]] = {}
+        # Frames handed to waiters before the source confirmed them (a multipart part is
+        # confirmed by the delimiter after it); a future exists once a reader asks (settled).
+        self._unsettled: dict[tuple[str, int], asyncio.Future[None] | None] = {}
         self._pending: dict[str, _Pending] = {}
         self.max_requests_per_instance = max_requests_per_instance
         self._active: dict[str, int] = {}  # source calls running per SOP Instance UID
@@ -474,6 +477,42 @@ class FrameService:
         if futures:
             await asyncio.wait(futures)
         return [f.result() for f in futures]
+
+    def settled(self, keys: Iterable[tuple[str, int]]) -> list[asyncio.Future[None]]:
+        """Futures for frames handed out but not yet confirmed by their source.
+
+        A reader awaits them before it returns pixels: a frame whose multipart part turns out
+        to be malformed fails its future (and never enters the cache).
+
+        Parameters
+        ----------
+        keys: Iterable[tuple[str, int]]
+            (SOP Instance UID, frame number) of frames the caller has received
+
+        Returns
+        -------
+        list[asyncio.Future[None]]
+            One future per frame still unconfirmed (often none); never cancel them
+        """
+        unsettled = self._unsettled
+        if not unsettled:
+            return []
+        futures = []
+        for key in keys:
+            if key in unsettled:
+                fut = unsettled[key]
+                if fut is None:
+                    fut = unsettled[key] = self.loop.create_future()
+                    fut.add_done_callback(_consume_exception)
+                futures.append(fut)
+        return futures
+
+    def _settle(self, key: tuple[str, int], frame: EncodedFrame) -> None:
+        self.cache.put(key, frame)
+        self._inflight.pop(key, None)
+        fut = self._unsettled.pop(key, None)
+        if fut is not None and not fut.done():
+            fut.set_result(None)
 
     def _schedule_flush(self) -> None:
         if self._pending and not self._flush_scheduled:
@@ -610,6 +649,7 @@ class FrameService:
     async def _fetch_frames(self, instance: InstanceRef, numbers: list[int]) -> None:
         uid = instance.sop_instance_uid
         remaining = set(numbers)
+        last: tuple[tuple[str, int], EncodedFrame] | None = None
         try:
             async with self._semaphore:
                 self.cache.stats.requests += 1
@@ -629,10 +669,19 @@ class FrameService:
                             )
                         remaining.discard(number)
                         self.cache.stats.frames_fetched += 1
-                        self.cache.put((uid, number), frame)
-                        fut = self._inflight.pop((uid, number), None)
+                        # The source confirms a frame by going on to the next (or ending):
+                        # only then may it be cached; waiters get it now, to decode early.
+                        if last is not None:
+                            self._settle(*last)
+                        key = (uid, number)
+                        last = (key, frame)
+                        self._unsettled[key] = None
+                        fut = self._inflight.get(key)
                         if fut is not None and not fut.done():
                             fut.set_result(frame)
+                if last is not None:
+                    self._settle(*last)
+                    last = None
             if remaining:
                 raise ProtocolError(
                     f"Source returned {len(numbers) - len(remaining)} of {len(numbers)} frames "
@@ -653,6 +702,17 @@ class FrameService:
                 fut = self._inflight.pop((uid, number), None)
                 if fut is not None and not fut.done():
                     fut.set_exception(error)
+            if last is not None:
+                # Handed out but never confirmed: its waiters must not use it. The failed
+                # future stays (until the frame is fetched again) for readers that took the
+                # frame but have not asked about it yet.
+                self._inflight.pop(last[0], None)
+                settle = self._unsettled.get(last[0])
+                if settle is None:
+                    settle = self._unsettled[last[0]] = self.loop.create_future()
+                    settle.add_done_callback(_consume_exception)
+                if not settle.done():
+                    settle.set_exception(error)
             if isinstance(exc, asyncio.CancelledError):
                 raise
 

@@ -342,6 +342,7 @@ class ImageReader:
         queue = decode_queue()
         finished: asyncio.Future[None] = loop.create_future()
         left = len(waiting)
+        held = _HeldTiles(decoded.max_bytes)
 
         def decoded_one(job: asyncio.Future[None]) -> None:
             nonlocal left
@@ -365,8 +366,11 @@ class ImageReader:
                 finished.set_exception(exc)
                 return
             uid, frame, number = waiting[fut]
+            # A frame its source has not confirmed yet decodes now, but its tile is cached
+            # only once it is confirmed (below).
+            cache = held if service.settled(((uid, number),)) else decoded
             job = queue.submit(
-                self.decode_into, fut.result(), uid, number, color, out, by_frame[frame], decoded
+                self.decode_into, fut.result(), uid, number, color, out, by_frame[frame], cache
             )
             job.add_done_callback(decoded_one)
 
@@ -374,7 +378,33 @@ class ImageReader:
             # Callbacks, never cancellation: other readers may share these futures.
             fut.add_done_callback(arrived)
         await finished
+        keys = [(uid, number) for uid, _, number in waiting.values()]
+        unsettled = service.settled(keys)
+        if unsettled:
+            # Frames were decoded before their source confirmed them (FrameService.settled):
+            # a frame that turned out wrong fails the read and leaves no decoded tile behind.
+            await asyncio.wait(unsettled)
+            failed = next((f.exception() for f in unsettled if f.exception() is not None), None)
+            if failed is not None:
+                raise failed
+        for key, tile in held.tiles:
+            decoded.put(key, tile)
         return out
+
+
+class _HeldTiles(DecodedTileCache):
+    """Decoded tiles kept aside until their frames are confirmed (then put in the cache)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(max_bytes)
+        self.tiles: list[tuple[tuple[str, int, bool], Any]] = []
+
+    def put(self, key: tuple[str, int, bool], tile: Any) -> None:
+        """Keep the tile aside instead of caching it (as :meth:`DecodedTileCache.put` takes).
+
+        Decode threads call this; appending to a list needs no lock.
+        """
+        self.tiles.append((key, tile))
 
 
 class TotalPixelMatrix:

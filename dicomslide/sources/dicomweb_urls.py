@@ -20,6 +20,7 @@ from dicomslide.errors import ArgumentError, RegionError
 
 __all__ = [
     "ACCEPT_STORED_FRAMES",
+    "MEDIA_TYPED_SYNTAXES",
     "accept_for_transfer_syntax",
     "chunk_frame_numbers",
     "frames_url",
@@ -66,6 +67,9 @@ _MEDIA_TYPE_BY_TRANSFER_SYNTAX: Final[dict[str, str]] = {
     ts.HEVC_MAIN: "video/H265",
     ts.HEVC_MAIN10: "video/H265",
 }
+
+MEDIA_TYPED_SYNTAXES: Final = frozenset(_MEDIA_TYPE_BY_TRANSFER_SYNTAX)
+"""Transfer syntaxes that PS3.18 gives a media type of their own (``image/jpeg``, ...)."""
 
 # Native frame bytes do not depend on how the data set around them is encoded, and PS3.18
 # Section 8.7.3 forbids Implicit VR Little Endian and Explicit VR Big Endian in web services,

@@ -93,6 +93,7 @@ class _State(enum.Enum):
     DELIMITER_TAIL = enum.auto()
     HEADERS = enum.auto()
     BODY = enum.auto()
+    CHECK = enum.auto()  # a part was returned early; its delimiter has not arrived yet
     EPILOGUE = enum.auto()
     FAILED = enum.auto()
 
@@ -116,6 +117,10 @@ class MultipartParser:
     max_part_size: int, optional
         Largest body of one part accepted, in bytes; a larger part raises
         :class:`~dicomslide.errors.ProtocolError` before it is buffered
+    early: bool, optional
+        Return a part with ``Content-Length`` as soon as that many body bytes are in, before
+        the delimiter after it; the delimiter is still checked, by a later :meth:`feed` or
+        :meth:`close`, and :attr:`rejected_part` tells when that check failed
 
     Raises
     ------
@@ -123,7 +128,9 @@ class MultipartParser:
         If `boundary` is empty or contains a line break, or `max_part_size` is not positive
     """
 
-    def __init__(self, boundary: str, *, max_part_size: int = 1 << 30) -> None:
+    def __init__(
+        self, boundary: str, *, max_part_size: int = 1 << 30, early: bool = False
+    ) -> None:
         if not boundary or "\r" in boundary or "\n" in boundary:
             raise ValueError(f"invalid multipart boundary {boundary!r}")
         if max_part_size < 1:
@@ -148,11 +155,27 @@ class MultipartParser:
         self._content_length: int | None = None
         self._parts_seen = 0
         self._bytes_fed = 0
+        self._early = early
+        self._check_length = 0  # Content-Length of the part returned before its delimiter
+        self._rejected = False
 
     @property
     def parts_seen(self) -> int:
         """Number of complete parts returned so far."""
         return self._parts_seen
+
+    @property
+    def unconfirmed(self) -> bool:
+        """Whether the last part returned still waits for the delimiter that must follow it."""
+        return self._state is _State.CHECK
+
+    @property
+    def rejected_part(self) -> bool:
+        """Whether a part already returned turned out not to be followed by a delimiter.
+
+        Its bytes are wrong (the ``Content-Length`` lied): whoever kept them must drop them.
+        """
+        return self._rejected
 
     @property
     def finished(self) -> bool:
@@ -208,8 +231,11 @@ class MultipartParser:
             _State.DELIMITER_TAIL: "inside a boundary line",
             _State.HEADERS: "inside the headers of a part",
             _State.BODY: "inside the body of a part",
+            _State.CHECK: "right after the body of a part",
             _State.FAILED: "after a parse error",
         }[self._state]
+        # In CHECK state the last part is whole by its Content-Length and nothing contradicts
+        # it (rejected_part stays False): the body was cut after it.
         raise ProtocolError(
             f"multipart body ended {where} without the closing '--{self._boundary}--' "
             f"delimiter after {self._bytes_fed} bytes and {self._parts_seen} complete "
@@ -238,6 +264,8 @@ class MultipartParser:
                     part = self._step_body()
                     if part is not None:
                         parts.append(part)
+                elif self._state is _State.CHECK:
+                    self._step_check()
                 else:
                     # Epilogue: whatever follows the close delimiter is ignored.
                     self._pos = len(self._buf)
@@ -407,9 +435,35 @@ class MultipartParser:
         return self._step_body_scan()
 
     def _step_body_with_length(self, length: int) -> Part:
-        buf = self._buf
         start = self._pos
         end = start + length
+        if len(self._buf) < end:
+            raise _NeedMore
+        try:
+            after = self._delimiter_after(end, length, self._parts_seen + 1)
+        except _NeedMore:
+            if not self._early:
+                raise
+            # Hand the body on now (its decoding overlaps the rest of the transfer); the
+            # delimiter that must follow is checked when it arrives (_step_check).
+            part = self._emit(start, end, end)
+            self._state = _State.CHECK
+            self._check_length = length
+            return part
+        return self._emit(start, end, after)
+
+    def _step_check(self) -> None:
+        try:
+            after = self._delimiter_after(self._pos, self._check_length, self._parts_seen)
+        except ProtocolError:
+            self._rejected = True
+            raise
+        self._pos = self._scan_pos = after
+        self._state = _State.DELIMITER_TAIL
+
+    def _delimiter_after(self, end: int, length: int, part_number: int) -> int:
+        """Position after the delimiter that must start at `end` (after a CR, if any)."""
+        buf = self._buf
         if len(buf) <= end:
             raise _NeedMore
         tail = end + 1 if buf[end] == 0x0D else end
@@ -418,16 +472,16 @@ class MultipartParser:
         # Fail as soon as the bytes after the body cannot be a delimiter, not only when the
         # whole delimiter could have arrived.
         if not delimiter.startswith(seen):
-            raise self._length_mismatch(length)
+            raise self._length_mismatch(length, part_number)
         if len(seen) < len(delimiter):
             raise _NeedMore
         if not self._looks_like_delimiter_tail(tail + len(delimiter)):
-            raise self._length_mismatch(length)
-        return self._emit(start, end, tail + len(delimiter))
+            raise self._length_mismatch(length, part_number)
+        return tail + len(delimiter)
 
-    def _length_mismatch(self, length: int) -> ProtocolError:
+    def _length_mismatch(self, length: int, part_number: int) -> ProtocolError:
         return ProtocolError(
-            f"multipart part {self._parts_seen + 1} declares Content-Length {length} but the "
+            f"multipart part {part_number} declares Content-Length {length} but the "
             f"boundary '--{self._boundary}' does not follow that many bytes"
         )
 

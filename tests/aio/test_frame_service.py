@@ -12,7 +12,7 @@ import pytest
 
 import dicomslide
 from dicomslide import runtime
-from dicomslide.errors import SourceError
+from dicomslide.errors import ProtocolError, SourceError
 from dicomslide.frames import FrameCache, FrameService, InstanceRef
 from dicomslide.sources.protocol import EncodedFrame
 from dicomslide.synthetic import write_slide
@@ -362,3 +362,48 @@ def test_read_ahead_bound_is_validated() -> None:
 
     with pytest.raises(ValueError, match="readahead must be >= 0"):
         asyncio.run(make())
+
+
+class RejectingSource:
+    """Yields frames 1 and 2, then fails as a multipart source does when the delimiter after
+    frame 2 does not come; between frames it waits for its step event."""
+
+    def __init__(self) -> None:
+        self.step = asyncio.Event()
+
+    async def iter_frames(
+        self, study: str, series: str, sop: str, numbers: Sequence[int]
+    ) -> AsyncIterator[tuple[int, EncodedFrame]]:
+        for n in (1, 2):
+            yield n, EncodedFrame(f"{sop}:{n}".encode(), SYNTAX)
+            await self.step.wait()
+            self.step.clear()
+        raise ProtocolError("part 2 declares Content-Length 9 but the boundary does not follow")
+
+
+async def test_frames_are_cached_only_once_the_source_moves_past_them() -> None:
+    source = RejectingSource()
+    service = FrameService(source, FrameCache(1 << 20))  # type: ignore[arg-type]
+    futures = service.request(A, [1, 2, 3])
+    await asyncio.wait([futures[0]])
+    uid = A.sop_instance_uid
+    # Frame 1 is handed out but not confirmed: not cached, and a reader can wait for it.
+    assert futures[0].result().data == f"{uid}:1".encode()
+    assert (uid, 1) not in service.cache
+    (first,) = service.settled([(uid, 1)])
+    source.step.set()
+    await asyncio.wait([futures[1]])
+    assert first.done()
+    assert first.exception() is None
+    assert (uid, 1) in service.cache
+    assert service.settled([(uid, 1)]) == []
+    (second,) = service.settled([(uid, 2)])
+    source.step.set()
+    await asyncio.wait([second, futures[2]])
+    # The source failed while frame 2 was unconfirmed: frame 2 fails its readers and is
+    # not cached, even for a reader that asks only now; frame 3 fails as usual.
+    assert isinstance(second.exception(), ProtocolError)
+    assert isinstance(futures[2].exception(), ProtocolError)
+    assert (uid, 2) not in service.cache
+    (late,) = service.settled([(uid, 2)])
+    assert late.exception() is second.exception()

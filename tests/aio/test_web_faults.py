@@ -205,7 +205,7 @@ async def test_connection_reset_mid_body_refetches_only_missing_frames(
     assert asked == [list(range(1, 17)), list(range(5, 17))]
 
 
-@pytest.mark.parametrize("keep", [0, 3])
+@pytest.mark.parametrize("keep", [0, 3, 8])
 async def test_truncated_multipart_refetches_only_missing_frames(
     server: FakeDicomWeb, sleeps: list[float], keep: int
 ) -> None:
@@ -223,8 +223,9 @@ async def test_truncated_multipart_refetches_only_missing_frames(
         region = await slide.get_image_region((0, 0), 0, (128, 1000))
     np.testing.assert_array_equal(region, truth(0, 0, (128, 1000)))
     asked = [fr.numbers for fr in server.frame_requests]
-    # The last part is not followed by a delimiter, so it may be cut short: asked again too.
-    assert asked == [list(range(1, 9)), list(range(max(keep, 1), 9))]
+    # The last part has all its Content-Length bytes: it is kept, the rest asked again (with
+    # all 8 parts in, only the close delimiter is missing: nothing is asked again).
+    assert asked == [list(range(1, 9))] + ([list(range(keep + 1, 9))] if keep < 8 else [])
 
 
 async def test_short_but_closed_multipart_refetches_missing(
@@ -376,14 +377,45 @@ async def test_refused_wildcard_falls_back_once_per_instance(
             np.testing.assert_array_equal(region, truth(*off, size))
         later = await slide.get_image_region((0, 700), 0, (300, 300))
         np.testing.assert_array_equal(later, truth(0, 700, (300, 300)))
-    star = [fr for fr in server.frame_requests if STAR in fr.accept]
+    # The metadata names the syntax: every request asks for it, the wildcard never.
+    assert not [fr for fr in server.frame_requests if STAR in fr.accept]
+    assert server.frame_requests
+    assert all(f"transfer-syntax={RLE}" in fr.accept for fr in server.frame_requests)
+    assert all('type="image/dicom-rle"' in fr.accept for fr in server.frame_requests)
+
+
+@pytest.mark.parametrize("status", [400, 406])
+async def test_refused_explicit_syntax_falls_back_to_stored_bytes_once(
+    server: FakeDicomWeb, status: int
+) -> None:
+    server.refuse_explicit = status
+    offsets = [(0, 0), (300, 500), (100, 600), (450, 100)]
+    async with opened(server, max_frames_per_request=4) as (_, slide):
+        results = await asyncio.gather(
+            *(slide.get_image_region(o, 0, (200, 300)) for o in offsets)
+        )
+        for off, region in zip(offsets, results, strict=True):
+            np.testing.assert_array_equal(region, truth(*off, (200, 300)))
     explicit = [fr for fr in server.frame_requests if STAR not in fr.accept]
-    attempts = 3 if status == 500 else 1  # 500 may be transient: retried first
-    assert len(star) == attempts
-    assert len({fr.numbers[0] for fr in star}) == 1  # only the first request probed
-    assert explicit
-    assert all(f"transfer-syntax={RLE}" in fr.accept for fr in explicit)
-    assert all('type="image/dicom-rle"' in fr.accept for fr in explicit)
+    # One refused explicit request per instance read, the rest ask for stored bytes.
+    assert len(explicit) == len({fr.sop for fr in server.frame_requests}) == 1
+    assert server.frame_requests[0] is explicit[0]
+    assert len(server.frame_requests) > 2
+
+
+async def test_syntax_learnt_from_a_stored_bytes_response(server: FakeDicomWeb) -> None:
+    # Like Orthanc: no Available Transfer Syntax UID, and RLE implies nothing. The first
+    # request asks for stored bytes; its labelled answer makes every later one explicit.
+    server.hide_syntax = True
+    async with opened(server, max_frames_per_request=2) as (_, slide):
+        first = await slide.get_image_region((0, 0), 0, (256, 256))
+        np.testing.assert_array_equal(first, truth(0, 0, (256, 256)))
+        later = await slide.get_image_region((300, 500), 0, (400, 300))
+        np.testing.assert_array_equal(later, truth(300, 500, (400, 300)))
+    accepts = [fr.accept for fr in server.frame_requests]
+    assert STAR in accepts[0]
+    assert len(accepts) > 2
+    assert all(f"transfer-syntax={RLE}" in a and STAR not in a for a in accepts[1:])
 
 
 async def test_failures_are_not_cached(server: FakeDicomWeb, sleeps: list[float]) -> None:

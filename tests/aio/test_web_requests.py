@@ -169,6 +169,10 @@ class FakeDicomWeb:
         self.frames_arrived = asyncio.Event()
         #: Status returned for ``transfer-syntax=*`` (a server that refuses it), or None.
         self.refuse_wildcard: int | None = None
+        #: Status returned for frames asked for by an explicit syntax, or None.
+        self.refuse_explicit: int | None = None
+        #: Leave Available Transfer Syntax UID out of the metadata (as Orthanc does).
+        self.hide_syntax = False
         #: Most QIDO results in one response, whatever ``limit`` says (None: obey limit).
         self.qido_cap: int | None = None
         #: Whether QIDO responses that were capped carry a Warning header.
@@ -265,6 +269,8 @@ class FakeDicomWeb:
             items = [i.metadata for i in self.instances.values() if i.series == series]
         if not items:
             return httpx.Response(404, text=f"Unknown resource {request.url}")
+        if self.hide_syntax:
+            items = [{k: v for k, v in i.items() if k != "00083002"} for i in items]
         return httpx.Response(200, json=items, headers={"content-type": "application/dicom+json"})
 
     def _qido(self, request: httpx.Request, route: Route) -> httpx.Response:
@@ -338,6 +344,8 @@ class FakeDicomWeb:
         accept = request.headers.get("accept", "")
         if "transfer-syntax=*" in accept and self.refuse_wildcard is not None:
             return httpx.Response(self.refuse_wildcard, text="transfer-syntax=* not supported")
+        if "transfer-syntax=*" not in accept and self.refuse_explicit is not None:
+            return httpx.Response(self.refuse_explicit, text=f"cannot serve {accept}")
         parts = self.frame_parts(request, route)
         if not parts:
             return httpx.Response(406, text=f"cannot transcode to {accept}")

@@ -48,7 +48,7 @@ def build(
     return bytes(out)
 
 
-def parse(data: bytes, cuts: list[int], **kwargs: int) -> list[Part]:
+def parse(data: bytes, cuts: list[int], **kwargs: int | bool) -> list[Part]:
     parser = MultipartParser(BOUNDARY, **kwargs)
     parts: list[Part] = []
     previous = 0
@@ -368,3 +368,45 @@ def test_line_break_style_decides_what_belongs_to_the_body() -> None:
     assert [part.body for part in parse(lf_message, [])] == bodies
     crlf_message = build(bodies, content_length=False)
     assert [part.body for part in parse(crlf_message, [])] == bodies
+
+
+def test_early_part_is_returned_before_its_delimiter() -> None:
+    message = build([b"first body", b"second"])
+    end_of_first = message.index(b"first body") + len(b"first body")
+    for early, expected in ((False, []), (True, [b"first body"])):
+        parser = MultipartParser(BOUNDARY, early=early)
+        assert [p.body for p in parser.feed(message[:end_of_first])] == expected
+        assert parser.unconfirmed is early
+        rest = [p.body for p in parser.feed(message[end_of_first:])]
+        assert rest == ([b"second"] if early else [b"first body", b"second"])
+        parser.close()
+        assert not parser.unconfirmed
+        assert not parser.rejected_part
+
+
+@pytest.mark.parametrize("close", [False, True])
+def test_early_part_not_followed_by_delimiter_is_rejected(close: bool) -> None:
+    message = build([b"0123456789", b"second"], close=False)
+    end_of_first = message.index(b"0123456789") + 10
+    parser = MultipartParser(BOUNDARY, early=True)
+    assert [p.body for p in parser.feed(message[:end_of_first])] == [b"0123456789"]
+    assert not parser.rejected_part
+    if close:  # the body is cut right after the part: truncated, but the part is whole
+        assert parser.feed(b"\r") == []
+        with pytest.raises(ProtocolError, match="ended right after the body of a part"):
+            parser.close()
+        assert not parser.rejected_part
+    else:
+        with pytest.raises(ProtocolError, match="part 1 declares Content-Length 10"):
+            parser.feed(b"junk" + message[end_of_first:])
+        assert parser.rejected_part
+
+
+@given(
+    bodies=st.lists(st.binary(max_size=64), max_size=4),
+    cuts=st.lists(st.integers(min_value=0, max_value=600), max_size=8),
+)
+def test_early_parts_any_chunking(bodies: list[bytes], cuts: list[int]) -> None:
+    message = build(bodies)
+    parts = parse(message, [c for c in cuts if c <= len(message)], early=True)
+    assert [p.body for p in parts] == bodies

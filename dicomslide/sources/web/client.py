@@ -111,7 +111,7 @@ from dicomslide.sources.web.instance import (
     FramesRefusedError,
     WholeInstanceFallback,
 )
-from dicomslide.sources.web.negotiation import Negotiation
+from dicomslide.sources.web.negotiation import Negotiation, implied_transfer_syntax
 from dicomslide.sources.web.qido import QidoSearch, json_items, to_datasets
 from dicomslide.sources.web.redaction import redacted_errors, redacted_stream_errors
 from dicomslide.sources.web.transport import (
@@ -419,11 +419,16 @@ class DICOMwebClient:
 
     def _remember(self, datasets: list[Dataset]) -> None:
         for ds in datasets:
+            if "SOPInstanceUID" not in ds:
+                continue
+            state = self._negotiation.of(str(ds.SOPInstanceUID))
             syntax = ds.get("AvailableTransferSyntaxUID")
-            if syntax and "SOPInstanceUID" in ds:
-                self._negotiation.of(str(ds.SOPInstanceUID)).syntax = str(syntax)
+            if syntax:
+                state.syntax = str(syntax)
+            else:
+                state.implied = implied_transfer_syntax(ds)
             raw = _raw_frame_bytes(ds)
-            if raw is not None and "SOPInstanceUID" in ds:
+            if raw is not None:
                 budget = min(self._max_frame_bytes, 2 * raw + _FRAME_SLACK)
                 self._frame_budgets[str(ds.SOPInstanceUID)] = budget
 
@@ -600,7 +605,7 @@ class DICOMwebClient:
         while True:
             if state.refused is not None:
                 raise FramesRefusedError
-            if state.stored is not None:
+            if state.settled:
                 return await self._frames_or_refusal(sop, url)
             probe = state.probe
             if probe is not None and not probe.done() and probe.get_loop() is loop:
@@ -631,6 +636,22 @@ class DICOMwebClient:
 
     async def _stored_or_explicit(self, sop: str, url: str) -> httpx.Response:
         state = self._negotiation.of(sop)
+        explicit = state.explicit_syntax()
+        refused: DicomWebError | None = None
+        if explicit is not None:
+            try:
+                response = await self._transport.send(
+                    url, accept=accept_for_transfer_syntax(explicit), stream=True
+                )
+            except DicomWebError as exc:
+                if exc.status_code not in _REFUSAL_STATUSES:
+                    raise
+                # Not served that way (or a wrong guess): stored bytes from now on.
+                state.explicit = False
+                refused = exc
+            else:
+                state.explicit = True
+                return response
         if state.stored is not False:
             try:
                 response = await self._transport.send(
@@ -645,6 +666,8 @@ class DICOMwebClient:
                 if state.stored is None:
                     state.stored = True
                 return response
+        if refused is not None and explicit == (state.syntax or EXPLICIT_VR_LITTLE_ENDIAN):
+            raise refused  # that explicit request was refused already
         accept = accept_for_transfer_syntax(state.syntax or EXPLICIT_VR_LITTLE_ENDIAN)
         return await self._transport.send(url, accept=accept, stream=True)
 
@@ -658,8 +681,13 @@ class DICOMwebClient:
         try:
             content_type = response.headers.get("content-type", "")
             outer_syntax = transfer_syntax_from_content_type(content_type)
+            learn = response.request.headers.get("accept") == ACCEPT_STORED_FRAMES
+            # early: frames go to decoders before the delimiter after them has arrived;
+            # FrameService keeps them out of its cache until the next part (or the end).
             parser = MultipartParser(
-                boundary_from_content_type(content_type), max_part_size=self._frame_budget(sop)
+                boundary_from_content_type(content_type),
+                max_part_size=self._frame_budget(sop),
+                early=True,
             )
             wanted = set(numbers)
             delivered: set[int] = set()
@@ -682,6 +710,9 @@ class DICOMwebClient:
                         delivered.add(number)
                         frame = self._frame(part.body, part.content_type, outer_syntax, sop)
                         self._check_not_mislabelled(frame, sop, shown)
+                        if learn:
+                            self._learn(part.content_type, outer_syntax, sop)
+                            learn = False
                         index += 1
                         yield number, frame
                 parser.close()
@@ -694,17 +725,23 @@ class DICOMwebClient:
             except ResponseTooLargeError as exc:
                 raise ResponseTooLargeError(f"GET {shown}: {exc}", shown, exc.limit) from None
             except ProtocolError as exc:
-                if (
+                if parser.unconfirmed and not parser.rejected_part and index >= len(numbers):
+                    # Every part arrived whole by its Content-Length and nothing after the
+                    # last contradicts it; only the close delimiter is missing.
+                    pass
+                elif (
                     isinstance(exc, _IncompleteResponse)
+                    or parser.rejected_part  # a frame already handed on is wrong: no retry
                     or parser.finished
                     or index >= len(numbers)
                 ):
                     raise
-                raise _IncompleteResponse(
-                    f"Response for {len(numbers)} frames of instance {sop} ended after {index} "
-                    f"parts: {exc}",
-                    shown,
-                ) from exc
+                else:
+                    raise _IncompleteResponse(
+                        f"Response for {len(numbers)} frames of instance {sop} ended after "
+                        f"{index} parts: {exc}",
+                        shown,
+                    ) from exc
             if index < len(numbers):
                 raise _IncompleteResponse(
                     f"Server returned {index} parts for the {len(numbers)} frames asked of "
@@ -738,6 +775,21 @@ class DICOMwebClient:
             )
         )
         raise FramesRefusedError
+
+    def _learn(self, part_type: str | None, outer_syntax: str | None, sop: str) -> None:
+        """Remember the syntax a response for stored bytes was labelled with.
+
+        Later requests of the instance then name it (see
+        :meth:`~dicomslide.sources.web.negotiation.InstanceNegotiation.explicit_syntax`).
+        Only a label counts, never a sniffed guess.
+        """
+        state = self._negotiation.of(sop)
+        if state.syntax is None:
+            label = (transfer_syntax_from_content_type(part_type) if part_type else None) or (
+                outer_syntax
+            )
+            if label is not None:
+                state.syntax = label
 
     def _frame(
         self, body: bytes, part_type: str | None, outer_syntax: str | None, sop: str

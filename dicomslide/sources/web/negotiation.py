@@ -10,9 +10,13 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from dicomslide.errors import DicomWebError
+from pydicom import Dataset
 
-__all__ = ["InstanceNegotiation", "Negotiation"]
+from dicomslide._syntaxes import JPEG_BASELINE
+from dicomslide.errors import DicomWebError
+from dicomslide.sources.dicomweb_urls import MEDIA_TYPED_SYNTAXES
+
+__all__ = ["InstanceNegotiation", "Negotiation", "implied_transfer_syntax"]
 
 
 @dataclass
@@ -22,8 +26,14 @@ class InstanceNegotiation:
     Attributes
     ----------
     syntax: str | None
-        Its Available Transfer Syntax UID, from the metadata (asked for explicitly when the
-        server refuses stored bytes)
+        Its transfer syntax as the server told it: Available Transfer Syntax UID from the
+        metadata, or the syntax a response for stored bytes was labelled with
+    implied: str | None
+        The syntax the metadata implies when it does not name one
+        (:func:`implied_transfer_syntax`); used only to choose the ``Accept`` header
+    explicit: bool | None
+        Whether the server sends frames asked for with the explicit media type and transfer
+        syntax (:meth:`explicit_syntax`): True, False, or None while untried
     stored: bool | None
         Whether the server sends its stored bytes (``transfer-syntax=*``): True, False, or
         None while unknown
@@ -36,6 +46,8 @@ class InstanceNegotiation:
     """
 
     syntax: str | None = None
+    implied: str | None = None
+    explicit: bool | None = None
     stored: bool | None = None
     probe: asyncio.Future[None] | None = None
     refused: DicomWebError | None = None
@@ -51,6 +63,30 @@ class InstanceNegotiation:
         """
         if self.refused is None:
             self.refused = error
+
+    @property
+    def settled(self) -> bool:
+        """Whether a request has shown how this server sends the frames."""
+        return self.explicit is True or self.stored is not None
+
+    def explicit_syntax(self) -> str | None:
+        """The syntax to ask for explicitly before trying ``transfer-syntax=*``, if any.
+
+        Servers answer an explicit compressed media type faster than the wildcard (Orthanc
+        1.10: about 60 ms less for 81 level-0 frames), so once the syntax is known, or the
+        metadata implies it, frames are asked for with it. Native syntaxes and syntaxes
+        without a media type of their own are not: the wildcard serves them as well, and
+        ``application/octet-stream`` with a compressed UID is refused.
+
+        Returns
+        -------
+        str | None
+            Transfer Syntax UID, or None to ask for stored bytes
+        """
+        if self.explicit is False:
+            return None
+        syntax = self.syntax or self.implied
+        return syntax if syntax in MEDIA_TYPED_SYNTAXES else None
 
 
 class Negotiation:
@@ -76,3 +112,38 @@ class Negotiation:
         if state is None:
             state = self._instances[sop_instance_uid] = InstanceNegotiation()
         return state
+
+
+def implied_transfer_syntax(metadata: Dataset) -> str | None:
+    """The transfer syntax an instance's metadata implies when it names none.
+
+    Servers such as Orthanc leave Available Transfer Syntax UID out of the metadata. Only
+    one implication is drawn, the one without a plausible alternative: 8-bit YBR_FULL_422
+    pixels whose latest lossy compression was ISO 10918-1 are JPEG Baseline codestreams
+    (an uncompressed copy would have been written as RGB). A wrong guess costs one refused
+    request (the client then asks for stored bytes) or a transcoded answer, so nothing
+    ambiguous (JPEG 2000 lossless or not, RGB JPEG) is guessed.
+
+    Parameters
+    ----------
+    metadata: pydicom.Dataset
+        Metadata of the instance
+
+    Returns
+    -------
+    str | None
+        JPEG Baseline's UID, or None
+    """
+    if str(metadata.get("LossyImageCompression", "")).strip() != "01":
+        return None
+    methods = metadata.get("LossyImageCompressionMethod")
+    if methods is None:
+        return None
+    latest = methods if isinstance(methods, str) else (list(methods) or [""])[-1]
+    if str(latest).strip() != "ISO_10918_1":
+        return None
+    if str(metadata.get("PhotometricInterpretation", "")).strip() != "YBR_FULL_422":
+        return None
+    if metadata.get("BitsStored") != 8 or metadata.get("SamplesPerPixel") != 3:
+        return None
+    return JPEG_BASELINE
