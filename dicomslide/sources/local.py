@@ -10,29 +10,33 @@ Index
 -----
 On first use (once, however many tasks ask concurrently) the client walks the folder
 (recursively unless ``recursive=False``), ``stat``\\ s every file and reads the header of each
-new or changed one with ``pydicom.dcmread(stop_before_pixels=True, specific_tags=...)``, keeping
-the UIDs, the transfer syntax and the attributes searches can filter on. Files without the
-``DICM`` prefix are skipped and counted; files that fail to parse are recorded with the reason
-(see :meth:`DICOMfileClient.index_summary`); neither stops the indexing.
+new or changed one with ``pydicom.dcmread(stop_before_pixels=True)``, keeping the UIDs, the
+transfer syntax, the attributes searches can filter on and the header itself (see
+:mod:`dicomslide.sources.header_codec`). Files without the ``DICM`` prefix are skipped and
+counted; files that fail to parse are recorded with the reason (see
+:meth:`DICOMfileClient.index_summary`); neither stops the indexing.
 
-The index is persisted as one JSON file, written atomically, in ``index_dir`` (default:
+The index is persisted as one SQLite database in ``index_dir`` (default:
 ``$XDG_CACHE_HOME/dicomslide/index``, else ``~/.cache/dicomslide/index``), named by a SHA-256
-of the resolved folder path and the ``recursive`` flag. If that directory is not writable the
-index lives in memory only.
+of the resolved folder path and the ``recursive`` flag (see
+:mod:`dicomslide.sources.local_index`). If that directory is not writable the index lives in
+memory only. Several processes may open the same folder at once: writes are transactions
+under SQLite's lock, and each names the file identity it was computed for.
 
 Invalidation: every client ``stat``\\ s every file once when it indexes (cheap); a file whose
-``(size, mtime_ns)`` differs from the persisted entry, or that is new, is parsed again; entries
-of files that no longer exist are dropped. Unchanged files are never parsed again. After that
-the client works on this snapshot; when frames are read the file is ``fstat``\\ ed again, and a
-changed file gets its frame table rebuilt.
+identity (size, modification time, inode, status-change time) differs from the persisted
+entry, or that is new, is parsed again; entries of files that no longer exist are dropped.
+Unchanged files are never read again to find or open slides. After that the client works on
+this snapshot; when frames are read the file is ``fstat``\\ ed again, and a changed file gets
+its frame table rebuilt.
 
 Metadata
 --------
-Metadata is read without pixel data, all files of one request in one worker-thread job.
-Beside the index file, a sidecar (``<index>.json.validated``) remembers, by each file's path,
-size and modification time, which headers converted cleanly (they are not converted again)
+Metadata comes from the headers stored in the index, all files of one request in one
+worker-thread job (from the files themselves when the index is not persisted). The index also
+remembers, per file identity, which headers converted cleanly (they are not converted again)
 and the distinct Z offsets of images with per-frame items (searching thousands of per-frame
-items for them is a good part of opening a slide): a file that changes is read anew.
+items for them is a good part of opening a slide).
 
 A file whose pixel data is Float Pixel Data (7FE0,0008) or Double Float Pixel Data
 (7FE0,0009) gets that element, with an empty value, in its metadata (as DICOM JSON metadata
@@ -55,7 +59,6 @@ import asyncio
 import math
 import os
 import re
-import struct
 import tempfile
 import threading
 import urllib.parse
@@ -88,6 +91,7 @@ from dicomslide.errors import (
 )
 from dicomslide.perframe import extract_z_offsets, get_value, remember_z_offsets
 from dicomslide.sources import part10
+from dicomslide.sources.header_codec import decode_header
 from dicomslide.sources.local_index import (
     INDEX_KEYWORDS,
     SEARCHABLE,
@@ -95,11 +99,11 @@ from dicomslide.sources.local_index import (
     STUDY_KEYWORDS,
     FolderIndex,
     IndexedInstance,
+    IndexStore,
     IndexSummary,
-    Sidecar,
     ZOffsets,
     build_index,
-    sidecar_key,
+    next_pixel_tag,
 )
 from dicomslide.sources.protocol import EncodedFrame
 from dicomslide.sources.qido_match import normalize_keyword, value_matches
@@ -167,24 +171,35 @@ def _pread(fd: int, size: int, offset: int) -> bytes:
     return b"".join(parts)
 
 
-def _read_metadata(path: str, validated: tuple[int, int] | None = None) -> tuple[Dataset, bool]:
+def _read_metadata(
+    path: str,
+    validated: tuple[int, int] | None = None,
+    stored: tuple[bytes, int | None] | None = None,
+) -> tuple[Dataset, bool]:
     """Read a file's metadata; return it and whether every value was converted (validated).
 
     ``validated`` is the ``(size, mtime_ns)`` at which this file's header last converted
     cleanly; when the open file still has that size and time the conversion is skipped.
+    ``stored`` is the header the index holds for the file as indexed, and the tag after it:
+    then the file is not read at all (the index checked its identity when it was built).
     """
-    with open(path, "rb") as fp:
-        st = os.fstat(fp.fileno())
-        ds = pydicom.dcmread(fp, stop_before_pixels=True)
-        pixel_tag = _next_tag(fp, ds)
+    if stored is not None:
+        ds, pixel_tag = decode_header(stored[0]), stored[1]
+        current = validated
+    else:
+        with open(path, "rb") as fp:
+            st = os.fstat(fp.fileno())
+            ds = pydicom.dcmread(fp, stop_before_pixels=True)
+            pixel_tag = next_pixel_tag(fp, ds)
+        current = (st.st_size, st.st_mtime_ns)
     float_bits = None if pixel_tag is None else part10.FLOAT_BITS_ALLOCATED.get(pixel_tag)
     if pixel_tag is not None and float_bits is not None and pixel_tag not in ds:
         # The metadata has no pixel data, but whether samples are floats is known only from
         # which pixel data element the file has. Record it as DICOM JSON metadata does for a
         # BulkDataURI: the element, with an empty value (see PixelFormat.from_dataset).
         ds.add_new(pixel_tag, "OF" if float_bits == 32 else "OD", b"")
-    if validated == (st.st_size, st.st_mtime_ns):
-        # The same bytes converted cleanly before (remembered beside the index): converting
+    if validated is not None and validated == current:
+        # The same bytes converted cleanly before (remembered in the index): converting
         # them again would cost ~1 ms per instance, most of opening a slide.
         return ds, False
     # pydicom parses element values lazily: convert them all now, so that a corrupt element
@@ -221,22 +236,6 @@ def _find_z_offsets(ds: Dataset) -> ZOffsets | None:
     if not all(math.isfinite(z) for z in offsets):
         return None
     return number_of_frames, tuple(offsets)
-
-
-def _next_tag(fp: BinaryIO, ds: Dataset) -> int | None:
-    """The tag at which ``dcmread(fp, stop_before_pixels=True)`` stopped, if it can be told."""
-    meta = getattr(ds, "file_meta", None)
-    syntax = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
-    if syntax not in part10.NATIVE_TRANSFER_SYNTAXES - {part10.DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN}:
-        # Encapsulated data is never float; a deflated body is not positioned in ``fp``.
-        return None
-    # pydicom leaves the file at the tag of the element it stopped before (or at the end).
-    head = fp.read(4)
-    if len(head) < 4:
-        return None
-    endian = ">" if syntax == part10.EXPLICIT_VR_BIG_ENDIAN else "<"
-    group, element = struct.unpack(f"{endian}HH", head)
-    return int(group << 16 | element)
 
 
 def _build_frame_source(path: str) -> _FrameSource:
@@ -433,9 +432,8 @@ class DICOMfileClient:
         self._index_lock = asyncio.Lock()
         self._closed = False
         self._metadata: OrderedDict[str, Dataset] = OrderedDict()
-        # Keys (path, size, mtime) of files whose headers converted cleanly, kept beside the
-        # index file so that re-opening a slide does not convert every value again.
-        self._sidecar = Sidecar(None, set(), {})
+        # The persisted index: stored headers, which converted cleanly, Z offsets found.
+        self._store = IndexStore(None, None, set(), {})
         self._frame_sources: OrderedDict[str, _FrameSource] = OrderedDict()
         self._frame_source_locks: dict[str, asyncio.Lock] = {}
 
@@ -488,6 +486,8 @@ class DICOMfileClient:
         """Drop caches and temporary files; any later call raises :class:`UsageError`."""
         self._closed = True
         self._metadata.clear()
+        # Writes what the store batched; a transaction may wait for another process's lock.
+        await asyncio.to_thread(self._store.close)
         sources = list(self._frame_sources.values())
         self._frame_sources.clear()
         for source in sources:
@@ -692,11 +692,7 @@ class DICOMfileClient:
         """
         index = await self._ensure_index()
         members = sorted(
-            (
-                i
-                for i in index.instances.values()
-                if i.study_uid == study_instance_uid and i.series_uid == series_instance_uid
-            ),
+            index.series.get((study_instance_uid, series_instance_uid), ()),
             key=_instance_sort_key,
         )
         if not members:
@@ -867,7 +863,7 @@ class DICOMfileClient:
         if self._index is None:
             async with self._index_lock:
                 if self._index is None:
-                    self._index, self._sidecar = await build_index(
+                    self._index, self._store = await build_index(
                         self._base_dir, self._recursive, self._index_dir
                     )
         self._check_open()
@@ -895,34 +891,40 @@ class DICOMfileClient:
 
     def _read_many_metadata(self, instances: Sequence[IndexedInstance]) -> list[Dataset]:
         datasets = []
-        converted = []
+        remembered = []
         found: dict[str, ZOffsets] = {}
+        # The index holds the headers: opening slides of an unchanged folder reads no file.
+        headers = self._store.headers(instances)
         for instance in instances:
-            ds, did_convert = self._read_checked_metadata(instance)
+            header = headers.get(instance.relpath)
+            stored = None if header is None else (header, instance.pixel_tag)
+            ds, did_convert = self._read_checked_metadata(instance, stored)
             datasets.append(ds)
-            if did_convert:
-                converted.append(instance)
-            key = sidecar_key(instance)
-            z_offsets = self._sidecar.z_offsets(key)
+            z_offsets = self._store.z_offsets(instance)
             if z_offsets is None:
                 # Found once (here, in the worker thread) and remembered for the next time.
                 z_offsets = _find_z_offsets(ds)
                 if z_offsets is not None:
-                    found[key] = z_offsets
+                    found[instance.relpath] = z_offsets
+            if did_convert or instance.relpath in found:
+                remembered.append(instance)
             if z_offsets is not None:
                 # Searching the per-frame items of a large pyramid for these is ~0.5 ms of a
                 # slide's ~7 ms opening (the key changes with the file's size or time); the
                 # slide must not search them again on the event loop.
                 remember_z_offsets(ds, *z_offsets)
-        if self._index is not None:
-            self._sidecar.remember(converted, found, self._index.instances.values())
+        if remembered:
+            self._store.remember(remembered, found)
         return datasets
 
-    def _read_checked_metadata(self, instance: IndexedInstance) -> tuple[Dataset, bool]:
-        key = sidecar_key(instance)
-        trusted = (instance.size, instance.mtime_ns) if self._sidecar.is_validated(key) else None
+    def _read_checked_metadata(
+        self, instance: IndexedInstance, stored: tuple[bytes, int | None] | None
+    ) -> tuple[Dataset, bool]:
+        trusted = None
+        if self._store.is_validated(instance):
+            trusted = (instance.size, instance.mtime_ns)
         try:
-            ds, converted = _read_metadata(instance.path, trusted)
+            ds, converted = _read_metadata(instance.path, trusted, stored)
         except FileNotFoundError as exc:
             raise NotFoundError(
                 f"{instance.path} (SOP Instance UID {instance.sop_uid}) was deleted"
