@@ -19,13 +19,15 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
-from pydicom.uid import JPEGBaseline8Bit, generate_uid
+from pydicom.uid import JPEGBaseline8Bit
 
 from dicomslide.synthetic import SlideSpec, write_slide
 
 __all__ = ["cache_root", "make_archive", "make_sparse_instance"]
 
-_TEMPLATE_SPEC = SlideSpec(size=(128, 128), tile_size=(64, 64), levels=1, label=True, overview=True)
+_TEMPLATE_SPEC = SlideSpec(
+    size=(128, 128), tile_size=(64, 64), levels=1, label=True, overview=True
+)
 
 
 def cache_root() -> Path:
