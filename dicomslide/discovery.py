@@ -330,20 +330,32 @@ async def find_slides(
                 "find_slides skips %s: no VOLUME or THUMBNAIL image to form a slide with.",
                 describe(groups.pop(key)),
             )
-    frames_of = {key: _frames_of_reference(images) for key, images in groups.items()}
+    # Slides by frame of reference and by series, so that attaching derived images costs a
+    # look-up each, not a pass over every slide (linear, not quadratic, in the archive).
+    by_frame: dict[str, list[tuple[str, ...]]] = {}
+    by_series: dict[tuple[str, str], list[tuple[str, ...]]] = {}
+    order = {k: i for i, k in enumerate(groups)}
+    for k, images in groups.items():
+        if k[0] == "FOR":
+            for uid in _frames_of_reference(images):
+                by_frame.setdefault(uid, []).append(k)
+        elif k[0] == "SERIES":
+            by_series.setdefault((k[1], k[2]), []).append(k)
     for ds in derived:
         key = slide_key(ds)
         targets: list[tuple[str, ...]] = []
         if key[0] == "FOR":
-            same_frame = [k for k in groups if k[0] == "FOR" and key[1] in frames_of[k]]
+            same_frame = by_frame.get(key[1], [])
             # Prefer the slide with the same container when the derived image names one.
             same_container = [k for k in same_frame if k[2] == key[2]]
             targets = same_container or same_frame
         if not targets:
             # Slides without a Frame of Reference UID take the derived images that name their
             # series as a source.
-            referenced = _referenced_series(ds)
-            targets = [k for k in groups if k[0] == "SERIES" and (k[1], k[2]) in referenced]
+            targets = sorted(
+                {k for ref in _referenced_series(ds) for k in by_series.get(ref, [])},
+                key=order.__getitem__,
+            )
         for target in targets:
             groups[target].append(ds)
     slides: list[Slide] = []
