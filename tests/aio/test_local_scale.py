@@ -235,13 +235,16 @@ def test_index_work_grows_linearly(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
 def test_warm_search_time_grows_linearly(tmp_path: Path) -> None:
     # Timed at two sizes six times apart; linear growth gives an exponent of 1. The machine
-    # is shared and noisy (single samples vary by 2x), so the best of five and a wide margin.
-    small, large = make_archive(10, tmp_path), make_archive(60, tmp_path)
-    times = {}
-    for folder in (small, large):
-        index = tmp_path / f"index-{folder.name}"
+    # is shared and noisy (single samples vary by 2x or more), so the sizes alternate (a
+    # burst of load hits both), the best of five counts, and the margin is wide: the count
+    # above is the exact guard, this one catches a slowdown the count cannot see.
+    folders = [make_archive(10, tmp_path), make_archive(60, tmp_path)]
+    indexes = [tmp_path / f"index-{folder.name}" for folder in folders]
+    for folder, index in zip(folders, indexes, strict=True):
         asyncio.run(_find(folder, index))
-        times[folder] = _best_of(5, lambda f=folder, i=index: asyncio.run(_find(f, i)))
-    exponent = math.log(times[large] / times[small]) / math.log(6)
-    print(f"warm find_slides: {times[small]:.3f} s at 10, {times[large]:.3f} s at 60")
-    assert exponent < 1.4, times
+    best = [math.inf, math.inf]
+    for _ in range(5):
+        for i, (folder, index) in enumerate(zip(folders, indexes, strict=True)):
+            best[i] = min(best[i], _best_of(1, lambda f=folder, x=index: asyncio.run(_find(f, x))))
+    exponent = math.log(best[1] / best[0]) / math.log(6)
+    assert exponent < 1.5, best
