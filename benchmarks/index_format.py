@@ -28,10 +28,10 @@ sys.path.insert(0, str(HERE.parent))
 
 
 def _entries(n: int) -> tuple[dict[str, Any], bytes]:
-    from benchmarks.scale_data import make_archive
+    from benchmarks.scale_data import make_data
     from dicomslide.sources.local_index import _parse_index_entry
 
-    path = next(make_archive(2).glob("slide00000/001_*.dcm"))
+    path = next(make_data("archive", 2).glob("slide00000/001_*.dcm"))
     st = path.stat()
     _, _, attrs, header, _ = _parse_index_entry(str(path), st.st_size, st.st_mtime_ns)
     assert header is not None

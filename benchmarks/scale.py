@@ -213,6 +213,12 @@ def _summarise(samples: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _progress(doc: dict[str, Any], section: str, size: int) -> None:
+    cells = doc[section]
+    times = (f"{t} {c[str(size)].get('seconds', math.nan):.3f} s" for t, c in cells.items())
+    print(f"{section} {size}: " + ", ".join(times), flush=True)
+
+
 def run(
     slides: tuple[int, ...], frames: tuple[int, ...], reps: int, timeout: float
 ) -> dict[str, Any]:
@@ -234,13 +240,13 @@ def run(
     dict[str, Any]
         Medians by section, reader and size, with exponents
     """
-    from benchmarks.scale_data import make_archive, make_sparse_instance
+    from benchmarks.scale_data import make_data
 
     work = Path(tempfile.mkdtemp(prefix="dicomslide-scale-"))
     doc: dict[str, Any] = {"archive": {}, "sparse": {}}
     try:
         for s in slides:
-            folder = make_archive(s)
+            folder = make_data("archive", s)
             cells: dict[str, list[dict[str, Any]]] = {t: [] for t in ARCHIVE_TASKS}
             for rep in range(reps):
                 cold_index = work / f"cold-{s}-{rep}"
@@ -252,16 +258,9 @@ def run(
                 shutil.rmtree(cold_index, ignore_errors=True)
             for task, samples in cells.items():
                 doc["archive"].setdefault(task, {})[str(s)] = _summarise(samples)
-            print(
-                f"archive S={s}: "
-                + ", ".join(
-                    f"{t} {doc['archive'][t][str(s)].get('seconds', float('nan')):.3f} s"
-                    for t in ARCHIVE_TASKS
-                ),
-                flush=True,
-            )
+            _progress(doc, "archive", s)
         for n in frames:
-            folder = make_sparse_instance(n)
+            folder = make_data("sparse", n)
             by_task: dict[str, list[dict[str, Any]]] = {t: [] for t in SPARSE_TASKS}
             for rep in range(reps):
                 # "ours warm" reuses the index "ours cold" left (a new one per repetition).
@@ -271,14 +270,7 @@ def run(
                 shutil.rmtree(index, ignore_errors=True)
             for task, samples in by_task.items():
                 doc["sparse"].setdefault(task, {})[str(n)] = _summarise(samples)
-            print(
-                f"sparse N={n}: "
-                + ", ".join(
-                    f"{t} {doc['sparse'][t][str(n)].get('seconds', float('nan')):.3f} s"
-                    for t in SPARSE_TASKS
-                ),
-                flush=True,
-            )
+            _progress(doc, "sparse", n)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     for section in ("archive", "sparse"):

@@ -23,10 +23,9 @@ import pydicom
 import pytest
 
 import dicomslide
-from benchmarks.scale_data import make_archive
+from benchmarks.scale_data import make_data
 from dicomslide.sources import local as local_module, local_index
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.processes import ROOT, run_python
 
 
 def _count(monkeypatch: pytest.MonkeyPatch, module: Any, name: str) -> list[Any]:
@@ -58,7 +57,7 @@ async def _instances(folder: Path, index: Path, container: str) -> list[pydicom.
 
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_archive(12, tmp_path_factory.mktemp("archives"))
+    return make_data("archive", 12, tmp_path_factory.mktemp("archives"))
 
 
 async def test_warm_search_reads_the_index_not_the_files(
@@ -174,23 +173,15 @@ def test_processes_share_one_index(archive: Path, tmp_path: Path) -> None:
     # Every file stored once, and every header's clean conversion remembered.
     assert rows == (files, dicom)
     # Nothing was lost: a later client parses nothing.
-    summary = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import asyncio, sys, dicomslide\n"
-            "async def m():\n"
-            "    async with dicomslide.DICOMfileClient(sys.argv[1], index_dir=sys.argv[2]) as c:\n"
-            "        s = await c.index_summary(); print(s.parsed, s.reused)\n"
-            "asyncio.run(m())",
-            str(archive),
-            str(index),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=True,
+    summary = run_python(
+        "-c",
+        "import asyncio, sys, dicomslide\n"
+        "async def m():\n"
+        "    async with dicomslide.DICOMfileClient(sys.argv[1], index_dir=sys.argv[2]) as c:\n"
+        "        s = await c.index_summary(); print(s.parsed, s.reused)\n"
+        "asyncio.run(m())",
+        str(archive),
+        str(index),
     )
     assert summary.stdout.split() == ["0", str(files)]
 
@@ -221,7 +212,7 @@ def _uid_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 def test_index_work_grows_linearly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Counted, not timed: four times the slides must mean about four times the look-ups.
     # The per-series scan this replaces read every instance's UIDs once per series: 16 times.
-    small, large = make_archive(10, tmp_path), make_archive(40, tmp_path)
+    small, large = make_data("archive", 10, tmp_path), make_data("archive", 40, tmp_path)
     counts = {}
     for folder in (small, large):
         index = tmp_path / f"index-{folder.name}"
@@ -238,7 +229,7 @@ def test_warm_search_time_grows_linearly(tmp_path: Path) -> None:
     # is shared and noisy (single samples vary by 2x or more), so the sizes alternate (a
     # burst of load hits both), the best of five counts, and the margin is wide: the count
     # above is the exact guard, this one catches a slowdown the count cannot see.
-    folders = [make_archive(10, tmp_path), make_archive(60, tmp_path)]
+    folders = [make_data("archive", 10, tmp_path), make_data("archive", 60, tmp_path)]
     indexes = [tmp_path / f"index-{folder.name}" for folder in folders]
     for folder, index in zip(folders, indexes, strict=True):
         asyncio.run(_find(folder, index))

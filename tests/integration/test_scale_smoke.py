@@ -7,24 +7,19 @@ Data: synthetic slides copied with new UIDs and a small sparse instance
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.processes import ROOT, run_python
 
 
 def test_scale_smoke_writes_results(tmp_path: Path) -> None:
-    env = {**os.environ, "DICOMSLIDE_SCALE_CACHE": str(tmp_path / "data")}
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "scale.py"), "--smoke", "--out", str(tmp_path)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
+    done = run_python(
+        str(ROOT / "benchmarks" / "scale.py"),
+        "--smoke",
+        "--out",
+        str(tmp_path),
+        env={"DICOMSLIDE_SCALE_CACHE": str(tmp_path / "data")},
         timeout=600,
-        check=False,
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     (report,) = tmp_path.glob("scale-*.json")
