@@ -184,8 +184,14 @@ def _read_metadata(
     ``stored`` is the header the index holds for the file as indexed, and the tag after it:
     then the file is not read at all (the index checked its identity when it was built).
     """
+    decoded = None
     if stored is not None:
-        ds, pixel_tag = decode_header(stored[0]), stored[1]
+        try:
+            decoded = decode_header(stored[0])
+        except ValueError:
+            validated = None  # a damaged index entry: the file is read (and checked) instead
+    if decoded is not None and stored is not None:
+        ds, pixel_tag = decoded, stored[1]
         current = validated
     else:
         with open(path, "rb") as fp:

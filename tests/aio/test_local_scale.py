@@ -239,3 +239,12 @@ def test_warm_search_time_grows_linearly(tmp_path: Path) -> None:
             best[i] = min(best[i], _best_of(1, lambda f=folder, x=index: asyncio.run(_find(f, x))))
     exponent = math.log(best[1] / best[0]) / math.log(6)
     assert exponent < 1.5, best
+
+
+def test_damaged_stored_header_falls_back_to_the_file(archive: Path, tmp_path: Path) -> None:
+    index = tmp_path / "index"
+    expected = [s.container_id for s in asyncio.run(_find(archive, index))]
+    (db,) = index.glob("*.sqlite")
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+        conn.execute("UPDATE files SET header = x'00ff'")
+    assert [s.container_id for s in asyncio.run(_find(archive, index))] == expected
