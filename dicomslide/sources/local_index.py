@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Final
 
+import numpy as np
+import numpy.typing as npt
 import pydicom
 from pydicom import Dataset
 from pydicom.datadict import dictionary_VR, tag_for_keyword
@@ -51,7 +53,7 @@ __all__ = [
     "index_file_for",
 ]
 
-_INDEX_FORMAT: Final = 2
+_INDEX_FORMAT: Final = 3
 _DICOMDIR_SOP_CLASS: Final = "1.2.840.10008.1.3.10"
 
 STUDY_KEYWORDS: Final = (
@@ -346,7 +348,7 @@ _SCHEMA: Final = (
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS files (relpath TEXT PRIMARY KEY, size INTEGER, mtime_ns "
     "INTEGER, ino INTEGER, ctime_ns INTEGER, status TEXT, data TEXT, header BLOB, pixel_tag "
-    "INTEGER, validated INTEGER NOT NULL DEFAULT 0, z_offsets TEXT)",
+    "INTEGER, validated INTEGER NOT NULL DEFAULT 0, z_offsets TEXT, frames BLOB)",
 )
 _SAME_FILE: Final = "relpath = ? AND size = ? AND mtime_ns = ? AND ino = ? AND ctime_ns = ?"
 _SQL_CHUNK: Final = 500
@@ -397,7 +399,9 @@ def _prepare_store(conn: sqlite3.Connection, root: Path, recursive: bool) -> Non
         for statement in _SCHEMA:
             conn.execute(statement)
         if dict(conn.execute("SELECT key, value FROM meta").fetchall()) != wanted:
-            conn.execute("DELETE FROM files")
+            # Another folder, flag or format: the table may not even have today's columns.
+            conn.execute("DROP TABLE files")
+            conn.execute(_SCHEMA[1])
             conn.execute("DELETE FROM meta")
             conn.executemany("INSERT INTO meta VALUES (?, ?)", wanted.items())
         conn.execute("COMMIT")
@@ -642,6 +646,71 @@ class IndexStore:
             # Only a speed-up is lost: the headers are converted again next time.
             with contextlib.suppress(sqlite3.Error):
                 self._conn.execute("ROLLBACK")
+
+    def frame_table(
+        self, instance: IndexedInstance
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]] | None:
+        """Where each frame of an encapsulated file lies, as remembered for its identity.
+
+        Parameters
+        ----------
+        instance: IndexedInstance
+            The file
+
+        Returns
+        -------
+        tuple[numpy.ndarray, numpy.ndarray] | None
+            Start and stop offsets per frame (see :class:`dicomslide.sources.part10.FrameLayout`),
+            None when not remembered
+        """
+        with self._lock:
+            if self._conn is None:
+                return None
+            try:
+                row = self._conn.execute(
+                    f"SELECT frames FROM files WHERE {_SAME_FILE}",
+                    (instance.relpath, *instance.identity),
+                ).fetchone()
+            except sqlite3.Error:
+                return None
+        if row is None or not isinstance(row[0], bytes) or len(row[0]) % 16:
+            return None
+        both = np.frombuffer(row[0], dtype="<i8").astype(np.int64)
+        n = both.size // 2
+        starts, stops = both[:n], both[n:]
+        if n != instance.number_of_frames or bool((stops <= starts).any()):
+            return None
+        return starts, stops
+
+    def remember_frame_table(
+        self,
+        instance: IndexedInstance,
+        starts: npt.NDArray[np.int64],
+        stops: npt.NDArray[np.int64],
+    ) -> None:
+        """Remember where each frame of an encapsulated file lies (scanning them is slow).
+
+        Parameters
+        ----------
+        instance: IndexedInstance
+            The file, as indexed
+        starts, stops: numpy.ndarray
+            Start and stop offsets per frame
+        """
+        data = np.concatenate([starts, stops]).astype("<i8").tobytes()
+        with self._lock:
+            if self._conn is None:
+                return
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                self._conn.execute(
+                    f"UPDATE files SET frames = ? WHERE {_SAME_FILE}",
+                    (data, instance.relpath, *instance.identity),
+                )
+                self._conn.execute("COMMIT")
+            except sqlite3.Error:
+                with contextlib.suppress(sqlite3.Error):
+                    self._conn.execute("ROLLBACK")
 
     def close(self) -> None:
         """Write what is pending and close the database connection."""

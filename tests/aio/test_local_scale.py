@@ -248,3 +248,28 @@ def test_damaged_stored_header_falls_back_to_the_file(archive: Path, tmp_path: P
     with contextlib.closing(sqlite3.connect(db)) as conn, conn:
         conn.execute("UPDATE files SET header = x'00ff'")
     assert [s.container_id for s in asyncio.run(_find(archive, index))] == expected
+
+
+async def _first_frames(folder: Path, index: Path) -> list[bytes]:
+    async with dicomslide.DICOMfileClient(folder, index_dir=index) as client:
+        (found,) = await client.search_for_instances()
+        uids = (found.StudyInstanceUID, found.SeriesInstanceUID, found.SOPInstanceUID)
+        return [f.data async for _, f in client.iter_frames(*uids, [1, 2, 500, 1000])]
+
+
+def test_frame_table_is_remembered_by_identity(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = make_data("sparse", 1000, tmp_path)
+    index = tmp_path / "index"
+    builds = _count(monkeypatch, local_module, "_build_frame_source")
+    first = asyncio.run(_first_frames(folder, index))
+    assert len(builds) == 1
+    # A new client (a new process, say) takes the table from the index: no scan.
+    assert asyncio.run(_first_frames(folder, index)) == first
+    assert len(builds) == 1
+    # The same bytes under a new identity (rewritten in place): scanned again.
+    path = folder / "sparse.dcm"
+    path.write_bytes(path.read_bytes())
+    assert asyncio.run(_first_frames(folder, index)) == first
+    assert len(builds) == 2
