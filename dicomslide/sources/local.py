@@ -48,7 +48,8 @@ Frames
 Frames are located without reading the whole file (see :mod:`dicomslide.sources.part10`):
 offset tables or one scan of item headers for encapsulated pixel data, arithmetic for native
 pixel data (Float and Double Float Pixel Data included). The frame table of an instance is
-cached in memory, keyed by SOP Instance UID and the file's ``(size, mtime_ns)``. Deflated
+cached in memory, keyed by SOP Instance UID and the file's ``(size, mtime_ns)``, and that
+of an encapsulated file also in the index, by file identity. Deflated
 files are inflated once into an anonymous temporary file (a bounded number are kept). Frames
 of one request are read in file order with ``os.pread``, several per worker-thread job.
 """
