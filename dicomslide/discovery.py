@@ -16,6 +16,7 @@ from typing import Any
 
 from pydicom import Dataset
 
+from dicomslide._gc import collector_paused
 from dicomslide._tags import (
     CONTAINER_IDENTIFIER as _CONTAINER_IDENTIFIER,
     SOP_CLASS_UID as _SOP_CLASS_UID,
@@ -299,79 +300,82 @@ async def find_slides(
         metadata_lists += await _retrieve_metadata(
             source, [ref for ref in derived_refs if ref in derived_wanted], fail_on_error
         )
-    groups: dict[tuple[str, ...], list[Dataset]] = {}
-    derived: list[Dataset] = []
-    for metadata in metadata_lists:
-        for ds in metadata:
-            if not is_tiled_image(ds):
-                continue
-            sop_class = str(get_value(ds, _SOP_CLASS_UID, ""))
-            if sop_class in _DERIVED_SOP_CLASSES:
-                if include_derived:
-                    derived.append(ds)
-                continue
-            if sop_class != _WSI_SOP_CLASS:
-                continue
-            if (
-                container_id is not None
-                and str(get_value(ds, _CONTAINER_IDENTIFIER, "")) != container_id
-            ):
-                continue
-            if not _image_matches(ds, specimen_stains, optical_path_ids):
-                continue
-            groups.setdefault(slide_key(ds), []).append(ds)
-    groups, notes = split_duplicate_series(merge_split_pyramids(groups, pyramid_tolerance))
-    for note in notes:
-        logger.warning("find_slides: %s.", note)
-    for key in sorted(groups):
-        if not pyramid_images(groups[key]):
-            # A label or overview without its slide: nothing to build a pyramid from.
-            logger.warning(
-                "find_slides skips %s: no VOLUME or THUMBNAIL image to form a slide with.",
-                describe(groups.pop(key)),
-            )
-    # Slides by frame of reference and by series, so that attaching derived images costs a
-    # look-up each, not a pass over every slide (linear, not quadratic, in the archive).
-    by_frame: dict[str, list[tuple[str, ...]]] = {}
-    by_series: dict[tuple[str, str], list[tuple[str, ...]]] = {}
-    order = {k: i for i, k in enumerate(groups)}
-    for k, images in groups.items():
-        if k[0] == "FOR":
-            for uid in _frames_of_reference(images):
-                by_frame.setdefault(uid, []).append(k)
-        elif k[0] == "SERIES":
-            by_series.setdefault((k[1], k[2]), []).append(k)
-    for ds in derived:
-        key = slide_key(ds)
-        targets: list[tuple[str, ...]] = []
-        if key[0] == "FOR":
-            same_frame = by_frame.get(key[1], [])
-            # Prefer the slide with the same container when the derived image names one.
-            same_container = [k for k in same_frame if k[2] == key[2]]
-            targets = same_container or same_frame
-        if not targets:
-            # Slides without a Frame of Reference UID take the derived images that name their
-            # series as a source.
-            targets = sorted(
-                {k for ref in _referenced_series(ds) for k in by_series.get(ref, [])},
-                key=order.__getitem__,
-            )
-        for target in targets:
-            groups[target].append(ds)
-    slides: list[Slide] = []
-    for key in sorted(groups):
-        try:
-            slides.append(
-                Slide(
-                    client,
-                    groups[key],
-                    max_frame_cache_size=max_frame_cache_size,
-                    pyramid_tolerance=pyramid_tolerance,
-                    correct_color=correct_color,
+    # Grouping and building slides allocates a burst of objects and never awaits: the
+    # collector is paused for it (see dicomslide._gc).
+    with collector_paused():
+        groups: dict[tuple[str, ...], list[Dataset]] = {}
+        derived: list[Dataset] = []
+        for metadata in metadata_lists:
+            for ds in metadata:
+                if not is_tiled_image(ds):
+                    continue
+                sop_class = str(get_value(ds, _SOP_CLASS_UID, ""))
+                if sop_class in _DERIVED_SOP_CLASSES:
+                    if include_derived:
+                        derived.append(ds)
+                    continue
+                if sop_class != _WSI_SOP_CLASS:
+                    continue
+                if (
+                    container_id is not None
+                    and str(get_value(ds, _CONTAINER_IDENTIFIER, "")) != container_id
+                ):
+                    continue
+                if not _image_matches(ds, specimen_stains, optical_path_ids):
+                    continue
+                groups.setdefault(slide_key(ds), []).append(ds)
+        groups, notes = split_duplicate_series(merge_split_pyramids(groups, pyramid_tolerance))
+        for note in notes:
+            logger.warning("find_slides: %s.", note)
+        for key in sorted(groups):
+            if not pyramid_images(groups[key]):
+                # A label or overview without its slide: nothing to build a pyramid from.
+                logger.warning(
+                    "find_slides skips %s: no VOLUME or THUMBNAIL image to form a slide with.",
+                    describe(groups.pop(key)),
                 )
-            )
-        except DicomSlideError as error:
-            if fail_on_error:
-                raise
-            logger.warning("find_slides skips %s: %s", describe(groups[key]), error)
+        # Slides by frame of reference and by series, so that attaching derived images costs a
+        # look-up each, not a pass over every slide (linear, not quadratic, in the archive).
+        by_frame: dict[str, list[tuple[str, ...]]] = {}
+        by_series: dict[tuple[str, str], list[tuple[str, ...]]] = {}
+        order = {k: i for i, k in enumerate(groups)}
+        for k, images in groups.items():
+            if k[0] == "FOR":
+                for uid in _frames_of_reference(images):
+                    by_frame.setdefault(uid, []).append(k)
+            elif k[0] == "SERIES":
+                by_series.setdefault((k[1], k[2]), []).append(k)
+        for ds in derived:
+            key = slide_key(ds)
+            targets: list[tuple[str, ...]] = []
+            if key[0] == "FOR":
+                same_frame = by_frame.get(key[1], [])
+                # Prefer the slide with the same container when the derived image names one.
+                same_container = [k for k in same_frame if k[2] == key[2]]
+                targets = same_container or same_frame
+            if not targets:
+                # Slides without a Frame of Reference UID take the derived images that name their
+                # series as a source.
+                targets = sorted(
+                    {k for ref in _referenced_series(ds) for k in by_series.get(ref, [])},
+                    key=order.__getitem__,
+                )
+            for target in targets:
+                groups[target].append(ds)
+        slides: list[Slide] = []
+        for key in sorted(groups):
+            try:
+                slides.append(
+                    Slide(
+                        client,
+                        groups[key],
+                        max_frame_cache_size=max_frame_cache_size,
+                        pyramid_tolerance=pyramid_tolerance,
+                        correct_color=correct_color,
+                    )
+                )
+            except DicomSlideError as error:
+                if fail_on_error:
+                    raise
+                logger.warning("find_slides skips %s: %s", describe(groups[key]), error)
     return slides

@@ -27,12 +27,8 @@ offsets, optical paths, segments) is read straight from the JSON by
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import inspect
 import json
-import threading
-from collections.abc import Iterator
 from typing import Any, Final
 
 from pydicom import DataElement, Dataset
@@ -40,6 +36,7 @@ from pydicom.dataelem import empty_value_for_VR
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 
+from dicomslide._gc import collector_paused
 from dicomslide._tags import (
     LUT_DESCRIPTORS as _LUT_DESCRIPTORS,
     PER_FRAME_FUNCTIONAL_GROUPS as _PER_FRAME_FUNCTIONAL_GROUPS,
@@ -172,37 +169,6 @@ def _convert_item(value: Any, where: str) -> Dataset:
     return _convert_dataset(value, where)
 
 
-_gc_lock = threading.Lock()
-_gc_pausers = 0
-_gc_state: dict[str, bool] = {"enabled": True}
-
-
-@contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Pause Python's cyclic garbage collector while a large JSON document is parsed.
-
-    The parser creates millions of containers (a 100,000-frame sparse instance: ~7 dicts and
-    lists per frame), and each allocation burst sets off collections that walk every live
-    object: parsing such a series took 6.2 s instead of 1.2 s, growing faster than linearly
-    with the frames. JSON cannot form reference cycles, so nothing collectable is missed.
-    Several threads may parse at once: the collector resumes when the last one is done, and
-    only if it was running before.
-    """
-    global _gc_pausers
-    with _gc_lock:
-        if _gc_pausers == 0:
-            _gc_state["enabled"] = gc.isenabled()
-            gc.disable()
-        _gc_pausers += 1
-    try:
-        yield
-    finally:
-        with _gc_lock:
-            _gc_pausers -= 1
-            if _gc_pausers == 0 and _gc_state["enabled"]:
-                gc.enable()
-
-
 def parse_json_bytes(data: bytes) -> list[dict[str, Any]]:
     """Parse a DICOM JSON response body: a JSON array of data set objects.
 
@@ -223,7 +189,8 @@ def parse_json_bytes(data: bytes) -> list[dict[str, Any]]:
         message quotes a short excerpt around the problem
     """
     try:
-        with _collector_paused():
+        # Millions of containers: see dicomslide._gc.
+        with collector_paused():
             parsed = json.loads(data)
     except json.JSONDecodeError as exc:
         start = max(0, exc.pos - _EXCERPT // 2)

@@ -77,6 +77,7 @@ from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import RawDataElement
 from pydicom.tag import BaseTag
 
+from dicomslide._gc import collector_paused
 from dicomslide._tags import (
     DIMENSION_ORGANIZATION_TYPE as _DIMENSION_ORGANIZATION_TYPE,
     NUMBER_OF_FRAMES as _NUMBER_OF_FRAMES,
@@ -911,6 +912,11 @@ class DICOMfileClient:
             self._metadata.popitem(last=False)
 
     def _read_many_metadata(self, instances: Sequence[IndexedInstance]) -> list[Dataset]:
+        # Thousands of data sets at once: see dicomslide._gc.
+        with collector_paused():
+            return self._read_many_metadata_now(instances)
+
+    def _read_many_metadata_now(self, instances: Sequence[IndexedInstance]) -> list[Dataset]:
         datasets = []
         remembered = []
         found: dict[str, ZOffsets] = {}

@@ -34,6 +34,7 @@ from pydicom import Dataset
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.multival import MultiValue
 
+from dicomslide._gc import collector_paused
 from dicomslide.errors import NotFoundError
 from dicomslide.sources import part10
 from dicomslide.sources.header_codec import encode_header
@@ -411,6 +412,12 @@ def _prepare_store(conn: sqlite3.Connection, root: Path, recursive: bool) -> Non
 
 
 def _load_rows(conn: sqlite3.Connection) -> dict[str, _Row]:
+    # A dict per file, thousands of them: see dicomslide._gc.
+    with collector_paused():
+        return _load_rows_now(conn)
+
+
+def _load_rows_now(conn: sqlite3.Connection) -> dict[str, _Row]:
     rows: dict[str, _Row] = {}
     cursor = conn.execute(
         "SELECT relpath, size, mtime_ns, ino, ctime_ns, status, data, pixel_tag, validated, "
