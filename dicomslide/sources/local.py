@@ -927,7 +927,7 @@ class DICOMfileClient:
             stored = None if header is None else (header, instance.pixel_tag)
             ds, did_convert = self._read_checked_metadata(instance, stored)
             datasets.append(ds)
-            z_offsets = self._store.z_offsets(instance)
+            z_offsets = self._store.remembered(instance)[1]
             if z_offsets is None:
                 # Found once (here, in the worker thread) and remembered for the next time.
                 z_offsets = _find_z_offsets(ds)
@@ -948,7 +948,7 @@ class DICOMfileClient:
         self, instance: IndexedInstance, stored: tuple[bytes, int | None] | None
     ) -> tuple[Dataset, bool]:
         trusted = None
-        if self._store.is_validated(instance):
+        if self._store.remembered(instance)[0]:
             trusted = (instance.size, instance.mtime_ns)
         try:
             ds, converted = _read_metadata(instance.path, trusted, stored)

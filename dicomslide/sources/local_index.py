@@ -537,8 +537,8 @@ class IndexStore:
         self._pending_z: list[tuple[IndexedInstance, ZOffsets]] = []
         self._lock = threading.Lock()
 
-    def is_validated(self, instance: IndexedInstance) -> bool:
-        """Whether the file's header converted cleanly before.
+    def remembered(self, instance: IndexedInstance) -> tuple[bool, ZOffsets | None]:
+        """What is remembered about a file's header.
 
         Parameters
         ----------
@@ -547,25 +547,12 @@ class IndexStore:
 
         Returns
         -------
-        bool
-            True when it need not be converted again
+        tuple[bool, ZOffsets | None]
+            Whether it converted cleanly before (it need not be converted again), and its Z
+            offsets when known
         """
-        return _key(instance) in self._validated
-
-    def z_offsets(self, instance: IndexedInstance) -> ZOffsets | None:
-        """The Z offsets remembered for a file.
-
-        Parameters
-        ----------
-        instance: IndexedInstance
-            The file
-
-        Returns
-        -------
-        ZOffsets | None
-            The offsets, or None when not known
-        """
-        return self._z_offsets.get(_key(instance))
+        key = _key(instance)
+        return key in self._validated, self._z_offsets.get(key)
 
     def headers(self, instances: Sequence[IndexedInstance]) -> dict[str, bytes]:
         """Stored headers of files, by relative path (only those stored for that identity).
@@ -662,7 +649,7 @@ class IndexStore:
         Parameters
         ----------
         instance: IndexedInstance
-            The file
+            The file; the table is kept for its identity only
 
         Returns
         -------
