@@ -33,6 +33,7 @@ from dicomslide.grouping import (
 from dicomslide.perframe import get_value
 from dicomslide.runtime import as_source
 from dicomslide.slide import Slide
+from dicomslide.sources.qido_match import dataset_matches
 from dicomslide.sources.protocol import Source
 from dicomslide.utils import (
     DERIVED_SOP_CLASS_UIDS as _DERIVED_SOP_CLASSES,
@@ -238,7 +239,21 @@ async def find_slides(
         filters["PatientID"] = patient_id
     if study_id is not None:
         filters["StudyID"] = study_id
+    # With a container, the instance search on it comes first: its series are the slide
+    # microscopy candidates, and the series search over every slide of an archive (thousands
+    # of results) is not made. Study-level filters are then checked on the metadata.
+    container_series: list[tuple[str, str]] | None = None
+    if container_id is not None:
+        hits = await _search_instances(
+            source, study_instance_uid, "ContainerIdentifier", container_id
+        )
+        if hits is not None:
+            container_series = sorted(
+                _series_of([ds for ds in hits if str(ds.get("Modality", "SM")) == "SM"])
+            )
     modalities = ["SM", "SEG", "OT"] if include_derived else ["SM"]
+    if container_series is not None:
+        modalities.remove("SM")
     series_lists = await asyncio.gather(
         *(
             source.search_for_series(
@@ -256,17 +271,12 @@ async def find_slides(
             if ref not in seen:
                 seen.add(ref)
                 candidates.setdefault(modality, []).append(ref)
-    sm_refs = candidates.get("SM", [])
     derived_refs = [*candidates.get("SEG", []), *candidates.get("OT", [])]
-    pushed_down = False
-    if container_id is not None and sm_refs:
-        hits = await _search_instances(
-            source, study_instance_uid, "ContainerIdentifier", container_id
-        )
-        if hits is not None:
-            wanted = _series_of(hits)
-            sm_refs = [ref for ref in sm_refs if ref in wanted]
-            pushed_down = True
+    pushed_down = container_series is not None
+    if container_series is not None:
+        sm_refs = [ref for ref in container_series if ref not in seen]
+    else:
+        sm_refs = candidates.get("SM", [])
     metadata_lists = await _retrieve_metadata(
         source, sm_refs if pushed_down else [*sm_refs, *derived_refs], fail_on_error
     )
@@ -322,6 +332,8 @@ async def find_slides(
                 ):
                     continue
                 if not _image_matches(ds, specimen_stains, optical_path_ids):
+                    continue
+                if pushed_down and not dataset_matches(ds, filters):
                     continue
                 groups.setdefault(slide_key(ds), []).append(ds)
         groups, notes = split_duplicate_series(merge_split_pyramids(groups, pyramid_tolerance))
