@@ -33,8 +33,8 @@ from dicomslide.grouping import (
 from dicomslide.perframe import get_value
 from dicomslide.runtime import as_source
 from dicomslide.slide import Slide
-from dicomslide.sources.qido_match import dataset_matches
 from dicomslide.sources.protocol import Source
+from dicomslide.sources.qido_match import dataset_matches
 from dicomslide.utils import (
     DERIVED_SOP_CLASS_UIDS as _DERIVED_SOP_CLASSES,
     VL_WHOLE_SLIDE_MICROSCOPY_SOP_CLASS_UID,

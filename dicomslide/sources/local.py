@@ -109,7 +109,7 @@ from dicomslide.sources.local_index import (
     next_pixel_tag,
 )
 from dicomslide.sources.protocol import EncodedFrame
-from dicomslide.sources.qido_match import normalize_keyword, value_matches
+from dicomslide.sources.qido_match import RANGE_KEYWORDS, normalize_keyword, value_matches
 from dicomslide.sources.runtime import SourceRuntime
 
 __all__ = ["DICOMfileClient", "IndexSummary"]
@@ -355,6 +355,22 @@ def _matches(instance: IndexedInstance, filters: Sequence[tuple[str, Any]]) -> b
     return all(
         value_matches(keyword, instance.attrs.get(keyword), wanted) for keyword, wanted in filters
     )
+
+
+def _preselect(
+    index: FolderIndex, filters: Sequence[tuple[str, Any]]
+) -> Iterable[IndexedInstance]:
+    """The instances an exact filter allows (all of them without one); still to be matched."""
+    for keyword, wanted in filters:
+        if (
+            isinstance(wanted, str)
+            and wanted
+            and "*" not in wanted
+            and "?" not in wanted
+            and not (keyword in RANGE_KEYWORDS and "-" in wanted)
+        ):
+            return index.having(keyword, wanted)
+    return index.instances.values()
 
 
 def _none_last(value: Any) -> tuple[bool, Any]:
@@ -606,18 +622,14 @@ class DICOMfileClient:
         """
         filters = _compile_filters(search_filters)
         index = await self._ensure_index()
-        selected = [
-            i
-            for i in index.instances.values()
-            if study_instance_uid is None or i.study_uid == study_instance_uid
-        ]
-        matching = {i.series_uid for i in selected if _matches(i, filters)}
-        series: dict[str, list[IndexedInstance]] = {}
-        for instance in sorted(selected, key=_instance_sort_key):
-            if instance.series_uid in matching:
-                series.setdefault(instance.series_uid, []).append(instance)
+        matching = {
+            (i.study_uid, i.series_uid)
+            for i in _preselect(index, filters)
+            if (study_instance_uid is None or i.study_uid == study_instance_uid)
+            and _matches(i, filters)
+        }
         ordered = sorted(
-            series.values(),
+            (sorted(index.series[key], key=_instance_sort_key) for key in matching),
             key=lambda m: (
                 m[0].study_uid,
                 _none_last(m[0].attrs.get("SeriesNumber")),
@@ -667,7 +679,7 @@ class DICOMfileClient:
         found = sorted(
             (
                 i
-                for i in index.instances.values()
+                for i in _preselect(index, filters)
                 if (study_instance_uid is None or i.study_uid == study_instance_uid)
                 and (series_instance_uid is None or i.series_uid == series_instance_uid)
                 and _matches(i, filters)

@@ -13,6 +13,7 @@ computed for, so that processes sharing an index never store an answer for the w
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import hashlib
 import json
@@ -38,6 +39,7 @@ from dicomslide._gc import collector_paused
 from dicomslide.errors import NotFoundError
 from dicomslide.sources import part10
 from dicomslide.sources.header_codec import encode_header
+from dicomslide.sources.qido_match import _candidates as value_candidates
 
 __all__ = [
     "INDEX_KEYWORDS",
@@ -192,6 +194,38 @@ class FolderIndex:
     instances: dict[str, IndexedInstance]
     summary: IndexSummary
     series: dict[tuple[str, str], list[IndexedInstance]] = field(default_factory=dict)
+    _tables: dict[str, dict[str, list[IndexedInstance]]] = field(default_factory=dict, repr=False)
+
+    def having(self, keyword: str, text: str) -> list[IndexedInstance]:
+        """Instances whose ``keyword`` (or one of its values) is exactly ``text``.
+
+        A search on a container or a modality must not test every instance of an archive:
+        a table per keyword is made on its first use.
+
+        Parameters
+        ----------
+        keyword: str
+            An indexed keyword
+        text: str
+            The value, without wildcards or ranges
+
+        Returns
+        -------
+        list[IndexedInstance]
+            The instances, in index order
+        """
+        table = self._tables.get(keyword)
+        if table is None:
+            table = {}
+            for instance in self.instances.values():
+                value = instance.attrs.get(keyword)
+                if isinstance(value, str):
+                    table.setdefault(value, []).append(instance)
+                    continue
+                for text in dict.fromkeys(value_candidates(value)):
+                    table.setdefault(text, []).append(instance)
+            self._tables[keyword] = table
+        return table.get(text, [])
 
     def __post_init__(self) -> None:
         # One pass: looking a series up must not scan every instance of the folder.
@@ -770,9 +804,12 @@ async def build_index(
             raise NotFoundError(f"folder {base} does not exist")
         root = base.resolve()
         index_file = index_file_for(root, recursive, index_dir)
-        # In the same worker-thread job: each hop to a thread and back costs ~0.1 ms.
-        conn, rows, error = _open_store(index_file, root, recursive)
-        return root, index_file, conn, rows, error, _walk(root, recursive, index_file)
+        # The walk waits on the file system (the lock released) while the stored rows are
+        # decoded: at 15,000 files each takes ~0.2 s, side by side about the longer one.
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            walked = pool.submit(_walk, root, recursive, index_file)
+            conn, rows, error = _open_store(index_file, root, recursive)
+            return root, index_file, conn, rows, error, walked.result()
 
     root, index_file, conn, rows, persist_error, files = await asyncio.to_thread(prepare)
     entries: dict[str, Entry] = {}
@@ -825,6 +862,7 @@ async def build_index(
     failures: dict[str, str] = {}
     duplicates: list[str] = []
     non_dicom = 0
+    root_text = str(root)
     for relpath in sorted(entries):
         identity, status, data, _, pixel_tag = entries[relpath]
         if status == "other":
@@ -832,7 +870,9 @@ async def build_index(
         elif status == "error":
             failures[relpath] = str(data)
         else:
-            instance = IndexedInstance(relpath, str(root / relpath), identity, data, pixel_tag)
+            # A string join: a Path per file is ~10 µs, 0.15 s of a warm 15,000-file index.
+            path = os.path.join(root_text, relpath)
+            instance = IndexedInstance(relpath, path, identity, data, pixel_tag)
             if instance.sop_uid in instances:
                 duplicates.append(relpath)
             else:

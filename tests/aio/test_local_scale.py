@@ -273,3 +273,65 @@ def test_frame_table_is_remembered_by_identity(
     path.write_bytes(path.read_bytes())
     assert asyncio.run(_first_frames(folder, index)) == first
     assert len(builds) == 2
+
+
+def _count_slides(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Container identifiers of the slides find_slides builds."""
+    from dicomslide import discovery
+
+    built: list[str] = []
+    original = discovery.Slide
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        slide = original(*args, **kwargs)
+        built.append(slide.container_id)
+        return slide
+
+    monkeypatch.setattr(discovery, "Slide", counted)
+    return built
+
+
+def test_container_search_answers_from_the_index(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Counted at two sizes four times apart: a warm search for one container builds one
+    # slide, reads one slide's headers and tests only that container's instances, whatever
+    # the size of the archive (before: a series data set per slide and every instance tested).
+    counts = {}
+    for size in (10, 40):
+        folder = make_data("archive", size, tmp_path)
+        index = tmp_path / f"index-{size}"
+        asyncio.run(_find(folder, index))
+        built = _count_slides(monkeypatch)
+        headers = _count(monkeypatch, local_module.DICOMfileClient, "_read_many_metadata_now")
+        tested = _count(monkeypatch, local_module, "_matches")
+        datasets = _count(monkeypatch, local_module, "_put")
+        (slide,) = asyncio.run(_find(folder, index, container_id="SCALE-00003"))
+        assert slide.container_id == "SCALE-00003"
+        assert built == ["SCALE-00003"]
+        assert [len(args[1]) for args in headers] == [3]
+        counts[size] = (len(tested), len(datasets))
+        # Study-level filters still apply (checked on the slide's metadata).
+        assert (
+            asyncio.run(_find(folder, index, container_id="SCALE-00003", patient_id="P-1")) == []
+        )
+        kept = asyncio.run(_find(folder, index, container_id="SCALE-00003", patient_id="P-0*"))
+        assert [s.container_id for s in kept] == ["SCALE-00003"]
+        monkeypatch.undo()
+    assert counts[10] == counts[40] == (3, 3), counts
+
+
+def test_container_search_costs_a_fraction_of_a_full_search(tmp_path: Path) -> None:
+    # Timed: the index is still loaded (linear, small), but no other slide is built. Sizes
+    # alternate and the best of three counts (the machine is shared and noisy).
+    folder = make_data("archive", 60, tmp_path)
+    index = tmp_path / "index"
+    asyncio.run(_find(folder, index))
+    full, one = math.inf, math.inf
+    for _ in range(3):
+        full = min(full, _best_of(1, lambda: asyncio.run(_find(folder, index))))
+        one = min(
+            one,
+            _best_of(1, lambda: asyncio.run(_find(folder, index, container_id="SCALE-00007"))),
+        )
+    assert one < 0.5 * full, (one, full)
