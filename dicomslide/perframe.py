@@ -548,7 +548,9 @@ def _tag(tag: int) -> BaseTag:
 
 def _element(ds: Dataset, tag: int) -> Any:
     """The element at ``tag``: a raw one unconverted and unread (as stored), or None."""
-    return ds.get_item(_tag(tag), keep_deferred=True)
+    # What ds.get_item(tag, keep_deferred=True) returns, without its argument handling:
+    # opening 500 slides asks ~100,000 times (0.5 of 2 s of a profiled warm find_slides).
+    return ds._dict.get(_tag(tag))  # noqa: SLF001 - pydicom 3 keeps elements there
 
 
 class _Unsure:
