@@ -54,6 +54,9 @@ def parity(session: nox.Session) -> None:
 def benchmarks(session: nox.Session) -> None:
     """The published benchmark: peers in their own venv, results in benchmarks/RESULTS.md."""
     session.install("-e", ".[test,fast]")
+    if "--scale" in session.posargs:  # the scale curve (benchmarks/scale.py), peers in-process
+        session.run("python", "benchmarks/scale.py", *session.posargs)
+        return
     session.run("python", "benchmarks/setup_peers.py")
     session.run("python", "benchmarks/run.py", *session.posargs)
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from pydicom import Dataset
 
+from dicomslide._gc import collector_paused
 from dicomslide._tags import (
     CONTAINER_IDENTIFIER as _CONTAINER_IDENTIFIER,
     SOP_CLASS_UID as _SOP_CLASS_UID,
@@ -33,6 +34,7 @@ from dicomslide.perframe import get_value
 from dicomslide.runtime import as_source
 from dicomslide.slide import Slide, validate_image_metadata
 from dicomslide.sources.protocol import Source
+from dicomslide.sources.qido_match import dataset_matches
 from dicomslide.utils import (
     DERIVED_SOP_CLASS_UIDS as _DERIVED_SOP_CLASSES,
     VL_WHOLE_SLIDE_MICROSCOPY_SOP_CLASS_UID,
@@ -237,7 +239,21 @@ async def find_slides(
         filters["PatientID"] = patient_id
     if study_id is not None:
         filters["StudyID"] = study_id
+    # With a container, the instance search on it comes first: its series are the slide
+    # microscopy candidates, and the series search over every slide of an archive (thousands
+    # of results) is not made. Study-level filters are then checked on the metadata.
+    container_series: list[tuple[str, str]] | None = None
+    if container_id is not None:
+        hits = await _search_instances(
+            source, study_instance_uid, "ContainerIdentifier", container_id
+        )
+        if hits is not None:
+            container_series = sorted(
+                _series_of([ds for ds in hits if str(ds.get("Modality", "SM")) == "SM"])
+            )
     modalities = ["SM", "SEG", "OT"] if include_derived else ["SM"]
+    if container_series is not None:
+        modalities.remove("SM")
     series_lists = await asyncio.gather(
         *(
             source.search_for_series(
@@ -255,17 +271,12 @@ async def find_slides(
             if ref not in seen:
                 seen.add(ref)
                 candidates.setdefault(modality, []).append(ref)
-    sm_refs = candidates.get("SM", [])
     derived_refs = [*candidates.get("SEG", []), *candidates.get("OT", [])]
-    pushed_down = False
-    if container_id is not None and sm_refs:
-        hits = await _search_instances(
-            source, study_instance_uid, "ContainerIdentifier", container_id
-        )
-        if hits is not None:
-            wanted = _series_of(hits)
-            sm_refs = [ref for ref in sm_refs if ref in wanted]
-            pushed_down = True
+    pushed_down = container_series is not None
+    if container_series is not None:
+        sm_refs = [ref for ref in container_series if ref not in seen]
+    else:
+        sm_refs = candidates.get("SM", [])
     metadata_lists = await _retrieve_metadata(
         source, sm_refs if pushed_down else [*sm_refs, *derived_refs], fail_on_error
     )
@@ -299,70 +310,87 @@ async def find_slides(
         metadata_lists += await _retrieve_metadata(
             source, [ref for ref in derived_refs if ref in derived_wanted], fail_on_error
         )
-    groups: dict[tuple[str, ...], list[Dataset]] = {}
-    derived: list[Dataset] = []
-    for metadata in metadata_lists:
-        for ds in metadata:
-            if not is_tiled_image(ds):
-                _log_unusable_wsi(ds)
-                continue
-            sop_class = str(get_value(ds, _SOP_CLASS_UID, ""))
-            if sop_class in _DERIVED_SOP_CLASSES:
-                if include_derived:
-                    derived.append(ds)
-                continue
-            if sop_class != _WSI_SOP_CLASS:
-                continue
-            if (
-                container_id is not None
-                and str(get_value(ds, _CONTAINER_IDENTIFIER, "")) != container_id
-            ):
-                continue
-            if not _image_matches(ds, specimen_stains, optical_path_ids):
-                continue
-            groups.setdefault(slide_key(ds), []).append(ds)
-    groups, notes = split_duplicate_series(merge_split_pyramids(groups, pyramid_tolerance))
-    for note in notes:
-        logger.warning("find_slides: %s.", note)
-    for key in sorted(groups):
-        if not pyramid_images(groups[key]):
-            # A label or overview without its slide: nothing to build a pyramid from.
-            logger.warning(
-                "find_slides skips %s: no VOLUME or THUMBNAIL image to form a slide with.",
-                describe(groups.pop(key)),
-            )
-    frames_of = {key: _frames_of_reference(images) for key, images in groups.items()}
-    for ds in derived:
-        key = slide_key(ds)
-        targets: list[tuple[str, ...]] = []
-        if key[0] == "FOR":
-            same_frame = [k for k in groups if k[0] == "FOR" and key[1] in frames_of[k]]
-            # Prefer the slide with the same container when the derived image names one.
-            same_container = [k for k in same_frame if k[2] == key[2]]
-            targets = same_container or same_frame
-        if not targets:
-            # Slides without a Frame of Reference UID take the derived images that name their
-            # series as a source.
-            referenced = _referenced_series(ds)
-            targets = [k for k in groups if k[0] == "SERIES" and (k[1], k[2]) in referenced]
-        for target in targets:
-            groups[target].append(ds)
-    slides: list[Slide] = []
-    for key in sorted(groups):
-        try:
-            slides.append(
-                Slide(
-                    client,
-                    groups[key],
-                    max_frame_cache_size=max_frame_cache_size,
-                    pyramid_tolerance=pyramid_tolerance,
-                    correct_color=correct_color,
+    # Grouping and building slides allocates a burst of objects and never awaits: the
+    # collector is paused for it (see dicomslide._gc).
+    with collector_paused():
+        groups: dict[tuple[str, ...], list[Dataset]] = {}
+        derived: list[Dataset] = []
+        for metadata in metadata_lists:
+            for ds in metadata:
+                if not is_tiled_image(ds):
+                    _log_unusable_wsi(ds)
+                    continue
+                sop_class = str(get_value(ds, _SOP_CLASS_UID, ""))
+                if sop_class in _DERIVED_SOP_CLASSES:
+                    if include_derived:
+                        derived.append(ds)
+                    continue
+                if sop_class != _WSI_SOP_CLASS:
+                    continue
+                if (
+                    container_id is not None
+                    and str(get_value(ds, _CONTAINER_IDENTIFIER, "")) != container_id
+                ):
+                    continue
+                if not _image_matches(ds, specimen_stains, optical_path_ids):
+                    continue
+                if pushed_down and not dataset_matches(ds, filters):
+                    continue
+                groups.setdefault(slide_key(ds), []).append(ds)
+        groups, notes = split_duplicate_series(merge_split_pyramids(groups, pyramid_tolerance))
+        for note in notes:
+            logger.warning("find_slides: %s.", note)
+        for key in sorted(groups):
+            if not pyramid_images(groups[key]):
+                # A label or overview without its slide: nothing to build a pyramid from.
+                logger.warning(
+                    "find_slides skips %s: no VOLUME or THUMBNAIL image to form a slide with.",
+                    describe(groups.pop(key)),
                 )
-            )
-        except DicomSlideError as error:
-            if fail_on_error:
-                raise
-            logger.warning("find_slides skips %s: %s", describe(groups[key]), error)
+        # Slides by frame of reference and by series, so that attaching derived images costs a
+        # look-up each, not a pass over every slide (linear, not quadratic, in the archive).
+        by_frame: dict[str, list[tuple[str, ...]]] = {}
+        by_series: dict[tuple[str, str], list[tuple[str, ...]]] = {}
+        order = {k: i for i, k in enumerate(groups)}
+        for k, images in groups.items():
+            if k[0] == "FOR":
+                for uid in _frames_of_reference(images):
+                    by_frame.setdefault(uid, []).append(k)
+            elif k[0] == "SERIES":
+                by_series.setdefault((k[1], k[2]), []).append(k)
+        for ds in derived:
+            key = slide_key(ds)
+            targets: list[tuple[str, ...]] = []
+            if key[0] == "FOR":
+                same_frame = by_frame.get(key[1], [])
+                # Prefer the slide with the same container when the derived image names one.
+                same_container = [k for k in same_frame if k[2] == key[2]]
+                targets = same_container or same_frame
+            if not targets:
+                # Slides without a Frame of Reference UID take the derived images that name their
+                # series as a source.
+                targets = sorted(
+                    {k for ref in _referenced_series(ds) for k in by_series.get(ref, [])},
+                    key=order.__getitem__,
+                )
+            for target in targets:
+                groups[target].append(ds)
+        slides: list[Slide] = []
+        for key in sorted(groups):
+            try:
+                slides.append(
+                    Slide(
+                        client,
+                        groups[key],
+                        max_frame_cache_size=max_frame_cache_size,
+                        pyramid_tolerance=pyramid_tolerance,
+                        correct_color=correct_color,
+                    )
+                )
+            except DicomSlideError as error:
+                if fail_on_error:
+                    raise
+                logger.warning("find_slides skips %s: %s", describe(groups[key]), error)
     return slides
 
 

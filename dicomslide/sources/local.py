@@ -10,29 +10,33 @@ Index
 -----
 On first use (once, however many tasks ask concurrently) the client walks the folder
 (recursively unless ``recursive=False``), ``stat``\\ s every file and reads the header of each
-new or changed one with ``pydicom.dcmread(stop_before_pixels=True, specific_tags=...)``, keeping
-the UIDs, the transfer syntax and the attributes searches can filter on. Files without the
-``DICM`` prefix are skipped and counted; files that fail to parse are recorded with the reason
-(see :meth:`DICOMfileClient.index_summary`); neither stops the indexing.
+new or changed one with ``pydicom.dcmread(stop_before_pixels=True)``, keeping the UIDs, the
+transfer syntax, the attributes searches can filter on and the header itself (see
+:mod:`dicomslide.sources.header_codec`). Files without the ``DICM`` prefix are skipped and
+counted; files that fail to parse are recorded with the reason (see
+:meth:`DICOMfileClient.index_summary`); neither stops the indexing.
 
-The index is persisted as one JSON file, written atomically, in ``index_dir`` (default:
+The index is persisted as one SQLite database in ``index_dir`` (default:
 ``$XDG_CACHE_HOME/dicomslide/index``, else ``~/.cache/dicomslide/index``), named by a SHA-256
-of the resolved folder path and the ``recursive`` flag. If that directory is not writable the
-index lives in memory only.
+of the resolved folder path and the ``recursive`` flag (see
+:mod:`dicomslide.sources.local_index`). If that directory is not writable the index lives in
+memory only. Several processes may open the same folder at once: writes are transactions
+under SQLite's lock, and each names the file identity it was computed for.
 
 Invalidation: every client ``stat``\\ s every file once when it indexes (cheap); a file whose
-``(size, mtime_ns)`` differs from the persisted entry, or that is new, is parsed again; entries
-of files that no longer exist are dropped. Unchanged files are never parsed again. After that
-the client works on this snapshot; when frames are read the file is ``fstat``\\ ed again, and a
-changed file gets its frame table rebuilt.
+identity (size, modification time, inode, status-change time) differs from the persisted
+entry, or that is new, is parsed again; entries of files that no longer exist are dropped.
+Unchanged files are never read again to find or open slides. After that the client works on
+this snapshot; when frames are read the file is ``fstat``\\ ed again, and a changed file gets
+its frame table rebuilt.
 
 Metadata
 --------
-Metadata is read without pixel data, all files of one request in one worker-thread job.
-Beside the index file, a sidecar (``<index>.json.validated``) remembers, by each file's path,
-size and modification time, which headers converted cleanly (they are not converted again)
+Metadata comes from the headers stored in the index, all files of one request in one
+worker-thread job (from the files themselves when the index is not persisted). The index also
+remembers, per file identity, which headers converted cleanly (they are not converted again)
 and the distinct Z offsets of images with per-frame items (searching thousands of per-frame
-items for them is a good part of opening a slide): a file that changes is read anew.
+items for them is a good part of opening a slide).
 
 A file whose pixel data is Float Pixel Data (7FE0,0008) or Double Float Pixel Data
 (7FE0,0009) gets that element, with an empty value, in its metadata (as DICOM JSON metadata
@@ -44,7 +48,8 @@ Frames
 Frames are located without reading the whole file (see :mod:`dicomslide.sources.part10`):
 offset tables or one scan of item headers for encapsulated pixel data, arithmetic for native
 pixel data (Float and Double Float Pixel Data included). The frame table of an instance is
-cached in memory, keyed by SOP Instance UID and the file's ``(size, mtime_ns)``. Deflated
+cached in memory, keyed by SOP Instance UID and the file's ``(size, mtime_ns)``, and that
+of an encapsulated file also in the index, by file identity. Deflated
 files are inflated once into an anonymous temporary file (a bounded number are kept). Frames
 of one request are read in file order with ``os.pread``, several per worker-thread job.
 """
@@ -55,7 +60,6 @@ import asyncio
 import math
 import os
 import re
-import struct
 import tempfile
 import threading
 import urllib.parse
@@ -71,7 +75,9 @@ import pydicom
 from pydicom import DataElement, Dataset
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import RawDataElement
+from pydicom.tag import BaseTag
 
+from dicomslide._gc import collector_paused
 from dicomslide._tags import (
     DIMENSION_ORGANIZATION_TYPE as _DIMENSION_ORGANIZATION_TYPE,
     NUMBER_OF_FRAMES as _NUMBER_OF_FRAMES,
@@ -88,6 +94,7 @@ from dicomslide.errors import (
 )
 from dicomslide.perframe import extract_z_offsets, get_value, remember_z_offsets
 from dicomslide.sources import part10
+from dicomslide.sources.header_codec import decode_header
 from dicomslide.sources.local_index import (
     INDEX_KEYWORDS,
     SEARCHABLE,
@@ -95,14 +102,14 @@ from dicomslide.sources.local_index import (
     STUDY_KEYWORDS,
     FolderIndex,
     IndexedInstance,
+    IndexStore,
     IndexSummary,
-    Sidecar,
     ZOffsets,
     build_index,
-    sidecar_key,
+    next_pixel_tag,
 )
 from dicomslide.sources.protocol import EncodedFrame
-from dicomslide.sources.qido_match import normalize_keyword, value_matches
+from dicomslide.sources.qido_match import RANGE_KEYWORDS, normalize_keyword, value_matches
 from dicomslide.sources.runtime import SourceRuntime
 
 __all__ = ["DICOMfileClient", "IndexSummary"]
@@ -167,24 +174,41 @@ def _pread(fd: int, size: int, offset: int) -> bytes:
     return b"".join(parts)
 
 
-def _read_metadata(path: str, validated: tuple[int, int] | None = None) -> tuple[Dataset, bool]:
+def _read_metadata(
+    path: str,
+    validated: tuple[int, int] | None = None,
+    stored: tuple[bytes, int | None] | None = None,
+) -> tuple[Dataset, bool]:
     """Read a file's metadata; return it and whether every value was converted (validated).
 
     ``validated`` is the ``(size, mtime_ns)`` at which this file's header last converted
     cleanly; when the open file still has that size and time the conversion is skipped.
+    ``stored`` is the header the index holds for the file as indexed, and the tag after it:
+    then the file is not read at all (the index checked its identity when it was built).
     """
-    with open(path, "rb") as fp:
-        st = os.fstat(fp.fileno())
-        ds = pydicom.dcmread(fp, stop_before_pixels=True)
-        pixel_tag = _next_tag(fp, ds)
+    decoded = None
+    if stored is not None:
+        try:
+            decoded = decode_header(stored[0])
+        except ValueError:
+            validated = None  # a damaged index entry: the file is read (and checked) instead
+    if decoded is not None and stored is not None:
+        ds, pixel_tag = decoded, stored[1]
+        current = validated
+    else:
+        with open(path, "rb") as fp:
+            st = os.fstat(fp.fileno())
+            ds = pydicom.dcmread(fp, stop_before_pixels=True)
+            pixel_tag = next_pixel_tag(fp, ds)
+        current = (st.st_size, st.st_mtime_ns)
     float_bits = None if pixel_tag is None else part10.FLOAT_BITS_ALLOCATED.get(pixel_tag)
     if pixel_tag is not None and float_bits is not None and pixel_tag not in ds:
         # The metadata has no pixel data, but whether samples are floats is known only from
         # which pixel data element the file has. Record it as DICOM JSON metadata does for a
         # BulkDataURI: the element, with an empty value (see PixelFormat.from_dataset).
         ds.add_new(pixel_tag, "OF" if float_bits == 32 else "OD", b"")
-    if validated == (st.st_size, st.st_mtime_ns):
-        # The same bytes converted cleanly before (remembered beside the index): converting
+    if validated is not None and validated == current:
+        # The same bytes converted cleanly before (remembered in the index): converting
         # them again would cost ~1 ms per instance, most of opening a slide.
         return ds, False
     # pydicom parses element values lazily: convert them all now, so that a corrupt element
@@ -221,22 +245,6 @@ def _find_z_offsets(ds: Dataset) -> ZOffsets | None:
     if not all(math.isfinite(z) for z in offsets):
         return None
     return number_of_frames, tuple(offsets)
-
-
-def _next_tag(fp: BinaryIO, ds: Dataset) -> int | None:
-    """The tag at which ``dcmread(fp, stop_before_pixels=True)`` stopped, if it can be told."""
-    meta = getattr(ds, "file_meta", None)
-    syntax = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
-    if syntax not in part10.NATIVE_TRANSFER_SYNTAXES - {part10.DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN}:
-        # Encapsulated data is never float; a deflated body is not positioned in ``fp``.
-        return None
-    # pydicom leaves the file at the tag of the element it stopped before (or at the end).
-    head = fp.read(4)
-    if len(head) < 4:
-        return None
-    endian = ">" if syntax == part10.EXPLICIT_VR_BIG_ENDIAN else "<"
-    group, element = struct.unpack(f"{endian}HH", head)
-    return int(group << 16 | element)
 
 
 def _build_frame_source(path: str) -> _FrameSource:
@@ -349,6 +357,22 @@ def _matches(instance: IndexedInstance, filters: Sequence[tuple[str, Any]]) -> b
     )
 
 
+def _preselect(
+    index: FolderIndex, filters: Sequence[tuple[str, Any]]
+) -> Iterable[IndexedInstance]:
+    """The instances an exact filter allows (all of them without one); still to be matched."""
+    for keyword, wanted in filters:
+        if (
+            isinstance(wanted, str)
+            and wanted
+            and "*" not in wanted
+            and "?" not in wanted
+            and not (keyword in RANGE_KEYWORDS and "-" in wanted)
+        ):
+            return index.having(keyword, wanted)
+    return index.instances.values()
+
+
 def _none_last(value: Any) -> tuple[bool, Any]:
     return (value is None, value if value is not None else 0)
 
@@ -362,18 +386,31 @@ def _instance_sort_key(instance: IndexedInstance) -> tuple[Any, ...]:
     )
 
 
+#: VRs whose plain ASCII values are handed to pydicom as read (converted on first access).
+_RAW_VRS: Final = frozenset({"UI", "CS", "SH", "LO", "IS"})
+_ELEMENT_INFO: Final = {k: (int(tag_for_keyword(k) or 0), dictionary_VR(k)) for k in SEARCHABLE}
+
+
 def _put(dataset: Dataset, attrs: Mapping[str, Any], keywords: Iterable[str]) -> None:
     for keyword in keywords:
         value = attrs.get(keyword)
-        if value is not None:
-            # The values are what the file holds; validating them again here would turn an
-            # invalid one (a TM of "\x0030405", say) into a warning per search, and into an
-            # untyped UserWarning exception where warnings are errors.
-            tag = tag_for_keyword(keyword)
-            assert tag is not None
-            dataset[tag] = DataElement(
-                tag, dictionary_VR(tag), value, validation_mode=pydicom.config.IGNORE
-            )
+        if value is None:
+            continue
+        tag, vr = _ELEMENT_INFO[keyword]
+        text = None if isinstance(value, list) else str(value)
+        if vr in _RAW_VRS and text is not None and text.isascii() and text.isprintable():
+            # Search results are built for every matching series (thousands in an archive)
+            # and mostly only their UIDs are read: an element as read costs a tuple, a
+            # converted one ~20 µs. The value is what the file held.
+            data = text.encode("ascii")
+            if len(data) % 2:
+                data += b"\0" if vr == "UI" else b" "
+            dataset[tag] = RawDataElement(BaseTag(tag), vr, len(data), data, 0, False, True)
+            continue
+        # The values are what the file holds; validating them again here would turn an
+        # invalid one (a TM of "\x0030405", say) into a warning per search, and into an
+        # untyped UserWarning exception where warnings are errors.
+        dataset[tag] = DataElement(tag, vr, value, validation_mode=pydicom.config.IGNORE)
 
 
 def _to_path(url: str | os.PathLike[str]) -> Path:
@@ -433,9 +470,8 @@ class DICOMfileClient:
         self._index_lock = asyncio.Lock()
         self._closed = False
         self._metadata: OrderedDict[str, Dataset] = OrderedDict()
-        # Keys (path, size, mtime) of files whose headers converted cleanly, kept beside the
-        # index file so that re-opening a slide does not convert every value again.
-        self._sidecar = Sidecar(None, set(), {})
+        # The persisted index: stored headers, which converted cleanly, Z offsets found.
+        self._store = IndexStore(None, None, set(), {})
         self._frame_sources: OrderedDict[str, _FrameSource] = OrderedDict()
         self._frame_source_locks: dict[str, asyncio.Lock] = {}
 
@@ -488,6 +524,8 @@ class DICOMfileClient:
         """Drop caches and temporary files; any later call raises :class:`UsageError`."""
         self._closed = True
         self._metadata.clear()
+        # Writes what the store batched; a transaction may wait for another process's lock.
+        await asyncio.to_thread(self._store.close)
         sources = list(self._frame_sources.values())
         self._frame_sources.clear()
         for source in sources:
@@ -584,18 +622,14 @@ class DICOMfileClient:
         """
         filters = _compile_filters(search_filters)
         index = await self._ensure_index()
-        selected = [
-            i
-            for i in index.instances.values()
-            if study_instance_uid is None or i.study_uid == study_instance_uid
-        ]
-        matching = {i.series_uid for i in selected if _matches(i, filters)}
-        series: dict[str, list[IndexedInstance]] = {}
-        for instance in sorted(selected, key=_instance_sort_key):
-            if instance.series_uid in matching:
-                series.setdefault(instance.series_uid, []).append(instance)
+        matching = {
+            (i.study_uid, i.series_uid)
+            for i in _preselect(index, filters)
+            if (study_instance_uid is None or i.study_uid == study_instance_uid)
+            and _matches(i, filters)
+        }
         ordered = sorted(
-            series.values(),
+            (sorted(index.series[key], key=_instance_sort_key) for key in matching),
             key=lambda m: (
                 m[0].study_uid,
                 _none_last(m[0].attrs.get("SeriesNumber")),
@@ -645,7 +679,7 @@ class DICOMfileClient:
         found = sorted(
             (
                 i
-                for i in index.instances.values()
+                for i in _preselect(index, filters)
                 if (study_instance_uid is None or i.study_uid == study_instance_uid)
                 and (series_instance_uid is None or i.series_uid == series_instance_uid)
                 and _matches(i, filters)
@@ -692,11 +726,7 @@ class DICOMfileClient:
         """
         index = await self._ensure_index()
         members = sorted(
-            (
-                i
-                for i in index.instances.values()
-                if i.study_uid == study_instance_uid and i.series_uid == series_instance_uid
-            ),
+            index.series.get((study_instance_uid, series_instance_uid), ()),
             key=_instance_sort_key,
         )
         if not members:
@@ -867,7 +897,7 @@ class DICOMfileClient:
         if self._index is None:
             async with self._index_lock:
                 if self._index is None:
-                    self._index, self._sidecar = await build_index(
+                    self._index, self._store = await build_index(
                         self._base_dir, self._recursive, self._index_dir
                     )
         self._check_open()
@@ -894,35 +924,46 @@ class DICOMfileClient:
             self._metadata.popitem(last=False)
 
     def _read_many_metadata(self, instances: Sequence[IndexedInstance]) -> list[Dataset]:
+        # Thousands of data sets at once: see dicomslide._gc.
+        with collector_paused():
+            return self._read_many_metadata_now(instances)
+
+    def _read_many_metadata_now(self, instances: Sequence[IndexedInstance]) -> list[Dataset]:
         datasets = []
-        converted = []
+        remembered = []
         found: dict[str, ZOffsets] = {}
+        # The index holds the headers: opening slides of an unchanged folder reads no file.
+        headers = self._store.headers(instances)
         for instance in instances:
-            ds, did_convert = self._read_checked_metadata(instance)
+            header = headers.get(instance.relpath)
+            stored = None if header is None else (header, instance.pixel_tag)
+            ds, did_convert = self._read_checked_metadata(instance, stored)
             datasets.append(ds)
-            if did_convert:
-                converted.append(instance)
-            key = sidecar_key(instance)
-            z_offsets = self._sidecar.z_offsets(key)
+            z_offsets = self._store.remembered(instance)[1]
             if z_offsets is None:
                 # Found once (here, in the worker thread) and remembered for the next time.
                 z_offsets = _find_z_offsets(ds)
                 if z_offsets is not None:
-                    found[key] = z_offsets
+                    found[instance.relpath] = z_offsets
+            if did_convert or instance.relpath in found:
+                remembered.append(instance)
             if z_offsets is not None:
                 # Searching the per-frame items of a large pyramid for these is ~0.5 ms of a
                 # slide's ~7 ms opening (the key changes with the file's size or time); the
                 # slide must not search them again on the event loop.
                 remember_z_offsets(ds, *z_offsets)
-        if self._index is not None:
-            self._sidecar.remember(converted, found, self._index.instances.values())
+        if remembered:
+            self._store.remember(remembered, found)
         return datasets
 
-    def _read_checked_metadata(self, instance: IndexedInstance) -> tuple[Dataset, bool]:
-        key = sidecar_key(instance)
-        trusted = (instance.size, instance.mtime_ns) if self._sidecar.is_validated(key) else None
+    def _read_checked_metadata(
+        self, instance: IndexedInstance, stored: tuple[bytes, int | None] | None
+    ) -> tuple[Dataset, bool]:
+        trusted = None
+        if self._store.remembered(instance)[0]:
+            trusted = (instance.size, instance.mtime_ns)
         try:
-            ds, converted = _read_metadata(instance.path, trusted)
+            ds, converted = _read_metadata(instance.path, trusted, stored)
         except FileNotFoundError as exc:
             raise NotFoundError(
                 f"{instance.path} (SOP Instance UID {instance.sop_uid}) was deleted"
@@ -963,7 +1004,7 @@ class DICOMfileClient:
             if cached is not None and not rebuild:
                 return cached
             try:
-                source = await asyncio.to_thread(_build_frame_source, instance.path)
+                source = await asyncio.to_thread(self._load_frame_source, instance, rebuild)
             except FileNotFoundError as exc:
                 raise NotFoundError(
                     f"{instance.path} (SOP Instance UID {sop_uid}) was deleted"
@@ -980,6 +1021,31 @@ class DICOMfileClient:
                 self._check_open()
             self._store_frame_source(sop_uid, source)
             return source
+
+    def _load_frame_source(self, instance: IndexedInstance, rebuild: bool) -> _FrameSource:
+        """The frame table from the index when it holds one for these bytes, else built.
+
+        Scanning the item headers of 100,000 small frames costs ~0.3 s; an encapsulated
+        file's table is remembered in the index by file identity (in a worker thread).
+        """
+        syntax = str(instance.attrs.get("TransferSyntaxUID", ""))
+        encapsulated = syntax not in part10.NATIVE_TRANSFER_SYNTAXES
+        if encapsulated and not rebuild:
+            table = self._store.frame_table(instance)
+            if table is not None:
+                st = os.stat(instance.path)
+                if (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns) == instance.identity:
+                    layout = part10.FrameLayout(*table, encapsulated=True)
+                    return _FrameSource((st.st_size, st.st_mtime_ns), layout, syntax)
+        source = _build_frame_source(instance.path)
+        if (
+            encapsulated
+            and source.inflated is None
+            and source.layout.encapsulated
+            and source.stat_key == instance.identity[:2]
+        ):
+            self._store.remember_frame_table(instance, source.layout.starts, source.layout.stops)
+        return source
 
     def _store_frame_source(self, sop_uid: str, source: _FrameSource) -> None:
         # Evicted temporary files close once the last reader drops its reference.

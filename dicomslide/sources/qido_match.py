@@ -64,7 +64,19 @@ def _wildcard_regex(pattern: str) -> re.Pattern[str]:
     return re.compile("".join(parts), re.DOTALL)
 
 
-def _candidates(value: Any) -> list[str]:
+def value_candidates(value: Any) -> list[str]:
+    """The strings a stored value offers to a QIDO match.
+
+    Parameters
+    ----------
+    value: Any
+        A stored attribute value (None, a single value, or several)
+
+    Returns
+    -------
+    list[str]
+        None: nothing; several values: their backslash-joined whole, then each value
+    """
     if value is None:
         return []
     if isinstance(value, list | tuple | MultiValue):
@@ -108,7 +120,7 @@ def value_matches(keyword: str, value: Any, wanted: Any) -> bool:
     bool
         True when the value matches
     """
-    return _match_one(keyword, _candidates(value), wanted)
+    return _match_one(keyword, value_candidates(value), wanted)
 
 
 def dataset_matches(ds: Dataset, filters: Mapping[str, Any]) -> bool:

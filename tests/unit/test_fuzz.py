@@ -607,7 +607,7 @@ async def test_validated_headers_are_remembered_until_the_file_changes(
     second = await read()
     assert converted == [True, False]
     assert second.SOPInstanceUID == first.SOPInstanceUID
-    assert list(index_dir.glob("*.validated"))
+    assert list(index_dir.glob("*.sqlite"))
 
     st_before = path.stat()
     data = path.read_bytes()

@@ -1,11 +1,13 @@
-"""The local source remembers each file's Z offsets beside its index, and forgets stale ones."""
+"""The local source remembers each file's Z offsets in its index, and forgets stale ones."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import os
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +40,21 @@ def open_slide(folder: Path, index: Path) -> tuple[tuple[float, ...], list[pydic
     return asyncio.run(_open(folder, index))
 
 
-def sidecar(index: Path) -> tuple[Path, dict[str, Any]]:
-    (path,) = index.glob("*.validated")
-    return path, json.loads(path.read_text())
+def remembered(index: Path) -> tuple[Path, dict[str, Any]]:
+    """The index database and the Z offsets it holds, by relative path (JSON decoded)."""
+    (path,) = index.glob("*.sqlite")
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        rows = conn.execute("SELECT relpath, z_offsets FROM files WHERE z_offsets IS NOT NULL")
+        return path, {rel: json.loads(z) for rel, z in rows}
+
+
+def plant(path: Path, values: dict[str, str]) -> None:
+    """Store ``values`` (JSON text by relative path) as the remembered Z offsets."""
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+        conn.executemany(
+            "UPDATE files SET z_offsets = ? WHERE relpath = ?",
+            [(z, rel) for rel, z in values.items()],
+        )
 
 
 @pytest.fixture
@@ -54,15 +68,14 @@ def test_offsets_are_remembered_and_used(slide_folder: Path, tmp_path: Path) -> 
     index = tmp_path / "index"
     planes, _ = open_slide(slide_folder, index)
     assert planes == (0.0, 1.0, 2.0)
-    _, data = sidecar(index)
-    remembered = data["z_offsets"]
-    assert len(remembered) == 2  # the two pyramid levels; label and overview have no planes
-    for key, (frames, offsets) in remembered.items():
-        path = slide_folder / key.split("\0")[0]
+    _, data = remembered(index)
+    assert len(data) == 2  # the two pyramid levels; label and overview have no planes
+    for relpath, (frames, offsets) in data.items():
+        path = slide_folder / relpath
         ds = pydicom.dcmread(path, stop_before_pixels=True)
         assert frames == int(ds.NumberOfFrames)
         assert offsets == sorted(extract_z_offsets(ds, frames))
-    # A second client takes them from the sidecar: its datasets carry the answer.
+    # A second client takes them from the index: its datasets carry the answer.
     planes, metadata = open_slide(slide_folder, index)
     assert planes == (0.0, 1.0, 2.0)
     carried = [ds for ds in metadata if "_dicomslide_z_offsets" in ds.__dict__]
@@ -72,11 +85,10 @@ def test_offsets_are_remembered_and_used(slide_folder: Path, tmp_path: Path) -> 
 def test_remembered_offsets_are_what_the_slide_sees(slide_folder: Path, tmp_path: Path) -> None:
     index = tmp_path / "index"
     open_slide(slide_folder, index)
-    path, data = sidecar(index)
-    # Planted answers (a file cannot change without its key changing) show they are used...
-    for value in data["z_offsets"].values():
-        value[1] = [5.0]
-    path.write_text(json.dumps(data))
+    path, data = remembered(index)
+    # Planted answers (a file cannot change without its identity changing) show they are
+    # used...
+    plant(path, {rel: json.dumps([frames, [5.0]]) for rel, (frames, _) in data.items()})
     planes, _ = open_slide(slide_folder, index)
     assert planes == (5.0,)
     # ...and a file whose modification time changes is searched again.
@@ -85,9 +97,9 @@ def test_remembered_offsets_are_what_the_slide_sees(slide_folder: Path, tmp_path
         os.utime(file, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
     planes, _ = open_slide(slide_folder, index)
     assert planes == (0.0, 1.0, 2.0)
-    _, data = sidecar(index)
-    assert all(value[1] == [0.0, 1.0, 2.0] for value in data["z_offsets"].values())
-    assert len(data["z_offsets"]) == 2  # the stale entries were dropped
+    _, data = remembered(index)
+    assert all(value[1] == [0.0, 1.0, 2.0] for value in data.values())
+    assert len(data) == 2
 
 
 def test_rewritten_file_is_searched_again(slide_folder: Path, tmp_path: Path) -> None:
@@ -102,22 +114,23 @@ def test_rewritten_file_is_searched_again(slide_folder: Path, tmp_path: Path) ->
 
 @pytest.mark.parametrize(
     "stored",
-    [
-        "not json",
-        json.dumps({"validated": [], "z_offsets": []}),
-        json.dumps({"validated": [], "z_offsets": {"x": [1, [0.0]], "y": "bad", "z": [1, [1]]}}),
-    ],
+    ["not json", json.dumps({"x": 1}), json.dumps([3, ["0.0"]]), json.dumps([3, [1]])],
 )
-def test_unusable_sidecar_is_ignored(slide_folder: Path, tmp_path: Path, stored: str) -> None:
+def test_unusable_remembered_offsets_are_ignored(
+    slide_folder: Path, tmp_path: Path, stored: str
+) -> None:
     index = tmp_path / "index"
     open_slide(slide_folder, index)
-    path, data = sidecar(index)
-    # Malformed entries under the real keys, too.
-    if stored.startswith("{"):
-        loaded = json.loads(stored)
-        if isinstance(loaded["z_offsets"], dict):
-            for key in data["z_offsets"]:
-                loaded["z_offsets"][key] = [3, ["0.0"]]
-        stored = json.dumps(loaded)
-    path.write_text(stored)
+    path, data = remembered(index)
+    plant(path, dict.fromkeys(data, stored))
     assert open_slide(slide_folder, index)[0] == (0.0, 1.0, 2.0)
+
+
+def test_broken_index_is_replaced(slide_folder: Path, tmp_path: Path) -> None:
+    index = tmp_path / "index"
+    open_slide(slide_folder, index)
+    path, _ = remembered(index)
+    path.write_bytes(b"not a database" * 100)
+    assert open_slide(slide_folder, index)[0] == (0.0, 1.0, 2.0)
+    _, data = remembered(index)
+    assert len(data) == 2  # written afresh

@@ -200,8 +200,16 @@ def test_two_fragments_per_frame(has_bot: bool) -> None:
     assert _frames(data, layout) == frames
 
 
-def test_fragment_scan_reads_item_headers_only() -> None:
-    frames = [_jpeg_like(i, 2000) for i in range(20)]
+@pytest.mark.parametrize(
+    ("fragment_size", "max_read", "reads"), [(20_000, 20, 21), (2000, 1 << 18, 2)]
+)
+def test_fragment_scan_reads_item_headers_or_windows(
+    fragment_size: int, max_read: int, reads: int
+) -> None:
+    # Large fragments: item headers only (20 items and the sequence delimiter). Small ones:
+    # after the first header, a window at a time (here the rest in one read), not a read per
+    # frame.
+    frames = [_jpeg_like(i, fragment_size) for i in range(20)]
     data = _part10_bytes(JPEGBaseline8Bit, encapsulate(frames, has_bot=False), frames=20)
     header = part10.read_part10_header(io.BytesIO(data))
     assert header.pixel_data is not None
@@ -209,9 +217,9 @@ def test_fragment_scan_reads_item_headers_only() -> None:
     fragments = part10.scan_fragments(
         _reader(data, log), len(data), header.pixel_data.value_offset + 8
     )
-    assert len(fragments) == 20
-    assert max(size for _, size in log) <= 20
-    assert len(log) == 21  # 20 items and the sequence delimiter
+    assert [f.length for f in fragments] == [len(f) + len(f) % 2 for f in frames]
+    assert max(size for _, size in log) <= max_read
+    assert len(log) == reads
 
 
 def test_multiple_fragments_without_offsets_for_rle_is_invalid() -> None:

@@ -155,6 +155,23 @@ def _retry_after_seconds(value: str) -> float | None:
 _T = TypeVar("_T")
 
 
+def _with_body(response: httpx.Response, body: bytes) -> httpx.Response:
+    """``response`` with its body read: what ``aread()`` gives, but read within a budget."""
+    # The body is already decoded, so the encoding headers go (httpx would decode it again).
+    headers = [
+        (key, value)
+        for key, value in response.headers.multi_items()
+        if key.lower() not in {"content-encoding", "content-length", "transfer-encoding"}
+    ]
+    return httpx.Response(
+        response.status_code,
+        headers=headers,
+        content=body,
+        request=response.request,
+        extensions=response.extensions,
+    )
+
+
 class OperationClock:
     """Time one operation may still spend waiting on the server (its deadline).
 
@@ -624,10 +641,8 @@ class Transport:
                 continue
             if response.status_code < 300:
                 if not stream:
-                    # What aread() does, within the budget (httpx keeps the body there).
-                    response._content = await self.read_body(  # noqa: SLF001
-                        response, self.max_response_bytes, clock
-                    )
+                    body = await self.read_body(response, self.max_response_bytes, clock)
+                    return _with_body(response, body)
                 return response
             if response.status_code in retry_statuses and attempt + 1 < self.retry.attempts:
                 await response.aclose()
