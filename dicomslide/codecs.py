@@ -22,7 +22,7 @@ import math
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, partial
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -395,6 +395,12 @@ def _imagecodecs(codec: str) -> ModuleType:
     return module
 
 
+def _imagecodecs_decode(codec: str, job: _Job) -> npt.NDArray[Any]:
+    # imagecodecs names each decoder after its codec attribute: LJPEG has ljpeg_decode.
+    arr: npt.NDArray[Any] = getattr(_imagecodecs(codec), f"{codec.lower()}_decode")(job.data)
+    return arr
+
+
 def _installed(module: str) -> bool:
     try:
         return importlib.util.find_spec(module) is not None
@@ -472,19 +478,13 @@ def _libjpeg_raw(job: _Job) -> npt.NDArray[Any]:
     return arr
 
 
-def _ljpeg(job: _Job) -> npt.NDArray[Any]:
-    arr: npt.NDArray[Any] = _imagecodecs("LJPEG").ljpeg_decode(job.data)
-    return arr
+_ljpeg = partial(_imagecodecs_decode, "LJPEG")
 
 
-def _jpegsof3(job: _Job) -> npt.NDArray[Any]:
-    arr: npt.NDArray[Any] = _imagecodecs("JPEGSOF3").jpegsof3_decode(job.data)
-    return arr
+_jpegsof3 = partial(_imagecodecs_decode, "JPEGSOF3")
 
 
-def _jpegls_imagecodecs(job: _Job) -> npt.NDArray[Any]:
-    arr: npt.NDArray[Any] = _imagecodecs("JPEGLS").jpegls_decode(job.data)
-    return arr
+_jpegls_imagecodecs = partial(_imagecodecs_decode, "JPEGLS")
 
 
 def _jpegls_pyjpegls(job: _Job) -> npt.NDArray[Any]:
@@ -492,9 +492,7 @@ def _jpegls_pyjpegls(job: _Job) -> npt.NDArray[Any]:
     return arr
 
 
-def _jpeg2k_imagecodecs(job: _Job) -> npt.NDArray[Any]:
-    arr: npt.NDArray[Any] = _imagecodecs("JPEG2K").jpeg2k_decode(job.data)
-    return arr
+_jpeg2k_imagecodecs = partial(_imagecodecs_decode, "JPEG2K")
 
 
 def _htj2k_imagecodecs(job: _Job) -> npt.NDArray[Any]:
@@ -502,8 +500,7 @@ def _htj2k_imagecodecs(job: _Job) -> npt.NDArray[Any]:
         # OpenJPH (imagecodecs 2026.3) wraps samples that the irreversible wavelet pushes
         # past the maximum around to 0, which turns white background black.
         raise _Refused("OpenJPH decodes irreversible codestreams wrongly")
-    arr: npt.NDArray[Any] = _imagecodecs("HTJ2K").htj2k_decode(job.data)
-    return arr
+    return _imagecodecs_decode("HTJ2K", job)
 
 
 def _jpeg2k_openjpeg(job: _Job) -> npt.NDArray[Any]:
@@ -512,9 +509,7 @@ def _jpeg2k_openjpeg(job: _Job) -> npt.NDArray[Any]:
     return arr
 
 
-def _jpegxl_imagecodecs(job: _Job) -> npt.NDArray[Any]:
-    arr: npt.NDArray[Any] = _imagecodecs("JPEGXL").jpegxl_decode(job.data)
-    return arr
+_jpegxl_imagecodecs = partial(_imagecodecs_decode, "JPEGXL")
 
 
 def _rle_pylibjpeg(job: _Job) -> npt.NDArray[Any]:
