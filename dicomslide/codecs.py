@@ -530,23 +530,29 @@ def _rle_pylibjpeg(job: _Job) -> npt.NDArray[Any]:
     return pixels
 
 
+def _pydicom_frame_keywords(fmt: PixelFormat) -> dict[str, Any]:
+    # pydicom's encoders and decoders take the Image Pixel attributes of one frame as keywords.
+    return {
+        "rows": fmt.rows,
+        "columns": fmt.columns,
+        "samples_per_pixel": fmt.samples_per_pixel,
+        "bits_allocated": fmt.bits_allocated,
+        "bits_stored": fmt.bits_stored,
+        "pixel_representation": fmt.pixel_representation,
+        "photometric_interpretation": fmt.photometric_interpretation,
+        "planar_configuration": 0,
+        "number_of_frames": 1,
+    }
+
+
 def _rle_pydicom(job: _Job) -> npt.NDArray[Any]:
-    fmt = job.fmt
     encaps = _import("pydicom.encaps")
     decoder = _import("pydicom.pixels").get_decoder(RLE_LOSSLESS)
     arr, _ = decoder.as_array(
         encaps.encapsulate([job.data]),
         decoding_plugin="pydicom",
         as_rgb=False,
-        rows=fmt.rows,
-        columns=fmt.columns,
-        samples_per_pixel=fmt.samples_per_pixel,
-        bits_allocated=fmt.bits_allocated,
-        bits_stored=fmt.bits_stored,
-        pixel_representation=fmt.pixel_representation,
-        photometric_interpretation=fmt.photometric_interpretation,
-        planar_configuration=0,
-        number_of_frames=1,
+        **_pydicom_frame_keywords(job.fmt),
     )
     result: npt.NDArray[Any] = arr
     return result
