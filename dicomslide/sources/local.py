@@ -56,7 +56,6 @@ import math
 import os
 import re
 import struct
-import tempfile
 import threading
 import urllib.parse
 import urllib.request
@@ -255,17 +254,11 @@ def _build_frame_source(path: str) -> _FrameSource:
                 st.st_size,
             )
             return _FrameSource((st.st_size, st.st_mtime_ns), layout, header.transfer_syntax_uid)
-        inflated: BinaryIO = tempfile.TemporaryFile()  # noqa: SIM115 - lives in the cache
+        # The temporary file lives in the cache with the layout that points into it.
+        inflated, inflated_size, dataset, pixel_data = part10.inflate_layout(
+            fp, header.body_offset
+        )
         try:
-            inflated_size = part10.inflate_body(fp, inflated, header.body_offset)
-            inflated.flush()
-            inflated.seek(0)
-            dataset, pixel_data = part10.read_body_header(
-                inflated,
-                implicit_vr=False,
-                little_endian=True,
-                specific_tags=part10.LAYOUT_TAGS,
-            )
             if pixel_data is None:
                 raise InvalidDataError("no Pixel Data element")
             tmp_fd = inflated.fileno()
