@@ -8,8 +8,9 @@ repeat, so that the two cannot drift apart while ``help()`` still shows every pa
 from __future__ import annotations
 
 import inspect
+import itertools
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import TypeVar
 
 __all__ = ["borrowed_doc", "sections_of"]
@@ -50,6 +51,13 @@ def sections_of(source: object, replace: Mapping[str, str] | None = None) -> str
     return text
 
 
+def _only(sections: str, titles: Collection[str]) -> str:
+    """Keep the sections whose title is in ``titles``."""
+    starts = [m.start() for m in _SECTION.finditer(sections)] + [len(sections)]
+    kept = [sections[a:b].strip() for a, b in itertools.pairwise(starts)]
+    return "\n\n".join(k for k in kept if k.split("\n", 1)[0] in titles)
+
+
 def _add_parameters(sections: str, after_first: str, at_end: str) -> str:
     """Insert Parameters entries after the first entry and at the end of that section."""
     title = "Parameters\n----------\n"
@@ -75,6 +83,7 @@ def borrowed_doc(
     *,
     after_first: str = "",
     at_end: str = "",
+    only: Collection[str] = (),
 ) -> Callable[[T], T]:
     """Append the numpydoc sections of another object to the decorated one's own docstring.
 
@@ -90,6 +99,9 @@ def borrowed_doc(
     after_first, at_end: str, optional
         Parameters entries (``"name: type\\n    description"``) that the decorated callable
         takes and ``source`` does not: inserted after the first entry, and at the end
+    only: Collection[str], optional
+        Titles of the sections to borrow (e.g. ``("Parameters",)``), all when empty; the
+        borrowed sections go before the decorated one's own (say its Returns and Raises)
 
     Returns
     -------
@@ -100,9 +112,14 @@ def borrowed_doc(
     def decorate(obj: T) -> T:
         own = inspect.cleandoc(obj.__doc__ or "").strip()
         sections = sections_of(source, replace)
+        if only:
+            sections = _only(sections, only)
         if after_first or at_end:
             sections = _add_parameters(sections, after_first, at_end)
-        obj.__doc__ = own + "\n\n" + sections
+        # numpydoc orders Parameters before Returns and Raises: borrowed sections go first.
+        match = _SECTION.search(own)
+        split = len(own) if match is None else match.start()
+        obj.__doc__ = "\n\n".join(p for p in (own[:split].strip(), sections, own[split:]) if p)
         return obj
 
     return decorate

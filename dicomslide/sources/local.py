@@ -71,6 +71,7 @@ from pydicom import DataElement, Dataset
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import RawDataElement
 
+from dicomslide._docs import borrowed_doc
 from dicomslide._tags import (
     DIMENSION_ORGANIZATION_TYPE as _DIMENSION_ORGANIZATION_TYPE,
     NUMBER_OF_FRAMES as _NUMBER_OF_FRAMES,
@@ -100,7 +101,7 @@ from dicomslide.sources.local_index import (
     build_index,
     sidecar_key,
 )
-from dicomslide.sources.protocol import EncodedFrame
+from dicomslide.sources.protocol import EncodedFrame, Source
 from dicomslide.sources.qido_match import normalize_keyword, value_matches
 from dicomslide.sources.runtime import SourceRuntime
 
@@ -658,17 +659,11 @@ class DICOMfileClient:
     # Metadata
     # ----------------------------------------------------------------------------------------
 
+    @borrowed_doc(Source.retrieve_series_metadata, only=("Parameters",))
     async def retrieve_series_metadata(
         self, study_instance_uid: str, series_instance_uid: str
     ) -> list[Dataset]:
         """Retrieve the metadata of every instance of a series.
-
-        Parameters
-        ----------
-        study_instance_uid: str
-            Study Instance UID
-        series_instance_uid: str
-            Series Instance UID
 
         Returns
         -------
@@ -709,19 +704,11 @@ class DICOMfileClient:
                 self._remember_metadata(instance.sop_uid, ds)
         return [known[i.sop_uid] for i in members]
 
+    @borrowed_doc(Source.retrieve_instance_metadata, only=("Parameters",))
     async def retrieve_instance_metadata(
         self, study_instance_uid: str, series_instance_uid: str, sop_instance_uid: str
     ) -> Dataset:
         """Retrieve the metadata of one instance.
-
-        Parameters
-        ----------
-        study_instance_uid: str
-            Study Instance UID
-        series_instance_uid: str
-            Series Instance UID
-        sop_instance_uid: str
-            SOP Instance UID
 
         Returns
         -------
@@ -742,6 +729,7 @@ class DICOMfileClient:
     # Frames and bulk data
     # ----------------------------------------------------------------------------------------
 
+    @borrowed_doc(Source.iter_frames, only=("Parameters",))
     async def iter_frames(
         self,
         study_instance_uid: str,
@@ -750,17 +738,6 @@ class DICOMfileClient:
         frame_numbers: Sequence[int],
     ) -> AsyncIterator[tuple[int, EncodedFrame]]:
         """Read frames of one instance, yielding them in file order.
-
-        Parameters
-        ----------
-        study_instance_uid: str
-            Study Instance UID
-        series_instance_uid: str
-            Series Instance UID
-        sop_instance_uid: str
-            SOP Instance UID
-        frame_numbers: Sequence[int]
-            One-based frame numbers, without duplicates
 
         Yields
         ------
