@@ -27,6 +27,7 @@ import pydicom
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.multival import MultiValue
 
+from dicomslide._docs import borrowed_doc
 from dicomslide.errors import NotFoundError
 from dicomslide.sources import part10
 
@@ -400,13 +401,9 @@ class Sidecar:
         """
         return key in self._validated
 
+    @borrowed_doc(is_validated, only=("Parameters",))
     def z_offsets(self, key: str) -> ZOffsets | None:
         """The Z offsets remembered for a file.
-
-        Parameters
-        ----------
-        key: str
-            Its :func:`sidecar_key`
 
         Returns
         -------
