@@ -51,11 +51,33 @@ def sections_of(source: object, replace: Mapping[str, str] | None = None) -> str
     return text
 
 
-def _only(sections: str, titles: Collection[str]) -> str:
-    """Keep the sections whose title is in ``titles``."""
+# numpydoc's order of sections; a title not listed here sorts last.
+_ORDER = (
+    "Parameters",
+    "Attributes",
+    "Returns",
+    "Yields",
+    "Receives",
+    "Other Parameters",
+    "Raises",
+    "Warns",
+    "Warnings",
+    "See Also",
+    "Notes",
+    "References",
+    "Examples",
+)
+
+
+def _split(sections: str) -> list[str]:
+    """The sections of a text that starts with a section title, one string each."""
     starts = [m.start() for m in _SECTION.finditer(sections)] + [len(sections)]
-    kept = [sections[a:b].strip() for a, b in itertools.pairwise(starts)]
-    return "\n\n".join(k for k in kept if k.split("\n", 1)[0] in titles)
+    return [sections[a:b].strip() for a, b in itertools.pairwise(starts)]
+
+
+def _rank(section: str) -> int:
+    title = section.split("\n", 1)[0]
+    return _ORDER.index(title) if title in _ORDER else len(_ORDER)
 
 
 def _add_parameters(sections: str, after_first: str, at_end: str) -> str:
@@ -100,8 +122,8 @@ def borrowed_doc(
         Parameters entries (``"name: type\\n    description"``) that the decorated callable
         takes and ``source`` does not: inserted after the first entry, and at the end
     only: Collection[str], optional
-        Titles of the sections to borrow (e.g. ``("Parameters",)``), all when empty; the
-        borrowed sections go before the decorated one's own (say its Returns and Raises)
+        Titles of the sections to borrow (e.g. ``("Parameters",)``), all when empty; own
+        and borrowed sections are put in numpydoc's order
 
     Returns
     -------
@@ -112,14 +134,14 @@ def borrowed_doc(
     def decorate(obj: T) -> T:
         own = inspect.cleandoc(obj.__doc__ or "").strip()
         sections = sections_of(source, replace)
-        if only:
-            sections = _only(sections, only)
         if after_first or at_end:
             sections = _add_parameters(sections, after_first, at_end)
-        # numpydoc orders Parameters before Returns and Raises: borrowed sections go first.
+        borrowed = [b for b in _split(sections) if not only or b.split("\n", 1)[0] in only]
         match = _SECTION.search(own)
         split = len(own) if match is None else match.start()
-        obj.__doc__ = "\n\n".join(p for p in (own[:split].strip(), sections, own[split:]) if p)
+        # Own and borrowed sections interleave in numpydoc's order (sorted() is stable).
+        merged = sorted(_split(own[split:]) + borrowed, key=_rank)
+        obj.__doc__ = "\n\n".join([own[:split].strip(), *merged]).strip()
         return obj
 
     return decorate

@@ -49,3 +49,32 @@ def test_every_section_is_borrowed_by_default() -> None:
     doc = twin.__doc__ or ""
     assert doc.startswith("Do it again.\n\nParameters\n----------\na: int")
     assert doc.endswith("int\n    The source's result")
+
+
+def test_own_and_borrowed_sections_interleave_in_numpydoc_order() -> None:
+    @borrowed_doc(_raiser, only=("Raises",))
+    @borrowed_doc(_source, only=("Parameters",))
+    def twin(a: int, b: str) -> str:
+        """Do it as text.
+
+        Returns
+        -------
+        str
+            Text
+        """
+        return b
+
+    doc = twin.__doc__ or ""
+    assert doc.index("a: int") < doc.index("Returns") < doc.index("Raises") < doc.index("KeyError")
+    assert "The source's result" not in doc
+
+
+def _raiser() -> None:
+    """Fail.
+
+    Raises
+    ------
+    KeyError
+        Always
+    """
+    raise KeyError
