@@ -548,6 +548,8 @@ class DICOMfileClient:
             results.append(ds)
         return results
 
+    @borrowed_doc(search_for_studies, only=("Raises",))
+    @borrowed_doc(Source.search_for_series, only=("Parameters",))
     async def search_for_series(
         self,
         study_instance_uid: str | None = None,
@@ -558,23 +560,11 @@ class DICOMfileClient:
         A series matches if any of its instances matches every filter (see
         :meth:`search_for_studies`).
 
-        Parameters
-        ----------
-        study_instance_uid: str | None, optional
-            Study Instance UID
-        search_filters: Mapping[str, Any] | None, optional
-            Attribute keywords mapped to values that must match
-
         Returns
         -------
         list[pydicom.Dataset]
             One dataset per matching series with study- and series-level attributes, ordered
             by Study Instance UID, Series Number and Series Instance UID
-
-        Raises
-        ------
-        dicomslide.errors.UnsupportedError
-            If a keyword is not in the index
         """
         filters = _compile_filters(search_filters)
         index = await self._ensure_index()
@@ -604,6 +594,8 @@ class DICOMfileClient:
             results.append(ds)
         return results
 
+    @borrowed_doc(search_for_studies, only=("Raises",))
+    @borrowed_doc(Source.search_for_instances, only=("Parameters",))
     async def search_for_instances(
         self,
         study_instance_uid: str | None = None,
@@ -612,15 +604,7 @@ class DICOMfileClient:
     ) -> list[Dataset]:
         """Search for instances, optionally within one study or series.
 
-        Parameters
-        ----------
-        study_instance_uid: str | None, optional
-            Study Instance UID
-        series_instance_uid: str | None, optional
-            Series Instance UID
-        search_filters: Mapping[str, Any] | None, optional
-            Attribute keywords mapped to values that must match (see
-            :meth:`search_for_studies`)
+        Filters match as in :meth:`search_for_studies`.
 
         Returns
         -------
@@ -628,11 +612,6 @@ class DICOMfileClient:
             One dataset per matching instance with study-, series- and instance-level
             attributes and Available Transfer Syntax UID, ordered by Study and Series
             Instance UID, Instance Number and SOP Instance UID
-
-        Raises
-        ------
-        dicomslide.errors.UnsupportedError
-            If a keyword is not in the index
         """
         filters = _compile_filters(search_filters)
         index = await self._ensure_index()
