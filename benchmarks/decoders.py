@@ -108,15 +108,7 @@ def rle(tile: np.ndarray) -> bytes:
     encoded: bytes = RLELosslessEncoder.encode(
         tile,
         encoding_plugin="pydicom",
-        rows=TILE,
-        columns=TILE,
-        samples_per_pixel=3,
-        bits_allocated=8,
-        bits_stored=8,
-        pixel_representation=0,
-        photometric_interpretation="RGB",
-        planar_configuration=0,
-        number_of_frames=1,
+        **codecs._pydicom_frame_keywords(PixelFormat(TILE, TILE, 3, 8, 8, 0, "RGB")),
     )
     return encoded
 

@@ -8,8 +8,9 @@ repeat, so that the two cannot drift apart while ``help()`` still shows every pa
 from __future__ import annotations
 
 import inspect
+import itertools
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import TypeVar
 
 __all__ = ["borrowed_doc", "sections_of"]
@@ -50,6 +51,35 @@ def sections_of(source: object, replace: Mapping[str, str] | None = None) -> str
     return text
 
 
+# numpydoc's order of sections; a title not listed here sorts last.
+_ORDER = (
+    "Parameters",
+    "Attributes",
+    "Returns",
+    "Yields",
+    "Receives",
+    "Other Parameters",
+    "Raises",
+    "Warns",
+    "Warnings",
+    "See Also",
+    "Notes",
+    "References",
+    "Examples",
+)
+
+
+def _split(sections: str) -> list[str]:
+    """The sections of a text that starts with a section title, one string each."""
+    starts = [m.start() for m in _SECTION.finditer(sections)] + [len(sections)]
+    return [sections[a:b].strip() for a, b in itertools.pairwise(starts)]
+
+
+def _rank(section: str) -> int:
+    title = section.split("\n", 1)[0]
+    return _ORDER.index(title) if title in _ORDER else len(_ORDER)
+
+
 def _add_parameters(sections: str, after_first: str, at_end: str) -> str:
     """Insert Parameters entries after the first entry and at the end of that section."""
     title = "Parameters\n----------\n"
@@ -75,6 +105,7 @@ def borrowed_doc(
     *,
     after_first: str = "",
     at_end: str = "",
+    only: Collection[str] = (),
 ) -> Callable[[T], T]:
     """Append the numpydoc sections of another object to the decorated one's own docstring.
 
@@ -90,6 +121,9 @@ def borrowed_doc(
     after_first, at_end: str, optional
         Parameters entries (``"name: type\\n    description"``) that the decorated callable
         takes and ``source`` does not: inserted after the first entry, and at the end
+    only: Collection[str], optional
+        Titles of the sections to borrow (e.g. ``("Parameters",)``), all when empty; own
+        and borrowed sections are put in numpydoc's order
 
     Returns
     -------
@@ -102,7 +136,12 @@ def borrowed_doc(
         sections = sections_of(source, replace)
         if after_first or at_end:
             sections = _add_parameters(sections, after_first, at_end)
-        obj.__doc__ = own + "\n\n" + sections
+        borrowed = [b for b in _split(sections) if not only or b.split("\n", 1)[0] in only]
+        match = _SECTION.search(own)
+        split = len(own) if match is None else match.start()
+        # Own and borrowed sections interleave in numpydoc's order (sorted() is stable).
+        merged = sorted(_split(own[split:]) + borrowed, key=_rank)
+        obj.__doc__ = "\n\n".join([own[:split].strip(), *merged]).strip()
         return obj
 
     return decorate

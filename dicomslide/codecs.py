@@ -22,7 +22,7 @@ import math
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache, cached_property
+from functools import cache, cached_property, partial
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -396,6 +396,12 @@ def _imagecodecs(codec: str) -> ModuleType:
     return module
 
 
+def _imagecodecs_decode(codec: str, job: _Job) -> npt.NDArray[Any]:
+    # imagecodecs names each decoder after its codec attribute: LJPEG has ljpeg_decode.
+    arr: npt.NDArray[Any] = getattr(_imagecodecs(codec), f"{codec.lower()}_decode")(job.data)
+    return arr
+
+
 def _installed(module: str) -> bool:
     try:
         return importlib.util.find_spec(module) is not None
@@ -473,19 +479,13 @@ def _libjpeg_raw(job: _Job) -> npt.NDArray[Any]:
     return arr
 
 
-def _ljpeg(job: _Job) -> npt.NDArray[Any]:
-    arr: npt.NDArray[Any] = _imagecodecs("LJPEG").ljpeg_decode(job.data)
-    return arr
+_ljpeg = partial(_imagecodecs_decode, "LJPEG")
 
 
-def _jpegsof3(job: _Job) -> npt.NDArray[Any]:
-    arr: npt.NDArray[Any] = _imagecodecs("JPEGSOF3").jpegsof3_decode(job.data)
-    return arr
+_jpegsof3 = partial(_imagecodecs_decode, "JPEGSOF3")
 
 
-def _jpegls_imagecodecs(job: _Job) -> npt.NDArray[Any]:
-    arr: npt.NDArray[Any] = _imagecodecs("JPEGLS").jpegls_decode(job.data)
-    return arr
+_jpegls_imagecodecs = partial(_imagecodecs_decode, "JPEGLS")
 
 
 def _jpegls_pyjpegls(job: _Job) -> npt.NDArray[Any]:
@@ -493,9 +493,7 @@ def _jpegls_pyjpegls(job: _Job) -> npt.NDArray[Any]:
     return arr
 
 
-def _jpeg2k_imagecodecs(job: _Job) -> npt.NDArray[Any]:
-    arr: npt.NDArray[Any] = _imagecodecs("JPEG2K").jpeg2k_decode(job.data)
-    return arr
+_jpeg2k_imagecodecs = partial(_imagecodecs_decode, "JPEG2K")
 
 
 def _htj2k_imagecodecs(job: _Job) -> npt.NDArray[Any]:
@@ -503,8 +501,7 @@ def _htj2k_imagecodecs(job: _Job) -> npt.NDArray[Any]:
         # OpenJPH (imagecodecs 2026.3) wraps samples that the irreversible wavelet pushes
         # past the maximum around to 0, which turns white background black.
         raise _Refused("OpenJPH decodes irreversible codestreams wrongly")
-    arr: npt.NDArray[Any] = _imagecodecs("HTJ2K").htj2k_decode(job.data)
-    return arr
+    return _imagecodecs_decode("HTJ2K", job)
 
 
 def _jpeg2k_openjpeg(job: _Job) -> npt.NDArray[Any]:
@@ -513,9 +510,7 @@ def _jpeg2k_openjpeg(job: _Job) -> npt.NDArray[Any]:
     return arr
 
 
-def _jpegxl_imagecodecs(job: _Job) -> npt.NDArray[Any]:
-    arr: npt.NDArray[Any] = _imagecodecs("JPEGXL").jpegxl_decode(job.data)
-    return arr
+_jpegxl_imagecodecs = partial(_imagecodecs_decode, "JPEGXL")
 
 
 def _rle_pylibjpeg(job: _Job) -> npt.NDArray[Any]:
@@ -536,23 +531,29 @@ def _rle_pylibjpeg(job: _Job) -> npt.NDArray[Any]:
     return pixels
 
 
+def _pydicom_frame_keywords(fmt: PixelFormat) -> dict[str, Any]:
+    # pydicom's encoders and decoders take the Image Pixel attributes of one frame as keywords.
+    return {
+        "rows": fmt.rows,
+        "columns": fmt.columns,
+        "samples_per_pixel": fmt.samples_per_pixel,
+        "bits_allocated": fmt.bits_allocated,
+        "bits_stored": fmt.bits_stored,
+        "pixel_representation": fmt.pixel_representation,
+        "photometric_interpretation": fmt.photometric_interpretation,
+        "planar_configuration": 0,
+        "number_of_frames": 1,
+    }
+
+
 def _rle_pydicom(job: _Job) -> npt.NDArray[Any]:
-    fmt = job.fmt
     encaps = _import("pydicom.encaps")
     decoder = _import("pydicom.pixels").get_decoder(RLE_LOSSLESS)
     arr, _ = decoder.as_array(
         encaps.encapsulate([job.data]),
         decoding_plugin="pydicom",
         as_rgb=False,
-        rows=fmt.rows,
-        columns=fmt.columns,
-        samples_per_pixel=fmt.samples_per_pixel,
-        bits_allocated=fmt.bits_allocated,
-        bits_stored=fmt.bits_stored,
-        pixel_representation=fmt.pixel_representation,
-        photometric_interpretation=fmt.photometric_interpretation,
-        planar_configuration=0,
-        number_of_frames=1,
+        **_pydicom_frame_keywords(job.fmt),
     )
     result: npt.NDArray[Any] = arr
     return result

@@ -31,6 +31,7 @@ from pydicom.dataelem import RawDataElement
 from pydicom.filereader import read_dataset
 from pydicom.tag import BaseTag
 
+from dicomslide._docs import borrowed_doc
 from dicomslide._tags import (
     COLUMN_POSITION as _COLUMN_POSITION,
     OPTICAL_PATH_IDENTIFICATION_SEQUENCE as _OPTICAL_PATH_ID_SEQ,
@@ -837,19 +838,13 @@ def _scan_z_values_all(data: bytes, implicit_vr: bool) -> set[float] | None:
     return values
 
 
+@borrowed_doc(extract_frame_positions, only=("Parameters",))
 def extract_z_offsets(ds: Dataset, number_of_frames: int) -> set[float]:
     """The distinct Z offsets (micrometres, rounded to 1e-6) of an image's frames.
 
     Cheaper than :func:`extract_frame_positions` while the per-frame sequence is still raw:
     only the encoded Z elements are searched for, since which frame has which Z does not
     matter here.
-
-    Parameters
-    ----------
-    ds: pydicom.Dataset
-        Image metadata
-    number_of_frames: int
-        Expected number of per-frame items
 
     Returns
     -------

@@ -16,6 +16,7 @@ from typing import Any, Final, Literal
 from urllib.parse import quote, unquote_plus, urlsplit, urlunsplit
 
 from dicomslide import _syntaxes as ts
+from dicomslide._docs import borrowed_doc
 from dicomslide.errors import ArgumentError, RegionError
 
 __all__ = [
@@ -236,30 +237,13 @@ def series_metadata_url(wado_root: str, study: str, series: str) -> str:
     )
 
 
+@borrowed_doc(
+    series_metadata_url,
+    {"{series}/metadata": "{series}/instances/{sop}/metadata"},
+    at_end="sop: str\n    SOP Instance UID",
+)
 def instance_metadata_url(wado_root: str, study: str, series: str, sop: str) -> str:
-    """Return the WADO-RS URL of the metadata of one instance.
-
-    Parameters
-    ----------
-    wado_root: str
-        Base URL of the WADO-RS service
-    study: str
-        Study Instance UID
-    series: str
-        Series Instance UID
-    sop: str
-        SOP Instance UID
-
-    Returns
-    -------
-    str
-        ``{wado_root}/studies/{study}/series/{series}/instances/{sop}/metadata``
-
-    Raises
-    ------
-    ArgumentError
-        If a UID is empty
-    """
+    """Return the WADO-RS URL of the metadata of one instance."""
     return (
         f"{_root(wado_root)}/studies/{_uid('study', study)}/series/{_uid('series', series)}"
         f"/instances/{_uid('sop', sop)}/metadata"

@@ -203,16 +203,23 @@ class ForeignClientSource:
         except Exception as error:  # the foreign client's own error types are unknown here
             raise _wrap(error, what) from error
 
+    async def _search(
+        self, level: str, search_filters: Mapping[str, Any] | None, **uids: str | None
+    ) -> list[Dataset]:
+        # The three QIDO levels differ only in the client method and the UIDs that scope them.
+        items = await self._call(
+            f"Searching {level}",
+            getattr(self.client, f"search_for_{level}"),
+            search_filters=dict(search_filters or {}),
+            **uids,
+        )
+        return [_to_dataset(i) for i in items]
+
     async def search_for_studies(
         self, search_filters: Mapping[str, Any] | None = None
     ) -> list[Dataset]:
         """Search for studies (see :class:`~dicomslide.sources.Source`)."""
-        items = await self._call(
-            "Searching studies",
-            self.client.search_for_studies,
-            search_filters=dict(search_filters or {}),
-        )
-        return [_to_dataset(i) for i in items]
+        return await self._search("studies", search_filters)
 
     async def search_for_series(
         self,
@@ -220,13 +227,7 @@ class ForeignClientSource:
         search_filters: Mapping[str, Any] | None = None,
     ) -> list[Dataset]:
         """Search for series (see :class:`~dicomslide.sources.Source`)."""
-        items = await self._call(
-            "Searching series",
-            self.client.search_for_series,
-            study_instance_uid=study_instance_uid,
-            search_filters=dict(search_filters or {}),
-        )
-        return [_to_dataset(i) for i in items]
+        return await self._search("series", search_filters, study_instance_uid=study_instance_uid)
 
     async def search_for_instances(
         self,
@@ -235,14 +236,12 @@ class ForeignClientSource:
         search_filters: Mapping[str, Any] | None = None,
     ) -> list[Dataset]:
         """Search for instances (see :class:`~dicomslide.sources.Source`)."""
-        items = await self._call(
-            "Searching instances",
-            self.client.search_for_instances,
+        return await self._search(
+            "instances",
+            search_filters,
             study_instance_uid=study_instance_uid,
             series_instance_uid=series_instance_uid,
-            search_filters=dict(search_filters or {}),
         )
-        return [_to_dataset(i) for i in items]
 
     def _remember_syntax(self, ds: Dataset) -> None:
         uid = str(ds.get("SOPInstanceUID", ""))

@@ -60,7 +60,6 @@ import asyncio
 import math
 import os
 import re
-import tempfile
 import threading
 import urllib.parse
 import urllib.request
@@ -77,6 +76,7 @@ from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import RawDataElement
 from pydicom.tag import BaseTag
 
+from dicomslide._docs import borrowed_doc
 from dicomslide._gc import collector_paused
 from dicomslide._tags import (
     DIMENSION_ORGANIZATION_TYPE as _DIMENSION_ORGANIZATION_TYPE,
@@ -108,7 +108,7 @@ from dicomslide.sources.local_index import (
     build_index,
     next_pixel_tag,
 )
-from dicomslide.sources.protocol import EncodedFrame
+from dicomslide.sources.protocol import EncodedFrame, Source
 from dicomslide.sources.qido_match import RANGE_KEYWORDS, normalize_keyword, value_matches
 from dicomslide.sources.runtime import SourceRuntime
 
@@ -263,17 +263,11 @@ def _build_frame_source(path: str) -> _FrameSource:
                 st.st_size,
             )
             return _FrameSource((st.st_size, st.st_mtime_ns), layout, header.transfer_syntax_uid)
-        inflated: BinaryIO = tempfile.TemporaryFile()  # noqa: SIM115 - lives in the cache
+        # The temporary file lives in the cache with the layout that points into it.
+        inflated, inflated_size, dataset, pixel_data = part10.inflate_layout(
+            fp, header.body_offset
+        )
         try:
-            inflated_size = part10.inflate_body(fp, inflated, header.body_offset)
-            inflated.flush()
-            inflated.seek(0)
-            dataset, pixel_data = part10.read_body_header(
-                inflated,
-                implicit_vr=False,
-                little_endian=True,
-                specific_tags=part10.LAYOUT_TAGS,
-            )
             if pixel_data is None:
                 raise InvalidDataError("no Pixel Data element")
             tmp_fd = inflated.fileno()
@@ -592,6 +586,8 @@ class DICOMfileClient:
             results.append(ds)
         return results
 
+    @borrowed_doc(search_for_studies, only=("Raises",))
+    @borrowed_doc(Source.search_for_series, only=("Parameters",))
     async def search_for_series(
         self,
         study_instance_uid: str | None = None,
@@ -602,23 +598,11 @@ class DICOMfileClient:
         A series matches if any of its instances matches every filter (see
         :meth:`search_for_studies`).
 
-        Parameters
-        ----------
-        study_instance_uid: str | None, optional
-            Study Instance UID
-        search_filters: Mapping[str, Any] | None, optional
-            Attribute keywords mapped to values that must match
-
         Returns
         -------
         list[pydicom.Dataset]
             One dataset per matching series with study- and series-level attributes, ordered
             by Study Instance UID, Series Number and Series Instance UID
-
-        Raises
-        ------
-        dicomslide.errors.UnsupportedError
-            If a keyword is not in the index
         """
         filters = _compile_filters(search_filters)
         index = await self._ensure_index()
@@ -644,6 +628,8 @@ class DICOMfileClient:
             results.append(ds)
         return results
 
+    @borrowed_doc(search_for_studies, only=("Raises",))
+    @borrowed_doc(Source.search_for_instances, only=("Parameters",))
     async def search_for_instances(
         self,
         study_instance_uid: str | None = None,
@@ -652,15 +638,7 @@ class DICOMfileClient:
     ) -> list[Dataset]:
         """Search for instances, optionally within one study or series.
 
-        Parameters
-        ----------
-        study_instance_uid: str | None, optional
-            Study Instance UID
-        series_instance_uid: str | None, optional
-            Series Instance UID
-        search_filters: Mapping[str, Any] | None, optional
-            Attribute keywords mapped to values that must match (see
-            :meth:`search_for_studies`)
+        Filters match as in :meth:`search_for_studies`.
 
         Returns
         -------
@@ -668,11 +646,6 @@ class DICOMfileClient:
             One dataset per matching instance with study-, series- and instance-level
             attributes and Available Transfer Syntax UID, ordered by Study and Series
             Instance UID, Instance Number and SOP Instance UID
-
-        Raises
-        ------
-        dicomslide.errors.UnsupportedError
-            If a keyword is not in the index
         """
         filters = _compile_filters(search_filters)
         index = await self._ensure_index()
@@ -699,17 +672,11 @@ class DICOMfileClient:
     # Metadata
     # ----------------------------------------------------------------------------------------
 
+    @borrowed_doc(Source.retrieve_series_metadata, only=("Parameters",))
     async def retrieve_series_metadata(
         self, study_instance_uid: str, series_instance_uid: str
     ) -> list[Dataset]:
         """Retrieve the metadata of every instance of a series.
-
-        Parameters
-        ----------
-        study_instance_uid: str
-            Study Instance UID
-        series_instance_uid: str
-            Series Instance UID
 
         Returns
         -------
@@ -746,19 +713,11 @@ class DICOMfileClient:
                 self._remember_metadata(instance.sop_uid, ds)
         return [known[i.sop_uid] for i in members]
 
+    @borrowed_doc(Source.retrieve_instance_metadata, only=("Parameters",))
     async def retrieve_instance_metadata(
         self, study_instance_uid: str, series_instance_uid: str, sop_instance_uid: str
     ) -> Dataset:
         """Retrieve the metadata of one instance.
-
-        Parameters
-        ----------
-        study_instance_uid: str
-            Study Instance UID
-        series_instance_uid: str
-            Series Instance UID
-        sop_instance_uid: str
-            SOP Instance UID
 
         Returns
         -------
@@ -779,6 +738,7 @@ class DICOMfileClient:
     # Frames and bulk data
     # ----------------------------------------------------------------------------------------
 
+    @borrowed_doc(Source.iter_frames, only=("Parameters",))
     async def iter_frames(
         self,
         study_instance_uid: str,
@@ -787,17 +747,6 @@ class DICOMfileClient:
         frame_numbers: Sequence[int],
     ) -> AsyncIterator[tuple[int, EncodedFrame]]:
         """Read frames of one instance, yielding them in file order.
-
-        Parameters
-        ----------
-        study_instance_uid: str
-            Study Instance UID
-        series_instance_uid: str
-            Series Instance UID
-        sop_instance_uid: str
-            SOP Instance UID
-        frame_numbers: Sequence[int]
-            One-based frame numbers, without duplicates
 
         Yields
         ------

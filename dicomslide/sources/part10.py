@@ -32,6 +32,7 @@ allocated with it; violations raise :class:`dicomslide.errors.InvalidDataError`.
 from __future__ import annotations
 
 import struct
+import tempfile
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -75,6 +76,7 @@ __all__ = [
     "build_native_layout",
     "coalesce_spans",
     "inflate_body",
+    "inflate_layout",
     "is_part10",
     "parse_element_header",
     "read_body_header",
@@ -552,6 +554,46 @@ def inflate_body(
     except zlib.error as exc:
         raise InvalidDataError(f"corrupt deflated data set: {exc}") from exc
     return written
+
+
+def inflate_layout(
+    src: BinaryIO, body_offset: int, *, max_size: int | None = None
+) -> tuple[BinaryIO, int, Dataset, PixelDataElement | None]:
+    """Inflate a deflated data set into a temporary file and read its layout attributes.
+
+    Parameters
+    ----------
+    src: BinaryIO
+        The deflated Part 10 file
+    body_offset: int
+        Offset of the deflated stream in ``src`` (:attr:`Part10Header.body_offset`)
+    max_size: int | None, optional
+        Refuse to inflate more than this many bytes
+
+    Returns
+    -------
+    tuple[BinaryIO, int, pydicom.Dataset, PixelDataElement | None]
+        The temporary file holding the Explicit VR Little Endian data set (the caller closes
+        it), its size, the :data:`LAYOUT_TAGS` of the data set, and where its pixel data
+        element is (``None`` if it has none)
+
+    Raises
+    ------
+    dicomslide.errors.InvalidDataError
+        If the stream is corrupt, inflates to more than ``max_size`` bytes or the inflated
+        data set cannot be parsed
+    """
+    inflated: BinaryIO = tempfile.TemporaryFile()  # noqa: SIM115 - handed to the caller
+    try:
+        size = inflate_body(src, inflated, body_offset, max_size=max_size)
+        inflated.seek(0)  # also flushes, so that reads through the descriptor see it all
+        dataset, pixel_data = read_body_header(
+            inflated, implicit_vr=False, little_endian=True, specific_tags=LAYOUT_TAGS
+        )
+    except BaseException:
+        inflated.close()
+        raise
+    return inflated, size, dataset, pixel_data
 
 
 def split_items(raw: bytes, *, frame_number: int | None = None) -> list[memoryview]:

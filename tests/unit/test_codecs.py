@@ -131,15 +131,7 @@ def rle_encode(arr: np.ndarray, fmt: PixelFormat) -> bytes:
     encoded: bytes = RLELosslessEncoder.encode(
         arr,
         encoding_plugin="pydicom",
-        rows=fmt.rows,
-        columns=fmt.columns,
-        samples_per_pixel=fmt.samples_per_pixel,
-        bits_allocated=fmt.bits_allocated,
-        bits_stored=fmt.bits_stored,
-        pixel_representation=fmt.pixel_representation,
-        photometric_interpretation=fmt.photometric_interpretation,
-        planar_configuration=0,
-        number_of_frames=1,
+        **codecs._pydicom_frame_keywords(fmt),
     )
     return encoded
 

@@ -81,6 +81,7 @@ from urllib.parse import urlsplit
 import httpx
 from pydicom import Dataset
 
+from dicomslide._docs import borrowed_doc
 from dicomslide._syntaxes import EXPLICIT_VR_LITTLE_ENDIAN, NATIVE, RLE_LOSSLESS
 from dicomslide.codecs import sniff_transfer_syntax
 from dicomslide.errors import (
@@ -104,7 +105,7 @@ from dicomslide.sources.multipart import (
     boundary_from_content_type,
     transfer_syntax_from_content_type,
 )
-from dicomslide.sources.protocol import EncodedFrame
+from dicomslide.sources.protocol import EncodedFrame, Source
 from dicomslide.sources.runtime import FrameServiceOptions, SourceRuntime
 from dicomslide.sources.web.instance import (
     DEFAULT_MAX_INSTANCE_BYTES,
@@ -349,68 +350,32 @@ class DICOMwebClient:
     # --- QIDO-RS ------------------------------------------------------------------------
 
     @redacted_errors
+    @borrowed_doc(Source.search_for_studies)
     async def search_for_studies(
         self, search_filters: Mapping[str, Any] | None = None
     ) -> list[Dataset]:
-        """Search for studies (QIDO-RS, all pages).
-
-        Parameters
-        ----------
-        search_filters: Mapping[str, Any] | None, optional
-            Attribute keywords mapped to values that must match
-
-        Returns
-        -------
-        list[pydicom.Dataset]
-            Matching studies
-        """
+        """Search for studies (QIDO-RS, all pages)."""
         return await self._qido.search("studies", None, None, search_filters)
 
     @redacted_errors
+    @borrowed_doc(Source.search_for_series)
     async def search_for_series(
         self,
         study_instance_uid: str | None = None,
         search_filters: Mapping[str, Any] | None = None,
     ) -> list[Dataset]:
-        """Search for series (QIDO-RS, all pages).
-
-        Parameters
-        ----------
-        study_instance_uid: str | None, optional
-            Study Instance UID
-        search_filters: Mapping[str, Any] | None, optional
-            Attribute keywords mapped to values that must match
-
-        Returns
-        -------
-        list[pydicom.Dataset]
-            Matching series
-        """
+        """Search for series (QIDO-RS, all pages)."""
         return await self._qido.search("series", study_instance_uid, None, search_filters)
 
     @redacted_errors
+    @borrowed_doc(Source.search_for_instances)
     async def search_for_instances(
         self,
         study_instance_uid: str | None = None,
         series_instance_uid: str | None = None,
         search_filters: Mapping[str, Any] | None = None,
     ) -> list[Dataset]:
-        """Search for instances (QIDO-RS, all pages).
-
-        Parameters
-        ----------
-        study_instance_uid: str | None, optional
-            Study Instance UID
-        series_instance_uid: str | None, optional
-            Series Instance UID
-        search_filters: Mapping[str, Any] | None, optional
-            Attribute keywords mapped to values that must match
-
-        Returns
-        -------
-        list[pydicom.Dataset]
-            Matching instances
-        """
+        """Search for instances (QIDO-RS, all pages)."""
         return await self._qido.search(
             "instances", study_instance_uid, series_instance_uid, search_filters
         )
@@ -433,48 +398,22 @@ class DICOMwebClient:
                 self._frame_budgets[str(ds.SOPInstanceUID)] = budget
 
     @redacted_errors
+    @borrowed_doc(Source.retrieve_series_metadata)
     async def retrieve_series_metadata(
         self, study_instance_uid: str, series_instance_uid: str
     ) -> list[Dataset]:
-        """Metadata of every instance of a series, in one request.
-
-        Parameters
-        ----------
-        study_instance_uid: str
-            Study Instance UID
-        series_instance_uid: str
-            Series Instance UID
-
-        Returns
-        -------
-        list[pydicom.Dataset]
-            Metadata without Pixel Data
-        """
+        """Metadata of every instance of a series, in one request."""
         url = series_metadata_url(self.wado_root, study_instance_uid, series_instance_uid)
         datasets = await to_datasets(await self._json(url))
         self._remember(datasets)
         return datasets
 
     @redacted_errors
+    @borrowed_doc(Source.retrieve_instance_metadata)
     async def retrieve_instance_metadata(
         self, study_instance_uid: str, series_instance_uid: str, sop_instance_uid: str
     ) -> Dataset:
-        """Metadata of one instance.
-
-        Parameters
-        ----------
-        study_instance_uid: str
-            Study Instance UID
-        series_instance_uid: str
-            Series Instance UID
-        sop_instance_uid: str
-            SOP Instance UID
-
-        Returns
-        -------
-        pydicom.Dataset
-            Metadata without Pixel Data
-        """
+        """Metadata of one instance."""
         url = instance_metadata_url(
             self.wado_root, study_instance_uid, series_instance_uid, sop_instance_uid
         )
@@ -518,6 +457,7 @@ class DICOMwebClient:
     # --- frames -------------------------------------------------------------------------
 
     @redacted_stream_errors
+    @borrowed_doc(Source.iter_frames)
     async def iter_frames(
         self,
         study_instance_uid: str,
@@ -527,21 +467,7 @@ class DICOMwebClient:
     ) -> AsyncIterator[tuple[int, EncodedFrame]]:
         """Frames of one instance, each yielded as soon as its part has arrived.
 
-        Parameters
-        ----------
-        study_instance_uid: str
-            Study Instance UID
-        series_instance_uid: str
-            Series Instance UID
-        sop_instance_uid: str
-            SOP Instance UID
-        frame_numbers: Sequence[int]
-            One-based frame numbers
-
-        Returns
-        -------
-        AsyncIterator[tuple[int, dicomslide.sources.EncodedFrame]]
-            Frame number and frame, in the order the server sends them
+        Frames come in the order the server sends them.
         """
         prefix = len(
             frames_url(

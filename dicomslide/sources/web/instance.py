@@ -206,19 +206,10 @@ def _open_whole_instance(spool: _InstanceSpool, sop: str) -> _WholeInstance:
         syntax = header.transfer_syntax_uid
         dataset, pixel_data = header.dataset, header.pixel_data
         if syntax == part10.DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
-            inflated: BinaryIO = tempfile.TemporaryFile()  # noqa: SIM115 - owned by the cache
-            try:
-                size = part10.inflate_body(fp, inflated, header.body_offset, max_size=spool.limit)
-                inflated.seek(0)
-                dataset, pixel_data = part10.read_body_header(
-                    inflated,
-                    implicit_vr=False,
-                    little_endian=True,
-                    specific_tags=part10.LAYOUT_TAGS,
-                )
-            except BaseException:
-                inflated.close()
-                raise
+            # The temporary file is owned by the cache from here on.
+            inflated, size, dataset, pixel_data = part10.inflate_layout(
+                fp, header.body_offset, max_size=spool.limit
+            )
             fp.close()
             fp = inflated
             in_memory = False

@@ -24,6 +24,7 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import httpx
 
+from dicomslide._docs import borrowed_doc
 from dicomslide.errors import (
     ArgumentError,
     DicomWebError,
@@ -530,16 +531,9 @@ class Transport:
             limit,
         )
 
+    @borrowed_doc(RetryPolicy.delay, only=("Parameters",))
     async def pause(self, attempt: int, response: httpx.Response | None = None) -> None:
-        """Wait as the retry policy says before attempt ``attempt + 1``.
-
-        Parameters
-        ----------
-        attempt: int
-            Zero-based number of the attempt that failed
-        response: httpx.Response | None, optional
-            The failed response, whose ``Retry-After`` is honoured
-        """
+        """Wait as the retry policy says before attempt ``attempt + 1``."""
         await _sleep(self.retry.delay(attempt, response))
 
     async def send(
