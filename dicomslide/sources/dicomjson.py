@@ -27,12 +27,14 @@ offsets, optical paths, segments) is read straight from the JSON by
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import marshal
 from typing import Any, Final
 
 from pydicom import DataElement, Dataset
+from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import empty_value_for_VR
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
@@ -337,6 +339,15 @@ def _convert_dataset(item: dict[str, Any], where: str) -> Dataset:
     return dataset
 
 
+@functools.lru_cache(maxsize=4096)
+def _is_sequence(tag: int) -> bool | None:
+    """Whether the data dictionary makes ``tag`` a sequence (None: private or unknown)."""
+    try:
+        return bool(dictionary_VR(tag) == "SQ")
+    except KeyError:
+        return None
+
+
 def _convert_element(tag_hex: str, mapping: Any, where: str) -> tuple[DataElement, str | None]:
     if not isinstance(mapping, dict):
         raise ProtocolError(
@@ -347,6 +358,13 @@ def _convert_element(tag_hex: str, mapping: Any, where: str) -> tuple[DataElemen
     if not isinstance(vr, str):
         raise ProtocolError(f"DICOM JSON {where}, tag {tag_hex!r}: missing or invalid 'vr'")
     tag = int(tag_hex, 16)
+    sequence = _is_sequence(tag)
+    if vr != "UN" and sequence is not None and (vr == "SQ") != sequence:
+        # Code reading a sequence would iterate a string's characters (or the reverse).
+        raise ProtocolError(
+            f"DICOM JSON {where}, tag {tag_hex!r}: VR {vr!r} "
+            f"{'for an attribute that is not a sequence' if vr == 'SQ' else 'for a sequence'}"
+        )
     values = mapping.get("Value")
     if values is not None and isinstance(values, list) and values and len(mapping) == 2:
         # len(mapping) == 2: only "vr" and "Value", so no conflicting value keys to resolve.

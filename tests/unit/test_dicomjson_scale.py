@@ -10,6 +10,8 @@ import threading
 import time
 import tracemalloc
 
+import pytest
+
 from dicomslide.perframe import extract_frame_positions
 from dicomslide.sources.dicomjson import datasets_from_json, parse_json_bytes
 
@@ -132,3 +134,21 @@ def test_per_frame_items_are_held_packed_with_positions_read_on_arrival() -> Non
     assert again is not None
     assert again.columns.tolist() == early.columns.tolist()
     assert again.rows.tolist() == early.rows.tolist()
+
+
+def test_a_sequence_given_another_vr_is_a_typed_error() -> None:
+    """Found by `nox -s fuzz`: OpticalPathSequence as a string broke Slide with AttributeError."""
+    from dicomslide.errors import ProtocolError
+    from dicomslide.sources.dicomjson import datasets_from_json
+
+    as_string = {"00480105": {"vr": "LO", "Value": ["not a sequence"]}}
+    with pytest.raises(ProtocolError, match=r"'00480105'.*VR 'LO' for a sequence"):
+        datasets_from_json([as_string])
+    rows_as_items = {"00280010": {"vr": "SQ", "Value": [{}]}}
+    with pytest.raises(ProtocolError, match="VR 'SQ' for an attribute that is not a sequence"):
+        datasets_from_json([rows_as_items])
+    # Private and unknown tags keep whatever VR they are given; UN is always allowed.
+    (ds,) = datasets_from_json(
+        [{"00091010": {"vr": "SQ", "Value": [{}]}, "00480105": {"vr": "UN"}}]
+    )
+    assert len(ds[0x00091010].value) == 1
