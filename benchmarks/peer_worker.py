@@ -103,16 +103,9 @@ class Plan:
         """HTTP requests the proxy has seen so far (None for local files)."""
         if self.control_port is None:
             return None
-        import socket
+        from delay_proxy import read_counters  # this script's folder is on sys.path
 
-        with socket.create_connection(("127.0.0.1", self.control_port), timeout=5) as sock:
-            data = b""
-            while not data.endswith(b"\n"):
-                chunk = sock.recv(4096)
-                if not chunk:
-                    break
-                data += chunk
-        return int(json.loads(data)["requests"])
+        return int(read_counters(self.control_port)["requests"])
 
     def prefetch_regions(self) -> list[tuple[int, int, int, int]]:
         """(x, y, w, h) covering the prefetch level, in level coordinates."""

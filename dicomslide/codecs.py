@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from dicomslide._docs import borrowed_doc
 from dicomslide._syntaxes import (
     DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
     DEFLATED_IMAGE_FRAME,
@@ -702,13 +703,9 @@ def is_supported(transfer_syntax_uid: str) -> bool:
     return uid in NATIVE or uid == DEFLATED_IMAGE_FRAME or bool(_DECODERS.get(uid))
 
 
+@borrowed_doc(is_supported, only=("Parameters",))
 def decoder_names(transfer_syntax_uid: str) -> tuple[str, ...]:
     """Name the installed decoders of a transfer syntax in the order they are tried.
-
-    Parameters
-    ----------
-    transfer_syntax_uid: str
-        Transfer Syntax UID
 
     Returns
     -------

@@ -459,14 +459,7 @@ class FrameService:
         return futures
 
     async def get(self, instance: InstanceRef, frame_numbers: Sequence[int]) -> list[EncodedFrame]:
-        """Frames of one instance, in the order asked.
-
-        Parameters
-        ----------
-        instance: InstanceRef
-            The instance
-        frame_numbers: Sequence[int]
-            One-based frame numbers
+        """The frames ``frame_numbers`` (one-based) of ``instance``: :meth:`request`, awaited.
 
         Returns
         -------

@@ -153,6 +153,18 @@ async def read_frames(client: dicomslide.DICOMwebClient, numbers: list[int]) -> 
     return [f.data async for _, f in client.iter_frames(STUDY, SERIES, SOP, numbers)]
 
 
+async def frames_raise(
+    server: HostileServer,
+    bound: Bound,
+    kind: type[BaseException],
+    numbers: list[int],
+    **options: Any,
+) -> Any:
+    """The typed error that reading ``numbers`` from a fresh client raises."""
+    async with web(server, **options) as client:
+        return await raises(bound, kind, read_frames(client, numbers))
+
+
 async def metadata(client: dicomslide.DICOMwebClient) -> Any:
     async with client:
         return await client.retrieve_instance_metadata(STUDY, SERIES, SOP)
@@ -372,9 +384,7 @@ async def test_error_body_that_never_ends(hostile: HostileServer, bounded: Bound
         await endless(writer, b"x" * 65536)
 
     route(hostile, "/instances/", write)  # frames, and the whole-instance fallback
-    client = web(hostile)
-    async with client:
-        error = await raises(bounded, NotFoundError, read_frames(client, [1]))
+    error = await frames_raise(hostile, bounded, NotFoundError, [1])
     assert "404" in str(error)
     assert len(str(error)) < 2000
 
@@ -440,9 +450,7 @@ async def test_slow_drip_frames(hostile: HostileServer, bounded: Bound) -> None:
         await drip(writer, b"--b\r\n\r\n" + b"\x00" * 100)
 
     route(hostile, "/frames/", write)
-    client = web(hostile)
-    async with client:
-        await raises(bounded, RequestTimeoutError, read_frames(client, [1]))
+    await frames_raise(hostile, bounded, RequestTimeoutError, [1])
 
 
 async def test_slow_drip_whole_instance_after_refused_frames(
@@ -481,9 +489,7 @@ async def test_endless_frames_without_a_boundary(hostile: HostileServer, bounded
         await endless(writer, b"\x00" * 65536)
 
     route(hostile, "/frames/", write)
-    client = web(hostile)
-    async with client:
-        await raises(bounded, RequestTimeoutError, read_frames(client, [1, 2]))
+    await frames_raise(hostile, bounded, RequestTimeoutError, [1, 2])
 
 
 async def test_slow_qido_search_shares_one_deadline(
@@ -744,16 +750,12 @@ async def test_multipart_edge_cases_give_typed_errors(
     hostile: HostileServer, bounded: Bound, body: bytes, kind: type[Exception]
 ) -> None:
     answer(hostile, "/frames/", head(content_type=MULTIPART, content_length=str(len(body))) + body)
-    client = web(hostile, max_frame_bytes=1 << 20)
-    async with client:
-        await raises(bounded, kind, read_frames(client, [1, 2]))
+    await frames_raise(hostile, bounded, kind, [1, 2], max_frame_bytes=1 << 20)
 
 
 async def test_missing_boundary_parameter_is_typed(hostile: HostileServer, bounded: Bound) -> None:
     answer(hostile, "/frames/", head(content_type="multipart/related", content_length="2") + b"xx")
-    client = web(hostile)
-    async with client:
-        await raises(bounded, DicomSlideError, read_frames(client, [1]))
+    await frames_raise(hostile, bounded, DicomSlideError, [1])
 
 
 async def test_gzip_trickled_multipart_with_nested_parts_and_trailers_gives_exact_bytes(
