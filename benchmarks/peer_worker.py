@@ -103,7 +103,10 @@ class Plan:
         """HTTP requests the proxy has seen so far (None for local files)."""
         if self.control_port is None:
             return None
-        from delay_proxy import read_counters  # this script's folder is on sys.path
+        # Workers run with -P (no script folder on sys.path), so name the folder.
+        if str(Path(__file__).parent) not in sys.path:
+            sys.path.append(str(Path(__file__).parent))
+        from delay_proxy import read_counters
 
         return int(read_counters(self.control_port)["requests"])
 
