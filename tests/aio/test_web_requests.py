@@ -632,7 +632,7 @@ async def test_levels_with_equal_optical_paths_fetch_one_icc_profile(
     largest, smallest = by_size[0], by_size[-1]
     if not same_optical_path:
         item = smallest.metadata["00480105"]["Value"][0]
-        item["00480108"] = {"vr": "ST", "Value": ["another optical path"]}
+        item["00480107"] = {"vr": "ST", "Value": ["another optical path"]}
     async with server.client() as client:
         (slide,) = await dicomslide.find_slides(client, correct_color=True)
         region = await slide.get_image_region((0, 0), 0, (200, 300))
