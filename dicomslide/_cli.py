@@ -25,7 +25,6 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -348,9 +347,14 @@ async def _serve_command(args: argparse.Namespace) -> int:
     if args.tile_size < 1 or args.overlap < 0 or not 1 <= args.quality <= 100:
         raise _UsageError("--tile-size must be >= 1, --overlap >= 0, --quality in 1..100")
     client = _open_client(args)
-    # Positional: tile_size, overlap, limit_bounds, jpeg_quality, in ServeSettings' order.
-    settings = ServeSettings(args.tile_size, args.overlap, args.limit_bounds, args.quality)
-    settings = replace(settings, study_instance_uid=args.study, container_id=args.container_id)
+    settings = ServeSettings(
+        tile_size=args.tile_size,
+        overlap=args.overlap,
+        limit_bounds=args.limit_bounds,
+        jpeg_quality=args.quality,
+        study_instance_uid=args.study,
+        container_id=args.container_id,
+    )
     try:
         await serve(
             client,

@@ -490,15 +490,29 @@ class FrameService:
         unsettled = self._unsettled
         if not unsettled:
             return []
-        futures = []
-        for key in keys:
-            if key in unsettled:
-                fut = unsettled[key]
-                if fut is None:
-                    fut = unsettled[key] = self.loop.create_future()
-                    fut.add_done_callback(_consume_exception)
-                futures.append(fut)
-        return futures
+        return [self._settle_future(key) for key in keys if key in unsettled]
+
+    def is_unsettled(self, key: tuple[str, int]) -> bool:
+        """Whether a frame was handed out but not yet confirmed by its source.
+
+        Parameters
+        ----------
+        key: tuple[str, int]
+            (SOP Instance UID, frame number)
+
+        Returns
+        -------
+        bool
+            True until the source confirms (or fails) it
+        """
+        return key in self._unsettled
+
+    def _settle_future(self, key: tuple[str, int]) -> asyncio.Future[None]:
+        fut = self._unsettled.get(key)
+        if fut is None:
+            fut = self._unsettled[key] = self.loop.create_future()
+            fut.add_done_callback(_consume_exception)
+        return fut
 
     def _settle(self, key: tuple[str, int], frame: EncodedFrame) -> None:
         self.cache.put(key, frame)
@@ -700,10 +714,7 @@ class FrameService:
                 # future stays (until the frame is fetched again) for readers that took the
                 # frame but have not asked about it yet.
                 self._inflight.pop(last[0], None)
-                settle = self._unsettled.get(last[0])
-                if settle is None:
-                    settle = self._unsettled[last[0]] = self.loop.create_future()
-                    settle.add_done_callback(_consume_exception)
+                settle = self._settle_future(last[0])
                 if not settle.done():
                     settle.set_exception(error)
             if isinstance(exc, asyncio.CancelledError):

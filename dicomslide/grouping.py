@@ -295,6 +295,9 @@ def split_duplicate_series(
     out: dict[SlideKey, list[Dataset]] = {}
     notes: list[str] = []
     for key, datasets in groups.items():
+        if key[0] != "FOR":  # grouped by series already: nothing to split
+            out[key] = datasets
+            continue
         by_series: dict[str, list[Dataset]] = {}
         for ds in datasets:
             by_series.setdefault(_text(ds, _SERIES_INSTANCE_UID), []).append(ds)
@@ -306,7 +309,7 @@ def split_duplicate_series(
         duplicated = any(
             levels[a] & levels[b] for i, a in enumerate(copies) for b in copies[i + 1 :]
         )
-        if key[0] != "FOR" or not duplicated:
+        if not duplicated:
             out[key] = datasets
             continue
         shared = [

@@ -368,7 +368,7 @@ class ImageReader:
             uid, frame, number = waiting[fut]
             # A frame its source has not confirmed yet decodes now, but its tile is cached
             # only once it is confirmed (below).
-            cache = held if service.settled(((uid, number),)) else decoded
+            cache = held if service.is_unsettled((uid, number)) else decoded
             job = queue.submit(
                 self.decode_into, fut.result(), uid, number, color, out, by_frame[frame], cache
             )

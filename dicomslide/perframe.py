@@ -66,7 +66,6 @@ _UNDEFINED = 0xFFFFFFFF
 _LONG_VRS = frozenset(
     {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
 )
-_WANTED_SEQUENCES = frozenset({_PLANE_POSITION_SLIDE, _OPTICAL_PATH_ID_SEQ, _SEGMENT_ID_SEQ})
 
 
 @dataclass
@@ -513,7 +512,8 @@ def first_per_frame_item(ds: Dataset) -> Dataset | None:
     element = ds.get_item(_PER_FRAME)
     if element is None:
         return None
-    if _json_items(element) is not None:
+    # is_lazy, not _json_items: that would unpack every item to read the first.
+    if not isinstance(element, RawDataElement) and getattr(element.value, "is_lazy", False):
         first: Dataset | None = element.value.first()
         return first
     if (

@@ -491,29 +491,20 @@ class Slide(Twin):
         self._async = dicomslide.Slide(
             _unwrap(client), image_metadata, max_frame_cache_size, pyramid_tolerance, correct_color
         )
-        self._args = (
-            self._async.image_metadata,
-            max_frame_cache_size,
-            pyramid_tolerance,
-            correct_color,
-        )
 
     @classmethod
     def _rewrap(cls, owner: Any, value: dicomslide.Slide, call: Call | None) -> Slide:
         # ``owner`` is the client the slide was found with, kept as given for pickling.
         obj: Slide = cls.__new__(cls)
         obj._client = owner
-        obj._args = (
-            value.image_metadata,
-            value.max_frame_cache_size,
-            value.pyramid_tolerance,
-            value.correct_color,
-        )
         obj._async = value
         return obj
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (Slide, (self._client, *self._args))
+        # Re-opened with the async slide's own settings (the one place they are kept).
+        a = self._async
+        args = (a.image_metadata, a.max_frame_cache_size, a.pyramid_tolerance, a.correct_color)
+        return (Slide, (self._client, *args))
 
     @classmethod
     def from_async(cls, slide: dicomslide.Slide) -> Slide:

@@ -220,7 +220,9 @@ def _encode(image: Image.Image, fmt: str, quality: int) -> bytes:
     if fmt == "png":
         image.save(out, "PNG")
     else:
-        image.convert("RGB").save(out, "JPEG", quality=quality)
+        # convert() copies even when the mode is right already; Deep Zoom tiles are RGB.
+        rgb = image if image.mode == "RGB" else image.convert("RGB")
+        rgb.save(out, "JPEG", quality=quality)
     return out.getvalue()
 
 
@@ -267,6 +269,8 @@ class _App:
 
     def __init__(self, service: _Service) -> None:
         self.service = service
+        # Read once: the page never changes while the server runs.
+        self._page = resources.files("dicomslide.serve").joinpath("viewer.html").read_text("utf-8")
 
     def _immutable(
         self, request: Request, entry: _Entry | None
@@ -281,8 +285,7 @@ class _App:
         return headers, None
 
     async def viewer(self, request: Request) -> Response:
-        page = resources.files("dicomslide.serve").joinpath("viewer.html").read_text("utf-8")
-        return Response(page, media_type="text/html; charset=utf-8")
+        return Response(self._page, media_type="text/html; charset=utf-8")
 
     async def slides(self, request: Request) -> Response:
         listing = []

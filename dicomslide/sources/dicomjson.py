@@ -121,6 +121,11 @@ class LazyJSONSequence(Sequence):
             self.__dict__.pop("_lazy_items", None)
 
     @property
+    def is_lazy(self) -> bool:
+        """bool: Whether the JSON items are still unconverted (a look-up, not an unpack)."""
+        return self.__dict__.get("_lazy_json") is not None
+
+    @property
     def json_items(self) -> list[dict[str, Any]] | None:
         """The JSON items if they have not been converted yet, else None.
 

@@ -109,7 +109,7 @@ from dicomslide.sources.local_index import (
     next_pixel_tag,
 )
 from dicomslide.sources.protocol import EncodedFrame, Source
-from dicomslide.sources.qido_match import RANGE_KEYWORDS, normalize_keyword, value_matches
+from dicomslide.sources.qido_match import is_exact, normalize_keyword, value_matches
 from dicomslide.sources.runtime import SourceRuntime
 
 __all__ = ["DICOMfileClient", "IndexSummary"]
@@ -356,13 +356,7 @@ def _preselect(
 ) -> Iterable[IndexedInstance]:
     """The instances an exact filter allows (all of them without one); still to be matched."""
     for keyword, wanted in filters:
-        if (
-            isinstance(wanted, str)
-            and wanted
-            and "*" not in wanted
-            and "?" not in wanted
-            and not (keyword in RANGE_KEYWORDS and "-" in wanted)
-        ):
+        if is_exact(keyword, wanted):
             return index.having(keyword, wanted)
     return index.instances.values()
 
@@ -567,11 +561,11 @@ class DICOMfileClient:
         """
         filters = _compile_filters(search_filters)
         index = await self._ensure_index()
-        matching = {i.study_uid for i in index.instances.values() if _matches(i, filters)}
+        matching = {i.study_uid for i in _preselect(index, filters) if _matches(i, filters)}
         studies: dict[str, list[IndexedInstance]] = {}
-        for instance in sorted(index.instances.values(), key=_instance_sort_key):
-            if instance.study_uid in matching:
-                studies.setdefault(instance.study_uid, []).append(instance)
+        found = (i for i in index.instances.values() if i.study_uid in matching)
+        for instance in sorted(found, key=_instance_sort_key):
+            studies.setdefault(instance.study_uid, []).append(instance)
         results = []
         for members in studies.values():
             ds = Dataset()

@@ -32,7 +32,7 @@ import numpy as np
 import numpy.typing as npt
 import pydicom
 from pydicom import Dataset
-from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.datadict import dictionary_VR
 from pydicom.multival import MultiValue
 
 from dicomslide._gc import collector_paused
@@ -94,7 +94,6 @@ _INSTANCE_KEYWORDS: Final = (
     "NumberOfOpticalPaths",
 )
 INDEX_KEYWORDS: Final = STUDY_KEYWORDS + SERIES_KEYWORDS + _INSTANCE_KEYWORDS
-_INDEX_TAGS: Final[list[int]] = [int(tag_for_keyword(k) or 0) for k in INDEX_KEYWORDS]
 SEARCHABLE: Final = frozenset((*INDEX_KEYWORDS, "TransferSyntaxUID"))
 _REQUIRED: Final = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
 _INT_VRS: Final = frozenset({"IS", "US", "UL", "SS", "SL", "SV", "UV"})

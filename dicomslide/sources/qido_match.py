@@ -27,6 +27,7 @@ __all__ = [
     "CONTROL_KEYS",
     "RANGE_KEYWORDS",
     "dataset_matches",
+    "is_exact",
     "normalize_keyword",
     "value_matches",
 ]
@@ -84,6 +85,32 @@ def value_candidates(value: Any) -> list[str]:
         # A multi-valued attribute matches its whole value or any single value.
         return ["\\".join(values), *values]
     return [str(value)]
+
+
+def is_exact(keyword: str, wanted: Any) -> bool:
+    """Whether a filter value matches only an identical string (no wildcard, range or list).
+
+    Kept beside the matcher so that a look-up by exact value stays in step with its rules.
+
+    Parameters
+    ----------
+    keyword: str
+        The attribute's keyword (decides whether ranges apply)
+    wanted: Any
+        The filter value
+
+    Returns
+    -------
+    bool
+        True when :func:`value_matches` would compare it with ``==`` only
+    """
+    return (
+        isinstance(wanted, str)
+        and wanted != ""
+        and "*" not in wanted
+        and "?" not in wanted
+        and not (keyword in RANGE_KEYWORDS and "-" in wanted)
+    )
 
 
 def _match_one(keyword: str, candidates: list[str], wanted: Any) -> bool:
