@@ -26,16 +26,18 @@ JPEG_ACCEPT = 'multipart/related; type="image/jpeg"; transfer-syntax=1.2.840.100
 
 
 class _Recording(httpx.AsyncHTTPTransport):
-    """A real transport that notes the Accept header and status of every frames request."""
+    """A real transport that notes the Accept header, status and path of every frames request."""
 
     def __init__(self) -> None:
         super().__init__()
         self.frames: list[tuple[str, int]] = []
+        self.paths: list[str] = []
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         response = await super().handle_async_request(request)
         if "/frames/" in request.url.path:
             self.frames.append((request.headers.get("accept", ""), response.status_code))
+            self.paths.append(request.url.path)
         return response
 
 
@@ -73,3 +75,38 @@ async def test_jpeg_frames_are_asked_for_by_name_from_the_first_request(
     assert again.shape == (256, 256, 3)
     assert len(transport.frames) >= 3
     assert transport.frames == [(JPEG_ACCEPT, 200)] * len(transport.frames)
+
+
+async def test_second_region_is_one_request_for_the_frames_it_lacks(
+    jpeg_slide: list[Path], shared_orthanc: OrthancServer, tmp_path: Path
+) -> None:
+    # This Orthanc reads the whole instance file for every frames request (the same cost for
+    # 1 frame as for 81), so a second region costs one request: for the frames it lacks.
+    async with dicomslide.DICOMfileClient(jpeg_slide[0].parent, index_dir=tmp_path) as local:
+        (truth_slide,) = await dicomslide.find_slides(local)
+        meta = truth_slide.image_metadata[0]
+        th, tw = int(meta.Rows), int(meta.Columns)
+        # 2 x 2 tiles, then 2 x 2 tiles sharing one
+        first, second = ((0, 0), (2 * th, 2 * tw)), ((th, tw), (2 * th, 2 * tw))
+        expected = await truth_slide.get_image_region(second[0], 0, second[1])
+
+    def numbers(path: str) -> set[int]:
+        return {int(n) for n in path.rsplit("/", 1)[1].split(",")}
+
+    study = str(meta.StudyInstanceUID)
+    alone = _Recording()  # which frames the second region needs, read cold
+    async with dicomslide.DICOMwebClient(shared_orthanc.dicomweb_url, transport=alone) as web:
+        (slide,) = await dicomslide.find_slides(web, study_instance_uid=study)
+        await slide.get_image_region(second[0], 0, second[1])
+    transport = _Recording()
+    async with dicomslide.DICOMwebClient(shared_orthanc.dicomweb_url, transport=transport) as web:
+        (slide,) = await dicomslide.find_slides(web, study_instance_uid=study)
+        await slide.get_image_region(first[0], 0, first[1])
+        got = await slide.get_image_region(second[0], 0, second[1])
+    np.testing.assert_array_equal(got, expected)
+    (needed,) = map(numbers, alone.paths)
+    held, asked = map(numbers, transport.paths)
+    assert len(needed) == 4 and len(needed & held) == 1
+    assert asked == needed - held
+    assert len(transport.paths[1].split(",")) == len(asked)
+    assert transport.frames == [(JPEG_ACCEPT, 200)] * 2
