@@ -332,12 +332,14 @@ def summarise(samples: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
         for mode, rows in samples.items()
     }
     shape_rows = samples.get("server-shape", [])
-    shapes = {
-        k: _median(shape_rows, k)
+    shapes: dict[str, float | None] = {
+        k: v
         for name in SHAPES
         for k in (name, f"{name} cpu")
-        if _median(shape_rows, k) is not None
+        if (v := _median(shape_rows, k)) is not None
     }
+    if shapes:
+        med["server-shape"] = shapes
 
     def ratio(a: str, ka: str, b: str, kb: str) -> float | None:
         x, y = med.get(a, {}).get(ka), med.get(b, {}).get(kb)
@@ -368,10 +370,8 @@ def summarise(samples: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
             "wsidicom16 scan vs floor": ratio("wsidicom-sync16", "scan", "floor", "scan"),
             # The cheapest frames request the server answers on that instance: a second
             # region cannot take less, so above 0.9 that target is out of reach.
-            "server's 1-frame request vs wsidicom second": (
-                shapes["1 frame"] / med["wsidicom-region"]["second"]
-                if "1 frame" in shapes and med.get("wsidicom-region", {}).get("second")
-                else None
+            "server's 1-frame request vs wsidicom second": ratio(
+                "server-shape", "1 frame", "wsidicom-region", "second"
             ),
         },
         "shapes": shapes,
@@ -400,6 +400,8 @@ def markdown(doc: dict[str, Any]) -> str:
             "|---|---|---|---|---|---|---|---|",
         ]
         for mode in MODES:
+            if mode == "server-shape":
+                continue  # its own table below
             m = med.get(mode, {})
             cells = [
                 f"{m[k]:,.0f}" if k in m else ""
@@ -421,8 +423,8 @@ def markdown(doc: dict[str, Any]) -> str:
             for name in SHAPES:
                 if name in shapes:
                     cpu = shapes.get(f"{name} cpu")
-                    cells = f"{shapes[name]:,.0f} | {'' if cpu is None else f'{cpu:,.0f}'}"
-                    lines.append(f"| {name} | {cells} |")
+                    shown = "" if cpu is None else f"{cpu:,.0f}"
+                    lines.append(f"| {name} | {shapes[name]:,.0f} | {shown} |")
         errors = {m: rows for m, rows in sec["samples"].items() if any("error" in r for r in rows)}
         if errors:
             lines += ["", f"Errors: {json.dumps(errors)[:500]}"]

@@ -106,7 +106,8 @@ async def test_second_region_is_one_request_for_the_frames_it_lacks(
     np.testing.assert_array_equal(got, expected)
     (needed,) = map(numbers, alone.paths)
     held, asked = map(numbers, transport.paths)
-    assert len(needed) == 4 and len(needed & held) == 1
+    assert len(needed) == 4
+    assert len(needed & held) == 1
     assert asked == needed - held
     assert len(transport.paths[1].split(",")) == len(asked)
     assert transport.frames == [(JPEG_ACCEPT, 200)] * 2
