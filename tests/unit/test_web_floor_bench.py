@@ -70,3 +70,28 @@ def test_summary_ratios_and_markdown_block_replaced_in_place(tmp_path: Path) -> 
     assert "Run d," not in text
     assert "| first region vs wsidicom (<= 1.0) | 0.50x |" in text
     assert "Errors:" in text
+
+
+def test_server_shapes_get_medians_a_floor_ratio_and_their_own_table() -> None:
+    wf = _web_floor()
+    samples = {
+        "wsidicom-region": [{"second": 400.0}],
+        "server-shape": [
+            {"1 frame": 300.0, "1 frame cpu": 290.0, "new in 2": 600.0, "new in 2 status": [200]},
+            {"1 frame": 340.0, "1 frame cpu": 310.0, "new in 2": 640.0},
+        ],
+    }
+    summary = wf.summarise(samples)
+    assert summary["shapes"] == {"1 frame": 320.0, "1 frame cpu": 300.0, "new in 2": 620.0}
+    assert summary["ratios"]["server's 1-frame request vs wsidicom second"] == 0.8
+    doc = {
+        "date": "d",
+        "reps": 2,
+        "load_before": [1],
+        "load_after": [1],
+        "sections": [{"rtt_ms": 0.0, "samples": samples, "summary": summary}],
+    }
+    text = wf.markdown(doc)
+    assert "| 1 frame | 320 | 300 |" in text
+    assert "| new in 2 | 620 |  |" in text
+    assert "| server-shape |" not in text  # not a row of the readers' table
