@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -18,6 +19,17 @@ def _web_floor() -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _doc(samples: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
+    """A one-section run document, as web_floor's main() writes it."""
+    return {
+        "date": "d",
+        "reps": 3,
+        "load_before": [1],
+        "load_after": [2],
+        "sections": [{"rtt_ms": 0.0, "samples": samples, "summary": summary}],
+    }
 
 
 PLAN = {"levels": [(20000, 17000), (10000, 8500), (5000, 4250)], "tile": 256}
@@ -52,13 +64,7 @@ def test_summary_ratios_and_markdown_block_replaced_in_place(tmp_path: Path) -> 
     assert summary["medians"]["floor"]["scan"] == 60.0
     assert summary["ratios"]["first region vs wsidicom (<= 1.0)"] == 0.5
     assert summary["ratios"]["gather scan vs floor (<= 1.2)"] == 1.0
-    doc = {
-        "date": "d",
-        "reps": 3,
-        "load_before": [1],
-        "load_after": [2],
-        "sections": [{"rtt_ms": 0.0, "samples": samples, "summary": summary}],
-    }
+    doc = _doc(samples, summary)
     path = tmp_path / "RESULTS.md"
     path.write_text("# head\n\nkept\n")
     wf.write_markdown(wf.markdown(doc), path)
@@ -84,13 +90,7 @@ def test_server_shapes_get_medians_a_floor_ratio_and_their_own_table() -> None:
     summary = wf.summarise(samples)
     assert summary["shapes"] == {"1 frame": 320.0, "1 frame cpu": 300.0, "new in 2": 620.0}
     assert summary["ratios"]["server's 1-frame request vs wsidicom second"] == 0.8
-    doc = {
-        "date": "d",
-        "reps": 2,
-        "load_before": [1],
-        "load_after": [1],
-        "sections": [{"rtt_ms": 0.0, "samples": samples, "summary": summary}],
-    }
+    doc = _doc(samples, summary)
     text = wf.markdown(doc)
     assert "| 1 frame | 320 | 300 |" in text
     assert "| new in 2 | 620 |  |" in text
