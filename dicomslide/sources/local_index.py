@@ -32,14 +32,16 @@ import numpy as np
 import numpy.typing as npt
 import pydicom
 from pydicom import Dataset
-from pydicom.datadict import dictionary_VR
+from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.multival import MultiValue
 
 from dicomslide._gc import collector_paused
 from dicomslide.errors import NotFoundError
+from dicomslide.perframe import get_value
 from dicomslide.sources import part10
 from dicomslide.sources.header_codec import encode_header
 from dicomslide.sources.qido_match import value_candidates
+from dicomslide.sources.raw_header import read_raw_header
 
 __all__ = [
     "INDEX_KEYWORDS",
@@ -97,6 +99,7 @@ INDEX_KEYWORDS: Final = STUDY_KEYWORDS + SERIES_KEYWORDS + _INSTANCE_KEYWORDS
 SEARCHABLE: Final = frozenset((*INDEX_KEYWORDS, "TransferSyntaxUID"))
 _REQUIRED: Final = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
 _INT_VRS: Final = frozenset({"IS", "US", "UL", "SS", "SL", "SV", "UV"})
+_INDEX_TAGS: Final = {k: (int(tag_for_keyword(k) or 0), dictionary_VR(k)) for k in INDEX_KEYWORDS}
 
 _PARSE_THREADS: Final = 4
 _PARSE_CHUNK: Final = 32
@@ -151,8 +154,9 @@ class IndexSummary:
 Identity = tuple[int, int, int, int]
 
 #: What parsing one file gives: identity, status (``"dicom"``, ``"other"`` or ``"error"``),
-#: attributes (or the reason of the error), stored header and the tag after the header.
-Entry = tuple[Identity, str, Any, bytes | None, int | None]
+#: attributes (or the reason of the error), stored header, the tag after the header and
+#: whether the header is known to convert cleanly (see :mod:`.raw_header`).
+Entry = tuple[Identity, str, Any, bytes | None, int | None, bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,6 +252,11 @@ def _json_value(value: Any, vr: str) -> Any:
     return str(value)
 
 
+def _pixel_tag_kept(syntax: str) -> bool:
+    # Encapsulated data is never float; a deflated body is not positioned in the file.
+    return syntax in part10.NATIVE_TRANSFER_SYNTAXES - {part10.DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN}
+
+
 def next_pixel_tag(fp: BinaryIO, ds: Dataset) -> int | None:
     """The tag at which ``dcmread(fp, stop_before_pixels=True)`` stopped, if it can be told.
 
@@ -266,8 +275,7 @@ def next_pixel_tag(fp: BinaryIO, ds: Dataset) -> int | None:
     """
     meta = getattr(ds, "file_meta", None)
     syntax = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
-    if syntax not in part10.NATIVE_TRANSFER_SYNTAXES - {part10.DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN}:
-        # Encapsulated data is never float; a deflated body is not positioned in ``fp``.
+    if not _pixel_tag_kept(syntax):
         return None
     # pydicom leaves the file at the tag of the element it stopped before (or at the end).
     head = fp.read(4)
@@ -278,6 +286,21 @@ def next_pixel_tag(fp: BinaryIO, ds: Dataset) -> int | None:
     return int(group << 16 | element)
 
 
+def _index_attrs(ds: Dataset) -> dict[str, Any]:
+    """The searchable attributes of a header, as plain JSON values."""
+    attrs: dict[str, Any] = {}
+    for keyword, (tag, vr) in _INDEX_TAGS.items():
+        try:
+            # Simple raw values are read from their bytes (pydicom converts the rest).
+            value = _json_value(get_value(ds, tag), vr)
+        except (ValueError, TypeError):
+            # An unreadable optional attribute must not hide the instance.
+            continue
+        if value is not None:
+            attrs[keyword] = value
+    return attrs
+
+
 def _parse_index_entry(path: str, size: int, mtime_ns: int) -> Entry:
     """Parse one file's header into an index entry (see :data:`Entry`)."""
     identity: Identity = (size, mtime_ns, 0, 0)
@@ -285,34 +308,29 @@ def _parse_index_entry(path: str, size: int, mtime_ns: int) -> Entry:
         with open(path, "rb") as fp:
             identity = _identity(os.fstat(fp.fileno()))
             if not part10.is_part10(fp.read(132)):
-                return identity, "other", None, None, None
-            fp.seek(0)
-            ds = pydicom.dcmread(fp, stop_before_pixels=True)
-            pixel_tag = next_pixel_tag(fp, ds)
+                return identity, "other", None, None, None, False
+            raw = read_raw_header(fp)
+            if raw is not None:
+                ds, pixel_tag, plain = raw.dataset, raw.pixel_tag, raw.plain
+                if not _pixel_tag_kept(str(ds.file_meta.get("TransferSyntaxUID", ""))):
+                    pixel_tag = None  # as next_pixel_tag tells it
+            else:
+                fp.seek(0)
+                ds = pydicom.dcmread(fp, stop_before_pixels=True)
+                pixel_tag, plain = next_pixel_tag(fp, ds), False
         meta = ds.file_meta
         if str(meta.get("MediaStorageSOPClassUID", "")) == _DICOMDIR_SOP_CLASS:
-            return identity, "other", None, None, None
+            return identity, "other", None, None, None, False
         # Stored before any value is converted: the store keeps elements as read.
         header = encode_header(ds)
-        attrs: dict[str, Any] = {}
-        for keyword in INDEX_KEYWORDS:
-            elem = ds.get(keyword)
-            if elem is None:
-                continue
-            try:
-                value = _json_value(ds[keyword].value, dictionary_VR(keyword))
-            except (ValueError, TypeError):
-                # An unreadable optional attribute must not hide the instance.
-                continue
-            if value is not None:
-                attrs[keyword] = value
+        attrs = _index_attrs(ds)
         missing = [k for k in _REQUIRED if k not in attrs]
         if missing:
-            return identity, "error", f"missing {', '.join(missing)}", None, None
+            return identity, "error", f"missing {', '.join(missing)}", None, None, False
         attrs["TransferSyntaxUID"] = str(meta.get("TransferSyntaxUID", ""))
-        return identity, "dicom", attrs, header, pixel_tag
+        return identity, "dicom", attrs, header, pixel_tag, plain and header is not None
     except Exception as exc:  # a broken file is recorded, not fatal
-        return identity, "error", f"{type(exc).__name__}: {exc}", None, None
+        return identity, "error", f"{type(exc).__name__}: {exc}", None, None, False
 
 
 async def gather_all(coroutines: list[Coroutine[Any, Any, None]]) -> None:
@@ -513,7 +531,7 @@ def _save_entries(
         )
         conn.executemany(
             "INSERT OR REPLACE INTO files (relpath, size, mtime_ns, ino, ctime_ns, status, "
-            "data, header, pixel_tag) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "data, header, pixel_tag, validated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (
                     rel,
@@ -522,8 +540,9 @@ def _save_entries(
                     json.dumps(data, separators=(",", ":")) if status == "dicom" else data,
                     header,
                     pixel_tag,
+                    int(plain),
                 )
-                for rel, (ident, status, data, header, pixel_tag) in parsed
+                for rel, (ident, status, data, header, pixel_tag, plain) in parsed
             ],
         )
         conn.execute("COMMIT")
@@ -819,7 +838,7 @@ async def build_index(
         old = rows.get(relpath)
         if old is not None and old[0] == identity:
             _, status, data, pixel_tag, is_validated, z = old
-            entries[relpath] = (identity, status, data, None, pixel_tag)
+            entries[relpath] = (identity, status, data, None, pixel_tag, is_validated)
             if is_validated:
                 validated.add((relpath, identity))
             if z is not None:
@@ -835,9 +854,12 @@ async def build_index(
     async def run_chunk(chunk: Sequence[tuple[str, Identity]]) -> None:
         async with limiter:
             done = await asyncio.to_thread(parse_chunk, chunk)
-        for (relpath, _), entry in zip(chunk, done, strict=True):
+        for (relpath, _identity), entry in zip(chunk, done, strict=True):
             entries[relpath] = entry
             parsed.append((relpath, entry))
+            if entry[5]:
+                # Known from the bytes to convert cleanly: opening the slide skips converting.
+                validated.add((relpath, entry[0]))
 
     limiter = asyncio.Semaphore(_PARSE_THREADS)
     if to_parse:
@@ -863,7 +885,7 @@ async def build_index(
     non_dicom = 0
     root_text = str(root)
     for relpath in sorted(entries):
-        identity, status, data, _, pixel_tag = entries[relpath]
+        identity, status, data, _, pixel_tag, _ = entries[relpath]
         if status == "other":
             non_dicom += 1
         elif status == "error":
