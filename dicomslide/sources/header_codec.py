@@ -14,11 +14,12 @@ import json
 import struct
 from typing import Any, Final
 
-from pydicom import Dataset
+from pydicom import Dataset, config
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import FileMetaDataset
 from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
+from pydicom.valuerep import VR
 
 __all__ = ["decode_header", "encode_header"]
 
@@ -29,6 +30,23 @@ _IMPLICIT: Final = 1
 _LITTLE: Final = 2
 _CONVERTED: Final = 4
 _META: Final = 8
+#: VRs as stored (two bytes) and their names; others are decoded when met.
+_VR_NAMES: Final = {name.encode("ascii"): name for name in (v.value for v in VR) if len(name) == 2}
+
+
+class _TagCache(dict[int, BaseTag]):
+    """Tags met so far (the same few hundred in every header), bounded."""
+
+    def get_tag(self, tag: int) -> BaseTag:
+        found = self.get(tag)
+        if found is None:
+            found = BaseTag(tag)
+            if len(self) < 4096:
+                self[tag] = found
+        return found
+
+
+_TAGS: Final = _TagCache()
 
 
 def _plain(value: Any) -> Any:
@@ -126,23 +144,34 @@ def decode_header(data: bytes) -> Dataset:
         pos += charset_length
         meta: dict[BaseTag, Any] = {}
         body: dict[BaseTag, Any] = {}
+        # A warm open decodes thousands of headers of ~70 elements: names bound locally, VRs
+        # and tags looked up instead of decoded and built per element.
         unpack = _RECORD.unpack_from
         size = _RECORD.size
         end = len(data)
+        vrs = _VR_NAMES
+        tags = _TAGS
+        raw = RawDataElement
         while pos < end:
             tag, vr_bytes, elem_flags, length = unpack(data, pos)
             pos += size
-            payload = data[pos : pos + length]
-            if len(payload) != length:
+            stop = pos + length
+            if stop > end:
                 raise ValueError("truncated element")
-            pos += length
-            key = BaseTag(tag)
-            vr = vr_bytes.rstrip(b"\0").decode("ascii") or None
+            payload = data[pos:stop]
+            pos = stop
+            key = tags.get(tag) or tags.get_tag(tag)
+            vr = vrs.get(vr_bytes)
+            if vr is None:
+                vr = vr_bytes.rstrip(b"\0").decode("ascii") or None
             element: Any
             if elem_flags & _CONVERTED:
-                element = DataElement(key, vr or "UN", json.loads(payload))
+                # Values pydicom had converted (and checked) when the file was read.
+                element = DataElement(
+                    key, vr or "UN", json.loads(payload), validation_mode=config.IGNORE
+                )
             else:
-                element = RawDataElement(
+                element = raw(
                     key,
                     vr,
                     length,
