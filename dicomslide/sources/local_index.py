@@ -411,17 +411,6 @@ async def gather_all(coroutines: list[Coroutine[Any, Any, None]]) -> None:
         raise
 
 
-def _walk(
-    root: Path,
-    recursive: bool,
-    skip: Path | None,
-    known_dirs: Mapping[str, DirRecord],
-    known_files: Mapping[str, Identity],
-) -> tuple[list[tuple[str, Identity]], dict[str, DirRecord], int]:
-    """List ``(relative path, identity)`` of the regular files under ``root`` (see survey)."""
-    return survey(root, recursive, skip, known_dirs, known_files)
-
-
 def _default_index_dir() -> Path:
     cache = os.environ.get("XDG_CACHE_HOME")
     base = Path(cache) if cache else Path.home() / ".cache"
@@ -905,7 +894,7 @@ async def build_index(
         index_file = index_file_for(root, recursive, index_dir)
         conn, rows, known_dirs, error = _open_store(index_file, root, recursive)
         # Unchanged directories are not listed again: their indexed files are stat-ed.
-        files, dirs, _ = _walk(
+        files, dirs, _ = survey(
             root, recursive, index_file, known_dirs, {rel: row[0] for rel, row in rows.items()}
         )
         return root, index_file, conn, rows, error, files, None if dirs == known_dirs else dirs

@@ -29,21 +29,24 @@ from pydicom.tag import BaseTag
 from pydicom.valuerep import BYTE_VR_REGEXES
 
 from dicomslide._tags import PER_FRAME_FUNCTIONAL_GROUPS
+from dicomslide.sources import part10
 
 __all__ = ["RawHeader", "read_raw_header"]
 
 _PREAMBLE: Final = 132
 _FIRST_READ: Final = 1 << 16
 _UNDEFINED: Final = 0xFFFFFFFF
-_ITEM: Final = 0xFFFEE000
-_ITEM_END: Final = 0xFFFEE00D
-_SEQUENCE_END: Final = 0xFFFEE0DD
-_CHARSET: Final = 0x00080005
-_TRANSFER_SYNTAX: Final = 0x00020010
-_PIXEL_TAGS: Final = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
+# Item, item delimitation and sequence delimitation tags.
+_ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
+_CHARSET, _TRANSFER_SYNTAX = 0x00080005, 0x00020010
+_PIXEL_TAGS: Final = frozenset({0x7FE00010, *part10.FLOAT_BITS_ALLOCATED})
 #: Syntaxes pydicom does not read as Explicit VR Little Endian: implicit, big endian, deflate.
 _OTHER_ENCODINGS: Final = frozenset(
-    {"1.2.840.10008.1.2", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"}
+    {
+        part10.IMPLICIT_VR_LITTLE_ENDIAN,
+        part10.EXPLICIT_VR_BIG_ENDIAN,
+        part10.DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
+    }
 )
 
 _LONG: Final = frozenset(
