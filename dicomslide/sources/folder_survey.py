@@ -93,14 +93,16 @@ def survey(
     """
     root_text = str(root)
     skip_text = str(skip) if skip is not None else None
+    # Relative paths are joined with os.sep here: their folder is what precedes the last one.
+    sep = os.sep
     children: dict[str, list[str]] = {}
     if recursive:
         for rel in known_dirs:
             if rel:
-                children.setdefault(os.path.dirname(rel), []).append(rel)
+                children.setdefault(rel.rpartition(sep)[0], []).append(rel)
     files_in: dict[str, list[str]] = {}
     for rel in known_files:
-        files_in.setdefault(os.path.dirname(rel), []).append(rel)
+        files_in.setdefault(rel.rpartition(sep)[0], []).append(rel)
     found: list[tuple[str, FileIdentity]] = []
     to_stat: list[str] = []
     dirs: dict[str, DirRecord] = {}
@@ -109,7 +111,7 @@ def survey(
     while pending:
         rel = pending.pop()
         path = os.path.join(root_text, rel) if rel else root_text
-        parent = os.path.dirname(rel)
+        parent = rel.rpartition(sep)[0]
         try:
             st = os.stat(path, follow_symlinks=False)
         except OSError:
