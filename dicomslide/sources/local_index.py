@@ -1,7 +1,7 @@
 """The index of a local folder: what discovery and slide construction need, without the files.
 
 See :mod:`dicomslide.sources.local` for what is indexed and how it is kept up to date. Here
-are the walk, the parse of new or changed files, and the persisted index: one SQLite database
+are the survey, the parse of new or changed files, and the persisted index: one SQLite database
 per folder (standard library; chosen by measurement over one JSON document, see README
 "Scale"), holding for each file its identity (size, modification and change time, inode),
 the searchable attributes, its header as :mod:`dicomslide.sources.header_codec` stores it,
@@ -52,6 +52,7 @@ __all__ = [
     "IndexStore",
     "IndexSummary",
     "IndexedInstance",
+    "StoredAttrs",
     "ZOffsets",
     "build_index",
     "gather_all",
@@ -192,6 +193,20 @@ class StoredAttrs(Mapping[str, Any]):
         return self._decoded()[key]
 
     def get(self, key: str, default: Any = None) -> Any:
+        """The attribute's stored value, or ``default``.
+
+        Parameters
+        ----------
+        key: str
+            Keyword
+        default: Any, optional
+            Returned when the attribute is not stored
+
+        Returns
+        -------
+        Any
+            The value as stored (JSON types)
+        """
         return self._decoded().get(key, default)
 
     def __iter__(self) -> Iterator[str]:
