@@ -23,7 +23,8 @@ from pydicom import Dataset, config
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import FileMetaDataset
 from pydicom.multival import MultiValue
-from pydicom.tag import BaseTag
+
+from dicomslide.perframe import _tag as shared_tag
 
 __all__ = ["decode_header", "encode_header"]
 
@@ -39,16 +40,6 @@ _CONVERTED: Final = 4
 _META: Final = 8
 
 
-class _TagCache(dict[int, BaseTag]):
-    """Tags met so far (the same few hundred in every header), bounded."""
-
-    def __missing__(self, tag: int) -> BaseTag:
-        found = BaseTag(tag)
-        if len(self) < 4096:
-            self[tag] = found
-        return found
-
-
 class _VrNames(dict[str, str | None]):
     """Stored VRs and their names."""
 
@@ -59,7 +50,10 @@ class _VrNames(dict[str, str | None]):
         return name
 
 
-_TAGS: Final = _TagCache()
+#: Tags as the slide code looks them up (dicomslide.perframe): the same objects, so that a
+#: look-up in a rebuilt data set matches by identity, not by BaseTag.__eq__ (Python-level,
+#: about a quarter of a million calls in a warm 500-slide search).
+_TAGS: Final = shared_tag
 _MAX_ELEMENTS: Final = 1 << 16
 #: Stored VR (two characters, NUL-padded) to pydicom's VR name, None for none.
 _VR_OF: Final[dict[str, str | None]] = _VrNames()
@@ -236,7 +230,7 @@ def decode_header(data: bytes) -> Dataset:
             raise ValueError("not a stored header: element table and values disagree")
         # Every step below runs in C over the whole header (map, zip, slices, dict look-ups):
         # a warm open rebuilds thousands of headers of ~70 elements each.
-        keys = list(map(_TAGS.__getitem__, tag_values))
+        keys = list(map(_TAGS, tag_values))
         vrs = list(map(_VR_OF.__getitem__, map(vr_text.__getitem__, map(slice, _EVEN, _ODD[:n]))))
         starts = list(itertools.accumulate(lengths, initial=pos))
         values = map(data.__getitem__, map(slice, starts, starts[1:]))

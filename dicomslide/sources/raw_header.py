@@ -29,6 +29,7 @@ from pydicom.tag import BaseTag
 from pydicom.valuerep import BYTE_VR_REGEXES
 
 from dicomslide._tags import PER_FRAME_FUNCTIONAL_GROUPS
+from dicomslide.perframe import _tag as shared_tag
 from dicomslide.sources import part10
 
 __all__ = ["RawHeader", "read_raw_header"]
@@ -168,7 +169,7 @@ def _raw(tag: int, vr: bytes, start: int, length: int, data: bytes) -> RawDataEl
     # A raw element's empty value is b"" or None, as dcmread makes it.
     value = data[start : start + length] if length else empty_value_for_VR(name, raw=True)
     return RawDataElement(
-        BaseTag(tag), name, length, cast(bytes | None, value), start, False, True
+        shared_tag(tag), name, length, cast(bytes | None, value), start, False, True
     )
 
 
@@ -284,7 +285,8 @@ def _read(buf: _Buffer) -> RawHeader:
         tag, vr, start, length = _element(buf, pos)
         if length == _UNDEFINED or not buf.need(start + length):
             raise _Unusual
-        data_meta[BaseTag(tag)] = _raw(tag, vr, start, length, buf.data)
+        element = _raw(tag, vr, start, length, buf.data)
+        data_meta[element.tag] = element
         pos = start + length
     syntax_element = data_meta.get(BaseTag(_TRANSFER_SYNTAX))
     syntax_bytes = b"" if syntax_element is None else syntax_element.value or b""
