@@ -1,8 +1,10 @@
 """The fast header reader of the cold index reads what pydicom reads, or hands over to it.
 
 Files are synthetic slides (``dicomslide.synthetic``), some rewritten with pydicom in other
-encodings or with values pydicom cannot convert cleanly. Third-party files made by
-OrthancWSIDicomizer (``tests/support/thirdparty.py``) are compared too when it is installed.
+encodings or with values pydicom cannot convert cleanly. Third-party files are made at test
+time by OrthancWSIDicomizer (Debian package orthanc-wsi, AGPL-3.0; ``tests/support/
+thirdparty.py``, cached under ``$DICOMSLIDE_TEST_CACHE`` or ~/.cache/dicomslide-test, never
+committed) when it is installed, and compared too.
 """
 
 from __future__ import annotations
@@ -110,17 +112,20 @@ def test_plain_files_read_as_pydicom_reads_them(slide_files: list[Path]) -> None
     assert raw.plain
 
 
-def test_third_party_files_read_as_pydicom_reads_them(tmp_path: Path) -> None:
+def test_third_party_files_read_as_pydicom_reads_them() -> None:
+    from tests.parity.harness import cache_dir
     from tests.support import thirdparty
 
     if thirdparty.find_dicomizer() is None:
-        pytest.skip("OrthancWSIDicomizer is not installed")
-    cache = Path.home() / ".cache" / "dicomslide-test" / "dicomizer"
-    files = sorted(cache.glob("*/*.dcm"))
-    if not files:
-        pytest.skip(f"no OrthancWSIDicomizer output in {cache} (the integration tests make it)")
-    read = [_check_same_as_pydicom(p) for p in files]
+        pytest.skip("OrthancWSIDicomizer (Debian package orthanc-wsi) is not installed")
+    read = []
+    for compression in ("jpeg", "none"):  # "none": Implicit VR output, left to pydicom
+        files = thirdparty.make_dicomizer_slide(
+            cache_dir() / "dicomizer", compression=compression, tile_size=128, levels=3
+        )
+        read += [_check_same_as_pydicom(p) for p in files]
     assert any(read)
+    assert not all(read)
 
 
 @pytest.mark.parametrize(
