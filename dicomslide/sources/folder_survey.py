@@ -16,7 +16,7 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Final
 
@@ -74,7 +74,7 @@ def survey(
     recursive: bool,
     skip: Path | None,
     known_dirs: Mapping[str, DirRecord],
-    known_files: Mapping[str, FileIdentity],
+    known_files: Iterable[str],
 ) -> tuple[list[tuple[str, FileIdentity]], dict[str, DirRecord], int]:
     """List the regular files under ``root`` with their identities.
 
@@ -88,8 +88,8 @@ def survey(
         Files whose path starts with this are left out (the index and its journal)
     known_dirs: Mapping[str, DirRecord]
         Directories (relative, ``""`` for ``root``) as remembered
-    known_files: Mapping[str, FileIdentity]
-        Files (relative) as remembered
+    known_files: Iterable[str]
+        Files (relative paths) as remembered
 
     Returns
     -------

@@ -924,28 +924,30 @@ async def build_index(
         root = base.resolve()
         index_file = index_file_for(root, recursive, index_dir)
         conn, rows, known_dirs, error = _open_store(index_file, root, recursive)
-        # Unchanged directories are not listed again: their indexed files are stat-ed.
-        files, dirs, _ = survey(
-            root, recursive, index_file, known_dirs, {rel: row[0] for rel, row in rows.items()}
-        )
+        # Unchanged directories are not listed again: their indexed files are stat-ed. A
+        # tuple per file: see dicomslide._gc (the first survey of a process took twice as
+        # long as the next ones, walking the rows just loaded).
+        with collector_paused():
+            files, dirs, _ = survey(root, recursive, index_file, known_dirs, rows)
         return root, index_file, conn, rows, error, files, None if dirs == known_dirs else dirs
 
     root, index_file, conn, rows, persist_error, files, dirs = await asyncio.to_thread(prepare)
-    entries: dict[str, Entry] = {}
-    to_parse: list[tuple[str, Identity]] = []
-    validated: set[tuple[str, Identity]] = set()
-    z_offsets: dict[tuple[str, Identity], ZOffsets] = {}
-    for relpath, identity in files:
-        old = rows.get(relpath)
-        if old is not None and old[0] == identity:
-            _, status, data, pixel_tag, is_validated, z = old
-            entries[relpath] = (identity, status, data, None, pixel_tag, is_validated)
-            if is_validated:
-                validated.add((relpath, identity))
-            if z is not None:
-                z_offsets[(relpath, identity)] = z
-        else:
-            to_parse.append((relpath, identity))
+    with collector_paused():  # a tuple per file, see above
+        entries: dict[str, Entry] = {}
+        to_parse: list[tuple[str, Identity]] = []
+        validated: set[tuple[str, Identity]] = set()
+        z_offsets: dict[tuple[str, Identity], ZOffsets] = {}
+        for relpath, identity in files:
+            old = rows.get(relpath)
+            if old is not None and old[0] == identity:
+                _, status, data, pixel_tag, is_validated, z = old
+                entries[relpath] = (identity, status, data, None, pixel_tag, is_validated)
+                if is_validated:
+                    validated.add((relpath, identity))
+                if z is not None:
+                    z_offsets[(relpath, identity)] = z
+            else:
+                to_parse.append((relpath, identity))
     reused = len(entries)
     parsed: list[tuple[str, Entry]] = []
 
@@ -980,31 +982,32 @@ async def build_index(
             conn.close()
             conn = None
 
-    instances: dict[str, IndexedInstance] = {}
-    failures: dict[str, str] = {}
-    duplicates: list[str] = []
-    non_dicom = 0
-    # A string join: os.path.join is ~2 µs a file, 30 ms of a warm 15,000-file index.
-    prefix = str(root).rstrip(os.sep) + os.sep
-    for relpath in sorted(entries):
-        identity, status, data, _, pixel_tag, _ = entries[relpath]
-        if status == "other":
-            non_dicom += 1
-        elif status == "error":
-            failures[relpath] = str(data)
-        else:
-            path = prefix + relpath
-            if isinstance(data, dict):  # parsed now
-                attrs, study, series, sop = data, *(str(data[k]) for k in _REQUIRED[:3])
-            else:  # as stored: attributes still encoded
-                attrs, study, series, sop = data
-            instance = IndexedInstance(
-                relpath, path, identity, attrs, pixel_tag, (study, series, sop)
-            )
-            if sop in instances:
-                duplicates.append(relpath)
+    with collector_paused():
+        instances: dict[str, IndexedInstance] = {}
+        failures: dict[str, str] = {}
+        duplicates: list[str] = []
+        non_dicom = 0
+        # A string join: os.path.join is ~2 µs a file, 30 ms of a warm 15,000-file index.
+        prefix = str(root).rstrip(os.sep) + os.sep
+        for relpath in sorted(entries):
+            identity, status, data, _, pixel_tag, _ = entries[relpath]
+            if status == "other":
+                non_dicom += 1
+            elif status == "error":
+                failures[relpath] = str(data)
             else:
-                instances[sop] = instance
+                path = prefix + relpath
+                if isinstance(data, dict):  # parsed now
+                    attrs, study, series, sop = data, *(str(data[k]) for k in _REQUIRED[:3])
+                else:  # as stored: attributes still encoded
+                    attrs, study, series, sop = data
+                instance = IndexedInstance(
+                    relpath, path, identity, attrs, pixel_tag, (study, series, sop)
+                )
+                if sop in instances:
+                    duplicates.append(relpath)
+                else:
+                    instances[sop] = instance
     summary = IndexSummary(
         base_dir=base,
         index_file=None if conn is None else index_file,
