@@ -207,7 +207,9 @@ class StoredAttrs(Mapping[str, Any]):
         Any
             The value as stored (JSON types)
         """
-        return self._decoded().get(key, default)
+        # Called ~30 times per instance of a search: no second call once decoded.
+        value = self._value
+        return (value if value is not None else self._decoded()).get(key, default)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._decoded())
