@@ -263,6 +263,8 @@ class FolderIndex:
     _tables: dict[str, dict[str, list[IndexedInstance]]] = field(default_factory=dict, repr=False)
     #: Each instance's stored JSON text (None: decoded already), made on first search.
     _texts: list[str | None] | None = field(default=None, repr=False)
+    #: What :meth:`having` found by text, by keyword and value (one find_slides asks thrice).
+    _found: dict[tuple[str, str], list[IndexedInstance]] = field(default_factory=dict, repr=False)
 
     def having(self, keyword: str, text: str) -> list[IndexedInstance]:
         """Instances whose ``keyword`` (or one of its values) is exactly ``text``.
@@ -286,14 +288,17 @@ class FolderIndex:
         if table is None and _findable_as_text(text):
             # Only instances whose stored JSON holds the text can match: the others are
             # not decoded (an archive's container search decodes a slide's worth).
-            if self._texts is None:
-                self._texts = [getattr(i.attrs, "text", None) for i in self.instances.values()]
-            return [
-                instance
-                for instance, stored in zip(self.instances.values(), self._texts, strict=True)
-                if (stored is None or text in stored)
-                and _offers(instance.attrs.get(keyword), text)
-            ]
+            found = self._found.get((keyword, text))
+            if found is None:
+                if self._texts is None:
+                    self._texts = [getattr(i.attrs, "text", None) for i in self.instances.values()]
+                found = self._found[(keyword, text)] = [
+                    instance
+                    for instance, stored in zip(self.instances.values(), self._texts, strict=True)
+                    if (stored is None or text in stored)
+                    and _offers(instance.attrs.get(keyword), text)
+                ]
+            return list(found)
         if table is None:
             table = {}
             for instance in self.instances.values():
@@ -1023,4 +1028,5 @@ async def build_index(
         seconds=time.perf_counter() - started,
     )
     store = IndexStore(None if conn is None else index_file, conn, validated, z_offsets)
-    return FolderIndex(instances, summary), store
+    with collector_paused():  # a list per series
+        return FolderIndex(instances, summary), store
