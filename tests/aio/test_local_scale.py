@@ -250,6 +250,32 @@ def test_damaged_stored_header_falls_back_to_the_file(archive: Path, tmp_path: P
     assert [s.container_id for s in asyncio.run(_find(archive, index))] == expected
 
 
+def test_stored_headers_are_apart_and_given_only_for_their_identity(
+    archive: Path, tmp_path: Path
+) -> None:
+    index = tmp_path / "index"
+    asyncio.run(_find(archive, index))
+    (db,) = index.glob("*.sqlite")
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(files)")}
+        stored = conn.execute("SELECT count(*) FROM headers WHERE header IS NOT NULL").fetchone()
+    # The file rows hold no header (their identities are read without the blobs) ...
+    assert "header" not in columns
+    assert stored == (sum(1 for _ in archive.rglob("*.dcm")),)
+
+    async def given() -> tuple[int, int]:
+        found, store = await local_index.build_index(archive, True, index)
+        try:
+            instance = next(iter(found.instances.values()))
+            other = instance._replace(identity=(instance.size + 1, *instance.identity[1:]))
+            return len(store.headers([instance])), len(store.headers([other]))
+        finally:
+            store.close()
+
+    # ... and a header is handed out only with the identity its file row was stored for.
+    assert asyncio.run(given()) == (1, 0)
+
+
 async def _first_frames(folder: Path, index: Path) -> list[bytes]:
     async with dicomslide.DICOMfileClient(folder, index_dir=index) as client:
         (found,) = await client.search_for_instances()
