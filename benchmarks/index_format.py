@@ -33,7 +33,7 @@ def _entries(n: int) -> tuple[dict[str, Any], bytes]:
 
     path = next(make_data("archive", 2).glob("slide00000/001_*.dcm"))
     st = path.stat()
-    _, _, attrs, header, _ = _parse_index_entry(str(path), st.st_size, st.st_mtime_ns)
+    _, _, attrs, header, _, _ = _parse_index_entry(str(path), st.st_size, st.st_mtime_ns)
     assert header is not None
     return attrs, header
 

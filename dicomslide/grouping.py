@@ -301,6 +301,11 @@ def split_duplicate_series(
         by_series: dict[str, list[Dataset]] = {}
         for ds in datasets:
             by_series.setdefault(_text(ds, _SERIES_INSTANCE_UID), []).append(ds)
+        if len(by_series) < 2:
+            # One series holds no copies of another; telling levels apart reads sequences
+            # (a quarter of a warm 500-slide search, where every slide is one series).
+            out[key] = datasets
+            continue
         levels = {
             series: {level for ds in images if (level := _level_of(ds)) is not None}
             for series, images in by_series.items()

@@ -8,9 +8,10 @@ blocks on the disk.
 
 Index
 -----
-On first use (once, however many tasks ask concurrently) the client walks the folder
-(recursively unless ``recursive=False``), ``stat``\\ s every file and reads the header of each
-new or changed one with ``pydicom.dcmread(stop_before_pixels=True)``, keeping the UIDs, the
+On first use (once, however many tasks ask concurrently) the client surveys the folder
+(recursively unless ``recursive=False``; see :mod:`dicomslide.sources.folder_survey`) and
+reads the header of each new or changed file (:mod:`dicomslide.sources.raw_header`, or
+``pydicom.dcmread(stop_before_pixels=True)`` for anything unusual), keeping the UIDs, the
 transfer syntax, the attributes searches can filter on and the header itself (see
 :mod:`dicomslide.sources.header_codec`). Files without the ``DICM`` prefix are skipped and
 counted; files that fail to parse are recorded with the reason (see
@@ -23,9 +24,10 @@ of the resolved folder path and the ``recursive`` flag (see
 memory only. Several processes may open the same folder at once: writes are transactions
 under SQLite's lock, and each names the file identity it was computed for.
 
-Invalidation: every client ``stat``\\ s every file once when it indexes (cheap); a file whose
-identity (size, modification time, inode, status-change time) differs from the persisted
-entry, or that is new, is parsed again; entries of files that no longer exist are dropped.
+Invalidation: every client lists the directories that changed and ``stat``\\ s every file
+once when it indexes; a file whose identity (size, modification time, inode, status-change
+time) differs from the persisted entry, or that is new, is parsed again; entries of files
+that no longer exist are dropped.
 Unchanged files are never read again to find or open slides. After that the client works on
 this snapshot; when frames are read the file is ``fstat``\\ ed again, and a changed file gets
 its frame table rebuilt.

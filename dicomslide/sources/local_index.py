@@ -1,7 +1,7 @@
 """The index of a local folder: what discovery and slide construction need, without the files.
 
 See :mod:`dicomslide.sources.local` for what is indexed and how it is kept up to date. Here
-are the walk, the parse of new or changed files, and the persisted index: one SQLite database
+are the survey, the parse of new or changed files, and the persisted index: one SQLite database
 per folder (standard library; chosen by measurement over one JSON document, see README
 "Scale"), holding for each file its identity (size, modification and change time, inode),
 the searchable attributes, its header as :mod:`dicomslide.sources.header_codec` stores it,
@@ -13,7 +13,6 @@ computed for, so that processes sharing an index never store an answer for the w
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import hashlib
 import json
@@ -23,23 +22,26 @@ import sqlite3
 import struct
 import threading
 import time
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Final
+from typing import Any, BinaryIO, Final, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 import pydicom
 from pydicom import Dataset
-from pydicom.datadict import dictionary_VR
+from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.multival import MultiValue
 
 from dicomslide._gc import collector_paused
 from dicomslide.errors import NotFoundError
+from dicomslide.perframe import get_value
 from dicomslide.sources import part10
+from dicomslide.sources.folder_survey import DirRecord, survey
 from dicomslide.sources.header_codec import encode_header
 from dicomslide.sources.qido_match import value_candidates
+from dicomslide.sources.raw_header import read_raw_header
 
 __all__ = [
     "INDEX_KEYWORDS",
@@ -50,13 +52,14 @@ __all__ = [
     "IndexStore",
     "IndexSummary",
     "IndexedInstance",
+    "StoredAttrs",
     "ZOffsets",
     "build_index",
     "gather_all",
     "index_file_for",
 ]
 
-_INDEX_FORMAT: Final = 3
+_INDEX_FORMAT: Final = 5
 _DICOMDIR_SOP_CLASS: Final = "1.2.840.10008.1.3.10"
 
 STUDY_KEYWORDS: Final = (
@@ -97,6 +100,7 @@ INDEX_KEYWORDS: Final = STUDY_KEYWORDS + SERIES_KEYWORDS + _INSTANCE_KEYWORDS
 SEARCHABLE: Final = frozenset((*INDEX_KEYWORDS, "TransferSyntaxUID"))
 _REQUIRED: Final = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
 _INT_VRS: Final = frozenset({"IS", "US", "UL", "SS", "SL", "SV", "UV"})
+_INDEX_TAGS: Final = {k: (int(tag_for_keyword(k) or 0), dictionary_VR(k)) for k in INDEX_KEYWORDS}
 
 _PARSE_THREADS: Final = 4
 _PARSE_CHUNK: Final = 32
@@ -151,17 +155,92 @@ class IndexSummary:
 Identity = tuple[int, int, int, int]
 
 #: What parsing one file gives: identity, status (``"dicom"``, ``"other"`` or ``"error"``),
-#: attributes (or the reason of the error), stored header and the tag after the header.
-Entry = tuple[Identity, str, Any, bytes | None, int | None]
+#: attributes (or the reason of the error), stored header, the tag after the header and
+#: whether the header is known to convert cleanly (see :mod:`.raw_header`).
+Entry = tuple[Identity, str, Any, bytes | None, int | None, bool]
 
 
-@dataclass(frozen=True, slots=True)
-class IndexedInstance:
+class StoredAttrs(Mapping[str, Any]):
+    """Searchable attributes as the index stores them (JSON), decoded on first use.
+
+    A warm index of thousands of files decodes only the attributes a search looks at: a
+    search on a container finds its candidates by the text alone (see
+    :meth:`FolderIndex.having`).
+
+    Parameters
+    ----------
+    text: str
+        The stored JSON object
+    """
+
+    __slots__ = ("_value", "text")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._value: dict[str, Any] | None = None
+
+    def _decoded(self) -> dict[str, Any]:
+        if self._value is None:
+            try:
+                value = json.loads(self.text)
+            except ValueError:
+                value = None
+            # A damaged entry offers nothing to searches (its UIDs are stored apart).
+            self._value = value if isinstance(value, dict) else {}
+        return self._value
+
+    def __getitem__(self, key: str) -> Any:
+        return self._decoded()[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """The attribute's stored value, or ``default``.
+
+        Parameters
+        ----------
+        key: str
+            Keyword
+        default: Any, optional
+            Returned when the attribute is not stored
+
+        Returns
+        -------
+        Any
+            The value as stored (JSON types)
+        """
+        # Called ~30 times per instance of a search: no second call once decoded.
+        value = self._value
+        return (value if value is not None else self._decoded()).get(key, default)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._decoded())
+
+    def __len__(self) -> int:
+        return len(self._decoded())
+
+
+class IndexedInstance(NamedTuple):
+    """One indexed DICOM file (a tuple: a warm index makes thousands at once)."""
+
     relpath: str
     path: str
     identity: Identity
     attrs: Mapping[str, Any]
-    pixel_tag: int | None = None
+    pixel_tag: int | None
+    #: Study, series and SOP Instance UID (stored apart from the attributes: every instance
+    #: of a warm index needs them, few need their attributes decoded).
+    uids: tuple[str, str, str]
+
+    @property
+    def study_uid(self) -> str:
+        return self.uids[0]
+
+    @property
+    def series_uid(self) -> str:
+        return self.uids[1]
+
+    @property
+    def sop_uid(self) -> str:
+        return self.uids[2]
 
     @property
     def size(self) -> int:
@@ -170,18 +249,6 @@ class IndexedInstance:
     @property
     def mtime_ns(self) -> int:
         return self.identity[1]
-
-    @property
-    def study_uid(self) -> str:
-        return str(self.attrs["StudyInstanceUID"])
-
-    @property
-    def series_uid(self) -> str:
-        return str(self.attrs["SeriesInstanceUID"])
-
-    @property
-    def sop_uid(self) -> str:
-        return str(self.attrs["SOPInstanceUID"])
 
     @property
     def number_of_frames(self) -> int:
@@ -194,6 +261,10 @@ class FolderIndex:
     summary: IndexSummary
     series: dict[tuple[str, str], list[IndexedInstance]] = field(default_factory=dict)
     _tables: dict[str, dict[str, list[IndexedInstance]]] = field(default_factory=dict, repr=False)
+    #: Each instance's stored JSON text (None: decoded already), made on first search.
+    _texts: list[str | None] | None = field(default=None, repr=False)
+    #: What :meth:`having` found by text, by keyword and value (one find_slides asks thrice).
+    _found: dict[tuple[str, str], list[IndexedInstance]] = field(default_factory=dict, repr=False)
 
     def having(self, keyword: str, text: str) -> list[IndexedInstance]:
         """Instances whose ``keyword`` (or one of its values) is exactly ``text``.
@@ -214,6 +285,20 @@ class FolderIndex:
             The instances, in index order
         """
         table = self._tables.get(keyword)
+        if table is None and _findable_as_text(text):
+            # Only instances whose stored JSON holds the text can match: the others are
+            # not decoded (an archive's container search decodes a slide's worth).
+            found = self._found.get((keyword, text))
+            if found is None:
+                if self._texts is None:
+                    self._texts = [getattr(i.attrs, "text", None) for i in self.instances.values()]
+                found = self._found[(keyword, text)] = [
+                    instance
+                    for instance, stored in zip(self.instances.values(), self._texts, strict=True)
+                    if (stored is None or text in stored)
+                    and _offers(instance.attrs.get(keyword), text)
+                ]
+            return list(found)
         if table is None:
             table = {}
             for instance in self.instances.values():
@@ -221,16 +306,33 @@ class FolderIndex:
                 if isinstance(value, str):
                     table.setdefault(value, []).append(instance)
                     continue
-                for text in dict.fromkeys(value_candidates(value)):
-                    table.setdefault(text, []).append(instance)
+                for candidate in dict.fromkeys(value_candidates(value)):
+                    table.setdefault(candidate, []).append(instance)
             self._tables[keyword] = table
         return table.get(text, [])
 
     def __post_init__(self) -> None:
         # One pass: looking a series up must not scan every instance of the folder.
+        series = self.series
         for instance in self.instances.values():
-            key = (instance.study_uid, instance.series_uid)
-            self.series.setdefault(key, []).append(instance)
+            key = instance.uids[:2]
+            members = series.get(key)
+            if members is None:
+                series[key] = [instance]
+            else:
+                members.append(instance)
+
+
+def _findable_as_text(text: str) -> bool:
+    """Whether a stored value equal to ``text`` shows it verbatim in the stored JSON."""
+    return text.isascii() and text.isprintable() and '"' not in text and "\\" not in text
+
+
+def _offers(value: Any, text: str) -> bool:
+    """Whether a stored value (or one of its values) is exactly ``text``."""
+    if isinstance(value, str):
+        return value == text
+    return text in value_candidates(value)
 
 
 def _identity(st: os.stat_result) -> Identity:
@@ -246,6 +348,11 @@ def _json_value(value: Any, vr: str) -> Any:
     if vr in _INT_VRS:
         return int(value)
     return str(value)
+
+
+def _pixel_tag_kept(syntax: str) -> bool:
+    # Encapsulated data is never float; a deflated body is not positioned in the file.
+    return syntax in part10.NATIVE_TRANSFER_SYNTAXES - {part10.DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN}
 
 
 def next_pixel_tag(fp: BinaryIO, ds: Dataset) -> int | None:
@@ -266,8 +373,7 @@ def next_pixel_tag(fp: BinaryIO, ds: Dataset) -> int | None:
     """
     meta = getattr(ds, "file_meta", None)
     syntax = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
-    if syntax not in part10.NATIVE_TRANSFER_SYNTAXES - {part10.DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN}:
-        # Encapsulated data is never float; a deflated body is not positioned in ``fp``.
+    if not _pixel_tag_kept(syntax):
         return None
     # pydicom leaves the file at the tag of the element it stopped before (or at the end).
     head = fp.read(4)
@@ -278,6 +384,21 @@ def next_pixel_tag(fp: BinaryIO, ds: Dataset) -> int | None:
     return int(group << 16 | element)
 
 
+def _index_attrs(ds: Dataset) -> dict[str, Any]:
+    """The searchable attributes of a header, as plain JSON values."""
+    attrs: dict[str, Any] = {}
+    for keyword, (tag, vr) in _INDEX_TAGS.items():
+        try:
+            # Simple raw values are read from their bytes (pydicom converts the rest).
+            value = _json_value(get_value(ds, tag), vr)
+        except (ValueError, TypeError):
+            # An unreadable optional attribute must not hide the instance.
+            continue
+        if value is not None:
+            attrs[keyword] = value
+    return attrs
+
+
 def _parse_index_entry(path: str, size: int, mtime_ns: int) -> Entry:
     """Parse one file's header into an index entry (see :data:`Entry`)."""
     identity: Identity = (size, mtime_ns, 0, 0)
@@ -285,34 +406,29 @@ def _parse_index_entry(path: str, size: int, mtime_ns: int) -> Entry:
         with open(path, "rb") as fp:
             identity = _identity(os.fstat(fp.fileno()))
             if not part10.is_part10(fp.read(132)):
-                return identity, "other", None, None, None
-            fp.seek(0)
-            ds = pydicom.dcmread(fp, stop_before_pixels=True)
-            pixel_tag = next_pixel_tag(fp, ds)
+                return identity, "other", None, None, None, False
+            raw = read_raw_header(fp)
+            if raw is not None:
+                ds, pixel_tag, plain = raw.dataset, raw.pixel_tag, raw.plain
+                if not _pixel_tag_kept(str(ds.file_meta.get("TransferSyntaxUID", ""))):
+                    pixel_tag = None  # as next_pixel_tag tells it
+            else:
+                fp.seek(0)
+                ds = pydicom.dcmread(fp, stop_before_pixels=True)
+                pixel_tag, plain = next_pixel_tag(fp, ds), False
         meta = ds.file_meta
         if str(meta.get("MediaStorageSOPClassUID", "")) == _DICOMDIR_SOP_CLASS:
-            return identity, "other", None, None, None
+            return identity, "other", None, None, None, False
         # Stored before any value is converted: the store keeps elements as read.
         header = encode_header(ds)
-        attrs: dict[str, Any] = {}
-        for keyword in INDEX_KEYWORDS:
-            elem = ds.get(keyword)
-            if elem is None:
-                continue
-            try:
-                value = _json_value(ds[keyword].value, dictionary_VR(keyword))
-            except (ValueError, TypeError):
-                # An unreadable optional attribute must not hide the instance.
-                continue
-            if value is not None:
-                attrs[keyword] = value
+        attrs = _index_attrs(ds)
         missing = [k for k in _REQUIRED if k not in attrs]
         if missing:
-            return identity, "error", f"missing {', '.join(missing)}", None, None
+            return identity, "error", f"missing {', '.join(missing)}", None, None, False
         attrs["TransferSyntaxUID"] = str(meta.get("TransferSyntaxUID", ""))
-        return identity, "dicom", attrs, header, pixel_tag
+        return identity, "dicom", attrs, header, pixel_tag, plain and header is not None
     except Exception as exc:  # a broken file is recorded, not fatal
-        return identity, "error", f"{type(exc).__name__}: {exc}", None, None
+        return identity, "error", f"{type(exc).__name__}: {exc}", None, None, False
 
 
 async def gather_all(coroutines: list[Coroutine[Any, Any, None]]) -> None:
@@ -325,47 +441,6 @@ async def gather_all(coroutines: list[Coroutine[Any, Any, None]]) -> None:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
-
-
-def _walk(root: Path, recursive: bool, skip: Path | None) -> list[tuple[str, Identity]]:
-    """List ``(relative path, identity)`` of the regular files under ``root``."""
-    found: list[tuple[str, Identity]] = []
-    pending = [root]
-    skip_str = str(skip) if skip is not None else None
-    root_str = os.path.realpath(root)
-    while pending:
-        folder = pending.pop()
-        try:
-            entries = list(os.scandir(folder))
-        except OSError:
-            continue
-        for entry in entries:
-            try:
-                # Not following directory links keeps cyclic links from looping forever.
-                if entry.is_dir(follow_symlinks=False):
-                    if recursive:
-                        pending.append(Path(entry.path))
-                    continue
-                # The index and its journal both start with its name.
-                if not entry.is_file() or (
-                    skip_str is not None and entry.path.startswith(skip_str)
-                ):
-                    continue
-                # A link to a file outside the folder is not the folder's (and could point
-                # anywhere, e.g. at another patient's data): never index or read it.
-                if entry.is_symlink() and not _inside(os.path.realpath(entry.path), root_str):
-                    continue
-                st = entry.stat()
-            except OSError:
-                continue
-            found.append((os.path.relpath(entry.path, root), _identity(st)))
-    found.sort()
-    return found
-
-
-def _inside(path: str, root: str) -> bool:
-    """Whether the real path ``path`` is ``root`` or below it (both absolute, resolved)."""
-    return os.path.commonpath([path, root]) == root
 
 
 def _default_index_dir() -> Path:
@@ -381,8 +456,15 @@ def _default_index_dir() -> Path:
 _SCHEMA: Final = (
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS files (relpath TEXT PRIMARY KEY, size INTEGER, mtime_ns "
-    "INTEGER, ino INTEGER, ctime_ns INTEGER, status TEXT, data TEXT, header BLOB, pixel_tag "
-    "INTEGER, validated INTEGER NOT NULL DEFAULT 0, z_offsets TEXT, frames BLOB)",
+    "INTEGER, ino INTEGER, ctime_ns INTEGER, status TEXT, data TEXT, pixel_tag "
+    "INTEGER, validated INTEGER NOT NULL DEFAULT 0, z_offsets TEXT, frames BLOB, "
+    "study_uid TEXT, series_uid TEXT, sop_uid TEXT)",
+    # Directories as last listed (see dicomslide.sources.folder_survey).
+    "CREATE TABLE IF NOT EXISTS dirs (relpath TEXT PRIMARY KEY, mtime_ns INTEGER, ino "
+    "INTEGER, ctime_ns INTEGER, again INTEGER)",
+    # Headers apart: a row of a few KB keeps only its first ~500 bytes in the table's page,
+    # so reading the identities of every file would follow each header's overflow pages.
+    "CREATE TABLE IF NOT EXISTS headers (relpath TEXT PRIMARY KEY, header BLOB)",
 )
 _SAME_FILE: Final = "relpath = ? AND size = ? AND mtime_ns = ? AND ino = ? AND ctime_ns = ?"
 _SQL_CHUNK: Final = 500
@@ -391,7 +473,8 @@ _FLUSH_AFTER: Final = 512
 #: Writers wait this long for another process's write lock (SQLite's busy timeout).
 _LOCK_SECONDS: Final = 60.0
 
-#: A persisted row: identity, status, data, pixel tag, validated, Z offsets.
+#: A persisted row: identity, status, data (for an instance: its attributes, study, series
+#: and SOP Instance UID), pixel tag, validated, Z offsets.
 _Row = tuple[Identity, str, Any, int | None, bool, "ZOffsets | None"]
 
 
@@ -435,7 +518,10 @@ def _prepare_store(conn: sqlite3.Connection, root: Path, recursive: bool) -> Non
         if dict(conn.execute("SELECT key, value FROM meta").fetchall()) != wanted:
             # Another folder, flag or format: the table may not even have today's columns.
             conn.execute("DROP TABLE files")
-            conn.execute(_SCHEMA[1])
+            conn.execute("DROP TABLE dirs")
+            conn.execute("DROP TABLE headers")
+            for statement in _SCHEMA[1:]:
+                conn.execute(statement)
             conn.execute("DELETE FROM meta")
             conn.executemany("INSERT INTO meta VALUES (?, ?)", wanted.items())
         conn.execute("COMMIT")
@@ -444,47 +530,64 @@ def _prepare_store(conn: sqlite3.Connection, root: Path, recursive: bool) -> Non
         raise
 
 
-def _load_rows(conn: sqlite3.Connection) -> dict[str, _Row]:
-    # A dict per file, thousands of them: see dicomslide._gc.
+def _load_rows(conn: sqlite3.Connection) -> tuple[dict[str, _Row], dict[str, DirRecord]]:
+    # A tuple per file, thousands of them: see dicomslide._gc. One read transaction: the
+    # directories and the files are one process's consistent snapshot.
     with collector_paused():
-        return _load_rows_now(conn)
+        conn.execute("BEGIN")
+        try:
+            return _load_rows_now(conn), _load_dirs(conn)
+        finally:
+            conn.execute("COMMIT")
+
+
+def _load_dirs(conn: sqlite3.Connection) -> dict[str, DirRecord]:
+    dirs: dict[str, DirRecord] = {}
+    for relpath, mtime, ino, ctime, again in conn.execute(
+        "SELECT relpath, mtime_ns, ino, ctime_ns, again FROM dirs"
+    ):
+        if isinstance(relpath, str) and all(type(v) is int for v in (mtime, ino, ctime, again)):
+            dirs[relpath] = (mtime, ino, ctime, again)
+    return dirs
 
 
 def _load_rows_now(conn: sqlite3.Connection) -> dict[str, _Row]:
     rows: dict[str, _Row] = {}
+    # SQLite tells which stored instances are whole (checking in Python is ~1 µs a row), and
+    # those that are not are left out: they are parsed again.
     cursor = conn.execute(
         "SELECT relpath, size, mtime_ns, ino, ctime_ns, status, data, pixel_tag, validated, "
-        "z_offsets FROM files"
+        "z_offsets, study_uid, series_uid, sop_uid FROM files WHERE status != 'dicom' OR ("
+        "typeof(data) = 'text' AND typeof(study_uid) = 'text' AND typeof(series_uid) = 'text' "
+        "AND typeof(sop_uid) = 'text' AND study_uid != '' AND series_uid != '' AND sop_uid != '')"
     )
-    for relpath, size, mtime, ino, ctime, status, data, pixel_tag, validated, z in cursor:
-        try:
-            value = json.loads(data) if status == "dicom" else data
-        except ValueError:
-            continue  # parsed again
-        if status == "dicom" and not isinstance(value, dict):
-            continue
+    for relpath, size, mtime, ino, ctime, status, data, pixel_tag, validated, z, *uids in cursor:
         rows[relpath] = (
             (size, mtime, ino, ctime),
             status,
-            value,
+            # Decoded when a search or a slide looks at it (see StoredAttrs).
+            (StoredAttrs(data), *uids) if status == "dicom" else data,
             pixel_tag,
-            bool(validated),
-            _z_value(z),
+            validated == 1,
+            _z_value(z) if z else None,
         )
     return rows
 
 
 def _open_store(
     index_file: Path, root: Path, recursive: bool
-) -> tuple[sqlite3.Connection | None, dict[str, _Row], str | None]:
-    """Open (or create) the index; a broken database is replaced. Connection, rows, error."""
+) -> tuple[sqlite3.Connection | None, dict[str, _Row], dict[str, DirRecord], str | None]:
+    """Open (or create) the index; a broken database is replaced.
+
+    Connection, rows, directories, error.
+    """
     error: str | None = None
     for attempt in range(2):
         conn: sqlite3.Connection | None = None
         try:
             conn = _connect(index_file)
             _prepare_store(conn, root, recursive)
-            return conn, _load_rows(conn), None
+            return conn, *_load_rows(conn), None
         except sqlite3.DatabaseError as exc:
             if conn is not None:
                 conn.close()
@@ -496,34 +599,57 @@ def _open_store(
         except OSError as exc:
             if conn is not None:
                 conn.close()
-            return None, {}, f"{type(exc).__name__}: {exc}"
-    return None, {}, error
+            return None, {}, {}, f"{type(exc).__name__}: {exc}"
+    return None, {}, {}, error
+
+
+def _uids(entry: Entry) -> tuple[str | None, ...]:
+    if entry[1] != "dicom":
+        return (None, None, None)
+    return tuple(str(entry[2][k]) for k in _REQUIRED[:3])
 
 
 def _save_entries(
     conn: sqlite3.Connection,
     parsed: Sequence[tuple[str, Entry]],
     removed: Sequence[tuple[str, Identity]],
+    dirs: Mapping[str, DirRecord] | None,
 ) -> None:
     conn.execute("BEGIN IMMEDIATE")
     try:
+        if dirs is not None:
+            # This process's listing, with the files it found: another process's newer one
+            # may be replaced, which costs only a listing (its directories differ now).
+            conn.execute("DELETE FROM dirs")
+            conn.executemany(
+                "INSERT INTO dirs VALUES (?, ?, ?, ?, ?)", [(k, *v) for k, v in dirs.items()]
+            )
         # Only the entry this client saw goes: another process may have stored a newer one.
         conn.executemany(
             f"DELETE FROM files WHERE {_SAME_FILE}", [(rel, *ident) for rel, ident in removed]
         )
+        # A header is handed out only with its file's row of the same identity (see
+        # IndexStore.headers): one left by a removed file is never used.
+        conn.executemany(
+            "INSERT OR REPLACE INTO headers VALUES (?, ?)",
+            [(rel, entry[3]) for rel, entry in parsed],
+        )
         conn.executemany(
             "INSERT OR REPLACE INTO files (relpath, size, mtime_ns, ino, ctime_ns, status, "
-            "data, header, pixel_tag) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "data, pixel_tag, validated, study_uid, series_uid, sop_uid) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (
                     rel,
                     *ident,
                     status,
                     json.dumps(data, separators=(",", ":")) if status == "dicom" else data,
-                    header,
                     pixel_tag,
+                    int(plain),
+                    *_uids(entry),
                 )
-                for rel, (ident, status, data, header, pixel_tag) in parsed
+                for rel, entry in parsed
+                for ident, status, data, _, pixel_tag, plain in (entry,)
             ],
         )
         conn.execute("COMMIT")
@@ -612,7 +738,7 @@ class IndexStore:
                     marks = ",".join("?" * len(chunk))
                     for rel, size, mtime, ino, ctime, header in self._conn.execute(
                         "SELECT relpath, size, mtime_ns, ino, ctime_ns, header FROM files "
-                        f"WHERE relpath IN ({marks})",
+                        f"JOIN headers USING (relpath) WHERE relpath IN ({marks})",
                         chunk,
                     ):
                         if header is not None and wanted.get(rel) == (size, mtime, ino, ctime):
@@ -798,34 +924,37 @@ async def build_index(
         dict[str, _Row],
         str | None,
         list[tuple[str, Identity]],
+        dict[str, DirRecord] | None,
     ]:
         if not base.is_dir():
             raise NotFoundError(f"folder {base} does not exist")
         root = base.resolve()
         index_file = index_file_for(root, recursive, index_dir)
-        # The walk waits on the file system (the lock released) while the stored rows are
-        # decoded: at 15,000 files each takes ~0.2 s, side by side about the longer one.
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            walked = pool.submit(_walk, root, recursive, index_file)
-            conn, rows, error = _open_store(index_file, root, recursive)
-            return root, index_file, conn, rows, error, walked.result()
+        conn, rows, known_dirs, error = _open_store(index_file, root, recursive)
+        # Unchanged directories are not listed again: their indexed files are stat-ed. A
+        # tuple per file: see dicomslide._gc (the first survey of a process took twice as
+        # long as the next ones, walking the rows just loaded).
+        with collector_paused():
+            files, dirs, _ = survey(root, recursive, index_file, known_dirs, rows)
+        return root, index_file, conn, rows, error, files, None if dirs == known_dirs else dirs
 
-    root, index_file, conn, rows, persist_error, files = await asyncio.to_thread(prepare)
-    entries: dict[str, Entry] = {}
-    to_parse: list[tuple[str, Identity]] = []
-    validated: set[tuple[str, Identity]] = set()
-    z_offsets: dict[tuple[str, Identity], ZOffsets] = {}
-    for relpath, identity in files:
-        old = rows.get(relpath)
-        if old is not None and old[0] == identity:
-            _, status, data, pixel_tag, is_validated, z = old
-            entries[relpath] = (identity, status, data, None, pixel_tag)
-            if is_validated:
-                validated.add((relpath, identity))
-            if z is not None:
-                z_offsets[(relpath, identity)] = z
-        else:
-            to_parse.append((relpath, identity))
+    root, index_file, conn, rows, persist_error, files, dirs = await asyncio.to_thread(prepare)
+    with collector_paused():  # a tuple per file, see above
+        entries: dict[str, Entry] = {}
+        to_parse: list[tuple[str, Identity]] = []
+        validated: set[tuple[str, Identity]] = set()
+        z_offsets: dict[tuple[str, Identity], ZOffsets] = {}
+        for relpath, identity in files:
+            old = rows.get(relpath)
+            if old is not None and old[0] == identity:
+                _, status, data, pixel_tag, is_validated, z = old
+                entries[relpath] = (identity, status, data, None, pixel_tag, is_validated)
+                if is_validated:
+                    validated.add((relpath, identity))
+                if z is not None:
+                    z_offsets[(relpath, identity)] = z
+            else:
+                to_parse.append((relpath, identity))
     reused = len(entries)
     parsed: list[tuple[str, Entry]] = []
 
@@ -835,9 +964,12 @@ async def build_index(
     async def run_chunk(chunk: Sequence[tuple[str, Identity]]) -> None:
         async with limiter:
             done = await asyncio.to_thread(parse_chunk, chunk)
-        for (relpath, _), entry in zip(chunk, done, strict=True):
+        for (relpath, _identity), entry in zip(chunk, done, strict=True):
             entries[relpath] = entry
             parsed.append((relpath, entry))
+            if entry[5]:
+                # Known from the bytes to convert cleanly: opening the slide skips converting.
+                validated.add((relpath, entry[0]))
 
     limiter = asyncio.Semaphore(_PARSE_THREADS)
     if to_parse:
@@ -849,33 +981,40 @@ async def build_index(
         )
 
     removed = [(rel, row[0]) for rel, row in rows.items() if rel not in entries]
-    if conn is not None and (parsed or removed):
+    if conn is not None and (parsed or removed or dirs is not None):
         try:
-            await asyncio.to_thread(_save_entries, conn, parsed, removed)
+            await asyncio.to_thread(_save_entries, conn, parsed, removed, dirs)
         except sqlite3.Error as exc:
             persist_error = f"{type(exc).__name__}: {exc}"
             conn.close()
             conn = None
 
-    instances: dict[str, IndexedInstance] = {}
-    failures: dict[str, str] = {}
-    duplicates: list[str] = []
-    non_dicom = 0
-    root_text = str(root)
-    for relpath in sorted(entries):
-        identity, status, data, _, pixel_tag = entries[relpath]
-        if status == "other":
-            non_dicom += 1
-        elif status == "error":
-            failures[relpath] = str(data)
-        else:
-            # A string join: a Path per file is ~10 µs, 0.15 s of a warm 15,000-file index.
-            path = os.path.join(root_text, relpath)
-            instance = IndexedInstance(relpath, path, identity, data, pixel_tag)
-            if instance.sop_uid in instances:
-                duplicates.append(relpath)
+    with collector_paused():
+        instances: dict[str, IndexedInstance] = {}
+        failures: dict[str, str] = {}
+        duplicates: list[str] = []
+        non_dicom = 0
+        # A string join: os.path.join is ~2 µs a file, 30 ms of a warm 15,000-file index.
+        prefix = str(root).rstrip(os.sep) + os.sep
+        for relpath in sorted(entries):
+            identity, status, data, _, pixel_tag, _ = entries[relpath]
+            if status == "other":
+                non_dicom += 1
+            elif status == "error":
+                failures[relpath] = str(data)
             else:
-                instances[instance.sop_uid] = instance
+                path = prefix + relpath
+                if isinstance(data, dict):  # parsed now
+                    attrs, study, series, sop = data, *(str(data[k]) for k in _REQUIRED[:3])
+                else:  # as stored: attributes still encoded
+                    attrs, study, series, sop = data
+                instance = IndexedInstance(
+                    relpath, path, identity, attrs, pixel_tag, (study, series, sop)
+                )
+                if sop in instances:
+                    duplicates.append(relpath)
+                else:
+                    instances[sop] = instance
     summary = IndexSummary(
         base_dir=base,
         index_file=None if conn is None else index_file,
@@ -889,4 +1028,5 @@ async def build_index(
         seconds=time.perf_counter() - started,
     )
     store = IndexStore(None if conn is None else index_file, conn, validated, z_offsets)
-    return FolderIndex(instances, summary), store
+    with collector_paused():  # a list per series
+        return FolderIndex(instances, summary), store

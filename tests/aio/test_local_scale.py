@@ -246,8 +246,34 @@ def test_damaged_stored_header_falls_back_to_the_file(archive: Path, tmp_path: P
     expected = [s.container_id for s in asyncio.run(_find(archive, index))]
     (db,) = index.glob("*.sqlite")
     with contextlib.closing(sqlite3.connect(db)) as conn, conn:
-        conn.execute("UPDATE files SET header = x'00ff'")
+        conn.execute("UPDATE headers SET header = x'00ff'")
     assert [s.container_id for s in asyncio.run(_find(archive, index))] == expected
+
+
+def test_stored_headers_are_apart_and_given_only_for_their_identity(
+    archive: Path, tmp_path: Path
+) -> None:
+    index = tmp_path / "index"
+    asyncio.run(_find(archive, index))
+    (db,) = index.glob("*.sqlite")
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(files)")}
+        stored = conn.execute("SELECT count(*) FROM headers WHERE header IS NOT NULL").fetchone()
+    # The file rows hold no header (their identities are read without the blobs) ...
+    assert "header" not in columns
+    assert stored == (sum(1 for _ in archive.rglob("*.dcm")),)
+
+    async def given() -> tuple[int, int]:
+        found, store = await local_index.build_index(archive, True, index)
+        try:
+            instance = next(iter(found.instances.values()))
+            other = instance._replace(identity=(instance.size + 1, *instance.identity[1:]))
+            return len(store.headers([instance])), len(store.headers([other]))
+        finally:
+            store.close()
+
+    # ... and a header is handed out only with the identity its file row was stored for.
+    assert asyncio.run(given()) == (1, 0)
 
 
 async def _first_frames(folder: Path, index: Path) -> list[bytes]:
@@ -335,3 +361,55 @@ def test_container_search_costs_a_fraction_of_a_full_search(tmp_path: Path) -> N
             _best_of(1, lambda: asyncio.run(_find(folder, index, container_id="SCALE-00007"))),
         )
     assert one < 0.5 * full, (one, full)
+
+
+def test_cold_open_converts_no_plain_header(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The fast header reader tells from the bytes that every value converts cleanly, so a
+    # cold find_slides does not convert every element of every header (about 3 ms each):
+    # with pydicom reading the headers instead, each one is converted once.
+    folder = make_data("archive", 4, tmp_path)
+    converted: dict[str, list[bool]] = {}
+    for reader in ("fast", "pydicom"):
+        if reader == "pydicom":
+            monkeypatch.setattr(local_index, "read_raw_header", lambda fp: None)
+        original = local_module._read_metadata
+        seen: list[bool] = []
+
+        def spy(*args: Any, _original: Any = original, _seen: list[bool] = seen) -> Any:
+            ds, did_convert = _original(*args)
+            _seen.append(did_convert)
+            return ds, did_convert
+
+        monkeypatch.setattr(local_module, "_read_metadata", spy)
+        slides = asyncio.run(_find(folder, tmp_path / f"index-{reader}"))
+        assert len(slides) == 4
+        converted[reader] = seen
+        monkeypatch.undo()
+    assert converted["fast"] == [False] * 12
+    assert converted["pydicom"] == [True] * 12
+
+
+async def _decoded_after_container_search(folder: Path, index: Path) -> int:
+    async with dicomslide.DICOMfileClient(folder, index_dir=index) as client:
+        (slide,) = await dicomslide.find_slides(client, container_id="SCALE-00002")
+        assert slide.container_id == "SCALE-00002"
+        found = await client._ensure_index()
+        return sum(
+            1
+            for i in found.instances.values()
+            if isinstance(i.attrs, local_index.StoredAttrs) and i.attrs._value is not None
+        )
+
+
+def test_container_search_decodes_one_slide_of_attributes(tmp_path: Path) -> None:
+    # A warm index keeps every file's attributes encoded until a search looks at them: a
+    # container search decodes the same few at 10 and 40 slides (before: all of them).
+    counts = []
+    for size in (10, 40):
+        folder = make_data("archive", size, tmp_path)
+        index = tmp_path / f"index-{size}"
+        asyncio.run(_find(folder, index))
+        counts.append(asyncio.run(_decoded_after_container_search(folder, index)))
+    assert counts == [3, 3], counts

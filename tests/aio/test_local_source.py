@@ -363,7 +363,7 @@ async def test_concurrent_first_calls_index_once(
     folder: Folder, index_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls = _count_calls(monkeypatch, "_parse_index_entry")
-    walks = _count_calls(monkeypatch, "_walk")
+    walks = _count_calls(monkeypatch, "survey")
     async with DICOMfileClient(folder.root, index_dir=index_dir) as client:
         results = await asyncio.gather(*(client.search_for_series() for _ in range(20)))
     assert len(walks) == 1
@@ -528,7 +528,7 @@ async def test_file_io_runs_off_the_loop(
     folder: Folder, index_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     threads: dict[str, set[int]] = {}
-    for name in ("_pread", "_parse_index_entry", "_read_metadata", "_walk"):
+    for name in ("_pread", "_parse_index_entry", "_read_metadata", "survey"):
         original: Callable[..., Any] = getattr(_module_of(name), name)
 
         def wrapper(*args: Any, _name: str = name, _orig: Callable[..., Any] = original) -> Any:
@@ -541,7 +541,7 @@ async def test_file_io_runs_off_the_loop(
         for sop, (series, frames, _) in folder.expected.items():
             await _all_frames(client, series, sop, len(frames))
             await client.retrieve_instance_metadata(STUDY, series, sop)
-    assert set(threads) == {"_pread", "_parse_index_entry", "_read_metadata", "_walk"}
+    assert set(threads) == {"_pread", "_parse_index_entry", "_read_metadata", "survey"}
     assert all(loop_thread not in idents for idents in threads.values())
 
 
