@@ -19,6 +19,7 @@ __all__ = ["ITEM_TAG", "distinct_rows", "find_all", "gather", "item_chain"]
 #: Item tag (FFFE,E000), little endian.
 ITEM_TAG: Final = b"\xfe\xff\x00\xe0"
 _UNDEFINED: Final = 0xFFFFFFFF
+_CHUNK: Final = 1 << 20
 
 
 def find_all(buf: npt.NDArray[np.uint8], pattern: bytes, first: int = 0) -> npt.NDArray[np.int64]:
@@ -42,7 +43,12 @@ def find_all(buf: npt.NDArray[np.uint8], pattern: bytes, first: int = 0) -> npt.
     limit = buf.size - len(pattern) + 1
     if limit <= 0:
         return np.empty(0, dtype=np.int64)
-    hits = np.flatnonzero(buf[first : first + limit] == pattern[first]).astype(np.int64)
+    # A chunk at a time: a comparison over the whole of a 9 MB value would allocate 9 MB.
+    parts = [
+        np.flatnonzero(buf[first + at : first + min(limit, at + _CHUNK)] == pattern[first]) + at
+        for at in range(0, limit, _CHUNK)
+    ]
+    hits = np.concatenate(parts).astype(np.int64)
     for k, byte in enumerate(pattern):
         if k != first and hits.size:
             hits = hits[buf[hits + k] == byte]
@@ -67,8 +73,15 @@ def gather(buf: npt.NDArray[np.uint8], at: npt.NDArray[np.int64], dtype: str) ->
         The numbers
     """
     width = np.dtype(dtype).itemsize
-    index = at[:, None] + np.arange(width, dtype=np.int64)
-    return np.ascontiguousarray(buf[index]).view(dtype).reshape(-1)
+    out = np.empty(at.size, dtype=dtype)
+    # Through views of the buffer at each alignment: no index array of width x len(at).
+    phase = at % width
+    for shift in range(width):
+        chosen = phase == shift
+        if chosen.any():
+            view = np.frombuffer(buf, dtype=dtype, count=(buf.size - shift) // width, offset=shift)
+            out[chosen] = view[(at[chosen] - shift) // width]
+    return out
 
 
 def item_chain(
@@ -103,19 +116,18 @@ def item_chain(
     if not found.size or found[0] != origin:
         return empty, empty
     lengths = gather(buf, found + 4, "<u4").astype(np.int64)
-    ends = found + 8 + lengths
-    defined = lengths != _UNDEFINED
     # Which candidates start where some candidate ends (found is sorted; ends need not be).
-    ends = ends[defined]
+    ends = (found + 8 + lengths)[lengths != _UNDEFINED]
     where = np.searchsorted(found, ends)
     hit = where < found.size
     hit[hit] = found[where[hit]] == ends[hit]
     keep = np.zeros(found.size, dtype=bool)
     keep[where[hit]] = True
     keep[0] = True
+    del ends, where, hit
     starts, lengths = found[keep], lengths[keep]
-    ends = starts + 8 + lengths
-    good = (lengths != _UNDEFINED)[:-1] & (ends[:-1] == starts[1:])
+    del found, keep
+    good = (lengths[:-1] != _UNDEFINED) & (starts[:-1] + 8 + lengths[:-1] == starts[1:])
     broken = np.flatnonzero(~good)
     count = int(broken[0]) + 1 if broken.size else starts.size
     if lengths[count - 1] == _UNDEFINED:

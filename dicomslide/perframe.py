@@ -363,9 +363,11 @@ def _texts(
     longest = int(lengths.max())
     if longest > 64 or int((values_at + lengths).max()) > buf.size:
         return None  # not a short text: the element walker decides
-    columns = np.arange(max(longest, 1), dtype=np.int64)
-    index = np.minimum(values_at[:, None] + columns, buf.size - 1)
-    table = np.where(columns < lengths[:, None], buf[index], 0).astype(np.uint8)
+    # Column by column: an index array of every byte would cost 8 bytes per byte.
+    table = np.zeros((hits.size, max(longest, 1)), dtype=np.uint8)
+    for column in range(longest):
+        inside = lengths > column
+        table[inside, column] = buf[values_at[inside] + column]
     distinct, codes = distinct_rows(table)
     texts = [bytes(row).decode("ascii").strip(" \x00") for row in distinct]
     return owner, codes, texts
