@@ -472,30 +472,79 @@ def _json_value(item: Any, tag: str) -> Any:
     return value[0] if value else None
 
 
+def json_frame_values(item: Any) -> tuple[int, int, float | None, str | None, int | None]:
+    """Row, column, Z offset, optical path and segment of one DICOM JSON per-frame item.
+
+    Parameters
+    ----------
+    item: Any
+        A Per-Frame Functional Groups item as a DICOM JSON object
+
+    Returns
+    -------
+    tuple
+        ``(row, column, z, optical_path, segment)``, 0 or None where absent
+
+    Raises
+    ------
+    AttributeError, TypeError, ValueError, IndexError, OverflowError
+        When the item has a shape the DICOM JSON model does not allow
+    """
+    row = column = 0
+    z: float | None = None
+    position = _json_first_item(item, "0048021A")
+    if position is not None:
+        row = int(_json_value(position, "0048021F") or 0)
+        column = int(_json_value(position, "0048021E") or 0)
+        value = _json_value(position, "0040074A")
+        if value is not None:
+            z = float(value)
+    path = _json_value(_json_first_item(item, "00480207"), "00480106")
+    segment = _json_value(_json_first_item(item, "0062000A"), "0062000B")
+    return (
+        row,
+        column,
+        z,
+        None if path is None else str(path),
+        None if segment is None else int(segment),
+    )
+
+
+#: What :func:`json_frame_values` raises for an item of the wrong shape.
+JSON_SHAPE_ERRORS: Final = (AttributeError, TypeError, ValueError, IndexError, OverflowError)
+
+
+def positions_from_values(
+    values: list[tuple[int, int, float | None, str | None, int | None]],
+) -> FramePositions:
+    """Pack what :func:`json_frame_values` gave for each frame.
+
+    Parameters
+    ----------
+    values: list[tuple]
+        One ``(row, column, z, optical_path, segment)`` per frame
+
+    Returns
+    -------
+    FramePositions
+        The same values as arrays
+    """
+    if not values:
+        return FramePositions.from_lists([], [], [], [], [])
+    rows, columns, z, paths, segments = (list(column) for column in zip(*values, strict=True))
+    return FramePositions.from_lists(rows, columns, z, paths, segments)
+
+
 def _from_json(items: list[Any], n: int) -> FramePositions | None:
     """Positions read straight from DICOM JSON items; None when anything is unexpected."""
     if len(items) != n:
         return None
-    rows, columns, z, paths, segments = _new_lists(n)
     try:
-        for i, item in enumerate(items):
-            position = _json_first_item(item, "0048021A")
-            if position is not None:
-                rows[i] = int(_json_value(position, "0048021F") or 0)
-                columns[i] = int(_json_value(position, "0048021E") or 0)
-                value = _json_value(position, "0040074A")
-                if value is not None:
-                    z[i] = float(value)
-            path = _json_value(_json_first_item(item, "00480207"), "00480106")
-            if path is not None:
-                paths[i] = str(path)
-            segment = _json_value(_json_first_item(item, "0062000A"), "0062000B")
-            if segment is not None:
-                segments[i] = int(segment)
-    except (AttributeError, TypeError, ValueError, IndexError, OverflowError):
+        values = [json_frame_values(item) for item in items]
+    except JSON_SHAPE_ERRORS:
         # A shape the JSON model does not allow: the full conversion reports it properly.
         return None
-    return FramePositions.from_lists(rows, columns, z, paths, segments)
+    return positions_from_values(values)
 
 
 def positions_from_json(items: list[Any]) -> FramePositions | None:

@@ -137,3 +137,18 @@ def test_fragment_spans_fail_as_the_fragment_scan_does(
     with pytest.raises(InvalidDataError) as actual:
         part10.scan_fragment_spans(_read_at(data), len(data), 0)
     assert str(actual.value) == str(expected.value)
+
+
+def test_frames_sharing_a_cell_leave_the_later_one() -> None:
+    # As the frame-by-frame fill did: the last frame placed at a position is the one read.
+    from dicomslide.geometry import _place_frames
+
+    rng = np.random.default_rng(3)
+    shape = (2, 1, 5, 5)
+    where = tuple(rng.integers(0, size, 400) for size in shape)
+    lookup = np.full(shape, -1, dtype=np.int64)
+    _place_frames(lookup, where, 10)
+    expected = np.full(shape, -1, dtype=np.int64)
+    for i, cell in enumerate(zip(*where, strict=True)):
+        expected[cell] = 10 + i
+    np.testing.assert_array_equal(lookup, expected)
