@@ -79,20 +79,20 @@ def load_frame_table(
 def save_frame_table(
     conn: sqlite3.Connection,
     file: _File,
-    starts: npt.NDArray[np.int64],
-    stops: npt.NDArray[np.int64],
+    table: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]],
 ) -> None:
     """Remember a file's frame table for its identity; a failure only loses the speed-up.
 
     Parameters
     ----------
     conn: sqlite3.Connection
-        The index database (the caller holds its lock)
+        Where to write (in one ``BEGIN IMMEDIATE`` transaction, the lock held by the caller)
     file: IndexedInstance
-        The file as indexed
-    starts, stops: numpy.ndarray
-        Start and stop offsets per frame
+        Whose identity the table is kept for
+    table: tuple[numpy.ndarray, numpy.ndarray]
+        Where each frame's bytes begin and where they end
     """
+    starts, stops = table
     data = np.concatenate([starts, stops]).astype("<i8").tobytes()
     try:
         conn.execute("BEGIN IMMEDIATE")

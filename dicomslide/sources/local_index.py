@@ -714,7 +714,7 @@ class IndexStore:
 
         with self._lock:
             if self._conn is not None:
-                save_frame_table(self._conn, instance, starts, stops)
+                save_frame_table(self._conn, instance, (starts, stops))
 
     def close(self) -> None:
         """Write what is pending and close the database connection."""

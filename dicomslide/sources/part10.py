@@ -45,6 +45,7 @@ from pydicom.filereader import read_dataset
 from pydicom.tag import BaseTag
 
 from dicomslide._bytescan import item_chain
+from dicomslide._docs import borrowed_doc
 from dicomslide._syntaxes import (
     DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
     EXPLICIT_VR_BIG_ENDIAN,
@@ -668,6 +669,24 @@ def _read_item_header(
     return group << 16 | element, length, data[8:]
 
 
+def _beyond_end(index: int, offset: int, length: int, file_size: int) -> InvalidDataError:
+    return InvalidDataError(
+        f"fragment {index + 1} at byte {offset} has length {length}, beyond the "
+        f"end of the file ({file_size} bytes); file truncated?"
+    )
+
+
+def _check_fragment(tag: int, length: int, offset: int, index: int, file_size: int) -> None:
+    """Raise unless the header at ``offset`` is a fragment item that fits in the file."""
+    if tag != _ITEM:
+        raise InvalidDataError(
+            f"expected item tag (FFFE,E000) at byte {offset}, found "
+            f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+        )
+    if length == _UNDEFINED_LENGTH or offset + 8 + length > file_size:
+        raise _beyond_end(index, offset, length, file_size)
+
+
 def scan_fragments(read_at: ReadAt, file_size: int, first_item_offset: int) -> list[FragmentInfo]:
     """Find every fragment item by reading item headers only, up to the sequence delimiter.
 
@@ -712,28 +731,13 @@ def scan_fragments(read_at: ReadAt, file_size: int, first_item_offset: int) -> l
         tag = group << 16 | element
         if tag == _SEQUENCE_DELIMITER:
             return fragments
-        if tag != _ITEM:
-            raise InvalidDataError(
-                f"expected item tag (FFFE,E000) at byte {pos}, found "
-                f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
-            )
-        if length == _UNDEFINED_LENGTH or pos + 8 + length > file_size:
-            raise InvalidDataError(
-                f"fragment {len(fragments) + 1} at byte {pos} has length {length}, beyond the "
-                f"end of the file ({file_size} bytes); file truncated?"
-            )
+        _check_fragment(tag, length, pos, len(fragments), file_size)
         fragments.append(FragmentInfo(pos, length, buffer[at + 8 : at + 8 + min(length, _PEEK)]))
         pos += 8 + length
         small = length < _SMALL_FRAGMENT
 
 
-def _beyond_end(index: int, offset: int, length: int, file_size: int) -> InvalidDataError:
-    return InvalidDataError(
-        f"fragment {index + 1} at byte {offset} has length {length}, beyond the "
-        f"end of the file ({file_size} bytes); file truncated?"
-    )
-
-
+@borrowed_doc(scan_fragments, only=("Parameters", "Raises"))
 def scan_fragment_spans(
     read_at: ReadAt, file_size: int, first_item_offset: int
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
@@ -745,24 +749,10 @@ def scan_fragment_spans(
     proof does not cover (the sequence delimiter, an error, large fragments) is read header
     by header as before.
 
-    Parameters
-    ----------
-    read_at: ReadAt
-        Random access to the file
-    file_size: int
-        Size of the file in bytes
-    first_item_offset: int
-        Absolute offset of the first fragment item (just after the Basic Offset Table)
-
     Returns
     -------
     tuple[numpy.ndarray, numpy.ndarray]
         Absolute offsets of the item tags and the item value lengths (int64), in file order
-
-    Raises
-    ------
-    dicomslide.errors.InvalidDataError
-        As :func:`scan_fragments`
     """
     offsets: list[npt.NDArray[np.int64]] = []
     lengths: list[npt.NDArray[np.int64]] = []
@@ -791,13 +781,7 @@ def scan_fragment_spans(
         tag = group << 16 | element
         if tag == _SEQUENCE_DELIMITER:
             break
-        if tag != _ITEM:
-            raise InvalidDataError(
-                f"expected item tag (FFFE,E000) at byte {pos}, found "
-                f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
-            )
-        if length == _UNDEFINED_LENGTH or pos + 8 + length > file_size:
-            raise _beyond_end(count, pos, length, file_size)
+        _check_fragment(tag, length, pos, count, file_size)
         offsets.append(np.array([pos], dtype=np.int64))
         lengths.append(np.array([length], dtype=np.int64))
         count += 1

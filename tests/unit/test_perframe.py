@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from io import BytesIO
 from pathlib import Path
+from typing import Any
 
 import pydicom
 import pytest
@@ -99,6 +100,17 @@ def _round_trip(ds: Dataset, implicit: bool) -> Dataset:
     return pydicom.dcmread(BytesIO(out.getvalue()))
 
 
+def _raw_and_reference(
+    frame: Callable[[int], Dataset], n: int, implicit: bool
+) -> tuple[Dataset, RawDataElement, Any]:
+    """A freshly read data set, its raw per-frame element, and pydicom's reading of it."""
+    fresh = _round_trip(_items_dataset(n, frame), implicit)
+    raw = fresh.get_item(0x52009230)
+    assert isinstance(raw, RawDataElement)
+    parsed = _round_trip(_items_dataset(n, frame), implicit).PerFrameFunctionalGroupsSequence
+    return fresh, raw, _slow(parsed, n)
+
+
 def _varied(i: int) -> Dataset:
     # Every optional value, encoded in several ways (padding, trailing zeros), some absent.
     position = Dataset()
@@ -122,12 +134,7 @@ def _varied(i: int) -> Dataset:
 @pytest.mark.parametrize("implicit", [False, True])
 def test_byte_search_reads_every_optional_value_as_pydicom(implicit: bool) -> None:
     n = 50
-    fresh = _round_trip(_items_dataset(n, _varied), implicit)
-    raw = fresh.get_item(0x52009230)
-    assert isinstance(raw, RawDataElement)
-    expected = _slow(
-        _round_trip(_items_dataset(n, _varied), implicit).PerFrameFunctionalGroupsSequence, n
-    )
+    _, raw, expected = _raw_and_reference(_varied, n, implicit)
     quick = _quick(raw, n)
     assert_same_positions(quick, expected)
     assert quick is not None
@@ -155,12 +162,8 @@ def _with_extra(i: int) -> Dataset:
 @pytest.mark.parametrize("implicit", [False, True])
 def test_irregular_items_leave_the_byte_search_for_the_walker(implicit: bool) -> None:
     n = 12
-    fresh = _round_trip(_items_dataset(n, _with_extra), implicit)
-    raw = fresh.get_item(0x52009230)
+    fresh, raw, expected = _raw_and_reference(_with_extra, n, implicit)
     assert _quick(raw, n) is None
-    expected = _slow(
-        _round_trip(_items_dataset(n, _with_extra), implicit).PerFrameFunctionalGroupsSequence, n
-    )
     assert_same_positions(extract_frame_positions(fresh, n), expected)
 
 
