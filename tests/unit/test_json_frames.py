@@ -58,8 +58,14 @@ def _bodies(datasets: list[dict[str, Any]]) -> dict[str, bytes]:
     }
 
 
+@pytest.mark.parametrize("window", [97, 1 << 20])
 @pytest.mark.parametrize("layout", ["compact", "orthanc"])
-def test_items_read_one_by_one_equal_the_whole_parse(layout: str) -> None:
+def test_items_read_one_by_one_equal_the_whole_parse(
+    layout: str, window: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A 97-byte window holds no whole item: every one is decoded after growing it.
+    monkeypatch.setattr(json_frames, "_WINDOW", window)
+    monkeypatch.setattr(json_frames, "_SLACK", min(window // 2, 1 << 12))
     datasets = [_dataset(5000, "1.2.3.1"), _dataset(70, "1.2.3.2")]
     body = _bodies(datasets)[layout]
     split = json_frames.split_per_frame(body)
@@ -82,7 +88,7 @@ def test_items_read_one_by_one_equal_the_whole_parse(layout: str) -> None:
 
 @pytest.mark.parametrize(
     "change",
-    ["nested", "not_an_object", "twice", "small"],
+    ["nested", "not_an_object", "twice", "small", "not_ascii"],
 )
 def test_anything_unusual_is_parsed_whole(change: str) -> None:
     datasets: list[Any] = [_dataset(5000, "1.2.3.1")]
@@ -92,9 +98,11 @@ def test_anything_unusual_is_parsed_whole(change: str) -> None:
         datasets[0]["00081115"] = {"vr": "SQ", "Value": [{"52009230": inner}]}
     elif change == "not_an_object":
         datasets[0]["52009230"]["Value"][7] = "7"
+    elif change == "not_ascii":
+        datasets[0]["52009230"]["Value"][9]["00081030"] = {"vr": "LO", "Value": ["Gewebe ü"]}
     elif change == "small":
         datasets[0]["52009230"]["Value"] = datasets[0]["52009230"]["Value"][:100]
-    body = json.dumps(datasets).encode()
+    body = json.dumps(datasets, ensure_ascii=False).encode()
     if change == "twice":
         # Two elements with the tag in one object: JSON keeps the last, so must we.
         text = body.decode()
