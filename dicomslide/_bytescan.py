@@ -157,6 +157,8 @@ def distinct_rows(
         distinct row
     """
     rows, width = table.shape
+    if rows and bool((table == table[0]).all()):
+        return table[:1], np.zeros(rows, dtype=np.int64)  # the usual case: one encoding
     padded = np.zeros((rows, -(-width // 8) * 8), dtype=np.uint8)
     padded[:, :width] = table
     words = padded.view("<u8")

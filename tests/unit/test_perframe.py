@@ -13,6 +13,7 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from dicomslide import perframe
 from dicomslide.perframe import _fast, _quick, _slow, extract_frame_positions, first_per_frame_item
 from dicomslide.synthetic import write_slide
 from tests.support.positions import assert_same_positions
@@ -131,8 +132,13 @@ def _varied(i: int) -> Dataset:
     return item
 
 
+@pytest.mark.parametrize("window", [40, 1 << 20])
 @pytest.mark.parametrize("implicit", [False, True])
-def test_byte_search_reads_every_optional_value_as_pydicom(implicit: bool) -> None:
+def test_byte_search_reads_every_optional_value_as_pydicom(
+    implicit: bool, window: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A 40-byte window holds one item header at a time: the chain is proven item by item.
+    monkeypatch.setattr(perframe, "_CHAIN_WINDOW", window)
     n = 50
     _, raw, expected = _raw_and_reference(_varied, n, implicit)
     quick = _quick(raw, n)
