@@ -92,8 +92,9 @@ def save_frame_table(
     table: tuple[numpy.ndarray, numpy.ndarray]
         Where each frame's bytes begin and where they end
     """
-    starts, stops = table
-    data = np.concatenate([starts, stops]).astype("<i8").tobytes()
+    # One array handed to SQLite as a buffer: no bytes copy (at 100,000 frames each copy
+    # of the table is 1.6 MB that the process keeps as peak memory).
+    data = np.concatenate(table).astype("<i8", copy=False).data
     try:
         conn.execute("BEGIN IMMEDIATE")
         conn.execute(_CREATE)
