@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import tracemalloc
+from typing import Any
 
 import pytest
 
@@ -34,17 +35,9 @@ def _serve(hostile: HostileServer, size: int) -> None:
 
 
 def _transport(hostile: HostileServer, budget: int) -> Transport:
+    plain: dict[str, Any] = {"headers": None, "auth": None, "transport": None, "retry": None}
     return Transport(
-        hostile.url,
-        headers=None,
-        auth=None,
-        transport=None,
-        http2=False,
-        timeout=30.0,
-        verify=True,
-        retry=None,
-        max_response_bytes=budget,
-        deadline=60.0,
+        hostile.url, http2=False, timeout=30.0, verify=True, max_response_bytes=budget, **plain
     )
 
 
