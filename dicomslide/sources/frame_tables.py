@@ -19,6 +19,8 @@ from typing import Final, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from dicomslide.sources.sqlite_blobs import insert_with_blob
+
 __all__ = ["load_frame_table", "save_frame_table"]
 
 _CREATE: Final = (
@@ -98,11 +100,9 @@ def save_frame_table(
     try:
         conn.execute("BEGIN IMMEDIATE")
         conn.execute(_CREATE)
-        conn.execute(
-            "INSERT OR REPLACE INTO frame_tables (relpath, size, mtime_ns, ino, ctime_ns, "
-            "frames) VALUES (?, ?, ?, ?, ?, ?)",
-            (file.relpath, *file.identity, data),
-        )
+        names = ("relpath", "size", "mtime_ns", "ino", "ctime_ns")
+        row = dict(zip(names, (file.relpath, *file.identity), strict=True))
+        insert_with_blob(conn, "frame_tables", row, "frames", data)
         conn.execute("COMMIT")
     except sqlite3.Error:
         with contextlib.suppress(sqlite3.Error):
