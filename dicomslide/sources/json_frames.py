@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import marshal
 import re
+import zlib
 from typing import Any, Final
 
 from dicomslide.perframe import (
@@ -24,7 +25,7 @@ from dicomslide.perframe import (
     positions_from_values,
 )
 
-__all__ = ["RawJSONItems", "split_per_frame"]
+__all__ = ["RawJSONItems", "pack_items", "split_per_frame", "unpack_items"]
 
 #: Bodies smaller than this are parsed whole (the split pays for itself on huge sequences).
 MIN_BODY: Final = 1 << 20
@@ -42,6 +43,42 @@ _WINDOW: Final = 1 << 20
 _SLACK: Final = 1 << 12
 
 
+def pack_items(items: list[Any]) -> bytes:
+    """JSON items packed for keeping: :mod:`marshal`, then zlib at its fastest level.
+
+    Marshalled per-frame items are ~220 bytes a frame, 22 MB held at 100,000 frames for as
+    long as the metadata lives; compressed they are ~35 bytes (~2.5 ms of CPU a thousand).
+
+    Parameters
+    ----------
+    items: list[Any]
+        Items as ``json.loads`` gives them
+
+    Returns
+    -------
+    bytes
+        What :func:`unpack_items` reads back
+    """
+    return zlib.compress(marshal.dumps(items), 1)
+
+
+def unpack_items(packed: bytes) -> list[Any]:
+    """The items :func:`pack_items` packed.
+
+    Parameters
+    ----------
+    packed: bytes
+        One packed list
+
+    Returns
+    -------
+    list[Any]
+        The items, equal to those packed
+    """
+    items: list[Any] = marshal.loads(zlib.decompress(packed))
+    return items
+
+
 class RawJSONItems(list[Any]):
     """A per-frame sequence's items, decoded once and kept packed.
 
@@ -52,7 +89,7 @@ class RawJSONItems(list[Any]):
     first: dict[str, Any]
         The first item
     chunks: list[bytes]
-        Every item, packed with :mod:`marshal` a thousand at a time
+        Every item, packed a thousand at a time (:func:`pack_items`)
     count: int
         Number of items (kept as :attr:`total`)
     positions: FramePositions | None
@@ -147,7 +184,7 @@ def _items(data: bytes, at: int) -> tuple[RawJSONItems, int] | None:
         if count == 1:
             first = item
         if len(pending) == _CHUNK:
-            chunks.append(marshal.dumps(pending))
+            chunks.append(pack_items(pending))
             pending = []
         window.skip()
         if window.take(","):
@@ -157,7 +194,7 @@ def _items(data: bytes, at: int) -> tuple[RawJSONItems, int] | None:
             break
         return None
     if pending:
-        chunks.append(marshal.dumps(pending))
+        chunks.append(pack_items(pending))
     positions = None if values is None else positions_from_values(values)
     return RawJSONItems(first, chunks, count, positions), window.base + window.pos
 
