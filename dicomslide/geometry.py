@@ -35,7 +35,12 @@ from dicomslide._tags import (
     SOP_CLASS_UID as _SOP_CLASS_UID,
 )
 from dicomslide.errors import IndexRangeError, InvalidDataError, UnsupportedError
-from dicomslide.perframe import extract_frame_positions, extract_z_offsets, get_value
+from dicomslide.perframe import (
+    FramePositions,
+    extract_frame_positions,
+    extract_z_offsets,
+    get_value,
+)
 from dicomslide.utils import (
     PARAMETRIC_MAP_SOP_CLASS_UID as _PARAMETRIC_MAP_SOP_CLASS,
     SEGMENTATION_SOP_CLASS_UID as _SEGMENTATION_SOP_CLASS,
@@ -437,20 +442,62 @@ def _fill_from_per_frame_items(
             default_channel = channel_of.get(str(shared_seg.ReferencedSegmentNumber), 0)
         elif not is_seg and shared_path is not None:
             default_channel = channel_of.get(str(shared_path.OpticalPathIdentifier), 0)
-        for i in range(n):
-            z = positions.z[i]
-            zi = 0 if z is None else plane_of.get(round(z, 6), 0)
-            c = default_channel
-            if is_seg:
-                segment = positions.segments[i]
-                if segment is not None:
-                    c = channel_of.get(str(segment), 0)
-            else:
-                path = positions.optical_paths[i]
-                if path is not None:
-                    c = channel_of.get(path, 0)
-            lookup[c, zi, tr[i], tc[i]] = global_frame + i
+        zi = _plane_indices(positions, plane_of)
+        channels = _channel_indices(positions, channel_of, is_seg, default_channel)
+        _place_frames(lookup, (channels, zi, tr, tc), global_frame)
         global_frame += n
+
+
+def _plane_indices(positions: FramePositions, plane_of: dict[float, int]) -> np.ndarray | int:
+    """Focal plane index of each frame (0 where its Z offset is absent or unknown)."""
+    z = positions.z_offsets
+    if z is None:
+        return 0
+    present = ~np.isnan(z)
+    # Python's round on each distinct value, exactly as the frame-by-frame lookup did.
+    distinct, inverse = np.unique(z[present], return_inverse=True)
+    table = np.array([plane_of.get(round(v, 6), 0) for v in distinct.tolist()], dtype=np.int64)
+    planes = np.zeros(z.size, dtype=np.int64)
+    planes[present] = table[inverse.reshape(-1)]
+    return planes
+
+
+def _channel_indices(
+    positions: FramePositions, channel_of: dict[str, int], is_seg: bool, default: int
+) -> np.ndarray | int:
+    """Channel index of each frame, from its segment or optical path, else ``default``."""
+    if is_seg:
+        numbers = positions.segment_numbers
+        if numbers is None:
+            return default
+        distinct, inverse = np.unique(numbers, return_inverse=True)
+        table = np.array(
+            [default if v < 0 else channel_of.get(str(v), 0) for v in distinct.tolist()],
+            dtype=np.int64,
+        )
+        return table[inverse.reshape(-1)]
+    codes = positions.path_codes
+    if codes is None:
+        return default
+    names = [channel_of.get(name, 0) for name in positions.path_names]
+    table = np.array([*names, default], dtype=np.int64)  # code -1 picks the default
+    picked: np.ndarray = table[codes]
+    return picked
+
+
+def _place_frames(
+    lookup: np.ndarray, where: tuple[np.ndarray | int, ...], first_frame: int
+) -> None:
+    """Write frame numbers into the lookup; when frames share a cell, the later one wins."""
+    shape = lookup.shape
+    index = np.ravel_multi_index(tuple(np.broadcast_arrays(*where)), shape)
+    frames = first_frame + np.arange(index.size, dtype=np.int64)
+    flat = lookup.reshape(-1)
+    flat[index] = frames
+    if not np.array_equal(flat[index], frames):
+        # numpy does not promise which of repeated indices is written last; do it in order.
+        last = index.size - 1 - np.unique(index[::-1], return_index=True)[1]
+        flat[index[last]] = frames[last]
 
 
 def iter_tiles_in_region(

@@ -17,6 +17,7 @@ would, and leaves everything else to pydicom.
 from __future__ import annotations
 
 import functools
+import math
 import re
 import struct
 from collections.abc import Iterable
@@ -31,6 +32,7 @@ from pydicom.dataelem import RawDataElement
 from pydicom.filereader import read_dataset
 from pydicom.tag import BaseTag
 
+from dicomslide._bytescan import distinct_rows, find_all, gather, item_chain
 from dicomslide._docs import borrowed_doc
 from dicomslide._tags import (
     COLUMN_POSITION as _COLUMN_POSITION,
@@ -58,6 +60,7 @@ __all__ = [
 
 
 _CACHE_ATTRIBUTE = "_dicomslide_frame_positions"
+_CHAIN_WINDOW = 1 << 20
 _Z_CACHE_ATTRIBUTE = "_dicomslide_z_offsets"
 _ITEM = 0xFFFEE000
 _ITEM_END = 0xFFFEE00D
@@ -70,7 +73,7 @@ _LONG_VRS = frozenset(
 
 @dataclass
 class FramePositions:
-    """Per-frame values needed to place frames.
+    """Per-frame values needed to place frames, as compact arrays (no object per frame).
 
     Attributes
     ----------
@@ -78,53 +81,102 @@ class FramePositions:
         One-based Row Position In Total Image Pixel Matrix of each frame (0 when absent)
     columns: numpy.ndarray
         One-based Column Position In Total Image Pixel Matrix of each frame (0 when absent)
-    z: list[float | None]
-        Z Offset In Slide Coordinate System (micrometres) of each frame, None when absent
-    optical_paths: list[str | None]
-        Optical Path Identifier of each frame, None when absent
-    segments: list[int | None]
-        Referenced Segment Number of each frame, None when absent
+    z_offsets: numpy.ndarray | None
+        Z Offset In Slide Coordinate System (micrometres) of each frame, NaN when absent;
+        None when no frame has one
+    path_codes: numpy.ndarray | None
+        Index into `path_names` of each frame's Optical Path Identifier, -1 when absent;
+        None when no frame has one
+    path_names: tuple[str, ...]
+        The distinct Optical Path Identifiers
+    segment_numbers: numpy.ndarray | None
+        Referenced Segment Number of each frame, -1 when absent; None when no frame has one
     """
 
     rows: np.ndarray
     columns: np.ndarray
-    z: list[float | None]
-    optical_paths: list[str | None]
-    segments: list[int | None]
+    z_offsets: np.ndarray | None = None
+    path_codes: np.ndarray | None = None
+    path_names: tuple[str, ...] = ()
+    segment_numbers: np.ndarray | None = None
 
     @classmethod
-    def empty(cls, n: int) -> FramePositions:
-        """Values for ``n`` frames, every one absent, to be filled in.
+    def from_lists(
+        cls,
+        rows: Iterable[int],
+        columns: Iterable[int],
+        z: list[float | None],
+        optical_paths: list[str | None],
+        segments: list[int | None],
+    ) -> FramePositions:
+        """Values collected frame by frame (None where absent), packed into arrays.
 
         Parameters
         ----------
-        n: int
-            Number of frames
+        rows, columns: Iterable[int]
+            Row and column positions (0 when absent)
+        z: list[float | None]
+            Z offsets
+        optical_paths: list[str | None]
+            Optical Path Identifiers
+        segments: list[int | None]
+            Referenced Segment Numbers
 
         Returns
         -------
         FramePositions
-            Zero positions and None everywhere else
+            The same values
         """
+        z_offsets = None
+        if any(v is not None for v in z):
+            z_offsets = np.array([math.nan if v is None else v for v in z], dtype=np.float64)
+        codes: np.ndarray | None = None
+        names: tuple[str, ...] = ()
+        if any(v is not None for v in optical_paths):
+            code_of: dict[str, int] = {}
+            codes = np.array(
+                [-1 if v is None else code_of.setdefault(v, len(code_of)) for v in optical_paths],
+                dtype=np.int32,
+            )
+            names = tuple(code_of)
+        numbers = None
+        if any(v is not None for v in segments):
+            numbers = np.array([-1 if v is None else v for v in segments], dtype=np.int64)
         return cls(
-            np.zeros(n, dtype=np.int64),
-            np.zeros(n, dtype=np.int64),
-            [None] * n,
-            [None] * n,
-            [None] * n,
+            np.asarray(list(rows), dtype=np.int64),
+            np.asarray(list(columns), dtype=np.int64),
+            z_offsets,
+            codes,
+            names,
+            numbers,
         )
 
-    def fields(
-        self,
-    ) -> tuple[np.ndarray, np.ndarray, list[float | None], list[str | None], list[int | None]]:
-        """The five containers, for filling them in through local names.
+    @property
+    def z(self) -> list[float | None]:
+        """list[float | None]: Z offset of each frame, None when absent (an object a frame)."""
+        if self.z_offsets is None:
+            return [None] * len(self.rows)
+        return [None if math.isnan(v) else v for v in self.z_offsets.tolist()]
 
-        Returns
-        -------
-        tuple
-            ``(rows, columns, z, optical_paths, segments)``, the objects themselves
-        """
-        return self.rows, self.columns, self.z, self.optical_paths, self.segments
+    @property
+    def optical_paths(self) -> list[str | None]:
+        """list[str | None]: Optical Path Identifier of each frame, None when absent."""
+        if self.path_codes is None:
+            return [None] * len(self.rows)
+        names = self.path_names
+        return [None if c < 0 else names[c] for c in self.path_codes.tolist()]
+
+    @property
+    def segments(self) -> list[int | None]:
+        """list[int | None]: Referenced Segment Number of each frame, None when absent."""
+        if self.segment_numbers is None:
+            return [None] * len(self.rows)
+        return [None if v < 0 else v for v in self.segment_numbers.tolist()]
+
+
+def _new_lists(n: int) -> tuple[list[int], list[int], list[Any], list[Any], list[Any]]:
+    """Per-frame lists for the readers that go frame by frame, every value absent."""
+    return [0] * n, [0] * n, [None] * n, [None] * n, [None] * n
 
 
 class _Malformed(Exception):
@@ -229,8 +281,7 @@ def _fast(raw: RawDataElement, n: int) -> FramePositions | None:
     if not raw.is_little_endian or not isinstance(raw.value, bytes | bytearray):
         return None
     reader = _Reader(bytes(raw.value), raw.is_implicit_VR)
-    out = FramePositions.empty(n)
-    rows, columns, z, paths, segments = out.fields()
+    rows, columns, z, paths, segments = _new_lists(n)
     try:
         items = reader.items(0, len(reader.data))
         if len(items) != n:
@@ -258,99 +309,138 @@ def _fast(raw: RawDataElement, n: int) -> FramePositions | None:
                     segments[i] = reader.signed(values[_REFERENCED_SEGMENT])
     except (_Malformed, struct.error, ValueError):
         return None  # let pydicom parse it and report what is wrong
-    return out
+    return FramePositions.from_lists(rows, columns, z, paths, segments)
+
+
+def _header(tag: int, vr: bytes, implicit: bool, width: int | None) -> bytes:
+    """Encoded tag (and VR, and length when ``width`` is fixed) of an element."""
+    head = struct.pack("<HH", tag >> 16, tag & 0xFFFF)
+    if width is None:
+        return head if implicit else head + vr
+    return head + (struct.pack("<I", width) if implicit else vr + struct.pack("<H", width))
+
+
+def _owners(starts: np.ndarray, hits: np.ndarray) -> np.ndarray | None:
+    """Index of the item each hit lies in; None when an item holds two."""
+    owner = np.searchsorted(starts, hits, side="right") - 1
+    if owner.size > 1 and not bool((np.diff(owner) > 0).all()):
+        return None
+    return owner
+
+
+def _numbers(
+    buf: np.ndarray, starts: np.ndarray, tag: int, vr: bytes, implicit: bool, dtype: str
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Owners and values of a fixed-width number element; None when an item holds two."""
+    width = np.dtype(dtype).itemsize
+    header = _header(tag, vr, implicit, width)
+    # The element number's low byte is rarer than the group's in these items.
+    hits = find_all(buf, header, first=2)
+    hits = hits[hits + len(header) + width <= buf.size]
+    owner = _owners(starts, hits)
+    if owner is None:
+        return None
+    return owner, gather(buf, hits + len(header), dtype)
+
+
+def _texts(
+    buf: np.ndarray, starts: np.ndarray, tag: int, vr: bytes, implicit: bool
+) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
+    """Owners, codes and distinct stripped values of a short text element, else None.
+
+    The values of one image are nearly all equal, so each distinct encoding is decoded once.
+    """
+    header = _header(tag, vr, implicit, None)
+    hits = find_all(buf, header, first=2)
+    size = 4 if implicit else 2
+    hits = hits[hits + len(header) + size <= buf.size]
+    owner = _owners(starts, hits)
+    if owner is None:
+        return None
+    if not hits.size:
+        return owner, np.empty(0, dtype=np.int64), []
+    lengths = gather(buf, hits + len(header), "<u4" if implicit else "<u2").astype(np.int64)
+    values_at = hits + len(header) + size
+    longest = int(lengths.max())
+    if longest > 64 or int((values_at + lengths).max()) > buf.size:
+        return None  # not a short text: the element walker decides
+    # Column by column: an index array of every byte would cost 8 bytes per byte.
+    table = np.zeros((hits.size, max(longest, 1)), dtype=np.uint8)
+    for column in range(longest):
+        inside = lengths > column
+        table[inside, column] = buf[values_at[inside] + column]
+    distinct, codes = distinct_rows(table)
+    texts = [bytes(row).decode("ascii").strip(" \x00") for row in distinct]
+    return owner, codes, texts
+
+
+def _item_starts(buf: np.ndarray) -> np.ndarray | None:
+    """Where each top-level item starts, proven a window at a time; None unless all are.
+
+    A window bounds the candidates held at once (every nested item header is one): the
+    whole 9 MB value of 100,000 frames at once took ~10 MB of offsets.
+    """
+    parts = []
+    base = 0
+    while base < buf.size:
+        starts, lengths = item_chain(buf[base : base + _CHAIN_WINDOW], 0)
+        if not starts.size:
+            return None
+        parts.append(starts + base)
+        base += int(starts[-1] + 8 + lengths[-1])
+    if base != buf.size or not parts:
+        return None
+    return np.concatenate(parts)
 
 
 def _quick(raw: RawDataElement, n: int) -> FramePositions | None:
-    """Find the values by their encoded tags; None unless every item has exactly one each.
+    """Find the values by their encoded tags at C speed; None unless that is certain.
 
-    Per-frame items of one image share their layout, so a byte search for each wanted
-    element's tag and header is far cheaper than walking every element. Item boundaries
-    are walked exactly, and any surprise (undefined lengths, a second or missing match in an
-    item) hands over to the element walker.
+    Per-frame items of one image share their layout, so searching the whole value for each
+    wanted element's tag and header (numpy, no object per frame) is far cheaper than walking
+    every element. Item boundaries are proven (see :func:`dicomslide._bytescan.item_chain`),
+    and any surprise (undefined lengths, a second or missing position in an item, a value
+    that is not short text) hands over to the element walker.
     """
     data = raw.value
     if not isinstance(data, bytes | bytearray) or not raw.is_little_endian:
         return None
-    data = bytes(data)
     implicit = bool(raw.is_implicit_VR)
-    starts = np.empty(n, dtype=np.int64)
-    pos = 0
-    unpack = struct.Struct("<II").unpack_from
-    size = len(data)
-    for i in range(n):
-        if pos + 8 > size:
+    buf = np.frombuffer(data, dtype=np.uint8)
+    starts = _item_starts(buf)
+    if starts is None or starts.size != n or n == 0:
+        return None
+    every = np.arange(n)
+    found = []
+    for tag in (_ROW_POSITION, _COLUMN_POSITION):
+        numbers = _numbers(buf, starts, tag, b"SL", implicit, "<i4")
+        if numbers is None or not np.array_equal(numbers[0], every):
             return None
-        tag, length = unpack(data, pos)
-        if tag != 0xE000FFFE or length == _UNDEFINED:
-            return None
-        starts[i] = pos
-        pos += 8 + length
-    if pos != size:
+        found.append(numbers[1].astype(np.int64))
+    out = FramePositions(found[0], found[1])
+    z_found = _texts(buf, starts, _Z_OFFSET, b"DS", implicit)
+    path_found = _texts(buf, starts, _OPTICAL_PATH_ID, b"SH", implicit)
+    segment_found = _numbers(buf, starts, _REFERENCED_SEGMENT, b"US", implicit, "<u2")
+    if z_found is None or path_found is None or segment_found is None:
         return None
-
-    def find(
-        group: int, element: int, vr: bytes, width: int | None
-    ) -> tuple[np.ndarray, list[bytes]] | None:
-        tag = struct.pack("<HH", group, element)
-        if width is not None:
-            header = tag + (
-                struct.pack("<I", width) if implicit else vr + struct.pack("<H", width)
-            )
-            pattern = re.compile(re.escape(header) + b"(.{%d})" % width, re.DOTALL)
-        else:
-            header = tag + (b"" if implicit else vr)
-            pattern = re.compile(re.escape(header), re.DOTALL)
-        where: list[int] = []
-        values: list[bytes] = []
-        for match in pattern.finditer(data):
-            where.append(match.start())
-            if width is not None:
-                values.append(match.group(1))
-            else:
-                at = match.end()
-                if implicit:
-                    (length,) = struct.unpack_from("<I", data, at)
-                    at += 4
-                else:
-                    (length,) = struct.unpack_from("<H", data, at)
-                    at += 2
-                values.append(data[at : at + length])
-        owner = np.searchsorted(starts, np.asarray(where, dtype=np.int64), side="right") - 1
-        return owner, values
-
-    rows_found = find(0x0048, 0x021F, b"SL", 4)
-    cols_found = find(0x0048, 0x021E, b"SL", 4)
-    if rows_found is None or cols_found is None:
-        return None
-    for owner, _ in (rows_found, cols_found):
-        if len(owner) != n or not np.array_equal(owner, np.arange(n)):
-            return None
-    rows = np.frombuffer(b"".join(rows_found[1]), dtype="<i4").astype(np.int64)
-    columns = np.frombuffer(b"".join(cols_found[1]), dtype="<i4").astype(np.int64)
-    z: list[float | None] = [None] * n
-    paths: list[str | None] = [None] * n
-    segments: list[int | None] = [None] * n
-    z_found = find(0x0040, 0x074A, b"DS", None)
-    path_found = find(0x0048, 0x0106, b"SH", None)
-    if z_found is None or path_found is None:
-        return None
-    for owner, _ in (z_found, path_found):
-        if len(owner) and (np.diff(owner) == 0).any():
-            return None
-    for i, value in zip(z_found[0].tolist(), z_found[1], strict=True):
-        z[i] = float(value.decode("ascii").strip(" \x00"))
-    for i, value in zip(path_found[0].tolist(), path_found[1], strict=True):
-        paths[i] = value.decode("ascii", "replace").strip(" \x00")
-    seg = find(0x0062, 0x000B, b"US", 2)
-    if seg is None:
-        return None
-    owner, values = seg
-    if len(owner) and (np.diff(owner) == 0).any():
-        return None
-    for i, value in zip(owner.tolist(), values, strict=True):
-        segments[i] = int.from_bytes(value, "little")
-    return FramePositions(rows, columns, z, paths, segments)
+    owner, codes, texts = z_found
+    if owner.size:
+        z_values = np.array([float(text) for text in texts], dtype=np.float64)
+        out.z_offsets = np.full(n, math.nan)
+        out.z_offsets[owner] = z_values[codes]
+    owner, codes, texts = path_found
+    if owner.size:
+        # Distinct encodings may strip to the same identifier: one code each.
+        code_of: dict[str, int] = {}
+        renumber = np.array([code_of.setdefault(t, len(code_of)) for t in texts], np.int32)
+        out.path_codes = np.full(n, -1, dtype=np.int32)
+        out.path_codes[owner] = renumber[codes]
+        out.path_names = tuple(code_of)
+    owner, values = segment_found
+    if owner.size:
+        out.segment_numbers = np.full(n, -1, dtype=np.int64)
+        out.segment_numbers[owner] = values
+    return out
 
 
 def _first(item: Dataset, keyword: str) -> Any:
@@ -359,8 +449,7 @@ def _first(item: Dataset, keyword: str) -> Any:
 
 
 def _slow(items: Any, n: int) -> FramePositions:
-    out = FramePositions.empty(n)
-    rows, columns, z, paths, segments = out.fields()
+    rows, columns, z, paths, segments = _new_lists(n)
     for i, item in enumerate(items):
         position = _first(item, "PlanePositionSlideSequence")
         if position is not None:
@@ -374,7 +463,7 @@ def _slow(items: Any, n: int) -> FramePositions:
         segment = _first(item, "SegmentIdentificationSequence")
         if segment is not None and "ReferencedSegmentNumber" in segment:
             segments[i] = int(segment.ReferencedSegmentNumber)
-    return out
+    return FramePositions.from_lists(rows, columns, z, paths, segments)
 
 
 def _json_items(element: Any) -> list[Any] | None:
@@ -403,31 +492,79 @@ def _json_value(item: Any, tag: str) -> Any:
     return value[0] if value else None
 
 
+def json_frame_values(item: Any) -> tuple[int, int, float | None, str | None, int | None]:
+    """Row, column, Z offset, optical path and segment of one DICOM JSON per-frame item.
+
+    Parameters
+    ----------
+    item: Any
+        A Per-Frame Functional Groups item as a DICOM JSON object
+
+    Returns
+    -------
+    tuple
+        ``(row, column, z, optical_path, segment)``, 0 or None where absent
+
+    Raises
+    ------
+    AttributeError, TypeError, ValueError, IndexError, OverflowError
+        When the item has a shape the DICOM JSON model does not allow
+    """
+    row = column = 0
+    z: float | None = None
+    position = _json_first_item(item, "0048021A")
+    if position is not None:
+        row = int(_json_value(position, "0048021F") or 0)
+        column = int(_json_value(position, "0048021E") or 0)
+        value = _json_value(position, "0040074A")
+        if value is not None:
+            z = float(value)
+    path = _json_value(_json_first_item(item, "00480207"), "00480106")
+    segment = _json_value(_json_first_item(item, "0062000A"), "0062000B")
+    return (
+        row,
+        column,
+        z,
+        None if path is None else str(path),
+        None if segment is None else int(segment),
+    )
+
+
+#: What :func:`json_frame_values` raises for an item of the wrong shape.
+JSON_SHAPE_ERRORS: Final = (AttributeError, TypeError, ValueError, IndexError, OverflowError)
+
+
+def positions_from_values(
+    values: list[tuple[int, int, float | None, str | None, int | None]],
+) -> FramePositions:
+    """Pack what :func:`json_frame_values` gave for each frame.
+
+    Parameters
+    ----------
+    values: list[tuple]
+        One ``(row, column, z, optical_path, segment)`` per frame
+
+    Returns
+    -------
+    FramePositions
+        The same values as arrays
+    """
+    if not values:
+        return FramePositions.from_lists([], [], [], [], [])
+    rows, columns, z, paths, segments = (list(column) for column in zip(*values, strict=True))
+    return FramePositions.from_lists(rows, columns, z, paths, segments)
+
+
 def _from_json(items: list[Any], n: int) -> FramePositions | None:
     """Positions read straight from DICOM JSON items; None when anything is unexpected."""
     if len(items) != n:
         return None
-    out = FramePositions.empty(n)
-    rows, columns, z, paths, segments = out.fields()
     try:
-        for i, item in enumerate(items):
-            position = _json_first_item(item, "0048021A")
-            if position is not None:
-                rows[i] = int(_json_value(position, "0048021F") or 0)
-                columns[i] = int(_json_value(position, "0048021E") or 0)
-                value = _json_value(position, "0040074A")
-                if value is not None:
-                    z[i] = float(value)
-            path = _json_value(_json_first_item(item, "00480207"), "00480106")
-            if path is not None:
-                paths[i] = str(path)
-            segment = _json_value(_json_first_item(item, "0062000A"), "0062000B")
-            if segment is not None:
-                segments[i] = int(segment)
-    except (AttributeError, TypeError, ValueError, IndexError, OverflowError):
+        values = [json_frame_values(item) for item in items]
+    except JSON_SHAPE_ERRORS:
         # A shape the JSON model does not allow: the full conversion reports it properly.
         return None
-    return out
+    return positions_from_values(values)
 
 
 def positions_from_json(items: list[Any]) -> FramePositions | None:
@@ -469,7 +606,7 @@ def extract_frame_positions(ds: Dataset, number_of_frames: int) -> FramePosition
     if element is not None:
         # Read when the JSON arrived (see dicomslide.sources.dicomjson.LazyJSONSequence).
         early = getattr(element.value, "frame_positions", None)
-        if isinstance(early, FramePositions) and len(early.fields()[0]) == number_of_frames:
+        if isinstance(early, FramePositions) and len(early.rows) == number_of_frames:
             result = early
         json_items = None if result is not None else _json_items(element)
         if json_items is not None:
@@ -868,7 +1005,10 @@ def extract_z_offsets(ds: Dataset, number_of_frames: int) -> set[float]:
     positions = extract_frame_positions(ds, number_of_frames)
     if positions is None:
         return set()
-    return {round(z, 6) for z in positions.z if z is not None}
+    if positions.z_offsets is None:
+        return set()
+    present = positions.z_offsets[~np.isnan(positions.z_offsets)]
+    return {round(z, 6) for z in np.unique(present).tolist()}
 
 
 def remember_z_offsets(ds: Dataset, number_of_frames: int, offsets: Iterable[float]) -> None:

@@ -30,7 +30,6 @@ from __future__ import annotations
 import functools
 import inspect
 import json
-import marshal
 from typing import Any, Final
 
 from pydicom import DataElement, Dataset
@@ -46,6 +45,7 @@ from dicomslide._tags import (
 )
 from dicomslide.errors import ProtocolError
 from dicomslide.perframe import FramePositions, positions_from_json
+from dicomslide.sources.json_frames import RawJSONItems, pack_items, split_per_frame, unpack_items
 
 __all__ = [
     "BULKDATA_URIS_ATTR",
@@ -110,11 +110,17 @@ class LazyJSONSequence(Sequence):
     def arm(self) -> None:
         """Hold the JSON items unconverted from now on (once the element is in its Dataset)."""
         pending = self.__dict__.pop("_lazy_pending", None)
-        if pending is not None:
+        if isinstance(pending, RawJSONItems):  # read and packed as they arrived
+            self.__dict__["_lazy_json"] = pending.chunks
+            self.__dict__["_lazy_count"] = pending.total
+            self.__dict__["_lazy_first_json"] = pending[0]
+            self.__dict__["_lazy_positions"] = pending.positions
+            self.__dict__.pop("_lazy_items", None)
+        elif pending is not None:
             # Held packed: a per-frame item as JSON objects is ~2.2 KB of dicts and strings,
-            # packed ~0.3 KB (10,000 frames: 2.48 -> see README Scale); unpacked at C speed on
+            # packed and compressed ~0.04 KB (see README Scale); unpacked at C speed on
             # use. The first item stays unpacked for first().
-            self.__dict__["_lazy_json"] = marshal.dumps(pending)
+            self.__dict__["_lazy_json"] = [pack_items(pending)]
             self.__dict__["_lazy_count"] = len(pending)
             self.__dict__["_lazy_first_json"] = pending[0] if pending else None
             self.__dict__["_lazy_positions"] = positions_from_json(pending)
@@ -134,11 +140,13 @@ class LazyJSONSequence(Sequence):
         list[dict[str, Any]] | None
             Unconverted items
         """
-        packed: bytes | None = self.__dict__.get("_lazy_json")
+        packed: list[bytes] | None = self.__dict__.get("_lazy_json")
         if packed is None:
             return None
+        items: list[dict[str, Any]] = []
         with collector_paused():  # thousands of dicts at once: see dicomslide._gc
-            items: list[dict[str, Any]] = marshal.loads(packed)
+            for chunk in packed:
+                items += unpack_items(chunk)
         return items
 
     @property
@@ -224,7 +232,10 @@ def parse_json_bytes(data: bytes) -> list[dict[str, Any]]:
     try:
         # Millions of containers: see dicomslide._gc.
         with collector_paused():
-            parsed = json.loads(data)
+            # Huge per-frame sequences item by item (see dicomslide.sources.json_frames).
+            parsed = split_per_frame(data)
+            if parsed is None:
+                parsed = json.loads(data)
     except json.JSONDecodeError as exc:
         start = max(0, exc.pos - _EXCERPT // 2)
         excerpt = exc.doc[start : start + _EXCERPT]
@@ -374,7 +385,9 @@ def _convert_element(tag_hex: str, mapping: Any, where: str) -> tuple[DataElemen
     if values is not None and isinstance(values, list) and values and len(mapping) == 2:
         # len(mapping) == 2: only "vr" and "Value", so no conflicting value keys to resolve.
         if vr == "SQ":
-            if tag == _PER_FRAME_FUNCTIONAL_GROUPS and len(values) > LAZY_ITEMS:
+            if tag == _PER_FRAME_FUNCTIONAL_GROUPS and (
+                len(values) > LAZY_ITEMS or isinstance(values, RawJSONItems)
+            ):
                 return DataElement(tag, vr, LazyJSONSequence(values, f"{where} > {tag_hex}")), None
             if all(isinstance(value, dict) for value in values):
                 sub_where = f"{where} > {tag_hex}"

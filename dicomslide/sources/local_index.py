@@ -816,24 +816,10 @@ class IndexStore:
             Start and stop offsets per frame (see :class:`dicomslide.sources.part10.FrameLayout`),
             None when not remembered
         """
-        with self._lock:
-            if self._conn is None:
-                return None
-            try:
-                row = self._conn.execute(
-                    f"SELECT frames FROM files WHERE {_SAME_FILE}",
-                    (instance.relpath, *instance.identity),
-                ).fetchone()
-            except sqlite3.Error:
-                return None
-        if row is None or not isinstance(row[0], bytes) or len(row[0]) % 16:
-            return None
-        both = np.frombuffer(row[0], dtype="<i8").astype(np.int64)
-        n = both.size // 2
-        starts, stops = both[:n], both[n:]
-        if n != instance.number_of_frames or bool((stops <= starts).any()):
-            return None
-        return starts, stops
+        from dicomslide.sources.frame_tables import load_frame_table
+
+        with self._lock:  # kept in a table of its own: see dicomslide.sources.frame_tables
+            return None if self._conn is None else load_frame_table(self._conn, instance)
 
     def remember_frame_table(
         self,
@@ -850,20 +836,11 @@ class IndexStore:
         starts, stops: numpy.ndarray
             Start and stop offsets per frame
         """
-        data = np.concatenate([starts, stops]).astype("<i8").tobytes()
+        from dicomslide.sources.frame_tables import save_frame_table
+
         with self._lock:
-            if self._conn is None:
-                return
-            try:
-                self._conn.execute("BEGIN IMMEDIATE")
-                self._conn.execute(
-                    f"UPDATE files SET frames = ? WHERE {_SAME_FILE}",
-                    (data, instance.relpath, *instance.identity),
-                )
-                self._conn.execute("COMMIT")
-            except sqlite3.Error:
-                with contextlib.suppress(sqlite3.Error):
-                    self._conn.execute("ROLLBACK")
+            if self._conn is not None:
+                save_frame_table(self._conn, instance, (starts, stops))
 
     def close(self) -> None:
         """Write what is pending and close the database connection."""

@@ -451,8 +451,8 @@ class DICOMwebClient:
             parser.close()
             if not parts:
                 raise ProtocolError(f"Bulk data response of {redact_url(url)} had no parts.")
-            return parts[0].body
-        return response.content
+            return bytes(parts[0].body)
+        return bytes(response.content)  # the transport hands on the buffer it read into
 
     # --- frames -------------------------------------------------------------------------
 

@@ -156,7 +156,7 @@ def _retry_after_seconds(value: str) -> float | None:
 _T = TypeVar("_T")
 
 
-def _with_body(response: httpx.Response, body: bytes) -> httpx.Response:
+def _with_body(response: httpx.Response, body: bytearray) -> httpx.Response:
     """``response`` with its body read: what ``aread()`` gives, but read within a budget."""
     # The body is already decoded, so the encoding headers go (httpx would decode it again).
     headers = [
@@ -164,13 +164,16 @@ def _with_body(response: httpx.Response, body: bytes) -> httpx.Response:
         for key, value in response.headers.multi_items()
         if key.lower() not in {"content-encoding", "content-length", "transfer-encoding"}
     ]
-    return httpx.Response(
+    read = httpx.Response(
         response.status_code,
         headers=headers,
-        content=body,
         request=response.request,
         extensions=response.extensions,
     )
+    # The buffer as read, not a bytes copy of it: a series' metadata at 100,000 sparse frames
+    # is ~60 MB, held twice at the peak by a copy. Its readers only parse it (JSON, multipart).
+    read._content = body  # type: ignore[assignment]  # noqa: SLF001
+    return read
 
 
 class OperationClock:
@@ -480,7 +483,7 @@ class Transport:
 
     async def read_body(
         self, response: httpx.Response, limit: int, clock: OperationClock | None = None
-    ) -> bytes:
+    ) -> bytearray:
         """Read a streamed body into memory, at most ``limit`` bytes after decoding; closes it.
 
         Parameters
@@ -494,8 +497,8 @@ class Transport:
 
         Returns
         -------
-        bytes
-            The body
+        bytearray
+            The body (not copied to ``bytes``: it may be tens of megabytes)
 
         Raises
         ------
@@ -513,7 +516,7 @@ class Transport:
                 body += chunk
                 if len(body) > limit:
                     raise self._too_large(response, limit, "goes on past that")
-            return bytes(body)
+            return body
         except httpx.TransportError as exc:
             shown = self.shown(str(response.request.url))
             raise self.transport_error(

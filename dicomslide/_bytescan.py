@@ -1,0 +1,174 @@
+"""Finding encoded elements and item headers in raw little-endian bytes at C speed.
+
+A sparse image of 100,000 frames has 100,000 per-frame items and as many pixel data
+fragments; walking their headers one by one in Python costs ~2 µs each. The functions here
+find every candidate at once with numpy and then prove which candidates are real, so that a
+guess that happens to be wrong (a value whose bytes look like a header) is never taken as
+an answer: callers fall back to an exact walk whenever the proof does not cover everything.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["ITEM_TAG", "distinct_rows", "find_all", "gather", "item_chain"]
+
+#: Item tag (FFFE,E000), little endian.
+ITEM_TAG: Final = b"\xfe\xff\x00\xe0"
+_UNDEFINED: Final = 0xFFFFFFFF
+_CHUNK: Final = 1 << 20
+
+
+def find_all(buf: npt.NDArray[np.uint8], pattern: bytes, first: int = 0) -> npt.NDArray[np.int64]:
+    """Offsets of every (possibly overlapping) occurrence of ``pattern`` in ``buf``.
+
+    Parameters
+    ----------
+    buf: numpy.ndarray
+        The bytes, as a one-dimensional uint8 array
+    pattern: bytes
+        What to look for (not empty)
+    first: int, optional
+        Index of the pattern byte compared over the whole buffer; the others are compared
+        only where it matched, so a byte that is rare in the data makes the search cheapest
+
+    Returns
+    -------
+    numpy.ndarray
+        Ascending int64 offsets
+    """
+    limit = buf.size - len(pattern) + 1
+    if limit <= 0:
+        return np.empty(0, dtype=np.int64)
+    # A chunk at a time: a comparison over the whole of a 9 MB value would allocate 9 MB.
+    parts = [
+        np.flatnonzero(buf[first + at : first + min(limit, at + _CHUNK)] == pattern[first]) + at
+        for at in range(0, limit, _CHUNK)
+    ]
+    hits = np.concatenate(parts).astype(np.int64)
+    for k, byte in enumerate(pattern):
+        if k != first and hits.size:
+            hits = hits[buf[hits + k] == byte]
+    return hits
+
+
+def gather(buf: npt.NDArray[np.uint8], at: npt.NDArray[np.int64], dtype: str) -> np.ndarray:
+    """One little-endian number of type ``dtype`` read at each offset (offsets must fit).
+
+    Parameters
+    ----------
+    buf: numpy.ndarray
+        The bytes, as a one-dimensional uint8 array
+    at: numpy.ndarray
+        Offsets of the numbers
+    dtype: str
+        A little-endian numpy type such as ``"<u4"``
+
+    Returns
+    -------
+    numpy.ndarray
+        The numbers
+    """
+    width = np.dtype(dtype).itemsize
+    out = np.empty(at.size, dtype=dtype)
+    # Through views of the buffer at each alignment: no index array of width x len(at).
+    phase = at % width
+    for shift in range(width):
+        chosen = phase == shift
+        if chosen.any():
+            view = np.frombuffer(buf, dtype=dtype, count=(buf.size - shift) // width, offset=shift)
+            out[chosen] = view[(at[chosen] - shift) // width]
+    return out
+
+
+def item_chain(
+    buf: npt.NDArray[np.uint8], origin: int = 0
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Consecutive defined-length items from ``origin``, as far as proven from ``buf``.
+
+    Every item tag in the buffer is a candidate; an item follows another when it starts
+    where the other's value ends. Candidates that start the chain or follow some candidate
+    are kept, and the kept list counts only as far as each one starts exactly where the one
+    before ends (so, by induction from ``origin``, each is a real item header). The chain
+    stops early at anything else: a sequence delimiter, an undefined length, an item whose
+    header lies past the buffer, or a coincidence among the candidates; the caller walks on
+    from there.
+
+    Parameters
+    ----------
+    buf: numpy.ndarray
+        The bytes, as a one-dimensional uint8 array
+    origin: int, optional
+        Offset of the first item header
+
+    Returns
+    -------
+    tuple[numpy.ndarray, numpy.ndarray]
+        Offsets of the item headers and their value lengths (both int64; empty when no item
+        header with a defined length starts at ``origin``)
+    """
+    empty = np.empty(0, dtype=np.int64)
+    found = find_all(buf[origin:], ITEM_TAG, first=0) + origin
+    found = found[found + 8 <= buf.size]
+    if not found.size or found[0] != origin:
+        return empty, empty
+    lengths = gather(buf, found + 4, "<u4").astype(np.int64)
+    # Which candidates start where some candidate ends (found is sorted; ends need not be).
+    ends = (found + 8 + lengths)[lengths != _UNDEFINED]
+    where = np.searchsorted(found, ends)
+    hit = where < found.size
+    hit[hit] = found[where[hit]] == ends[hit]
+    keep = np.zeros(found.size, dtype=bool)
+    keep[where[hit]] = True
+    keep[0] = True
+    del ends, where, hit
+    starts, lengths = found[keep], lengths[keep]
+    del found, keep
+    good = (lengths[:-1] != _UNDEFINED) & (starts[:-1] + 8 + lengths[:-1] == starts[1:])
+    broken = np.flatnonzero(~good)
+    count = int(broken[0]) + 1 if broken.size else starts.size
+    if lengths[count - 1] == _UNDEFINED:
+        count -= 1
+    return starts[:count], lengths[:count]
+
+
+def distinct_rows(
+    table: npt.NDArray[np.uint8],
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]:
+    """The distinct rows of a byte table and the index of each row among them.
+
+    ``numpy.unique(axis=0)`` sorts rows as structured values (~0.1 s for 100,000 short
+    rows); here each row is folded into one 64-bit number, the numbers are sorted, and the
+    rows are compared with their representative afterwards, so a collision of the folding
+    only costs the slow way, never a wrong answer.
+
+    Parameters
+    ----------
+    table: numpy.ndarray
+        Two-dimensional uint8 array
+
+    Returns
+    -------
+    tuple[numpy.ndarray, numpy.ndarray]
+        The distinct rows (in no particular order) and, for each row, the index of its
+        distinct row
+    """
+    rows, width = table.shape
+    if rows and bool((table == table[0]).all()):
+        return table[:1], np.zeros(rows, dtype=np.int64)  # the usual case: one encoding
+    padded = np.zeros((rows, -(-width // 8) * 8), dtype=np.uint8)
+    padded[:, :width] = table
+    words = padded.view("<u8")
+    key = np.zeros(rows, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for k in range(words.shape[1]):
+            key = (key * np.uint64(0x100000001B3)) ^ words[:, k]
+    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+    inverse = inverse.reshape(-1).astype(np.int64)
+    if not np.array_equal(table[first[inverse]], table):
+        distinct, inverse = np.unique(table, axis=0, return_inverse=True)
+        return distinct, inverse.reshape(-1).astype(np.int64)
+    return table[first], inverse
