@@ -25,7 +25,7 @@ import time
 from collections.abc import Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Final, NamedTuple
+from typing import Any, BinaryIO, Final, NamedTuple, TypeGuard
 
 import numpy as np
 import numpy.typing as npt
@@ -42,6 +42,7 @@ from dicomslide.sources.folder_survey import DirRecord, survey
 from dicomslide.sources.header_codec import encode_header
 from dicomslide.sources.qido_match import value_candidates
 from dicomslide.sources.raw_header import read_raw_header
+from dicomslide.sources.sqlite_blobs import insert_with_blob
 
 __all__ = [
     "INDEX_KEYWORDS",
@@ -468,6 +469,8 @@ _SCHEMA: Final = (
 )
 _SAME_FILE: Final = "relpath = ? AND size = ? AND mtime_ns = ? AND ino = ? AND ctime_ns = ?"
 _SQL_CHUNK: Final = 500
+#: Stored headers longer than this are written through a blob handle (see _save_entries).
+_LARGE_HEADER: Final = 1 << 20
 #: Files whose remembered conversion or Z offsets are written together.
 _FLUSH_AFTER: Final = 512
 #: Writers wait this long for another process's write lock (SQLite's busy timeout).
@@ -609,6 +612,11 @@ def _uids(entry: Entry) -> tuple[str | None, ...]:
     return tuple(str(entry[2][k]) for k in _REQUIRED[:3])
 
 
+def _is_large(header: bytes | None) -> TypeGuard[bytes]:
+    """Whether a stored header is worth writing through a blob handle."""
+    return header is not None and len(header) > _LARGE_HEADER
+
+
 def _save_entries(
     conn: sqlite3.Connection,
     parsed: Sequence[tuple[str, Entry]],
@@ -630,10 +638,15 @@ def _save_entries(
         )
         # A header is handed out only with its file's row of the same identity (see
         # IndexStore.headers): one left by a removed file is never used.
+        # Large headers (per-frame sequences of sparse instances) go in through a blob
+        # handle: a plain insert makes SQLite copy the value twice (+20 MB at 100k frames).
         conn.executemany(
             "INSERT OR REPLACE INTO headers VALUES (?, ?)",
-            [(rel, entry[3]) for rel, entry in parsed],
+            [(rel, entry[3]) for rel, entry in parsed if not _is_large(entry[3])],
         )
+        for rel, entry in parsed:
+            if _is_large(entry[3]):
+                insert_with_blob(conn, "headers", {"relpath": rel}, "header", entry[3])
         conn.executemany(
             "INSERT OR REPLACE INTO files (relpath, size, mtime_ns, ino, ctime_ns, status, "
             "data, pixel_tag, validated, study_uid, series_uid, sop_uid) "

@@ -413,3 +413,38 @@ def test_container_search_decodes_one_slide_of_attributes(tmp_path: Path) -> Non
         asyncio.run(_find(folder, index))
         counts.append(asyncio.run(_decoded_after_container_search(folder, index)))
     assert counts == [3, 3], counts
+
+
+async def test_headers_written_through_a_blob_handle_read_back_whole(
+    archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every header takes the path of the large ones (sparse instances' megabytes of per-frame
+    # items): the warm open must still read no file and hand out the file's own header.
+    monkeypatch.setattr(local_index, "_LARGE_HEADER", 0)
+    blobs = _count(monkeypatch, local_index, "insert_with_blob")
+    index = tmp_path / "index"
+    cold = await _find(archive, index)
+    assert len(blobs) == 36
+    with sqlite3.connect(next(index.glob("*.sqlite"))) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM headers WHERE header IS NOT NULL").fetchone() == (
+            36,
+        )
+
+    def no_file_reads(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError(f"a file header was read: {args}")
+
+    monkeypatch.setattr(local_module.pydicom, "dcmread", no_file_reads)
+    warm = await _find(archive, index)
+    assert [s.container_id for s in warm] == [s.container_id for s in cold]
+    monkeypatch.undo()
+    async with dicomslide.DICOMfileClient(archive, index_dir=index) as client:
+        found = await client.search_for_instances(
+            search_filters={"PatientID": "P-00005", "InstanceNumber": 1}
+        )
+        stored = await client.retrieve_instance_metadata(
+            found[0].StudyInstanceUID, found[0].SeriesInstanceUID, found[0].SOPInstanceUID
+        )
+    from_file = await asyncio.to_thread(
+        pydicom.dcmread, archive / "slide00005" / "001_volume_L0.dcm", stop_before_pixels=True
+    )
+    assert stored == from_file
