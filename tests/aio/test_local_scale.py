@@ -426,9 +426,8 @@ async def test_headers_written_through_a_blob_handle_read_back_whole(
     cold = await _find(archive, index)
     assert len(blobs) == 36
     with sqlite3.connect(next(index.glob("*.sqlite"))) as conn:
-        assert conn.execute("SELECT COUNT(*) FROM headers WHERE header IS NOT NULL").fetchone() == (
-            36,
-        )
+        stored = conn.execute("SELECT COUNT(*) FROM headers WHERE header IS NOT NULL")
+        assert stored.fetchone() == (36,)
 
     def no_file_reads(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError(f"a file header was read: {args}")
