@@ -426,8 +426,8 @@ async def test_headers_written_through_a_blob_handle_read_back_whole(
     cold = await _find(archive, index)
     assert len(blobs) == 36
     with sqlite3.connect(next(index.glob("*.sqlite"))) as conn:
-        stored = conn.execute("SELECT COUNT(*) FROM headers WHERE header IS NOT NULL")
-        assert stored.fetchone() == (36,)
+        rows = conn.execute("SELECT COUNT(*) FROM headers WHERE header IS NOT NULL")
+        assert rows.fetchone() == (36,)
 
     def no_file_reads(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError(f"a file header was read: {args}")
