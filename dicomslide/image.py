@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 from pydicom import Dataset
 
+from dicomslide import _caller_decode
 from dicomslide._args import int_pair
 from dicomslide._tags import TOTAL_PIXEL_MATRIX_COLUMNS, TOTAL_PIXEL_MATRIX_ROWS
 from dicomslide.codecs import PixelFormat, decode_frame
@@ -258,7 +259,11 @@ class ImageReader:
         segment's number, else 0) unless ``raw`` asks for the label map itself.
         """
         if not self.label_map or raw:
-            return await self._read_stored(channel, plane, offset, size, self.fill_value())
+            # The array returned here is the caller's unchanged: its frames may be left to
+            # the blocking caller's thread to decode (dicomslide._caller_decode).
+            return await self._read_stored(
+                channel, plane, offset, size, self.fill_value(), _caller_decode.take()
+            )
         number = self.segment_number(channel)
         # Pixels without a frame must not join the segment, even one numbered like the
         # background when the label map names none (no Pixel Padding Value).
@@ -275,6 +280,7 @@ class ImageReader:
         offset: tuple[int, int],
         size: tuple[int, int],
         fill: int | float,
+        here: _caller_decode.CallerDecodes | None = None,
     ) -> np.ndarray:
         index: FrameIndex = await self.once("index", self.aindex)
         service: FrameService = frame_service(self.source)
@@ -338,6 +344,9 @@ class ImageReader:
         color: ColorTransform | None = await self.once("color", self.color_transform)
         if not waiting:
             return out
+        if here is not None and len(waiting) <= _caller_decode.MAX_FRAMES:
+            await self._fetch_for_caller(waiting, by_frame, color, out, service, here)
+            return out
         loop = asyncio.get_running_loop()
         queue = decode_queue()
         finished: asyncio.Future[None] = loop.create_future()
@@ -390,6 +399,37 @@ class ImageReader:
         for key, tile in held.tiles:
             decoded.put(key, tile)
         return out
+
+    async def _fetch_for_caller(
+        self,
+        waiting: dict[asyncio.Future[EncodedFrame], tuple[str, int, int]],
+        by_frame: dict[int, list[tuple[tuple[slice, slice], tuple[slice, slice]]]],
+        color: ColorTransform | None,
+        out: np.ndarray,
+        service: FrameService,
+        here: _caller_decode.CallerDecodes,
+    ) -> None:
+        """Wait for the frames and their confirmation; leave decoding them to the caller."""
+        pending = [fut for fut in waiting if not fut.done()]
+        if pending:
+            # asyncio.wait never cancels what it waits for: other readers may share these.
+            await asyncio.wait(pending)
+        for fut in waiting:
+            fut.result()  # the first failed frame fails the read, as on the pool path
+        unsettled = service.settled([(uid, number) for uid, _, number in waiting.values()])
+        if unsettled:
+            # Confirmed before decoding, so the caller's tiles may go straight to the cache.
+            await asyncio.wait(unsettled)
+            for settle in unsettled:
+                settle.result()
+        decoded = self.source.runtime.decoded_cache
+        for fut, (uid, frame, number) in waiting.items():
+            here.jobs.append(
+                (
+                    self.decode_into,
+                    (fut.result(), uid, number, color, out, by_frame[frame], decoded),
+                )
+            )
 
 
 class _HeldTiles(DecodedTileCache):
