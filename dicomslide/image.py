@@ -159,6 +159,12 @@ class ImageReader:
         return self.format.samples_per_pixel == 3
 
     def fill_value(self) -> int | float:
+        fill = self._done.get("fill")
+        if fill is None:
+            fill = self._done["fill"] = self._fill_value()
+        return fill
+
+    def _fill_value(self) -> int | float:
         if self.label_map:
             return self.background
         if self.is_color():
@@ -282,7 +288,10 @@ class ImageReader:
         fill: int | float,
         here: _caller_decode.CallerDecodes | None = None,
     ) -> np.ndarray:
-        index: FrameIndex = await self.once("index", self.aindex)
+        # Awaiting once() costs a coroutine per read; the index exists after the first.
+        index = self._index
+        if index is None:
+            index = await self.once("index", self.aindex)
         service: FrameService = frame_service(self.source)
         fmt = self.format
         out_samples = 3 if fmt.samples_per_pixel == 3 else fmt.samples_per_pixel
@@ -341,7 +350,10 @@ class ImageReader:
                 waiting[fut] = (uid, frame, number)
         # The colour transform (an ICC profile that may be bulk data on a server) is needed
         # only to decode: it is loaded while the frames are already being fetched.
-        color: ColorTransform | None = await self.once("color", self.color_transform)
+        done = self._done
+        color: ColorTransform | None = (
+            done["color"] if "color" in done else await self.once("color", self.color_transform)
+        )
         if not waiting:
             return out
         if here is not None and len(waiting) <= _caller_decode.MAX_FRAMES:
@@ -436,7 +448,9 @@ class _HeldTiles(DecodedTileCache):
     """Decoded tiles kept aside until their frames are confirmed (then put in the cache)."""
 
     def __init__(self, max_bytes: int) -> None:
-        super().__init__(max_bytes)
+        # No super().__init__(): only put() is ever called, and one of these is made per
+        # read, where the cache's dict, lock and counters were a measurable part of a tile.
+        self.max_bytes = max_bytes
         self.tiles: list[tuple[tuple[str, int, bool], Any]] = []
 
     def put(self, key: tuple[str, int, bool], tile: Any) -> None:
