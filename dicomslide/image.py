@@ -113,6 +113,7 @@ class ImageReader:
         # Slide: equal optical path descriptions, smaller instance, cheaper bulk request).
         self.icc_donor: ImageReader | None = None
         self._done: dict[str, Any] = {}
+        self._refs: dict[str, InstanceRef] = {}  # per part: made once, not per tile read
         self._running: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Task[Any]]] = {}
 
     def channel_identifiers(self) -> tuple[str, ...]:
@@ -341,9 +342,11 @@ class ImageReader:
         for uid, frames in by_part.items():
             part = parts[uid]
             numbers = [frame - part.first_frame + 1 for frame in frames]
-            ref = InstanceRef(
-                part.study_instance_uid, part.series_instance_uid, uid, part.number_of_frames
-            )
+            ref = self._refs.get(uid)
+            if ref is None or ref.number_of_frames != part.number_of_frames:
+                ref = self._refs[uid] = InstanceRef(
+                    part.study_instance_uid, part.series_instance_uid, uid, part.number_of_frames
+                )
             for fut, frame, number in zip(
                 service.request(ref, numbers), frames, numbers, strict=True
             ):
