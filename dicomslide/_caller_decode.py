@@ -1,11 +1,11 @@
 """Decoding in the thread that asked for a region (the blocking facade's tile reads).
 
 A blocking call of :mod:`dicomslide_sync` runs its coroutine on the private event-loop
-thread while the calling thread waits. For a read of a few frames, decoding them in the
+thread while the calling thread waits. For a read of one frame (a tile), decoding it in the
 decode pool costs two more thread hops per call (loop to pool, pool back to loop) on top of
-the two the call already pays, and with 16 calling threads on a small machine those hops,
-not the decoding, set the pace. The caller's thread is idle meanwhile, so it can decode its
-own frames: the loop then only fetches bytes, and decoding still stays off the event loop.
+the two the call already pays, each with a future and a wake-up that compete with decoding
+for the GIL. The caller's thread is idle meanwhile, so it can decode its own frame: the loop
+then only fetches bytes, and decoding still stays off the event loop.
 
 The facade arms a :class:`CallerDecodes` in :data:`caller_decodes` around one region call;
 the context variable reaches the coroutine's task (a task copies the context it is created
@@ -23,8 +23,9 @@ from typing import Any, Final
 
 __all__ = ["MAX_FRAMES", "CallerDecodes", "caller_decodes", "take"]
 
-#: Most frames a region read leaves to its caller; more go to the decode pool.
-MAX_FRAMES: Final = 4
+#: Most frames a region read leaves to its caller; more go to the decode pool, whose threads
+#: decode them in parallel (one caller would decode them one after the other).
+MAX_FRAMES: Final = 1
 
 
 class CallerDecodes:

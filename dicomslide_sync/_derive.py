@@ -209,7 +209,7 @@ def blocking(method: Any, returns: Any = None) -> Any:
 def blocking_region(
     method: Callable[Concatenate[Any, P], Coroutine[Any, Any, R]],
 ) -> Callable[Concatenate[Any, P], R]:
-    """:func:`blocking` for a region read whose few frames the calling thread decodes.
+    """:func:`blocking` for a region read whose frame (a tile) the calling thread decodes.
 
     Parameters
     ----------
@@ -225,7 +225,7 @@ def blocking_region(
 
 
 def run_decoding_here(coro: Coroutine[Any, Any, T]) -> T:
-    """:func:`run`, with the frames of a small region decoded in this thread afterwards.
+    """:func:`run`, with the frame of a one-tile region decoded in this thread afterwards.
 
     The loop only fetches (see :mod:`dicomslide._caller_decode`): two thread hops per call
     fewer, and every calling thread decodes in parallel with the others.

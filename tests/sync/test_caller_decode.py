@@ -1,9 +1,9 @@
-"""Blocking region reads of a few frames are decoded by the calling thread.
+"""Blocking region reads of one frame are decoded by the calling thread.
 
 The loop thread only fetches; the caller decodes its frames after the call returns
 (dicomslide._caller_decode). These tests check that this path gives the pixels of the async
 path for aligned, edge and padded tiles from many threads at once, that it is taken only
-where it may be (a few frames, the array returned unchanged), that returned arrays never
+where it may be (one frame to decode, the array returned unchanged), that returned arrays never
 alias the decoded-tile cache, and that errors reach the caller as on the async path.
 """
 
@@ -38,7 +38,7 @@ def _regions() -> list[tuple[tuple[int, int], tuple[int, int]]]:
     tiles = [((r, c), (TILE, TILE)) for r in range(0, 700, TILE) for c in range(0, 900, TILE)]
     return [
         *tiles,
-        ((60, 70), (TILE, TILE)),  # four frames, unaligned
+        ((60, 70), (TILE, TILE)),  # four frames, unaligned: decoded in the pool
         ((650, 850), (TILE, TILE)),  # past the bottom-right corner: filled
         ((0, 0), (300, 300)),  # nine frames: decoded in the pool
         ((699, 899), (1, 1)),
@@ -92,8 +92,8 @@ def test_sixteen_threads_get_the_async_pixels(
         assert (corner[50:] == 255).all()
         assert (corner[:, 50:] == 255).all()
     names = [name for name, _ in decode_threads]
-    # 48 tiles + 4 + 4 + 1 frames in callers' threads, the 9-frame region in the pool; no
-    # frame decoded twice (the tiles decoded first serve the later regions from the cache).
+    # The 48 one-frame tiles in callers' threads; the later regions find their frames in
+    # the decoded-tile cache (nothing is decoded twice), whoever decoded them.
     assert set(names) <= {"caller", "dicomslide-decode"}
     assert names.count("caller") >= 40
     assert names.count("dicomslide-decode") <= 9
