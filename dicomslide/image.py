@@ -27,7 +27,6 @@ from typing import Any
 import numpy as np
 from pydicom import Dataset
 
-from dicomslide import _caller_decode
 from dicomslide._args import int_pair
 from dicomslide._tags import TOTAL_PIXEL_MATRIX_COLUMNS, TOTAL_PIXEL_MATRIX_ROWS
 from dicomslide.codecs import PixelFormat, decode_frame
@@ -266,11 +265,7 @@ class ImageReader:
         segment's number, else 0) unless ``raw`` asks for the label map itself.
         """
         if not self.label_map or raw:
-            # The array returned here is the caller's unchanged: its frames may be left to
-            # the blocking caller's thread to decode (dicomslide._caller_decode).
-            return await self._read_stored(
-                channel, plane, offset, size, self.fill_value(), _caller_decode.take()
-            )
+            return await self._read_stored(channel, plane, offset, size, self.fill_value())
         number = self.segment_number(channel)
         # Pixels without a frame must not join the segment, even one numbered like the
         # background when the label map names none (no Pixel Padding Value).
@@ -287,7 +282,6 @@ class ImageReader:
         offset: tuple[int, int],
         size: tuple[int, int],
         fill: int | float,
-        here: _caller_decode.CallerDecodes | None = None,
     ) -> np.ndarray:
         # Awaiting once() costs a coroutine per read; the index exists after the first.
         index = self._index
@@ -359,9 +353,6 @@ class ImageReader:
         )
         if not waiting:
             return out
-        if here is not None and len(waiting) <= _caller_decode.MAX_FRAMES:
-            await self._fetch_for_caller(waiting, by_frame, color, out, service, here)
-            return out
         loop = asyncio.get_running_loop()
         queue = decode_queue()
         finished: asyncio.Future[None] = loop.create_future()
@@ -415,44 +406,13 @@ class ImageReader:
             decoded.put(key, tile)
         return out
 
-    async def _fetch_for_caller(
-        self,
-        waiting: dict[asyncio.Future[EncodedFrame], tuple[str, int, int]],
-        by_frame: dict[int, list[tuple[tuple[slice, slice], tuple[slice, slice]]]],
-        color: ColorTransform | None,
-        out: np.ndarray,
-        service: FrameService,
-        here: _caller_decode.CallerDecodes,
-    ) -> None:
-        """Wait for the frames and their confirmation; leave decoding them to the caller."""
-        pending = [fut for fut in waiting if not fut.done()]
-        if pending:
-            # asyncio.wait never cancels what it waits for: other readers may share these.
-            await asyncio.wait(pending)
-        for fut in waiting:
-            fut.result()  # the first failed frame fails the read, as on the pool path
-        unsettled = service.settled([(uid, number) for uid, _, number in waiting.values()])
-        if unsettled:
-            # Confirmed before decoding, so the caller's tiles may go straight to the cache.
-            await asyncio.wait(unsettled)
-            for settle in unsettled:
-                settle.result()
-        decoded = self.source.runtime.decoded_cache
-        for fut, (uid, frame, number) in waiting.items():
-            here.jobs.append(
-                (
-                    self.decode_into,
-                    (fut.result(), uid, number, color, out, by_frame[frame], decoded),
-                )
-            )
-
 
 class _HeldTiles(DecodedTileCache):
     """Decoded tiles kept aside until their frames are confirmed (then put in the cache)."""
 
     def __init__(self, max_bytes: int) -> None:
         # No super().__init__(): only put() is ever called, and one of these is made per
-        # read, where the cache's dict, lock and counters were a measurable part of a tile.
+        # read; the cache's dict, lock and counters would be made for nothing.
         self.max_bytes = max_bytes
         self.tiles: list[tuple[tuple[str, int, bool], Any]] = []
 

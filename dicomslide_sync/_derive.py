@@ -20,7 +20,6 @@ import inspect
 from collections.abc import Callable, Coroutine
 from typing import Any, ClassVar, Concatenate, Generic, ParamSpec, TypeVar, overload
 
-from dicomslide._caller_decode import CallerDecodes, caller_decodes
 from dicomslide.errors import RegionError
 from dicomslide_sync import _portal
 
@@ -29,13 +28,11 @@ __all__ = [
     "Twin",
     "attribute",
     "blocking",
-    "blocking_region",
     "forward",
     "get_default_timeout",
     "register_rewrap",
     "rewrap",
     "run",
-    "run_decoding_here",
     "set_default_timeout",
 ]
 
@@ -204,50 +201,6 @@ def blocking(method: Any, returns: Any = None) -> Any:
         Method running the coroutine of the twin's async object on the private loop
     """
     return _twin_method(method, run)
-
-
-def blocking_region(
-    method: Callable[Concatenate[Any, P], Coroutine[Any, Any, R]],
-) -> Callable[Concatenate[Any, P], R]:
-    """:func:`blocking` for a region read whose frame (a tile) the calling thread decodes.
-
-    Parameters
-    ----------
-    method: Callable[Concatenate[Any, P], Coroutine[Any, Any, R]]
-        Coroutine method returning the region's array unchanged from the image reader
-
-    Returns
-    -------
-    Callable[Concatenate[Any, P], R]
-        Method fetching on the private loop and decoding in the caller's thread
-    """
-    return _twin_method(method, run_decoding_here)  # type: ignore[no-any-return]
-
-
-def run_decoding_here(coro: Coroutine[Any, Any, T]) -> T:
-    """:func:`run`, with the frame of a one-tile region decoded in this thread afterwards.
-
-    The loop only fetches (see :mod:`dicomslide._caller_decode`): two thread hops per call
-    fewer, and every calling thread decodes in parallel with the others.
-
-    Parameters
-    ----------
-    coro: Coroutine
-        A region read (see :func:`blocking_region`)
-
-    Returns
-    -------
-    Any
-        The region, decoded
-    """
-    jobs = CallerDecodes()
-    token = caller_decodes.set(jobs)
-    try:
-        value = run(coro)
-    finally:
-        caller_decodes.reset(token)
-    jobs.run()
-    return value
 
 
 def _twin_method(method: Any, finish: Callable[[Any], Any]) -> Any:

@@ -42,7 +42,6 @@ from dicomslide_sync._derive import (
     Twin,
     attribute,
     blocking,
-    blocking_region,
     forward,
     get_default_timeout,
     recall,
@@ -393,7 +392,7 @@ class TotalPixelMatrix(Twin):
     get_tile_position = forward(dicomslide.TotalPixelMatrix.get_tile_position)
     get_tile_bounding_box = forward(dicomslide.TotalPixelMatrix.get_tile_bounding_box)
     get_tile_index = forward(dicomslide.TotalPixelMatrix.get_tile_index)
-    read_region = blocking_region(dicomslide.TotalPixelMatrix.read_region)
+    read_region = blocking(dicomslide.TotalPixelMatrix.read_region)
     read_tiles = blocking(dicomslide.TotalPixelMatrix.read_tiles)
 
 
@@ -469,7 +468,7 @@ class TiledImage(Twin):
         dicomslide.TiledImage.get_total_pixel_matrix, Returns[TotalPixelMatrix]()
     )
     get_label_map = forward(dicomslide.TiledImage.get_label_map, Returns[TotalPixelMatrix]())
-    get_image_region = blocking_region(dicomslide.TiledImage.get_image_region)
+    get_image_region = blocking(dicomslide.TiledImage.get_image_region)
     get_slide_region = blocking(dicomslide.TiledImage.get_slide_region)
 
 
@@ -572,7 +571,7 @@ class Slide(Twin):
     map_slide_coordinates_to_pixel_indices = forward(
         dicomslide.Slide.map_slide_coordinates_to_pixel_indices
     )
-    get_image_region = blocking_region(dicomslide.Slide.get_image_region)
+    get_image_region = blocking(dicomslide.Slide.get_image_region)
     get_label_map_region = blocking(dicomslide.Slide.get_label_map_region)
     get_slide_region = blocking(dicomslide.Slide.get_slide_region)
     get_slide_region_for_annotation = blocking(dicomslide.Slide.get_slide_region_for_annotation)
