@@ -224,6 +224,7 @@ class ImageReader:
         out: np.ndarray,
         pastes: Sequence[tuple[tuple[slice, slice], tuple[slice, slice]]],
         decoded: DecodedTileCache | None = None,
+        whole: bool = False,
     ) -> None:
         tile = decode_frame(
             frame.data,
@@ -236,7 +237,12 @@ class ImageReader:
             tile = color.apply(tile)
         if decoded is not None:
             managed = self.correct_color and self.is_color()
-            decoded.put((sop_instance_uid, frame_number, managed), tile)
+            key = (sop_instance_uid, frame_number, managed)
+            # A tile this read pastes whole waits for a second decode to be cached.
+            if whole:
+                decoded.offer(key, tile)
+            else:
+                decoded.put(key, tile)
         for tile_slices, out_slices in pastes:
             out[out_slices] = tile[tile_slices]
 
@@ -299,17 +305,25 @@ class ImageReader:
             )
         lookup = index.lookup[channel, plane]
         by_frame: dict[int, list[tuple[tuple[slice, slice], tuple[slice, slice]]]] = {}
+        whole: set[int] = set()  # frames whose in-matrix pixels all land in this region
         covered = 0
+        th, tw, total_rows, total_cols = (
+            index.tile_rows,
+            index.tile_columns,
+            index.total_rows,
+            index.total_columns,
+        )
         for tr, tc, tile_sl, out_sl in iter_tiles_in_region(
-            offset,
-            size,
-            (index.tile_rows, index.tile_columns),
-            (index.total_rows, index.total_columns),
+            offset, size, (th, tw), (total_rows, total_cols)
         ):
             frame = int(lookup[tr, tc])
             if frame >= 0:
                 by_frame.setdefault(frame, []).append((tile_sl, out_sl))
-                covered += (out_sl[0].stop - out_sl[0].start) * (out_sl[1].stop - out_sl[1].start)
+                rows = tile_sl[0].stop - tile_sl[0].start
+                cols = tile_sl[1].stop - tile_sl[1].start
+                covered += rows * cols
+                if rows == min(th, total_rows - tr * th) and cols == min(tw, total_cols - tc * tw):
+                    whole.add(frame)
         shape = (size[0], size[1], out_samples)
         if covered == size[0] * size[1]:
             # Tiles cover every pixel (they never overlap): filling first would write the
@@ -385,7 +399,15 @@ class ImageReader:
             # only once it is confirmed (below).
             cache = held if service.is_unsettled((uid, number)) else decoded
             job = queue.submit(
-                self.decode_into, fut.result(), uid, number, color, out, by_frame[frame], cache
+                self.decode_into,
+                fut.result(),
+                uid,
+                number,
+                color,
+                out,
+                by_frame[frame],
+                cache,
+                frame in whole,
             )
             job.add_done_callback(decoded_one)
 
@@ -404,6 +426,8 @@ class ImageReader:
                 raise failed
         for key, tile in held.tiles:
             decoded.put(key, tile)
+        for key, tile in held.whole:
+            decoded.offer(key, tile)
         return out
 
 
@@ -415,6 +439,7 @@ class _HeldTiles(DecodedTileCache):
         # read; the cache's dict, lock and counters would be made for nothing.
         self.max_bytes = max_bytes
         self.tiles: list[tuple[tuple[str, int, bool], Any]] = []
+        self.whole: list[tuple[tuple[str, int, bool], Any]] = []
 
     def put(self, key: tuple[str, int, bool], tile: Any) -> None:
         """Keep the tile aside instead of caching it (as :meth:`DecodedTileCache.put` takes).
@@ -422,6 +447,17 @@ class _HeldTiles(DecodedTileCache):
         Decode threads call this; appending to a list needs no lock.
         """
         self.tiles.append((key, tile))
+
+    def offer(self, key: tuple[str, int, bool], tile: Any) -> bool:
+        """Keep aside a tile pasted whole (as :meth:`DecodedTileCache.offer` takes).
+
+        Returns
+        -------
+        bool
+            Always False: whether it is cached is decided once its frame is confirmed
+        """
+        self.whole.append((key, tile))
+        return False
 
 
 class TotalPixelMatrix:
