@@ -31,9 +31,7 @@ TILE_BYTES = TILE * TILE * 3
 
 
 async def _scan(slide: Any) -> list[np.ndarray]:
-    return list(
-        await asyncio.gather(*(slide.get_image_region(o, 0, (TILE, TILE)) for o in TILES))
-    )
+    return list(await asyncio.gather(*(slide.get_image_region(o, 0, (TILE, TILE)) for o in TILES)))
 
 
 @pytest.mark.parametrize("spec", [NATIVE, JPEG], ids=["native", "jpeg"])
@@ -57,8 +55,10 @@ def test_a_whole_tile_scan_is_cached_on_its_second_pass(tmp_path: Path, spec: An
             np.testing.assert_array_equal(a, d, err_msg=f"tile at {(r, c)}")
             rows, cols = min(TILE, 700 - r), min(TILE, 900 - c)
             np.testing.assert_array_equal(a[:rows, :cols], whole[r : r + rows, c : c + cols])
-            assert (a[rows:] == 255).all() and (a[:, cols:] == 255).all()
-            assert a.flags.writeable and d.flags.writeable
+            assert (a[rows:] == 255).all()
+            assert (a[:, cols:] == 255).all()
+            assert a.flags.writeable
+            assert d.flags.writeable
         if spec is NATIVE:
             np.testing.assert_array_equal(whole, expected_pixels(spec, 0))
 
@@ -100,5 +100,6 @@ def test_offer_remembers_a_bounded_number_of_keys(monkeypatch: pytest.MonkeyPatc
     assert not cache.get(("uid", 2, False)).flags.writeable
     # Without a budget nothing is remembered or cached.
     empty = DecodedTileCache(0)
-    assert not empty.offer(("uid", 1, False), tile) and not empty.offer(("uid", 1, False), tile)
+    assert not empty.offer(("uid", 1, False), tile)
+    assert not empty.offer(("uid", 1, False), tile)
     assert tile.flags.writeable
