@@ -181,10 +181,10 @@ class DecodedTileCache:
     Warm reads and overlapping regions then skip decoding (and colour management). Tiles are
     stored read-only; readers copy them into their own output arrays.
 
-    A tile that a read pastes whole is only cached when it is decoded a second time
-    (:meth:`offer`): a scan that reads each tile once would otherwise keep a second freshly
-    allocated buffer per tile, about 13% of a cold scan's CPU. Tiles only partly covered by a
-    read are cached at once (:meth:`put`), since the reads of their neighbours need them.
+    The one tile of a one-tile read that pastes it whole is only cached when it is decoded a
+    second time (:meth:`offer`): a scan that reads each tile once would otherwise keep a second
+    freshly allocated buffer per tile, about 15% of a cold scan's CPU. Other tiles are cached
+    at once (:meth:`put`): reads of neighbours and warm re-reads of regions need them.
 
     Parameters
     ----------

@@ -1,9 +1,10 @@
-"""Admission to the decoded-tile cache: tiles read whole wait for a second decode.
+"""Admission to the decoded-tile cache: tiles read whole, one per read, wait for a second decode.
 
 A scan that pastes each tile whole into its own output must not keep a cached copy of every
 tile on its first pass (each copy is a freshly allocated buffer); a tile decoded a second time
-is cached, and tiles only partly covered by a read are cached on their first decode because
-the reads of their neighbours need them. Pixels are the same whichever path a tile takes.
+is cached. Tiles only partly covered by a read, and every tile of a read of several tiles,
+are cached on their first decode: reads of neighbours and warm re-reads need them. Pixels
+are the same whichever path a tile takes.
 """
 
 from __future__ import annotations
@@ -80,9 +81,14 @@ def test_partly_covered_tiles_are_cached_on_their_first_decode(tmp_path: Path) -
             tile = await slide.get_image_region((TILE, TILE), 0, (TILE, TILE))
             assert dicomslide.get_cache_stats(client).decoded_hits == 1
             np.testing.assert_array_equal(tile, expected_pixels(NATIVE, 0)[128:256, 128:256])
-            # A region of nine frames: the middle one is whole (not cached yet), the ring not.
+            # A region of several frames caches all of them, its whole middle tile as well:
+            # re-reading it decodes nothing.
             await slide.get_image_region((200, 200), 0, (300, 300))
-            assert cache.bytes == (4 + 7) * TILE_BYTES
+            assert cache.bytes == (4 + 8) * TILE_BYTES
+            hits = dicomslide.get_cache_stats(client).decoded_hits
+            again = await slide.get_image_region((200, 200), 0, (300, 300))
+            assert dicomslide.get_cache_stats(client).decoded_hits == hits + 9
+            np.testing.assert_array_equal(again, expected_pixels(NATIVE, 0)[200:500, 200:500])
 
     asyncio.run(main())
 

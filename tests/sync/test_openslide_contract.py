@@ -247,9 +247,6 @@ def test_shared_cache_keeps_decoded_tiles_within_its_capacity(files: list[Path])
         np.testing.assert_array_equal(
             np.asarray(first.read_region(*region)), np.asarray(ref.read_region(*region))
         )
-        # Tiles a read pastes whole are cached when they are decoded a second time.
-        assert cache.tiles.bytes == 0
-        first.read_region(*region)
         assert cache.tiles.bytes == 40 * tile_bytes
         assert cache.tiles.hits == 0
         # Another object with its own client: every tile comes from the shared cache.
@@ -259,7 +256,6 @@ def test_shared_cache_keeps_decoded_tiles_within_its_capacity(files: list[Path])
         assert cache.tiles.hits == 40
         small = OpenSlideCache(3 * tile_bytes)
         first.set_cache(small)
-        first.read_region(*region)
         first.read_region(*region)
         assert small.tiles.bytes == 3 * tile_bytes
         assert small.tiles.evictions == 37
