@@ -262,9 +262,9 @@ class DecodedTileCache:
         Parameters
         ----------
         key: tuple[str, int, bool]
-            (SOP Instance UID, frame number, colour managed)
+            Key of the tile, as :meth:`put` takes it
         tile: numpy.ndarray
-            Decoded tile
+            Decoded tile, the only one of a read that pasted it whole
 
         Returns
         -------
