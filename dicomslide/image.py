@@ -112,6 +112,7 @@ class ImageReader:
         # Slide: equal optical path descriptions, smaller instance, cheaper bulk request).
         self.icc_donor: ImageReader | None = None
         self._done: dict[str, Any] = {}
+        self._refs: dict[str, InstanceRef] = {}  # per part: made once, not per tile read
         self._running: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Task[Any]]] = {}
 
     def channel_identifiers(self) -> tuple[str, ...]:
@@ -158,6 +159,12 @@ class ImageReader:
         return self.format.samples_per_pixel == 3
 
     def fill_value(self) -> int | float:
+        fill = self._done.get("fill")
+        if fill is None:
+            fill = self._done["fill"] = self._fill_value()
+        return fill
+
+    def _fill_value(self) -> int | float:
         if self.label_map:
             return self.background
         if self.is_color():
@@ -217,6 +224,7 @@ class ImageReader:
         out: np.ndarray,
         pastes: Sequence[tuple[tuple[slice, slice], tuple[slice, slice]]],
         decoded: DecodedTileCache | None = None,
+        whole: bool = False,
     ) -> None:
         tile = decode_frame(
             frame.data,
@@ -229,7 +237,12 @@ class ImageReader:
             tile = color.apply(tile)
         if decoded is not None:
             managed = self.correct_color and self.is_color()
-            decoded.put((sop_instance_uid, frame_number, managed), tile)
+            key = (sop_instance_uid, frame_number, managed)
+            # A tile this read pastes whole waits for a second decode to be cached.
+            if whole:
+                decoded.offer(key, tile)
+            else:
+                decoded.put(key, tile)
         for tile_slices, out_slices in pastes:
             out[out_slices] = tile[tile_slices]
 
@@ -276,7 +289,10 @@ class ImageReader:
         size: tuple[int, int],
         fill: int | float,
     ) -> np.ndarray:
-        index: FrameIndex = await self.once("index", self.aindex)
+        # Awaiting once() costs a coroutine per read; the index exists after the first.
+        index = self._index
+        if index is None:
+            index = await self.once("index", self.aindex)
         service: FrameService = frame_service(self.source)
         fmt = self.format
         out_samples = 3 if fmt.samples_per_pixel == 3 else fmt.samples_per_pixel
@@ -289,17 +305,29 @@ class ImageReader:
             )
         lookup = index.lookup[channel, plane]
         by_frame: dict[int, list[tuple[tuple[slice, slice], tuple[slice, slice]]]] = {}
+        whole: set[int] = set()  # frames whose in-matrix pixels all land in the output
         covered = 0
+        th, tw, total_rows, total_cols = (
+            index.tile_rows,
+            index.tile_columns,
+            index.total_rows,
+            index.total_columns,
+        )
         for tr, tc, tile_sl, out_sl in iter_tiles_in_region(
-            offset,
-            size,
-            (index.tile_rows, index.tile_columns),
-            (index.total_rows, index.total_columns),
+            offset, size, (th, tw), (total_rows, total_cols)
         ):
             frame = int(lookup[tr, tc])
             if frame >= 0:
                 by_frame.setdefault(frame, []).append((tile_sl, out_sl))
-                covered += (out_sl[0].stop - out_sl[0].start) * (out_sl[1].stop - out_sl[1].start)
+                rows = tile_sl[0].stop - tile_sl[0].start
+                cols = tile_sl[1].stop - tile_sl[1].start
+                covered += rows * cols
+                if rows == min(th, total_rows - tr * th) and cols == min(tw, total_cols - tc * tw):
+                    whole.add(frame)
+        if len(by_frame) > 1:
+            # Only one-tile reads (the tile-server pattern) wait for a second decode: a warm
+            # re-read of a 2048² region would decode its tiles again (31 against 9 ms).
+            whole.clear()
         shape = (size[0], size[1], out_samples)
         if covered == size[0] * size[1]:
             # Tiles cover every pixel (they never overlap): filling first would write the
@@ -326,16 +354,21 @@ class ImageReader:
         for uid, frames in by_part.items():
             part = parts[uid]
             numbers = [frame - part.first_frame + 1 for frame in frames]
-            ref = InstanceRef(
-                part.study_instance_uid, part.series_instance_uid, uid, part.number_of_frames
-            )
+            ref = self._refs.get(uid)
+            if ref is None or ref.number_of_frames != part.number_of_frames:
+                ref = self._refs[uid] = InstanceRef(
+                    part.study_instance_uid, part.series_instance_uid, uid, part.number_of_frames
+                )
             for fut, frame, number in zip(
                 service.request(ref, numbers), frames, numbers, strict=True
             ):
                 waiting[fut] = (uid, frame, number)
         # The colour transform (an ICC profile that may be bulk data on a server) is needed
         # only to decode: it is loaded while the frames are already being fetched.
-        color: ColorTransform | None = await self.once("color", self.color_transform)
+        done = self._done
+        color: ColorTransform | None = (
+            done["color"] if "color" in done else await self.once("color", self.color_transform)
+        )
         if not waiting:
             return out
         loop = asyncio.get_running_loop()
@@ -370,7 +403,15 @@ class ImageReader:
             # only once it is confirmed (below).
             cache = held if service.is_unsettled((uid, number)) else decoded
             job = queue.submit(
-                self.decode_into, fut.result(), uid, number, color, out, by_frame[frame], cache
+                self.decode_into,
+                fut.result(),
+                uid,
+                number,
+                color,
+                out,
+                by_frame[frame],
+                cache,
+                frame in whole,
             )
             job.add_done_callback(decoded_one)
 
@@ -389,6 +430,8 @@ class ImageReader:
                 raise failed
         for key, tile in held.tiles:
             decoded.put(key, tile)
+        for key, tile in held.whole:
+            decoded.offer(key, tile)
         return out
 
 
@@ -396,8 +439,11 @@ class _HeldTiles(DecodedTileCache):
     """Decoded tiles kept aside until their frames are confirmed (then put in the cache)."""
 
     def __init__(self, max_bytes: int) -> None:
-        super().__init__(max_bytes)
+        # No super().__init__(): only put() is ever called, and one of these is made per
+        # read; the cache's dict, lock and counters would be made for nothing.
+        self.max_bytes = max_bytes
         self.tiles: list[tuple[tuple[str, int, bool], Any]] = []
+        self.whole: list[tuple[tuple[str, int, bool], Any]] = []
 
     def put(self, key: tuple[str, int, bool], tile: Any) -> None:
         """Keep the tile aside instead of caching it (as :meth:`DecodedTileCache.put` takes).
@@ -405,6 +451,17 @@ class _HeldTiles(DecodedTileCache):
         Decode threads call this; appending to a list needs no lock.
         """
         self.tiles.append((key, tile))
+
+    def offer(self, key: tuple[str, int, bool], tile: Any) -> bool:
+        """Keep aside a tile pasted whole (as :meth:`DecodedTileCache.offer` takes).
+
+        Returns
+        -------
+        bool
+            Always False: whether it is cached is decided once its frame is confirmed
+        """
+        self.whole.append((key, tile))
+        return False
 
 
 class TotalPixelMatrix:

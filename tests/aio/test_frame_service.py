@@ -407,3 +407,51 @@ async def test_frames_are_cached_only_once_the_source_moves_past_them() -> None:
     assert (uid, 2) not in service.cache
     (late,) = service.settled([(uid, 2)])
     assert late.exception() is second.exception()
+
+
+class CallGatedSource(GatedSource):
+    """Like GatedSource, but each call waits for the gate of its own first frame number."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gates: dict[int, asyncio.Event] = {}
+
+    async def iter_frames(
+        self, study: str, series: str, sop: str, numbers: Sequence[int]
+    ) -> AsyncIterator[tuple[int, EncodedFrame]]:
+        self.calls.append((sop, list(numbers)))
+        gate = self.gates.setdefault(numbers[0], asyncio.Event())
+        self.running[sop] = self.running.get(sop, 0) + 1
+        try:
+            await gate.wait()
+            for n in numbers:
+                yield n, EncodedFrame(f"{sop}:{n}".encode(), SYNTAX)
+        finally:
+            self.running[sop] -= 1
+
+
+async def test_frames_held_by_the_limit_do_not_wait_for_read_ahead_windows() -> None:
+    # A reader's frames held behind the instance's running call go out when that call ends,
+    # even while read-ahead windows (outside the limit) are still in flight; counted against
+    # the limit, a chain of windows held them until the whole scan was read.
+    long = InstanceRef("1.2", "1.2.3", "1.2.3.7", 1000)
+    source = CallGatedSource()
+    service = FrameService(source, FrameCache(1 << 20), readahead=16)  # type: ignore[arg-type]
+    first = [fut for n in range(1, 21) for fut in service.request(long, [n])]
+    await _ticks()
+    assert [n for _, n in source.calls] == [list(range(1, 21)), list(range(21, 37))]
+    held = service.request(long, [500])
+    await _ticks()
+    assert len(source.calls) == 2  # held: the readers' call is still running
+    source.gates[1].set()
+    await asyncio.gather(*first)
+    await _ticks()
+    # Sent while the window (its gate still shut) is in flight: both calls are running.
+    assert [n for _, n in source.calls][2:] == [[500]]
+    assert source.running[long.sop_instance_uid] == 2
+    source.gates[500].set()
+    (frame,) = await asyncio.gather(*held)
+    assert frame.data == b"1.2.3.7:500"
+    source.gates[21].set()
+    await _ticks()
+    assert service.stats.frames_fetched == 37

@@ -129,7 +129,9 @@ _REFUSAL_STATUSES = frozenset({400, 406, 500})
 # Frames requests answered with these (after the explicit media type was tried too) make the
 # client fetch the whole instance instead.
 _INSTANCE_FALLBACK_STATUSES = frozenset({400, 404, 406, 500})
-_FRAME_LOCATION_RE = re.compile(r"/frames/([0-9]+)/?$")
+# Matched against the whole Content-Location, ending the path at any query or fragment as
+# urlsplit() would: urlsplit per part cost ~7x the match (1 ms for 340 parts).
+_FRAME_LOCATION_RE = re.compile(r"[^?#]*/frames/([0-9]+)/?(?:[?#]|$)")
 #: Ceiling of the byte budget of one frame (``max_frame_bytes``).
 DEFAULT_MAX_FRAME_BYTES = 256 << 20
 # A compressed frame can exceed its raw size (noise, codec headers); the derived budget
@@ -746,7 +748,7 @@ def _frame_from_location(location: str | None) -> int | None:
     """The frame number a part's Content-Location names, if it names exactly one."""
     if not location:
         return None
-    match = _FRAME_LOCATION_RE.search(urlsplit(location).path)
+    match = _FRAME_LOCATION_RE.match(location)
     return int(match.group(1)) if match else None
 
 
