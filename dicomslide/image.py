@@ -305,29 +305,26 @@ class ImageReader:
             )
         lookup = index.lookup[channel, plane]
         by_frame: dict[int, list[tuple[tuple[slice, slice], tuple[slice, slice]]]] = {}
-        whole: set[int] = set()  # frames whose in-matrix pixels all land in the output
         covered = 0
-        th, tw, total_rows, total_cols = (
-            index.tile_rows,
-            index.tile_columns,
-            index.total_rows,
-            index.total_columns,
-        )
+        th, tw = index.tile_rows, index.tile_columns
         for tr, tc, tile_sl, out_sl in iter_tiles_in_region(
-            offset, size, (th, tw), (total_rows, total_cols)
+            offset, size, (th, tw), (index.total_rows, index.total_columns)
         ):
             frame = int(lookup[tr, tc])
             if frame >= 0:
                 by_frame.setdefault(frame, []).append((tile_sl, out_sl))
-                rows = tile_sl[0].stop - tile_sl[0].start
-                cols = tile_sl[1].stop - tile_sl[1].start
-                covered += rows * cols
-                if rows == min(th, total_rows - tr * th) and cols == min(tw, total_cols - tc * tw):
-                    whole.add(frame)
-        if len(by_frame) > 1:
-            # Only one-tile reads (the tile-server pattern) wait for a second decode: a warm
-            # re-read of a 2048² region would decode its tiles again (31 against 9 ms).
-            whole.clear()
+                covered += (out_sl[0].stop - out_sl[0].start) * (out_sl[1].stop - out_sl[1].start)
+                last = (tr, tc, tile_sl)
+        # Only the tile of a one-tile read (the tile-server pattern) that lands whole in the
+        # output waits for a second decode to be cached: a warm re-read of a 2048² region
+        # would decode its tiles again (31 against 9 ms).
+        whole = -1
+        if len(by_frame) == 1:
+            tr, tc, (rows, cols) = last
+            if rows.stop - rows.start == min(th, index.total_rows - tr * th) and (
+                cols.stop - cols.start == min(tw, index.total_columns - tc * tw)
+            ):
+                whole = next(iter(by_frame))
         shape = (size[0], size[1], out_samples)
         if covered == size[0] * size[1]:
             # Tiles cover every pixel (they never overlap): filling first would write the
@@ -411,7 +408,7 @@ class ImageReader:
                 out,
                 by_frame[frame],
                 cache,
-                frame in whole,
+                frame == whole,
             )
             job.add_done_callback(decoded_one)
 
