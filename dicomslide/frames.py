@@ -175,6 +175,11 @@ class FrameCache:
         return len(self._items)
 
 
+# Keys a DecodedTileCache remembers as decoded once (about 200 bytes each): enough for every
+# tile of a level a scan revisits, small beside the tiles' own budget.
+SEEN_MAX_KEYS = 8192
+
+
 class DecodedTileCache:
     """Byte-bounded LRU of decoded tiles, shared by the decode threads.
 
@@ -282,11 +287,6 @@ class DecodedTileCache:
             del self._seen[key]
         self.put(key, tile)
         return True
-
-
-# Keys a DecodedTileCache remembers as decoded once (about 200 bytes each): enough for every
-# tile of a level a scan revisits, small beside the tiles' own budget.
-SEEN_MAX_KEYS = 8192
 
 
 def _consume_exception(future: asyncio.Future[Any]) -> None:

@@ -159,12 +159,6 @@ class ImageReader:
         return self.format.samples_per_pixel == 3
 
     def fill_value(self) -> int | float:
-        fill = self._done.get("fill")
-        if fill is None:
-            fill = self._done["fill"] = self._fill_value()
-        return fill
-
-    def _fill_value(self) -> int | float:
         if self.label_map:
             return self.background
         if self.is_color():
@@ -352,7 +346,7 @@ class ImageReader:
             part = parts[uid]
             numbers = [frame - part.first_frame + 1 for frame in frames]
             ref = self._refs.get(uid)
-            if ref is None or ref.number_of_frames != part.number_of_frames:
+            if ref is None:  # the index, and so each part, never changes once built
                 ref = self._refs[uid] = InstanceRef(
                     part.study_instance_uid, part.series_instance_uid, uid, part.number_of_frames
                 )
@@ -362,10 +356,7 @@ class ImageReader:
                 waiting[fut] = (uid, frame, number)
         # The colour transform (an ICC profile that may be bulk data on a server) is needed
         # only to decode: it is loaded while the frames are already being fetched.
-        done = self._done
-        color: ColorTransform | None = (
-            done["color"] if "color" in done else await self.once("color", self.color_transform)
-        )
+        color: ColorTransform | None = await self.once("color", self.color_transform)
         if not waiting:
             return out
         loop = asyncio.get_running_loop()
@@ -436,9 +427,7 @@ class _HeldTiles(DecodedTileCache):
     """Decoded tiles kept aside until their frames are confirmed (then put in the cache)."""
 
     def __init__(self, max_bytes: int) -> None:
-        # No super().__init__(): only put() is ever called, and one of these is made per
-        # read; the cache's dict, lock and counters would be made for nothing.
-        self.max_bytes = max_bytes
+        super().__init__(max_bytes)
         self.tiles: list[tuple[tuple[str, int, bool], Any]] = []
         self.whole: list[tuple[tuple[str, int, bool], Any]] = []
 

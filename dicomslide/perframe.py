@@ -561,10 +561,11 @@ def _from_json(items: list[Any], n: int) -> FramePositions | None:
         return None
     try:
         values = [json_frame_values(item) for item in items]
+        # Inside the try: a value beyond int64 raises OverflowError here, not in a caller.
+        return positions_from_values(values)
     except JSON_SHAPE_ERRORS:
         # A shape the JSON model does not allow: the full conversion reports it properly.
         return None
-    return positions_from_values(values)
 
 
 def positions_from_json(items: list[Any]) -> FramePositions | None:

@@ -21,13 +21,15 @@ import numpy.typing as npt
 
 from dicomslide.sources.sqlite_blobs import insert_with_blob
 
-__all__ = ["load_frame_table", "save_frame_table"]
+__all__ = ["SAME_FILE", "SCHEMA", "load_frame_table", "save_frame_table"]
 
-_CREATE: Final = (
+#: The table, created with the index's others (see dicomslide.sources.local_index).
+SCHEMA: Final = (
     "CREATE TABLE IF NOT EXISTS frame_tables (relpath TEXT PRIMARY KEY, size INTEGER, "
     "mtime_ns INTEGER, ino INTEGER, ctime_ns INTEGER, frames BLOB)"
 )
-_SAME_FILE: Final = "relpath = ? AND size = ? AND mtime_ns = ? AND ino = ? AND ctime_ns = ?"
+#: The row of exactly these bytes of a file (path and identity), for every index table.
+SAME_FILE: Final = "relpath = ? AND size = ? AND mtime_ns = ? AND ino = ? AND ctime_ns = ?"
 
 
 class _File(Protocol):
@@ -63,7 +65,7 @@ def load_frame_table(
     """
     try:
         row = conn.execute(
-            f"SELECT frames FROM frame_tables WHERE {_SAME_FILE}",
+            f"SELECT frames FROM frame_tables WHERE {SAME_FILE}",
             (file.relpath, *file.identity),
         ).fetchone()
     except sqlite3.Error:
@@ -99,7 +101,6 @@ def save_frame_table(
     data = np.concatenate(table).astype("<i8", copy=False).data
     try:
         conn.execute("BEGIN IMMEDIATE")
-        conn.execute(_CREATE)
         names = ("relpath", "size", "mtime_ns", "ino", "ctime_ns")
         row = dict(zip(names, (file.relpath, *file.identity), strict=True))
         insert_with_blob(conn, "frame_tables", row, "frames", data)

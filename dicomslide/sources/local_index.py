@@ -37,7 +37,7 @@ from pydicom.multival import MultiValue
 from dicomslide._gc import collector_paused
 from dicomslide.errors import NotFoundError
 from dicomslide.perframe import get_value
-from dicomslide.sources import part10
+from dicomslide.sources import frame_tables, part10
 from dicomslide.sources.folder_survey import DirRecord, survey
 from dicomslide.sources.header_codec import encode_header
 from dicomslide.sources.qido_match import value_candidates
@@ -60,7 +60,8 @@ __all__ = [
     "index_file_for",
 ]
 
-_INDEX_FORMAT: Final = 5
+# 6: frame tables created with the other tables (an index of format 5 may lack theirs).
+_INDEX_FORMAT: Final = 6
 _DICOMDIR_SOP_CLASS: Final = "1.2.840.10008.1.3.10"
 
 STUDY_KEYWORDS: Final = (
@@ -458,7 +459,7 @@ _SCHEMA: Final = (
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS files (relpath TEXT PRIMARY KEY, size INTEGER, mtime_ns "
     "INTEGER, ino INTEGER, ctime_ns INTEGER, status TEXT, data TEXT, pixel_tag "
-    "INTEGER, validated INTEGER NOT NULL DEFAULT 0, z_offsets TEXT, frames BLOB, "
+    "INTEGER, validated INTEGER NOT NULL DEFAULT 0, z_offsets TEXT, "
     "study_uid TEXT, series_uid TEXT, sop_uid TEXT)",
     # Directories as last listed (see dicomslide.sources.folder_survey).
     "CREATE TABLE IF NOT EXISTS dirs (relpath TEXT PRIMARY KEY, mtime_ns INTEGER, ino "
@@ -466,8 +467,9 @@ _SCHEMA: Final = (
     # Headers apart: a row of a few KB keeps only its first ~500 bytes in the table's page,
     # so reading the identities of every file would follow each header's overflow pages.
     "CREATE TABLE IF NOT EXISTS headers (relpath TEXT PRIMARY KEY, header BLOB)",
+    frame_tables.SCHEMA,
 )
-_SAME_FILE: Final = "relpath = ? AND size = ? AND mtime_ns = ? AND ino = ? AND ctime_ns = ?"
+_SAME_FILE: Final = frame_tables.SAME_FILE
 _SQL_CHUNK: Final = 500
 #: Stored headers longer than this are written through a blob handle (see _save_entries).
 _LARGE_HEADER: Final = 1 << 20
@@ -523,6 +525,7 @@ def _prepare_store(conn: sqlite3.Connection, root: Path, recursive: bool) -> Non
             conn.execute("DROP TABLE files")
             conn.execute("DROP TABLE dirs")
             conn.execute("DROP TABLE headers")
+            conn.execute("DROP TABLE frame_tables")
             for statement in _SCHEMA[1:]:
                 conn.execute(statement)
             conn.execute("DELETE FROM meta")
@@ -829,10 +832,10 @@ class IndexStore:
             Start and stop offsets per frame (see :class:`dicomslide.sources.part10.FrameLayout`),
             None when not remembered
         """
-        from dicomslide.sources.frame_tables import load_frame_table
-
         with self._lock:  # kept in a table of its own: see dicomslide.sources.frame_tables
-            return None if self._conn is None else load_frame_table(self._conn, instance)
+            if self._conn is None:
+                return None
+            return frame_tables.load_frame_table(self._conn, instance)
 
     def remember_frame_table(
         self,
@@ -849,11 +852,9 @@ class IndexStore:
         starts, stops: numpy.ndarray
             Start and stop offsets per frame
         """
-        from dicomslide.sources.frame_tables import save_frame_table
-
         with self._lock:
             if self._conn is not None:
-                save_frame_table(self._conn, instance, (starts, stops))
+                frame_tables.save_frame_table(self._conn, instance, (starts, stops))
 
     def close(self) -> None:
         """Write what is pending and close the database connection."""

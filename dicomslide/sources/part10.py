@@ -992,11 +992,7 @@ def build_encapsulated_layout(
 def _group_fragments(
     fragments: Sequence[FragmentInfo], number_of_frames: int, transfer_syntax_uid: str
 ) -> list[int]:
-    """Return the index of the first fragment of each frame."""
-    if len(fragments) == number_of_frames:
-        return list(range(number_of_frames))
-    if number_of_frames == 1:
-        return [0]
+    """Return the index of the first fragment of each frame (frames of several fragments)."""
     markers = _FRAME_START_MARKERS.get(transfer_syntax_uid)
     if markers is None:
         raise InvalidDataError(

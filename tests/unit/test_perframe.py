@@ -185,3 +185,19 @@ def test_a_frame_without_position_leaves_the_byte_search() -> None:
     positions = extract_frame_positions(fresh, 9)
     assert positions is not None
     assert int(positions.rows[4]) == 0
+
+
+def test_json_position_beyond_int64_leaves_it_to_the_full_conversion() -> None:
+    # A value no int64 holds is a shape error of the fast path (None), never an exception
+    # escaping it: the full conversion is the one that reports it.
+    from dicomslide.perframe import positions_from_json
+
+    def item(row: int) -> dict[str, object]:
+        position = {"0048021F": {"vr": "SL", "Value": [row]}}
+        position["0048021E"] = {"vr": "SL", "Value": [1]}
+        return {"0048021A": {"vr": "SQ", "Value": [position]}}
+
+    assert positions_from_json([item(1), item(2**70)]) is None
+    positions = positions_from_json([item(1), item(5)])
+    assert positions is not None
+    assert list(positions.rows) == [1, 5]

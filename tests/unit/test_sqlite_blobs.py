@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from dicomslide.sources.frame_tables import load_frame_table, save_frame_table
+from dicomslide.sources.frame_tables import SCHEMA, load_frame_table, save_frame_table
 from dicomslide.sources.sqlite_blobs import insert_with_blob
 
 
@@ -52,6 +52,7 @@ class _File:
 
 def test_a_frame_table_of_100000_frames_round_trips() -> None:
     conn = sqlite3.connect(":memory:", isolation_level=None)
+    conn.execute(SCHEMA)  # the index creates its tables when it opens
     starts = np.arange(100_000, dtype=np.int64) * 700 + 1000
     stops = starts + 650
     save_frame_table(conn, _File(), (starts, stops))
