@@ -13,14 +13,15 @@ time may not have moved yet for a change made right after the listing).
 
 from __future__ import annotations
 
+import array
 import concurrent.futures
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Final
 
-__all__ = ["RACY_NS", "DirRecord", "FileIdentity", "survey"]
+__all__ = ["RACY_NS", "DirRecord", "FileIdentity", "identity_bytes", "survey", "unchanged"]
 
 #: A directory's modification time, inode, status change time (ns) and whether it must be
 #: listed again next time (1) whatever its identity.
@@ -164,3 +165,69 @@ def survey(
     found += _stat_files(root_text, to_stat)
     found.sort()
     return found, dirs, listed
+
+
+def identity_bytes(values: Iterable[int]) -> bytes:
+    """Identities flattened to 64-bit integers, as :func:`unchanged` compares them.
+
+    Parameters
+    ----------
+    values: Iterable[int]
+        The identities' numbers, one after the other
+
+    Returns
+    -------
+    bytes
+        Native-endian int64s (compared on this machine only)
+    """
+    return array.array("q", values).tobytes()
+
+
+def unchanged(
+    root: Path, dirs: Sequence[str], dir_ids: bytes, files: Sequence[str], file_ids: bytes
+) -> bool:
+    """Whether a folder holds exactly the directories and files remembered, unchanged.
+
+    The same decision as a :func:`survey` that lists no directory and finds every file's
+    identity as remembered, for a fraction of its cost: one ``stat`` per entry and one
+    comparison of all identities at once (C speed), no tuple per file.
+
+    Parameters
+    ----------
+    root: pathlib.Path
+        The resolved folder
+    dirs: Sequence[str]
+        Every directory the last survey walked (relative, ``""`` for ``root``), none of them
+        to be listed again whatever its identity
+    dir_ids: bytes
+        Their modification times, inodes and status change times, by :func:`identity_bytes`
+    files: Sequence[str]
+        Every file the last survey found (relative)
+    file_ids: bytes
+        Their sizes, modification times, inodes and status change times, likewise
+
+    Returns
+    -------
+    bool
+        True when nothing was added, removed, replaced, moved or changed
+    """
+    prefix = str(root).rstrip(os.sep) + os.sep
+    stat = os.stat
+    numbers: list[int] = []
+    extend = numbers.extend
+    try:
+        # An unchanged directory holds the entries it was listed with (see the module
+        # documentation): the directories remembered are then all there are.
+        for rel in dirs:
+            st = stat(prefix + rel if rel else prefix, follow_symlinks=False)
+            extend((st.st_mtime_ns, st.st_ino, st.st_ctime_ns))
+        if identity_bytes(numbers) != dir_ids:
+            return False
+        numbers.clear()
+        # One thread: the GIL-holding part of a stat is most of its ~2 µs, so threads lose.
+        for rel in files:
+            st = stat(prefix + rel)
+            extend((st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns))
+    except OSError:
+        return False  # gone, or unreadable: the survey tells what
+    return identity_bytes(numbers) == file_ids

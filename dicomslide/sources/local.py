@@ -353,14 +353,22 @@ def _matches(instance: IndexedInstance, filters: Sequence[tuple[str, Any]]) -> b
     )
 
 
-def _preselect(
-    index: FolderIndex, filters: Sequence[tuple[str, Any]]
-) -> Iterable[IndexedInstance]:
-    """The instances an exact filter allows (all of them without one); still to be matched."""
+def _preselect(index: FolderIndex, filters: Sequence[tuple[str, Any]]) -> list[IndexedInstance]:
+    """The instances an exact filter allows (all of them without one); still to be matched.
+
+    May read the index's database (see :meth:`FolderIndex.off_loop`).
+    """
     for keyword, wanted in filters:
         if is_exact(keyword, wanted):
             return index.having(keyword, wanted)
-    return index.instances.values()
+    return list(index.instances.values())
+
+
+def _series_members(
+    index: FolderIndex, keys: Iterable[tuple[str, str]]
+) -> list[list[IndexedInstance]]:
+    """The instances of each series (may read the index's database, as above)."""
+    return [index.series[key] for key in keys]
 
 
 def _none_last(value: Any) -> tuple[bool, Any]:
@@ -563,9 +571,11 @@ class DICOMfileClient:
         """
         filters = _compile_filters(search_filters)
         index = await self._ensure_index()
-        matching = {i.study_uid for i in _preselect(index, filters) if _matches(i, filters)}
+        candidates = await index.off_loop(_preselect, index, filters)
+        matching = {i.study_uid for i in candidates if _matches(i, filters)}
         studies: dict[str, list[IndexedInstance]] = {}
-        found = (i for i in index.instances.values() if i.study_uid in matching)
+        everything = await index.off_loop(_preselect, index, [])
+        found = (i for i in everything if i.study_uid in matching)
         for instance in sorted(found, key=_instance_sort_key):
             studies.setdefault(instance.study_uid, []).append(instance)
         results = []
@@ -602,14 +612,16 @@ class DICOMfileClient:
         """
         filters = _compile_filters(search_filters)
         index = await self._ensure_index()
+        candidates = await index.off_loop(_preselect, index, filters)
         matching = {
             (i.study_uid, i.series_uid)
-            for i in _preselect(index, filters)
+            for i in candidates
             if (study_instance_uid is None or i.study_uid == study_instance_uid)
             and _matches(i, filters)
         }
+        series = await index.off_loop(_series_members, index, matching)
         ordered = sorted(
-            (sorted(index.series[key], key=_instance_sort_key) for key in matching),
+            (sorted(members, key=_instance_sort_key) for members in series),
             key=lambda m: (
                 m[0].study_uid,
                 _none_last(m[0].attrs.get("SeriesNumber")),
@@ -645,10 +657,11 @@ class DICOMfileClient:
         """
         filters = _compile_filters(search_filters)
         index = await self._ensure_index()
+        candidates = await index.off_loop(_preselect, index, filters)
         found = sorted(
             (
                 i
-                for i in _preselect(index, filters)
+                for i in candidates
                 if (study_instance_uid is None or i.study_uid == study_instance_uid)
                 and (series_instance_uid is None or i.series_uid == series_instance_uid)
                 and _matches(i, filters)
@@ -688,10 +701,8 @@ class DICOMfileClient:
             If a file cannot be parsed (any more)
         """
         index = await self._ensure_index()
-        members = sorted(
-            index.series.get((study_instance_uid, series_instance_uid), ()),
-            key=_instance_sort_key,
-        )
+        key = (study_instance_uid, series_instance_uid)
+        members = sorted(await index.off_loop(index.series.get, key, ()), key=_instance_sort_key)
         if not members:
             raise NotFoundError(
                 f"series {series_instance_uid} of study {study_instance_uid} not found in "
@@ -850,7 +861,7 @@ class DICOMfileClient:
 
     async def _lookup(self, study_uid: str, series_uid: str, sop_uid: str) -> IndexedInstance:
         index = await self._ensure_index()
-        instance = index.instances.get(sop_uid)
+        instance = await index.off_loop(index.instances.get, sop_uid)
         if (
             instance is None
             or instance.study_uid != study_uid

@@ -22,10 +22,10 @@ import sqlite3
 import struct
 import threading
 import time
-from collections.abc import Coroutine, Iterator, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Final, NamedTuple, TypeGuard
+from typing import Any, BinaryIO, Final, NamedTuple, TypeGuard, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -35,11 +35,22 @@ from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.multival import MultiValue
 
 from dicomslide._gc import collector_paused
-from dicomslide.errors import NotFoundError
+from dicomslide.errors import InvalidDataError, NotFoundError, UsageError
 from dicomslide.perframe import get_value
 from dicomslide.sources import frame_tables, part10
-from dicomslide.sources.folder_survey import DirRecord, survey
+from dicomslide.sources.folder_survey import DirRecord, survey, unchanged
 from dicomslide.sources.header_codec import encode_header
+from dicomslide.sources.index_snapshot import (
+    SCHEMA as SNAPSHOT_SCHEMA,
+    TABLES as SNAPSHOT_TABLES,
+    TERM_KEYWORDS,
+    WHOLE,
+    Snapshot,
+    delete_terms,
+    read_snapshot,
+    terms_of,
+    write_snapshot,
+)
 from dicomslide.sources.qido_match import value_candidates
 from dicomslide.sources.raw_header import read_raw_header
 from dicomslide.sources.sqlite_blobs import insert_with_blob
@@ -54,6 +65,7 @@ __all__ = [
     "IndexSummary",
     "IndexedInstance",
     "StoredAttrs",
+    "StoredRows",
     "ZOffsets",
     "build_index",
     "gather_all",
@@ -61,7 +73,8 @@ __all__ = [
 ]
 
 # 6: frame tables created with the other tables (an index of format 5 may lack theirs).
-_INDEX_FORMAT: Final = 6
+# 7: a snapshot of the folder and terms to look instances up by (see .index_snapshot).
+_INDEX_FORMAT: Final = 7
 _DICOMDIR_SOP_CLASS: Final = "1.2.840.10008.1.3.10"
 
 STUDY_KEYWORDS: Final = (
@@ -104,6 +117,7 @@ _REQUIRED: Final = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "
 _INT_VRS: Final = frozenset({"IS", "US", "UL", "SS", "SL", "SV", "UV"})
 _INDEX_TAGS: Final = {k: (int(tag_for_keyword(k) or 0), dictionary_VR(k)) for k in INDEX_KEYWORDS}
 
+_T = TypeVar("_T")
 _PARSE_THREADS: Final = 4
 _PARSE_CHUNK: Final = 32
 
@@ -259,9 +273,12 @@ class IndexedInstance(NamedTuple):
 
 @dataclass
 class FolderIndex:
-    instances: dict[str, IndexedInstance]
+    instances: Mapping[str, IndexedInstance]
     summary: IndexSummary
-    series: dict[tuple[str, str], list[IndexedInstance]] = field(default_factory=dict)
+    series: Mapping[tuple[str, str], list[IndexedInstance]] = field(default_factory=dict)
+    #: Where the instances come from when the folder matched the index's snapshot: rows are
+    #: then loaded as asked (see dicomslide.sources.index_snapshot), else all are in memory.
+    stored: StoredRows | None = field(default=None, repr=False)
     _tables: dict[str, dict[str, list[IndexedInstance]]] = field(default_factory=dict, repr=False)
     #: Each instance's stored JSON text (None: decoded already), made on first search.
     _texts: list[str | None] | None = field(default=None, repr=False)
@@ -286,6 +303,11 @@ class FolderIndex:
         list[IndexedInstance]
             The instances, in index order
         """
+        if self.stored is not None and keyword in TERM_KEYWORDS:
+            found = self._found.get((keyword, text))
+            if found is None:
+                found = self._found[(keyword, text)] = self.stored.having(keyword, text)
+            return list(found)
         table = self._tables.get(keyword)
         if table is None and _findable_as_text(text):
             # Only instances whose stored JSON holds the text can match: the others are
@@ -313,9 +335,33 @@ class FolderIndex:
             self._tables[keyword] = table
         return table.get(text, [])
 
+    async def off_loop(self, function: Callable[..., _T], *args: Any) -> _T:
+        """Call ``function``, in a worker thread when it may read the index's database.
+
+        Parameters
+        ----------
+        function: Callable
+            Something that looks at this index
+        *args: Any
+            Its arguments
+
+        Returns
+        -------
+        Any
+            What it returns
+        """
+        if self.stored is None:
+            return function(*args)
+        return await asyncio.to_thread(function, *args)
+
     def __post_init__(self) -> None:
+        if self.stored is not None:
+            self.instances = _StoredInstances(self.stored)
+            self.series = _StoredSeries(self.stored)
+            return
         # One pass: looking a series up must not scan every instance of the folder.
-        series = self.series
+        series: dict[tuple[str, str], list[IndexedInstance]] = {}
+        self.series = series
         for instance in self.instances.values():
             key = instance.uids[:2]
             members = series.get(key)
@@ -323,6 +369,217 @@ class FolderIndex:
                 series[key] = [instance]
             else:
                 members.append(instance)
+
+
+#: The columns an instance is made of, and which of them the store remembers.
+_INSTANCE_COLUMNS: Final = (
+    "SELECT relpath, size, mtime_ns, ino, ctime_ns, data, pixel_tag, validated, z_offsets, "
+    "study_uid, series_uid, sop_uid "
+)
+
+
+class StoredRows:
+    """The instances of an index that matched its snapshot, loaded from it as asked.
+
+    Every method reads the database: call them from a worker thread.
+
+    Parameters
+    ----------
+    store: IndexStore
+        The index's store (its connection, and what it remembers of each loaded file)
+    root: pathlib.Path
+        The resolved folder
+    duplicates: Sequence[str]
+        Files whose SOP Instance UID an earlier file has (never handed out)
+    """
+
+    def __init__(self, store: IndexStore, root: Path, duplicates: Sequence[str]) -> None:
+        self.store = store
+        self._prefix = str(root).rstrip(os.sep) + os.sep
+        self._duplicates = frozenset(duplicates)
+        self._made: dict[str, IndexedInstance] = {}
+        self._all: dict[str, IndexedInstance] | None = None
+        self._series: dict[tuple[str, str], list[IndexedInstance]] | None = None
+
+    def select(self, tail: str, params: Sequence[Any]) -> list[IndexedInstance]:
+        """Instances of the rows ``SELECT ... <tail>`` gives, duplicates left out.
+
+        Parameters
+        ----------
+        tail: str
+            From ``FROM files`` on; rows in path order
+        params: Sequence[Any]
+            Its parameters
+
+        Returns
+        -------
+        list[IndexedInstance]
+            One per row (the same object for the same file each time)
+
+        Raises
+        ------
+        dicomslide.errors.InvalidDataError
+            If the index cannot be read any more (another process replaced it)
+        """
+        out: list[IndexedInstance] = []
+        with self.store.reading() as conn, collector_paused():
+            try:
+                rows = conn.execute(_INSTANCE_COLUMNS + tail, params).fetchall()
+            except sqlite3.Error as exc:
+                raise InvalidDataError(
+                    f"the index {self.store.path} can no longer be read ({exc}); open a new "
+                    "client to index the folder again"
+                ) from exc
+            for relpath, size, mtime, ino, ctime, data, pixel_tag, valid, z, *uids in rows:
+                if relpath in self._duplicates:
+                    continue
+                instance = self._made.get(relpath)
+                if instance is None:
+                    identity = (size, mtime, ino, ctime)
+                    instance = self._made[relpath] = IndexedInstance(
+                        relpath,
+                        self._prefix + relpath,
+                        identity,
+                        StoredAttrs(data),
+                        pixel_tag,
+                        (uids[0], uids[1], uids[2]),
+                    )
+                    self.store.learn(instance, valid == 1, _z_value(z) if z else None)
+                out.append(instance)
+        return out
+
+    def having(self, keyword: str, text: str) -> list[IndexedInstance]:
+        """Instances whose ``keyword`` offers ``text`` (one of :data:`TERM_KEYWORDS`).
+
+        Parameters
+        ----------
+        keyword: str
+            The keyword
+        text: str
+            The exact value
+
+        Returns
+        -------
+        list[IndexedInstance]
+            In path order
+        """
+        return self.select(
+            "FROM files JOIN terms USING (relpath) WHERE keyword = ? AND value = ? "
+            "AND status = 'dicom' ORDER BY relpath",
+            (keyword, text),
+        )
+
+    def instance(self, sop_uid: str) -> IndexedInstance | None:
+        """The instance of a SOP Instance UID (its row alone, unless all are loaded).
+
+        Parameters
+        ----------
+        sop_uid: str
+            The UID
+
+        Returns
+        -------
+        IndexedInstance | None
+            None when the folder has none
+        """
+        if self._all is not None:
+            return self._all.get(sop_uid)
+        found = self.select(
+            "FROM files WHERE sop_uid = ? AND status = 'dicom' ORDER BY relpath", (sop_uid,)
+        )
+        return found[0] if found else None
+
+    def members(self, key: tuple[str, str]) -> list[IndexedInstance]:
+        """The instances of one series (its rows alone, unless all are loaded).
+
+        Parameters
+        ----------
+        key: tuple[str, str]
+            Study and Series Instance UID
+
+        Returns
+        -------
+        list[IndexedInstance]
+            In path order, empty when the folder has no such series
+        """
+        if self._series is not None:
+            return self._series.get(key, [])
+        return self.select(
+            "FROM files WHERE study_uid = ? AND series_uid = ? AND status = 'dicom' "
+            "ORDER BY relpath",
+            key,
+        )
+
+    def everything(self) -> dict[str, IndexedInstance]:
+        """Every instance, by SOP Instance UID, in path order (loaded once).
+
+        Returns
+        -------
+        dict[str, IndexedInstance]
+            As an index loaded in full holds them
+        """
+        if self._all is None:
+            found = self.select("FROM files WHERE status = 'dicom' ORDER BY relpath", ())
+            self._all = {i.uids[2]: i for i in found}
+        return self._all
+
+    def all_series(self) -> dict[tuple[str, str], list[IndexedInstance]]:
+        """Every series' instances (loaded once).
+
+        Returns
+        -------
+        dict[tuple[str, str], list[IndexedInstance]]
+            By Study and Series Instance UID
+        """
+        if self._series is None:
+            series: dict[tuple[str, str], list[IndexedInstance]] = {}
+            for instance in self.everything().values():
+                series.setdefault(instance.uids[:2], []).append(instance)
+            self._series = series
+        return self._series
+
+
+class _StoredInstances(Mapping[str, IndexedInstance]):
+    """Instances by SOP Instance UID: one row when asked for one, all when iterated."""
+
+    def __init__(self, stored: StoredRows) -> None:
+        self._stored = stored
+        self._one: dict[str, IndexedInstance | None] = {}
+
+    def __getitem__(self, sop_uid: str) -> IndexedInstance:
+        if sop_uid not in self._one:
+            self._one[sop_uid] = self._stored.instance(sop_uid)
+        instance = self._one[sop_uid]
+        if instance is None:
+            raise KeyError(sop_uid)
+        return instance
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._stored.everything())
+
+    def __len__(self) -> int:
+        return len(self._stored.everything())
+
+
+class _StoredSeries(Mapping[tuple[str, str], list[IndexedInstance]]):
+    """Instances by series: one series' rows when asked for one, all when iterated."""
+
+    def __init__(self, stored: StoredRows) -> None:
+        self._stored = stored
+        self._one: dict[tuple[str, str], list[IndexedInstance]] = {}
+
+    def __getitem__(self, key: tuple[str, str]) -> list[IndexedInstance]:
+        if key not in self._one:
+            self._one[key] = self._stored.members(key)
+        if not self._one[key]:
+            raise KeyError(key)
+        return self._one[key]
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(self._stored.all_series())
+
+    def __len__(self) -> int:
+        return len(self._stored.all_series())
 
 
 def _findable_as_text(text: str) -> bool:
@@ -468,6 +725,7 @@ _SCHEMA: Final = (
     # so reading the identities of every file would follow each header's overflow pages.
     "CREATE TABLE IF NOT EXISTS headers (relpath TEXT PRIMARY KEY, header BLOB)",
     frame_tables.SCHEMA,
+    *SNAPSHOT_SCHEMA,
 )
 _SAME_FILE: Final = frame_tables.SAME_FILE
 _SQL_CHUNK: Final = 500
@@ -526,6 +784,8 @@ def _prepare_store(conn: sqlite3.Connection, root: Path, recursive: bool) -> Non
             conn.execute("DROP TABLE dirs")
             conn.execute("DROP TABLE headers")
             conn.execute("DROP TABLE frame_tables")
+            for table in SNAPSHOT_TABLES:
+                conn.execute(f"DROP TABLE {table}")
             for statement in _SCHEMA[1:]:
                 conn.execute(statement)
             conn.execute("DELETE FROM meta")
@@ -563,9 +823,7 @@ def _load_rows_now(conn: sqlite3.Connection) -> dict[str, _Row]:
     # those that are not are left out: they are parsed again.
     cursor = conn.execute(
         "SELECT relpath, size, mtime_ns, ino, ctime_ns, status, data, pixel_tag, validated, "
-        "z_offsets, study_uid, series_uid, sop_uid FROM files WHERE status != 'dicom' OR ("
-        "typeof(data) = 'text' AND typeof(study_uid) = 'text' AND typeof(series_uid) = 'text' "
-        "AND typeof(sop_uid) = 'text' AND study_uid != '' AND series_uid != '' AND sop_uid != '')"
+        f"z_offsets, study_uid, series_uid, sop_uid FROM files WHERE {WHOLE}"
     )
     for relpath, size, mtime, ino, ctime, status, data, pixel_tag, validated, z, *uids in cursor:
         rows[relpath] = (
@@ -582,10 +840,13 @@ def _load_rows_now(conn: sqlite3.Connection) -> dict[str, _Row]:
 
 def _open_store(
     index_file: Path, root: Path, recursive: bool
-) -> tuple[sqlite3.Connection | None, dict[str, _Row], dict[str, DirRecord], str | None]:
+) -> tuple[
+    sqlite3.Connection | None, dict[str, _Row], dict[str, DirRecord], str | None, Snapshot | None
+]:
     """Open (or create) the index; a broken database is replaced.
 
-    Connection, rows, directories, error.
+    Connection, rows, directories, error, and the snapshot when the folder matches it (then
+    no row is loaded: see dicomslide.sources.index_snapshot).
     """
     error: str | None = None
     for attempt in range(2):
@@ -593,7 +854,12 @@ def _open_store(
         try:
             conn = _connect(index_file)
             _prepare_store(conn, root, recursive)
-            return conn, *_load_rows(conn), None
+            snapshot = read_snapshot(conn)
+            if snapshot is not None and unchanged(
+                root, snapshot.dirs, snapshot.dir_ids, snapshot.files, snapshot.file_ids
+            ):
+                return conn, {}, {}, None, snapshot
+            return conn, *_load_rows(conn), None, None
         except sqlite3.DatabaseError as exc:
             if conn is not None:
                 conn.close()
@@ -605,8 +871,8 @@ def _open_store(
         except OSError as exc:
             if conn is not None:
                 conn.close()
-            return None, {}, {}, f"{type(exc).__name__}: {exc}"
-    return None, {}, {}, error
+            return None, {}, {}, f"{type(exc).__name__}: {exc}", None
+    return None, {}, {}, error, None
 
 
 def _uids(entry: Entry) -> tuple[str | None, ...]:
@@ -639,6 +905,11 @@ def _save_entries(
         conn.executemany(
             f"DELETE FROM files WHERE {_SAME_FILE}", [(rel, *ident) for rel, ident in removed]
         )
+        delete_terms(conn, [rel for rel, _ in parsed], [rel for rel, _ in removed])
+        conn.executemany(
+            "INSERT INTO terms VALUES (?, ?, ?)",
+            [t for rel, entry in parsed if entry[1] == "dicom" for t in terms_of(rel, entry[2])],
+        )
         # A header is handed out only with its file's row of the same identity (see
         # IndexStore.headers): one left by a removed file is never used.
         # Large headers (per-frame sequences of sparse instances) go in through a blob
@@ -668,6 +939,7 @@ def _save_entries(
                 for ident, status, data, _, pixel_tag, plain in (entry,)
             ],
         )
+        write_snapshot(conn)
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
@@ -711,6 +983,45 @@ class IndexStore:
         self._pending_validated: list[IndexedInstance] = []
         self._pending_z: list[tuple[IndexedInstance, ZOffsets]] = []
         self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[sqlite3.Connection]:
+        """The connection, held for the block (from a worker thread).
+
+        Yields
+        ------
+        sqlite3.Connection
+            The open database
+
+        Raises
+        ------
+        dicomslide.errors.UsageError
+            If the store was closed
+        """
+        with self._lock:
+            if self._conn is None:
+                raise UsageError(f"the index {self.path} was closed")
+            yield self._conn
+
+    def learn(
+        self, instance: IndexedInstance, validated: bool, z_offsets: ZOffsets | None
+    ) -> None:
+        """Take what the index row of a file remembers (as loaded with it; lock held).
+
+        Parameters
+        ----------
+        instance: IndexedInstance
+            The file
+        validated: bool
+            Whether its header converted cleanly
+        z_offsets: ZOffsets | None
+            Its Z offsets, when found
+        """
+        key = _key(instance)
+        if validated:
+            self._validated.add(key)
+        if z_offsets is not None:
+            self._z_offsets[key] = z_offsets
 
     def remembered(self, instance: IndexedInstance) -> tuple[bool, ZOffsets | None]:
         """What is remembered about a file's header.
@@ -916,20 +1227,52 @@ async def build_index(
         str | None,
         list[tuple[str, Identity]],
         dict[str, DirRecord] | None,
+        Snapshot | None,
+        bool,
     ]:
         if not base.is_dir():
             raise NotFoundError(f"folder {base} does not exist")
         root = base.resolve()
         index_file = index_file_for(root, recursive, index_dir)
-        conn, rows, known_dirs, error = _open_store(index_file, root, recursive)
+        conn, rows, known_dirs, error, snapshot = _open_store(index_file, root, recursive)
+        if snapshot is not None:  # nothing changed: no survey, no rows
+            return root, index_file, conn, rows, error, [], None, snapshot, False
         # Unchanged directories are not listed again: their indexed files are stat-ed. A
         # tuple per file: see dicomslide._gc (the first survey of a process took twice as
         # long as the next ones, walking the rows just loaded).
         with collector_paused():
             files, dirs, _ = survey(root, recursive, index_file, known_dirs, rows)
-        return root, index_file, conn, rows, error, files, None if dirs == known_dirs else dirs
+        # A snapshot is stored (by the save below) once no directory is to be listed again.
+        settled = not any(record[3] for record in dirs.values())
+        changed = None if dirs == known_dirs else dirs
+        return root, index_file, conn, rows, error, files, changed, None, settled
 
-    root, index_file, conn, rows, persist_error, files, dirs = await asyncio.to_thread(prepare)
+    (
+        root,
+        index_file,
+        conn,
+        rows,
+        persist_error,
+        files,
+        dirs,
+        snapshot,
+        settled,
+    ) = await asyncio.to_thread(prepare)
+    if snapshot is not None and conn is not None:
+        stored = StoredRows(IndexStore(index_file, conn, set(), {}), root, snapshot.duplicates)
+        summary = IndexSummary(
+            base_dir=base,
+            index_file=index_file,
+            instances=snapshot.instances,
+            non_dicom=snapshot.non_dicom,
+            failures=snapshot.failures,
+            duplicates=snapshot.duplicates,
+            parsed=0,
+            reused=len(snapshot.files),
+            persist_error=None,
+            seconds=time.perf_counter() - started,
+        )
+        return FolderIndex({}, summary, stored=stored), stored.store
     with collector_paused():  # a tuple per file, see above
         entries: dict[str, Entry] = {}
         to_parse: list[tuple[str, Identity]] = []
@@ -972,7 +1315,7 @@ async def build_index(
         )
 
     removed = [(rel, row[0]) for rel, row in rows.items() if rel not in entries]
-    if conn is not None and (parsed or removed or dirs is not None):
+    if conn is not None and (parsed or removed or dirs is not None or settled):
         try:
             await asyncio.to_thread(_save_entries, conn, parsed, removed, dirs)
         except sqlite3.Error as exc:
