@@ -728,6 +728,8 @@ _SCHEMA: Final = (
     *SNAPSHOT_SCHEMA,
 )
 _SAME_FILE: Final = frame_tables.SAME_FILE
+#: The status of a loaded row whose stored instance is not whole (the file is parsed again).
+_DAMAGED: Final = "damaged"
 _SQL_CHUNK: Final = 500
 #: Stored headers longer than this are written through a blob handle (see _save_entries).
 _LARGE_HEADER: Final = 1 << 20
@@ -820,12 +822,17 @@ def _load_dirs(conn: sqlite3.Connection) -> dict[str, DirRecord]:
 def _load_rows_now(conn: sqlite3.Connection) -> dict[str, _Row]:
     rows: dict[str, _Row] = {}
     # SQLite tells which stored instances are whole (checking in Python is ~1 µs a row), and
-    # those that are not are left out: they are parsed again.
+    # those that are not are parsed again. They are kept as rows all the same: an unchanged
+    # folder's files are those of its rows (see folder_survey), and left out they were lost.
     cursor = conn.execute(
         "SELECT relpath, size, mtime_ns, ino, ctime_ns, status, data, pixel_tag, validated, "
-        f"z_offsets, study_uid, series_uid, sop_uid FROM files WHERE {WHOLE}"
+        f"z_offsets, study_uid, series_uid, sop_uid, {WHOLE} FROM files"
     )
-    for relpath, size, mtime, ino, ctime, status, data, pixel_tag, validated, z, *uids in cursor:
+    for row in cursor:
+        relpath, size, mtime, ino, ctime, status, data, pixel_tag, validated, z, *uids, whole = row
+        if not whole:
+            rows[relpath] = ((size, mtime, ino, ctime), _DAMAGED, None, None, False, None)
+            continue
         rows[relpath] = (
             (size, mtime, ino, ctime),
             status,
@@ -1280,7 +1287,7 @@ async def build_index(
         z_offsets: dict[tuple[str, Identity], ZOffsets] = {}
         for relpath, identity in files:
             old = rows.get(relpath)
-            if old is not None and old[0] == identity:
+            if old is not None and old[0] == identity and old[1] != _DAMAGED:
                 _, status, data, pixel_tag, is_validated, z = old
                 entries[relpath] = (identity, status, data, None, pixel_tag, is_validated)
                 if is_validated:

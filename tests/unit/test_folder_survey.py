@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from dicomslide.sources import folder_survey
-from dicomslide.sources.folder_survey import survey
+from dicomslide.sources.folder_survey import identity_bytes, survey, unchanged
 
 
 def _full(root: Path) -> list[tuple[str, tuple[int, int, int, int]]]:
@@ -44,19 +44,19 @@ def test_unchanged_folder_lists_no_directory(tree: Path) -> None:
     assert (again, dirs2, listed2) == (files, dirs, 0)
 
 
-@pytest.mark.parametrize(
-    ("change", "listed"),
-    [
-        (lambda r: (r / "b/c/5.dcm").write_bytes(b"new"), 1),  # added deep down
-        (lambda r: (r / "a/1.dcm").unlink(), 1),  # removed
-        (lambda r: (r / "a/2.dcm").write_bytes(b"other bytes"), 0),  # changed in place
-        (lambda r: os.replace(r / "a/1.dcm", r / "a/2.dcm"), 1),  # replaced by a rename
-        (lambda r: (r / "a/1.dcm").rename(r / "b/moved.dcm"), 2),  # moved between folders
-        (lambda r: (r / "d/e").mkdir(parents=True) or (r / "d/e/6.dcm").write_bytes(b"6"), 3),
-        (lambda r: [p.unlink() for p in (r / "b/c").iterdir()] and (r / "b/c").rmdir(), 1),
-    ],
-    ids=["added", "removed", "changed", "replaced", "moved", "new-folder", "folder-removed"],
-)
+_CHANGES = [
+    (lambda r: (r / "b/c/5.dcm").write_bytes(b"new"), 1),  # added deep down
+    (lambda r: (r / "a/1.dcm").unlink(), 1),  # removed
+    (lambda r: (r / "a/2.dcm").write_bytes(b"other bytes"), 0),  # changed in place
+    (lambda r: os.replace(r / "a/1.dcm", r / "a/2.dcm"), 1),  # replaced by a rename
+    (lambda r: (r / "a/1.dcm").rename(r / "b/moved.dcm"), 2),  # moved between folders
+    (lambda r: (r / "d/e").mkdir(parents=True) or (r / "d/e/6.dcm").write_bytes(b"6"), 3),
+    (lambda r: [p.unlink() for p in (r / "b/c").iterdir()] and (r / "b/c").rmdir(), 1),
+]
+_CHANGE_IDS = ["added", "removed", "changed", "replaced", "moved", "new-folder", "folder-removed"]
+
+
+@pytest.mark.parametrize(("change", "listed"), _CHANGES, ids=_CHANGE_IDS)
 def test_changes_are_seen_listing_only_what_changed(tree: Path, change, listed: int) -> None:
     files, dirs, _ = _again(tree, {}, [])
     change(tree)
@@ -107,3 +107,44 @@ def test_not_recursive_ignores_sub_folders(tree: Path) -> None:
     assert [rel for rel, _ in files] == ["top.dcm"]
     assert list(dirs) == [""]
     assert survey(tree, False, None, dirs, dict(files))[2] == 0
+
+
+def _remembered(files: list, dirs: dict) -> tuple[list, bytes, list, bytes]:
+    """What the index's snapshot holds of a survey (see dicomslide.sources.index_snapshot)."""
+    names = sorted(dirs)
+    return (
+        names,
+        identity_bytes(v for name in names for v in dirs[name][:3]),
+        [rel for rel, _ in files],
+        identity_bytes(v for _, ident in files for v in ident),
+    )
+
+
+def test_unchanged_folder_matches_its_snapshot(tree: Path) -> None:
+    files, dirs, _ = _again(tree, {}, [])
+    assert unchanged(tree, *_remembered(files, dirs))
+    # Reading a file changes nothing that counts.
+    (tree / "a/1.dcm").read_bytes()
+    assert unchanged(tree, *_remembered(files, dirs))
+
+
+@pytest.mark.parametrize(("change", "listed"), _CHANGES, ids=_CHANGE_IDS)
+def test_snapshot_comparison_sees_every_change(tree: Path, change, listed: int) -> None:
+    # The same cases as the survey's: each one is noticed without listing any directory.
+    files, dirs, _ = _again(tree, {}, [])
+    remembered = _remembered(files, dirs)
+    change(tree)
+    assert not unchanged(tree, *remembered)
+    # And a survey of the changed folder gives a snapshot that matches it again.
+    files, dirs, _ = _again(tree, dirs, files)
+    assert unchanged(tree, *_remembered(files, dirs))
+
+
+def test_snapshot_comparison_sees_a_same_size_rewrite_with_old_time(tree: Path) -> None:
+    files, dirs, _ = _again(tree, {}, [])
+    remembered = _remembered(files, dirs)
+    target = tree / "a/1.dcm"
+    st = target.stat()
+    target.write_bytes(b"A/1.DCM")
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert not unchanged(tree, *remembered)

@@ -1,0 +1,266 @@
+"""A warm index that matches its snapshot answers from the rows it is asked for, exactly as
+an index loaded in full does, and notices every change made after the snapshot.
+
+See :mod:`dicomslide.sources.index_snapshot`. Folders here are copies of a small synthetic
+archive (``benchmarks/scale_data.py``) made just now; their directories count as settled
+(``RACY_NS`` is 0, as in ``tests/unit/test_folder_survey.py``), else no snapshot is stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import dicomslide
+from benchmarks.scale_data import make_data
+from dicomslide.sources import folder_survey, local_index
+
+_SLIDES = 6
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_data("archive", _SLIDES, tmp_path_factory.mktemp("archives"))
+
+
+@pytest.fixture
+def folder(archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setattr(folder_survey, "RACY_NS", 0)
+    copy = tmp_path / "folder"
+    shutil.copytree(archive, copy)
+    # What a real archive holds besides slides: a duplicate, a broken file, another file.
+    shutil.copy(copy / "slide00001/002_label.dcm", copy / "slide00001/zz_copy.dcm")
+    (copy / "slide00002/broken.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\xff" * 40)
+    (copy / "notes.txt").write_text("not DICOM")
+    return copy
+
+
+def _loads(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Count full loads of the index's rows (what the snapshot spares)."""
+    calls: list[Any] = []
+    original = local_index._load_rows
+
+    def spy(*args: Any) -> Any:
+        calls.append(args)
+        return original(*args)
+
+    monkeypatch.setattr(local_index, "_load_rows", spy)
+    return calls
+
+
+async def _answers(folder: Path, index: Path) -> dict[str, Any]:
+    """Everything a client tells about a folder, as plain values."""
+    async with dicomslide.DICOMfileClient(folder, index_dir=index) as client:
+        summary = await client.index_summary()
+        series = await client.search_for_series(search_filters={"Modality": "SM"})
+        out: dict[str, Any] = {
+            "summary": (
+                summary.instances,
+                summary.non_dicom,
+                sorted(summary.failures),
+                list(summary.duplicates),
+            ),
+            "studies": [
+                (ds.StudyInstanceUID, ds.NumberOfStudyRelatedInstances)
+                for ds in await client.search_for_studies()
+            ],
+            "series": [(ds.SeriesInstanceUID, ds.NumberOfSeriesRelatedInstances) for ds in series],
+            "by_patient": [
+                ds.SOPInstanceUID
+                for ds in await client.search_for_instances(
+                    search_filters={"PatientID": "P-00001"}
+                )
+            ],
+            "wildcard": [
+                ds.SOPInstanceUID
+                for ds in await client.search_for_instances(
+                    search_filters={"ContainerIdentifier": "SCALE-0000[12]*", "InstanceNumber": 1}
+                )
+            ],
+        }
+        for number in range(_SLIDES + 1):
+            container = f"SCALE-{number:05d}"
+            found = await client.search_for_instances(
+                search_filters={"ContainerIdentifier": container}
+            )
+            out[container] = sorted(ds.SOPInstanceUID for ds in found)
+            slides = await dicomslide.find_slides(client, container_id=container)
+            out[f"slides {container}"] = [
+                (s.container_id, len(s.image_metadata), await _first_frame(client, s))
+                for s in slides
+            ]
+        for ds in series[:2]:
+            metadata = await client.retrieve_series_metadata(
+                ds.StudyInstanceUID, ds.SeriesInstanceUID
+            )
+            out[f"metadata {ds.SeriesInstanceUID}"] = [str(m.SOPInstanceUID) for m in metadata]
+        # Last: which file each instance is (loads every row of a warm index).
+        index = await client._ensure_index()
+        out["paths"] = sorted((i.relpath, i.sop_uid) for i in index.instances.values())
+        return out
+
+
+async def _first_frame(client: Any, slide: dicomslide.Slide) -> int:
+    ds = slide.image_metadata[0]
+    async for _, frame in client.iter_frames(
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID, [1]
+    ):
+        return len(frame.data)
+    return -1
+
+
+def test_warm_index_answers_as_a_full_load(
+    folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    index = tmp_path / "index"
+    cold = asyncio.run(_answers(folder, index))
+    loads = _loads(monkeypatch)
+    warm = asyncio.run(_answers(folder, index))
+    assert loads == []  # the snapshot matched: no row loaded but those asked for
+    assert warm == cold
+    assert cold["summary"][0] == 3 * _SLIDES
+    # Non-DICOM: the notes and the archive's ".complete" mark.
+    assert cold["summary"][1:] == (2, ["slide00002/broken.dcm"], ["slide00001/zz_copy.dcm"])
+    assert [len(cold[f"SCALE-{n:05d}"]) for n in range(_SLIDES + 1)] == [3] * _SLIDES + [0]
+    # And the same again with the rows all loaded (the snapshot not trusted).
+    monkeypatch.setattr(local_index, "unchanged", lambda *args: False)
+    assert asyncio.run(_answers(folder, index)) == cold
+
+
+def _rewrite_container(folder: Path) -> None:
+    # Same size, modification time set back: only the change time tells.
+    path = folder / "slide00003/002_label.dcm"
+    st = path.stat()
+    path.write_bytes(path.read_bytes().replace(b"SCALE-00003", b"SCALE-00006"))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def _replace_by_rename(folder: Path) -> None:
+    target = folder / "slide00004/003_overview.dcm"
+    st = target.stat()
+    staged = folder / "staged.tmp"
+    staged.write_bytes(target.read_bytes().replace(b"SCALE-00004", b"SCALE-00006"))
+    os.utime(staged, ns=(st.st_atime_ns, st.st_mtime_ns))
+    os.replace(staged, target)
+
+
+_CHANGES: dict[str, Callable[[Path], Any]] = {
+    "changed": _rewrite_container,
+    "replaced": _replace_by_rename,
+    "added": lambda f: shutil.copy(f / "slide00000/002_label.dcm", f / "slide00005/copy.dcm"),
+    "removed": lambda f: (f / "slide00000/001_volume_L0.dcm").unlink(),
+    "moved": lambda f: (f / "slide00000/002_label.dcm").rename(f / "slide00005/label.dcm"),
+    "folder-removed": lambda f: shutil.rmtree(f / "slide00002"),
+    "folder-added": lambda f: shutil.copytree(f / "slide00001", f / "deep/er/slide"),
+}
+
+
+@pytest.mark.parametrize("change", list(_CHANGES))
+def test_changes_after_the_snapshot_are_seen(
+    folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, change: str
+) -> None:
+    index = tmp_path / "index"
+    before = asyncio.run(_answers(folder, index))
+    time.sleep(0.02)  # past the file system clock's tick: the change gets a time of its own
+    _CHANGES[change](folder)
+    loads = _loads(monkeypatch)
+    seen = asyncio.run(_answers(folder, index))
+    assert len(loads) == 1  # the snapshot did not match: the folder was surveyed
+    truth = asyncio.run(_answers(folder, tmp_path / "fresh"))
+    assert seen == truth
+    assert seen != before
+    # The survey stored a snapshot of the changed folder: trusted again next time.
+    assert asyncio.run(_answers(folder, index)) == truth
+    assert len(loads) == 2  # one more for the fresh index, none for the warm one
+
+
+def test_container_search_loads_one_slide_of_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Counted at two sizes four times apart: a warm container search loads the rows of its
+    # slide (and a series search for derived images none), whatever the archive's size.
+    monkeypatch.setattr(folder_survey, "RACY_NS", 0)
+    counts = {}
+    for size in (10, 40):
+        folder = tmp_path / f"archive-{size}"
+        shutil.copytree(make_data("archive", size, tmp_path / "made"), folder)
+        index = tmp_path / f"index-{size}"
+        asyncio.run(_answers_of(folder, index, "SCALE-00003"))
+        rows: list[int] = []
+        original = local_index.StoredRows.select
+
+        def counted(self: Any, *args: Any, _original: Any = original, _rows: Any = rows) -> Any:
+            found = _original(self, *args)
+            _rows.append(len(found))
+            return found
+
+        monkeypatch.setattr(local_index.StoredRows, "select", counted)
+        assert asyncio.run(_answers_of(folder, index, "SCALE-00003")) == ["SCALE-00003"]
+        counts[size] = sum(rows)
+        monkeypatch.setattr(local_index.StoredRows, "select", original)
+    assert counts[10] == counts[40] == 3 + 3, counts  # the instance search, the series'
+
+
+async def _answers_of(folder: Path, index: Path, container: str) -> list[str]:
+    async with dicomslide.DICOMfileClient(folder, index_dir=index) as client:
+        return [
+            s.container_id for s in await dicomslide.find_slides(client, container_id=container)
+        ]
+
+
+def _snapshots(index: Path) -> int:
+    (db,) = index.glob("*.sqlite")
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        return int(conn.execute("SELECT count(*) FROM snapshot").fetchone()[0])
+
+
+def test_no_snapshot_while_a_directory_is_to_be_listed_again(
+    folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    index = tmp_path / "index"
+    # Changed within the racy window: its time may not move for a change made right after.
+    monkeypatch.setattr(folder_survey, "RACY_NS", 3600 * 10**9)
+    asyncio.run(_answers_of(folder, index, "SCALE-00000"))
+    assert _snapshots(index) == 0
+    loads = _loads(monkeypatch)
+    asyncio.run(_answers_of(folder, index, "SCALE-00000"))
+    assert len(loads) == 1
+    # A link in a folder: its target may change without the folder changing.
+    monkeypatch.setattr(folder_survey, "RACY_NS", 0)
+    asyncio.run(_answers_of(folder, index, "SCALE-00000"))
+    assert _snapshots(index) == 1
+    os.symlink(folder / "slide00000/002_label.dcm", folder / "slide00005/link.dcm")
+    asyncio.run(_answers_of(folder, index, "SCALE-00000"))
+    assert _snapshots(index) == 0
+
+
+def test_damaged_row_is_parsed_again_not_trusted(
+    folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    index = tmp_path / "index"
+    assert asyncio.run(_answers_of(folder, index, "SCALE-00001")) == ["SCALE-00001"]
+    (db,) = index.glob("*.sqlite")
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+        conn.execute("UPDATE files SET sop_uid = NULL WHERE relpath = 'slide00001/002_label.dcm'")
+        conn.execute("DELETE FROM snapshot")  # as no writer would leave it
+    parsed = []
+    original = local_index._parse_index_entry
+
+    def spy(path: str, *args: Any) -> Any:
+        parsed.append(Path(path).relative_to(folder).as_posix())
+        return original(path, *args)
+
+    monkeypatch.setattr(local_index, "_parse_index_entry", spy)
+    assert asyncio.run(_answers_of(folder, index, "SCALE-00001")) == ["SCALE-00001"]
+    assert parsed == ["slide00001/002_label.dcm"]  # before: never, and the file was lost
+    assert _snapshots(index) == 1
+    assert asyncio.run(_answers(folder, index)) == asyncio.run(_answers(folder, tmp_path / "new"))
