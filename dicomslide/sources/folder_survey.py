@@ -184,7 +184,11 @@ def identity_bytes(values: Iterable[int]) -> bytes:
 
 
 def unchanged(
-    root: Path, dirs: Sequence[str], dir_ids: bytes, files: Sequence[str], file_ids: bytes
+    root: Path,
+    dirs: Sequence[bytes],
+    dir_ids: bytes,
+    files: Sequence[bytes],
+    file_ids: bytes,
 ) -> bool:
     """Whether a folder holds exactly the directories and files remembered, unchanged.
 
@@ -196,13 +200,13 @@ def unchanged(
     ----------
     root: pathlib.Path
         The resolved folder
-    dirs: Sequence[str]
-        Every directory the last survey walked (relative, ``""`` for ``root``), none of them
-        to be listed again whatever its identity
+    dirs: Sequence[bytes]
+        Every directory the last survey walked (relative, ``b""`` for ``root``, encoded by
+        :func:`os.fsencode`), none of them to be listed again whatever its identity
     dir_ids: bytes
         Their modification times, inodes and status change times, by :func:`identity_bytes`
-    files: Sequence[str]
-        Every file the last survey found (relative)
+    files: Sequence[bytes]
+        Every file the last survey found (relative, encoded likewise)
     file_ids: bytes
         Their sizes, modification times, inodes and status change times, likewise
 
@@ -211,23 +215,41 @@ def unchanged(
     bool
         True when nothing was added, removed, replaced, moved or changed
     """
-    prefix = str(root).rstrip(os.sep) + os.sep
     stat = os.stat
     numbers: list[int] = []
     extend = numbers.extend
+    # Encoded paths relative to an open folder: the per-file cost is mostly Python's, and
+    # this spares encoding each path and the kernel walking the folder's path (~15 %).
+    relative = stat in os.supports_dir_fd and stat in os.supports_follow_symlinks
+    prefix = os.fsencode(root) + os.fsencode(os.sep)
+    try:
+        fd = os.open(root, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)) if relative else None
+    except OSError:
+        return False
     try:
         # An unchanged directory holds the entries it was listed with (see the module
         # documentation): the directories remembered are then all there are.
         for rel in dirs:
-            st = stat(prefix + rel if rel else prefix, follow_symlinks=False)
+            if fd is not None:
+                st = stat(rel or b".", dir_fd=fd, follow_symlinks=False)
+            else:
+                st = stat(prefix + rel if rel else prefix, follow_symlinks=False)
             extend((st.st_mtime_ns, st.st_ino, st.st_ctime_ns))
         if identity_bytes(numbers) != dir_ids:
             return False
         numbers.clear()
         # One thread: the GIL-holding part of a stat is most of its ~2 µs, so threads lose.
-        for rel in files:
-            st = stat(prefix + rel)
-            extend((st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns))
+        if fd is not None:
+            for rel in files:
+                st = stat(rel, dir_fd=fd)
+                extend((st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns))
+        else:
+            for rel in files:
+                st = stat(prefix + rel)
+                extend((st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns))
     except OSError:
         return False  # gone, or unreadable: the survey tells what
+    finally:
+        if fd is not None:
+            os.close(fd)
     return identity_bytes(numbers) == file_ids

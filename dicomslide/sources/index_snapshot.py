@@ -20,6 +20,7 @@ its rows loaded, every time.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final, NamedTuple
@@ -43,8 +44,8 @@ __all__ = [
 TERM_KEYWORDS: Final = ("ContainerIdentifier", "Modality", "PatientID", "StudyID")
 
 SCHEMA: Final = (
-    "CREATE TABLE IF NOT EXISTS snapshot (id INTEGER PRIMARY KEY CHECK (id = 0), files TEXT, "
-    "file_ids BLOB, dirs TEXT, dir_ids BLOB, summary TEXT)",
+    "CREATE TABLE IF NOT EXISTS snapshot (id INTEGER PRIMARY KEY CHECK (id = 0), files BLOB, "
+    "file_ids BLOB, dirs BLOB, dir_ids BLOB, summary TEXT)",
     "CREATE TABLE IF NOT EXISTS terms (keyword TEXT, value TEXT, relpath TEXT)",
     "CREATE INDEX IF NOT EXISTS terms_by_value ON terms (keyword, value)",
     "CREATE INDEX IF NOT EXISTS terms_by_file ON terms (relpath)",
@@ -65,9 +66,10 @@ WHOLE: Final = (
 class Snapshot(NamedTuple):
     """The folder as its index last stored it (see the module documentation)."""
 
-    files: list[str]
+    #: Paths relative to the folder, encoded by os.fsencode (what stat takes fastest).
+    files: list[bytes]
     file_ids: bytes
-    dirs: list[str]
+    dirs: list[bytes]
     dir_ids: bytes
     #: Instances, non-DICOM files, failures (path: reason) and duplicates, as
     #: :class:`dicomslide.sources.local_index.IndexSummary` reports them.
@@ -151,9 +153,10 @@ def write_snapshot(conn: sqlite3.Connection) -> None:
     conn.execute(
         "INSERT INTO snapshot VALUES (0, ?, ?, ?, ?, ?)",
         (
-            "\0".join(files),
+            b"\0".join(map(os.fsencode, files)),
             file_ids,
-            json.dumps([row[0] for row in dir_rows]),
+            # The folder itself ("") sorts first: never an empty list.
+            b"\0".join(os.fsencode(row[0]) for row in dir_rows),
             dir_ids,
             json.dumps(summary),
         ),
@@ -182,9 +185,9 @@ def read_snapshot(conn: sqlite3.Connection) -> Snapshot | None:
         files, file_ids, dirs, dir_ids, summary = row
         info = json.loads(summary)
         snapshot = Snapshot(
-            files.split("\0") if files else [],
+            bytes(files).split(b"\0") if files else [],
             bytes(file_ids),
-            list(json.loads(dirs)),
+            bytes(dirs).split(b"\0"),
             bytes(dir_ids),
             int(info["instances"]),
             int(info["non_dicom"]),

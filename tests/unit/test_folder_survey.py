@@ -113,19 +113,26 @@ def _remembered(files: list, dirs: dict) -> tuple[list, bytes, list, bytes]:
     """What the index's snapshot holds of a survey (see dicomslide.sources.index_snapshot)."""
     names = sorted(dirs)
     return (
-        names,
+        [os.fsencode(name) for name in names],
         identity_bytes(v for name in names for v in dirs[name][:3]),
-        [rel for rel, _ in files],
+        [os.fsencode(rel) for rel, _ in files],
         identity_bytes(v for _, ident in files for v in ident),
     )
 
 
-def test_unchanged_folder_matches_its_snapshot(tree: Path) -> None:
+@pytest.mark.parametrize("relative", [True, False], ids=["dir_fd", "paths"])
+def test_unchanged_folder_matches_its_snapshot(
+    tree: Path, monkeypatch: pytest.MonkeyPatch, relative: bool
+) -> None:
+    if not relative:  # as where stat takes no folder descriptor (Windows)
+        monkeypatch.setattr(os, "supports_dir_fd", set())
     files, dirs, _ = _again(tree, {}, [])
     assert unchanged(tree, *_remembered(files, dirs))
-    # Reading a file changes nothing that counts.
+    # Reading a file changes nothing that counts; writing one does.
     (tree / "a/1.dcm").read_bytes()
     assert unchanged(tree, *_remembered(files, dirs))
+    (tree / "a/1.dcm").write_bytes(b"changed")
+    assert not unchanged(tree, *_remembered(files, dirs))
 
 
 @pytest.mark.parametrize(("change", "listed"), _CHANGES, ids=_CHANGE_IDS)
