@@ -123,6 +123,8 @@ _READ_JOB_BYTES: Final = 16 << 20
 _READ_JOB_FRAMES: Final = 64
 _COALESCE_GAP: Final = 4096
 _COALESCE_BYTES: Final = 8 << 20
+#: Series looked up one by one in a warm index's database; more are loaded all at once.
+_FEW_SERIES: Final = 16
 
 
 @dataclass
@@ -368,6 +370,9 @@ def _series_members(
     index: FolderIndex, keys: Iterable[tuple[str, str]]
 ) -> list[list[IndexedInstance]]:
     """The instances of each series (may read the index's database, as above)."""
+    keys = list(keys)
+    if index.stored is not None and len(keys) > _FEW_SERIES:
+        index.stored.all_series()  # one query, not one per series (~0.2 ms each)
     return [index.series[key] for key in keys]
 
 

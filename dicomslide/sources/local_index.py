@@ -303,7 +303,7 @@ class FolderIndex:
         list[IndexedInstance]
             The instances, in index order
         """
-        if self.stored is not None and keyword in TERM_KEYWORDS:
+        if self.stored is not None and not self.stored.loaded and keyword in TERM_KEYWORDS:
             found = self._found.get((keyword, text))
             if found is None:
                 found = self._found[(keyword, text)] = self.stored.having(keyword, text)
@@ -350,7 +350,7 @@ class FolderIndex:
         Any
             What it returns
         """
-        if self.stored is None:
+        if self.stored is None or self.stored.loaded:
             return function(*args)
         return await asyncio.to_thread(function, *args)
 
@@ -371,6 +371,8 @@ class FolderIndex:
                 members.append(instance)
 
 
+#: Rows a warm index looks up one by one; more are found in one pass over all rows.
+_FEW_ROWS: Final = 256
 #: The columns an instance is made of, and which of them the store remembers.
 _INSTANCE_COLUMNS: Final = (
     "SELECT relpath, size, mtime_ns, ino, ctime_ns, data, pixel_tag, validated, z_offsets, "
@@ -463,11 +465,28 @@ class StoredRows:
         list[IndexedInstance]
             In path order
         """
+        with self.store.reading() as conn:
+            paths = [
+                rel
+                for (rel,) in conn.execute(
+                    "SELECT relpath FROM terms WHERE keyword = ? AND value = ? ORDER BY relpath",
+                    (keyword, text),
+                )
+            ]
+        if len(paths) > _FEW_ROWS:
+            # A good part of the folder (every slide's modality, say): one pass over all
+            # rows costs a third of looking each one up.
+            wanted = set(paths)
+            return [i for i in self.everything().values() if i.relpath in wanted]
+        marks = ",".join("?" * len(paths))
         return self.select(
-            "FROM files JOIN terms USING (relpath) WHERE keyword = ? AND value = ? "
-            "AND status = 'dicom' ORDER BY relpath",
-            (keyword, text),
+            f"FROM files WHERE relpath IN ({marks}) AND status = 'dicom' ORDER BY relpath", paths
         )
+
+    @property
+    def loaded(self) -> bool:
+        """bool: Whether every row is loaded (nothing more is read from the database)."""
+        return self._all is not None
 
     def instance(self, sop_uid: str) -> IndexedInstance | None:
         """The instance of a SOP Instance UID (its row alone, unless all are loaded).
@@ -502,8 +521,8 @@ class StoredRows:
         list[IndexedInstance]
             In path order, empty when the folder has no such series
         """
-        if self._series is not None:
-            return self._series.get(key, [])
+        if self._all is not None:
+            return self.all_series().get(key, [])
         return self.select(
             "FROM files WHERE study_uid = ? AND series_uid = ? AND status = 'dicom' "
             "ORDER BY relpath",
