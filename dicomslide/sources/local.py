@@ -27,7 +27,10 @@ under SQLite's lock, and each names the file identity it was computed for.
 Invalidation: every client lists the directories that changed and ``stat``\\ s every file
 once when it indexes; a file whose identity (size, modification time, inode, status-change
 time) differs from the persisted entry, or that is new, is parsed again; entries of files
-that no longer exist are dropped.
+that no longer exist are dropped. When every directory and file is as the index's snapshot
+holds it (:mod:`dicomslide.sources.index_snapshot`), no row is loaded up front: searches and
+slides load the rows they ask for (an exact filter on a few keywords through an SQLite index,
+a series or an instance by its UIDs), in worker threads.
 Unchanged files are never read again to find or open slides. After that the client works on
 this snapshot; when frames are read the file is ``fstat``\\ ed again, and a changed file gets
 its frame table rebuilt.

@@ -8,6 +8,8 @@ the searchable attributes, its header as :mod:`dicomslide.sources.header_codec` 
 whether that header converted cleanly and the distinct Z offsets of images with per-frame
 items. Writers take SQLite's write lock, and every update names the file identity it was
 computed for, so that processes sharing an index never store an answer for the wrong bytes.
+An unchanged folder is told by one comparison with a snapshot of all identities, and its rows
+are then loaded as asked (:class:`StoredRows`, :mod:`dicomslide.sources.index_snapshot`).
 """
 
 from __future__ import annotations
