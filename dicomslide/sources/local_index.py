@@ -1288,18 +1288,10 @@ async def build_index(
     ) = await asyncio.to_thread(prepare)
     if snapshot is not None and conn is not None:
         stored = StoredRows(IndexStore(index_file, conn, set(), {}), root, snapshot.duplicates)
-        summary = IndexSummary(
-            base_dir=base,
-            index_file=index_file,
-            instances=snapshot.instances,
-            non_dicom=snapshot.non_dicom,
-            failures=snapshot.failures,
-            duplicates=snapshot.duplicates,
-            parsed=0,
-            reused=len(snapshot.files),
-            persist_error=None,
-            seconds=time.perf_counter() - started,
-        )
+        # Instances, non-DICOM files, failures and duplicates as the snapshot counted them.
+        counts = snapshot[4:8]
+        elapsed = time.perf_counter() - started
+        summary = IndexSummary(base, index_file, *counts, 0, len(snapshot.files), None, elapsed)
         return FolderIndex({}, summary, stored=stored), stored.store
     with collector_paused():  # a tuple per file, see above
         entries: dict[str, Entry] = {}
