@@ -29,6 +29,7 @@ from dicomslide.sources.folder_survey import identity_bytes
 from dicomslide.sources.qido_match import value_candidates
 
 __all__ = [
+    "FILE_INDEXES",
     "SCHEMA",
     "TABLES",
     "TERM_KEYWORDS",
@@ -50,6 +51,9 @@ SCHEMA: Final = (
     # Covering, in path order: a look-up reads the index alone and sorts nothing.
     "CREATE INDEX IF NOT EXISTS terms_by_value ON terms (keyword, value, relpath)",
     "CREATE INDEX IF NOT EXISTS terms_by_file ON terms (relpath)",
+)
+#: Look-ups of the index's files by UIDs (made once the files table has today's columns).
+FILE_INDEXES: Final = (
     "CREATE INDEX IF NOT EXISTS files_by_sop ON files (sop_uid)",
     "CREATE INDEX IF NOT EXISTS files_by_series ON files (study_uid, series_uid)",
 )

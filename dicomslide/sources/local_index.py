@@ -9,7 +9,8 @@ whether that header converted cleanly and the distinct Z offsets of images with 
 items. Writers take SQLite's write lock, and every update names the file identity it was
 computed for, so that processes sharing an index never store an answer for the wrong bytes.
 An unchanged folder is told by one comparison with a snapshot of all identities, and its rows
-are then loaded as asked (:class:`StoredRows`, :mod:`dicomslide.sources.index_snapshot`).
+are then loaded as asked (:mod:`dicomslide.sources.stored_rows`, and
+:mod:`dicomslide.sources.index_snapshot`).
 """
 
 from __future__ import annotations
@@ -37,12 +38,13 @@ from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.multival import MultiValue
 
 from dicomslide._gc import collector_paused
-from dicomslide.errors import InvalidDataError, NotFoundError, UsageError
+from dicomslide.errors import NotFoundError, UsageError
 from dicomslide.perframe import get_value
 from dicomslide.sources import frame_tables, part10
 from dicomslide.sources.folder_survey import DirRecord, survey, unchanged
 from dicomslide.sources.header_codec import encode_header
 from dicomslide.sources.index_snapshot import (
+    FILE_INDEXES,
     SCHEMA as SNAPSHOT_SCHEMA,
     TABLES as SNAPSHOT_TABLES,
     TERM_KEYWORDS,
@@ -56,6 +58,7 @@ from dicomslide.sources.index_snapshot import (
 from dicomslide.sources.qido_match import value_candidates
 from dicomslide.sources.raw_header import read_raw_header
 from dicomslide.sources.sqlite_blobs import insert_with_blob
+from dicomslide.sources.stored_rows import StoredInstances, StoredRows, StoredSeries
 
 __all__ = [
     "INDEX_KEYWORDS",
@@ -67,7 +70,6 @@ __all__ = [
     "IndexSummary",
     "IndexedInstance",
     "StoredAttrs",
-    "StoredRows",
     "ZOffsets",
     "build_index",
     "gather_all",
@@ -280,7 +282,7 @@ class FolderIndex:
     series: Mapping[tuple[str, str], list[IndexedInstance]] = field(default_factory=dict)
     #: Where the instances come from when the folder matched the index's snapshot: rows are
     #: then loaded as asked (see dicomslide.sources.index_snapshot), else all are in memory.
-    stored: StoredRows | None = field(default=None, repr=False)
+    stored: StoredRows[IndexedInstance] | None = field(default=None, repr=False)
     _tables: dict[str, dict[str, list[IndexedInstance]]] = field(default_factory=dict, repr=False)
     #: Each instance's stored JSON text (None: decoded already), made on first search.
     _texts: list[str | None] | None = field(default=None, repr=False)
@@ -358,8 +360,8 @@ class FolderIndex:
 
     def __post_init__(self) -> None:
         if self.stored is not None:
-            self.instances = _StoredInstances(self.stored)
-            self.series = _StoredSeries(self.stored)
+            self.instances = StoredInstances(self.stored)
+            self.series = StoredSeries(self.stored)
             return
         # One pass: looking a series up must not scan every instance of the folder.
         series: dict[tuple[str, str], list[IndexedInstance]] = {}
@@ -373,8 +375,6 @@ class FolderIndex:
                 members.append(instance)
 
 
-#: Rows a warm index looks up one by one; more are found in one pass over all rows.
-_FEW_ROWS: Final = 256
 #: The columns an instance is made of, and which of them the store remembers.
 _INSTANCE_COLUMNS: Final = (
     "SELECT relpath, size, mtime_ns, ino, ctime_ns, data, pixel_tag, validated, z_offsets, "
@@ -382,225 +382,26 @@ _INSTANCE_COLUMNS: Final = (
 )
 
 
-class StoredRows:
-    """The instances of an index that matched its snapshot, loaded from it as asked.
+def _stored_rows(
+    store: IndexStore, root: Path, duplicates: Sequence[str]
+) -> StoredRows[IndexedInstance]:
+    """The instances of an index that matched its snapshot, loaded from it as asked."""
+    prefix = str(root).rstrip(os.sep) + os.sep
 
-    Every method reads the database: call them from a worker thread.
-
-    Parameters
-    ----------
-    store: IndexStore
-        The index's store (its connection, and what it remembers of each loaded file)
-    root: pathlib.Path
-        The resolved folder
-    duplicates: Sequence[str]
-        Files whose SOP Instance UID an earlier file has (never handed out)
-    """
-
-    def __init__(self, store: IndexStore, root: Path, duplicates: Sequence[str]) -> None:
-        self.store = store
-        self._prefix = str(root).rstrip(os.sep) + os.sep
-        self._duplicates = frozenset(duplicates)
-        self._made: dict[str, IndexedInstance] = {}
-        self._all: dict[str, IndexedInstance] | None = None
-        self._series: dict[tuple[str, str], list[IndexedInstance]] | None = None
-
-    def select(self, tail: str, params: Sequence[Any]) -> list[IndexedInstance]:
-        """Instances of the rows ``SELECT ... <tail>`` gives, duplicates left out.
-
-        Parameters
-        ----------
-        tail: str
-            From ``FROM files`` on; rows in path order
-        params: Sequence[Any]
-            Its parameters
-
-        Returns
-        -------
-        list[IndexedInstance]
-            One per row (the same object for the same file each time)
-
-        Raises
-        ------
-        dicomslide.errors.InvalidDataError
-            If the index cannot be read any more (another process replaced it)
-        """
-        out: list[IndexedInstance] = []
-        with self.store.reading() as conn, collector_paused():
-            try:
-                rows = conn.execute(_INSTANCE_COLUMNS + tail, params).fetchall()
-            except sqlite3.Error as exc:
-                raise InvalidDataError(
-                    f"the index {self.store.path} can no longer be read ({exc}); open a new "
-                    "client to index the folder again"
-                ) from exc
-            for relpath, size, mtime, ino, ctime, data, pixel_tag, valid, z, *uids in rows:
-                if relpath in self._duplicates:
-                    continue
-                instance = self._made.get(relpath)
-                if instance is None:
-                    identity = (size, mtime, ino, ctime)
-                    instance = self._made[relpath] = IndexedInstance(
-                        relpath,
-                        self._prefix + relpath,
-                        identity,
-                        StoredAttrs(data),
-                        pixel_tag,
-                        (uids[0], uids[1], uids[2]),
-                    )
-                    self.store.learn(instance, valid == 1, _z_value(z) if z else None)
-                out.append(instance)
-        return out
-
-    def having(self, keyword: str, text: str) -> list[IndexedInstance]:
-        """Instances whose ``keyword`` offers ``text`` (one of :data:`TERM_KEYWORDS`).
-
-        Parameters
-        ----------
-        keyword: str
-            The keyword
-        text: str
-            The exact value
-
-        Returns
-        -------
-        list[IndexedInstance]
-            In path order
-        """
-        with self.store.reading() as conn:
-            paths = [
-                rel
-                for (rel,) in conn.execute(
-                    "SELECT relpath FROM terms WHERE keyword = ? AND value = ? ORDER BY relpath",
-                    (keyword, text),
-                )
-            ]
-        if len(paths) > _FEW_ROWS:
-            # A good part of the folder (every slide's modality, say): one pass over all
-            # rows costs a third of looking each one up.
-            wanted = set(paths)
-            return [i for i in self.everything().values() if i.relpath in wanted]
-        marks = ",".join("?" * len(paths))
-        return self.select(
-            f"FROM files WHERE relpath IN ({marks}) AND status = 'dicom' ORDER BY relpath", paths
+    def make(row: Sequence[Any]) -> IndexedInstance:
+        relpath, size, mtime, ino, ctime, data, pixel_tag, valid, z, study, series, sop = row
+        instance = IndexedInstance(
+            relpath,
+            prefix + relpath,
+            (size, mtime, ino, ctime),
+            StoredAttrs(data),
+            pixel_tag,
+            (study, series, sop),
         )
-
-    @property
-    def loaded(self) -> bool:
-        """bool: Whether every row is loaded (nothing more is read from the database)."""
-        return self._all is not None
-
-    def instance(self, sop_uid: str) -> IndexedInstance | None:
-        """The instance of a SOP Instance UID (its row alone, unless all are loaded).
-
-        Parameters
-        ----------
-        sop_uid: str
-            The UID
-
-        Returns
-        -------
-        IndexedInstance | None
-            None when the folder has none
-        """
-        if self._all is not None:
-            return self._all.get(sop_uid)
-        found = self.select(
-            "FROM files WHERE sop_uid = ? AND status = 'dicom' ORDER BY relpath", (sop_uid,)
-        )
-        return found[0] if found else None
-
-    def members(self, key: tuple[str, str]) -> list[IndexedInstance]:
-        """The instances of one series (its rows alone, unless all are loaded).
-
-        Parameters
-        ----------
-        key: tuple[str, str]
-            Study and Series Instance UID
-
-        Returns
-        -------
-        list[IndexedInstance]
-            In path order, empty when the folder has no such series
-        """
-        if self._all is not None:
-            return self.all_series().get(key, [])
-        return self.select(
-            "FROM files WHERE study_uid = ? AND series_uid = ? AND status = 'dicom' "
-            "ORDER BY relpath",
-            key,
-        )
-
-    def everything(self) -> dict[str, IndexedInstance]:
-        """Every instance, by SOP Instance UID, in path order (loaded once).
-
-        Returns
-        -------
-        dict[str, IndexedInstance]
-            As an index loaded in full holds them
-        """
-        if self._all is None:
-            found = self.select("FROM files WHERE status = 'dicom' ORDER BY relpath", ())
-            self._all = {i.uids[2]: i for i in found}
-        return self._all
-
-    def all_series(self) -> dict[tuple[str, str], list[IndexedInstance]]:
-        """Every series' instances (loaded once).
-
-        Returns
-        -------
-        dict[tuple[str, str], list[IndexedInstance]]
-            By Study and Series Instance UID
-        """
-        if self._series is None:
-            series: dict[tuple[str, str], list[IndexedInstance]] = {}
-            for instance in self.everything().values():
-                series.setdefault(instance.uids[:2], []).append(instance)
-            self._series = series
-        return self._series
-
-
-class _StoredInstances(Mapping[str, IndexedInstance]):
-    """Instances by SOP Instance UID: one row when asked for one, all when iterated."""
-
-    def __init__(self, stored: StoredRows) -> None:
-        self._stored = stored
-        self._one: dict[str, IndexedInstance | None] = {}
-
-    def __getitem__(self, sop_uid: str) -> IndexedInstance:
-        if sop_uid not in self._one:
-            self._one[sop_uid] = self._stored.instance(sop_uid)
-        instance = self._one[sop_uid]
-        if instance is None:
-            raise KeyError(sop_uid)
+        store.learn(instance, valid == 1, _z_value(z) if z else None)
         return instance
 
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._stored.everything())
-
-    def __len__(self) -> int:
-        return len(self._stored.everything())
-
-
-class _StoredSeries(Mapping[tuple[str, str], list[IndexedInstance]]):
-    """Instances by series: one series' rows when asked for one, all when iterated."""
-
-    def __init__(self, stored: StoredRows) -> None:
-        self._stored = stored
-        self._one: dict[tuple[str, str], list[IndexedInstance]] = {}
-
-    def __getitem__(self, key: tuple[str, str]) -> list[IndexedInstance]:
-        if key not in self._one:
-            self._one[key] = self._stored.members(key)
-        if not self._one[key]:
-            raise KeyError(key)
-        return self._one[key]
-
-    def __iter__(self) -> Iterator[tuple[str, str]]:
-        return iter(self._stored.all_series())
-
-    def __len__(self) -> int:
-        return len(self._stored.all_series())
+    return StoredRows(store.reading, _INSTANCE_COLUMNS, make, duplicates)
 
 
 def _findable_as_text(text: str) -> bool:
@@ -813,6 +614,8 @@ def _prepare_store(conn: sqlite3.Connection, root: Path, recursive: bool) -> Non
                 conn.execute(statement)
             conn.execute("DELETE FROM meta")
             conn.executemany("INSERT INTO meta VALUES (?, ?)", wanted.items())
+        for statement in FILE_INDEXES:
+            conn.execute(statement)
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
@@ -1287,12 +1090,13 @@ async def build_index(
         settled,
     ) = await asyncio.to_thread(prepare)
     if snapshot is not None and conn is not None:
-        stored = StoredRows(IndexStore(index_file, conn, set(), {}), root, snapshot.duplicates)
+        store = IndexStore(index_file, conn, set(), {})
+        stored = _stored_rows(store, root, snapshot.duplicates)
         # Instances, non-DICOM files, failures and duplicates as the snapshot counted them.
         counts = snapshot[4:8]
         elapsed = time.perf_counter() - started
         summary = IndexSummary(base, index_file, *counts, 0, len(snapshot.files), None, elapsed)
-        return FolderIndex({}, summary, stored=stored), stored.store
+        return FolderIndex({}, summary, stored=stored), store
     with collector_paused():  # a tuple per file, see above
         entries: dict[str, Entry] = {}
         to_parse: list[tuple[str, Identity]] = []

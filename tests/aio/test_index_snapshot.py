@@ -264,3 +264,24 @@ def test_damaged_row_is_parsed_again_not_trusted(
     assert parsed == ["slide00001/002_label.dcm"]  # before: never, and the file was lost
     assert _snapshots(index) == 1
     assert asyncio.run(_answers(folder, index)) == asyncio.run(_answers(folder, tmp_path / "new"))
+
+
+def test_index_of_an_old_format_is_replaced(folder: Path, tmp_path: Path) -> None:
+    # Format 3 had no UID columns: today's look-ups by UID cannot even be indexed on it.
+    index = tmp_path / "index"
+    index.mkdir()
+    db = local_index.index_file_for(folder.resolve(), True, index)
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+        conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        conn.execute("CREATE TABLE files (relpath TEXT PRIMARY KEY, size INTEGER, data TEXT)")
+        conn.execute("INSERT INTO meta VALUES ('format', '3')")
+    summary = asyncio.run(_summary(folder, index))
+    assert (summary.index_file, summary.persist_error) == (db, None)
+    assert summary.parsed == summary.reused + summary.parsed > 0
+    assert asyncio.run(_answers(folder, index)) == asyncio.run(_answers(folder, tmp_path / "new"))
+    assert _snapshots(index) == 1
+
+
+async def _summary(folder: Path, index: Path) -> local_index.IndexSummary:
+    async with dicomslide.DICOMfileClient(folder, index_dir=index) as client:
+        return await client.index_summary()
