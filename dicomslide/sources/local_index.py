@@ -58,7 +58,7 @@ from dicomslide.sources.index_snapshot import (
 from dicomslide.sources.qido_match import value_candidates
 from dicomslide.sources.raw_header import read_raw_header
 from dicomslide.sources.sqlite_blobs import insert_with_blob
-from dicomslide.sources.stored_rows import StoredInstances, StoredRows, StoredSeries
+from dicomslide.sources.stored_rows import StoredRows, mappings
 
 __all__ = [
     "INDEX_KEYWORDS",
@@ -360,8 +360,7 @@ class FolderIndex:
 
     def __post_init__(self) -> None:
         if self.stored is not None:
-            self.instances = StoredInstances(self.stored)
-            self.series = StoredSeries(self.stored)
+            self.instances, self.series = mappings(self.stored)
             return
         # One pass: looking a series up must not scan every instance of the folder.
         series: dict[tuple[str, str], list[IndexedInstance]] = {}

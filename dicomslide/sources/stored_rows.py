@@ -21,7 +21,7 @@ from typing import Any, Final, Generic, Protocol, TypeVar
 from dicomslide._gc import collector_paused
 from dicomslide.errors import InvalidDataError
 
-__all__ = ["FEW_ROWS", "Loaded", "StoredInstances", "StoredRows", "StoredSeries"]
+__all__ = ["FEW_ROWS", "AsAsked", "Loaded", "StoredRows", "mappings"]
 
 #: Rows looked up one by one; more are found in one pass over all rows (a third of the cost).
 FEW_ROWS: Final = 256
@@ -220,56 +220,58 @@ class StoredRows(Generic[_I]):
         return self._series
 
 
-class StoredInstances(Mapping[str, _I]):
-    """Instances by SOP Instance UID: one row when asked for one, all when iterated.
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+class AsAsked(Mapping[_K, _V]):
+    """A mapping that looks one key up when asked for it, and loads all when iterated.
 
     Parameters
     ----------
-    stored: StoredRows
-        Where they come from
+    find: Callable[[_K], _V | None]
+        One key's value (None: no such key), kept once found
+    whole: Callable[[], Mapping[_K, _V]]
+        Every key's value
     """
 
-    def __init__(self, stored: StoredRows[_I]) -> None:
-        self._stored = stored
-        self._one: dict[str, _I | None] = {}
+    def __init__(self, find: Callable[[_K], _V | None], whole: Callable[[], Mapping[_K, _V]]):
+        self._find = find
+        self._whole = whole
+        self._found: dict[_K, _V | None] = {}
 
-    def __getitem__(self, sop_uid: str) -> _I:
-        if sop_uid not in self._one:
-            self._one[sop_uid] = self._stored.instance(sop_uid)
-        instance = self._one[sop_uid]
-        if instance is None:
-            raise KeyError(sop_uid)
-        return instance
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._stored.everything())
-
-    def __len__(self) -> int:
-        return len(self._stored.everything())
-
-
-class StoredSeries(Mapping[tuple[str, str], list[_I]]):
-    """Instances by series: one series' rows when asked for one, all when iterated.
-
-    Parameters
-    ----------
-    stored: StoredRows
-        Where they come from
-    """
-
-    def __init__(self, stored: StoredRows[_I]) -> None:
-        self._stored = stored
-        self._one: dict[tuple[str, str], list[_I]] = {}
-
-    def __getitem__(self, key: tuple[str, str]) -> list[_I]:
-        if key not in self._one:
-            self._one[key] = self._stored.members(key)
-        if not self._one[key]:
+    def __getitem__(self, key: _K) -> _V:
+        if key not in self._found:
+            self._found[key] = self._find(key)
+        value = self._found[key]
+        if value is None:
             raise KeyError(key)
-        return self._one[key]
+        return value
 
-    def __iter__(self) -> Iterator[tuple[str, str]]:
-        return iter(self._stored.all_series())
+    def __iter__(self) -> Iterator[_K]:
+        return iter(self._whole())
 
     def __len__(self) -> int:
-        return len(self._stored.all_series())
+        return len(self._whole())
+
+
+def mappings(
+    stored: StoredRows[_I],
+) -> tuple[AsAsked[str, _I], AsAsked[tuple[str, str], list[_I]]]:
+    """The instances by SOP Instance UID and by series, each loaded when asked for.
+
+    Parameters
+    ----------
+    stored: StoredRows
+        Where they come from
+
+    Returns
+    -------
+    tuple[AsAsked, AsAsked]
+        By SOP Instance UID, and by Study and Series Instance UID (a series without
+        instances is not in it)
+    """
+    return (
+        AsAsked(stored.instance, stored.everything),
+        AsAsked(lambda key: stored.members(key) or None, stored.all_series),
+    )
