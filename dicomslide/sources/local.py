@@ -117,6 +117,7 @@ from dicomslide.sources.local_index import (
 from dicomslide.sources.protocol import EncodedFrame, Source
 from dicomslide.sources.qido_match import is_exact, normalize_keyword, value_matches
 from dicomslide.sources.runtime import SourceRuntime
+from dicomslide.sources.stored_rows import AsAsked
 
 __all__ = ["DICOMfileClient", "IndexSummary"]
 
@@ -870,7 +871,12 @@ class DICOMfileClient:
 
     async def _lookup(self, study_uid: str, series_uid: str, sop_uid: str) -> IndexedInstance:
         index = await self._ensure_index()
-        instance = await index.off_loop(index.instances.get, sop_uid)
+        # Every frame request looks its instance up: once found, without a thread hop.
+        instance: IndexedInstance | None = None
+        if isinstance(index.instances, AsAsked):
+            instance = index.instances.known(sop_uid)
+        if instance is None:
+            instance = await index.off_loop(index.instances.get, sop_uid)
         if (
             instance is None
             or instance.study_uid != study_uid

@@ -248,6 +248,22 @@ class AsAsked(Mapping[_K, _V]):
             raise KeyError(key)
         return value
 
+    def known(self, key: _K) -> _V | None:
+        """The value of a key looked up before (never reads anything).
+
+        Parameters
+        ----------
+        key: _K
+            A key (a SOP Instance UID, say) that the caller would otherwise look up in a
+            worker thread
+
+        Returns
+        -------
+        _V | None
+            What looking it up gave; None when not looked up yet, or not there
+        """
+        return self._found.get(key)
+
     def __iter__(self) -> Iterator[_K]:
         return iter(self._whole())
 

@@ -285,3 +285,36 @@ def test_index_of_an_old_format_is_replaced(folder: Path, tmp_path: Path) -> Non
 async def _summary(folder: Path, index: Path) -> local_index.IndexSummary:
     async with dicomslide.DICOMfileClient(folder, index_dir=index) as client:
         return await client.index_summary()
+
+
+def test_frame_reads_look_their_instance_up_once(
+    folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every frame request looks its instance up: once it was found, neither the database
+    # nor a worker thread is asked again.
+    index = tmp_path / "index"
+    asyncio.run(_answers_of(folder, index, "SCALE-00002"))
+    calls: list[str] = []
+    select, off_loop = local_index.StoredRows.select, local_index.FolderIndex.off_loop
+
+    def counted_select(self: Any, *args: Any) -> Any:
+        calls.append("select")
+        return select(self, *args)
+
+    async def counted_off_loop(self: Any, function: Any, *args: Any) -> Any:
+        calls.append("off_loop")
+        return await off_loop(self, function, *args)
+
+    monkeypatch.setattr(local_index.StoredRows, "select", counted_select)
+    monkeypatch.setattr(local_index.FolderIndex, "off_loop", counted_off_loop)
+
+    async def read() -> tuple[list[int], list[str]]:
+        async with dicomslide.DICOMfileClient(folder, index_dir=index) as client:
+            (slide,) = await dicomslide.find_slides(client, container_id="SCALE-00002")
+            calls.clear()
+            return [await _first_frame(client, slide) for _ in range(3)], calls
+
+    sizes, seen = asyncio.run(read())
+    assert sizes[0] > 0
+    assert sizes == [sizes[0]] * 3
+    assert seen == ["off_loop", "select"]  # the first read's look-up, then remembered
