@@ -13,6 +13,8 @@ import contextlib
 import os
 import shutil
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +25,7 @@ import pytest
 import dicomslide
 from benchmarks.scale_data import make_data
 from dicomslide.sources import folder_survey, local_index
+from tests.support.processes import ROOT
 
 _SLIDES = 6
 
@@ -318,3 +321,54 @@ def test_frame_reads_look_their_instance_up_once(
     assert sizes[0] > 0
     assert sizes == [sizes[0]] * 3
     assert seen == ["off_loop", "select"]  # the first read's look-up, then remembered
+
+
+_WORKER = """
+import asyncio, sys
+import dicomslide
+async def main():
+    async with dicomslide.DICOMfileClient(sys.argv[1], index_dir=sys.argv[2]) as client:
+        slides = await dicomslide.find_slides(client, container_id="SCALE-00004")
+        s = await client.index_summary()
+        on_snapshot = (await client._ensure_index()).stored is not None
+        print(len(slides), s.parsed, s.instances, s.persist_error, on_snapshot)
+asyncio.run(main())
+"""
+
+
+def _processes(folder: Path, index: Path, count: int) -> list[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _WORKER, str(folder), str(index)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for _ in range(count)
+    ]
+    outputs = [p.communicate(timeout=240) for p in procs]
+    for proc, (_, err) in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, err[-2000:]
+    return [out.strip() for out, _ in outputs]
+
+
+def test_processes_store_one_snapshot_and_trust_it(archive: Path, tmp_path: Path) -> None:
+    # Processes of their own (the racy window as shipped): the folder settles first.
+    folder = tmp_path / "folder"
+    shutil.copytree(archive, folder)
+    time.sleep(folder_survey.RACY_NS / 1e9 + 0.1)
+    index = tmp_path / "index"
+    # Several index it at once, each storing its snapshot in its own transaction ...
+    cold = _processes(folder, index, 3)
+    # (one that starts after another's transaction may already trust its snapshot)
+    found = [[line.split()[i] for i in (0, 2, 3)] for line in cold]
+    assert found == [["1", f"{3 * _SLIDES}", "None"]] * 3, cold
+    (db,) = index.glob("*.sqlite")
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    assert _snapshots(index) == 1
+    # ... and the next ones, at once too, trust it: nothing parsed, the same answers.
+    warm = _processes(folder, index, 3)
+    assert warm == [f"1 0 {3 * _SLIDES} None True"] * 3
