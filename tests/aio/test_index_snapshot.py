@@ -9,12 +9,11 @@ archive (``benchmarks/scale_data.py``) made just now; their directories count as
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import os
 import shutil
 import sqlite3
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,7 +24,7 @@ import pytest
 import dicomslide
 from benchmarks.scale_data import make_data
 from dicomslide.sources import folder_survey, local_index
-from tests.support.processes import ROOT
+from tests.support.processes import run_python
 
 _SLIDES = 6
 
@@ -337,21 +336,13 @@ asyncio.run(main())
 
 
 def _processes(folder: Path, index: Path, count: int) -> list[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", _WORKER, str(folder), str(index)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
+    """Run ``count`` worker processes at once (a thread waits for each)."""
+    with concurrent.futures.ThreadPoolExecutor(count) as pool:
+        done = list(
+            pool.map(lambda _: run_python("-c", _WORKER, str(folder), str(index)), range(count))
         )
-        for _ in range(count)
-    ]
-    outputs = [p.communicate(timeout=240) for p in procs]
-    for proc, (_, err) in zip(procs, outputs, strict=True):
-        assert proc.returncode == 0, err[-2000:]
-    return [out.strip() for out, _ in outputs]
+    assert [p.returncode for p in done] == [0] * count, [p.stderr[-2000:] for p in done]
+    return [p.stdout.strip() for p in done]
 
 
 def test_processes_store_one_snapshot_and_trust_it(archive: Path, tmp_path: Path) -> None:
