@@ -113,6 +113,7 @@ from dicomslide.sources.local_index import (
 from dicomslide.sources.protocol import EncodedFrame, Source
 from dicomslide.sources.qido_match import is_exact, normalize_keyword, value_matches
 from dicomslide.sources.runtime import SourceRuntime
+from dicomslide.sources.walked_layout import open_frame_layout
 
 __all__ = ["DICOMfileClient", "IndexSummary"]
 
@@ -257,7 +258,8 @@ def _build_frame_source(path: str) -> _FrameSource:
         if header.transfer_syntax_uid != part10.DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
             if header.dataset is None or header.pixel_data is None:
                 raise InvalidDataError("no Pixel Data element")
-            layout = part10.build_frame_layout(
+            # Frames are located as reads need them when that is exact (see walked_layout).
+            layout = open_frame_layout(
                 header.dataset,
                 header.pixel_data,
                 header.transfer_syntax_uid,
@@ -770,8 +772,12 @@ class DICOMfileClient:
                 source = await self._frame_source(instance, rebuild=attempt > 0)
                 _check_frame_numbers(numbers, source.layout.number_of_frames, sop_instance_uid)
                 state = _ReadState(instance.path, sop_instance_uid, source)
-                jobs = _plan_reads(source.layout, numbers)
                 try:
+                    if not source.layout.complete:
+                        await asyncio.to_thread(
+                            self._locate_frames, instance, source, max(numbers)
+                        )
+                    jobs = _plan_reads(source.layout, numbers)
                     first = await asyncio.to_thread(_read_frames, state, jobs[0])
                 except _StaleFrameTableError:
                     _close_state(state)
@@ -983,14 +989,41 @@ class DICOMfileClient:
                     layout = part10.FrameLayout(*table, encapsulated=True)
                     return _FrameSource((st.st_size, st.st_mtime_ns), layout, syntax)
         source = _build_frame_source(instance.path)
+        self._remember_frame_table(instance, source)
+        return source
+
+    def _remember_frame_table(self, instance: IndexedInstance, source: _FrameSource) -> None:
         if (
-            encapsulated
-            and source.inflated is None
+            source.inflated is None
             and source.layout.encapsulated
+            and source.layout.complete
             and source.stat_key == instance.identity[:2]
         ):
             self._store.remember_frame_table(instance, source.layout.starts, source.layout.stops)
-        return source
+
+    def _locate_frames(
+        self, instance: IndexedInstance, source: _FrameSource, frame_number: int
+    ) -> None:
+        """Walk a walked layout's fragments up to a frame (in a worker thread)."""
+        try:
+            with open(instance.path, "rb") as fp:
+                fd = fp.fileno()
+                st = os.fstat(fd)
+                if (st.st_size, st.st_mtime_ns) != source.stat_key:
+                    raise _StaleFrameTableError
+                located = source.layout.locate(
+                    frame_number, lambda offset, size: _pread(fd, size, offset)
+                )
+        except FileNotFoundError as exc:
+            raise NotFoundError(
+                f"{instance.path} (SOP Instance UID {instance.sop_uid}) was deleted"
+            ) from exc
+        except InvalidDataError as exc:
+            raise InvalidDataError(
+                f"{instance.path}, SOP Instance UID {instance.sop_uid}: {exc}"
+            ) from exc
+        if located:
+            self._remember_frame_table(instance, source)
 
     def _store_frame_source(self, sop_uid: str, source: _FrameSource) -> None:
         # Evicted temporary files close once the last reader drops its reference.
