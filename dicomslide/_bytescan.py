@@ -50,6 +50,23 @@ def find_all(buf: npt.NDArray[np.uint8], pattern: bytes, first: int = 0) -> npt.
         for at in range(0, limit, _CHUNK)
     ]
     hits = np.concatenate(parts).astype(np.int64)
+    if 1 < len(pattern) <= 8:
+        # The whole pattern compared as one number per candidate (one gather, not one per
+        # byte); candidates too near the end for an 8-byte read go byte by byte below.
+        near = hits + 8 > buf.size
+        inside = hits[~near]
+        mask = (1 << 8 * len(pattern)) - 1
+        word = gather(buf, inside, "<u8") & np.uint64(mask)
+        matched = inside[word == np.uint64(int.from_bytes(pattern, "little"))]
+        hits = np.concatenate([matched, _filtered(buf, hits[near], pattern, first)])
+        return hits
+    return _filtered(buf, hits, pattern, first)
+
+
+def _filtered(
+    buf: npt.NDArray[np.uint8], hits: npt.NDArray[np.int64], pattern: bytes, first: int
+) -> npt.NDArray[np.int64]:
+    """The candidates whose bytes are ``pattern`` (byte ``first`` is known to match)."""
     for k, byte in enumerate(pattern):
         if k != first and hits.size:
             hits = hits[buf[hits + k] == byte]

@@ -59,6 +59,7 @@ of one request are read in file order with ``os.pread``, several per worker-thre
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import os
 import re
@@ -532,7 +533,12 @@ class DICOMfileClient:
         IndexSummary
             Counts, failures and where the index is persisted
         """
-        return (await self._ensure_index()).summary
+        summary = (await self._ensure_index()).summary
+        if self._store.save_error is not None:  # the write deferred by build_index failed
+            return dataclasses.replace(
+                summary, index_file=None, persist_error=self._store.save_error
+            )
+        return summary
 
     # ----------------------------------------------------------------------------------------
     # Searches
