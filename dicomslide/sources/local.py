@@ -95,7 +95,12 @@ from dicomslide.errors import (
     UnsupportedError,
     UsageError,
 )
-from dicomslide.perframe import extract_z_offsets, get_value, remember_z_offsets
+from dicomslide.perframe import (
+    extract_frame_positions,
+    extract_z_offsets,
+    get_value,
+    remember_z_offsets,
+)
 from dicomslide.sources import part10
 from dicomslide.sources.header_codec import decode_header
 from dicomslide.sources.local_index import (
@@ -243,6 +248,9 @@ def _find_z_offsets(ds: Dataset) -> ZOffsets | None:
     try:
         # As dicomslide.geometry.get_focal_plane_offsets asks.
         number_of_frames = int(get_value(ds, _NUMBER_OF_FRAMES, 1) or 1)
+        # The slide needs every frame's position of such an image: parsed now (and kept on
+        # the data set), the Z offsets come from them instead of a search of their own.
+        extract_frame_positions(ds, number_of_frames)
         offsets = sorted(extract_z_offsets(ds, number_of_frames))
     except (DicomSlideError, TypeError, ValueError):
         return None

@@ -142,3 +142,30 @@ def test_a_file_changed_between_reads_is_walked_afresh(
 
     got = asyncio.run(run())
     assert got == {1: _padded(truth[0]), FRAMES: _padded(truth[-1])}
+
+
+def test_a_cold_open_reads_the_per_frame_items_once(
+    sparse: tuple[Path, list[bytes]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dicomslide import perframe
+
+    folder, _ = sparse
+    calls: dict[str, int] = {"_quick": 0, "_scan_z_values": 0}
+    for name in calls:
+        original = getattr(perframe, name)
+
+        def counted(*args: Any, _name: str = name, _original: Any = original) -> Any:
+            calls[_name] += 1
+            return _original(*args)
+
+        monkeypatch.setattr(perframe, name, counted)
+
+    async def run() -> Any:
+        async with dicomslide.DICOMfileClient(folder, index_dir=tmp_path / "index") as client:
+            (slide,) = await dicomslide.find_slides(client)
+            return await slide.get_image_region((0, 0), 0, (256, 256))
+
+    region = asyncio.run(run())
+    assert region.shape[:2] == (256, 256)
+    # The positions, parsed while the metadata is read, give the Z offsets too.
+    assert calls == {"_quick": 1, "_scan_z_values": 0}
