@@ -265,15 +265,9 @@ def _build_frame_source(path: str) -> _FrameSource:
         fd = fp.fileno()
         header = part10.read_part10_header(fp, specific_tags=part10.LAYOUT_TAGS)
         if header.transfer_syntax_uid != part10.DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
-            if header.dataset is None or header.pixel_data is None:
-                raise InvalidDataError("no Pixel Data element")
             # Frames are located as reads need them when that is exact (see walked_layout).
             layout = open_frame_layout(
-                header.dataset,
-                header.pixel_data,
-                header.transfer_syntax_uid,
-                lambda offset, size: _pread(fd, size, offset),
-                st.st_size,
+                header, lambda offset, size: _pread(fd, size, offset), st.st_size
             )
             return _FrameSource((st.st_size, st.st_mtime_ns), layout, header.transfer_syntax_uid)
         # The temporary file lives in the cache with the layout that points into it.

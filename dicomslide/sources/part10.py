@@ -289,19 +289,10 @@ class FrameLayout:
         return True
 
     def locate(self, frame_number: int, read_at: ReadAt) -> bool:
-        """Make sure frames up to ``frame_number`` are located (see :meth:`span`).
+        """Locate the frames up to ``frame_number`` (one-based) before :meth:`span` is asked.
 
-        Parameters
-        ----------
-        frame_number: int
-            One-based frame number
-        read_at: ReadAt
-            Random access to the file the layout was built from
-
-        Returns
-        -------
-        bool
-            Whether this call located the last frames (always False here: every frame is)
+        ``read_at`` reads the file the layout was built from. Returns whether this call
+        located the last frames: never here, where every frame is located from the start.
         """
         return False
 

@@ -25,14 +25,13 @@ from collections.abc import Iterator
 from typing import Final
 
 import numpy as np
-from pydicom import Dataset
 
 from dicomslide.errors import InvalidDataError
 from dicomslide.sources.part10 import (
     FRAME_START_MARKERS,
     FragmentRun,
     FrameLayout,
-    PixelDataElement,
+    Part10Header,
     ReadAt,
     build_encapsulated_layout,
     build_frame_layout,
@@ -106,25 +105,12 @@ class WalkedLayout(FrameLayout):
         return self._runs is None and self._error is None
 
     def locate(self, frame_number: int, read_at: ReadAt) -> bool:
-        """Walk the fragments until frame ``frame_number`` is located.
+        """Walk the fragments until frame ``frame_number`` is located (see FrameLayout).
 
-        Parameters
-        ----------
-        frame_number: int
-            One-based frame number
-        read_at: ReadAt
-            Random access to the file the layout was built from (the caller checks that
-            it has not changed)
-
-        Returns
-        -------
-        bool
-            Whether this call located the last frames
-
-        Raises
-        ------
-        dicomslide.errors.InvalidDataError
-            If the file is found to be broken on the way (as the exact scan says)
+        ``read_at`` reads the file the layout was built from, which the caller checked has
+        not changed. Returns whether this call located the last frames. A broken file raises
+        :class:`dicomslide.errors.InvalidDataError` (what the exact scan says) when the walk
+        reaches the fault, and on every call after.
         """
         with self._lock:
             if self._error is not None:
@@ -142,18 +128,7 @@ class WalkedLayout(FrameLayout):
             return self._runs is None
 
     def span(self, frame_number: int) -> tuple[int, int]:
-        """Return the byte range to read for one located frame.
-
-        Parameters
-        ----------
-        frame_number: int
-            One-based frame number, at most the last located one
-
-        Returns
-        -------
-        tuple[int, int]
-            Absolute start offset and length in bytes
-        """
+        """As :meth:`FrameLayout.span`, for a located frame only (else IndexError)."""
         if frame_number > self.known:
             raise IndexError(f"frame {frame_number} is not located yet (call locate first)")
         return super().span(frame_number)
@@ -199,23 +174,13 @@ class WalkedLayout(FrameLayout):
         self.known, self._runs = self.number_of_frames, None
 
 
-def open_frame_layout(
-    dataset: Dataset,
-    pixel_data: PixelDataElement,
-    transfer_syntax_uid: str,
-    read_at: ReadAt,
-    file_size: int,
-) -> FrameLayout:
+def open_frame_layout(header: Part10Header, read_at: ReadAt, file_size: int) -> FrameLayout:
     """A walked layout when the frames can be located on demand, else the exact one.
 
     Parameters
     ----------
-    dataset: pydicom.Dataset
-        Data set up to the pixel data (see :func:`dicomslide.sources.part10.build_frame_layout`)
-    pixel_data: PixelDataElement
-        Where the pixel data element is
-    transfer_syntax_uid: str
-        Transfer Syntax UID of the pixel data
+    header: dicomslide.sources.part10.Part10Header
+        The file's header, read with at least the ``LAYOUT_TAGS`` and with Pixel Data
     read_at: ReadAt
         Random access to the file
     file_size: int
@@ -225,15 +190,11 @@ def open_frame_layout(
     -------
     FrameLayout
         A :class:`WalkedLayout` with no frame located yet, or the layout
-        :func:`~dicomslide.sources.part10.build_frame_layout` builds
-
-    Raises
-    ------
-    dicomslide.errors.InvalidDataError
-        As :func:`~dicomslide.sources.part10.build_frame_layout` does
-    dicomslide.errors.UnsupportedError
-        Likewise
+        :func:`~dicomslide.sources.part10.build_frame_layout` builds (and its errors)
     """
+    dataset, pixel_data, syntax = header.dataset, header.pixel_data, header.transfer_syntax_uid
+    if dataset is None or pixel_data is None:
+        raise InvalidDataError("no Pixel Data element")
     try:
         number_of_frames = int(dataset.get("NumberOfFrames") or 1)
     except (TypeError, ValueError):
@@ -241,7 +202,7 @@ def open_frame_layout(
     walkable = (
         pixel_data.tag == _PIXEL_DATA
         and pixel_data.length is None
-        and transfer_syntax_uid in FRAME_START_MARKERS
+        and syntax in FRAME_START_MARKERS
         and number_of_frames > 1
         and "ExtendedOffsetTable" not in dataset
         and pixel_data.value_offset + 2 * len(_EMPTY_ITEM) <= file_size
@@ -249,7 +210,5 @@ def open_frame_layout(
         and read_at(file_size - len(_DELIMITER), len(_DELIMITER)) == _DELIMITER
     )
     if walkable:
-        return WalkedLayout(
-            number_of_frames, file_size, pixel_data.value_offset, transfer_syntax_uid
-        )
-    return build_frame_layout(dataset, pixel_data, transfer_syntax_uid, read_at, file_size)
+        return WalkedLayout(number_of_frames, file_size, pixel_data.value_offset, syntax)
+    return build_frame_layout(dataset, pixel_data, syntax, read_at, file_size)

@@ -40,6 +40,15 @@ async def _frames(folder: Path, index: Path, numbers: list[int]) -> tuple[dict[i
         return got, client._store.frame_table(index_entry)
 
 
+def _copy(folder: Path, tmp_path: Path, cut: int = 0) -> Path:
+    """A folder with a copy of the sparse file, its last ``cut`` bytes left out."""
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    data = (folder / "sparse.dcm").read_bytes()
+    (copy / "sparse.dcm").write_bytes(data[: len(data) - cut])
+    return copy
+
+
 def _padded(frame: bytes) -> bytes:
     return frame + b"\x00" * (len(frame) % 2)
 
@@ -108,11 +117,7 @@ def test_later_reads_walk_on_and_the_whole_table_is_remembered(
 def test_a_truncated_copy_fails_on_its_first_read_as_before(
     sparse: tuple[Path, list[bytes]], tmp_path: Path
 ) -> None:
-    folder, _ = sparse
-    copy = tmp_path / "copy"
-    copy.mkdir()
-    data = (folder / "sparse.dcm").read_bytes()
-    (copy / "sparse.dcm").write_bytes(data[: len(data) - 5000])
+    copy = _copy(sparse[0], tmp_path, cut=5000)
     with pytest.raises(dicomslide.InvalidDataError, match=r"truncated|beyond the end"):
         asyncio.run(_frames(copy, tmp_path / "index", [1]))
 
@@ -120,11 +125,9 @@ def test_a_truncated_copy_fails_on_its_first_read_as_before(
 def test_a_file_changed_between_reads_is_walked_afresh(
     sparse: tuple[Path, list[bytes]], tmp_path: Path
 ) -> None:
-    folder, truth = sparse
-    copy = tmp_path / "copy"
-    copy.mkdir()
+    truth = sparse[1]
+    copy = _copy(sparse[0], tmp_path)
     path = copy / "sparse.dcm"
-    path.write_bytes((folder / "sparse.dcm").read_bytes())
 
     async def run() -> dict[int, bytes]:
         async with dicomslide.DICOMfileClient(copy, index_dir=tmp_path / "index") as client:
