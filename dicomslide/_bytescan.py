@@ -46,7 +46,7 @@ def find_all(buf: npt.NDArray[np.uint8], pattern: bytes, first: int = 0) -> npt.
         return np.empty(0, dtype=np.int64)
     # A chunk at a time: a comparison over the whole of a 9 MB value would allocate 9 MB.
     parts = [
-        np.flatnonzero(buf[first + at : first + min(limit, at + _CHUNK)] == pattern[first]) + at
+        _candidates(buf, pattern, first, at, min(limit, at + _CHUNK))
         for at in range(0, limit, _CHUNK)
     ]
     hits = np.concatenate(parts).astype(np.int64)
@@ -61,6 +61,18 @@ def find_all(buf: npt.NDArray[np.uint8], pattern: bytes, first: int = 0) -> npt.
         hits = np.concatenate([matched, _filtered(buf, hits[near], pattern, first)])
         return hits
     return _filtered(buf, hits, pattern, first)
+
+
+def _candidates(
+    buf: npt.NDArray[np.uint8], pattern: bytes, first: int, begin: int, end: int
+) -> npt.NDArray[np.int64]:
+    """Offsets in ``[begin, end)`` where byte ``first`` of the pattern (and the next) match."""
+    equal = buf[first + begin : first + end] == pattern[first]
+    if first + 1 < len(pattern):
+        # The next byte too: a byte such as 0x06 is everywhere in binary values, and every
+        # candidate costs more later than this second comparison costs now.
+        equal &= buf[first + begin + 1 : first + end + 1] == pattern[first + 1]
+    return np.flatnonzero(equal) + begin
 
 
 def _filtered(
