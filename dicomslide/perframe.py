@@ -32,7 +32,7 @@ from pydicom.dataelem import RawDataElement
 from pydicom.filereader import read_dataset
 from pydicom.tag import BaseTag
 
-from dicomslide._bytescan import distinct_rows, find_all, gather, item_chain
+from dicomslide._bytescan import distinct_rows, find_all, gather, item_chain, rarest
 from dicomslide._docs import borrowed_doc
 from dicomslide._tags import (
     COLUMN_POSITION as _COLUMN_POSITION,
@@ -334,8 +334,7 @@ def _numbers(
     """Owners and values of a fixed-width number element; None when an item holds two."""
     width = np.dtype(dtype).itemsize
     header = _header(tag, vr, implicit, width)
-    # The element number's low byte is rarer than the group's in these items.
-    hits = find_all(buf, header, first=2)
+    hits = find_all(buf, header, first=rarest(buf, header))
     hits = hits[hits + len(header) + width <= buf.size]
     owner = _owners(starts, hits)
     if owner is None:
@@ -351,7 +350,7 @@ def _texts(
     The values of one image are nearly all equal, so each distinct encoding is decoded once.
     """
     header = _header(tag, vr, implicit, None)
-    hits = find_all(buf, header, first=2)
+    hits = find_all(buf, header, first=rarest(buf, header))
     size = 4 if implicit else 2
     hits = hits[hits + len(header) + size <= buf.size]
     owner = _owners(starts, hits)
