@@ -22,7 +22,9 @@ The index is persisted as one SQLite database in ``index_dir`` (default:
 of the resolved folder path and the ``recursive`` flag (see
 :mod:`dicomslide.sources.local_index`). If that directory is not writable the index lives in
 memory only. Several processes may open the same folder at once: writes are transactions
-under SQLite's lock, and each names the file identity it was computed for.
+under SQLite's lock, and each names the file identity it was computed for. A large header
+(a sparse image's per-frame items) is written while the slide opens, in one transaction as
+well (see :meth:`dicomslide.sources.local_index.IndexStore.save_later`).
 
 Invalidation: every client lists the directories that changed and ``stat``\\ s every file
 once when it indexes; a file whose identity (size, modification time, inode, status-change
@@ -48,12 +50,14 @@ the samples are floats.
 Frames
 ------
 Frames are located without reading the whole file (see :mod:`dicomslide.sources.part10`):
-offset tables or one scan of item headers for encapsulated pixel data, arithmetic for native
-pixel data (Float and Double Float Pixel Data included). The frame table of an instance is
-cached in memory, keyed by SOP Instance UID and the file's ``(size, mtime_ns)``, and that
-of an encapsulated file also in the index, by file identity. Deflated
-files are inflated once into an anonymous temporary file (a bounded number are kept). Frames
-of one request are read in file order with ``os.pread``, several per worker-thread job.
+offset tables or one scan of item headers for encapsulated pixel data (without an offset
+table, only as far as the frames read so far: :mod:`dicomslide.sources.walked_layout`),
+arithmetic for native pixel data (Float and Double Float Pixel Data included). The frame
+table of an instance is cached in memory, keyed by SOP Instance UID and the file's
+``(size, mtime_ns)``, and that of an encapsulated file also in the index, by file identity
+(once complete). Deflated files are inflated once into an anonymous temporary file (a
+bounded number are kept). Frames of one request are read in file order with ``os.pread``,
+several per worker-thread job.
 """
 
 from __future__ import annotations
