@@ -19,6 +19,7 @@ import dicomslide
 from benchmarks.scale_data import make_data
 from dicomslide.sources import local as local_module, part10
 from dicomslide.sources.walked_layout import WalkedLayout
+from tests.support.processes import run_python
 
 FRAMES = 4000
 
@@ -172,3 +173,26 @@ def test_a_cold_open_reads_the_per_frame_items_once(
     assert region.shape[:2] == (256, 256)
     # The positions, parsed while the metadata is read, give the Z offsets too.
     assert calls == {"_quick": 1, "_scan_z_values": 0}
+
+
+_COLD_OPEN = """
+import asyncio, sys
+import dicomslide
+
+async def main():
+    async with dicomslide.DICOMfileClient(sys.argv[1], index_dir=sys.argv[2]) as client:
+        (slide,) = await dicomslide.find_slides(client)
+        await slide.get_image_region((0, 0), 0, (256, 256))
+
+asyncio.run(main())
+print("numpy.ma" in sys.modules)
+"""
+
+
+def test_a_cold_open_does_not_import_numpy_ma(
+    sparse: tuple[Path, list[bytes]], tmp_path: Path
+) -> None:
+    # numpy 2.4's unique() without indices imports numpy.ma: 10-30 ms of a cold open.
+    done = run_python("-c", _COLD_OPEN, str(sparse[0]), str(tmp_path / "index"))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
