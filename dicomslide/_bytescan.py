@@ -13,6 +13,7 @@ from typing import Final
 
 import numpy as np
 import numpy.typing as npt
+from numpy.lib.stride_tricks import as_strided
 
 __all__ = ["ITEM_TAG", "distinct_rows", "find_all", "gather", "item_chain", "rarest"]
 
@@ -20,7 +21,6 @@ __all__ = ["ITEM_TAG", "distinct_rows", "find_all", "gather", "item_chain", "rar
 ITEM_TAG: Final = b"\xfe\xff\x00\xe0"
 _UNDEFINED: Final = 0xFFFFFFFF
 _CHUNK: Final = 1 << 20
-_GATHER_CHUNK: Final = 1 << 15
 #: Bytes whose frequencies choose the byte to search for (see rarest).
 _SAMPLE: Final = 1 << 18
 
@@ -123,14 +123,13 @@ def gather(buf: npt.NDArray[np.uint8], at: npt.NDArray[np.int64], dtype: str) ->
         The numbers
     """
     width = np.dtype(dtype).itemsize
-    out = np.empty(at.size, dtype=dtype)
-    lanes = np.arange(width)
-    # The bytes of each number taken at once (a third of the time of a masked view per
-    # alignment), a chunk of offsets at a time: the index array is 8 x width bytes each.
-    for begin in range(0, at.size, _GATHER_CHUNK):
-        part = at[begin : begin + _GATHER_CHUNK]
-        out[begin : begin + part.size] = buf[part[:, None] + lanes].view(dtype).reshape(-1)
-    return out
+    if buf.size < width:
+        return np.empty(0, dtype=dtype)
+    # Rows of a view with a row at every byte: indexing it copies each number's bytes at
+    # once, with no index array per byte (a quarter of the time of a masked view per
+    # alignment, which was a fifth of opening a sparse image's first region).
+    rows = as_strided(buf, shape=(buf.size - width + 1, width), strides=(1, 1), writeable=False)
+    return rows[at].view(dtype).reshape(-1)
 
 
 def item_chain(

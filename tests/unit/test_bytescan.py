@@ -159,9 +159,8 @@ def test_frames_sharing_a_cell_leave_the_later_one() -> None:
 def test_find_all_and_gather_agree_with_a_plain_search(
     seed: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Small chunks and gathers: hits across chunk borders and at the very end of the buffer.
+    # Small chunks: hits across chunk borders and at the very end of the buffer.
     monkeypatch.setattr(_bytescan, "_CHUNK", 97)
-    monkeypatch.setattr(_bytescan, "_GATHER_CHUNK", 13)
     rng = np.random.default_rng(seed)
     data = bytes(rng.integers(0, 4, 3000, dtype=np.uint8))  # few symbols: many hits
     buf = np.frombuffer(data, dtype=np.uint8)
