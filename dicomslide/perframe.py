@@ -32,7 +32,14 @@ from pydicom.dataelem import RawDataElement
 from pydicom.filereader import read_dataset
 from pydicom.tag import BaseTag
 
-from dicomslide._bytescan import distinct_rows, find_all, gather, item_chain, rarest
+from dicomslide._bytescan import (
+    distinct_rows,
+    find_all,
+    gather,
+    item_chain,
+    rarest,
+    take_rows,
+)
 from dicomslide._docs import borrowed_doc
 from dicomslide._tags import (
     COLUMN_POSITION as _COLUMN_POSITION,
@@ -363,11 +370,17 @@ def _texts(
     longest = int(lengths.max())
     if longest > 64 or int((values_at + lengths).max()) > buf.size:
         return None  # not a short text: the element walker decides
-    # Column by column: an index array of every byte would cost 8 bytes per byte.
-    table = np.zeros((hits.size, max(longest, 1)), dtype=np.uint8)
-    for column in range(longest):
-        inside = lengths > column
-        table[inside, column] = buf[values_at[inside] + column]
+    width = max(longest, 1)
+    if int(values_at.max()) + width <= buf.size:
+        # Every value's bytes at once, then what lies past each one's length cleared.
+        table = take_rows(buf, values_at, width)
+        table[np.arange(width) >= lengths[:, None]] = 0
+    else:
+        # Column by column (the last value ends the buffer).
+        table = np.zeros((hits.size, width), dtype=np.uint8)
+        for column in range(longest):
+            inside = lengths > column
+            table[inside, column] = buf[values_at[inside] + column]
     distinct, codes = distinct_rows(table)
     texts = [bytes(row).decode("ascii").strip(" \x00") for row in distinct]
     return owner, codes, texts
