@@ -13,13 +13,24 @@ from typing import Final
 
 import numpy as np
 import numpy.typing as npt
+from numpy.lib.stride_tricks import as_strided
 
-__all__ = ["ITEM_TAG", "distinct_rows", "find_all", "gather", "item_chain"]
+__all__ = [
+    "ITEM_TAG",
+    "distinct_rows",
+    "find_all",
+    "gather",
+    "item_chain",
+    "rarest",
+    "take_rows",
+]
 
 #: Item tag (FFFE,E000), little endian.
 ITEM_TAG: Final = b"\xfe\xff\x00\xe0"
 _UNDEFINED: Final = 0xFFFFFFFF
 _CHUNK: Final = 1 << 20
+#: Bytes whose frequencies choose the byte to search for (see rarest).
+_SAMPLE: Final = 1 << 18
 
 
 def find_all(buf: npt.NDArray[np.uint8], pattern: bytes, first: int = 0) -> npt.NDArray[np.int64]:
@@ -45,10 +56,57 @@ def find_all(buf: npt.NDArray[np.uint8], pattern: bytes, first: int = 0) -> npt.
         return np.empty(0, dtype=np.int64)
     # A chunk at a time: a comparison over the whole of a 9 MB value would allocate 9 MB.
     parts = [
-        np.flatnonzero(buf[first + at : first + min(limit, at + _CHUNK)] == pattern[first]) + at
+        _candidates(buf, pattern, first, at, min(limit, at + _CHUNK))
         for at in range(0, limit, _CHUNK)
     ]
     hits = np.concatenate(parts).astype(np.int64)
+    if 1 < len(pattern) <= 8:
+        # The whole pattern compared as one number per candidate (one gather, not one per
+        # byte); candidates too near the end for an 8-byte read go byte by byte below.
+        near = hits + 8 > buf.size
+        inside = hits[~near]
+        mask = (1 << 8 * len(pattern)) - 1
+        word = gather(buf, inside, "<u8") & np.uint64(mask)
+        matched = inside[word == np.uint64(int.from_bytes(pattern, "little"))]
+        hits = np.concatenate([matched, _filtered(buf, hits[near], pattern, first)])
+        return hits
+    return _filtered(buf, hits, pattern, first)
+
+
+def _candidates(
+    buf: npt.NDArray[np.uint8], pattern: bytes, first: int, begin: int, end: int
+) -> npt.NDArray[np.int64]:
+    """Offsets in ``[begin, end)`` where byte ``first`` of the pattern matches."""
+    return np.flatnonzero(buf[first + begin : first + end] == pattern[first]) + begin
+
+
+def rarest(buf: npt.NDArray[np.uint8], pattern: bytes) -> int:
+    """The index of the pattern byte least frequent in (the start of) ``buf``.
+
+    For :func:`find_all`'s ``first``: each occurrence of that byte is a candidate, and a
+    byte such as 0x06 is everywhere in binary values (the search for an absent optical
+    path identifier of a sparse image went from ~8 ms to ~1 ms this way).
+
+    Parameters
+    ----------
+    buf: numpy.ndarray
+        The bytes, as a one-dimensional uint8 array
+    pattern: bytes
+        What will be looked for (not empty)
+
+    Returns
+    -------
+    int
+        An index into ``pattern``
+    """
+    counts = np.bincount(buf[:_SAMPLE], minlength=256)
+    return min(range(len(pattern)), key=lambda k: (int(counts[pattern[k]]), k))
+
+
+def _filtered(
+    buf: npt.NDArray[np.uint8], hits: npt.NDArray[np.int64], pattern: bytes, first: int
+) -> npt.NDArray[np.int64]:
+    """The candidates whose bytes are ``pattern`` (byte ``first`` is known to match)."""
     for k, byte in enumerate(pattern):
         if k != first and hits.size:
             hits = hits[buf[hits + k] == byte]
@@ -72,16 +130,35 @@ def gather(buf: npt.NDArray[np.uint8], at: npt.NDArray[np.int64], dtype: str) ->
     numpy.ndarray
         The numbers
     """
-    width = np.dtype(dtype).itemsize
-    out = np.empty(at.size, dtype=dtype)
-    # Through views of the buffer at each alignment: no index array of width x len(at).
-    phase = at % width
-    for shift in range(width):
-        chosen = phase == shift
-        if chosen.any():
-            view = np.frombuffer(buf, dtype=dtype, count=(buf.size - shift) // width, offset=shift)
-            out[chosen] = view[(at[chosen] - shift) // width]
-    return out
+    return take_rows(buf, at, np.dtype(dtype).itemsize).view(dtype).reshape(-1)
+
+
+def take_rows(
+    buf: npt.NDArray[np.uint8], at: npt.NDArray[np.int64], width: int
+) -> npt.NDArray[np.uint8]:
+    """The ``width`` bytes at each offset, one row each (offsets must fit).
+
+    Parameters
+    ----------
+    buf: numpy.ndarray
+        The bytes, as a one-dimensional uint8 array
+    at: numpy.ndarray
+        Offsets
+    width: int
+        Bytes per row
+
+    Returns
+    -------
+    numpy.ndarray
+        A new ``(len(at), width)`` uint8 array
+    """
+    if buf.size < width:
+        return np.empty((0, width), dtype=np.uint8)
+    # Rows of a view with a row at every byte: indexing it copies each row's bytes at once,
+    # with no index array per byte (a quarter of the time of a masked view per alignment,
+    # which was a fifth of opening a sparse image's first region).
+    rows = as_strided(buf, shape=(buf.size - width + 1, width), strides=(1, 1), writeable=False)
+    return rows[at]
 
 
 def item_chain(

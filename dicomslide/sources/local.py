@@ -22,7 +22,9 @@ The index is persisted as one SQLite database in ``index_dir`` (default:
 of the resolved folder path and the ``recursive`` flag (see
 :mod:`dicomslide.sources.local_index`). If that directory is not writable the index lives in
 memory only. Several processes may open the same folder at once: writes are transactions
-under SQLite's lock, and each names the file identity it was computed for.
+under SQLite's lock, and each names the file identity it was computed for. A large header
+(a sparse image's per-frame items) is written while the slide opens, in one transaction as
+well (see :meth:`dicomslide.sources.local_index.IndexStore.save_later`).
 
 Invalidation: every client lists the directories that changed and ``stat``\\ s every file
 once when it indexes; a file whose identity (size, modification time, inode, status-change
@@ -52,17 +54,20 @@ the samples are floats.
 Frames
 ------
 Frames are located without reading the whole file (see :mod:`dicomslide.sources.part10`):
-offset tables or one scan of item headers for encapsulated pixel data, arithmetic for native
-pixel data (Float and Double Float Pixel Data included). The frame table of an instance is
-cached in memory, keyed by SOP Instance UID and the file's ``(size, mtime_ns)``, and that
-of an encapsulated file also in the index, by file identity. Deflated
-files are inflated once into an anonymous temporary file (a bounded number are kept). Frames
-of one request are read in file order with ``os.pread``, several per worker-thread job.
+offset tables or one scan of item headers for encapsulated pixel data (without an offset
+table, only as far as the frames read so far: :mod:`dicomslide.sources.walked_layout`),
+arithmetic for native pixel data (Float and Double Float Pixel Data included). The frame
+table of an instance is cached in memory, keyed by SOP Instance UID and the file's
+``(size, mtime_ns)``, and that of an encapsulated file also in the index, by file identity
+(once complete). Deflated files are inflated once into an anonymous temporary file (a
+bounded number are kept). Frames of one request are read in file order with ``os.pread``,
+several per worker-thread job.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import os
 import re
@@ -98,7 +103,12 @@ from dicomslide.errors import (
     UnsupportedError,
     UsageError,
 )
-from dicomslide.perframe import extract_z_offsets, get_value, remember_z_offsets
+from dicomslide.perframe import (
+    extract_frame_positions,
+    extract_z_offsets,
+    get_value,
+    remember_z_offsets,
+)
 from dicomslide.sources import part10
 from dicomslide.sources.header_codec import decode_header
 from dicomslide.sources.local_index import (
@@ -118,6 +128,7 @@ from dicomslide.sources.protocol import EncodedFrame, Source
 from dicomslide.sources.qido_match import is_exact, normalize_keyword, value_matches
 from dicomslide.sources.runtime import SourceRuntime
 from dicomslide.sources.stored_rows import AsAsked
+from dicomslide.sources.walked_layout import open_frame_layout
 
 __all__ = ["DICOMfileClient", "IndexSummary"]
 
@@ -248,6 +259,9 @@ def _find_z_offsets(ds: Dataset) -> ZOffsets | None:
     try:
         # As dicomslide.geometry.get_focal_plane_offsets asks.
         number_of_frames = int(get_value(ds, _NUMBER_OF_FRAMES, 1) or 1)
+        # The slide needs every frame's position of such an image: parsed now (and kept on
+        # the data set), the Z offsets come from them instead of a search of their own.
+        extract_frame_positions(ds, number_of_frames)
         offsets = sorted(extract_z_offsets(ds, number_of_frames))
     except (DicomSlideError, TypeError, ValueError):
         return None
@@ -262,14 +276,9 @@ def _build_frame_source(path: str) -> _FrameSource:
         fd = fp.fileno()
         header = part10.read_part10_header(fp, specific_tags=part10.LAYOUT_TAGS)
         if header.transfer_syntax_uid != part10.DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
-            if header.dataset is None or header.pixel_data is None:
-                raise InvalidDataError("no Pixel Data element")
-            layout = part10.build_frame_layout(
-                header.dataset,
-                header.pixel_data,
-                header.transfer_syntax_uid,
-                lambda offset, size: _pread(fd, size, offset),
-                st.st_size,
+            # Frames are located as reads need them when that is exact (see walked_layout).
+            layout = open_frame_layout(
+                header, lambda offset, size: _pread(fd, size, offset), st.st_size
             )
             return _FrameSource((st.st_size, st.st_mtime_ns), layout, header.transfer_syntax_uid)
         # The temporary file lives in the cache with the layout that points into it.
@@ -548,7 +557,12 @@ class DICOMfileClient:
         IndexSummary
             Counts, failures and where the index is persisted
         """
-        return (await self._ensure_index()).summary
+        summary = (await self._ensure_index()).summary
+        if self._store.save_error is not None:  # the write deferred by build_index failed
+            return dataclasses.replace(
+                summary, index_file=None, persist_error=self._store.save_error
+            )
+        return summary
 
     # ----------------------------------------------------------------------------------------
     # Searches
@@ -791,8 +805,12 @@ class DICOMfileClient:
                 source = await self._frame_source(instance, rebuild=attempt > 0)
                 _check_frame_numbers(numbers, source.layout.number_of_frames, sop_instance_uid)
                 state = _ReadState(instance.path, sop_instance_uid, source)
-                jobs = _plan_reads(source.layout, numbers)
                 try:
+                    if not source.layout.complete:
+                        await asyncio.to_thread(
+                            self._locate_frames, instance, source, max(numbers)
+                        )
+                    jobs = _plan_reads(source.layout, numbers)
                     first = await asyncio.to_thread(_read_frames, state, jobs[0])
                 except _StaleFrameTableError:
                     _close_state(state)
@@ -1009,14 +1027,41 @@ class DICOMfileClient:
                     layout = part10.FrameLayout(*table, encapsulated=True)
                     return _FrameSource((st.st_size, st.st_mtime_ns), layout, syntax)
         source = _build_frame_source(instance.path)
+        self._remember_frame_table(instance, source)
+        return source
+
+    def _remember_frame_table(self, instance: IndexedInstance, source: _FrameSource) -> None:
         if (
-            encapsulated
-            and source.inflated is None
+            source.inflated is None
             and source.layout.encapsulated
+            and source.layout.complete
             and source.stat_key == instance.identity[:2]
         ):
             self._store.remember_frame_table(instance, source.layout.starts, source.layout.stops)
-        return source
+
+    def _locate_frames(
+        self, instance: IndexedInstance, source: _FrameSource, frame_number: int
+    ) -> None:
+        """Walk a walked layout's fragments up to a frame (in a worker thread)."""
+        try:
+            with open(instance.path, "rb") as fp:
+                fd = fp.fileno()
+                st = os.fstat(fd)
+                if (st.st_size, st.st_mtime_ns) != source.stat_key:
+                    raise _StaleFrameTableError
+                located = source.layout.locate(
+                    frame_number, lambda offset, size: _pread(fd, size, offset)
+                )
+        except FileNotFoundError as exc:
+            raise NotFoundError(
+                f"{instance.path} (SOP Instance UID {instance.sop_uid}) was deleted"
+            ) from exc
+        except InvalidDataError as exc:
+            raise InvalidDataError(
+                f"{instance.path}, SOP Instance UID {instance.sop_uid}: {exc}"
+            ) from exc
+        if located:
+            self._remember_frame_table(instance, source)
 
     def _store_frame_source(self, sop_uid: str, source: _FrameSource) -> None:
         # Evicted temporary files close once the last reader drops its reference.

@@ -813,6 +813,69 @@ class IndexStore:
         self._pending_validated: list[IndexedInstance] = []
         self._pending_z: list[tuple[IndexedInstance, ZOffsets]] = []
         self._lock = threading.Lock()
+        self._memo_lock = threading.Lock()
+        #: Headers parsed by this client and being written (see save_later), by file.
+        self._fresh: dict[str, tuple[Identity, bytes]] = {}
+        self._written_later: dict[str, Identity] = {}
+        self._saving: threading.Thread | None = None
+        self._saving_now = False
+        self._later_tables: list[tuple[IndexedInstance, tuple[np.ndarray, np.ndarray]]] = []
+        #: Why the deferred write failed, if it did.
+        self.save_error: str | None = None
+
+    def save_later(
+        self,
+        parsed: Sequence[tuple[str, Entry]],
+        removed: Sequence[tuple[str, Identity]],
+        dirs: Mapping[str, DirRecord] | None,
+    ) -> None:
+        """Write what indexing found in a thread of its own, while the slides open.
+
+        Writing the 9 MB header of a sparse image of 100,000 frames costs ~25 ms, and
+        SQLite releases the GIL while it writes, so the first region need not wait for
+        it. It is the same single transaction as an immediate write: a process that exits
+        or dies before it commits leaves the index as it was (the files are parsed again
+        next time), never half written. The headers are handed out from memory meanwhile;
+        everything else that needs the database waits for the write (it holds the lock),
+        and :meth:`close` waits for it too. Python waits for the thread at exit.
+
+        Parameters
+        ----------
+        parsed: Sequence[tuple[str, Entry]]
+            Files parsed now
+        removed: Sequence[tuple[str, Identity]]
+            Indexed files that are gone
+        dirs: Mapping[str, DirRecord] | None
+            The directories as listed now (None: unchanged)
+        """
+        self._fresh = {rel: (e[0], e[3]) for rel, e in parsed if e[3] is not None}
+        self._written_later = {rel: e[0] for rel, e in parsed}
+
+        def save() -> None:
+            with self._lock:
+                if self._conn is not None:
+                    try:
+                        _save_entries(self._conn, parsed, removed, dirs)
+                    except sqlite3.Error as exc:
+                        self.save_error = f"{type(exc).__name__}: {exc}"
+                        self._conn.close()
+                        self._conn = None
+                while True:  # then the frame tables found meanwhile
+                    with self._memo_lock:
+                        tables, self._later_tables = self._later_tables, []
+                        if not tables:
+                            self._saving_now = False
+                            return
+                    for instance, table in tables:
+                        if self._conn is not None:
+                            frame_tables.save_frame_table(self._conn, instance, table)
+
+        self._saving_now = True
+        self._saving = threading.Thread(target=save, name="dicomslide-index-write")
+        self._saving.start()
+
+    def _is_being_saved(self, instance: IndexedInstance) -> bool:
+        return self._saving_now and self._written_later.get(instance.relpath) == instance.identity
 
     @contextlib.contextmanager
     def reading(self) -> Iterator[sqlite3.Connection]:
@@ -885,6 +948,14 @@ class IndexStore:
         """
         wanted = {i.relpath: i.identity for i in instances}
         found: dict[str, bytes] = {}
+        for rel in [r for r in self._fresh if r in wanted]:
+            # Parsed by this client: handed out once from memory (the write may be running).
+            identity, header = self._fresh.pop(rel)
+            if identity == wanted[rel]:
+                found[rel] = header
+                del wanted[rel]
+        if not wanted:
+            return found
         paths = list(wanted)
         with self._lock:
             if self._conn is None:
@@ -901,7 +972,7 @@ class IndexStore:
                         if header is not None and wanted.get(rel) == (size, mtime, ino, ctime):
                             found[rel] = bytes(header)
             except sqlite3.Error:
-                return {}  # the files are read instead
+                return {k: v for k, v in found.items() if k not in wanted}  # files are read
         return found
 
     def remember(
@@ -920,7 +991,8 @@ class IndexStore:
             Z offsets just found, by relative path
         """
         by_path = {i.relpath: i for i in instances}
-        with self._lock:
+        # Not the database's lock: a deferred write (see save_later) may hold it.
+        with self._memo_lock:
             for instance in instances:
                 if _key(instance) not in self._validated:
                     self._validated.add(_key(instance))
@@ -930,13 +1002,16 @@ class IndexStore:
                 if owner is not None and self._z_offsets.get(_key(owner)) != value:
                     self._z_offsets[_key(owner)] = value
                     self._pending_z.append((owner, value))
-            if len(self._pending_validated) + len(self._pending_z) >= _FLUSH_AFTER:
+            full = len(self._pending_validated) + len(self._pending_z) >= _FLUSH_AFTER
+        if full:
+            with self._lock:
                 self._flush()
 
     def _flush(self) -> None:
         """Write what :meth:`remember` collected (with the lock held)."""
-        validated, self._pending_validated = self._pending_validated, []
-        found, self._pending_z = self._pending_z, []
+        with self._memo_lock:
+            validated, self._pending_validated = self._pending_validated, []
+            found, self._pending_z = self._pending_z, []
         if self._conn is None or not (validated or found):
             return
         try:
@@ -973,6 +1048,8 @@ class IndexStore:
             Start and stop offsets per frame (see :class:`dicomslide.sources.part10.FrameLayout`),
             None when not remembered
         """
+        if self._is_being_saved(instance):
+            return None  # just parsed: none was remembered for it (do not wait for the write)
         with self._lock:  # kept in a table of its own: see dicomslide.sources.frame_tables
             if self._conn is None:
                 return None
@@ -993,12 +1070,19 @@ class IndexStore:
         starts, stops: numpy.ndarray
             Start and stop offsets per frame
         """
+        with self._memo_lock:
+            if self._saving_now:  # written after the deferred write, not waiting for it
+                self._later_tables.append((instance, (starts, stops)))
+                return
         with self._lock:
             if self._conn is not None:
                 frame_tables.save_frame_table(self._conn, instance, (starts, stops))
 
     def close(self) -> None:
         """Write what is pending and close the database connection."""
+        if self._saving is not None:
+            self._saving.join()
+        self._fresh = {}
         with self._lock:
             self._flush()
             if self._conn is not None:
@@ -1138,7 +1222,10 @@ async def build_index(
         )
 
     removed = [(rel, row[0]) for rel, row in rows.items() if rel not in entries]
-    if conn is not None and (parsed or removed or dirs is not None or settled):
+    # A large header (a sparse image's per-frame items) is written while the slide opens:
+    # see IndexStore.save_later.
+    deferred = any(_is_large(entry[3]) for _, entry in parsed)
+    if conn is not None and (parsed or removed or dirs is not None or settled) and not deferred:
         try:
             await asyncio.to_thread(_save_entries, conn, parsed, removed, dirs)
         except sqlite3.Error as exc:
@@ -1185,5 +1272,7 @@ async def build_index(
         seconds=time.perf_counter() - started,
     )
     store = IndexStore(None if conn is None else index_file, conn, validated, z_offsets)
+    if conn is not None and deferred:
+        store.save_later(parsed, removed, dirs)
     with collector_paused():  # a list per series
         return FolderIndex(instances, summary), store

@@ -34,7 +34,7 @@ from __future__ import annotations
 import struct
 import tempfile
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Final
 
@@ -63,11 +63,13 @@ __all__ = [
     "EXPLICIT_VR_BIG_ENDIAN",
     "EXPLICIT_VR_LITTLE_ENDIAN",
     "FLOAT_BITS_ALLOCATED",
+    "FRAME_START_MARKERS",
     "IMPLICIT_VR_LITTLE_ENDIAN",
     "LAYOUT_TAGS",
     "NATIVE_TRANSFER_SYNTAXES",
     "ElementHeader",
     "FragmentInfo",
+    "FragmentRun",
     "FrameLayout",
     "NotDicomError",
     "Part10Header",
@@ -76,6 +78,7 @@ __all__ = [
     "build_encapsulated_layout",
     "build_frame_layout",
     "build_native_layout",
+    "fragment_runs",
     "coalesce_spans",
     "inflate_body",
     "inflate_layout",
@@ -130,6 +133,8 @@ _FRAME_START_MARKERS: Final[dict[str, tuple[bytes, ...]]] = {
     **dict.fromkeys(J2K_FAMILY, _SOC),
     **dict.fromkeys(JPEG_XL_FAMILY, _JXL),
 }
+#: Codestream start markers per transfer syntax, for telling frames of several fragments apart.
+FRAME_START_MARKERS: Final = _FRAME_START_MARKERS
 _PEEK: Final = 12
 #: Fragments shorter than this have their headers read a window at a time (see _ReadWindow).
 _SMALL_FRAGMENT: Final = 16 << 10
@@ -277,6 +282,19 @@ class FrameLayout:
     def number_of_frames(self) -> int:
         """int: Number of frames."""
         return int(self.starts.shape[0])
+
+    @property
+    def complete(self) -> bool:
+        """bool: Whether every frame is located (a walked layout locates them on demand)."""
+        return True
+
+    def locate(self, frame_number: int, read_at: ReadAt) -> bool:
+        """Locate the frames up to ``frame_number`` (one-based) before :meth:`span` is asked.
+
+        ``read_at`` reads the file the layout was built from. Returns whether this call
+        located the last frames: never here, where every frame is located from the start.
+        """
+        return False
 
     def span(self, frame_number: int) -> tuple[int, int]:
         """Return the byte range to read for one frame.
@@ -737,59 +755,123 @@ def scan_fragments(read_at: ReadAt, file_size: int, first_item_offset: int) -> l
         small = length < _SMALL_FRAGMENT
 
 
+FragmentRun = tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.bool_] | None]
+"""Offsets of item tags, value lengths and (when markers were asked for) whether each value
+starts with one of them, of consecutive fragment items."""
+
+
+def _starts_with(
+    window: npt.NDArray[np.uint8],
+    at: npt.NDArray[np.int64],
+    sizes: npt.NDArray[np.int64],
+    markers: tuple[bytes, ...],
+) -> npt.NDArray[np.bool_]:
+    """Whether the value at each offset of ``window`` (of each size) starts with a marker."""
+    found = np.zeros(at.size, dtype=bool)
+    last = window.size - 1
+    for marker in markers:
+        hit = (sizes >= len(marker)) & (at + len(marker) <= window.size)
+        for k, byte in enumerate(marker):
+            hit &= window[np.minimum(at + k, last)] == byte
+        found |= hit
+    return found
+
+
+def fragment_runs(
+    read_at: ReadAt,
+    file_size: int,
+    first_item_offset: int,
+    markers: tuple[bytes, ...] | None = None,
+) -> Iterator[FragmentRun]:
+    """Fragment items in file order, a run at a time, up to the sequence delimiter.
+
+    Walking 100,000 item headers one by one costs ~3 µs each in Python; while fragments are
+    small, a window of the file is searched for item headers at once and the chain of
+    items through it is proven (:func:`dicomslide._bytescan.item_chain`). Anything the
+    proof does not cover (the sequence delimiter, an error, large fragments) is read header
+    by header, exactly as :func:`scan_fragments` does. The walk goes only as far as the
+    caller takes runs, so that locating the first frames reads only their part of the file.
+
+    Parameters
+    ----------
+    read_at: ReadAt
+        Random access to the file (called only while a run is being taken)
+    file_size: int
+        Size of the file in bytes
+    first_item_offset: int
+        Absolute offset of the first fragment item (just after the Basic Offset Table)
+    markers: tuple[bytes, ...] | None, optional
+        Codestream start markers to test each fragment's first bytes for
+
+    Yields
+    ------
+    FragmentRun
+        Consecutive items: offsets, lengths and (with ``markers``) which start a codestream
+
+    Raises
+    ------
+    dicomslide.errors.InvalidDataError
+        As :func:`scan_fragments` does, when the walk reaches the fault
+    """
+    count, pos, small = 0, first_item_offset, False
+    while True:
+        if small and file_size - pos >= 8:
+            window = np.frombuffer(
+                _read_exact(
+                    read_at, pos, min(_SCAN_WINDOW, file_size - pos), file_size, "item header"
+                ),
+                dtype=np.uint8,
+            )
+            starts, sizes = item_chain(window, 0)
+            if starts.size > 1 and int(starts[-1]) + 8 + _PEEK > window.size:
+                # The first bytes of the last value may lie past the window: the next
+                # window starts with it.
+                starts, sizes = starts[:-1], sizes[:-1]
+            if starts.size:
+                marked = None
+                if markers is not None:
+                    marked = _starts_with(window, starts + 8, sizes, markers)
+                starts = starts + pos
+                ends = starts + 8 + sizes
+                if int(ends[-1]) > file_size:  # ends ascend: only the last can be past
+                    bad = int(np.argmax(ends > file_size))
+                    raise _beyond_end(count + bad, int(starts[bad]), int(sizes[bad]), file_size)
+                count += starts.size
+                pos = int(ends[-1])
+                small = int(sizes[-1]) < _SMALL_FRAGMENT
+                yield starts, sizes, marked
+                continue
+        # One header the exact way: the delimiter, an error, or a large fragment.
+        tag, length, head = _read_item_header(
+            read_at, pos, file_size, peek=0 if markers is None else _PEEK
+        )
+        if tag == _SEQUENCE_DELIMITER:
+            return
+        _check_fragment(tag, length, pos, count, file_size)
+        marked = None if markers is None else np.array([head[:length].startswith(markers)])
+        yield np.array([pos], dtype=np.int64), np.array([length], dtype=np.int64), marked
+        count += 1
+        pos += 8 + length
+        small = length < _SMALL_FRAGMENT
+
+
 @borrowed_doc(scan_fragments, only=("Parameters", "Raises"))
 def scan_fragment_spans(
     read_at: ReadAt, file_size: int, first_item_offset: int
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
     """Offsets and lengths of every fragment item, as :func:`scan_fragments` finds them.
 
-    Walking 100,000 item headers one by one costs ~3 µs each in Python; while fragments are
-    small, a window of the file is searched for item headers at once and the chain of
-    items through it is proven (:func:`dicomslide._bytescan.item_chain`). Anything the
-    proof does not cover (the sequence delimiter, an error, large fragments) is read header
-    by header as before.
+    The items are found a window at a time (see :func:`fragment_runs`).
 
     Returns
     -------
     tuple[numpy.ndarray, numpy.ndarray]
         Absolute offsets of the item tags and the item value lengths (int64), in file order
     """
-    offsets: list[npt.NDArray[np.int64]] = []
-    lengths: list[npt.NDArray[np.int64]] = []
-    count, pos, small = 0, first_item_offset, False
-    while True:
-        if small and file_size - pos >= 8:
-            window = _read_exact(
-                read_at, pos, min(_SCAN_WINDOW, file_size - pos), file_size, "item header"
-            )
-            starts, sizes = item_chain(np.frombuffer(window, dtype=np.uint8), 0)
-            if starts.size:
-                starts = starts + pos
-                ends = starts + 8 + sizes
-                if int(ends[-1]) > file_size:  # ends ascend: only the last can be past
-                    bad = int(np.argmax(ends > file_size))
-                    raise _beyond_end(count + bad, int(starts[bad]), int(sizes[bad]), file_size)
-                offsets.append(starts)
-                lengths.append(sizes)
-                count += starts.size
-                pos = int(ends[-1])
-                small = int(sizes[-1]) < _SMALL_FRAGMENT
-                continue
-        # One header the exact way: the delimiter, an error, or a large fragment.
-        header = _read_exact(read_at, pos, 8, file_size, "item header")
-        group, element, length = _ITEM_HEADER.unpack_from(header)
-        tag = group << 16 | element
-        if tag == _SEQUENCE_DELIMITER:
-            break
-        _check_fragment(tag, length, pos, count, file_size)
-        offsets.append(np.array([pos], dtype=np.int64))
-        lengths.append(np.array([length], dtype=np.int64))
-        count += 1
-        pos += 8 + length
-        small = length < _SMALL_FRAGMENT
-    if not offsets:
+    runs = list(fragment_runs(read_at, file_size, first_item_offset))
+    if not runs:
         return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
-    return np.concatenate(offsets), np.concatenate(lengths)
+    return np.concatenate([r[0] for r in runs]), np.concatenate([r[1] for r in runs])
 
 
 def _as_int64(values: Iterable[int]) -> npt.NDArray[np.int64]:

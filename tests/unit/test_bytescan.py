@@ -12,6 +12,7 @@ import struct
 import numpy as np
 import pytest
 
+from dicomslide import _bytescan
 from dicomslide._bytescan import ITEM_TAG, distinct_rows, find_all, item_chain
 from dicomslide.errors import InvalidDataError
 from dicomslide.sources import part10
@@ -152,3 +153,26 @@ def test_frames_sharing_a_cell_leave_the_later_one() -> None:
     for i, cell in enumerate(zip(*where, strict=True)):
         expected[cell] = 10 + i
     np.testing.assert_array_equal(lookup, expected)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_find_all_and_gather_agree_with_a_plain_search(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Small chunks: hits across chunk borders and at the very end of the buffer.
+    monkeypatch.setattr(_bytescan, "_CHUNK", 97)
+    rng = np.random.default_rng(seed)
+    data = bytes(rng.integers(0, 4, 3000, dtype=np.uint8))  # few symbols: many hits
+    buf = np.frombuffer(data, dtype=np.uint8)
+    for size in (1, 2, 4, 7, 8, 9):
+        pattern = data[-size:] if seed % 2 else bytes(rng.integers(0, 4, size, dtype=np.uint8))
+        expected = [i for i in range(len(data) - size + 1) if data.startswith(pattern, i)]
+        for first in {0, size - 1, _bytescan.rarest(buf, pattern)}:
+            assert _bytescan.find_all(buf, pattern, first).tolist() == expected
+    at = rng.integers(0, len(data) - 8, 500).astype(np.int64)
+    for dtype in ("<u2", "<i4", "<u8"):
+        width = np.dtype(dtype).itemsize
+        expected_values = [
+            int.from_bytes(data[i : i + width], "little", signed="i" in dtype) for i in at
+        ]
+        assert _bytescan.gather(buf, at, dtype).tolist() == expected_values

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 from io import BytesIO
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pydicom
 import pytest
 from pydicom.dataelem import RawDataElement
@@ -201,3 +203,29 @@ def test_json_position_beyond_int64_leaves_it_to_the_full_conversion() -> None:
     positions = positions_from_json([item(1), item(5)])
     assert positions is not None
     assert list(positions.rows) == [1, 5]
+
+
+@pytest.mark.parametrize("implicit", [False, True])
+def test_short_texts_read_the_same_when_the_last_value_ends_the_buffer(implicit: bool) -> None:
+    # Items holding only a Z offset, the last one shorter than the longest: its row of bytes
+    # would run past the buffer, so it is read column by column instead.
+    values = [b"12.5 ", b"1.0 ", b"-3.25 ", b"7 "]
+    items = []
+    for value in values:
+        head = struct.pack("<HH", 0x0040, 0x074A)
+        head += (
+            struct.pack("<I", len(value)) if implicit else b"DS" + struct.pack("<H", len(value))
+        )
+        items.append(struct.pack("<HHI", 0xFFFE, 0xE000, len(head) + len(value)) + head + value)
+    data = b"".join(items)
+    buf = np.frombuffer(data, dtype=np.uint8)
+    starts = np.cumsum([0] + [len(item) for item in items[:-1]]).astype(np.int64)
+    found = perframe._texts(buf, starts, 0x0040074A, b"DS", implicit)
+    assert found is not None
+    owner, codes, texts = found
+    assert owner.tolist() == [0, 1, 2, 3]
+    assert [texts[c] for c in codes] == ["12.5", "1.0", "-3.25", "7"]
+    padded = np.frombuffer(data + bytes(16), dtype=np.uint8)  # every row fits
+    again = perframe._texts(padded, starts, 0x0040074A, b"DS", implicit)
+    assert again is not None
+    assert [again[2][c] for c in again[1]] == ["12.5", "1.0", "-3.25", "7"]

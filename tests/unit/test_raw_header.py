@@ -9,6 +9,7 @@ committed) when it is installed, and compared too.
 
 from __future__ import annotations
 
+import io
 import logging
 import warnings
 from pathlib import Path
@@ -26,8 +27,9 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 
+from benchmarks.scale_data import make_data
 from dicomslide import synthetic
-from dicomslide.sources import local_index
+from dicomslide.sources import local_index, raw_header
 from dicomslide.sources.raw_header import read_raw_header
 
 _PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
@@ -228,3 +230,42 @@ def test_index_entry_is_the_same_either_way(
     # Only the fast reader knows the header converts cleanly without converting it.
     assert fast[5] is True
     assert slow[5] is False
+
+
+@pytest.mark.parametrize("direct", [16, 1000])
+def test_large_values_read_on_their_own_are_read_as_pydicom_reads_them(
+    slide_files: list[Path], direct: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every value longer than `direct` bytes is read on its own and the buffer restarts.
+    monkeypatch.setattr(raw_header, "_DIRECT", direct)
+    assert all(_check_same_as_pydicom(p) for p in slide_files)
+
+
+class _CountingFile(io.BytesIO):
+    read_bytes = 0
+
+    def read(self, size: int | None = -1) -> bytes:
+        data = super().read(size)
+        self.read_bytes += len(data)
+        return data
+
+
+def test_a_large_per_frame_sequence_is_read_once_and_not_the_pixels_after_it(
+    tmp_path: Path,
+) -> None:
+    folder = make_data("sparse", 20_000, tmp_path)
+    path = folder / "sparse.dcm"
+    assert _check_same_as_pydicom(path)
+    data = path.read_bytes()
+    fp = _CountingFile(data)
+    raw = read_raw_header(fp)
+    assert raw is not None
+    sequence = raw.dataset.get_item(0x52009230)
+    assert sequence.length > raw_header._DIRECT
+    header_end = sequence.value_tell + sequence.length
+    # Before: the sequence was read, copied, then as many bytes of pixel data read again.
+    assert fp.read_bytes < header_end + 2 * raw_header._FIRST_READ
+    # Cut inside the sequence: handed over to pydicom (which reports the truncation).
+    for cut in (sequence.value_tell + 10, header_end - 1):
+        with io.BytesIO(data[:cut]) as short:
+            assert read_raw_header(short) is None

@@ -25,6 +25,7 @@ from dicomslide.perframe import (
     UNSURE,
     _scan_z_values,
     _scan_z_values_all,
+    extract_frame_positions,
     extract_z_offsets,
     first_item_decimals,
     get_value,
@@ -520,3 +521,28 @@ def test_first_item_decimals_on_damaged_bytes(edits: list[tuple[int, int]], cut:
 def test_scan_z_values_with_a_truncated_element_at_the_end(implicit: bool, tail: bytes) -> None:
     data = _per_frame_bytes([b"0 "] * 3, implicit) + struct.pack("<HH", 0x0040, 0x074A) + tail
     assert _scan_z_values(data, implicit) == _scan_z_values_all(data, implicit)
+
+
+@pytest.mark.parametrize(
+    "planes", [[0.5, 0.5, -1.25, 0.5, 3, -1.25], [2.0] * 6, [None, 7.5, None, 7.5, 7.5, None]]
+)
+def test_z_offsets_from_parsed_positions_are_those_of_the_search(
+    planes: list[float | None],
+) -> None:
+    ds = image(NumberOfFrames=6)
+    ds.PerFrameFunctionalGroupsSequence = [
+        item(
+            PlanePositionSlideSequence=[
+                item(
+                    RowPositionInTotalImagePixelMatrix=1,
+                    ColumnPositionInTotalImagePixelMatrix=1 + 256 * i,
+                    **({} if z is None else {"ZOffsetInSlideCoordinateSystem": str(z)}),
+                )
+            ]
+        )
+        for i, z in enumerate(planes)
+    ]
+    searched = extract_z_offsets(encode(ds, implicit=False, little=True), 6)
+    parsed = encode(ds, implicit=False, little=True)
+    assert extract_frame_positions(parsed, 6) is not None  # kept on the data set
+    assert extract_z_offsets(parsed, 6) == searched == {float(z) for z in planes if z is not None}
