@@ -261,7 +261,7 @@ class DecodedTileCache:
                 self.evictions += 1
             self.stats.decoded_bytes = self.bytes
 
-    def offer(self, key: tuple[str, int, bool], tile: Any) -> bool:
+    def offer(self, key: tuple[str, int, bool], tile: Any, *, copy: bool = False) -> bool:
         """Cache a tile that a read pasted whole only if it was offered before.
 
         Parameters
@@ -270,11 +270,13 @@ class DecodedTileCache:
             Key of the tile, as :meth:`put` takes it
         tile: numpy.ndarray
             Decoded tile, the only one of a read that pasted it whole
+        copy: bool, optional
+            Cache a copy: ``tile`` is the reader's own output (decoded straight into it)
 
         Returns
         -------
         bool
-            Whether the tile was cached (then it is read-only)
+            Whether the tile was cached (then it, or its copy, is read-only)
         """
         if not self.max_bytes or tile.nbytes > self.max_bytes:
             return False
@@ -285,7 +287,7 @@ class DecodedTileCache:
                     self._seen.popitem(last=False)
                 return False
             del self._seen[key]
-        self.put(key, tile)
+        self.put(key, tile.copy() if copy else tile)
         return True
 
 
