@@ -312,6 +312,32 @@ async def test_a_failed_read_ahead_is_not_cached_and_readers_fetch_again() -> No
     assert (await fut).data == f"{SEQ.sop_instance_uid}:30".encode()
 
 
+async def test_frames_held_by_the_limit_leave_with_the_read_ahead_window() -> None:
+    # Threads of a tile scan start a few at a time: the first reads' request is running
+    # when the rest arrive, and the limit holds those back. The flush that shows the scan
+    # sends them first in the window's request, not after the running request ends.
+    source = GatedSource()
+    service = FrameService(source, FrameCache(1 << 20), readahead=20)  # type: ignore[arg-type]
+    first = _ask(service, [1, 2, 3, 4])
+    await _ticks()
+    held = _ask(service, list(range(5, 21)))
+    await _ticks()
+    assert [n for _, n in source.calls] == [[1, 2, 3, 4], list(range(5, 41))]
+    assert service.stats.readahead == 20  # the held frames were asked for, not read ahead
+    # A call reaching the window (30) sends the next one, with the frame it asked for
+    # first (45); the frame it asks for after that (70) is not lost, but waits for the
+    # running request like any other.
+    call = service.request(SEQ, [45, 30, 70])
+    await _ticks()
+    assert [n for _, n in source.calls][2:] == [[45, 41, 42, 43, 44, *range(46, 61)]]
+    source.gate.set()
+    frames = await asyncio.wait_for(asyncio.gather(*first, *held, *call), 5)
+    assert [f.data for f in frames] == [
+        f"{SEQ.sop_instance_uid}:{n}".encode() for n in [*range(1, 21), 45, 30, 70]
+    ]
+    assert [n for _, n in source.calls][3:] == [[70]]
+
+
 async def test_one_read_per_tick_is_a_stream_too() -> None:
     # Blocking callers on many threads, or one task reading tile after tile: every flush
     # carries one or a few frames; together they are one sequential run.
