@@ -21,7 +21,7 @@ import io
 import math
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import cache, cached_property, partial
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -850,9 +850,7 @@ def _decode(
             _inflate(data, context), fmt, big_endian=False, bit_offset=0, context=context
         )
     decoders = _candidates(uid, fmt)
-    job = _prepare(bytes(data), uid, fmt, context)
-    if out is not None:
-        job = replace(job, out=out)
+    job = _prepare(bytes(data), uid, fmt, context, out)
     return _run(decoders, job, context)
 
 
@@ -1178,7 +1176,13 @@ def _find_jp2_codestream(data: bytes) -> tuple[int, int] | None:
     return None
 
 
-def _prepare(data: bytes, uid: str, fmt: PixelFormat, context: _Context) -> _Job:
+def _prepare(
+    data: bytes,
+    uid: str,
+    fmt: PixelFormat,
+    context: _Context,
+    out: npt.NDArray[Any] | None = None,
+) -> _Job:
     colour = fmt.is_colour
     if uid in JPEG_FAMILY:
         header = _scan_jpeg(data)
@@ -1198,7 +1202,8 @@ def _prepare(data: bytes, uid: str, fmt: PixelFormat, context: _Context) -> _Job
         else:
             # Lossless streams are stored in the colour space the DICOM header names.
             ycbcr = colour and fmt.photometric_interpretation.startswith("YBR_FULL")
-        return _Job(data, fmt, ycbcr, header)
+        # Only JPEG decoders write into the caller's array; other frames are copied in.
+        return _Job(data, fmt, ycbcr, header, out=out)
     if uid == RLE_LOSSLESS:
         if len(data) < 64:
             raise context.error(f"RLE frame of {len(data)} bytes is shorter than its header")
