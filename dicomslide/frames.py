@@ -359,8 +359,9 @@ class FrameService:
         ``READAHEAD_MIN_READS`` reads, over one or more flushes, ask for ``READAHEAD_MIN_RUN``
         or more nearly consecutive frames of an instance whose frame count is known, the
         next ``readahead`` frames (fewer at the instance's end) are fetched at once, outside
-        the per-instance limit; a reader reaching a window sends the next one, as operating
-        systems read files ahead. A tile scan then costs a few pipelined requests
+        the per-instance limit, together with any frames readers asked for that the limit
+        holds back; a reader reaching a window sends the next one, as operating systems
+        read files ahead. A tile scan then costs a few pipelined requests
         instead of one round trip per batch of readers; random reads and single region reads
         never trigger it. Frames read ahead go to the cache like any other (its budget holds).
     """
