@@ -329,6 +329,8 @@ class _JpegHeader:
     jfif: bool
     adobe_transform: int | None
     scan_end: int
+    #: (rows, columns, precision) from the frame header
+    size: tuple[int, int, int] = (0, 0, 0)
 
 
 @dataclass(frozen=True)
@@ -355,6 +357,7 @@ class _Job:
     ycbcr: bool
     jpeg: _JpegHeader | None = None
     j2k: _J2kHeader | None = None
+    out: npt.NDArray[Any] | None = None
 
 
 class _Refused(Exception):
@@ -419,11 +422,23 @@ def _jpeg8_lossy(job: _Job) -> npt.NDArray[Any]:
     if job.fmt.samples_per_pixel == 3:
         colorspace = "YCBCR" if job.ycbcr else "RGB"
         arr: npt.NDArray[Any] = module.jpeg8_decode(
-            job.data, colorspace=colorspace, outcolorspace="RGB"
+            job.data, colorspace=colorspace, outcolorspace="RGB", out=_writable_out(job)
         )
     else:
         arr = module.jpeg8_decode(job.data)
     return arr
+
+
+def _writable_out(job: _Job) -> npt.NDArray[Any] | None:
+    """The caller's array when libjpeg-turbo can decode this stream straight into it.
+
+    Only 8-bit streams of exactly the frame's size: any other stream decodes into a new
+    array, so that :func:`_finish` still reports a wrong shape as before.
+    """
+    out, header, fmt = job.out, job.jpeg, job.fmt
+    if out is None or header is None or out.dtype != np.uint8:
+        return None
+    return out if header.size == (fmt.rows, fmt.columns, 8) else None
 
 
 def _jpeg8_lossless(job: _Job) -> npt.NDArray[Any]:
@@ -729,8 +744,9 @@ def decode_frame(
     sop_instance_uid: str | None = None,
     frame_number: int | None = None,
     bit_offset: int = 0,
+    out: npt.NDArray[Any] | None = None,
 ) -> npt.NDArray[Any]:
-    """Decode one frame into a new array.
+    """Decode one frame into a new array, or into ``out``.
 
     Parameters
     ----------
@@ -750,13 +766,17 @@ def decode_frame(
         For native frames with BitsAllocated 1: the bit (0 to 7, counted from the least
         significant bit) of the first byte of `data` at which the frame starts, because
         frames of single-bit multi-frame images need not start on a byte boundary
+    out: numpy.ndarray | None
+        C-contiguous, writable array of shape ``(rows, columns, samples_per_pixel)`` and
+        dtype ``fmt.dtype`` to hold the pixels. 8-bit JPEG frames decode straight into it
+        (no array of their own, no copy); other frames are decoded, then copied in.
 
     Returns
     -------
     numpy.ndarray
         C-contiguous, writable array of shape ``(rows, columns, samples_per_pixel)`` and
-        dtype ``fmt.dtype`` that shares memory with nothing else; colour frames are RGB and
-        single-bit frames hold 0 and 1
+        dtype ``fmt.dtype`` that shares memory with nothing else (``out`` itself when
+        given); colour frames are RGB and single-bit frames hold 0 and 1
 
     Raises
     ------
@@ -767,8 +787,50 @@ def decode_frame(
     dicomslide.errors.DecodeError
         If the frame is corrupt, has the wrong length or decodes to the wrong shape
     dicomslide.errors.RegionError
-        If `bit_offset` is out of range or used with a format that has no bit offsets
+        If `bit_offset` is out of range or used with a format that has no bit offsets, or
+        if `out` is not an array the frame fits
     """
+    if out is not None:
+        _check_out(out, fmt)
+        arr = _decode(
+            data, transfer_syntax_uid, fmt, sop_instance_uid, frame_number, bit_offset, out
+        )
+        if arr is not out:
+            out[...] = arr
+        return out
+    return _decode(data, transfer_syntax_uid, fmt, sop_instance_uid, frame_number, bit_offset)
+
+
+def _check_out(out: npt.NDArray[Any], fmt: PixelFormat) -> None:
+    shape = (fmt.rows, fmt.columns, fmt.samples_per_pixel)
+    if not (
+        isinstance(out, np.ndarray)
+        and out.shape == shape
+        and out.dtype == fmt.dtype
+        and out.flags.c_contiguous
+        and out.flags.writeable
+    ):
+        got = (
+            f"shape {out.shape}, dtype {out.dtype}, C-contiguous {out.flags.c_contiguous}, "
+            f"writable {out.flags.writeable}"
+            if isinstance(out, np.ndarray)
+            else type(out).__name__
+        )
+        raise RegionError(
+            f"out must be a C-contiguous, writable array of shape {shape} and dtype "
+            f"{fmt.dtype} for this frame; got {got}."
+        )
+
+
+def _decode(
+    data: bytes | bytearray | memoryview,
+    transfer_syntax_uid: str,
+    fmt: PixelFormat,
+    sop_instance_uid: str | None,
+    frame_number: int | None,
+    bit_offset: int,
+    out: npt.NDArray[Any] | None = None,
+) -> npt.NDArray[Any]:
     uid = _normalize_uid(transfer_syntax_uid)
     context = _Context(uid, sop_instance_uid, frame_number)
     if not 0 <= bit_offset <= 7:
@@ -788,7 +850,7 @@ def decode_frame(
             _inflate(data, context), fmt, big_endian=False, bit_offset=0, context=context
         )
     decoders = _candidates(uid, fmt)
-    job = _prepare(bytes(data), uid, fmt, context)
+    job = _prepare(bytes(data), uid, fmt, context, out)
     return _run(decoders, job, context)
 
 
@@ -1010,6 +1072,7 @@ def _scan_jpeg(data: bytes) -> _JpegHeader | None:
     ids: tuple[int, ...] = ()
     jfif = False
     adobe: int | None = None
+    dims = (0, 0, 0)
     while pos + 1 < size:
         if data[pos] != 0xFF:
             return None
@@ -1029,6 +1092,11 @@ def _scan_jpeg(data: bytes) -> _JpegHeader | None:
         if marker in _JPEG_SOF_MARKERS and len(segment) >= 6:
             sof = marker
             ids = tuple(segment[6 : 6 + 3 * segment[5] : 3])
+            dims = (
+                int.from_bytes(segment[1:3], "big"),
+                int.from_bytes(segment[3:5], "big"),
+                segment[0],
+            )
         elif marker == 0xE0 and segment.startswith(b"JFIF\x00"):
             jfif = True
         elif marker == 0xEE and segment.startswith(b"Adobe") and len(segment) >= 12:
@@ -1036,7 +1104,7 @@ def _scan_jpeg(data: bytes) -> _JpegHeader | None:
         elif marker == 0xDA:
             if sof < 0:
                 return None
-            return _JpegHeader(sof, ids, jfif, adobe, pos + length)
+            return _JpegHeader(sof, ids, jfif, adobe, pos + length, dims)
         pos += length
     return None
 
@@ -1108,7 +1176,13 @@ def _find_jp2_codestream(data: bytes) -> tuple[int, int] | None:
     return None
 
 
-def _prepare(data: bytes, uid: str, fmt: PixelFormat, context: _Context) -> _Job:
+def _prepare(
+    data: bytes,
+    uid: str,
+    fmt: PixelFormat,
+    context: _Context,
+    out: npt.NDArray[Any] | None = None,
+) -> _Job:
     colour = fmt.is_colour
     if uid in JPEG_FAMILY:
         header = _scan_jpeg(data)
@@ -1128,7 +1202,8 @@ def _prepare(data: bytes, uid: str, fmt: PixelFormat, context: _Context) -> _Job
         else:
             # Lossless streams are stored in the colour space the DICOM header names.
             ycbcr = colour and fmt.photometric_interpretation.startswith("YBR_FULL")
-        return _Job(data, fmt, ycbcr, header)
+        # Only JPEG decoders write into the caller's array; other frames are copied in.
+        return _Job(data, fmt, ycbcr, header, out=out)
     if uid == RLE_LOSSLESS:
         if len(data) < 64:
             raise context.error(f"RLE frame of {len(data)} bytes is shorter than its header")

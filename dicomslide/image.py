@@ -220,12 +220,20 @@ class ImageReader:
         decoded: DecodedTileCache | None = None,
         whole: bool = False,
     ) -> None:
+        # A tile that fills a contiguous block of the output whole (a one-tile read) is
+        # decoded straight into it: no array of its own, no copy (a seventh of a scan's
+        # decoding CPU). Caching such a tile needs a copy, so only one-tile reads, whose
+        # tiles are cached on their second decode, or reads without a cache do it.
+        target = None
+        if (color is None or color.is_identity) and (whole or decoded is None):
+            target = _whole_block(out, pastes, self.format)
         tile = decode_frame(
             frame.data,
             frame.transfer_syntax_uid,
             self.format,
             sop_instance_uid=sop_instance_uid,
             frame_number=frame_number,
+            out=target,
         )
         if color is not None:
             tile = color.apply(tile)
@@ -234,11 +242,12 @@ class ImageReader:
             key = (sop_instance_uid, frame_number, managed)
             # A tile this read pastes whole waits for a second decode to be cached.
             if whole:
-                decoded.offer(key, tile)
+                decoded.offer(key, tile, copy=target is not None)
             else:
                 decoded.put(key, tile)
-        for tile_slices, out_slices in pastes:
-            out[out_slices] = tile[tile_slices]
+        if target is None:
+            for tile_slices, out_slices in pastes:
+                out[out_slices] = tile[tile_slices]
 
     def segment_number(self, channel: int) -> int:
         identifier = self.channel_identifiers()[channel]
@@ -418,9 +427,26 @@ class ImageReader:
                 raise failed
         for key, tile in held.tiles:
             decoded.put(key, tile)
-        for key, tile in held.whole:
-            decoded.offer(key, tile)
+        for key, tile, copy in held.whole:
+            decoded.offer(key, tile, copy=copy)
         return out
+
+
+def _whole_block(
+    out: np.ndarray,
+    pastes: Sequence[tuple[tuple[slice, slice], tuple[slice, slice]]],
+    fmt: PixelFormat,
+) -> np.ndarray | None:
+    """The block of ``out`` a tile fills whole when it is C-contiguous (full rows), or None."""
+    if len(pastes) != 1:
+        return None
+    (rows, cols), out_slices = pastes[0]
+    if rows.start or cols.start or rows.stop != fmt.rows or cols.stop != fmt.columns:
+        return None
+    block = out[out_slices]
+    if not block.flags.c_contiguous or block.shape[2] != fmt.samples_per_pixel:
+        return None
+    return block
 
 
 class _HeldTiles(DecodedTileCache):
@@ -429,7 +455,7 @@ class _HeldTiles(DecodedTileCache):
     def __init__(self, max_bytes: int) -> None:
         super().__init__(max_bytes)
         self.tiles: list[tuple[tuple[str, int, bool], Any]] = []
-        self.whole: list[tuple[tuple[str, int, bool], Any]] = []
+        self.whole: list[tuple[tuple[str, int, bool], Any, bool]] = []
 
     def put(self, key: tuple[str, int, bool], tile: Any) -> None:
         """Keep the tile aside instead of caching it (as :meth:`DecodedTileCache.put` takes).
@@ -438,7 +464,7 @@ class _HeldTiles(DecodedTileCache):
         """
         self.tiles.append((key, tile))
 
-    def offer(self, key: tuple[str, int, bool], tile: Any) -> bool:
+    def offer(self, key: tuple[str, int, bool], tile: Any, *, copy: bool = False) -> bool:
         """Keep aside a tile pasted whole (as :meth:`DecodedTileCache.offer` takes).
 
         Returns
@@ -446,7 +472,7 @@ class _HeldTiles(DecodedTileCache):
         bool
             Always False: whether it is cached is decided once its frame is confirmed
         """
-        self.whole.append((key, tile))
+        self.whole.append((key, tile, copy))
         return False
 
 

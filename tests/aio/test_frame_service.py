@@ -216,17 +216,19 @@ async def _scan(service: FrameService, source: GatedSource, tasks: int, total: i
     await asyncio.gather(*(reader() for _ in range(tasks)))
 
 
-async def test_a_sequential_scan_is_read_ahead_in_growing_windows() -> None:
+async def test_a_sequential_scan_is_read_ahead_in_whole_windows() -> None:
     source = GatedSource()
-    service = FrameService(source, FrameCache(1 << 20), readahead=64)  # type: ignore[arg-type]
+    service = FrameService(source, FrameCache(1 << 20), readahead=40)  # type: ignore[arg-type]
     await _scan(service, source, tasks=16, total=100)
     sent = [numbers for _, numbers in source.calls]
-    # 16 asked for, then 32 ahead (twice the run), then up to the 64-frame bound, then the
-    # rest of the instance; never beyond frame 100, every frame exactly once.
+    # 16 asked for, then windows of the whole 40-frame bound at once (issue 14: windows
+    # that grew from twice the run cost a 16-thread scan more requests), then the rest of
+    # the instance; never beyond frame 100, every frame exactly once.
     assert sent[0] == list(range(1, 17))
-    assert sent[1] == list(range(17, 49))
-    assert sent[2] == list(range(49, 101))
-    assert len(sent) == 3
+    assert sent[1] == list(range(17, 57))
+    assert sent[2] == list(range(57, 97))
+    assert sent[3] == list(range(97, 101))
+    assert len(sent) == 4
     stats = service.stats
     assert stats.frames_fetched == 100
     assert stats.readahead == 84
@@ -285,12 +287,12 @@ async def test_read_ahead_is_not_held_by_the_per_instance_limit_and_joins_reader
     first = _ask(service, list(range(1, 21)))
     await _ticks()
     # The run and its read-ahead window are both in flight although the limit is 1.
-    assert [n for _, n in source.calls] == [list(range(1, 21)), list(range(21, 61))]
-    joined = service.request(SEQ, [30, 59])
+    assert [n for _, n in source.calls] == [list(range(1, 21)), list(range(21, 85))]
+    joined = service.request(SEQ, [30, 84])
     assert service.stats.joined == 2
     await _ticks()
     # Joined, not fetched again; reaching the window sent the next one (the rest).
-    assert [n for _, n in source.calls][2:] == [list(range(61, 101))]
+    assert [n for _, n in source.calls][2:] == [list(range(85, 101))]
     source.gate.set()
     await asyncio.gather(*first, *joined)
     assert service.stats.frames_fetched == 100
@@ -310,6 +312,32 @@ async def test_a_failed_read_ahead_is_not_cached_and_readers_fetch_again() -> No
     assert (await fut).data == f"{SEQ.sop_instance_uid}:30".encode()
 
 
+async def test_frames_held_by_the_limit_leave_with_the_read_ahead_window() -> None:
+    # Threads of a tile scan start a few at a time: the first reads' request is running
+    # when the rest arrive, and the limit holds those back. The flush that shows the scan
+    # sends them first in the window's request, not after the running request ends.
+    source = GatedSource()
+    service = FrameService(source, FrameCache(1 << 20), readahead=20)  # type: ignore[arg-type]
+    first = _ask(service, [1, 2, 3, 4])
+    await _ticks()
+    held = _ask(service, list(range(5, 21)))
+    await _ticks()
+    assert [n for _, n in source.calls] == [[1, 2, 3, 4], list(range(5, 41))]
+    assert service.stats.readahead == 20  # the held frames were asked for, not read ahead
+    # A call reaching the window (30) sends the next one, with the frame it asked for
+    # first (45); the frame it asks for after that (70) is not lost, but waits for the
+    # running request like any other.
+    call = service.request(SEQ, [45, 30, 70])
+    await _ticks()
+    assert [n for _, n in source.calls][2:] == [[45, 41, 42, 43, 44, *range(46, 61)]]
+    source.gate.set()
+    frames = await asyncio.wait_for(asyncio.gather(*first, *held, *call), 5)
+    assert [f.data for f in frames] == [
+        f"{SEQ.sop_instance_uid}:{n}".encode() for n in [*range(1, 21), 45, 30, 70]
+    ]
+    assert [n for _, n in source.calls][3:] == [[70]]
+
+
 async def test_one_read_per_tick_is_a_stream_too() -> None:
     # Blocking callers on many threads, or one task reading tile after tile: every flush
     # carries one or a few frames; together they are one sequential run.
@@ -321,7 +349,7 @@ async def test_one_read_per_tick_is_a_stream_too() -> None:
         assert (await fut).data == f"{SEQ.sop_instance_uid}:{n}".encode()
     sent = [numbers for _, numbers in source.calls]
     assert sent[:16] == [[n] for n in range(1, 17)]
-    assert sent[16:] == [list(range(17, 49)), list(range(49, 101))]
+    assert sent[16:] == [list(range(17, 81)), list(range(81, 101))]
     assert service.stats.readahead == 84
 
 

@@ -188,7 +188,7 @@ class DICOMwebClient:
         in ``benchmarks/RESULTS.md``, "Figures behind defaults"). ``None`` sends every tick's
         frames at once.
     readahead: int, optional
-        Largest read-ahead window in frames (0: off). Readers that together ask for a run
+        Read-ahead window in frames (0: off). Readers that together ask for a run
         of consecutive frames of an instance (a tile scan in frame order, one call per tile)
         get the next frames fetched ahead in a few large requests, instead of paying one
         round trip per batch of tiles; random reads and single region reads never trigger it
