@@ -59,6 +59,7 @@ of one request are read in file order with ``os.pread``, several per worker-thre
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import os
 import re
@@ -113,6 +114,7 @@ from dicomslide.sources.local_index import (
 from dicomslide.sources.protocol import EncodedFrame, Source
 from dicomslide.sources.qido_match import is_exact, normalize_keyword, value_matches
 from dicomslide.sources.runtime import SourceRuntime
+from dicomslide.summary import SummaryDataset, parse_summary, summarize
 
 __all__ = ["DICOMfileClient", "IndexSummary"]
 
@@ -464,6 +466,7 @@ class DICOMfileClient:
         self._store = IndexStore(None, None, set(), {})
         self._frame_sources: OrderedDict[str, _FrameSource] = OrderedDict()
         self._frame_source_locks: dict[str, asyncio.Lock] = {}
+        self._summaries_loaded: asyncio.Future[str | None] | None = None
 
     @property
     def runtime(self) -> SourceRuntime:
@@ -701,6 +704,22 @@ class DICOMfileClient:
             i.sop_uid: self._metadata[i.sop_uid] for i in members if i.sop_uid in self._metadata
         }
         missing = [i for i in members if i.sop_uid not in known]
+        if missing and self._store.path is not None:
+            # Images summarised in the index are built from their summaries; their headers
+            # are loaded when something asks for them (see dicomslide.summary).
+            if self._summaries_loaded is None:
+                self._summaries_loaded = asyncio.ensure_future(
+                    asyncio.to_thread(self._store.summary, missing[0])
+                )
+            await asyncio.shield(self._summaries_loaded)
+            for instance in missing:
+                summary = self._store.summary(instance)
+                parsed = None if summary is None else parse_summary(summary)
+                if parsed is not None:
+                    loader = functools.partial(self._load_summarised, instance)
+                    known[instance.sop_uid] = SummaryDataset(parsed, loader)
+                    self._remember_metadata(instance.sop_uid, known[instance.sop_uid])
+            missing = [i for i in missing if i.sop_uid not in known]
         if missing:
             read = await asyncio.to_thread(self._read_many_metadata, missing)
             self._check_open()
@@ -899,7 +918,21 @@ class DICOMfileClient:
                 remember_z_offsets(ds, *z_offsets)
         if remembered:
             self._store.remember(remembered, found)
+        if self._store.path is not None:
+            # Summaries for the next client, which then reads no header to build slides.
+            self._store.remember_summaries(
+                [
+                    (instance, summarize(ds, get_value))
+                    for instance, ds in zip(instances, datasets, strict=True)
+                    if self._store.summary(instance) is None
+                ]
+            )
         return datasets
+
+    def _load_summarised(self, instance: IndexedInstance) -> Dataset:
+        """The full header of a summarised image, when something first asks for it."""
+        (ds,) = self._read_many_metadata([instance])
+        return ds
 
     def _read_checked_metadata(
         self, instance: IndexedInstance, stored: tuple[bytes, int | None] | None

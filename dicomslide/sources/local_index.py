@@ -43,6 +43,7 @@ from dicomslide.sources.header_codec import encode_header
 from dicomslide.sources.qido_match import value_candidates
 from dicomslide.sources.raw_header import read_raw_header
 from dicomslide.sources.sqlite_blobs import insert_with_blob
+from dicomslide.sources.summary_table import load_summaries, save_summaries
 
 __all__ = [
     "INDEX_KEYWORDS",
@@ -61,7 +62,8 @@ __all__ = [
 ]
 
 # 6: frame tables created with the other tables (an index of format 5 may lack theirs).
-_INDEX_FORMAT: Final = 6
+# 7: per-instance summaries (dicomslide.summary) in a table of their own.
+_INDEX_FORMAT: Final = 7
 _DICOMDIR_SOP_CLASS: Final = "1.2.840.10008.1.3.10"
 
 STUDY_KEYWORDS: Final = (
@@ -468,6 +470,10 @@ _SCHEMA: Final = (
     # so reading the identities of every file would follow each header's overflow pages.
     "CREATE TABLE IF NOT EXISTS headers (relpath TEXT PRIMARY KEY, header BLOB)",
     frame_tables.SCHEMA,
+    # Per-instance summaries (see dicomslide.summary), each for the file identity it was
+    # computed from; one that names another identity than the file's row is never used.
+    "CREATE TABLE IF NOT EXISTS summaries (relpath TEXT PRIMARY KEY, size INTEGER, "
+    "mtime_ns INTEGER, ino INTEGER, ctime_ns INTEGER, summary TEXT)",
 )
 _SAME_FILE: Final = frame_tables.SAME_FILE
 _SQL_CHUNK: Final = 500
@@ -526,6 +532,7 @@ def _prepare_store(conn: sqlite3.Connection, root: Path, recursive: bool) -> Non
             conn.execute("DROP TABLE dirs")
             conn.execute("DROP TABLE headers")
             conn.execute("DROP TABLE frame_tables")
+            conn.execute("DROP TABLE IF EXISTS summaries")
             for statement in _SCHEMA[1:]:
                 conn.execute(statement)
             conn.execute("DELETE FROM meta")
@@ -711,6 +718,60 @@ class IndexStore:
         self._pending_validated: list[IndexedInstance] = []
         self._pending_z: list[tuple[IndexedInstance, ZOffsets]] = []
         self._lock = threading.Lock()
+        # Per-instance summaries (dicomslide.summary): all read at once on first use.
+        self._summaries: dict[tuple[str, Identity], str] | None = None
+        self._pending_summaries: list[tuple[tuple[str, Identity], str]] = []
+        self._summaries_saved = False
+
+    def summary(self, instance: IndexedInstance) -> str | None:
+        """The stored summary of a file as indexed (see :mod:`dicomslide.summary`), or None.
+
+        Parameters
+        ----------
+        instance: IndexedInstance
+            The file; a summary is kept for its identity only
+
+        Returns
+        -------
+        str | None
+            The summary text
+        """
+        if self._summaries is None:
+            with self._lock:
+                if self._summaries is None:
+                    try:
+                        found = {} if self._conn is None else load_summaries(self._conn)
+                    except sqlite3.Error:
+                        found = {}  # slides are then built from the headers
+                    self._summaries = found
+        return self._summaries.get(_key(instance))
+
+    def remember_summaries(self, rows: Sequence[tuple[IndexedInstance, str]]) -> None:
+        """Remember summaries computed from headers as indexed (written in batches).
+
+        Parameters
+        ----------
+        rows: Sequence[tuple[IndexedInstance, str]]
+            Each file and its summary text
+        """
+        with self._lock:
+            for instance, text in rows:
+                self._pending_summaries.append((_key(instance), text))
+                if self._summaries is not None:
+                    self._summaries[_key(instance)] = text
+            if len(self._pending_summaries) >= _FLUSH_AFTER:
+                self._flush_summaries(prune=False)
+
+    def _flush_summaries(self, prune: bool) -> None:
+        """Write the pending summaries (with the lock held)."""
+        rows, self._pending_summaries = self._pending_summaries, []
+        if self._conn is None or not (rows or (prune and self._summaries_saved)):
+            return
+        try:
+            save_summaries(self._conn, rows, prune)
+            self._summaries_saved = True
+        except sqlite3.Error:
+            pass  # only a speed-up is lost: the next client reads the headers
 
     def remembered(self, instance: IndexedInstance) -> tuple[bool, ZOffsets | None]:
         """What is remembered about a file's header.
@@ -746,13 +807,18 @@ class IndexStore:
         found: dict[str, bytes] = {}
         paths = list(wanted)
         with self._lock:
-            if self._conn is None:
+            conn, reopened = self._conn, None
+            if conn is None and self.path is not None:
+                # Closed, and a summarised image asks for its header (dicomslide.summary).
+                with contextlib.suppress(sqlite3.Error):
+                    conn = reopened = sqlite3.connect(f"{self.path.as_uri()}?mode=ro", uri=True)
+            if conn is None:
                 return found
             try:
                 for start in range(0, len(paths), _SQL_CHUNK):
                     chunk = paths[start : start + _SQL_CHUNK]
                     marks = ",".join("?" * len(chunk))
-                    for rel, size, mtime, ino, ctime, header in self._conn.execute(
+                    for rel, size, mtime, ino, ctime, header in conn.execute(
                         "SELECT relpath, size, mtime_ns, ino, ctime_ns, header FROM files "
                         f"JOIN headers USING (relpath) WHERE relpath IN ({marks})",
                         chunk,
@@ -761,6 +827,9 @@ class IndexStore:
                             found[rel] = bytes(header)
             except sqlite3.Error:
                 return {}  # the files are read instead
+            finally:
+                if reopened is not None:
+                    reopened.close()
         return found
 
     def remember(
@@ -860,6 +929,7 @@ class IndexStore:
         """Write what is pending and close the database connection."""
         with self._lock:
             self._flush()
+            self._flush_summaries(prune=True)
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None

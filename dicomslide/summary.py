@@ -1,0 +1,307 @@
+"""Per-instance summaries: what building slides reads from an image, kept beside its header.
+
+Opening a slide reads a few dozen values from each image's metadata (sizes, UIDs, flavor,
+geometry, pixel format, channels, focal planes), each found by Python code walking pydicom
+elements: about 0.5 ms an instance, most of a warm search over an indexed folder. The local
+index stores, per file identity, a summary of those answers (JSON, computed from the header
+with the very functions that answer them, see :func:`summarize`); a warm open then builds
+slides from summaries and does not decode the stored headers at all.
+
+:class:`SummaryDataset` is how a summary travels: a :class:`pydicom.Dataset` whose elements
+are loaded on first use (``loader`` gives the full header, from the index or the file). The
+functions marked with :func:`summarised` and :func:`get_value <dicomslide.perframe.get_value>`
+answer from the summary while it holds the answer; anything else loads the header first, so
+a summary never changes what is read, only when.
+
+Only the local index makes summaries; every other source passes plain data sets and the
+marked functions cost one type check more.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Final, TypeVar
+
+from pydicom import Dataset
+
+__all__ = [
+    "SUMMARY_TAGS",
+    "SummaryDataset",
+    "cached",
+    "parse_summary",
+    "summarised",
+    "summarize",
+]
+
+#: Bumped whenever what a key means changes: older summaries are then ignored.
+_VERSION: Final = 1
+_MISSING: Final = object()
+_F = TypeVar("_F", bound=Callable[..., Any])
+_T = TypeVar("_T")
+
+#: Tags whose values :func:`dicomslide.perframe.get_value` answers from a summary (those that
+#: finding, grouping and opening slides ask for by tag).
+SUMMARY_TAGS: Final = (
+    0x00080016,  # SOP Class UID
+    0x00080018,  # SOP Instance UID
+    0x0020000D,  # Study Instance UID
+    0x0020000E,  # Series Instance UID
+    0x00200052,  # Frame of Reference UID
+    0x00400512,  # Container Identifier
+    0x00080019,  # Pyramid UID
+    0x00209161,  # Concatenation UID
+    0x00280010,  # Rows
+    0x00280011,  # Columns
+    0x00480006,  # Total Pixel Matrix Rows
+    0x00480007,  # Total Pixel Matrix Columns
+    0x00209311,  # Dimension Organization Type
+    0x00280008,  # Number of Frames
+    0x00080060,  # Modality
+    0x00080008,  # Image Type
+)
+
+#: How each marked function's answer is stored (JSON) and given back: key, encode, decode.
+_CODECS: dict[str, tuple[Callable[[Any], Any], Callable[[Any], Any]]] = {}
+#: The marked functions by key, each taking one data set (see summarize).
+_FUNCTIONS: dict[str, Callable[[Dataset], Any]] = {}
+_load_lock = threading.Lock()
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _plain_value(value: Any) -> bool:
+    """Whether JSON gives ``value`` back as it is (type included)."""
+    if type(value) in (int, str, bool) or value is None:
+        return True
+    return type(value) is list and all(type(v) is str for v in value)
+
+
+class SummaryDataset(Dataset):
+    """A data set whose elements are loaded on first use; its summary answers until then.
+
+    Built by the local source (see :mod:`dicomslide.sources.local`). Until an element,
+    keyword or any other :class:`pydicom.Dataset` state is asked for, the instance holds only
+    its summary; the first such request calls ``loader`` and the data set becomes the loaded
+    one (same elements, encoding and file meta), in place.
+
+    Parameters
+    ----------
+    summary: Mapping[str, Any]
+        What :func:`summarize` returned for the same bytes (parsed with :func:`parse_summary`)
+    loader: Callable[[], pydicom.Dataset]
+        Gives the full data set (called at most once, possibly from a worker thread)
+    """
+
+    def __init__(self, summary: Mapping[str, Any], loader: Callable[[], Dataset]) -> None:
+        # Dataset.__init__ is not run: the loaded data set's state is taken over instead.
+        object.__setattr__(self, "summary", summary)
+        object.__setattr__(self, "_loader", loader)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("summary", "_loader"):
+            raise AttributeError(name)
+        if self.__dict__.get("_loader") is not None:
+            self._load()
+            return getattr(self, name)
+        return Dataset.__getattr__(self, name)
+
+    def _load(self) -> None:
+        with _load_lock:
+            loader = self.__dict__.get("_loader")
+            if loader is None:
+                return  # another thread loaded it meanwhile
+            loaded = loader()
+            state = dict(loaded.__dict__)
+            state.update({k: v for k, v in self.__dict__.items() if k not in state})
+            state["_loader"] = None
+            self.__dict__.update(state)
+
+    @property
+    def is_loaded(self) -> bool:
+        """bool: Whether the full data set has been loaded."""
+        return self.__dict__.get("_loader") is None
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        # Pickled (and copied) as the plain data set it stands for: the loader may hold a
+        # client that cannot travel.
+        if not self.is_loaded:
+            self._load()
+        plain = Dataset.__new__(Dataset)
+        state = {k: v for k, v in self.__dict__.items() if k not in ("summary", "_loader")}
+        plain.__dict__.update(state)
+        return plain.__reduce_ex__(protocol)
+
+
+def summarised(
+    key: str,
+    encode: Callable[[Any], Any] = _same,
+    decode: Callable[[Any], Any] = _same,
+) -> Callable[[_F], _F]:
+    """Mark a function of one data set as answered by summaries (see the module notes).
+
+    Parameters
+    ----------
+    key: str
+        Name of the answer in a summary
+    encode, decode: Callable[[Any], Any], optional
+        The answer to JSON and back (the same answer, type included)
+
+    Returns
+    -------
+    Callable
+        Decorator keeping the function's signature
+    """
+
+    def decorate(function: _F) -> _F:
+        _CODECS[key] = (encode, decode)
+        _FUNCTIONS[key] = function
+
+        @functools.wraps(function)
+        def wrapper(ds: Dataset, *args: Any, **kwargs: Any) -> Any:
+            if type(ds) is SummaryDataset and not args and not kwargs:
+                stored = ds.summary.get(key, _MISSING)
+                if stored is not _MISSING:
+                    return decode(stored)
+            return function(ds, *args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+def cached(ds: Dataset, key: str, function: Callable[[Dataset], _T]) -> _T:
+    """``function(ds)``, answered by the summary when ``ds`` has one (see :func:`summarised`).
+
+    For answers computed by methods (a class's constructor from a data set, say), which the
+    decorator cannot mark; ``key`` must have been registered with :func:`register`.
+
+    Parameters
+    ----------
+    ds: pydicom.Dataset
+        The image's data set
+    key: str
+        Name of the answer in a summary
+    function: Callable[[pydicom.Dataset], Any]
+        Computes the answer from the data set
+
+    Returns
+    -------
+    Any
+        The answer
+    """
+    if type(ds) is SummaryDataset:
+        stored = ds.summary.get(key, _MISSING)
+        if stored is not _MISSING:
+            answer: _T = _CODECS[key][1](stored)
+            return answer
+    return function(ds)
+
+
+def register(
+    key: str,
+    function: Callable[[Dataset], Any],
+    encode: Callable[[Any], Any] = _same,
+    decode: Callable[[Any], Any] = _same,
+) -> None:
+    """Make :func:`summarize` store ``function``'s answer under ``key`` (see :func:`cached`).
+
+    Parameters
+    ----------
+    key: str
+        Name of the answer in a summary
+    function: Callable[[pydicom.Dataset], Any]
+        Computes the answer from a data set
+    encode, decode: Callable[[Any], Any], optional
+        The answer to JSON and back
+    """
+    _CODECS[key] = (encode, decode)
+    _FUNCTIONS[key] = function
+
+
+def tag_value(ds: SummaryDataset, tag: int) -> Any:
+    """The summarised value of a tag, None when absent, or a sentinel when not summarised."""
+    values = ds.summary.get("v")
+    if values is None:
+        return _MISSING
+    return values.get(str(tag), _MISSING)
+
+
+#: Returned by :func:`tag_value` for a tag the summary does not hold.
+NOT_SUMMARISED: Final = _MISSING
+
+
+def summarize(ds: Dataset, get_value: Callable[[Dataset, int, Any], Any]) -> str:
+    """The summary of an image's header, as stored beside it (JSON text).
+
+    Every marked answer is computed from ``ds`` by the function that gives it; one that
+    raises is left out (asking for it later loads the header and raises there, as before).
+
+    Parameters
+    ----------
+    ds: pydicom.Dataset
+        The full header
+    get_value: Callable
+        :func:`dicomslide.perframe.get_value` (passed in: that module imports this one)
+
+    Returns
+    -------
+    str
+        JSON text for :func:`parse_summary`
+    """
+    # Importing the modules that mark their functions fills the registry.
+    import dicomslide.image
+    import dicomslide.slide  # noqa: F401
+
+    values: dict[str, Any] = {}
+    for tag in SUMMARY_TAGS:
+        value = get_value(ds, tag, _MISSING)
+        if value is _MISSING:
+            values[str(tag)] = None  # absent: get_value gives its default
+        elif _plain_value(value) and value is not None:
+            values[str(tag)] = value
+    out: dict[str, Any] = {"version": _VERSION, "v": values}
+    for key, function in _FUNCTIONS.items():
+        encode, decode = _CODECS[key]
+        try:
+            answer = function(ds)
+            encoded = json.loads(json.dumps(encode(answer)))
+            back = decode(encoded)
+        except Exception:  # an answer that raises is left to raise later
+            continue
+        if type(back) is type(answer) and back == answer:
+            out[key] = encoded  # else not stored faithfully: asked of the header again
+    return json.dumps(out, separators=(",", ":"))
+
+
+def parse_summary(text: str) -> dict[str, Any] | None:
+    """A stored summary, or None when it is damaged or of another version.
+
+    Parameters
+    ----------
+    text: str
+        What :func:`summarize` returned
+
+    Returns
+    -------
+    dict[str, Any] | None
+        The summary
+    """
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(value, dict) or value.get("version") != _VERSION:
+        return None
+    if not isinstance(value.get("v"), dict):
+        return None
+    return value
+
+
+def floats(values: Iterable[Any]) -> tuple[float, ...]:
+    """JSON numbers back to a tuple of floats (answers that are float tuples)."""
+    return tuple(float(v) for v in values)
