@@ -22,23 +22,32 @@ from __future__ import annotations
 import functools
 import json
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from typing import Any, Final, TypeVar
 
 from pydicom import Dataset
 
 __all__ = [
+    "ANSWER_KEYS",
+    "NOT_SUMMARISED",
     "SUMMARY_TAGS",
     "SummaryDataset",
     "cached",
+    "floats",
     "parse_summary",
+    "register",
     "summarised",
     "summarize",
+    "tag_value",
 ]
 
 #: Bumped whenever what a key means changes: older summaries are then ignored.
 _VERSION: Final = 1
 _MISSING: Final = object()
+#: Stored for an answer left out (no answer is a JSON object) or a value not summarised (no
+#: value is a JSON boolean): asked of the header instead.
+_LEFT_OUT: Final[dict[str, Any]] = {}
+_NOT_KEPT: Final = False
 _F = TypeVar("_F", bound=Callable[..., Any])
 _T = TypeVar("_T")
 
@@ -62,6 +71,29 @@ SUMMARY_TAGS: Final = (
     0x00080060,  # Modality
     0x00080008,  # Image Type
 )
+
+#: The answers a summary holds, in stored order (a summary is a JSON array: version, the
+#: values of SUMMARY_TAGS, then these; positions parse faster than a JSON object's keys).
+ANSWER_KEYS: Final = (
+    "is_image",
+    "is_tiled_image",
+    "flavor",
+    "is_label_map",
+    "label_map_background",
+    "pixel_spacing",
+    "center",
+    "channel_ids",
+    "focal_planes",
+    "format",
+    "geometry",
+    "icc_uri",
+    "channel_count",
+    "valid",
+    "has_image_type",
+    "parameter_label",
+)
+_POSITION: Final = {key: i for i, key in enumerate(ANSWER_KEYS)}
+_TAG_POSITION: Final = {tag: i for i, tag in enumerate(SUMMARY_TAGS)}
 
 #: How each marked function's answer is stored (JSON) and given back: key, encode, decode.
 _CODECS: dict[str, tuple[Callable[[Any], Any], Callable[[Any], Any]]] = {}
@@ -91,13 +123,15 @@ class SummaryDataset(Dataset):
 
     Parameters
     ----------
-    summary: Mapping[str, Any]
+    summary: tuple[list[Any], list[Any]]
         What :func:`summarize` returned for the same bytes (parsed with :func:`parse_summary`)
     loader: Callable[[], pydicom.Dataset]
         Gives the full data set (called at most once, possibly from a worker thread)
     """
 
-    def __init__(self, summary: Mapping[str, Any], loader: Callable[[], Dataset]) -> None:
+    def __init__(
+        self, summary: tuple[list[Any], list[Any]], loader: Callable[[], Dataset]
+    ) -> None:
         # Dataset.__init__ is not run: the loaded data set's state is taken over instead.
         object.__setattr__(self, "summary", summary)
         object.__setattr__(self, "_loader", loader)
@@ -157,6 +191,8 @@ def summarised(
         Decorator keeping the function's signature
     """
 
+    position = _POSITION[key]
+
     def decorate(function: _F) -> _F:
         _CODECS[key] = (encode, decode)
         _FUNCTIONS[key] = function
@@ -164,8 +200,8 @@ def summarised(
         @functools.wraps(function)
         def wrapper(ds: Dataset, *args: Any, **kwargs: Any) -> Any:
             if type(ds) is SummaryDataset and not args and not kwargs:
-                stored = ds.summary.get(key, _MISSING)
-                if stored is not _MISSING:
+                stored = ds.summary[1][position]
+                if stored != _LEFT_OUT:
                     return decode(stored)
             return function(ds, *args, **kwargs)
 
@@ -195,8 +231,8 @@ def cached(ds: Dataset, key: str, function: Callable[[Dataset], _T]) -> _T:
         The answer
     """
     if type(ds) is SummaryDataset:
-        stored = ds.summary.get(key, _MISSING)
-        if stored is not _MISSING:
+        stored = ds.summary[1][_POSITION[key]]
+        if stored != _LEFT_OUT:
             answer: _T = _CODECS[key][1](stored)
             return answer
     return function(ds)
@@ -219,16 +255,19 @@ def register(
     encode, decode: Callable[[Any], Any], optional
         The answer to JSON and back
     """
+    if key not in _POSITION:
+        raise ValueError(f"{key!r} is not one of the summary's ANSWER_KEYS")
     _CODECS[key] = (encode, decode)
     _FUNCTIONS[key] = function
 
 
 def tag_value(ds: SummaryDataset, tag: int) -> Any:
     """The summarised value of a tag, None when absent, or a sentinel when not summarised."""
-    values = ds.summary.get("v")
-    if values is None:
+    position = _TAG_POSITION.get(tag)
+    if position is None:
         return _MISSING
-    return values.get(str(tag), _MISSING)
+    value = ds.summary[0][position]
+    return _MISSING if value is _NOT_KEPT else value
 
 
 #: Returned by :func:`tag_value` for a tag the summary does not hold.
@@ -257,28 +296,33 @@ def summarize(ds: Dataset, get_value: Callable[[Dataset, int, Any], Any]) -> str
     import dicomslide.image
     import dicomslide.slide  # noqa: F401
 
-    values: dict[str, Any] = {}
+    values: list[Any] = []
     for tag in SUMMARY_TAGS:
         value = get_value(ds, tag, _MISSING)
         if value is _MISSING:
-            values[str(tag)] = None  # absent: get_value gives its default
-        elif _plain_value(value) and value is not None:
-            values[str(tag)] = value
-    out: dict[str, Any] = {"version": _VERSION, "v": values}
-    for key, function in _FUNCTIONS.items():
+            values.append(None)  # absent: get_value gives its default
+        elif _plain_value(value) and value is not None and type(value) is not bool:
+            values.append(value)
+        else:
+            values.append(_NOT_KEPT)
+    answers: list[Any] = []
+    for key in ANSWER_KEYS:
+        answers.append(_LEFT_OUT)
+        if key not in _FUNCTIONS:
+            continue
         encode, decode = _CODECS[key]
         try:
-            answer = function(ds)
+            answer = _FUNCTIONS[key](ds)
             encoded = json.loads(json.dumps(encode(answer)))
             back = decode(encoded)
         except Exception:  # an answer that raises is left to raise later
             continue
-        if type(back) is type(answer) and back == answer:
-            out[key] = encoded  # else not stored faithfully: asked of the header again
-    return json.dumps(out, separators=(",", ":"))
+        if type(back) is type(answer) and back == answer and encoded != _LEFT_OUT:
+            answers[-1] = encoded  # else not stored faithfully: asked of the header again
+    return json.dumps([_VERSION, values, answers], separators=(",", ":"))
 
 
-def parse_summary(text: str) -> dict[str, Any] | None:
+def parse_summary(text: str) -> tuple[list[Any], list[Any]] | None:
     """A stored summary, or None when it is damaged or of another version.
 
     Parameters
@@ -288,18 +332,24 @@ def parse_summary(text: str) -> dict[str, Any] | None:
 
     Returns
     -------
-    dict[str, Any] | None
-        The summary
+    tuple[list[Any], list[Any]] | None
+        The values of :data:`SUMMARY_TAGS` and the answers of :data:`ANSWER_KEYS`
     """
     try:
         value = json.loads(text)
     except ValueError:
         return None
-    if not isinstance(value, dict) or value.get("version") != _VERSION:
+    if (
+        type(value) is not list
+        or len(value) != 3
+        or value[0] != _VERSION
+        or type(value[1]) is not list
+        or type(value[2]) is not list
+        or len(value[1]) != len(SUMMARY_TAGS)
+        or len(value[2]) != len(ANSWER_KEYS)
+    ):
         return None
-    if not isinstance(value.get("v"), dict):
-        return None
-    return value
+    return value[1], value[2]
 
 
 def floats(values: Iterable[Any]) -> tuple[float, ...]:

@@ -712,13 +712,14 @@ class DICOMfileClient:
                     asyncio.to_thread(self._store.summary, missing[0])
                 )
             await asyncio.shield(self._summaries_loaded)
-            for instance in missing:
-                summary = self._store.summary(instance)
-                parsed = None if summary is None else parse_summary(summary)
-                if parsed is not None:
-                    loader = functools.partial(self._load_summarised, instance)
-                    known[instance.sop_uid] = SummaryDataset(parsed, loader)
-                    self._remember_metadata(instance.sop_uid, known[instance.sop_uid])
+            with collector_paused():  # thousands of small containers: see dicomslide._gc
+                for instance in missing:
+                    summary = self._store.summary(instance)
+                    parsed = None if summary is None else parse_summary(summary)
+                    if parsed is not None:
+                        loader = functools.partial(self._load_summarised, instance)
+                        known[instance.sop_uid] = SummaryDataset(parsed, loader)
+                        self._remember_metadata(instance.sop_uid, known[instance.sop_uid])
             missing = [i for i in missing if i.sop_uid not in known]
         if missing:
             read = await asyncio.to_thread(self._read_many_metadata, missing)
