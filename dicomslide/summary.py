@@ -64,8 +64,8 @@ SUMMARY_TAGS: Final = (
     0x00209161,  # Concatenation UID
     0x00280010,  # Rows
     0x00280011,  # Columns
-    0x00480006,  # Total Pixel Matrix Rows
-    0x00480007,  # Total Pixel Matrix Columns
+    0x00480006,  # Total Pixel Matrix Columns
+    0x00480007,  # Total Pixel Matrix Rows
     0x00209311,  # Dimension Organization Type
     0x00280008,  # Number of Frames
     0x00080060,  # Modality
@@ -100,6 +100,8 @@ _CODECS: dict[str, tuple[Callable[[Any], Any], Callable[[Any], Any]]] = {}
 #: The marked functions by key, each taking one data set (see summarize).
 _FUNCTIONS: dict[str, Callable[[Dataset], Any]] = {}
 _load_lock = threading.Lock()
+#: The summary of a loaded data set: nothing kept, everything asked of the elements.
+_NOTHING: Final = ([_NOT_KEPT] * len(SUMMARY_TAGS), [_LEFT_OUT] * len(ANSWER_KEYS))
 
 
 def _same(value: Any) -> Any:
@@ -119,7 +121,8 @@ class SummaryDataset(Dataset):
     Built by the local source (see :mod:`dicomslide.sources.local`). Until an element,
     keyword or any other :class:`pydicom.Dataset` state is asked for, the instance holds only
     its summary; the first such request calls ``loader`` and the data set becomes the loaded
-    one (same elements, encoding and file meta), in place.
+    one (same elements, encoding and file meta), in place, and its summary is dropped: a
+    loaded data set may be changed, so every later answer is computed from its elements.
 
     Parameters
     ----------
@@ -153,6 +156,9 @@ class SummaryDataset(Dataset):
             state = dict(loaded.__dict__)
             state.update({k: v for k, v in self.__dict__.items() if k not in state})
             state["_loader"] = None
+            # Loaded, the data set can be changed in place: from now on every answer is
+            # computed from its elements, as for any data set.
+            state["summary"] = _NOTHING
             self.__dict__.update(state)
 
     @property
@@ -168,7 +174,12 @@ class SummaryDataset(Dataset):
         plain = Dataset.__new__(Dataset)
         state = {k: v for k, v in self.__dict__.items() if k not in ("summary", "_loader")}
         plain.__dict__.update(state)
-        return plain.__reduce_ex__(protocol)
+        return _as_is, (plain,)
+
+
+def _as_is(ds: Dataset) -> Dataset:
+    """What a pickled or copied SummaryDataset becomes: the plain data set it stands for."""
+    return ds
 
 
 def summarised(
@@ -306,20 +317,45 @@ def summarize(ds: Dataset, get_value: Callable[[Dataset, int, Any], Any]) -> str
         else:
             values.append(_NOT_KEPT)
     answers: list[Any] = []
+    expected: list[Any] = []
     for key in ANSWER_KEYS:
         answers.append(_LEFT_OUT)
+        expected.append(_MISSING)
         if key not in _FUNCTIONS:
             continue
-        encode, decode = _CODECS[key]
         try:
-            answer = _FUNCTIONS[key](ds)
-            encoded = json.loads(json.dumps(encode(answer)))
-            back = decode(encoded)
+            expected[-1] = _FUNCTIONS[key](ds)
+            answers[-1] = _CODECS[key][0](expected[-1])
         except Exception:  # an answer that raises is left to raise later
-            continue
-        if type(back) is type(answer) and back == answer and encoded != _LEFT_OUT:
-            answers[-1] = encoded  # else not stored faithfully: asked of the header again
-    return json.dumps([_VERSION, values, answers], separators=(",", ":"))
+            answers[-1], expected[-1] = _LEFT_OUT, _MISSING
+    while True:
+        try:
+            text = json.dumps([_VERSION, values, answers], separators=(",", ":"))
+        except (TypeError, ValueError):
+            return json.dumps([_VERSION, [_NOT_KEPT] * len(values), [_LEFT_OUT] * len(answers)])
+        # What a reader will get back must be the answer itself, type included; one that is
+        # not is left out (asked of the header again).
+        stored = json.loads(text)[2]
+        wrong = [
+            i for i, key in enumerate(ANSWER_KEYS) if not _faithful(key, stored[i], expected[i])
+        ]
+        if not wrong:
+            return text
+        for i in wrong:
+            answers[i] = _LEFT_OUT
+            expected[i] = _MISSING
+
+
+def _faithful(key: str, stored: Any, answer: Any) -> bool:
+    if answer is _MISSING:
+        return bool(stored == _LEFT_OUT)
+    if stored == _LEFT_OUT:
+        return False
+    try:
+        back = _CODECS[key][1](stored)
+    except Exception:
+        return False
+    return type(back) is type(answer) and bool(back == answer)
 
 
 def parse_summary(text: str) -> tuple[list[Any], list[Any]] | None:

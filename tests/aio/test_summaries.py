@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pydicom
 import pytest
 
 import dicomslide
@@ -193,3 +194,36 @@ def test_summary_is_kept_for_the_file_identity(tmp_path: Path) -> None:
     )
     assert len(kinds) == len(first.image_metadata) - 1
     assert _slide(again) == _slide(first)
+
+
+def test_loaded_metadata_behaves_as_any_data_set(tmp_path: Path) -> None:
+    import copy
+    import pickle
+
+    from dicomslide._tags import TOTAL_PIXEL_MATRIX_ROWS
+    from dicomslide.perframe import get_value
+    from dicomslide.synthetic import write_slide
+    from dicomslide.utils import get_image_size
+    from tests.support.slides import slide_spec
+
+    folder = tmp_path / "slide"
+    write_slide(folder, slide_spec((200, 260), 64, 2))
+    index = tmp_path / "index"
+    asyncio.run(_open(folder, index))
+    (slide,) = asyncio.run(_open(folder, index))
+    ds = slide.get_volume_images()[0].metadata
+    assert type(ds) is SummaryDataset
+    assert not ds.is_loaded
+    assert get_image_size(ds) == 200 * 260  # from the summary: nothing loaded
+    assert not ds.is_loaded
+    # Copies and pickles are the plain data set it stands for (loading it first).
+    plain = pickle.loads(pickle.dumps(ds))
+    assert ds.is_loaded
+    assert type(plain) is pydicom.Dataset
+    assert plain == ds
+    assert type(copy.deepcopy(ds)) is pydicom.Dataset
+    # Changed in place once loaded: the answers follow the elements, not the summary.
+    ds.TotalPixelMatrixRows = 100
+    assert get_value(ds, TOTAL_PIXEL_MATRIX_ROWS) == 100
+    assert get_image_size(ds) == 100 * 260
+    assert dicomslide.Slide(slide.client, [ds]).size == (100, 260)
