@@ -53,7 +53,7 @@ from dicomslide.perframe import get_value
 from dicomslide.runtime import as_source, decode_queue, frame_service
 from dicomslide.sources.dicomjson import BULKDATA_URIS_ATTR as BULKDATA_URIS_ATTRIBUTE
 from dicomslide.sources.protocol import EncodedFrame, Source
-from dicomslide.summary import cached, floats, register
+from dicomslide.summary import cached, floats, register, restored
 from dicomslide.utils import (
     PARAMETRIC_MAP_SOP_CLASS_UID as _PARAMETRIC_MAP_SOP_CLASS,
     SEGMENTATION_SOP_CLASS_UIDS as _SEGMENTATION_SOP_CLASSES,
@@ -98,8 +98,7 @@ def _geometry_fields(geometry: ImageGeometry) -> list[Any]:
 
 
 def _geometry_of(fields: list[Any]) -> ImageGeometry:
-    origin, orientation, spacing = (floats(values) for values in fields)
-    return ImageGeometry(origin, orientation, spacing)  # type: ignore[arg-type]
+    return restored(ImageGeometry, map(floats, fields))
 
 
 def _format_fields(fmt: PixelFormat) -> list[Any]:
@@ -108,6 +107,7 @@ def _format_fields(fmt: PixelFormat) -> list[Any]:
 
 # What opening an image reads from its metadata, answered by the local index's summaries
 # (see dicomslide.summary).
+# The pixel format is checked again (it sizes buffers), the geometry is not (see restored).
 register("format", PixelFormat.from_dataset, _format_fields, lambda v: PixelFormat(*v))
 register("geometry", ImageGeometry.from_dataset, _geometry_fields, _geometry_of)
 register("icc_uri", _icc_profile_uri)

@@ -707,11 +707,16 @@ class DICOMfileClient:
         if missing and self._store.path is not None:
             # Images summarised in the index are built from their summaries; their headers
             # are loaded when something asks for them (see dicomslide.summary).
-            if self._summaries_loaded is None:
-                self._summaries_loaded = asyncio.ensure_future(
+            loaded = self._summaries_loaded
+            if loaded is None or (
+                not loaded.done() and loaded.get_loop() is not asyncio.get_running_loop()
+            ):
+                # All of them in one query, once, off the loop (every series asks at once).
+                loaded = self._summaries_loaded = asyncio.ensure_future(
                     asyncio.to_thread(self._store.summary, missing[0])
                 )
-            await asyncio.shield(self._summaries_loaded)
+            if not loaded.done():
+                await asyncio.shield(loaded)
             with collector_paused():  # thousands of small containers: see dicomslide._gc
                 for instance in missing:
                     summary = self._store.summary(instance)
