@@ -466,7 +466,9 @@ class DICOMfileClient:
         self._store = IndexStore(None, None, set(), {})
         self._frame_sources: OrderedDict[str, _FrameSource] = OrderedDict()
         self._frame_source_locks: dict[str, asyncio.Lock] = {}
-        self._summaries_loaded: asyncio.Future[str | None] | None = None
+        # Summaries to look up, and the job looking them up (see _read_summaries).
+        self._summaries_wanted: list[IndexedInstance] = []
+        self._summaries_job: asyncio.Future[None] | None = None
 
     @property
     def runtime(self) -> SourceRuntime:
@@ -707,16 +709,7 @@ class DICOMfileClient:
         if missing and self._store.path is not None:
             # Images summarised in the index are built from their summaries; their headers
             # are loaded when something asks for them (see dicomslide.summary).
-            loaded = self._summaries_loaded
-            if loaded is None or (
-                not loaded.done() and loaded.get_loop() is not asyncio.get_running_loop()
-            ):
-                # All of them in one query, once, off the loop (every series asks at once).
-                loaded = self._summaries_loaded = asyncio.ensure_future(
-                    asyncio.to_thread(self._store.summary, missing[0])
-                )
-            if not loaded.done():
-                await asyncio.shield(loaded)
+            await self._read_summaries(missing)
             with collector_paused():  # thousands of small containers: see dicomslide._gc
                 for instance in missing:
                     summary = self._store.summary(instance)
@@ -926,6 +919,7 @@ class DICOMfileClient:
             self._store.remember(remembered, found)
         if self._store.path is not None:
             # Summaries for the next client, which then reads no header to build slides.
+            self._store.read_summaries(instances)
             self._store.remember_summaries(
                 [
                     (instance, summarize(ds, get_value))
@@ -934,6 +928,24 @@ class DICOMfileClient:
                 ]
             )
         return datasets
+
+    async def _read_summaries(self, instances: Sequence[IndexedInstance]) -> None:
+        """Look the summaries of ``instances`` up, together with those other tasks want.
+
+        find_slides asks for every series at once: the requests that arrive before the job
+        runs share one job (a query per 500 files) instead of a worker thread each.
+        """
+        self._summaries_wanted += self._store.unread_summaries(instances)
+        loop = asyncio.get_running_loop()
+        while self._store.unread_summaries(instances):
+            job = self._summaries_job
+            if job is None or job.done() or job.get_loop() is not loop:
+                job = self._summaries_job = asyncio.ensure_future(self._summaries_now())
+            await asyncio.shield(job)
+
+    async def _summaries_now(self) -> None:
+        wanted, self._summaries_wanted = self._summaries_wanted, []
+        await asyncio.to_thread(self._store.read_summaries, wanted)
 
     def _load_summarised(self, instance: IndexedInstance) -> Dataset:
         """The full header of a summarised image, when something first asks for it."""

@@ -718,13 +718,13 @@ class IndexStore:
         self._pending_validated: list[IndexedInstance] = []
         self._pending_z: list[tuple[IndexedInstance, ZOffsets]] = []
         self._lock = threading.Lock()
-        # Per-instance summaries (dicomslide.summary): all read at once on first use.
-        self._summaries: dict[tuple[str, Identity], str] | None = None
+        # Per-instance summaries (dicomslide.summary) read so far; None: looked up, none kept.
+        self._summaries: dict[tuple[str, Identity], str | None] = {}
         self._pending_summaries: list[tuple[tuple[str, Identity], str]] = []
         self._summaries_saved = False
 
     def summary(self, instance: IndexedInstance) -> str | None:
-        """The stored summary of a file as indexed (see :mod:`dicomslide.summary`), or None.
+        """The summary of a file as indexed (see :mod:`dicomslide.summary`), if read and kept.
 
         Parameters
         ----------
@@ -734,17 +734,45 @@ class IndexStore:
         Returns
         -------
         str | None
-            The summary text
+            The summary text (None: none kept, or not read yet, see :meth:`read_summaries`)
         """
-        if self._summaries is None:
-            with self._lock:
-                if self._summaries is None:
-                    try:
-                        found = {} if self._conn is None else load_summaries(self._conn)
-                    except sqlite3.Error:
-                        found = {}  # slides are then built from the headers
-                    self._summaries = found
         return self._summaries.get(_key(instance))
+
+    def unread_summaries(self, instances: Sequence[IndexedInstance]) -> list[IndexedInstance]:
+        """The files whose summaries have not been looked up yet.
+
+        Parameters
+        ----------
+        instances: Sequence[IndexedInstance]
+            The files
+
+        Returns
+        -------
+        list[IndexedInstance]
+            Those of them not looked up
+        """
+        known = self._summaries
+        return [i for i in instances if _key(i) not in known]
+
+    def read_summaries(self, instances: Sequence[IndexedInstance]) -> None:
+        """Look the summaries of files up in the index (a query per 500 files).
+
+        Parameters
+        ----------
+        instances: Sequence[IndexedInstance]
+            The files
+        """
+        wanted = self.unread_summaries(instances)
+        with self._lock:
+            found: dict[tuple[str, Identity], str] = {}
+            if self._conn is not None and wanted:
+                try:
+                    found = load_summaries(self._conn, [i.relpath for i in wanted])
+                except sqlite3.Error:
+                    found = {}  # slides are then built from the headers
+            for instance in wanted:
+                key = _key(instance)
+                self._summaries.setdefault(key, found.get(key))
 
     def remember_summaries(self, rows: Sequence[tuple[IndexedInstance, str]]) -> None:
         """Remember summaries computed from headers as indexed (written in batches).
@@ -757,8 +785,7 @@ class IndexStore:
         with self._lock:
             for instance, text in rows:
                 self._pending_summaries.append((_key(instance), text))
-                if self._summaries is not None:
-                    self._summaries[_key(instance)] = text
+                self._summaries[_key(instance)] = text
             if len(self._pending_summaries) >= _FLUSH_AFTER:
                 self._flush_summaries(prune=False)
 

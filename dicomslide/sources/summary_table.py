@@ -3,8 +3,8 @@
 Each summary is stored with the identity (size, modification time, inode, status-change time)
 of the file it was computed from, and handed out only while the file's own row in the index
 names the same identity: a file changed, replaced or removed since never gets a summary of
-other bytes. All of a folder's summaries are read with one query (a warm search over
-thousands of slides needs every one of them).
+other bytes. All of a folder's summaries are read with one query a warm search over
+thousands of slides asks for all of them at once, a search for one container for three).
 """
 
 from __future__ import annotations
@@ -23,8 +23,10 @@ FileKey = tuple[str, tuple[int, int, int, int]]
 _LOAD: Final = (
     "SELECT s.relpath, s.size, s.mtime_ns, s.ino, s.ctime_ns, s.summary FROM summaries s "
     "JOIN files f ON f.relpath = s.relpath AND f.size = s.size AND f.mtime_ns = s.mtime_ns "
-    "AND f.ino = s.ino AND f.ctime_ns = s.ctime_ns WHERE typeof(s.summary) = 'text'"
+    "AND f.ino = s.ino AND f.ctime_ns = s.ctime_ns WHERE typeof(s.summary) = 'text' "
+    "AND s.relpath IN ({marks})"
 )
+_CHUNK: Final = 500
 # Only for the identity the file's row still names: another process may have re-indexed it.
 _SAVE: Final = (
     "INSERT OR REPLACE INTO summaries (relpath, size, mtime_ns, ino, ctime_ns, summary) "
@@ -38,23 +40,28 @@ _PRUNE: Final = (
 )
 
 
-def load_summaries(conn: sqlite3.Connection) -> dict[FileKey, str]:
-    """Every stored summary whose identity matches its file's row.
+def load_summaries(conn: sqlite3.Connection, relpaths: Sequence[str]) -> dict[FileKey, str]:
+    """The stored summaries of files whose identity matches their file's row.
 
     Parameters
     ----------
     conn: sqlite3.Connection
         The index
+    relpaths: Sequence[str]
+        The files, relative to the folder
 
     Returns
     -------
     dict[tuple[str, tuple[int, int, int, int]], str]
         Summary text by relative path and identity
     """
-    return {
-        (rel, (size, mtime, ino, ctime)): text
-        for rel, size, mtime, ino, ctime, text in conn.execute(_LOAD)
-    }
+    found: dict[FileKey, str] = {}
+    for start in range(0, len(relpaths), _CHUNK):
+        chunk = relpaths[start : start + _CHUNK]
+        query = _LOAD.format(marks=",".join("?" * len(chunk)))
+        for rel, size, mtime, ino, ctime, text in conn.execute(query, chunk):
+            found[(rel, (size, mtime, ino, ctime))] = text
+    return found
 
 
 def save_summaries(
