@@ -392,7 +392,7 @@ def parse_summary(text: str) -> tuple[list[Any], list[Any]] | None:
     Parameters
     ----------
     text: str
-        What :func:`summarize` returned
+        The text as stored (made by :func:`summarize`)
 
     Returns
     -------

@@ -729,7 +729,7 @@ class IndexStore:
         Parameters
         ----------
         instance: IndexedInstance
-            The file; a summary is kept for its identity only
+            The file as indexed (a summary of other bytes is never handed out)
 
         Returns
         -------
@@ -744,7 +744,7 @@ class IndexStore:
         Parameters
         ----------
         instances: Sequence[IndexedInstance]
-            The files
+            The files asked for
 
         Returns
         -------
