@@ -41,6 +41,7 @@ from dicomslide.perframe import (
     extract_z_offsets,
     get_value,
 )
+from dicomslide.summary import floats, summarised
 from dicomslide.utils import (
     PARAMETRIC_MAP_SOP_CLASS_UID as _PARAMETRIC_MAP_SOP_CLASS,
     SEGMENTATION_SOP_CLASS_UID as _SEGMENTATION_SOP_CLASS,
@@ -136,6 +137,7 @@ def _shared_item(ds: Dataset, sequence_keyword: str) -> Dataset | None:
     return None
 
 
+@summarised("channel_ids", list, tuple)
 def get_channel_identifiers(ds: Dataset) -> tuple[str, ...]:
     """Identifier of each channel of an image (optical path identifier or segment number)."""
     return tuple(_channel_identifier(ds, item) for item in get_channel_items(ds))
@@ -197,6 +199,7 @@ def find_focal_plane_index(offsets: Sequence[float], focal_plane_offset: float, 
     )
 
 
+@summarised("focal_planes", decode=lambda values: list(floats(values)))
 def get_focal_plane_offsets(ds: Dataset) -> list[float]:
     """Z offsets (micrometres) of the focal planes of an image, ascending.
 

@@ -37,6 +37,7 @@ from dicomslide._tags import (
     CONTAINER_IDENTIFIER as _CONTAINER_IDENTIFIER,
     FRAME_OF_REFERENCE_UID as _FRAME_OF_REFERENCE_UID,
     IMAGE_ORIENTATION_SLIDE as _IMAGE_ORIENTATION_SLIDE,
+    PYRAMID_UID as _PYRAMID_UID,
     SERIES_INSTANCE_UID as _SERIES_INSTANCE_UID,
     STUDY_INSTANCE_UID as _STUDY_INSTANCE_UID,
     TOTAL_PIXEL_MATRIX_COLUMNS as _TOTAL_PIXEL_MATRIX_COLUMNS,
@@ -190,7 +191,7 @@ def _links(key: SlideKey, datasets: Sequence[Dataset]) -> set[tuple[str, ...]]:
     for ds in datasets:
         study, series = _text(ds, _STUDY_INSTANCE_UID), _text(ds, _SERIES_INSTANCE_UID)
         out.add(("SERIES", study, series, container))
-        pyramid_uid = str(ds.get("PyramidUID", "") or "")
+        pyramid_uid = str(get_value(ds, _PYRAMID_UID, "") or "")
         if pyramid_uid:
             out.add(("PYRAMID", pyramid_uid, container))
     return out

@@ -28,7 +28,13 @@ import numpy as np
 from pydicom import Dataset
 
 from dicomslide._args import int_pair
-from dicomslide._tags import TOTAL_PIXEL_MATRIX_COLUMNS, TOTAL_PIXEL_MATRIX_ROWS
+from dicomslide._tags import (
+    FRAME_OF_REFERENCE_UID,
+    SOP_CLASS_UID,
+    SOP_INSTANCE_UID,
+    TOTAL_PIXEL_MATRIX_COLUMNS,
+    TOTAL_PIXEL_MATRIX_ROWS,
+)
 from dicomslide.codecs import PixelFormat, decode_frame
 from dicomslide.color import ColorTransform, get_color_transform
 from dicomslide.coordinates import ImageGeometry
@@ -47,6 +53,7 @@ from dicomslide.perframe import get_value
 from dicomslide.runtime import as_source, decode_queue, frame_service
 from dicomslide.sources.dicomjson import BULKDATA_URIS_ATTR as BULKDATA_URIS_ATTRIBUTE
 from dicomslide.sources.protocol import EncodedFrame, Source
+from dicomslide.summary import cached, floats, register, restored
 from dicomslide.utils import (
     PARAMETRIC_MAP_SOP_CLASS_UID as _PARAMETRIC_MAP_SOP_CLASS,
     SEGMENTATION_SOP_CLASS_UIDS as _SEGMENTATION_SOP_CLASSES,
@@ -69,6 +76,42 @@ def _check_index(value: int, count: int, what: str, where: str) -> int:
             f"{what} {value} is out of range for {where}: valid is 0..{count - 1}."
         )
     return int(value)
+
+
+def _icc_profile_uri(ds: Dataset) -> str | None:
+    uri = None
+    for item in ds.get("OpticalPathSequence", []):
+        if item.get("ICCProfile"):
+            return None
+        uri = uri or getattr(item, BULKDATA_URIS_ATTRIBUTE, {}).get("00282000")
+    if uri is None and not ds.get("ICCProfile"):
+        uri = getattr(ds, BULKDATA_URIS_ATTRIBUTE, {}).get("00282000")
+    return uri
+
+
+def _channel_count(ds: Dataset) -> int:
+    return len(get_channel_items(ds))
+
+
+def _geometry_fields(geometry: ImageGeometry) -> list[Any]:
+    return [geometry.origin, geometry.orientation, geometry.pixel_spacing]
+
+
+def _geometry_of(fields: list[Any]) -> ImageGeometry:
+    return restored(ImageGeometry, map(floats, fields))
+
+
+def _format_fields(fmt: PixelFormat) -> list[Any]:
+    return [getattr(fmt, name) for name in PixelFormat.__dataclass_fields__]
+
+
+# What opening an image reads from its metadata, answered by the local index's summaries
+# (see dicomslide.summary).
+# The pixel format is checked again (it sizes buffers), the geometry is not (see restored).
+register("format", PixelFormat.from_dataset, _format_fields, lambda v: PixelFormat(*v))
+register("geometry", ImageGeometry.from_dataset, _geometry_fields, _geometry_of)
+register("icc_uri", _icc_profile_uri)
+register("channel_count", _channel_count)
 
 
 class ImageReader:
@@ -98,7 +141,7 @@ class ImageReader:
         self.source = source
         self.parts_metadata = list(parts_metadata)
         self.metadata = self.parts_metadata[0]
-        self.format = PixelFormat.from_dataset(self.metadata)
+        self.format = cached(self.metadata, "format", PixelFormat.from_dataset)
         self.correct_color = correct_color
         self.label_map = is_label_map(self.metadata)
         # What label-map pixels without a frame or outside the matrix hold: no segment.
@@ -188,14 +231,7 @@ class ImageReader:
 
     def icc_profile_uri(self) -> str | None:
         """The BulkDataURI of this image's ICC profile when it is not in the metadata."""
-        uri = None
-        for item in self.metadata.get("OpticalPathSequence", []):
-            if item.get("ICCProfile"):
-                return None
-            uri = uri or getattr(item, BULKDATA_URIS_ATTRIBUTE, {}).get("00282000")
-        if uri is None and not self.metadata.get("ICCProfile"):
-            uri = getattr(self.metadata, BULKDATA_URIS_ATTRIBUTE, {}).get("00282000")
-        return uri
+        return cached(self.metadata, "icc_uri", _icc_profile_uri)
 
     async def icc_profile(self) -> bytes:
         """This image's ICC profile bytes (empty when it has none)."""
@@ -825,7 +861,7 @@ class TiledImage:
     ) -> None:
         parts = list(concatenation_parts) if concatenation_parts else [image_metadata]
         self._state = ImageReader(as_source(client), parts, correct_color)
-        self._geometry = ImageGeometry.from_dataset(self._state.metadata)
+        self._geometry = cached(self._state.metadata, "geometry", ImageGeometry.from_dataset)
         self._matrices: dict[tuple[int, int], TotalPixelMatrix] = {}
 
     @property
@@ -860,17 +896,22 @@ class TiledImage:
     @property
     def sop_instance_uids(self) -> tuple[str, ...]:
         """tuple[str, ...]: SOP Instance UIDs of all parts, in concatenation order."""
-        return tuple(str(d.SOPInstanceUID) for d in self._state.parts_metadata)
+        # By tag: answered by a summary without loading the header (dicomslide.summary).
+        uids = [get_value(d, SOP_INSTANCE_UID) for d in self._state.parts_metadata]
+        return tuple(
+            str(d.SOPInstanceUID if uid is None else uid)
+            for d, uid in zip(self._state.parts_metadata, uids, strict=True)
+        )
 
     @property
     def frame_of_reference_uid(self) -> str:
         """str: Frame of Reference UID (empty string when the image has none)."""
-        return str(self.metadata.get("FrameOfReferenceUID", ""))
+        return str(get_value(self.metadata, FRAME_OF_REFERENCE_UID, ""))
 
     @property
     def channel_type(self) -> ChannelTypes:
         """dicomslide.ChannelTypes: Type of the channels of this image."""
-        sop_class = str(self.metadata.get("SOPClassUID", ""))
+        sop_class = str(get_value(self.metadata, SOP_CLASS_UID, ""))
         if sop_class in _SEGMENTATION_SOP_CLASSES:
             return ChannelTypes.SEGMENT
         if sop_class == _PARAMETRIC_MAP_SOP_CLASS:
@@ -880,7 +921,7 @@ class TiledImage:
     @property
     def num_channels(self) -> int:
         """int: Number of channels: optical paths, segments or parameters."""
-        return len(get_channel_items(self.metadata))
+        return cached(self.metadata, "channel_count", _channel_count)
 
     @property
     def num_focal_planes(self) -> int:

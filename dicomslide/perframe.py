@@ -53,6 +53,7 @@ from dicomslide._tags import (
     Z_OFFSET as _Z_OFFSET,
 )
 from dicomslide.errors import InvalidDataError
+from dicomslide.summary import NOT_SUMMARISED, SummaryDataset, tag_value
 
 __all__ = [
     "UNSURE",
@@ -781,6 +782,11 @@ def get_value(ds: Dataset, tag: int, default: Any = None) -> Any:
         The value (as pydicom would give it, except that numbers are ``int``, UIDs and code
         strings ``str``, and several code strings a ``list``), or `default`
     """
+    if type(ds) is SummaryDataset:
+        # Answered by the index's summary of the same bytes (see dicomslide.summary).
+        found = tag_value(ds, tag)
+        if found is not NOT_SUMMARISED:
+            return default if found is None else found
     element = _element(ds, tag)
     if element is None:
         return default

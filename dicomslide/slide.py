@@ -41,6 +41,7 @@ from dicomslide._docs import borrowed_doc
 from dicomslide._tags import (
     COLUMNS,
     CONCATENATION_UID as _CONCATENATION_UID,
+    CONTAINER_IDENTIFIER as _CONTAINER_IDENTIFIER,
     IMAGE_ORIENTATION_SLIDE as _IMAGE_ORIENTATION_SLIDE,
     ROWS,
     SERIES_INSTANCE_UID as _SERIES_INSTANCE_UID,
@@ -63,6 +64,7 @@ from dicomslide.perframe import first_item_decimals, get_value
 from dicomslide.pyramid import Pyramid
 from dicomslide.runtime import as_source, get_cache_stats
 from dicomslide.sources.protocol import Source
+from dicomslide.summary import cached, register, summarised
 from dicomslide.utils import (
     DERIVED_SOP_CLASS_UIDS as _DERIVED_SOP_CLASSES,
     VL_WHOLE_SLIDE_MICROSCOPY_SOP_CLASS_UID,
@@ -104,9 +106,19 @@ class ResolvedImage(NamedTuple):
 class _Channel:
     type: ChannelTypes
     identifier: str
-    item: Dataset
+    # The image and channel index whose item describes the channel: the item is read when a
+    # search asks for it, so that opening a slide need not load sequences (dicomslide.summary).
+    described_by: tuple[TiledImage, int]
     # (level, plane) -> (image, channel index in image, plane index in image)
     images: dict[tuple[int, int], tuple[TiledImage, int, int]] = field(default_factory=dict)
+    _item: Dataset | None = None
+
+    @property
+    def item(self) -> Dataset:
+        if self._item is None:
+            image, index = self.described_by
+            self._item = _channel_items(image)[index]
+        return self._item
 
 
 _REQUIRED_UIDS = (
@@ -138,6 +150,7 @@ def _at_level(method: Callable[..., Any]) -> Callable[[_F], _F]:
     return borrowed_doc(method, after_first=_LEVEL_ENTRY, at_end=_PLANES_ENTRY)
 
 
+@summarised("valid")
 def validate_image_metadata(ds: Dataset) -> None:
     """Check the attributes every tiled image needs, before anything relies on them.
 
@@ -195,8 +208,9 @@ def _share_icc_profiles(volume: Sequence[TiledImage]) -> None:
     fetched = [
         (image.reader, paths)
         for image in volume
-        if (paths := image.reader.metadata.get("OpticalPathSequence"))
-        and image.reader.icc_profile_uri() is not None
+        # The URI first: it is summarised, the sequence is not (see dicomslide.summary).
+        if image.reader.icc_profile_uri() is not None
+        and (paths := image.reader.metadata.get("OpticalPathSequence"))
     ]
     for i, (state, paths) in enumerate(fetched):
         for other, other_paths in reversed(fetched[i + 1 :]):  # smallest first
@@ -338,7 +352,6 @@ class Slide:
             level = level_of.get(image.size)
             if level is None:
                 continue  # a derived image at a size no slide level has
-            items = _channel_items(image)
             ctype = image.channel_type
             for c, identifier in enumerate(image.channel_identifiers):
                 if ctype is ChannelTypes.PARAMETER:
@@ -346,13 +359,21 @@ class Slide:
                 keys = [(level, plane_of.get(round(z, 6), 0)) for z in image.focal_plane_offsets]
                 channel, registry_key = _find_channel(channel_of, image, ctype, identifier, keys)
                 if channel is None:
-                    channel = _Channel(ctype, identifier, items[c])
+                    channel = _Channel(ctype, identifier, (image, c))
                     channel_of[registry_key] = channel
                     self._channels.append(channel)
                 for z, key in enumerate(keys):
                     channel.images.setdefault(key, (image, c, z))
         self._channels.sort(key=lambda ch: _CHANNEL_ORDER.index(ch.type))
-        self._specimen_items = list(volume[0].metadata.get("SpecimenDescriptionSequence", []))
+        self._specimens: list[Dataset] | None = None
+
+    @property
+    def _specimen_items(self) -> list[Dataset]:
+        # Read on first use: opening a slide need not load the sequence (dicomslide.summary).
+        if self._specimens is None:
+            items = self._volume[0].metadata.get("SpecimenDescriptionSequence", [])
+            self._specimens = list(items)
+        return self._specimens
 
     # --- properties ---------------------------------------------------------------------
 
@@ -405,7 +426,7 @@ class Slide:
     @property
     def container_id(self) -> str:
         """str: Container Identifier (the slide's barcode/label text)."""
-        return str(self._volume[0].metadata.get("ContainerIdentifier", ""))
+        return str(get_value(self._volume[0].metadata, _CONTAINER_IDENTIFIER, ""))
 
     @property
     def num_channels(self) -> int:
@@ -938,13 +959,13 @@ class Slide:
 def _drop_unaligned_untyped(volume: list[TiledImage], tolerance: float) -> list[TiledImage]:
     # Without Image Type a label or overview photo looks like a pyramid level. Such images are
     # kept only if they are aligned with the finest image; the rest are not part of the pyramid.
-    if all("ImageType" in im.metadata for im in volume):
+    if all(_has_image_type(im.metadata) for im in volume):
         return volume
     finest = min(volume, key=lambda im: min(im.pixel_spacing))
     center = np.array(compute_image_center_position(finest.metadata)[:2])
     kept = []
     for im in volume:
-        if "ImageType" in im.metadata:
+        if _has_image_type(im.metadata):
             kept.append(im)
             continue
         distance = float(
@@ -953,6 +974,17 @@ def _drop_unaligned_untyped(volume: list[TiledImage], tolerance: float) -> list[
         if distance <= tolerance:
             kept.append(im)
     return kept
+
+
+def _image_type_present(ds: Dataset) -> bool:
+    return "ImageType" in ds
+
+
+register("has_image_type", _image_type_present)
+
+
+def _has_image_type(ds: Dataset) -> bool:
+    return cached(ds, "has_image_type", _image_type_present)
 
 
 def _find_channel(
@@ -991,7 +1023,7 @@ def _find_channel(
     """
     key_id = identifier
     if ctype is not ChannelTypes.OPTICAL_PATH:
-        key_id = f"{image.metadata.get('SeriesInstanceUID', '')}:{identifier}"
+        key_id = f"{get_value(image.metadata, _SERIES_INSTANCE_UID, '')}:{identifier}"
     serial = 0
     while (ctype, key_id, serial) in channel_of:
         channel = channel_of[(ctype, key_id, serial)]
@@ -1019,12 +1051,20 @@ def _parameter_identifier(ds: Dataset, index: int) -> str:
         LUT Label of the first Real World Value Mapping item, or the one-based channel number
         when there is none
     """
+    label = cached(ds, "parameter_label", _parameter_label)
+    return str(index + 1) if label is None else str(label)
+
+
+def _parameter_label(ds: Dataset) -> str | None:
     for group in ds.get("SharedFunctionalGroupsSequence", []):
         for mapping in group.get("RealWorldValueMappingSequence", []):
             label = str(mapping.get("LUTLabel", "") or "").strip()
             if label:
                 return label
-    return str(index + 1)
+    return None
+
+
+register("parameter_label", _parameter_label)
 
 
 def _channel_items(image: TiledImage) -> list[Dataset]:

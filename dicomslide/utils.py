@@ -58,6 +58,7 @@ from dicomslide.coordinates import ImageGeometry, read_pixel_spacing
 from dicomslide.enums import ImageFlavors
 from dicomslide.errors import InvalidDataError, RegionError
 from dicomslide.perframe import get_value
+from dicomslide.summary import floats, summarised
 
 if TYPE_CHECKING:
     # Only named in annotations; importing highdicom takes about a quarter second.
@@ -184,6 +185,7 @@ def _image_type_values(dataset: Dataset) -> list[str]:
     "has Rows, Columns and Bits Allocated or Samples per Pixel (so that, for example, "
     "a Structured Report is not an image)"
 )
+@summarised("is_image")
 def is_image(dataset: Dataset) -> bool:
     """Determine whether a dataset is an image."""
     return (
@@ -194,6 +196,7 @@ def is_image(dataset: Dataset) -> bool:
 
 
 @_predicate_doc("is an image with Total Pixel Matrix Rows and Columns")
+@summarised("is_tiled_image")
 def is_tiled_image(dataset: Dataset) -> bool:
     """Determine whether a dataset is a tiled image."""
     return (
@@ -203,6 +206,7 @@ def is_tiled_image(dataset: Dataset) -> bool:
     )
 
 
+@summarised("flavor", lambda flavor: flavor.value, ImageFlavors)
 def get_image_flavor(dataset: Dataset) -> ImageFlavors:
     """Determine the flavor of an image.
 
@@ -276,6 +280,7 @@ def is_volume_image(dataset: Dataset) -> bool:
     "is a Label Map Segmentation instance, or a Segmentation whose Segmentation Type "
     "is ``LABELMAP``"
 )
+@summarised("is_label_map")
 def is_label_map(dataset: Dataset) -> bool:
     """Determine whether a dataset is a label-map segmentation.
 
@@ -291,6 +296,7 @@ def is_label_map(dataset: Dataset) -> bool:
     )
 
 
+@summarised("label_map_background")
 def get_label_map_background(dataset: Dataset) -> int | None:
     """Value of the pixels of a label map that belong to no segment.
 
@@ -508,6 +514,7 @@ def does_specimen_description_item_match(
 # Size, spacing and position
 
 
+@summarised("pixel_spacing", decode=floats)
 def get_image_pixel_spacing(image: Dataset) -> tuple[float, float]:
     """Get pixel spacing (spacing between pixels) of an image.
 
@@ -570,6 +577,7 @@ def get_image_size(image: Dataset) -> int:
     return rows * columns
 
 
+@summarised("center", decode=floats)
 def compute_image_center_position(image: Dataset) -> tuple[float, float, float]:
     """Compute position of image center in slide coordinate system.
 

@@ -68,6 +68,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import math
 import os
 import re
@@ -129,6 +130,7 @@ from dicomslide.sources.qido_match import is_exact, normalize_keyword, value_mat
 from dicomslide.sources.runtime import SourceRuntime
 from dicomslide.sources.stored_rows import AsAsked
 from dicomslide.sources.walked_layout import open_frame_layout
+from dicomslide.summary import SummaryDataset, parse_summary, summarize
 
 __all__ = ["DICOMfileClient", "IndexSummary"]
 
@@ -491,6 +493,9 @@ class DICOMfileClient:
         self._store = IndexStore(None, None, set(), {})
         self._frame_sources: OrderedDict[str, _FrameSource] = OrderedDict()
         self._frame_source_locks: dict[str, asyncio.Lock] = {}
+        # Summaries to look up, and the job looking them up (see _read_summaries).
+        self._summaries_wanted: list[IndexedInstance] = []
+        self._summaries_job: asyncio.Future[None] | None = None
 
     @property
     def runtime(self) -> SourceRuntime:
@@ -736,6 +741,19 @@ class DICOMfileClient:
             i.sop_uid: self._metadata[i.sop_uid] for i in members if i.sop_uid in self._metadata
         }
         missing = [i for i in members if i.sop_uid not in known]
+        if missing and self._store.path is not None:
+            # Images summarised in the index are built from their summaries; their headers
+            # are loaded when something asks for them (see dicomslide.summary).
+            await self._read_summaries(missing)
+            with collector_paused():  # thousands of small containers: see dicomslide._gc
+                for instance in missing:
+                    summary = self._store.summary(instance)
+                    parsed = None if summary is None else parse_summary(summary)
+                    if parsed is not None:
+                        loader = functools.partial(self._load_summarised, instance)
+                        known[instance.sop_uid] = SummaryDataset(parsed, loader)
+                        self._remember_metadata(instance.sop_uid, known[instance.sop_uid])
+            missing = [i for i in missing if i.sop_uid not in known]
         if missing:
             read = await asyncio.to_thread(self._read_many_metadata, missing)
             self._check_open()
@@ -943,7 +961,40 @@ class DICOMfileClient:
                 remember_z_offsets(ds, *z_offsets)
         if remembered:
             self._store.remember(remembered, found)
+        if self._store.path is not None:
+            # Summaries for the next client, which then reads no header to build slides.
+            self._store.read_summaries(instances)
+            self._store.remember_summaries(
+                [
+                    (instance, summarize(ds, get_value))
+                    for instance, ds in zip(instances, datasets, strict=True)
+                    if self._store.summary(instance) is None
+                ]
+            )
         return datasets
+
+    async def _read_summaries(self, instances: Sequence[IndexedInstance]) -> None:
+        """Look the summaries of ``instances`` up, together with those other tasks want.
+
+        find_slides asks for every series at once: the requests that arrive before the job
+        runs share one job (a query per 500 files) instead of a worker thread each.
+        """
+        self._summaries_wanted += self._store.unread_summaries(instances)
+        loop = asyncio.get_running_loop()
+        while self._store.unread_summaries(instances):
+            job = self._summaries_job
+            if job is None or job.done() or job.get_loop() is not loop:
+                job = self._summaries_job = asyncio.ensure_future(self._summaries_now())
+            await asyncio.shield(job)
+
+    async def _summaries_now(self) -> None:
+        wanted, self._summaries_wanted = self._summaries_wanted, []
+        await asyncio.to_thread(self._store.read_summaries, wanted)
+
+    def _load_summarised(self, instance: IndexedInstance) -> Dataset:
+        """The full header of a summarised image, when something first asks for it."""
+        (ds,) = self._read_many_metadata([instance])
+        return ds
 
     def _read_checked_metadata(
         self, instance: IndexedInstance, stored: tuple[bytes, int | None] | None

@@ -59,6 +59,7 @@ from dicomslide.sources.qido_match import value_candidates
 from dicomslide.sources.raw_header import read_raw_header
 from dicomslide.sources.sqlite_blobs import insert_with_blob
 from dicomslide.sources.stored_rows import StoredRows, mappings
+from dicomslide.sources.summary_table import load_summaries, save_summaries
 
 __all__ = [
     "INDEX_KEYWORDS",
@@ -78,7 +79,8 @@ __all__ = [
 
 # 6: frame tables created with the other tables (an index of format 5 may lack theirs).
 # 7: a snapshot of the folder and terms to look instances up by (see .index_snapshot).
-_INDEX_FORMAT: Final = 7
+# 8: per-instance summaries (dicomslide.summary) in a table of their own.
+_INDEX_FORMAT: Final = 8
 _DICOMDIR_SOP_CLASS: Final = "1.2.840.10008.1.3.10"
 
 STUDY_KEYWORDS: Final = (
@@ -547,6 +549,10 @@ _SCHEMA: Final = (
     "CREATE TABLE IF NOT EXISTS headers (relpath TEXT PRIMARY KEY, header BLOB)",
     frame_tables.SCHEMA,
     *SNAPSHOT_SCHEMA,
+    # Per-instance summaries (see dicomslide.summary), each for the file identity it was
+    # computed from; one that names another identity than the file's row is never used.
+    "CREATE TABLE IF NOT EXISTS summaries (relpath TEXT PRIMARY KEY, size INTEGER, "
+    "mtime_ns INTEGER, ino INTEGER, ctime_ns INTEGER, summary TEXT)",
 )
 _SAME_FILE: Final = frame_tables.SAME_FILE
 #: The status of a loaded row whose stored instance is not whole (the file is parsed again).
@@ -609,6 +615,7 @@ def _prepare_store(conn: sqlite3.Connection, root: Path, recursive: bool) -> Non
             conn.execute("DROP TABLE frame_tables")
             for table in SNAPSHOT_TABLES:
                 conn.execute(f"DROP TABLE {table}")
+            conn.execute("DROP TABLE IF EXISTS summaries")
             for statement in _SCHEMA[1:]:
                 conn.execute(statement)
             conn.execute("DELETE FROM meta")
@@ -822,6 +829,10 @@ class IndexStore:
         self._later_tables: list[tuple[IndexedInstance, tuple[np.ndarray, np.ndarray]]] = []
         #: Why the deferred write failed, if it did.
         self.save_error: str | None = None
+        # Per-instance summaries (dicomslide.summary) read so far; None: looked up, none kept.
+        self._summaries: dict[tuple[str, Identity], str | None] = {}
+        self._pending_summaries: list[tuple[tuple[str, Identity], str]] = []
+        self._summaries_saved = False
 
     def save_later(
         self,
@@ -916,6 +927,95 @@ class IndexStore:
         if z_offsets is not None:
             self._z_offsets[key] = z_offsets
 
+    def summary(self, instance: IndexedInstance) -> str | None:
+        """The summary of a file as indexed (see :mod:`dicomslide.summary`), if read and kept.
+
+        Parameters
+        ----------
+        instance: IndexedInstance
+            The file as indexed (a summary of other bytes is never handed out)
+
+        Returns
+        -------
+        str | None
+            The summary text (None: none kept, or not read yet, see :meth:`read_summaries`)
+        """
+        return self._summaries.get(_key(instance))
+
+    def unread_summaries(self, instances: Sequence[IndexedInstance]) -> list[IndexedInstance]:
+        """The files whose summaries have not been looked up yet.
+
+        Parameters
+        ----------
+        instances: Sequence[IndexedInstance]
+            The files asked for
+
+        Returns
+        -------
+        list[IndexedInstance]
+            Those of them not looked up
+        """
+        known = self._summaries
+        return [i for i in instances if _key(i) not in known]
+
+    def read_summaries(self, instances: Sequence[IndexedInstance]) -> None:
+        """Look the summaries of files up in the index (a query per 500 files).
+
+        Parameters
+        ----------
+        instances: Sequence[IndexedInstance]
+            The files
+        """
+        wanted = []
+        for instance in self.unread_summaries(instances):
+            if self._is_being_saved(instance):
+                # Just parsed, so none is stored; the deferred write holds the lock.
+                self._summaries.setdefault(_key(instance), None)
+            else:
+                wanted.append(instance)
+        if not wanted:
+            return
+        with self._lock:
+            found: dict[tuple[str, Identity], str] = {}
+            if self._conn is not None and wanted:
+                try:
+                    found = load_summaries(self._conn, [i.relpath for i in wanted])
+                except sqlite3.Error:
+                    found = {}  # slides are then built from the headers
+            for instance in wanted:
+                key = _key(instance)
+                self._summaries.setdefault(key, found.get(key))
+
+    def remember_summaries(self, rows: Sequence[tuple[IndexedInstance, str]]) -> None:
+        """Remember summaries computed from headers as indexed (written in batches).
+
+        Parameters
+        ----------
+        rows: Sequence[tuple[IndexedInstance, str]]
+            Each file and its summary text
+        """
+        # Not the database's lock: a deferred write (see save_later) may hold it.
+        with self._memo_lock:
+            for instance, text in rows:
+                self._pending_summaries.append((_key(instance), text))
+                self._summaries[_key(instance)] = text
+            if self._saving_now or len(self._pending_summaries) < _FLUSH_AFTER:
+                return
+        with self._lock:
+            self._flush_summaries(prune=False)
+
+    def _flush_summaries(self, prune: bool) -> None:
+        """Write the pending summaries (with the lock held)."""
+        with self._memo_lock:
+            rows, self._pending_summaries = self._pending_summaries, []
+        if self._conn is None or not (rows or (prune and self._summaries_saved)):
+            return
+        try:
+            save_summaries(self._conn, rows, prune)
+            self._summaries_saved = True
+        except sqlite3.Error:
+            pass  # only a speed-up is lost: the next client reads the headers
+
     def remembered(self, instance: IndexedInstance) -> tuple[bool, ZOffsets | None]:
         """What is remembered about a file's header.
 
@@ -958,13 +1058,18 @@ class IndexStore:
             return found
         paths = list(wanted)
         with self._lock:
-            if self._conn is None:
+            conn, reopened = self._conn, None
+            if conn is None and self.path is not None:
+                # Closed, and a summarised image asks for its header (dicomslide.summary).
+                with contextlib.suppress(sqlite3.Error):
+                    conn = reopened = sqlite3.connect(f"{self.path.as_uri()}?mode=ro", uri=True)
+            if conn is None:
                 return found
             try:
                 for start in range(0, len(paths), _SQL_CHUNK):
                     chunk = paths[start : start + _SQL_CHUNK]
                     marks = ",".join("?" * len(chunk))
-                    for rel, size, mtime, ino, ctime, header in self._conn.execute(
+                    for rel, size, mtime, ino, ctime, header in conn.execute(
                         "SELECT relpath, size, mtime_ns, ino, ctime_ns, header FROM files "
                         f"JOIN headers USING (relpath) WHERE relpath IN ({marks})",
                         chunk,
@@ -973,6 +1078,9 @@ class IndexStore:
                             found[rel] = bytes(header)
             except sqlite3.Error:
                 return {k: v for k, v in found.items() if k not in wanted}  # files are read
+            finally:
+                if reopened is not None:
+                    reopened.close()
         return found
 
     def remember(
@@ -1085,6 +1193,7 @@ class IndexStore:
         self._fresh = {}
         with self._lock:
             self._flush()
+            self._flush_summaries(prune=True)
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None

@@ -335,7 +335,8 @@ def test_container_search_answers_from_the_index(
         (slide,) = asyncio.run(_find(folder, index, container_id="SCALE-00003"))
         assert slide.container_id == "SCALE-00003"
         assert built == ["SCALE-00003"]
-        assert [len(args[1]) for args in headers] == [3]
+        # Built from the index's summaries: no header is read (see dicomslide.summary).
+        assert [len(args[1]) for args in headers] == []
         counts[size] = (len(tested), len(datasets))
         # Study-level filters still apply (checked on the slide's metadata).
         assert (
@@ -350,7 +351,9 @@ def test_container_search_answers_from_the_index(
 def test_container_search_costs_a_fraction_of_a_full_search(tmp_path: Path) -> None:
     # Timed: the index is still loaded (linear, small), but no other slide is built. Sizes
     # alternate and the best of three counts (the machine is shared and noisy).
-    folder = make_data("archive", 60, tmp_path)
+    # 200 slides: with slides built from the index's summaries a full search of 60 costs
+    # ~15 ms, too close to what any search pays to load the index (~9 ms there).
+    folder = make_data("archive", 200, tmp_path)
     index = tmp_path / "index"
     asyncio.run(_find(folder, index))
     full, one = math.inf, math.inf

@@ -49,12 +49,17 @@ def remembered(index: Path) -> tuple[Path, dict[str, Any]]:
 
 
 def plant(path: Path, values: dict[str, str]) -> None:
-    """Store ``values`` (JSON text by relative path) as the remembered Z offsets."""
+    """Store ``values`` (JSON text by relative path) as the remembered Z offsets.
+
+    The summaries go: slides are then built from the headers, which the offsets serve (a
+    summary holds the focal planes itself, see dicomslide.summary).
+    """
     with contextlib.closing(sqlite3.connect(path)) as conn, conn:
         conn.executemany(
             "UPDATE files SET z_offsets = ? WHERE relpath = ?",
             [(z, rel) for rel, z in values.items()],
         )
+        conn.execute("DELETE FROM summaries")
 
 
 @pytest.fixture
