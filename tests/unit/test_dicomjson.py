@@ -138,13 +138,14 @@ nested_item = st.dictionaries(
 
 def _sequence_vr_mismatch(item: dict[str, Any]) -> bool:
     for tag_hex, mapping in item.items():
+        # The items of a sequence are checked whether or not its own tag is known.
+        if mapping["vr"] == "SQ" and any(map(_sequence_vr_mismatch, mapping["Value"])):
+            return True
         try:
             sequence = dictionary_VR(int(tag_hex, 16)) == "SQ"
         except KeyError:
             continue
         if (mapping["vr"] == "SQ") != sequence:
-            return True
-        if mapping["vr"] == "SQ" and any(map(_sequence_vr_mismatch, mapping["Value"])):
             return True
     return False
 
@@ -152,6 +153,7 @@ def _sequence_vr_mismatch(item: dict[str, Any]) -> bool:
 @given(items=st.lists(nested_item, max_size=3))
 @example(items=[{"00281101": {"vr": "CS", "Value": ["SM", "SM"]}}])
 @example(items=[{"00281101": {"vr": "US", "Value": [256, 0, 16]}}])
+@example(items=[{"00080000": {"vr": "SQ", "Value": [{"00221518": {"vr": "CS", "Value": []}}]}}])
 def test_random_items_equal_pydicom(items: list[dict[str, Any]]) -> None:
     if any(_sequence_vr_mismatch(item) for item in items):
         # Unlike pydicom, a sequence given another VR (or the reverse) is refused: code that
