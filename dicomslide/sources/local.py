@@ -877,11 +877,7 @@ class DICOMfileClient:
             instance = index.instances.known(sop_uid)
         if instance is None:
             instance = await index.off_loop(index.instances.get, sop_uid)
-        if (
-            instance is None
-            or instance.study_uid != study_uid
-            or instance.series_uid != series_uid
-        ):
+        if instance is None or instance.uids != (study_uid, series_uid, sop_uid):
             raise NotFoundError(
                 f"instance {sop_uid} of series {series_uid} of study {study_uid} not found in "
                 f"{self._base_dir}"
