@@ -5,7 +5,8 @@ nothing is loaded up front: a container search loads one slide's rows through th
 slide its series' rows, a frame read its instance's row. What asks for a good part of the
 folder (every slide's modality, every study) loads all rows in one pass, once. The rows are
 made into instances by the index (:mod:`dicomslide.sources.local_index`), the same object for
-the same file every time.
+the same file every time. Only whole rows whose file identity is the snapshot's are used: the
+others describe the folder after the open (or are damaged), which a full load never saw.
 
 Every method that may read the database must run in a worker thread (see
 ``FolderIndex.off_loop``); once every row is loaded nothing is read any more.
