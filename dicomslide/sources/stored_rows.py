@@ -107,7 +107,7 @@ class StoredRows(Generic[_I]):
         return (ids[at], ids[at + 1], ids[at + 2], ids[at + 3]) == tuple(identity)
 
     def _query(self, what: str, sql: str, params: Sequence[Any]) -> list[Any]:
-        """All rows of a query (connection held by the caller).
+        """All rows of a query, the connection held meanwhile.
 
         Raises
         ------
