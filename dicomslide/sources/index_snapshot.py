@@ -34,6 +34,7 @@ __all__ = [
     "TABLES",
     "TERM_KEYWORDS",
     "WHOLE",
+    "FileTally",
     "Snapshot",
     "delete_terms",
     "read_snapshot",
@@ -84,6 +85,59 @@ class Snapshot(NamedTuple):
     duplicates: list[str]
 
 
+class FileTally:
+    """The counts an index summary reports, of files taken in path order.
+
+    The one place that decides which files are duplicates: a warm index's snapshot and an
+    index loaded in full count alike.
+    """
+
+    def __init__(self) -> None:
+        self.seen: set[str] = set()
+        self.non_dicom = 0
+        self.failures: dict[str, str] = {}
+        self.duplicates: list[str] = []
+
+    def first(self, relpath: str, status: str, detail: Any, sop_uid: str | None) -> bool:
+        """Count one file; whether it is an instance whose SOP Instance UID is new.
+
+        Parameters
+        ----------
+        relpath: str
+            The file (after every file counted before)
+        status: str
+            ``"dicom"``, ``"other"`` or ``"error"``
+        detail: Any
+            Why it failed (``"error"`` only)
+        sop_uid: str | None
+            Its SOP Instance UID (``"dicom"`` only)
+
+        Returns
+        -------
+        bool
+            True for an instance no earlier file has
+        """
+        if status == "other":
+            self.non_dicom += 1
+        elif status == "error":
+            self.failures[relpath] = str(detail)
+        elif sop_uid in self.seen:
+            self.duplicates.append(relpath)
+        else:
+            self.seen.add(str(sop_uid))
+            return True
+        return False
+
+    def counts(self) -> dict[str, Any]:
+        """dict[str, Any]: Instances, non-DICOM files, failures, duplicates (as stored)."""
+        return {
+            "instances": len(self.seen),
+            "non_dicom": self.non_dicom,
+            "failures": self.failures,
+            "duplicates": self.duplicates,
+        }
+
+
 def terms_of(relpath: str, attrs: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     """The term rows of one instance's attributes.
 
@@ -122,10 +176,7 @@ def write_snapshot(conn: sqlite3.Connection) -> None:
         return  # to be listed again next time: surveyed, not compared
     files: list[str] = []
     numbers: list[int] = []
-    failures: dict[str, str] = {}
-    duplicates: list[str] = []
-    seen: set[str] = set()
-    non_dicom = 0
+    tally = FileTally()
     # Computed from the tables, not from what this process found: another process's rows
     # are part of the index too.
     for relpath, size, mtime, ino, ctime, status, reason, sop, whole in conn.execute(
@@ -136,25 +187,12 @@ def write_snapshot(conn: sqlite3.Connection) -> None:
             return  # parsed again next time
         files.append(relpath)
         numbers.extend((size, mtime, ino, ctime))
-        if status == "other":
-            non_dicom += 1
-        elif status == "error":
-            failures[relpath] = str(reason)
-        elif sop in seen:
-            duplicates.append(relpath)
-        else:
-            seen.add(sop)
+        tally.first(relpath, status, reason, sop)
     try:
         file_ids = identity_bytes(numbers)
         dir_ids = identity_bytes(v for row in dir_rows for v in row[1:4])
     except TypeError:
         return  # a damaged identity: surveyed next time
-    summary = {
-        "instances": len(seen),
-        "non_dicom": non_dicom,
-        "failures": failures,
-        "duplicates": duplicates,
-    }
     conn.execute(
         "INSERT INTO snapshot VALUES (0, ?, ?, ?, ?, ?)",
         (
@@ -163,7 +201,7 @@ def write_snapshot(conn: sqlite3.Connection) -> None:
             # The folder itself ("") sorts first: never an empty list.
             b"\0".join(os.fsencode(row[0]) for row in dir_rows),
             dir_ids,
-            json.dumps(summary),
+            json.dumps(tally.counts()),
         ),
     )
 

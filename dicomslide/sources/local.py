@@ -32,8 +32,9 @@ time) differs from the persisted entry, or that is new, is parsed again; entries
 that no longer exist are dropped. When every directory and file is as the index's snapshot
 holds it (:mod:`dicomslide.sources.index_snapshot`), no row is loaded up front: searches and
 slides load the rows they ask for (an exact filter on a few keywords through an SQLite index,
-a series or an instance by its UIDs), in worker threads; a row loaded later is the index's
-as it is then (another process may have stored a changed file's new entry meanwhile).
+a series or an instance by its UIDs), in worker threads; only rows as the snapshot holds
+them are used: a file another process indexed again since the open (it changed) is left out,
+as is a row damaged since, so a client never mixes the folder at its open with later rows.
 Unchanged files are never read again to find or open slides. After that the client works on
 this snapshot; when frames are read the file is ``fstat``\\ ed again, and a changed file gets
 its frame table rebuilt.
@@ -913,11 +914,7 @@ class DICOMfileClient:
             instance = index.instances.known(sop_uid)
         if instance is None:
             instance = await index.off_loop(index.instances.get, sop_uid)
-        if (
-            instance is None
-            or instance.study_uid != study_uid
-            or instance.series_uid != series_uid
-        ):
+        if instance is None or instance.uids != (study_uid, series_uid, sop_uid):
             raise NotFoundError(
                 f"instance {sop_uid} of series {series_uid} of study {study_uid} not found in "
                 f"{self._base_dir}"

@@ -5,7 +5,8 @@ nothing is loaded up front: a container search loads one slide's rows through th
 slide its series' rows, a frame read its instance's row. What asks for a good part of the
 folder (every slide's modality, every study) loads all rows in one pass, once. The rows are
 made into instances by the index (:mod:`dicomslide.sources.local_index`), the same object for
-the same file every time.
+the same file every time. Only whole rows whose file identity is the snapshot's are used: the
+others describe the folder after the open (or are damaged), which a full load never saw.
 
 Every method that may read the database must run in a worker thread (see
 ``FolderIndex.off_loop``); once every row is loaded nothing is read any more.
@@ -13,13 +14,16 @@ Every method that may read the database must run in a worker thread (see
 
 from __future__ import annotations
 
+import os
 import sqlite3
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Final, Generic, Protocol, TypeVar
 
 from dicomslide._gc import collector_paused
 from dicomslide.errors import InvalidDataError
+from dicomslide.sources.index_snapshot import WHOLE
 
 __all__ = ["FEW_ROWS", "AsAsked", "Loaded", "StoredRows", "mappings"]
 
@@ -52,11 +56,16 @@ class StoredRows(Generic[_I]):
     reading: Callable[[], AbstractContextManager[sqlite3.Connection]]
         Holds the index's connection for a block
     columns: str
-        ``SELECT`` and the columns ``make`` takes, the path first
+        ``SELECT`` and the columns ``make`` takes: the path, its four identity numbers
+        first, the Study, Series and SOP Instance UID last
     make: Callable[[Sequence[Any]], _I]
         Makes an instance of a row (called once per file, with the connection held)
     duplicates: Iterable[str]
         Files whose SOP Instance UID an earlier file has (never handed out)
+    files: Sequence[bytes]
+        The snapshot's paths (see :class:`dicomslide.sources.index_snapshot.Snapshot`)
+    file_ids: bytes
+        Their identities (see :func:`dicomslide.sources.folder_survey.identity_bytes`)
     """
 
     def __init__(
@@ -65,11 +74,16 @@ class StoredRows(Generic[_I]):
         columns: str,
         make: Callable[[Sequence[Any]], _I],
         duplicates: Iterable[str],
+        files: Sequence[bytes],
+        file_ids: bytes,
     ) -> None:
         self._reading = reading
         self._columns = columns
         self._make = make
         self._duplicates = frozenset(duplicates)
+        self._files = files
+        # As identity_bytes stored them: four int64s a file.
+        self._ids = memoryview(file_ids).cast("q")
         self._made: dict[str, _I] = {}
         self._all: dict[str, _I] | None = None
         self._series: dict[tuple[str, str], list[_I]] | None = None
@@ -79,13 +93,47 @@ class StoredRows(Generic[_I]):
         """bool: Whether every row is loaded (nothing more is read from the database)."""
         return self._all is not None
 
-    def select(self, tail: str, params: Sequence[Any]) -> list[_I]:
-        """Instances of the rows ``SELECT <columns> <tail>`` gives, duplicates left out.
+    def _as_opened(self, relpath: str, identity: Sequence[int]) -> bool:
+        """Whether a row is the one the snapshot holds for its file.
+
+        Another process indexes a file again once it changed: its new row describes the
+        folder after this index was opened, which an index loaded in full never sees.
+        """
+        path = os.fsencode(relpath)
+        at = bisect_left(self._files, path)
+        if at == len(self._files) or self._files[at] != path:
+            return False
+        ids, at = self._ids, 4 * at
+        return (ids[at], ids[at + 1], ids[at + 2], ids[at + 3]) == tuple(identity)
+
+    def _query(self, what: str, sql: str, params: Sequence[Any]) -> list[Any]:
+        """All rows of a query, the connection held meanwhile.
+
+        Raises
+        ------
+        dicomslide.errors.InvalidDataError
+            If the index cannot be read (another process replaced it, or kept it locked)
+        """
+        with self._reading() as conn:
+            try:
+                return conn.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise InvalidDataError(
+                    f"looking up {what} in the folder's index failed ({exc}); open a new "
+                    "client to index the folder again"
+                ) from exc
+
+    def select(self, what: str, where: str, params: Sequence[Any]) -> list[_I]:
+        """Instances of the whole DICOM rows a condition selects, in path order.
+
+        Rows of files that changed since the snapshot, and duplicates, are left out.
 
         Parameters
         ----------
-        tail: str
-            From ``FROM files`` on; rows in path order
+        what: str
+            What is looked up (for an error message)
+        where: str
+            The condition on the ``files`` table
         params: Sequence[Any]
             Its parameters
 
@@ -100,21 +148,22 @@ class StoredRows(Generic[_I]):
             If the index cannot be read any more (another process replaced it)
         """
         out: list[_I] = []
-        with self._reading() as conn, collector_paused():
-            try:
-                rows = conn.execute(self._columns + tail, params).fetchall()
-            except sqlite3.Error as exc:
-                raise InvalidDataError(
-                    f"the folder's index can no longer be read ({exc}); open a new client "
-                    "to index the folder again"
-                ) from exc
+        with collector_paused():
+            rows = self._query(
+                what,
+                # A damaged row is no instance (its file was parsed again before a
+                # snapshot was stored: one damaged since is left out).
+                f"{self._columns}FROM files WHERE status = 'dicom' AND {WHOLE} AND ({where}) "
+                "ORDER BY relpath",
+                params,
+            )
             made, duplicates, make = self._made, self._duplicates, self._make
             for row in rows:
                 relpath = row[0]
-                if relpath in duplicates:
+                if relpath in duplicates or not self._as_opened(relpath, row[1:5]):
                     continue
                 instance = made.get(relpath)
-                if instance is None:
+                if instance is None or instance.uids != row[-3:]:
                     instance = made[relpath] = make(row)
                 out.append(instance)
         return out
@@ -134,21 +183,19 @@ class StoredRows(Generic[_I]):
         list
             In path order
         """
-        with self._reading() as conn:
-            paths = [
-                rel
-                for (rel,) in conn.execute(
-                    "SELECT relpath FROM terms WHERE keyword = ? AND value = ? ORDER BY relpath",
-                    (keyword, text),
-                )
-            ]
+        what = f"{keyword} {text!r}"
+        paths = [
+            rel
+            for (rel,) in self._query(
+                what,
+                "SELECT relpath FROM terms WHERE keyword = ? AND value = ? ORDER BY relpath",
+                (keyword, text),
+            )
+        ]
         if len(paths) > FEW_ROWS:
             wanted = set(paths)
             return [i for i in self.everything().values() if i.relpath in wanted]
-        marks = ",".join("?" * len(paths))
-        return self.select(
-            f"FROM files WHERE relpath IN ({marks}) AND status = 'dicom' ORDER BY relpath", paths
-        )
+        return self.select(what, f"relpath IN ({','.join('?' * len(paths))})", paths)
 
     def instance(self, sop_uid: str) -> _I | None:
         """The instance of a SOP Instance UID (its row alone, unless all are loaded).
@@ -165,9 +212,7 @@ class StoredRows(Generic[_I]):
         """
         if self._all is not None:
             return self._all.get(sop_uid)
-        found = self.select(
-            "FROM files WHERE sop_uid = ? AND status = 'dicom' ORDER BY relpath", (sop_uid,)
-        )
+        found = self.select(f"SOP Instance UID {sop_uid}", "sop_uid = ?", (sop_uid,))
         return found[0] if found else None
 
     def members(self, key: tuple[str, str]) -> list[_I]:
@@ -186,9 +231,7 @@ class StoredRows(Generic[_I]):
         if self._all is not None:
             return self.all_series().get(key, [])
         return self.select(
-            "FROM files WHERE study_uid = ? AND series_uid = ? AND status = 'dicom' "
-            "ORDER BY relpath",
-            key,
+            f"series {key[1]} of study {key[0]}", "study_uid = ? AND series_uid = ?", key
         )
 
     def everything(self) -> dict[str, _I]:
@@ -200,7 +243,7 @@ class StoredRows(Generic[_I]):
             As an index loaded in full holds them
         """
         if self._all is None:
-            found = self.select("FROM files WHERE status = 'dicom' ORDER BY relpath", ())
+            found = self.select("every instance", "1", ())
             self._all = {i.uids[2]: i for i in found}
         return self._all
 
@@ -230,7 +273,8 @@ class AsAsked(Mapping[_K, _V]):
     Parameters
     ----------
     find: Callable[[_K], _V | None]
-        One key's value (None: no such key), kept once found
+        One key's value (None: no such key), kept once found (a miss is asked again: the
+        key's file may be indexed since)
     whole: Callable[[], Mapping[_K, _V]]
         Every key's value
     """
@@ -238,14 +282,15 @@ class AsAsked(Mapping[_K, _V]):
     def __init__(self, find: Callable[[_K], _V | None], whole: Callable[[], Mapping[_K, _V]]):
         self._find = find
         self._whole = whole
-        self._found: dict[_K, _V | None] = {}
+        self._found: dict[_K, _V] = {}
 
     def __getitem__(self, key: _K) -> _V:
-        if key not in self._found:
-            self._found[key] = self._find(key)
-        value = self._found[key]
+        value = self._found.get(key)
         if value is None:
-            raise KeyError(key)
+            value = self._find(key)
+            if value is None:
+                raise KeyError(key)
+            self._found[key] = value
         return value
 
     def known(self, key: _K) -> _V | None:

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pydicom
 import pytest
 
 import dicomslide
@@ -363,3 +364,115 @@ def test_processes_store_one_snapshot_and_trust_it(archive: Path, tmp_path: Path
     # ... and the next ones, at once too, trust it: nothing parsed, the same answers.
     warm = _processes(folder, index, 3)
     assert warm == [f"1 0 {3 * _SLIDES} None True"] * 3
+
+
+def _db(index: Path) -> Path:
+    (db,) = index.glob("*.sqlite")
+    return db
+
+
+def _sop_uid(path: Path) -> str:
+    return str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)
+
+
+def test_a_row_rewritten_after_the_open_is_not_mixed_in(
+    folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A warm client answers as of its open: a file another process indexed again since
+    # (a new SOP Instance UID at the same path) is neither handed out under its new UID
+    # nor as the object made of its old row.
+    index = tmp_path / "index"
+    asyncio.run(_answers_of(folder, index, "SCALE-00003"))
+    path = folder / "slide00003/002_label.dcm"
+    ds = pydicom.dcmread(path)
+    old = str(ds.SOPInstanceUID)
+    study, series = str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID)
+
+    async def run() -> tuple[Any, Any, list[str]]:
+        async with dicomslide.DICOMfileClient(folder, index_dir=index) as client:
+            first = await client._lookup(study, series, old)
+            ds.SOPInstanceUID = old + ".2"
+            ds.save_as(path)
+            # Another client indexes the changed file (rewriting its row and the snapshot).
+            assert await _answers_of(folder, index, "SCALE-00003") == ["SCALE-00003"]
+            index_ = await client._ensure_index()
+            assert index_.stored is not None
+            newer = await index_.off_loop(index_.stored.instance, old + ".2")
+            with pytest.raises(dicomslide.NotFoundError):
+                await client._lookup(study, series, old + ".2")
+            paths = [i.relpath for i in await index_.off_loop(list, index_.instances.values())]
+            return first, newer, paths
+
+    first, newer, paths = asyncio.run(run())
+    assert first.sop_uid == old
+    assert newer is None  # before: the object made of the old row, SOP Instance UID `old`
+    assert "slide00003/002_label.dcm" not in paths
+    # A new client sees the change.
+    with contextlib.closing(sqlite3.connect(_db(index))) as conn:
+        assert conn.execute(
+            "SELECT sop_uid FROM files WHERE relpath = 'slide00003/002_label.dcm'"
+        ).fetchone() == (old + ".2",)
+
+
+def test_an_index_changed_under_a_search_is_a_project_error(folder: Path, tmp_path: Path) -> None:
+    index = tmp_path / "index"
+    asyncio.run(_answers_of(folder, index, "SCALE-00001"))
+
+    async def run() -> None:
+        async with dicomslide.DICOMfileClient(folder, index_dir=index) as client:
+            await client.index_summary()  # warm: nothing loaded yet
+            with contextlib.closing(sqlite3.connect(_db(index))) as conn, conn:
+                conn.execute("DROP TABLE terms")  # as a process rebuilding the index does
+            with pytest.raises(dicomslide.InvalidDataError, match=r"index failed \(no such table"):
+                await dicomslide.find_slides(client, container_id="SCALE-00001")
+
+    asyncio.run(run())  # before: sqlite3.OperationalError "no such table: terms"
+
+
+def test_a_damaged_row_is_never_made_an_instance(folder: Path, tmp_path: Path) -> None:
+    index = tmp_path / "index"
+    asyncio.run(_answers_of(folder, index, "SCALE-00001"))
+    with contextlib.closing(sqlite3.connect(_db(index))) as conn, conn:
+        conn.execute(
+            "UPDATE files SET study_uid = NULL WHERE relpath = 'slide00001/003_overview.dcm'"
+        )
+    assert _snapshots(index) == 1  # the snapshot still matches the folder
+
+    async def run() -> tuple[list[str], list[Any]]:
+        async with dicomslide.DICOMfileClient(folder, index_dir=index) as client:
+            found = await _answers_of(folder, index, "SCALE-00001")
+            index_ = await client._ensure_index()
+            assert index_.stored is not None
+            rows = await index_.off_loop(
+                index_.stored.having, "ContainerIdentifier", "SCALE-00001"
+            )
+            return found, [i.uids for i in rows]
+
+    found, uids = asyncio.run(run())  # before: TypeError sorting a None Study Instance UID
+    assert found == ["SCALE-00001"]
+    assert len(uids) == 2
+    assert all(isinstance(u, str) and u for triple in uids for u in triple)
+
+
+def test_a_damaged_row_of_a_removed_file_is_deleted(
+    folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    index = tmp_path / "index"
+    asyncio.run(_answers_of(folder, index, "SCALE-00002"))
+    with contextlib.closing(sqlite3.connect(_db(index))) as conn, conn:
+        conn.execute(
+            "UPDATE files SET sop_uid = NULL, size = NULL "
+            "WHERE relpath = 'slide00002/002_label.dcm'"
+        )
+        conn.execute("DELETE FROM snapshot")  # as no writer would leave it
+    (folder / "slide00002/002_label.dcm").unlink()
+    assert asyncio.run(_answers_of(folder, index, "SCALE-00002")) == ["SCALE-00002"]
+    with contextlib.closing(sqlite3.connect(_db(index))) as conn:
+        left = conn.execute(
+            "SELECT count(*) FROM files WHERE relpath = 'slide00002/002_label.dcm'"
+        ).fetchone()
+    assert left == (0,)  # before: kept for good, and no snapshot was ever stored again
+    assert _snapshots(index) == 1
+    loads = _loads(monkeypatch)
+    assert asyncio.run(_answers_of(folder, index, "SCALE-00002")) == ["SCALE-00002"]
+    assert loads == []
