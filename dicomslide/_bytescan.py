@@ -141,7 +141,7 @@ def take_rows(
     Parameters
     ----------
     buf: numpy.ndarray
-        The bytes, as a one-dimensional uint8 array
+        The bytes, as a one-dimensional uint8 array (a strided view too)
     at: numpy.ndarray
         Offsets
     width: int
@@ -157,7 +157,11 @@ def take_rows(
     # Rows of a view with a row at every byte: indexing it copies each row's bytes at once,
     # with no index array per byte (a quarter of the time of a masked view per alignment,
     # which was a fifth of opening a sparse image's first region).
-    rows = as_strided(buf, shape=(buf.size - width + 1, width), strides=(1, 1), writeable=False)
+    # The view's own stride: ``buf`` may be a strided view (every other byte, say).
+    step = buf.strides[0]
+    rows = as_strided(
+        buf, shape=(buf.size - width + 1, width), strides=(step, step), writeable=False
+    )
     return rows[at]
 
 

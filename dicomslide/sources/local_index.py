@@ -874,23 +874,33 @@ class IndexStore:
         self._written_later = {rel: e[0] for rel, e in parsed}
 
         def save() -> None:
-            with self._lock:
-                if self._conn is not None:
-                    try:
-                        _save_entries(self._conn, parsed, removed, dirs)
-                    except sqlite3.Error as exc:
-                        self.save_error = f"{type(exc).__name__}: {exc}"
-                        self._conn.close()
-                        self._conn = None
-                while True:  # then the frame tables found meanwhile
-                    with self._memo_lock:
-                        tables, self._later_tables = self._later_tables, []
-                        if not tables:
-                            self._saving_now = False
-                            return
-                    for instance, table in tables:
-                        if self._conn is not None:
-                            frame_tables.save_frame_table(self._conn, instance, table)
+            try:
+                with self._lock:
+                    if self._conn is not None:
+                        try:
+                            _save_entries(self._conn, parsed, removed, dirs)
+                        except Exception as exc:  # not only sqlite3: any failure is reported
+                            self.save_error = f"{type(exc).__name__}: {exc}"
+                            with contextlib.suppress(sqlite3.Error):
+                                self._conn.close()
+                            self._conn = None
+                        else:  # the database serves the headers now: memory need not
+                            with self._memo_lock:
+                                self._fresh = {}
+                    while True:  # then the frame tables found meanwhile
+                        with self._memo_lock:
+                            tables, self._later_tables = self._later_tables, []
+                            if not tables:
+                                return
+                        for instance, table in tables:
+                            if self._conn is not None:
+                                frame_tables.save_frame_table(self._conn, instance, table)
+            finally:
+                # Whatever happened, later tables are written directly from now on; any
+                # still queued are dropped (only a speed-up: the frames are walked again).
+                with self._memo_lock:
+                    self._saving_now = False
+                    self._later_tables = []
 
         self._saving_now = True
         self._saving = threading.Thread(target=save, name="dicomslide-index-write")
@@ -1059,12 +1069,13 @@ class IndexStore:
         """
         wanted = {i.relpath: i.identity for i in instances}
         found: dict[str, bytes] = {}
-        for rel in [r for r in self._fresh if r in wanted]:
-            # Parsed by this client: handed out once from memory (the write may be running).
-            identity, header = self._fresh.pop(rel)
-            if identity == wanted[rel]:
-                found[rel] = header
-                del wanted[rel]
+        with self._memo_lock:  # worker threads ask at once, and the write clears it
+            for rel in [r for r in self._fresh if r in wanted]:
+                # Parsed by this client: handed out once from memory (the write may be running).
+                identity, header = self._fresh.pop(rel)
+                if identity == wanted[rel]:
+                    found[rel] = header
+                    del wanted[rel]
         if not wanted:
             return found
         paths = list(wanted)

@@ -61,12 +61,14 @@ from dicomslide.errors import InvalidDataError, NotDicomError, UnsupportedError
 __all__ = [
     "DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN",
     "EXPLICIT_VR_BIG_ENDIAN",
+    "EMPTY_ITEM",
     "EXPLICIT_VR_LITTLE_ENDIAN",
     "FLOAT_BITS_ALLOCATED",
     "FRAME_START_MARKERS",
     "IMPLICIT_VR_LITTLE_ENDIAN",
     "LAYOUT_TAGS",
     "NATIVE_TRANSFER_SYNTAXES",
+    "SEQUENCE_DELIMITER_ITEM",
     "ElementHeader",
     "FragmentInfo",
     "FragmentRun",
@@ -101,6 +103,11 @@ _FLOAT_PIXEL_DATA: Final = 0x7FE00008
 _DOUBLE_FLOAT_PIXEL_DATA: Final = 0x7FE00009
 _ITEM: Final = 0xFFFEE000
 _SEQUENCE_DELIMITER: Final = 0xFFFEE0DD
+#: The empty Basic Offset Table item, and the sequence delimiter item that ends Pixel Data.
+EMPTY_ITEM: Final = struct.pack("<HHL", _ITEM >> 16, _ITEM & 0xFFFF, 0)
+SEQUENCE_DELIMITER_ITEM: Final = struct.pack(
+    "<HHL", _SEQUENCE_DELIMITER >> 16, _SEQUENCE_DELIMITER & 0xFFFF, 0
+)
 _UNDEFINED_LENGTH: Final = 0xFFFFFFFF
 _LONG_VRS: Final = frozenset(
     {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"}
@@ -128,13 +135,12 @@ LAYOUT_TAGS: Final[tuple[int, ...]] = (
 _SOI: Final = (b"\xff\xd8",)
 _SOC: Final = (b"\xff\x4f",)
 _JXL: Final = (b"\xff\x0a", b"\x00\x00\x00\x0cJXL ")
-_FRAME_START_MARKERS: Final[dict[str, tuple[bytes, ...]]] = {
+#: Codestream start markers per transfer syntax, for telling frames of several fragments apart.
+FRAME_START_MARKERS: Final[dict[str, tuple[bytes, ...]]] = {
     **dict.fromkeys(JPEG_FAMILY, _SOI),
     **dict.fromkeys(J2K_FAMILY, _SOC),
     **dict.fromkeys(JPEG_XL_FAMILY, _JXL),
 }
-#: Codestream start markers per transfer syntax, for telling frames of several fragments apart.
-FRAME_START_MARKERS: Final = _FRAME_START_MARKERS
 _PEEK: Final = 12
 #: Fragments shorter than this have their headers read a window at a time (see _ReadWindow).
 _SMALL_FRAGMENT: Final = 16 << 10
@@ -1075,7 +1081,7 @@ def _group_fragments(
     fragments: Sequence[FragmentInfo], number_of_frames: int, transfer_syntax_uid: str
 ) -> list[int]:
     """Return the index of the first fragment of each frame (frames of several fragments)."""
-    markers = _FRAME_START_MARKERS.get(transfer_syntax_uid)
+    markers = FRAME_START_MARKERS.get(transfer_syntax_uid)
     if markers is None:
         raise InvalidDataError(
             f"{len(fragments)} fragments for {number_of_frames} frames without an offset "

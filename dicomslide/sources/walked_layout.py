@@ -28,7 +28,9 @@ import numpy as np
 
 from dicomslide.errors import InvalidDataError
 from dicomslide.sources.part10 import (
+    EMPTY_ITEM,
     FRAME_START_MARKERS,
+    SEQUENCE_DELIMITER_ITEM,
     FragmentRun,
     FrameLayout,
     Part10Header,
@@ -41,9 +43,9 @@ from dicomslide.sources.part10 import (
 __all__ = ["WalkedLayout", "open_frame_layout"]
 
 _PIXEL_DATA: Final = 0x7FE00010
-#: An empty Basic Offset Table item, and the sequence delimiter that ends the pixel data.
-_EMPTY_ITEM: Final = b"\xfe\xff\x00\xe0\x00\x00\x00\x00"
-_DELIMITER: Final = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
+#: What the walk yields when the generator of runs is gone without reaching the delimiter
+#: (it raised: an I/O error, say), so that this is never taken for the end of the frames.
+_GONE: Final = object()
 
 
 class WalkedLayout(FrameLayout):
@@ -92,11 +94,13 @@ class WalkedLayout(FrameLayout):
         self._lock = threading.Lock()
         self._error: InvalidDataError | None = None
         self._read_at: ReadAt | None = None
-        self._runs: Iterator[FragmentRun] | None = fragment_runs(
-            self._read,
-            file_size,
-            value_offset + len(_EMPTY_ITEM),
-            FRAME_START_MARKERS[transfer_syntax_uid],
+        self._runs: Iterator[FragmentRun | None] | None = _until_delimiter(
+            fragment_runs(
+                self._read,
+                file_size,
+                value_offset + len(EMPTY_ITEM),
+                FRAME_START_MARKERS[transfer_syntax_uid],
+            )
         )
 
     @property
@@ -114,7 +118,8 @@ class WalkedLayout(FrameLayout):
         """
         with self._lock:
             if self._error is not None:
-                raise self._error
+                # A new exception each time: the stored one is shared by every thread.
+                raise InvalidDataError(str(self._error)) from self._error
             if self._runs is None or frame_number <= self.known:
                 return False
             self._read_at = read_at
@@ -141,13 +146,17 @@ class WalkedLayout(FrameLayout):
         assert self._runs is not None
         n = self.number_of_frames
         while self.known < frame_number:
-            run = next(self._runs, None)
+            run = next(self._runs, _GONE)
+            if run is _GONE:  # an earlier walk raised in the middle of a run
+                self._exact()
+                return
             if run is None:  # the sequence delimiter
                 if self._seen != n:
                     self._exact()
                     return
                 self.known, self._runs = n, None
                 return
+            assert isinstance(run, tuple)
             starts, sizes, marked = run
             assert marked is not None
             if self._seen + starts.size > n or not bool(marked.all()):
@@ -172,6 +181,12 @@ class WalkedLayout(FrameLayout):
         self.starts[:] = exact.starts
         self.stops[:] = exact.stops
         self.known, self._runs = self.number_of_frames, None
+
+
+def _until_delimiter(runs: Iterator[FragmentRun]) -> Iterator[FragmentRun | None]:
+    """The runs, then None once they reached the sequence delimiter (and not if they raised)."""
+    yield from runs
+    yield None
 
 
 def open_frame_layout(header: Part10Header, read_at: ReadAt, file_size: int) -> FrameLayout:
@@ -205,9 +220,10 @@ def open_frame_layout(header: Part10Header, read_at: ReadAt, file_size: int) -> 
         and syntax in FRAME_START_MARKERS
         and number_of_frames > 1
         and "ExtendedOffsetTable" not in dataset
-        and pixel_data.value_offset + 2 * len(_EMPTY_ITEM) <= file_size
-        and read_at(pixel_data.value_offset, len(_EMPTY_ITEM)) == _EMPTY_ITEM
-        and read_at(file_size - len(_DELIMITER), len(_DELIMITER)) == _DELIMITER
+        and pixel_data.value_offset + 2 * len(EMPTY_ITEM) <= file_size
+        and read_at(pixel_data.value_offset, len(EMPTY_ITEM)) == EMPTY_ITEM
+        and read_at(file_size - len(SEQUENCE_DELIMITER_ITEM), len(SEQUENCE_DELIMITER_ITEM))
+        == SEQUENCE_DELIMITER_ITEM
     )
     if walkable:
         return WalkedLayout(number_of_frames, file_size, pixel_data.value_offset, syntax)

@@ -75,20 +75,48 @@ async def _summary(folder: Path, index: Path) -> Any:
         return await client.index_summary()
 
 
+@pytest.mark.parametrize(
+    "failure",
+    [
+        sqlite3.OperationalError("database is locked"),
+        # Not an sqlite3.Error: what binding too large a number raises.
+        OverflowError("Python int too large to convert to SQLite INTEGER"),
+    ],
+)
 def test_a_failed_deferred_write_is_reported_and_reading_goes_on(
-    sparse: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    failure: Exception, sparse: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def fail(*_args: Any) -> None:
-        raise sqlite3.OperationalError("database is locked")
+        raise failure
 
     monkeypatch.setattr(local_index, "_save_entries", fail)
     index = tmp_path / "index"
     region, summary = asyncio.run(_open(sparse, index))
     assert region.shape[:2] == (256, 256)
-    assert summary.persist_error == "OperationalError: database is locked"
+    assert summary.persist_error == f"{type(failure).__name__}: {failure}"
     assert summary.index_file is None
     monkeypatch.undo()
     assert asyncio.run(_summary(sparse, index)).reused == 0  # nothing was stored
+
+
+def test_headers_leave_memory_once_the_write_commits(sparse: Path, tmp_path: Path) -> None:
+    expected, _ = asyncio.run(_open(sparse, tmp_path / "reference"))
+
+    async def run() -> tuple[Any, Any, int]:
+        async with dicomslide.DICOMfileClient(sparse, index_dir=tmp_path / "index") as client:
+            await client.index_summary()  # indexes, and starts the deferred write
+            store = client._store
+            assert store._saving is not None
+            await asyncio.to_thread(store._saving.join)
+            held = len(store._fresh)  # no header was asked for yet
+            (slide,) = await dicomslide.find_slides(client)  # served by the database
+            region = await slide.get_image_region((0, 0), 0, (256, 256))
+            return region, await client.index_summary(), held
+
+    region, summary, held = asyncio.run(run())
+    assert held == 0
+    assert summary.persist_error is None
+    np.testing.assert_array_equal(region, expected)
 
 
 _KILLED = """

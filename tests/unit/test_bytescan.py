@@ -176,3 +176,16 @@ def test_find_all_and_gather_agree_with_a_plain_search(
             int.from_bytes(data[i : i + width], "little", signed="i" in dtype) for i in at
         ]
         assert _bytescan.gather(buf, at, dtype).tolist() == expected_values
+
+
+@pytest.mark.parametrize("step", [2, 3, -1])
+def test_take_rows_and_gather_read_a_strided_view_by_its_own_bytes(step: int) -> None:
+    rng = np.random.default_rng(step + 10)
+    whole = rng.integers(0, 256, 4000, dtype=np.uint8)
+    view = whole[::step]
+    plain = view.tobytes()  # the bytes the view shows, in its order
+    at = rng.integers(0, view.size - 8, 300).astype(np.int64)
+    rows = _bytescan.take_rows(view, at, 5)
+    assert [bytes(row) for row in rows] == [plain[i : i + 5] for i in at]
+    expected = [int.from_bytes(plain[i : i + 4], "little") for i in at]
+    assert _bytescan.gather(view, at, "<u4").tolist() == expected

@@ -145,9 +145,43 @@ def test_more_or_fewer_fragments_than_frames_fail_as_the_exact_scan_does(
     with pytest.raises(InvalidDataError) as walked_error:
         layout.locate(100, reads)
     assert str(walked_error.value) == str(exact_error.value)
-    with pytest.raises(InvalidDataError):  # and stays reported
+    with pytest.raises(InvalidDataError) as again:  # and stays reported
+        layout.locate(2, reads)
+    with pytest.raises(InvalidDataError) as third:
         layout.locate(2, reads)
     assert not layout.complete
+    # A new exception per call (threads share the layout), each saying the same.
+    assert len({id(walked_error.value), id(again.value), id(third.value)}) == 3
+    assert str(again.value) == str(third.value) == str(exact_error.value)
+    assert again.value.__cause__ is walked_error.value
+
+
+@pytest.mark.parametrize("failure", [OSError(5, "Input/output error"), MemoryError()])
+def test_a_read_that_fails_mid_walk_is_not_taken_for_the_end(failure: Exception) -> None:
+    # Two frames in three fragments, all large (read header by header): the second frame's
+    # continuation fragment is the one whose header read fails once.
+    head = b"\xff\xd8\xff" + bytes(19_997)
+    data = _file([head, head, b"\x11" * 20_000], 2)
+    exact = _exact(data)
+    continuation = exact.span(2)[0] + 8 + len(head)
+    layout, reads = _open(data)
+    assert isinstance(layout, WalkedLayout)
+    failed = []
+
+    def flaky(offset: int, size: int) -> bytes:
+        if offset == continuation and not failed:
+            failed.append(offset)
+            raise failure
+        return reads(offset, size)
+
+    with pytest.raises(type(failure)):
+        layout.locate(2, flaky)
+    assert failed
+    assert not layout.complete
+    assert layout.locate(2, flaky)  # the walk cannot go on: the exact scan answers
+    assert layout.complete
+    assert layout.span(2) == exact.span(2)
+    assert np.array_equal(layout.stops, exact.stops)
 
 
 @pytest.mark.parametrize("cut", [8, 100, 1000])
