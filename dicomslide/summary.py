@@ -42,8 +42,10 @@ __all__ = [
     "tag_value",
 ]
 
-#: Bumped whenever what a key means changes: older summaries are then ignored.
-_VERSION: Final = 1
+#: Bumped whenever what a key means changes: older summaries are then ignored. The package
+#: version is part of it too (see _version): the index folder outlives upgrades, and an
+#: answer such as "valid" is computed by code a release may change.
+_FORMAT: Final = 1
 _MISSING: Final = object()
 #: Stored for an answer left out (no answer is a JSON object) or a value not summarised (no
 #: value is a JSON boolean): asked of the header instead.
@@ -100,9 +102,15 @@ _TAG_POSITION: Final = {tag: i for i, tag in enumerate(SUMMARY_TAGS)}
 _CODECS: dict[str, tuple[Callable[[Any], Any], Callable[[Any], Any]]] = {}
 #: The marked functions by key, each taking one data set (see summarize).
 _FUNCTIONS: dict[str, Callable[[Dataset], Any]] = {}
-_load_lock = threading.Lock()
 #: The summary of a loaded data set: nothing kept, everything asked of the elements.
 _NOTHING: Final = ([_NOT_KEPT] * len(SUMMARY_TAGS), [_LEFT_OUT] * len(ANSWER_KEYS))
+
+
+@functools.cache
+def _version() -> str:
+    from dicomslide import __version__  # imported by the time any summary is made or read
+
+    return f"{_FORMAT}/{__version__}"
 
 
 def _same(value: Any) -> Any:
@@ -125,6 +133,11 @@ class SummaryDataset(Dataset):
     one (same elements, encoding and file meta), in place, and its summary is dropped: a
     loaded data set may be changed, so every later answer is computed from its elements.
 
+    The load runs on the thread that first asks (on the event loop, from async code): it
+    reads one index row, or the file. When it fails (the file was removed or changed since
+    the search), the error comes out of that first request, ``hasattr`` and ``getattr`` with
+    a default included, while the answers the summary holds keep working.
+
     Parameters
     ----------
     summary: tuple[list[Any], list[Any]]
@@ -139,9 +152,11 @@ class SummaryDataset(Dataset):
         # Dataset.__init__ is not run: the loaded data set's state is taken over instead.
         object.__setattr__(self, "summary", summary)
         object.__setattr__(self, "_loader", loader)
+        # One per data set: a slow load must not hold up the first use of the others.
+        object.__setattr__(self, "_load_lock", threading.Lock())
 
     def __getattr__(self, name: str) -> Any:
-        if name in ("summary", "_loader"):
+        if name in ("summary", "_loader", "_load_lock"):
             raise AttributeError(name)
         if self.__dict__.get("_loader") is not None:
             self._load()
@@ -149,7 +164,7 @@ class SummaryDataset(Dataset):
         return Dataset.__getattr__(self, name)
 
     def _load(self) -> None:
-        with _load_lock:
+        with self.__dict__["_load_lock"]:
             loader = self.__dict__.get("_loader")
             if loader is None:
                 return  # another thread loaded it meanwhile
@@ -173,7 +188,8 @@ class SummaryDataset(Dataset):
         if not self.is_loaded:
             self._load()
         plain = Dataset.__new__(Dataset)
-        state = {k: v for k, v in self.__dict__.items() if k not in ("summary", "_loader")}
+        own = ("summary", "_loader", "_load_lock")
+        state = {k: v for k, v in self.__dict__.items() if k not in own}
         plain.__dict__.update(state)
         return _as_is, (plain,)
 
@@ -303,7 +319,10 @@ def tag_value(ds: SummaryDataset, tag: int) -> Any:
     if position is None:
         return _MISSING
     value = ds.summary[0][position]
-    return _MISSING if value is _NOT_KEPT else value
+    if value is _NOT_KEPT:
+        return _MISSING
+    # A list is the summary's own: the caller gets a copy, as from the header.
+    return list(value) if type(value) is list else value
 
 
 #: Returned by :func:`tag_value` for a tag the summary does not hold.
@@ -358,9 +377,9 @@ def summarize(ds: Dataset, get_value: Callable[[Dataset, int, Any], Any]) -> str
             answers[-1], expected[-1] = _LEFT_OUT, _MISSING
     while True:
         try:
-            text = json.dumps([_VERSION, values, answers], separators=(",", ":"))
+            text = json.dumps([_version(), values, answers], separators=(",", ":"))
         except (TypeError, ValueError):
-            return json.dumps([_VERSION, [_NOT_KEPT] * len(values), [_LEFT_OUT] * len(answers)])
+            return json.dumps([_version(), [_NOT_KEPT] * len(values), [_LEFT_OUT] * len(answers)])
         # What a reader will get back must be the answer itself, type included; one that is
         # not is left out (asked of the header again).
         stored = json.loads(text)[2]
@@ -406,7 +425,7 @@ def parse_summary(text: str) -> tuple[list[Any], list[Any]] | None:
     if (
         type(value) is not list
         or len(value) != 3
-        or value[0] != _VERSION
+        or value[0] != _version()
         or type(value[1]) is not list
         or type(value[2]) is not list
         or len(value[1]) != len(SUMMARY_TAGS)

@@ -81,7 +81,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, BinaryIO, Final
+from typing import Any, BinaryIO, ClassVar, Final
 
 import pydicom
 from pydicom import DataElement, Dataset
@@ -468,6 +468,10 @@ class DICOMfileClient:
     modify them. See the module documentation for how the index is kept up to date.
     """
 
+    #: find_slides pauses the cyclic collector for the whole search of this source: its
+    #: waits are short hops to worker threads, never the network (see dicomslide.discovery).
+    _search_in_one_burst: ClassVar[bool] = True
+
     def __init__(
         self,
         url: str | os.PathLike[str],
@@ -750,6 +754,9 @@ class DICOMfileClient:
                 for instance in missing:
                     summary = self._store.summary(instance)
                     parsed = None if summary is None else parse_summary(summary)
+                    if parsed is None and summary is not None:
+                        # Another version's (or damaged): replaced once the header is read.
+                        self._store.forget_summary(instance)
                     if parsed is not None:
                         loader = functools.partial(self._load_summarised, instance)
                         known[instance.sop_uid] = SummaryDataset(parsed, loader)

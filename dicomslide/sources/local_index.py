@@ -963,6 +963,16 @@ class IndexStore:
         """
         return self._summaries.get(_key(instance))
 
+    def forget_summary(self, instance: IndexedInstance) -> None:
+        """Treat a file's stored summary as absent (unusable: it is written anew).
+
+        Parameters
+        ----------
+        instance: IndexedInstance
+            The file as indexed
+        """
+        self._summaries[_key(instance)] = None
+
     def unread_summaries(self, instances: Sequence[IndexedInstance]) -> list[IndexedInstance]:
         """The files whose summaries have not been looked up yet.
 

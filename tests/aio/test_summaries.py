@@ -227,3 +227,102 @@ def test_loaded_metadata_behaves_as_any_data_set(tmp_path: Path) -> None:
     assert get_value(ds, TOTAL_PIXEL_MATRIX_ROWS) == 100
     assert get_image_size(ds) == 100 * 260
     assert dicomslide.Slide(slide.client, [ds]).size == (100, 260)
+
+
+def _summarised_slide(tmp_path: Path) -> tuple[Path, Path]:
+    from dicomslide.synthetic import write_slide
+    from tests.support.slides import slide_spec
+
+    folder = tmp_path / "slide"
+    write_slide(folder, slide_spec((200, 260), 64, 2))
+    index = tmp_path / "index"
+    asyncio.run(_open(folder, index))
+    return folder, index
+
+
+def test_a_summary_of_another_version_is_written_anew(tmp_path: Path) -> None:
+    folder, index = _summarised_slide(tmp_path)
+    (path,) = index.glob("*.sqlite")
+    with sqlite3.connect(path) as conn:
+        texts = [t for (t,) in conn.execute("SELECT summary FROM summaries")]
+        # Summaries name the release that computed them: an upgrade does not trust them.
+        assert texts
+        assert all(t.startswith(f'["1/{dicomslide.__version__}",') for t in texts)
+        conn.execute("UPDATE summaries SET summary = replace(summary, ?, ?)", ("/", "/0.0.1+"))
+    (older,) = asyncio.run(_open(folder, index))
+    # Not used: every image's header was read, and the summaries were written again.
+    assert all(ds.is_loaded for ds in older.image_metadata if type(ds) is SummaryDataset)
+    (again,) = asyncio.run(_open(folder, index))
+    assert _loaded([again]) == 0
+    assert all(type(ds) is SummaryDataset for ds in again.image_metadata)
+    assert _slide(again) == _slide(older)
+
+
+def test_summarised_values_are_not_shared_with_callers(tmp_path: Path) -> None:
+    from dicomslide._tags import IMAGE_TYPE
+    from dicomslide.perframe import get_value
+
+    folder, index = _summarised_slide(tmp_path)
+    (slide,) = asyncio.run(_open(folder, index))
+    ds = slide.get_volume_images()[0].metadata
+    first = get_value(ds, IMAGE_TYPE)
+    assert isinstance(first, list)
+    first.append("CHANGED")
+    assert "CHANGED" not in get_value(ds, IMAGE_TYPE)
+    assert not ds.is_loaded
+
+
+def test_the_collector_pause_spans_only_local_searches(tmp_path: Path) -> None:
+    import gc
+
+    folder, index = _summarised_slide(tmp_path)
+    seen: list[bool] = []
+
+    async def watch(done: asyncio.Event) -> None:
+        while not done.is_set():
+            seen.append(gc.isenabled())
+            await asyncio.sleep(0)
+
+    async def search(client: Any) -> int:
+        done = asyncio.Event()
+        watcher = asyncio.ensure_future(watch(done))
+        try:
+            return len(await dicomslide.find_slides(client))
+        finally:
+            done.set()
+            await watcher
+
+    async def local() -> int:
+        async with dicomslide.DICOMfileClient(folder, index_dir=index) as client:
+            return await search(client)
+
+    assert gc.isenabled()
+    assert asyncio.run(local()) == 1
+    assert seen
+    assert not any(seen)
+    seen.clear()
+
+    class ServerLike:
+        """The same source, waiting as a server's answer would (no burst declared)."""
+
+        _search_in_one_burst = False
+
+        def __init__(self, inner: Any) -> None:
+            self._inner = inner
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._inner, name)
+
+        async def retrieve_series_metadata(self, *args: Any) -> Any:
+            await asyncio.sleep(0.005)
+            return await self._inner.retrieve_series_metadata(*args)
+
+    async def remote() -> int:
+        async with dicomslide.DICOMfileClient(folder, index_dir=index) as client:
+            return await search(ServerLike(client))
+
+    assert asyncio.run(remote()) == 1
+    # Waiting on a server, the collector runs (it pauses only around synchronous bursts).
+    assert seen
+    assert any(seen)
+    assert gc.isenabled()
