@@ -314,18 +314,27 @@ async def test_a_failed_read_ahead_is_not_cached_and_readers_fetch_again() -> No
     assert (await fut).data == f"{SEQ.sop_instance_uid}:30".encode()
 
 
+async def _held_behind_a_scan(
+    source: GatedSource, readahead: int
+) -> tuple[FrameService, list[asyncio.Future[EncodedFrame]], list[asyncio.Future[EncodedFrame]]]:
+    """Frames 1-4 in a running request, then 5-20 held back by the limit: a scan starts."""
+    service = FrameService(source, FrameCache(1 << 20), readahead=readahead)  # type: ignore[arg-type]
+    first = _ask(service, [1, 2, 3, 4])
+    await _ticks()
+    held = _ask(service, list(range(5, 21)))
+    await _ticks()
+    window = list(range(21, 21 + min(40, readahead)))  # twice the 20-frame run at most
+    assert [n for _, n in source.calls] == [[1, 2, 3, 4], list(range(5, 21)), window]
+    return service, first, held
+
+
 async def test_frames_held_by_the_limit_leave_with_the_read_ahead_window() -> None:
     # Threads of a tile scan start a few at a time: the first reads' request is running
     # when the rest arrive, and the limit holds those back. The flush that shows the scan
     # sends them at once, in a request of their own beside the window's, not after the
     # running request ends.
     source = GatedSource()
-    service = FrameService(source, FrameCache(1 << 20), readahead=40)  # type: ignore[arg-type]
-    first = _ask(service, [1, 2, 3, 4])
-    await _ticks()
-    held = _ask(service, list(range(5, 21)))
-    await _ticks()
-    assert [n for _, n in source.calls] == [[1, 2, 3, 4], list(range(5, 21)), list(range(21, 61))]
+    service, first, held = await _held_behind_a_scan(source, readahead=40)
     assert service.stats.readahead == 40  # the held frames were asked for, not read ahead
     # A call reaching the window (30) sends the next one, which 70 then joins; the frame
     # it asked for before (65) was never held back: it waits for the running request like
@@ -346,12 +355,7 @@ async def test_a_rejected_read_ahead_frame_does_not_fail_frames_readers_asked_fo
     # The server rejects frame 35, which nobody asked for: only the window fails; the
     # held frames (5..20) readers wait for arrive.
     source = FailingSource(bad={35})
-    service = FrameService(source, FrameCache(1 << 20), readahead=20)  # type: ignore[arg-type]
-    first = _ask(service, [1, 2, 3, 4])
-    await _ticks()
-    held = _ask(service, list(range(5, 21)))
-    await _ticks()
-    assert [n for _, n in source.calls] == [[1, 2, 3, 4], list(range(5, 21)), list(range(21, 41))]
+    _, first, held = await _held_behind_a_scan(source, readahead=20)
     source.gate.set()
     results = await asyncio.wait_for(asyncio.gather(*first, *held, return_exceptions=True), 5)
     assert [r.data for r in results if isinstance(r, EncodedFrame)] == [
