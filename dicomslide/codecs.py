@@ -330,7 +330,7 @@ class _JpegHeader:
     adobe_transform: int | None
     scan_end: int
     #: (rows, columns, precision) from the frame header
-    size: tuple[int, int, int] = (0, 0, 0)
+    size: tuple[int, int, int]
 
 
 @dataclass(frozen=True)
@@ -432,8 +432,9 @@ def _jpeg8_lossy(job: _Job) -> npt.NDArray[Any]:
 def _writable_out(job: _Job) -> npt.NDArray[Any] | None:
     """The caller's array when libjpeg-turbo can decode this stream straight into it.
 
-    Only 8-bit streams of exactly the frame's size: any other stream decodes into a new
-    array, so that :func:`_finish` still reports a wrong shape as before.
+    Only 8-bit colour streams of exactly the frame's size (greyscale ones never get here):
+    any other stream decodes into a new array, so that :func:`_finish` still reports a
+    wrong shape as before.
     """
     out, header, fmt = job.out, job.jpeg, job.fmt
     if out is None or header is None or out.dtype != np.uint8:
@@ -768,8 +769,9 @@ def decode_frame(
         frames of single-bit multi-frame images need not start on a byte boundary
     out: numpy.ndarray | None
         C-contiguous, writable array of shape ``(rows, columns, samples_per_pixel)`` and
-        dtype ``fmt.dtype`` to hold the pixels. 8-bit JPEG frames decode straight into it
-        (no array of their own, no copy); other frames are decoded, then copied in.
+        dtype ``fmt.dtype`` to hold the pixels. Lossy 8-bit colour JPEG frames decode
+        straight into it (no array of their own, no copy); other frames are decoded, then
+        copied in. After an error its contents are undefined.
 
     Returns
     -------

@@ -304,6 +304,7 @@ class _Pending:
     numbers: list[int] = field(default_factory=list)
     unlimited: bool = False
     reads: int = 0  # request() calls that added frames
+    held: int = 0  # the first `held` numbers were held back by the limit (_flush)
 
 
 # A stream of flushes that together ask for at least this many (nearly) consecutive frames of
@@ -330,6 +331,7 @@ class _Readahead:
     instance: InstanceRef
     next_start: int  # first frame number not fetched ahead yet
     window_start: int  # first frame of the latest window: asking for it sends the next one
+    stream: _Stream | None = None  # the run it follows: the next window only while it goes on
 
 
 class FrameService:
@@ -358,12 +360,13 @@ class FrameService:
         Read-ahead window in frames; 0 turns read-ahead off. When at least
         ``READAHEAD_MIN_READS`` reads, over one or more flushes, ask for ``READAHEAD_MIN_RUN``
         or more nearly consecutive frames of an instance whose frame count is known, the
-        next ``readahead`` frames (fewer at the instance's end) are fetched at once, outside
-        the per-instance limit, together with any frames readers asked for that the limit
-        holds back; a reader reaching a window sends the next one, as operating systems
-        read files ahead. A tile scan then costs a few pipelined requests
-        instead of one round trip per batch of readers; random reads and single region reads
-        never trigger it. Frames read ahead go to the cache like any other (its budget holds).
+        next frames (twice the run at first, then ``readahead``; fewer at the instance's end)
+        are fetched at once, outside the per-instance limit, as are any frames readers asked
+        for that the limit holds back (in a request of their own); a reader reaching a window
+        sends the next one while its run goes on, as operating systems read files ahead. A
+        tile scan then costs a few pipelined requests instead of one round trip per batch of
+        readers; random reads and single region reads never trigger it. Frames read ahead
+        go to the cache like any other (its budget holds).
     """
 
     def __init__(
@@ -473,7 +476,10 @@ class FrameService:
         entry: _Pending | None = None
         for number in frame_numbers:
             if ahead is not None and ahead.window_start <= number < ahead.next_start:
-                self._read_ahead(ahead)
+                if self._streams.get(uid) is ahead.stream:
+                    self._read_ahead(ahead)
+                else:  # another run (or none) since: a viewport, not a scan, came back
+                    del self._readahead[uid]
                 ahead = None
                 if entry is not None and self._pending.get(uid) is not entry:
                     entry = None  # the window took this call's frames so far along
@@ -588,7 +594,9 @@ class FrameService:
                     # The rest waits for a running call of this instance to end (see _fetch),
                     # gathering whatever else is asked for meanwhile.
                     held = [n for chunk in chunks[free:] for n in chunk]
-                    self._pending[uid] = _Pending(entry.instance, held, reads=entry.reads)
+                    self._pending[uid] = _Pending(
+                        entry.instance, held, reads=entry.reads, held=len(held)
+                    )
                     chunks = chunks[:free]
             for chunk in chunks:
                 self._start(entry.instance, chunk)
@@ -640,16 +648,18 @@ class FrameService:
         current = self._readahead.get(uid)
         if current is not None and hi < current.next_start:
             return  # within what is read ahead already; a reader past it starts over
-        ahead = _Readahead(instance, hi + 1, hi + 1)
+        ahead = _Readahead(instance, hi + 1, hi + 1, stream)
         self._readahead[uid] = ahead
-        self._read_ahead(ahead)
+        # The first window is small: a viewport's rows also look like short runs (16 tiles
+        # asked, 256 read ahead per row); the run that reaches it gets whole-bound windows.
+        self._read_ahead(ahead, min(2 * stream.frames, self.readahead))
 
-    def _read_ahead(self, ahead: _Readahead) -> None:
-        """Fetch the next window of a sequential reader: ``readahead`` frames.
+    def _read_ahead(self, ahead: _Readahead, size: int | None = None) -> None:
+        """Fetch the next window of a sequential reader: ``size`` frames, else ``readahead``.
 
-        Every window is the whole bound: windows that grew from the run (twice the last)
-        cost a scan of 340 tiles from 16 threads three more requests, each one a parse of
-        the instance on the server and about 1.4 ms of our CPU (issue 14).
+        Windows after the first are the whole bound: windows that grew from the run (twice
+        the last) cost a scan of 340 tiles from 16 threads three more requests, each one a
+        parse of the instance on the server and about 1.4 ms of our CPU (issue 14).
         """
         instance = ahead.instance
         uid = instance.sop_instance_uid
@@ -658,7 +668,7 @@ class FrameService:
         if start > total:
             del self._readahead[uid]
             return
-        stop = min(start + self.readahead, total + 1)
+        stop = min(start + (size or self.readahead), total + 1)
         ahead.window_start, ahead.next_start = start, stop
         if self._closed:
             return
@@ -670,14 +680,22 @@ class FrameService:
             self._in_flight(key)
             numbers.append(number)
         self.cache.stats.readahead += len(numbers)
-        held = self._pending.get(uid)
-        if held is not None and not held.unlimited:
-            # Frames readers asked for but the per-instance limit holds back leave first in
-            # the window's request: behind the running request they waited a round trip and
-            # then the server's time for the window too (12 of 16 threads of a scan stalled
-            # 150 ms at +20 ms).
-            del self._pending[uid]
-            numbers = sorted(set(held.numbers)) + numbers
+        entry = self._pending.get(uid)
+        if entry is not None and entry.held and not entry.unlimited:
+            # Frames readers asked for but the per-instance limit holds back leave with the
+            # window, in a request of their own (a window frame the server rejects must not
+            # fail them): behind the running request they waited a round trip and then the
+            # server's time for the window too (12 of 16 threads stalled 150 ms at +20 ms).
+            # Frames added since the hold stay: they go through the limit and the run check.
+            held, entry.numbers, entry.held = (
+                entry.numbers[: entry.held],
+                entry.numbers[entry.held :],
+                0,
+            )
+            if not entry.numbers:
+                del self._pending[uid]
+            for chunk in self._chunks(sorted(set(held))):
+                self._start(instance, chunk, limited=False)
         # Sent at once, past the per-instance limit (like prefetch): the window is what makes
         # the reader's next requests unnecessary, so it must not queue behind them.
         # Nor does it count against that limit: readers' frames held back behind a chain of

@@ -259,9 +259,9 @@ class ImageReader:
         # A tile that fills a contiguous block of the output whole (a one-tile read) is
         # decoded straight into it: no array of its own, no copy (a seventh of a scan's
         # decoding CPU). Caching such a tile needs a copy, so only one-tile reads, whose
-        # tiles are cached on their second decode, or reads without a cache do it.
+        # tiles are cached on their second decode, do it.
         target = None
-        if (color is None or color.is_identity) and (whole or decoded is None):
+        if (color is None or color.is_identity) and whole:
             target = _whole_block(out, pastes, self.format)
         tile = decode_frame(
             frame.data,
@@ -278,10 +278,12 @@ class ImageReader:
             key = (sop_instance_uid, frame_number, managed)
             # A tile this read pastes whole waits for a second decode to be cached.
             if whole:
-                decoded.offer(key, tile, copy=target is not None)
+                decoded.offer(key, tile, copy=tile is target)
             else:
                 decoded.put(key, tile)
-        if target is None:
+        # A colour transform found not to be the identity after all (checked on a thread)
+        # returns a new, corrected array: that one is pasted over the uncorrected pixels.
+        if target is None or tile is not target:
             for tile_slices, out_slices in pastes:
                 out[out_slices] = tile[tile_slices]
 

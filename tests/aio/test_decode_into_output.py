@@ -137,3 +137,46 @@ def test_one_tile_reads_decode_into_their_output(
             np.testing.assert_array_equal(a[:rows, :cols], whole[r : r + rows, c : c + cols])
 
     asyncio.run(main())
+
+
+class _FlippingColor:
+    """A colour transform whose background identity check fails between its two reads.
+
+    ``ColorTransform`` starts as the identity when a probe finds it so and a thread may turn
+    that off at any moment: the reader chooses to decode into its output while it holds, and
+    ``apply`` then corrects the pixels after all.
+    """
+
+    def __init__(self) -> None:
+        self.reads = 0
+
+    @property
+    def is_identity(self) -> bool:
+        self.reads += 1
+        return self.reads == 1
+
+    def apply(self, array: np.ndarray) -> np.ndarray:
+        return array if self.is_identity else 255 - array
+
+
+def test_a_colour_transform_that_turns_out_not_the_identity_still_corrects_the_tile() -> None:
+    reader = type("Reader", (), {"format": FMT, "correct_color": True, "is_color": lambda _: True})
+    color = _FlippingColor()
+    out = np.zeros((SIZE, SIZE, 3), np.uint8)
+    whole = (slice(0, SIZE), slice(0, SIZE))
+    data = _jpeg(RGB)
+    frame = dicomslide.sources.EncodedFrame(data, JPEG_BASELINE)
+    cache = dicomslide.frames.DecodedTileCache(1 << 20)
+    image.ImageReader.decode_into(
+        reader(),
+        frame,
+        "1.2.3",
+        1,
+        color,  # type: ignore[arg-type]
+        out,
+        [(whole, whole)],
+        cache,
+        True,
+    )
+    assert color.reads == 2  # decoded into the output first, then corrected
+    np.testing.assert_array_equal(out, 255 - decode_frame(data, JPEG_BASELINE, FMT))

@@ -221,13 +221,14 @@ async def test_a_sequential_scan_is_read_ahead_in_whole_windows() -> None:
     service = FrameService(source, FrameCache(1 << 20), readahead=40)  # type: ignore[arg-type]
     await _scan(service, source, tasks=16, total=100)
     sent = [numbers for _, numbers in source.calls]
-    # 16 asked for, then windows of the whole 40-frame bound at once (issue 14: windows
-    # that grew from twice the run cost a 16-thread scan more requests), then the rest of
-    # the instance; never beyond frame 100, every frame exactly once.
+    # 16 asked for, a first window of twice the run (a viewport's row is a short run too),
+    # then the whole 40-frame bound at once (issue 14: windows that kept doubling cost a
+    # 16-thread scan more requests), then the rest of the instance; never beyond frame
+    # 100, every frame exactly once.
     assert sent[0] == list(range(1, 17))
-    assert sent[1] == list(range(17, 57))
-    assert sent[2] == list(range(57, 97))
-    assert sent[3] == list(range(97, 101))
+    assert sent[1] == list(range(17, 49))
+    assert sent[2] == list(range(49, 89))
+    assert sent[3] == list(range(89, 101))
     assert len(sent) == 4
     stats = service.stats
     assert stats.frames_fetched == 100
@@ -286,13 +287,14 @@ async def test_read_ahead_is_not_held_by_the_per_instance_limit_and_joins_reader
     service = FrameService(source, FrameCache(1 << 20), readahead=64)  # type: ignore[arg-type]
     first = _ask(service, list(range(1, 21)))
     await _ticks()
-    # The run and its read-ahead window are both in flight although the limit is 1.
-    assert [n for _, n in source.calls] == [list(range(1, 21)), list(range(21, 85))]
+    # The run and its first read-ahead window (twice the run) are both in flight although
+    # the limit is 1.
+    assert [n for _, n in source.calls] == [list(range(1, 21)), list(range(21, 61))]
     joined = service.request(SEQ, [30, 84])
     assert service.stats.joined == 2
     await _ticks()
     # Joined, not fetched again; reaching the window sent the next one (the rest).
-    assert [n for _, n in source.calls][2:] == [list(range(85, 101))]
+    assert [n for _, n in source.calls][2:] == [list(range(61, 101))]
     source.gate.set()
     await asyncio.gather(*first, *joined)
     assert service.stats.frames_fetched == 100
@@ -312,30 +314,89 @@ async def test_a_failed_read_ahead_is_not_cached_and_readers_fetch_again() -> No
     assert (await fut).data == f"{SEQ.sop_instance_uid}:30".encode()
 
 
-async def test_frames_held_by_the_limit_leave_with_the_read_ahead_window() -> None:
-    # Threads of a tile scan start a few at a time: the first reads' request is running
-    # when the rest arrive, and the limit holds those back. The flush that shows the scan
-    # sends them first in the window's request, not after the running request ends.
-    source = GatedSource()
-    service = FrameService(source, FrameCache(1 << 20), readahead=20)  # type: ignore[arg-type]
+async def _held_behind_a_scan(
+    source: GatedSource, readahead: int
+) -> tuple[FrameService, list[asyncio.Future[EncodedFrame]], list[asyncio.Future[EncodedFrame]]]:
+    """Frames 1-4 in a running request, then 5-20 held back by the limit: a scan starts."""
+    service = FrameService(source, FrameCache(1 << 20), readahead=readahead)  # type: ignore[arg-type]
     first = _ask(service, [1, 2, 3, 4])
     await _ticks()
     held = _ask(service, list(range(5, 21)))
     await _ticks()
-    assert [n for _, n in source.calls] == [[1, 2, 3, 4], list(range(5, 41))]
-    assert service.stats.readahead == 20  # the held frames were asked for, not read ahead
-    # A call reaching the window (30) sends the next one, with the frame it asked for
-    # first (45); the frame it asks for after that (70) is not lost, but waits for the
-    # running request like any other.
-    call = service.request(SEQ, [45, 30, 70])
+    window = list(range(21, 21 + min(40, readahead)))  # twice the 20-frame run at most
+    assert [n for _, n in source.calls] == [[1, 2, 3, 4], list(range(5, 21)), window]
+    return service, first, held
+
+
+async def test_frames_held_by_the_limit_leave_with_the_read_ahead_window() -> None:
+    # Threads of a tile scan start a few at a time: the first reads' request is running
+    # when the rest arrive, and the limit holds those back. The flush that shows the scan
+    # sends them at once, in a request of their own beside the window's, not after the
+    # running request ends.
+    source = GatedSource()
+    service, first, held = await _held_behind_a_scan(source, readahead=40)
+    assert service.stats.readahead == 40  # the held frames were asked for, not read ahead
+    # A call reaching the window (30) sends the next one, which 70 then joins; the frame
+    # it asked for before (65) was never held back: it waits for the running request like
+    # any other, and every request asks for its frames in ascending order.
+    call = service.request(SEQ, [65, 30, 70])
     await _ticks()
-    assert [n for _, n in source.calls][2:] == [[45, 41, 42, 43, 44, *range(46, 61)]]
+    assert [n for _, n in source.calls][3:] == [[*range(61, 65), *range(66, 101)]]
     source.gate.set()
     frames = await asyncio.wait_for(asyncio.gather(*first, *held, *call), 5)
     assert [f.data for f in frames] == [
-        f"{SEQ.sop_instance_uid}:{n}".encode() for n in [*range(1, 21), 45, 30, 70]
+        f"{SEQ.sop_instance_uid}:{n}".encode() for n in [*range(1, 21), 65, 30, 70]
     ]
-    assert [n for _, n in source.calls][3:] == [[70]]
+    assert [n for _, n in source.calls][4:] == [[65]]
+    assert all(numbers == sorted(numbers) for _, numbers in source.calls)
+
+
+async def test_a_rejected_read_ahead_frame_does_not_fail_frames_readers_asked_for() -> None:
+    # The server rejects frame 35, which nobody asked for: only the window fails; the
+    # held frames (5..20) readers wait for arrive.
+    source = FailingSource(bad={35})
+    _, first, held = await _held_behind_a_scan(source, readahead=20)
+    source.gate.set()
+    results = await asyncio.wait_for(asyncio.gather(*first, *held, return_exceptions=True), 5)
+    assert [r.data for r in results if isinstance(r, EncodedFrame)] == [
+        f"{SEQ.sop_instance_uid}:{n}".encode() for n in range(1, 21)
+    ]
+
+
+async def test_a_viewport_read_row_by_row_is_not_read_ahead_a_whole_window_per_row() -> None:
+    # A viewer reading 8 rows of a 16-tile-wide viewport of a 100-column level, one tile
+    # per call: every row looks like a short run. A whole 256-frame window per row fetched
+    # 1,040 frames for 128 tiles; a first window of twice the run stays within 3x.
+    level = InstanceRef("1.2", "1.2.3", "1.2.3.7", number_of_frames=5000)
+    source = GatedSource()
+    source.gate.set()
+    service = FrameService(source, FrameCache(1 << 30), readahead=256)  # type: ignore[arg-type]
+    asked = 0
+    for row in range(8):
+        start = 1 + (20 + row) * 100 + 10
+        futures = [f for n in range(start, start + 16) for f in service.request(level, [n])]
+        asked += len(futures)
+        await asyncio.gather(*futures)
+    await _ticks()
+    assert asked == 128
+    assert service.stats.frames_fetched <= 3 * asked
+
+
+async def test_the_next_window_goes_only_while_the_run_goes_on() -> None:
+    source = GatedSource()
+    source.gate.set()
+    service = FrameService(source, FrameCache(1 << 20), readahead=40)  # type: ignore[arg-type]
+    await asyncio.gather(*_ask(service, list(range(1, 17))))
+    await _ticks()
+    assert [n for _, n in source.calls] == [list(range(1, 17)), list(range(17, 49))]
+    # Random reads end the run; a reader then reaching the window (17..48) gets its frame
+    # from the cache, and no further window is sent.
+    await asyncio.gather(*_ask(service, [90, 60, 75]))
+    await _ticks()
+    await asyncio.gather(*service.request(SEQ, [20]))
+    await _ticks()
+    assert [n for _, n in source.calls][2:] == [[60, 75, 90]]
+    assert service.stats.readahead == 32
 
 
 async def test_one_read_per_tick_is_a_stream_too() -> None:
@@ -349,7 +410,7 @@ async def test_one_read_per_tick_is_a_stream_too() -> None:
         assert (await fut).data == f"{SEQ.sop_instance_uid}:{n}".encode()
     sent = [numbers for _, numbers in source.calls]
     assert sent[:16] == [[n] for n in range(1, 17)]
-    assert sent[16:] == [list(range(17, 81)), list(range(81, 101))]
+    assert sent[16:] == [list(range(17, 49)), list(range(49, 101))]
     assert service.stats.readahead == 84
 
 
