@@ -157,6 +157,9 @@ class ImageReader:
         self._done: dict[str, Any] = {}
         self._refs: dict[str, InstanceRef] = {}  # per part: made once, not per tile read
         self._running: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Task[Any]]] = {}
+        # Fixed for the image's life; computed once instead of per region read.
+        self._fill = self.fill_value()
+        self._managed = correct_color and self.is_color()
 
     def channel_identifiers(self) -> tuple[str, ...]:
         if self._channel_ids is None:
@@ -274,8 +277,7 @@ class ImageReader:
         if color is not None:
             tile = color.apply(tile)
         if decoded is not None:
-            managed = self.correct_color and self.is_color()
-            key = (sop_instance_uid, frame_number, managed)
+            key = (sop_instance_uid, frame_number, self._managed)
             # A tile this read pastes whole waits for a second decode to be cached.
             if whole:
                 decoded.offer(key, tile, copy=tile is target)
@@ -312,7 +314,7 @@ class ImageReader:
         segment's number, else 0) unless ``raw`` asks for the label map itself.
         """
         if not self.label_map or raw:
-            return await self._read_stored(channel, plane, offset, size, self.fill_value())
+            return await self._read_stored(channel, plane, offset, size, self._fill)
         number = self.segment_number(channel)
         # Pixels without a frame must not join the segment, even one numbered like the
         # background when the label map names none (no Pixel Padding Value).
@@ -334,7 +336,6 @@ class ImageReader:
         index = self._index
         if index is None:
             index = await self.once("index", self.aindex)
-        service: FrameService = frame_service(self.source)
         fmt = self.format
         out_samples = 3 if fmt.samples_per_pixel == 3 else fmt.samples_per_pixel
         nbytes = size[0] * size[1] * out_samples * fmt.dtype.itemsize
@@ -376,7 +377,7 @@ class ImageReader:
         if not by_frame:
             return out
         decoded = self.source.runtime.decoded_cache
-        managed = self.correct_color and self.is_color()
+        managed = self._managed
         by_part: dict[str, list[int]] = {}
         parts = {}
         for frame in list(by_frame):
@@ -388,6 +389,9 @@ class ImageReader:
                 continue
             parts[part.sop_instance_uid] = part
             by_part.setdefault(part.sop_instance_uid, []).append(frame)
+        if not by_part:  # every tile came from the decoded cache
+            return out
+        service: FrameService = frame_service(self.source)
         waiting: dict[asyncio.Future[EncodedFrame], tuple[str, int, int]] = {}
         for uid, frames in by_part.items():
             part = parts[uid]
@@ -402,15 +406,21 @@ class ImageReader:
             ):
                 waiting[fut] = (uid, frame, number)
         # The colour transform (an ICC profile that may be bulk data on a server) is needed
-        # only to decode: it is loaded while the frames are already being fetched.
-        color: ColorTransform | None = await self.once("color", self.color_transform)
+        # only to decode: it is loaded while the frames are already being fetched. Once
+        # known it is read from _done directly (awaiting once() costs a coroutine per read).
+        done = self._done
+        color: ColorTransform | None = (
+            done["color"] if "color" in done else await self.once("color", self.color_transform)
+        )
         if not waiting:
             return out
         loop = asyncio.get_running_loop()
         queue = decode_queue()
         finished: asyncio.Future[None] = loop.create_future()
         left = len(waiting)
-        held = _HeldTiles(decoded.max_bytes)
+        # Made only when a frame arrives unconfirmed (rare): a cache object per read was a
+        # lock, two dicts and counters the loop thread built for nothing.
+        held: _HeldTiles | None = None
 
         def decoded_one(job: asyncio.Future[None]) -> None:
             nonlocal left
@@ -433,10 +443,15 @@ class ImageReader:
             if exc is not None:
                 finished.set_exception(exc)
                 return
+            nonlocal held
             uid, frame, number = waiting[fut]
             # A frame its source has not confirmed yet decodes now, but its tile is cached
             # only once it is confirmed (below).
-            cache = held if service.is_unsettled((uid, number)) else decoded
+            cache: DecodedTileCache = decoded
+            if service.is_unsettled((uid, number)):
+                if held is None:
+                    held = _HeldTiles(decoded.max_bytes)
+                cache = held
             job = queue.submit(
                 self.decode_into,
                 fut.result(),
@@ -463,10 +478,11 @@ class ImageReader:
             failed = next((f.exception() for f in unsettled if f.exception() is not None), None)
             if failed is not None:
                 raise failed
-        for key, tile in held.tiles:
-            decoded.put(key, tile)
-        for key, tile, copy in held.whole:
-            decoded.offer(key, tile, copy=copy)
+        if held is not None:
+            for key, tile in held.tiles:
+                decoded.put(key, tile)
+            for key, tile, copy in held.whole:
+                decoded.offer(key, tile, copy=copy)
         return out
 
 

@@ -127,6 +127,11 @@ class SourceRuntime:
             Made on first use on each loop, kept while the loop is open and the source lives
         """
         loop = asyncio.get_running_loop()
+        # Every region read asks: the common case (this loop's service exists, no fork since)
+        # needs no lock, as a dict look-up is atomic.
+        service = self._services.get(loop)
+        if service is not None and self._pid == os.getpid():
+            return service
         with self._lock:
             if self._pid != os.getpid():
                 # A forked child inherits services whose tasks and futures it cannot run.
