@@ -160,7 +160,11 @@ class _FlippingColor:
 
 
 def test_a_colour_transform_that_turns_out_not_the_identity_still_corrects_the_tile() -> None:
-    reader = type("Reader", (), {"format": FMT, "correct_color": True, "is_color": lambda _: True})
+    reader = type(
+        "Reader",
+        (),
+        {"format": FMT, "correct_color": True, "_managed": True, "is_color": lambda _: True},
+    )
     color = _FlippingColor()
     out = np.zeros((SIZE, SIZE, 3), np.uint8)
     whole = (slice(0, SIZE), slice(0, SIZE))
