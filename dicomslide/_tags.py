@@ -39,6 +39,7 @@ LUT_DESCRIPTORS: Final = frozenset(
         "BluePaletteColorLookupTableDescriptor",
     )
 )
+MODALITY: Final = _tag("Modality")
 NUMBER_OF_FRAMES: Final = _tag("NumberOfFrames")
 OPTICAL_PATH_IDENTIFICATION_SEQUENCE: Final = _tag("OpticalPathIdentificationSequence")
 OPTICAL_PATH_IDENTIFIER: Final = _tag("OpticalPathIdentifier")

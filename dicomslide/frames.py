@@ -694,7 +694,7 @@ class FrameService:
             )
             if not entry.numbers:
                 del self._pending[uid]
-            for chunk in self._chunks(sorted(set(held))):
+            for chunk in self._chunks(held):
                 self._start(instance, chunk, limited=False)
         # Sent at once, past the per-instance limit (like prefetch): the window is what makes
         # the reader's next requests unnecessary, so it must not queue behind them.

@@ -53,7 +53,7 @@ from dicomslide.perframe import get_value
 from dicomslide.runtime import as_source, decode_queue, frame_service
 from dicomslide.sources.dicomjson import BULKDATA_URIS_ATTR as BULKDATA_URIS_ATTRIBUTE
 from dicomslide.sources.protocol import EncodedFrame, Source
-from dicomslide.summary import cached, floats, register, restored
+from dicomslide.summary import cached, floats, register, restored, summarised
 from dicomslide.utils import (
     PARAMETRIC_MAP_SOP_CLASS_UID as _PARAMETRIC_MAP_SOP_CLASS,
     SEGMENTATION_SOP_CLASS_UIDS as _SEGMENTATION_SOP_CLASSES,
@@ -78,6 +78,7 @@ def _check_index(value: int, count: int, what: str, where: str) -> int:
     return int(value)
 
 
+@summarised("icc_uri")
 def _icc_profile_uri(ds: Dataset) -> str | None:
     uri = None
     for item in ds.get("OpticalPathSequence", []):
@@ -89,6 +90,7 @@ def _icc_profile_uri(ds: Dataset) -> str | None:
     return uri
 
 
+@summarised("channel_count")
 def _channel_count(ds: Dataset) -> int:
     return len(get_channel_items(ds))
 
@@ -110,8 +112,6 @@ def _format_fields(fmt: PixelFormat) -> list[Any]:
 # The pixel format is checked again (it sizes buffers), the geometry is not (see restored).
 register("format", PixelFormat.from_dataset, _format_fields, lambda v: PixelFormat(*v))
 register("geometry", ImageGeometry.from_dataset, _geometry_fields, _geometry_of)
-register("icc_uri", _icc_profile_uri)
-register("channel_count", _channel_count)
 
 
 class ImageReader:
@@ -234,7 +234,7 @@ class ImageReader:
 
     def icc_profile_uri(self) -> str | None:
         """The BulkDataURI of this image's ICC profile when it is not in the metadata."""
-        return cached(self.metadata, "icc_uri", _icc_profile_uri)
+        return _icc_profile_uri(self.metadata)
 
     async def icc_profile(self) -> bytes:
         """This image's ICC profile bytes (empty when it has none)."""
@@ -939,7 +939,7 @@ class TiledImage:
     @property
     def num_channels(self) -> int:
         """int: Number of channels: optical paths, segments or parameters."""
-        return cached(self.metadata, "channel_count", _channel_count)
+        return _channel_count(self.metadata)
 
     @property
     def num_focal_planes(self) -> int:

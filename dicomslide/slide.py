@@ -64,7 +64,7 @@ from dicomslide.perframe import first_item_decimals, get_value
 from dicomslide.pyramid import Pyramid
 from dicomslide.runtime import as_source, get_cache_stats
 from dicomslide.sources.protocol import Source
-from dicomslide.summary import cached, register, summarised
+from dicomslide.summary import summarised
 from dicomslide.utils import (
     DERIVED_SOP_CLASS_UIDS as _DERIVED_SOP_CLASSES,
     VL_WHOLE_SLIDE_MICROSCOPY_SOP_CLASS_UID,
@@ -976,15 +976,9 @@ def _drop_unaligned_untyped(volume: list[TiledImage], tolerance: float) -> list[
     return kept
 
 
-def _image_type_present(ds: Dataset) -> bool:
-    return "ImageType" in ds
-
-
-register("has_image_type", _image_type_present)
-
-
+@summarised("has_image_type")
 def _has_image_type(ds: Dataset) -> bool:
-    return cached(ds, "has_image_type", _image_type_present)
+    return "ImageType" in ds
 
 
 def _find_channel(
@@ -1051,10 +1045,11 @@ def _parameter_identifier(ds: Dataset, index: int) -> str:
         LUT Label of the first Real World Value Mapping item, or the one-based channel number
         when there is none
     """
-    label = cached(ds, "parameter_label", _parameter_label)
+    label = _parameter_label(ds)
     return str(index + 1) if label is None else str(label)
 
 
+@summarised("parameter_label")
 def _parameter_label(ds: Dataset) -> str | None:
     for group in ds.get("SharedFunctionalGroupsSequence", []):
         for mapping in group.get("RealWorldValueMappingSequence", []):
@@ -1062,9 +1057,6 @@ def _parameter_label(ds: Dataset) -> str | None:
             if label:
                 return label
     return None
-
-
-register("parameter_label", _parameter_label)
 
 
 def _channel_items(image: TiledImage) -> list[Dataset]:

@@ -27,6 +27,8 @@ from typing import Any, Final, TypeVar
 
 from pydicom import Dataset
 
+from dicomslide import _tags
+
 __all__ = [
     "ANSWER_KEYS",
     "NOT_SUMMARISED",
@@ -57,22 +59,22 @@ _T = TypeVar("_T")
 #: Tags whose values :func:`dicomslide.perframe.get_value` answers from a summary (those that
 #: finding, grouping and opening slides ask for by tag).
 SUMMARY_TAGS: Final = (
-    0x00080016,  # SOP Class UID
-    0x00080018,  # SOP Instance UID
-    0x0020000D,  # Study Instance UID
-    0x0020000E,  # Series Instance UID
-    0x00200052,  # Frame of Reference UID
-    0x00400512,  # Container Identifier
-    0x00080019,  # Pyramid UID
-    0x00209161,  # Concatenation UID
-    0x00280010,  # Rows
-    0x00280011,  # Columns
-    0x00480006,  # Total Pixel Matrix Columns
-    0x00480007,  # Total Pixel Matrix Rows
-    0x00209311,  # Dimension Organization Type
-    0x00280008,  # Number of Frames
-    0x00080060,  # Modality
-    0x00080008,  # Image Type
+    _tags.SOP_CLASS_UID,
+    _tags.SOP_INSTANCE_UID,
+    _tags.STUDY_INSTANCE_UID,
+    _tags.SERIES_INSTANCE_UID,
+    _tags.FRAME_OF_REFERENCE_UID,
+    _tags.CONTAINER_IDENTIFIER,
+    _tags.PYRAMID_UID,
+    _tags.CONCATENATION_UID,
+    _tags.ROWS,
+    _tags.COLUMNS,
+    _tags.TOTAL_PIXEL_MATRIX_COLUMNS,
+    _tags.TOTAL_PIXEL_MATRIX_ROWS,
+    _tags.DIMENSION_ORGANIZATION_TYPE,
+    _tags.NUMBER_OF_FRAMES,
+    _tags.MODALITY,
+    _tags.IMAGE_TYPE,
 )
 
 #: The answers a summary holds, in stored order (a summary is a JSON array: version, the
@@ -118,10 +120,10 @@ def _same(value: Any) -> Any:
 
 
 def _plain_value(value: Any) -> bool:
-    """Whether JSON gives ``value`` back as it is (type included)."""
-    if type(value) in (int, str, bool) or value is None:
-        return True
-    return type(value) is list and all(type(v) is str for v in value)
+    """Whether JSON gives ``value`` back as it is (type included), None and bools excluded."""
+    return type(value) in (int, str) or (
+        type(value) is list and all(type(v) is str for v in value)
+    )
 
 
 class SummaryDataset(Dataset):
@@ -359,7 +361,7 @@ def summarize(ds: Dataset, get_value: Callable[[Dataset, int, Any], Any]) -> str
             value = _NOT_KEPT
         if value is _MISSING:
             values.append(None)  # absent: get_value gives its default
-        elif _plain_value(value) and value is not None and type(value) is not bool:
+        elif _plain_value(value):
             values.append(value)
         else:
             values.append(_NOT_KEPT)

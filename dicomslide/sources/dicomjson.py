@@ -110,21 +110,20 @@ class LazyJSONSequence(Sequence):
     def arm(self) -> None:
         """Hold the JSON items unconverted from now on (once the element is in its Dataset)."""
         pending = self.__dict__.pop("_lazy_pending", None)
+        if pending is None:
+            return
         if isinstance(pending, RawJSONItems):  # read and packed as they arrived
-            self.__dict__["_lazy_json"] = pending.chunks
-            self.__dict__["_lazy_count"] = pending.total
-            self.__dict__["_lazy_first_json"] = pending[0]
-            self.__dict__["_lazy_positions"] = pending.positions
-            self.__dict__.pop("_lazy_items", None)
-        elif pending is not None:
+            held = (pending.chunks, pending.total, pending[0], pending.positions)
+        else:
             # Held packed: a per-frame item as JSON objects is ~2.2 KB of dicts and strings,
             # packed and compressed ~0.04 KB (see README Scale); unpacked at C speed on
             # use. The first item stays unpacked for first().
-            self.__dict__["_lazy_json"] = [pack_items(pending)]
-            self.__dict__["_lazy_count"] = len(pending)
-            self.__dict__["_lazy_first_json"] = pending[0] if pending else None
-            self.__dict__["_lazy_positions"] = positions_from_json(pending)
-            self.__dict__.pop("_lazy_items", None)
+            first = pending[0] if pending else None
+            held = ([pack_items(pending)], len(pending), first, positions_from_json(pending))
+        state = self.__dict__
+        keys = ("_lazy_json", "_lazy_count", "_lazy_first_json", "_lazy_positions")
+        state.update(zip(keys, held, strict=True))
+        state.pop("_lazy_items", None)
 
     @property
     def is_lazy(self) -> bool:

@@ -21,7 +21,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Final
 
-__all__ = ["RACY_NS", "DirRecord", "FileIdentity", "identity_bytes", "survey", "unchanged"]
+__all__ = [
+    "RACY_NS",
+    "DirRecord",
+    "FileIdentity",
+    "identity_bytes",
+    "identity_of",
+    "survey",
+    "unchanged",
+]
 
 #: A directory's modification time, inode, status change time (ns) and whether it must be
 #: listed again next time (1) whatever its identity.
@@ -36,7 +44,19 @@ _STAT_THREADS: Final = 4
 _STAT_CHUNK: Final = 512
 
 
-def _identity(st: os.stat_result) -> FileIdentity:
+def identity_of(st: os.stat_result) -> FileIdentity:
+    """The identity the index keeps of a file: size, mtime, inode and ctime.
+
+    Parameters
+    ----------
+    st: os.stat_result
+        The file's status
+
+    Returns
+    -------
+    tuple[int, int, int, int]
+        Its identity
+    """
     return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
 
 
@@ -49,7 +69,7 @@ def _stat_files(root: str, relpaths: list[str]) -> list[tuple[str, FileIdentity]
     """Identities of files that still exist (``os.stat`` releases the GIL: a few threads)."""
 
     # A string join and no helper calls: ~1.5 µs a file less than os.path.join and
-    # _identity, which the threads would spend holding the GIL.
+    # identity_of, which the threads would spend holding the GIL.
     prefix = root.rstrip(os.sep) + os.sep
     stat = os.stat
 
@@ -160,7 +180,7 @@ def survey(
                 again = True
                 continue
             name = os.path.join(rel, entry.name) if rel else entry.name
-            found.append((name, _identity(entry_st)))
+            found.append((name, identity_of(entry_st)))
         dirs[rel] = (*ident, int(again))
     found += _stat_files(root_text, to_stat)
     found.sort()

@@ -41,7 +41,7 @@ from dicomslide._gc import collector_paused
 from dicomslide.errors import NotFoundError, UsageError
 from dicomslide.perframe import get_value
 from dicomslide.sources import frame_tables, part10
-from dicomslide.sources.folder_survey import DirRecord, survey, unchanged
+from dicomslide.sources.folder_survey import DirRecord, identity_of, survey, unchanged
 from dicomslide.sources.header_codec import encode_header
 from dicomslide.sources.index_snapshot import (
     FILE_INDEXES,
@@ -423,10 +423,6 @@ def _offers(value: Any, text: str) -> bool:
     return text in value_candidates(value)
 
 
-def _identity(st: os.stat_result) -> Identity:
-    return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
-
-
 def _json_value(value: Any, vr: str) -> Any:
     if value is None or value == "":
         return None
@@ -492,7 +488,7 @@ def _parse_index_entry(path: str, size: int, mtime_ns: int) -> Entry:
     identity: Identity = (size, mtime_ns, 0, 0)
     try:
         with open(path, "rb") as fp:
-            identity = _identity(os.fstat(fp.fileno()))
+            identity = identity_of(os.fstat(fp.fileno()))
             if not part10.is_part10(fp.read(132)):
                 return identity, "other", None, None, None, False
             raw = read_raw_header(fp)

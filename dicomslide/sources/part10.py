@@ -34,7 +34,7 @@ from __future__ import annotations
 import struct
 import tempfile
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Final
 
@@ -62,6 +62,7 @@ __all__ = [
     "DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN",
     "EXPLICIT_VR_BIG_ENDIAN",
     "EMPTY_ITEM",
+    "PIXEL_DATA",
     "EXPLICIT_VR_LITTLE_ENDIAN",
     "FLOAT_BITS_ALLOCATED",
     "FRAME_START_MARKERS",
@@ -98,16 +99,12 @@ ReadAt = Callable[[int, int], bytes]
 
 NATIVE_TRANSFER_SYNTAXES: Final = NATIVE
 
-_PIXEL_DATA: Final = 0x7FE00010
+#: The Pixel Data tag (its float variants below).
+PIXEL_DATA: Final = 0x7FE00010
 _FLOAT_PIXEL_DATA: Final = 0x7FE00008
 _DOUBLE_FLOAT_PIXEL_DATA: Final = 0x7FE00009
 _ITEM: Final = 0xFFFEE000
 _SEQUENCE_DELIMITER: Final = 0xFFFEE0DD
-#: The empty Basic Offset Table item, and the sequence delimiter item that ends Pixel Data.
-EMPTY_ITEM: Final = struct.pack("<HHL", _ITEM >> 16, _ITEM & 0xFFFF, 0)
-SEQUENCE_DELIMITER_ITEM: Final = struct.pack(
-    "<HHL", _SEQUENCE_DELIMITER >> 16, _SEQUENCE_DELIMITER & 0xFFFF, 0
-)
 _UNDEFINED_LENGTH: Final = 0xFFFFFFFF
 _LONG_VRS: Final = frozenset(
     {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"}
@@ -148,6 +145,11 @@ _WINDOW: Final = 256 << 10
 #: Window searched at once for item headers by scan_fragment_spans.
 _SCAN_WINDOW: Final = 1 << 20
 _ITEM_HEADER: Final = struct.Struct("<HHL")
+#: The empty Basic Offset Table item, and the sequence delimiter item that ends Pixel Data.
+EMPTY_ITEM: Final = _ITEM_HEADER.pack(_ITEM >> 16, _ITEM & 0xFFFF, 0)
+SEQUENCE_DELIMITER_ITEM: Final = _ITEM_HEADER.pack(
+    _SEQUENCE_DELIMITER >> 16, _SEQUENCE_DELIMITER & 0xFFFF, 0
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -422,7 +424,7 @@ def parse_element_header(
 
 
 def _stop_at_pixel_data(tag: BaseTag, vr: str | None, length: int) -> bool:
-    return tag in (_PIXEL_DATA, _FLOAT_PIXEL_DATA, _DOUBLE_FLOAT_PIXEL_DATA)
+    return tag in (PIXEL_DATA, _FLOAT_PIXEL_DATA, _DOUBLE_FLOAT_PIXEL_DATA)
 
 
 def _not_group_0002(tag: BaseTag, vr: str | None, length: int) -> bool:
@@ -469,7 +471,7 @@ def read_body_header(
     if len(head) < 8:
         return dataset, None
     header = parse_element_header(head, implicit_vr=implicit_vr, little_endian=little_endian)
-    if header.tag not in (_PIXEL_DATA, _FLOAT_PIXEL_DATA, _DOUBLE_FLOAT_PIXEL_DATA):
+    if header.tag not in (PIXEL_DATA, _FLOAT_PIXEL_DATA, _DOUBLE_FLOAT_PIXEL_DATA):
         return dataset, None
     return dataset, PixelDataElement(
         tag=header.tag,
@@ -880,10 +882,6 @@ def scan_fragment_spans(
     return np.concatenate([r[0] for r in runs]), np.concatenate([r[1] for r in runs])
 
 
-def _as_int64(values: Iterable[int]) -> npt.NDArray[np.int64]:
-    return np.fromiter(values, dtype=np.int64)
-
-
 def build_native_layout(
     *,
     value_offset: int,
@@ -1060,37 +1058,48 @@ def build_encapsulated_layout(
         _check_spans(starts, stops, file_size, "Basic Offset Table")
         return FrameLayout(starts, stops, encapsulated=True)
 
-    offsets, lengths = scan_fragment_spans(read_at, file_size, first_item)
-    if not offsets.size:
+    # One walk; each fragment's first bytes are tested as it goes, for frames of several.
+    markers = FRAME_START_MARKERS.get(transfer_syntax_uid)
+    runs = list(fragment_runs(read_at, file_size, first_item, markers))
+    if not runs:
         raise InvalidDataError("encapsulated Pixel Data has no fragments")
+    offsets = np.concatenate([run[0] for run in runs])
+    lengths = np.concatenate([run[1] for run in runs])
     if offsets.size == number_of_frames:
         starts = offsets
     elif number_of_frames == 1:
         starts = offsets[:1]
     else:
         # Frames of several fragments: their first bytes tell where each frame starts.
-        fragments = scan_fragments(read_at, file_size, first_item)
-        frame_starts = _group_fragments(fragments, number_of_frames, transfer_syntax_uid)
-        starts = _as_int64(fragments[i].offset for i in frame_starts)
+        marked = None if markers is None else np.concatenate([run[2] for run in runs])
+        starts = offsets[
+            _frame_firsts(marked, offsets.size, number_of_frames, transfer_syntax_uid)
+        ]
     end = int(offsets[-1] + 8 + lengths[-1])
     stops = np.append(starts[1:], end).astype(np.int64)
     return FrameLayout(starts, stops, encapsulated=True)
 
 
-def _group_fragments(
-    fragments: Sequence[FragmentInfo], number_of_frames: int, transfer_syntax_uid: str
-) -> list[int]:
-    """Return the index of the first fragment of each frame (frames of several fragments)."""
-    markers = FRAME_START_MARKERS.get(transfer_syntax_uid)
-    if markers is None:
+def _frame_firsts(
+    marked: npt.NDArray[np.bool_] | None,
+    fragments: int,
+    number_of_frames: int,
+    transfer_syntax_uid: str,
+) -> npt.NDArray[np.intp]:
+    """The index of the first fragment of each frame, from which fragments start a codestream.
+
+    ``marked`` is None when the transfer syntax has no start markers (frames of several
+    fragments cannot be told apart then).
+    """
+    if marked is None:
         raise InvalidDataError(
-            f"{len(fragments)} fragments for {number_of_frames} frames without an offset "
+            f"{fragments} fragments for {number_of_frames} frames without an offset "
             f"table; cannot tell frames apart for transfer syntax {transfer_syntax_uid}"
         )
-    firsts = [i for i, f in enumerate(fragments) if f.head.startswith(markers)]
-    if len(firsts) != number_of_frames or firsts[0] != 0:
+    firsts = np.flatnonzero(marked)
+    if firsts.size != number_of_frames or firsts[0] != 0:
         raise InvalidDataError(
-            f"{len(fragments)} fragments, of which {len(firsts)} start a codestream, for "
+            f"{fragments} fragments, of which {firsts.size} start a codestream, for "
             f"{number_of_frames} frames without an offset table"
         )
     return firsts
@@ -1142,7 +1151,7 @@ def build_frame_layout(
     dicomslide.errors.UnsupportedError
         For an unknown pixel data element or Bits Allocated value
     """
-    if pixel_data.tag not in (_PIXEL_DATA, _FLOAT_PIXEL_DATA, _DOUBLE_FLOAT_PIXEL_DATA):
+    if pixel_data.tag not in (PIXEL_DATA, _FLOAT_PIXEL_DATA, _DOUBLE_FLOAT_PIXEL_DATA):
         raise UnsupportedError(
             f"pixel data element ({pixel_data.tag >> 16:04X},"
             f"{pixel_data.tag & 0xFFFF:04X}) is not supported"

@@ -29,7 +29,16 @@ from pydicom.tag import BaseTag
 from pydicom.valuerep import BYTE_VR_REGEXES
 
 from dicomslide._tags import PER_FRAME_FUNCTIONAL_GROUPS
-from dicomslide.perframe import _tag as shared_tag
+
+# Item tags, the undefined length and the VRs with a 4-byte length: perframe's raw walk too.
+from dicomslide.perframe import (
+    _ITEM,
+    _ITEM_END,
+    _LONG_VRS as _LONG,
+    _SEQUENCE_END,
+    _UNDEFINED,
+    _tag as shared_tag,
+)
 from dicomslide.sources import part10
 
 __all__ = ["RawHeader", "read_raw_header"]
@@ -38,9 +47,6 @@ _PREAMBLE: Final = 132
 _FIRST_READ: Final = 1 << 16
 #: Values longer than this not yet read are read on their own (see _Buffer.value).
 _DIRECT: Final = 1 << 20
-_UNDEFINED: Final = 0xFFFFFFFF
-# Item, item delimitation and sequence delimitation tags.
-_ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 _CHARSET, _TRANSFER_SYNTAX = 0x00080005, 0x00020010
 _PIXEL_TAGS: Final = frozenset({0x7FE00010, *part10.FLOAT_BITS_ALLOCATED})
 #: Syntaxes pydicom does not read as Explicit VR Little Endian: implicit, big endian, deflate.
@@ -52,9 +58,6 @@ _OTHER_ENCODINGS: Final = frozenset(
     }
 )
 
-_LONG: Final = frozenset(
-    b"OB OD OF OL OV OW SQ SV UC UN UR UT UV".split()
-)  # 4-byte length after two reserved bytes
 _BINARY_SIZE: Final = {
     b"US": 2,
     b"SS": 2,

@@ -20,10 +20,13 @@ __all__ = ["load_summaries", "save_summaries"]
 #: A file's relative path and identity.
 FileKey = tuple[str, tuple[int, int, int, int]]
 
+#: A summaries row ({t}) naming the identity its file's row (f) still has.
+_SAME_AS_FILE: Final = " AND ".join(
+    f"f.{c} = {{t}}.{c}" for c in ("relpath", "size", "mtime_ns", "ino", "ctime_ns")
+)
 _LOAD: Final = (
     "SELECT s.relpath, s.size, s.mtime_ns, s.ino, s.ctime_ns, s.summary FROM summaries s "
-    "JOIN files f ON f.relpath = s.relpath AND f.size = s.size AND f.mtime_ns = s.mtime_ns "
-    "AND f.ino = s.ino AND f.ctime_ns = s.ctime_ns WHERE typeof(s.summary) = 'text' "
+    f"JOIN files f ON {_SAME_AS_FILE.format(t='s')} WHERE typeof(s.summary) = 'text' "
     "AND s.relpath IN ({marks})"
 )
 _CHUNK: Final = 500
@@ -34,9 +37,8 @@ _SAVE: Final = (
 )
 # Rows of files no longer indexed (their own row gone or replaced) are dropped with a write.
 _PRUNE: Final = (
-    "DELETE FROM summaries WHERE NOT EXISTS (SELECT 1 FROM files f WHERE f.relpath = "
-    "summaries.relpath AND f.size = summaries.size AND f.mtime_ns = summaries.mtime_ns AND "
-    "f.ino = summaries.ino AND f.ctime_ns = summaries.ctime_ns)"
+    "DELETE FROM summaries WHERE NOT EXISTS (SELECT 1 FROM files f WHERE "
+    f"{_SAME_AS_FILE.format(t='summaries')})"
 )
 
 

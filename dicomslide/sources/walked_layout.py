@@ -30,6 +30,7 @@ from dicomslide.errors import InvalidDataError
 from dicomslide.sources.part10 import (
     EMPTY_ITEM,
     FRAME_START_MARKERS,
+    PIXEL_DATA,
     SEQUENCE_DELIMITER_ITEM,
     FragmentRun,
     FrameLayout,
@@ -42,7 +43,6 @@ from dicomslide.sources.part10 import (
 
 __all__ = ["WalkedLayout", "open_frame_layout"]
 
-_PIXEL_DATA: Final = 0x7FE00010
 #: What the walk yields when the generator of runs is gone without reaching the delimiter
 #: (it raised: an I/O error, say), so that this is never taken for the end of the frames.
 _GONE: Final = object()
@@ -215,7 +215,7 @@ def open_frame_layout(header: Part10Header, read_at: ReadAt, file_size: int) -> 
     except (TypeError, ValueError):
         number_of_frames = 0  # the exact build says what is wrong
     walkable = (
-        pixel_data.tag == _PIXEL_DATA
+        pixel_data.tag == PIXEL_DATA
         and pixel_data.length is None
         and syntax in FRAME_START_MARKERS
         and number_of_frames > 1
