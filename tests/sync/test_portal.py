@@ -436,6 +436,50 @@ def test_pending_calls_are_cancelled_without_never_awaited_warnings() -> None:
     assert inspect.getcoroutinestate(coro) == inspect.CORO_CLOSED
 
 
+def test_a_call_queued_while_the_loop_stops_never_starts() -> None:
+    # The caller queues its start outside the portal's lock, so a start can reach the loop
+    # after shutdown began: it must close the coroutine unstarted and release the caller.
+    gate = threading.Event()
+    started = threading.Event()
+
+    blocking_now = threading.Event()
+
+    async def block_loop() -> None:
+        blocking_now.set()
+        gate.wait(10)  # blocks the loop thread on purpose, so the next call stays queued
+
+    async def late() -> None:
+        started.set()
+
+    def blocking() -> None:
+        # Finishing just as the loop stops may cost the blocker its result: not under test.
+        with contextlib.suppress(UsageError):
+            run(block_loop())
+
+    blocker = threading.Thread(target=blocking)
+    blocker.start()
+    portal = _portal._current_portal()
+    assert blocking_now.wait(5)
+    deadline = time.monotonic() + 5
+    coro = late()
+    thread, errors = start_caller(lambda: coro)
+    while len(portal.calls) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(portal.calls) == 2
+    stopper = threading.Thread(target=shutdown)
+    stopper.start()
+    while not portal.closing and time.monotonic() < deadline:
+        time.sleep(0.01)
+    gate.set()
+    for t in (thread, stopper, blocker):
+        t.join(10)
+    assert not started.is_set()
+    assert inspect.getcoroutinestate(coro) == inspect.CORO_CLOSED
+    assert len(errors) == 1
+    assert isinstance(errors[0], UsageError)
+    assert "shut down" in str(errors[0])
+
+
 def _child_main(parent_loop_id: int) -> int:
     """Body of a forked child; return its exit status."""
     loop = get_loop()
