@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import collections
 import concurrent.futures
 import contextlib
 import os
@@ -117,6 +118,20 @@ class _Portal:
         self.closing = False
         self.calls: set[_Call[Any]] = set()
         self.ready = threading.Event()
+        # Calls waiting for the loop to start them, and whether a wake-up of the loop is
+        # already on its way: callers arriving together share one write to the loop's
+        # self-pipe (each write is a syscall that hands the GIL to another thread).
+        self.queued: collections.deque[_Call[Any]] = collections.deque()
+        self.wake_pending = False
+
+    def start_queued(self) -> None:
+        """Start every queued call (loop thread)."""
+        # Cleared before popping: a call queued after this line either is popped below or
+        # sees the flag down and wakes the loop once more.
+        self.wake_pending = False
+        queued = self.queued
+        while queued:
+            queued.popleft().start()
 
     def serve(self) -> None:
         """Run the loop until stopped, then cancel what is left and close it (loop thread)."""
@@ -201,11 +216,20 @@ class _Call(Generic[T]):
                     self.portal = portal
                     portal.calls.add(self)
             if registered:
-                # Outside the lock, which the loop's bookkeeping would otherwise wait on
-                # for the length of this write to the loop's self-pipe. Registered calls
-                # are abandoned when the loop ends, so a closed loop just means that.
-                with contextlib.suppress(RuntimeError):
-                    portal.loop.call_soon_threadsafe(self.start)
+                portal.queued.append(self)
+                if not portal.wake_pending:
+                    # Outside the lock, which the loop's bookkeeping would otherwise wait on
+                    # for the length of this write to the self-pipe. Registered calls are
+                    # abandoned when the loop ends, so a closed loop just means that.
+                    try:
+                        portal.wake_pending = True
+                        portal.loop.call_soon_threadsafe(portal.start_queued)
+                    except RuntimeError:
+                        pass
+                    except BaseException:
+                        # Ctrl-C before the wake-up left: the next caller must send one.
+                        portal.wake_pending = False
+                        raise
                 return
             # Lost a race with shutdown(): the next round starts a new loop.
 
@@ -232,6 +256,10 @@ class _Call(Generic[T]):
 
     def start(self) -> None:
         assert self.portal is not None
+        if self.done.is_set():
+            # Cancelled before the loop got to it: the cancellation, queued by this caller
+            # after the shared wake-up of another, ran first and closed the coroutine.
+            return
         if self.portal.closing:
             # Queued after the loop was told to stop (submit no longer holds the lock
             # while queueing): never started, like a call that lost the race in submit.
@@ -265,8 +293,8 @@ class _Call(Generic[T]):
         if self.task is not None:
             self.task.cancel()
         else:
-            # Callbacks from one thread run in order, so ``start`` would have run before
-            # this one: a KeyboardInterrupt in ``submit`` stopped it from being queued.
+            # Not started: still queued behind a wake-up that another caller sent (``start``
+            # will skip it), or a KeyboardInterrupt in ``submit`` stopped it from being queued.
             self.coro.close()
             self._finish()
 

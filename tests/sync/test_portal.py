@@ -436,6 +436,44 @@ def test_pending_calls_are_cancelled_without_never_awaited_warnings() -> None:
     assert inspect.getcoroutinestate(coro) == inspect.CORO_CLOSED
 
 
+def test_calls_arriving_together_share_one_wake_up_of_the_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Each wake-up is a write to the loop's self-pipe; callers that arrive while one is on
+    # its way must not send their own.
+    gate = threading.Event()
+    blocking_now = threading.Event()
+
+    async def block_loop() -> None:
+        blocking_now.set()
+        gate.wait(10)
+
+    blocker = threading.Thread(target=run, args=(block_loop(),))
+    blocker.start()
+    assert blocking_now.wait(5)
+    portal = _portal._current_portal()
+    loop = portal.loop
+    original = loop.call_soon_threadsafe
+    wakes: list[object] = []
+
+    def counting(callback: Any, *args: Any, **kwargs: Any) -> asyncio.Handle:
+        wakes.append(callback)
+        return original(callback, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "call_soon_threadsafe", counting)
+    with ThreadPoolExecutor(8) as pool:
+        results = [pool.submit(run, double(n)) for n in range(8)]
+        deadline = time.monotonic() + 5
+        while len(portal.queued) < 8 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.2)  # lets the last caller finish deciding whether to wake the loop
+        assert len(portal.queued) == 8  # none started yet: the loop is still blocked
+        assert len(wakes) == 1
+        gate.set()
+        assert [r.result(10) for r in results] == [2 * n for n in range(8)]
+    blocker.join(10)
+
+
 def test_a_call_queued_while_the_loop_stops_never_starts() -> None:
     # The caller queues its start outside the portal's lock, so a start can reach the loop
     # after shutdown began: it must close the coroutine unstarted and release the caller.
