@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import gc
 import weakref
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 import pytest
 
 import dicomslide
-from dicomslide import runtime
+from dicomslide import frames as frames_module, runtime
 from dicomslide.errors import ProtocolError, SourceError, TransportError
 from dicomslide.frames import FrameCache, FrameService, InstanceRef
 from dicomslide.sources.protocol import EncodedFrame
@@ -606,3 +606,55 @@ async def test_frames_held_by_the_limit_do_not_wait_for_read_ahead_windows() -> 
     source.gates[37].set()
     await _ticks()
     assert service.stats.frames_fetched == 53
+
+
+async def _until(condition: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.001)
+
+
+async def test_the_first_flush_of_threads_starting_a_scan_waits_once_for_stragglers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Blocking callers on 16 threads: 12 calls arrive within the coalescing window, 4
+    # threads come late (the GIL, the scheduler). The first flush waits once more (a long
+    # wait here, so that the test does not race the clock), and the scan leaves as one
+    # request: the readers' 16 frames and the rest of the small instance.
+    monkeypatch.setattr(frames_module, "STRAGGLER_WAIT", 60.0)
+    source = GatedSource()
+    source.gate.set()
+    service = FrameService(  # type: ignore[arg-type]
+        source, FrameCache(1 << 20), readahead=64, coalesce_window=0.002
+    )
+    early = _ask(service, list(range(1, 13)))
+    await _until(lambda: SEQ.sop_instance_uid in service._waited, "the first flush")
+    assert source.calls == []
+    late = _ask(service, list(range(13, 17)))
+    # The four late reads make the run: the flush they schedule (a coalescing window on)
+    # sends it, long before the wait would have ended.
+    await asyncio.wait_for(asyncio.gather(*early, *late), 5)
+    assert [n for _, n in source.calls] == [list(range(1, 101))]
+
+
+@pytest.mark.parametrize(
+    ("numbers", "window"),
+    [
+        ([1, 2, 3], 0.002),  # fewer reads than a run needs: one region, a few tiles
+        (list(range(1, 13)), 0.0),  # tasks on the loop: they are all there in one tick
+        ([1, 5, 9, 13, 17, 21, 25], 0.002),  # not dense: random tiles
+    ],
+)
+async def test_other_first_flushes_do_not_wait(
+    monkeypatch: pytest.MonkeyPatch, numbers: list[int], window: float
+) -> None:
+    monkeypatch.setattr(frames_module, "STRAGGLER_WAIT", 60.0)
+    source = GatedSource()
+    source.gate.set()
+    service = FrameService(  # type: ignore[arg-type]
+        source, FrameCache(1 << 20), readahead=64, coalesce_window=window
+    )
+    await asyncio.wait_for(asyncio.gather(*_ask(service, numbers)), 5)
+    assert [n for _, n in source.calls] == [numbers]
