@@ -368,10 +368,12 @@ class FrameService:
         Read-ahead window in frames; 0 turns read-ahead off. When at least
         ``READAHEAD_MIN_READS`` reads, over one or more flushes, ask for ``READAHEAD_MIN_RUN``
         or more nearly consecutive frames of an instance whose frame count is known, the
-        next frames (twice the run at first, then ``readahead``; fewer at the instance's end)
-        are fetched at once, outside the per-instance limit, as are any frames readers asked
-        for that the limit holds back (in a request of their own); a reader reaching a window
-        sends the next one while its run goes on, as operating systems read files ahead. A
+        next frames (twice the run at first, then ``readahead``; fewer at the instance's end;
+        the whole rest of an instance with at most ``READAHEAD_WHOLE_WINDOWS`` bounds left)
+        are fetched at once, outside the per-instance limit, together with the frames of
+        that flush and any the limit holds back (asked for again alone should that request
+        fail); a reader reaching a window sends the next one while its run goes on, as
+        operating systems read files ahead. A
         tile scan then costs a few pipelined requests instead of one round trip per batch of
         readers; random reads and single region reads never trigger it. Frames read ahead
         go to the cache like any other (its budget holds).
