@@ -233,12 +233,12 @@ async def test_a_sequential_scan_is_read_ahead_in_whole_windows() -> None:
     sent = [numbers for _, numbers in source.calls]
     # 16 asked for and, in the same request, a first window of twice the run (a viewport's
     # row is a short run too); then the whole 40-frame bound at once (issue 14: windows that
-    # kept doubling cost a 16-thread scan more requests), then the rest of the instance;
-    # never beyond frame 100, every frame exactly once.
+    # kept doubling cost a 16-thread scan more requests) and with it the rest of the
+    # instance, 12 frames, less than half a bound (a request of their own would cost a
+    # parse of the instance on the server); never beyond frame 100, every frame once.
     assert sent[0] == list(range(1, 49))
-    assert sent[1] == list(range(49, 89))
-    assert sent[2] == list(range(89, 101))
-    assert len(sent) == 3
+    assert sent[1] == list(range(49, 101))
+    assert len(sent) == 2
     stats = service.stats
     assert stats.frames_fetched == 100
     assert stats.readahead == 84
@@ -265,9 +265,26 @@ async def test_a_scan_of_a_small_instance_asks_for_all_of_it_at_once(
         assert sent == [list(range(1, total + 1))]
     else:
         assert sent[0] == list(range(1, 49))
-        assert len(sent) == 3
+        assert len(sent) == 2  # then a bound, and the tail of 9 frames with it
     assert service.stats.readahead == total - 16
     assert service.stats.frames_fetched == total
+
+
+@pytest.mark.parametrize(("tail", "merged"), [(19, True), (20, False)])
+async def test_a_tail_shorter_than_half_a_bound_joins_the_last_window(
+    tail: int, merged: bool
+) -> None:
+    total = 88 + tail  # 16 asked, windows 17..48 and 49..88, then the tail
+    level = InstanceRef("1.2", "1.2.3", "1.2.3.8", number_of_frames=total)
+    source = GatedSource()
+    service = FrameService(source, FrameCache(1 << 20), readahead=40)  # type: ignore[arg-type]
+    await _scan(service, source, tasks=16, total=total, instance=level)
+    sent = [numbers for _, numbers in source.calls]
+    assert sent[0] == list(range(1, 49))
+    if merged:
+        assert sent[1:] == [list(range(49, total + 1))]
+    else:
+        assert sent[1:] == [list(range(49, 89)), list(range(89, total + 1))]
 
 
 class DroppingSource(GatedSource):
