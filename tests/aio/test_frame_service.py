@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 import gc
 import weakref
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 import pytest
 
 import dicomslide
-from dicomslide import runtime
-from dicomslide.errors import ProtocolError, SourceError
+from dicomslide import frames as frames_module, runtime
+from dicomslide.errors import ProtocolError, SourceError, TransportError
 from dicomslide.frames import FrameCache, FrameService, InstanceRef
 from dicomslide.sources.protocol import EncodedFrame
 from dicomslide.synthetic import write_slide
@@ -177,6 +177,8 @@ def test_dropped_foreign_clients_free_their_adapters() -> None:
 # --- read-ahead -------------------------------------------------------------------------------
 
 SEQ = InstanceRef("1.2", "1.2.3", "1.2.3.9", number_of_frames=100)
+# Too long to be read ahead whole (READAHEAD_WHOLE_WINDOWS) with the bounds these tests use.
+LONG = InstanceRef("1.2", "1.2.3", "1.2.3.7", number_of_frames=1000)
 
 
 class FailingSource(GatedSource):
@@ -197,21 +199,29 @@ class FailingSource(GatedSource):
             yield item
 
 
-def _ask(service: FrameService, numbers: list[int]) -> list[asyncio.Future[EncodedFrame]]:
+def _ask(
+    service: FrameService, numbers: list[int], instance: InstanceRef = SEQ
+) -> list[asyncio.Future[EncodedFrame]]:
     """One read per frame, all in the same event-loop tick (as many tile readers)."""
-    return [fut for n in numbers for fut in service.request(SEQ, [n])]
+    return [fut for n in numbers for fut in service.request(instance, [n])]
 
 
-async def _scan(service: FrameService, source: GatedSource, tasks: int, total: int) -> None:
+async def _scan(
+    service: FrameService,
+    source: GatedSource,
+    tasks: int,
+    total: int,
+    instance: InstanceRef = SEQ,
+) -> None:
     """One frame per call, `tasks` readers taking frames in order: a tile scan."""
     source.gate.set()
     numbers = iter(range(1, total + 1))
 
     async def reader() -> None:
         for n in numbers:
-            (fut,) = service.request(SEQ, [n])
+            (fut,) = service.request(instance, [n])
             frame = await fut
-            assert frame.data == f"{SEQ.sop_instance_uid}:{n}".encode()
+            assert frame.data == f"{instance.sop_instance_uid}:{n}".encode()
 
     await asyncio.gather(*(reader() for _ in range(tasks)))
 
@@ -221,15 +231,14 @@ async def test_a_sequential_scan_is_read_ahead_in_whole_windows() -> None:
     service = FrameService(source, FrameCache(1 << 20), readahead=40)  # type: ignore[arg-type]
     await _scan(service, source, tasks=16, total=100)
     sent = [numbers for _, numbers in source.calls]
-    # 16 asked for, a first window of twice the run (a viewport's row is a short run too),
-    # then the whole 40-frame bound at once (issue 14: windows that kept doubling cost a
-    # 16-thread scan more requests), then the rest of the instance; never beyond frame
-    # 100, every frame exactly once.
-    assert sent[0] == list(range(1, 17))
-    assert sent[1] == list(range(17, 49))
-    assert sent[2] == list(range(49, 89))
-    assert sent[3] == list(range(89, 101))
-    assert len(sent) == 4
+    # 16 asked for and, in the same request, a first window of twice the run (a viewport's
+    # row is a short run too); then the whole 40-frame bound at once (issue 14: windows that
+    # kept doubling cost a 16-thread scan more requests) and with it the rest of the
+    # instance, 12 frames, less than half a bound (a request of their own would cost a
+    # parse of the instance on the server); never beyond frame 100, every frame once.
+    assert sent[0] == list(range(1, 49))
+    assert sent[1] == list(range(49, 101))
+    assert len(sent) == 2
     stats = service.stats
     assert stats.frames_fetched == 100
     assert stats.readahead == 84
@@ -237,6 +246,70 @@ async def test_a_sequential_scan_is_read_ahead_in_whole_windows() -> None:
     # ahead and then joined in flight or found in the cache.
     assert stats.misses - stats.joined == 16
     assert stats.frames_fetched == stats.misses - stats.joined + stats.readahead
+
+
+@pytest.mark.parametrize(("left", "whole"), [(80, True), (81, False)])
+async def test_a_scan_of_a_small_instance_asks_for_all_of_it_at_once(
+    left: int, whole: bool
+) -> None:
+    # 16 readers show the run; an instance with at most two bounds (2 x 40) of frames left
+    # after it is read to its end in the readers' request (the gather's one request,
+    # issue 14); one frame more and the first window is twice the run, as for a viewport.
+    total = 16 + left
+    level = InstanceRef("1.2", "1.2.3", "1.2.3.8", number_of_frames=total)
+    source = GatedSource()
+    service = FrameService(source, FrameCache(1 << 20), readahead=40)  # type: ignore[arg-type]
+    await _scan(service, source, tasks=16, total=total, instance=level)
+    sent = [numbers for _, numbers in source.calls]
+    if whole:
+        assert sent == [list(range(1, total + 1))]
+    else:
+        assert sent[0] == list(range(1, 49))
+        assert len(sent) == 2  # then a bound, and the tail of 9 frames with it
+    assert service.stats.readahead == total - 16
+    assert service.stats.frames_fetched == total
+
+
+@pytest.mark.parametrize(("tail", "merged"), [(19, True), (20, False)])
+async def test_a_tail_shorter_than_half_a_bound_joins_the_last_window(
+    tail: int, merged: bool
+) -> None:
+    total = 88 + tail  # 16 asked, windows 17..48 and 49..88, then the tail
+    level = InstanceRef("1.2", "1.2.3", "1.2.3.8", number_of_frames=total)
+    source = GatedSource()
+    service = FrameService(source, FrameCache(1 << 20), readahead=40)  # type: ignore[arg-type]
+    await _scan(service, source, tasks=16, total=total, instance=level)
+    sent = [numbers for _, numbers in source.calls]
+    assert sent[0] == list(range(1, 49))
+    if merged:
+        assert sent[1:] == [list(range(49, total + 1))]
+    else:
+        assert sent[1:] == [list(range(49, 89)), list(range(89, total + 1))]
+
+
+class DroppingSource(GatedSource):
+    """Fails every call with a dropped connection after the gate opens."""
+
+    async def iter_frames(
+        self, study: str, series: str, sop: str, numbers: Sequence[int]
+    ) -> AsyncIterator[tuple[int, EncodedFrame]]:
+        self.calls.append((sop, list(numbers)))
+        await self.gate.wait()
+        raise TransportError(f"Connection to the server dropped while reading {sop}.")
+        yield  # an async generator, like a real source
+
+
+async def test_a_failed_transport_is_not_waited_for_twice_by_readers() -> None:
+    # The readers' frames went out with the first window; a dropped connection fails them
+    # at once (the transport's own retries are over), it does not ask for them again.
+    source = DroppingSource()
+    service = FrameService(source, FrameCache(1 << 20), readahead=40)  # type: ignore[arg-type]
+    futures = _ask(service, list(range(1, 17)), LONG)
+    await _ticks()
+    source.gate.set()
+    results = await asyncio.gather(*futures, return_exceptions=True)
+    assert all(isinstance(r, TransportError) for r in results)
+    assert [n for _, n in source.calls] == [list(range(1, 49))]
 
 
 async def test_without_read_ahead_the_same_scan_costs_one_request_per_batch() -> None:
@@ -285,19 +358,19 @@ async def test_unknown_frame_count_turns_read_ahead_off() -> None:
 async def test_read_ahead_is_not_held_by_the_per_instance_limit_and_joins_readers() -> None:
     source = GatedSource()
     service = FrameService(source, FrameCache(1 << 20), readahead=64)  # type: ignore[arg-type]
-    first = _ask(service, list(range(1, 21)))
+    first = _ask(service, list(range(1, 21)), LONG)
     await _ticks()
-    # The run and its first read-ahead window (twice the run) are both in flight although
-    # the limit is 1.
-    assert [n for _, n in source.calls] == [list(range(1, 21)), list(range(21, 61))]
-    joined = service.request(SEQ, [30, 84])
+    # The run and its first read-ahead window (twice the run) leave in one request.
+    assert [n for _, n in source.calls] == [list(range(1, 61))]
+    joined = service.request(LONG, [30, 84])
     assert service.stats.joined == 2
     await _ticks()
-    # Joined, not fetched again; reaching the window sent the next one (the rest).
-    assert [n for _, n in source.calls][2:] == [list(range(61, 101))]
+    # Joined, not fetched again; reaching the window sent the next one (the whole bound)
+    # although the limit is 1 and the readers' request is running.
+    assert [n for _, n in source.calls][1:] == [list(range(61, 125))]
     source.gate.set()
     await asyncio.gather(*first, *joined)
-    assert service.stats.frames_fetched == 100
+    assert service.stats.frames_fetched == 124
 
 
 async def test_a_failed_read_ahead_is_not_cached_and_readers_fetch_again() -> None:
@@ -319,48 +392,50 @@ async def _held_behind_a_scan(
 ) -> tuple[FrameService, list[asyncio.Future[EncodedFrame]], list[asyncio.Future[EncodedFrame]]]:
     """Frames 1-4 in a running request, then 5-20 held back by the limit: a scan starts."""
     service = FrameService(source, FrameCache(1 << 20), readahead=readahead)  # type: ignore[arg-type]
-    first = _ask(service, [1, 2, 3, 4])
+    first = _ask(service, [1, 2, 3, 4], LONG)
     await _ticks()
-    held = _ask(service, list(range(5, 21)))
+    held = _ask(service, list(range(5, 21)), LONG)
     await _ticks()
     window = list(range(21, 21 + min(40, readahead)))  # twice the 20-frame run at most
-    assert [n for _, n in source.calls] == [[1, 2, 3, 4], list(range(5, 21)), window]
+    assert [n for _, n in source.calls] == [[1, 2, 3, 4], [*range(5, 21), *window]]
     return service, first, held
 
 
 async def test_frames_held_by_the_limit_leave_with_the_read_ahead_window() -> None:
     # Threads of a tile scan start a few at a time: the first reads' request is running
     # when the rest arrive, and the limit holds those back. The flush that shows the scan
-    # sends them at once, in a request of their own beside the window's, not after the
-    # running request ends.
+    # sends them at once, in the window's request, not after the running request ends.
     source = GatedSource()
     service, first, held = await _held_behind_a_scan(source, readahead=40)
     assert service.stats.readahead == 40  # the held frames were asked for, not read ahead
     # A call reaching the window (30) sends the next one, which 70 then joins; the frame
     # it asked for before (65) was never held back: it waits for the running request like
     # any other, and every request asks for its frames in ascending order.
-    call = service.request(SEQ, [65, 30, 70])
+    call = service.request(LONG, [65, 30, 70])
     await _ticks()
-    assert [n for _, n in source.calls][3:] == [[*range(61, 65), *range(66, 101)]]
+    assert [n for _, n in source.calls][2:] == [[*range(61, 65), *range(66, 101)]]
     source.gate.set()
     frames = await asyncio.wait_for(asyncio.gather(*first, *held, *call), 5)
     assert [f.data for f in frames] == [
-        f"{SEQ.sop_instance_uid}:{n}".encode() for n in [*range(1, 21), 65, 30, 70]
+        f"{LONG.sop_instance_uid}:{n}".encode() for n in [*range(1, 21), 65, 30, 70]
     ]
-    assert [n for _, n in source.calls][4:] == [[65]]
+    assert [n for _, n in source.calls][3:] == [[65]]
     assert all(numbers == sorted(numbers) for _, numbers in source.calls)
 
 
 async def test_a_rejected_read_ahead_frame_does_not_fail_frames_readers_asked_for() -> None:
-    # The server rejects frame 35, which nobody asked for: only the window fails; the
-    # held frames (5..20) readers wait for arrive.
+    # The server rejects frame 35, which nobody asked for, and with it the request that
+    # carried the held frames (5..20) and the window: those readers wait for are asked for
+    # once more on their own and arrive; only the window's frames fail.
     source = FailingSource(bad={35})
-    _, first, held = await _held_behind_a_scan(source, readahead=20)
+    service, first, held = await _held_behind_a_scan(source, readahead=20)
     source.gate.set()
     results = await asyncio.wait_for(asyncio.gather(*first, *held, return_exceptions=True), 5)
     assert [r.data for r in results if isinstance(r, EncodedFrame)] == [
-        f"{SEQ.sop_instance_uid}:{n}".encode() for n in range(1, 21)
+        f"{LONG.sop_instance_uid}:{n}".encode() for n in range(1, 21)
     ]
+    assert [n for _, n in source.calls][2:] == [list(range(5, 21))]
+    assert all((LONG.sop_instance_uid, n) not in service.cache for n in range(21, 41))
 
 
 async def test_a_viewport_read_row_by_row_is_not_read_ahead_a_whole_window_per_row() -> None:
@@ -388,14 +463,14 @@ async def test_the_next_window_goes_only_while_the_run_goes_on() -> None:
     service = FrameService(source, FrameCache(1 << 20), readahead=40)  # type: ignore[arg-type]
     await asyncio.gather(*_ask(service, list(range(1, 17))))
     await _ticks()
-    assert [n for _, n in source.calls] == [list(range(1, 17)), list(range(17, 49))]
+    assert [n for _, n in source.calls] == [list(range(1, 49))]
     # Random reads end the run; a reader then reaching the window (17..48) gets its frame
     # from the cache, and no further window is sent.
     await asyncio.gather(*_ask(service, [90, 60, 75]))
     await _ticks()
     await asyncio.gather(*service.request(SEQ, [20]))
     await _ticks()
-    assert [n for _, n in source.calls][2:] == [[60, 75, 90]]
+    assert [n for _, n in source.calls][1:] == [[60, 75, 90]]
     assert service.stats.readahead == 32
 
 
@@ -406,12 +481,13 @@ async def test_one_read_per_tick_is_a_stream_too() -> None:
     service = FrameService(source, FrameCache(1 << 20), readahead=64)  # type: ignore[arg-type]
     source.gate.set()
     for n in range(1, 101):
-        (fut,) = service.request(SEQ, [n])
-        assert (await fut).data == f"{SEQ.sop_instance_uid}:{n}".encode()
+        (fut,) = service.request(LONG, [n])
+        assert (await fut).data == f"{LONG.sop_instance_uid}:{n}".encode()
     sent = [numbers for _, numbers in source.calls]
-    assert sent[:16] == [[n] for n in range(1, 17)]
-    assert sent[16:] == [list(range(17, 49)), list(range(49, 101))]
-    assert service.stats.readahead == 84
+    # The 16th read shows the run: its frame and the first window leave together.
+    assert sent[:15] == [[n] for n in range(1, 16)]
+    assert sent[15:] == [list(range(16, 49)), list(range(49, 113)), list(range(113, 177))]
+    assert service.stats.readahead == 32 + 64 + 64
 
 
 async def test_a_stream_with_small_gaps_is_followed() -> None:
@@ -523,24 +599,79 @@ async def test_frames_held_by_the_limit_do_not_wait_for_read_ahead_windows() -> 
     # A reader's frames held behind the instance's running call go out when that call ends,
     # even while read-ahead windows (outside the limit) are still in flight; counted against
     # the limit, a chain of windows held them until the whole scan was read.
-    long = InstanceRef("1.2", "1.2.3", "1.2.3.7", 1000)
     source = CallGatedSource()
     service = FrameService(source, FrameCache(1 << 20), readahead=16)  # type: ignore[arg-type]
-    first = [fut for n in range(1, 21) for fut in service.request(long, [n])]
+    first = _ask(service, list(range(1, 21)), LONG)
     await _ticks()
-    assert [n for _, n in source.calls] == [list(range(1, 21)), list(range(21, 37))]
-    held = service.request(long, [500])
+    # The readers' frames and the first window in one call; reaching it sends the next.
+    assert [n for _, n in source.calls] == [list(range(1, 37))]
+    reached = service.request(LONG, [21])
+    await _ticks()
+    assert [n for _, n in source.calls][1:] == [list(range(37, 53))]
+    held = service.request(LONG, [500])
     await _ticks()
     assert len(source.calls) == 2  # held: the readers' call is still running
     source.gates[1].set()
-    await asyncio.gather(*first)
+    await asyncio.gather(*first, *reached)
     await _ticks()
     # Sent while the window (its gate still shut) is in flight: both calls are running.
     assert [n for _, n in source.calls][2:] == [[500]]
-    assert source.running[long.sop_instance_uid] == 2
+    assert source.running[LONG.sop_instance_uid] == 2
     source.gates[500].set()
     (frame,) = await asyncio.gather(*held)
     assert frame.data == b"1.2.3.7:500"
-    source.gates[21].set()
+    source.gates[37].set()
     await _ticks()
-    assert service.stats.frames_fetched == 37
+    assert service.stats.frames_fetched == 53
+
+
+async def _until(condition: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.001)
+
+
+async def test_the_first_flush_of_threads_starting_a_scan_waits_once_for_stragglers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Blocking callers on 16 threads: 12 calls arrive within the coalescing window, 4
+    # threads come late (the GIL, the scheduler). The first flush waits once more (a long
+    # wait here, so that the test does not race the clock), and the scan leaves as one
+    # request: the readers' 16 frames and the rest of the small instance.
+    monkeypatch.setattr(frames_module, "STRAGGLER_WAIT", 60.0)
+    source = GatedSource()
+    source.gate.set()
+    service = FrameService(  # type: ignore[arg-type]
+        source, FrameCache(1 << 20), readahead=64, coalesce_window=0.002
+    )
+    early = _ask(service, list(range(1, 13)))
+    await _until(lambda: SEQ.sop_instance_uid in service._waited, "the first flush")
+    assert source.calls == []
+    late = _ask(service, list(range(13, 17)))
+    # The four late reads make the run: the flush they schedule (a coalescing window on)
+    # sends it, long before the wait would have ended.
+    await asyncio.wait_for(asyncio.gather(*early, *late), 5)
+    assert [n for _, n in source.calls] == [list(range(1, 101))]
+
+
+@pytest.mark.parametrize(
+    ("numbers", "window"),
+    [
+        ([1, 2, 3], 0.002),  # fewer reads than a run needs: one region, a few tiles
+        (list(range(1, 13)), 0.0),  # tasks on the loop: they are all there in one tick
+        ([1, 5, 9, 13, 17, 21, 25], 0.002),  # not dense: random tiles
+    ],
+)
+async def test_other_first_flushes_do_not_wait(
+    monkeypatch: pytest.MonkeyPatch, numbers: list[int], window: float
+) -> None:
+    monkeypatch.setattr(frames_module, "STRAGGLER_WAIT", 60.0)
+    source = GatedSource()
+    source.gate.set()
+    service = FrameService(  # type: ignore[arg-type]
+        source, FrameCache(1 << 20), readahead=64, coalesce_window=window
+    )
+    await asyncio.wait_for(asyncio.gather(*_ask(service, numbers)), 5)
+    assert [n for _, n in source.calls] == [numbers]

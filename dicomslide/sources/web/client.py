@@ -20,7 +20,10 @@ else the bytes. A server that refuses that request (400, 406, or 500 after retri
 in the wild) is asked once more per instance with an explicit media type, and the answer is
 remembered for the instance. While that first request of an instance is unanswered, other
 requests for frames of the same instance wait for its outcome, so the refusal costs one round
-(not one per concurrent request).
+(not one per concurrent request). One exception: when that first request guesses the syntax
+from the metadata, one other request per instance asks for stored bytes at once instead of
+waiting (a read-ahead window should not wait a round trip; stored bytes are never a wrong
+guess); if that is refused, it waits like the others.
 
 Whole-instance fallback
 -----------------------
@@ -537,6 +540,10 @@ class DICOMwebClient:
                 return await self._frames_or_refusal(sop, url)
             probe = state.probe
             if probe is not None and not probe.done() and probe.get_loop() is loop:
+                if state.may_race():
+                    response = await self._race_probe(sop, url)
+                    if response is not None:
+                        return response
                 # The first request of this instance will tell whether the server refuses
                 # stored bytes (or frames altogether); wait for that rather than be refused
                 # too. (asyncio.wait does not cancel the shared future when this waiter is
@@ -551,6 +558,22 @@ class DICOMwebClient:
                 if state.probe is probe:
                     state.probe = None
                 probe.set_result(None)
+
+    async def _race_probe(self, sop: str, url: str) -> httpx.Response | None:
+        # Stored bytes beside a probe that guesses the syntax (InstanceNegotiation.may_race);
+        # None when refused: the caller then waits for the probe like any other request
+        # (the refusal settles the instance, but only the probe's answer confirms the guess).
+        state = self._negotiation.of(sop)
+        state.raced = True
+        try:
+            response = await self._transport.send(url, accept=ACCEPT_STORED_FRAMES, stream=True)
+        except DicomWebError as exc:
+            if exc.status_code not in _REFUSAL_STATUSES:
+                raise
+            return None  # not recorded: stored=False would settle the unconfirmed guess
+        if state.stored is None:
+            state.stored = True
+        return response
 
     async def _frames_or_refusal(self, sop: str, url: str) -> httpx.Response:
         try:
