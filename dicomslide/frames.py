@@ -43,12 +43,17 @@ class InstanceRef:
     number_of_frames: int | None
         Frames in the instance, if known: read-ahead never asks beyond it (and stays off
         without it); not part of the identity
+    max_frame_bytes: int | None
+        Bytes of one uncompressed frame, if known: an upper bound before any frame arrives
+        that lets read-ahead fetch the rest of a small instance whole (and it does not
+        without it); not part of the identity
     """
 
     study_instance_uid: str
     series_instance_uid: str
     sop_instance_uid: str
     number_of_frames: int | None = field(default=None, compare=False)
+    max_frame_bytes: int | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -725,8 +730,15 @@ class FrameService:
         # An instance with at most READAHEAD_WHOLE_WINDOWS bounds left is read to its end at
         # once: a scan would fetch that in two windows anyway, the second only when readers
         # reach the first (one server parse and a round trip later: issue 14), while a run
-        # that stops wastes no more than a first window and the next bound would.
-        if left <= READAHEAD_WHOLE_WINDOWS * self.readahead:
+        # that stops wastes no more than a first window and the next bound would. Only if
+        # the rest fits one request and a quarter of the cache (by the uncompressed size):
+        # 512 frames of 1 MB would be the whole default cache for 16 one-frame reads.
+        frame_bytes = instance.max_frame_bytes
+        if (
+            frame_bytes is not None
+            and left <= min(READAHEAD_WHOLE_WINDOWS * self.readahead, self.max_frames_per_request)
+            and left * frame_bytes <= self.cache.stats.max_bytes // 4
+        ):
             size = left
         else:
             size = min(2 * stream.frames, self.readahead)

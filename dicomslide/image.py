@@ -399,7 +399,11 @@ class ImageReader:
             ref = self._refs.get(uid)
             if ref is None:  # the index, and so each part, never changes once built
                 ref = self._refs[uid] = InstanceRef(
-                    part.study_instance_uid, part.series_instance_uid, uid, part.number_of_frames
+                    part.study_instance_uid,
+                    part.series_instance_uid,
+                    uid,
+                    part.number_of_frames,
+                    self.format.frame_nbytes,
                 )
             for fut, frame, number in zip(
                 service.request(ref, numbers), frames, numbers, strict=True

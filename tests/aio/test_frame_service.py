@@ -176,7 +176,7 @@ def test_dropped_foreign_clients_free_their_adapters() -> None:
 
 # --- read-ahead -------------------------------------------------------------------------------
 
-SEQ = InstanceRef("1.2", "1.2.3", "1.2.3.9", number_of_frames=100)
+SEQ = InstanceRef("1.2", "1.2.3", "1.2.3.9", number_of_frames=100, max_frame_bytes=100)
 # Too long to be read ahead whole (READAHEAD_WHOLE_WINDOWS) with the bounds these tests use.
 LONG = InstanceRef("1.2", "1.2.3", "1.2.3.7", number_of_frames=1000)
 
@@ -256,7 +256,7 @@ async def test_a_scan_of_a_small_instance_asks_for_all_of_it_at_once(
     # after it is read to its end in the readers' request (the gather's one request,
     # issue 14); one frame more and the first window is twice the run, as for a viewport.
     total = 16 + left
-    level = InstanceRef("1.2", "1.2.3", "1.2.3.8", number_of_frames=total)
+    level = InstanceRef("1.2", "1.2.3", "1.2.3.8", number_of_frames=total, max_frame_bytes=100)
     source = GatedSource()
     service = FrameService(source, FrameCache(1 << 20), readahead=40)  # type: ignore[arg-type]
     await _scan(service, source, tasks=16, total=total, instance=level)
@@ -268,6 +268,39 @@ async def test_a_scan_of_a_small_instance_asks_for_all_of_it_at_once(
         assert len(sent) == 2  # then a bound, and the tail of 9 frames with it
     assert service.stats.readahead == total - 16
     assert service.stats.frames_fetched == total
+
+
+@pytest.mark.parametrize(
+    ("total", "frame_bytes", "whole"),
+    [
+        (340, 196_608, True),  # Orthanc level 2: 324 x 192 KiB = 63.7 MB <= 512 MB / 4
+        (512, 1 << 20, False),  # 496 MB for 16 one-frame reads: the first window instead
+        (340, 1_660_000, False),  # 324 x 1.66 MB = 538 MB > 128 MB
+        (517, 1_000, False),  # 501 frames left: a request of 500 and one of 1
+        (340, None, False),  # no bound on the bytes: never whole
+    ],
+)
+async def test_the_rest_is_read_whole_only_if_it_fits_one_request_and_a_quarter_of_the_cache(
+    total: int, frame_bytes: int | None, whole: bool
+) -> None:
+    # Default budgets of a DICOMweb client: 512 MB of cache, 256-frame bound, 500 a request.
+    level = InstanceRef(
+        "1.2", "1.2.3", "1.2.3.8", number_of_frames=total, max_frame_bytes=frame_bytes
+    )
+    source = GatedSource()
+    service = FrameService(
+        source,  # type: ignore[arg-type]
+        FrameCache(512 << 20),
+        readahead=256,
+        max_frames_per_request=500,
+    )
+    futures = _ask(service, list(range(1, 17)), level)
+    await _ticks()
+    source.gate.set()
+    await asyncio.wait_for(asyncio.gather(*futures), 5)
+    sent = [numbers for _, numbers in source.calls]
+    assert sent[0] == list(range(1, total + 1) if whole else range(1, 49))
+    assert service.stats.readahead == (total - 16 if whole else 32)
 
 
 @pytest.mark.parametrize(("tail", "merged"), [(19, True), (20, False)])
