@@ -770,10 +770,14 @@ class FrameService:
             del self._readahead[uid]
             return
         stop = min(start + (size or self.readahead), total + 1)
-        if total + 1 - stop < self.readahead // 2:
+        if (
+            total + 1 - stop < self.readahead // 2
+            and total + 1 - start <= self.max_frames_per_request
+        ):
             # A tail shorter than half a bound joins this window: on its own it would cost
             # a request, and Orthanc parses the whole instance for each one (~10 ms of CPU
-            # for a level of 340 frames, ~300 ms for one of 5,000).
+            # for a level of 340 frames, ~300 ms for one of 5,000). Not if the joined window
+            # would be split into two requests anyway.
             stop = total + 1
         ahead.window_start, ahead.next_start = start, stop
         if self._closed:  # never with a lead: a flush checks first

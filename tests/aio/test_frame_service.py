@@ -320,6 +320,41 @@ async def test_a_tail_shorter_than_half_a_bound_joins_the_last_window(
         assert sent[1:] == [list(range(49, 89)), list(range(89, total + 1))]
 
 
+@pytest.mark.parametrize(("per_request", "joined"), [(500, True), (256, False)])
+async def test_a_tail_joins_the_last_window_only_if_that_fits_one_request(
+    per_request: int, joined: bool
+) -> None:
+    # 687 frames: 16 asked and 17..48, then 49..304 and 305..560, and a tail of 127 frames
+    # (less than half of 256). Joined to 305..560 it is one request of 383 frames; with 256
+    # a request it would be split off again, so it waits for readers to reach 305..560.
+    total = 687
+    level = InstanceRef("1.2", "1.2.3", "1.2.3.8", number_of_frames=total)
+    source = GatedSource()
+    service = FrameService(
+        source,  # type: ignore[arg-type]
+        FrameCache(512 << 20),
+        readahead=256,
+        max_frames_per_request=per_request,
+    )
+    futures = _ask(service, list(range(1, 17)), level)
+    await _ticks()
+    for reached in (17, 49):  # each reaches the latest window: the next one leaves
+        futures += service.request(level, [reached])
+        await _ticks()
+    sent = [numbers for _, numbers in source.calls]
+    assert sent[:2] == [list(range(1, 49)), list(range(49, 305))]
+    if joined:
+        assert sent[2:] == [list(range(305, total + 1))]
+    else:
+        assert sent[2:] == [list(range(305, 561))]
+        futures += service.request(level, [305])
+        await _ticks()
+        assert [n for _, n in source.calls][3:] == [list(range(561, total + 1))]
+    source.gate.set()
+    await asyncio.wait_for(asyncio.gather(*futures), 5)
+    assert service.stats.frames_fetched == total
+
+
 class DroppingSource(GatedSource):
     """Fails every call with a dropped connection after the gate opens."""
 
