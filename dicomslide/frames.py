@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from dicomslide.errors import DicomSlideError, ProtocolError, SourceError, TransportError
+from dicomslide.errors import DicomSlideError, DicomWebError, ProtocolError, SourceError
 from dicomslide.sources.protocol import EncodedFrame, Source
 
 __all__ = ["CacheStats", "DecodedTileCache", "FrameCache", "FrameService", "InstanceRef"]
@@ -335,6 +335,20 @@ class _Stream:
     end: int  # highest frame number so far
     frames: int
     reads: int
+
+
+def _may_be_a_frame(exc: BaseException) -> bool:
+    """Whether a failed request's error may come from one frame it asked for.
+
+    A malformed answer or a 4xx refusal may; a dropped connection, a timeout, 5xx, 408 and
+    429 may not, and the transport has already retried those (asking again doubles the
+    wait).
+    """
+    if isinstance(exc, ProtocolError):
+        return True
+    return isinstance(exc, DicomWebError) and (
+        400 <= exc.status_code < 500 and exc.status_code not in (408, 429)
+    )
 
 
 @dataclass
@@ -905,13 +919,8 @@ class FrameService:
                 )
                 error.__cause__ = exc
             again: list[int] = []
-            if (
-                asked
-                and len(asked) < len(numbers)
-                and not isinstance(exc, (asyncio.CancelledError, TransportError))
-            ):
-                # Maybe a read-ahead frame the server rejects; a dropped connection or a
-                # timeout would only be waited for twice.
+            if asked and len(asked) < len(numbers) and _may_be_a_frame(exc):
+                # Maybe a read-ahead frame the server rejects.
                 again = sorted(remaining.intersection(asked))
                 remaining.difference_update(again)
             for number in remaining:

@@ -12,7 +12,7 @@ import pytest
 
 import dicomslide
 from dicomslide import frames as frames_module, runtime
-from dicomslide.errors import ProtocolError, SourceError, TransportError
+from dicomslide.errors import DicomWebError, ProtocolError, SourceError, TransportError
 from dicomslide.frames import FrameCache, FrameService, InstanceRef
 from dicomslide.sources.protocol import EncodedFrame
 from dicomslide.synthetic import write_slide
@@ -184,9 +184,10 @@ LONG = InstanceRef("1.2", "1.2.3", "1.2.3.7", number_of_frames=1000)
 class FailingSource(GatedSource):
     """Fails every call that includes a frame in `bad`, after the gate opens."""
 
-    def __init__(self, bad: set[int]) -> None:
+    def __init__(self, bad: set[int], error: Exception | None = None) -> None:
         super().__init__()
         self.bad = bad
+        self.error = error or ProtocolError("A part of the multipart answer is malformed.")
 
     async def iter_frames(
         self, study: str, series: str, sop: str, numbers: Sequence[int]
@@ -194,7 +195,7 @@ class FailingSource(GatedSource):
         if self.bad & set(numbers):
             self.calls.append((sop, list(numbers)))
             await self.gate.wait()
-            raise OSError("boom")
+            raise self.error
         async for item in super().iter_frames(study, series, sop, numbers):
             yield item
 
@@ -491,18 +492,42 @@ async def test_frames_held_by_the_limit_leave_with_the_read_ahead_window() -> No
     assert all(numbers == sorted(numbers) for _, numbers in source.calls)
 
 
-async def test_a_rejected_read_ahead_frame_does_not_fail_frames_readers_asked_for() -> None:
+def _refused(status: int) -> DicomWebError:
+    return DicomWebError(f"The server answered {status}.", status, "http://127.0.0.1/frames")
+
+
+@pytest.mark.parametrize(
+    ("error", "again"),
+    [
+        (ProtocolError("A part of the multipart answer is malformed."), True),
+        (_refused(404), True),
+        (_refused(400), True),
+        (_refused(503), False),
+        (_refused(429), False),
+        (_refused(408), False),
+        (OSError("The source failed."), False),
+    ],
+)
+async def test_a_rejected_read_ahead_frame_does_not_fail_frames_readers_asked_for(
+    error: Exception, again: bool
+) -> None:
     # The server rejects frame 35, which nobody asked for, and with it the request that
     # carried the held frames (5..20) and the window: those readers wait for are asked for
-    # once more on their own and arrive; only the window's frames fail.
-    source = FailingSource(bad={35})
+    # once more on their own and arrive; only the window's frames fail. Only for errors a
+    # frame may cause: 5xx, 408 and 429 the transport has retried already (a second cycle
+    # doubles the wait), so the readers' frames fail with them.
+    source = FailingSource(bad={35}, error=error)
     service, first, held = await _held_behind_a_scan(source, readahead=20)
     source.gate.set()
     results = await asyncio.wait_for(asyncio.gather(*first, *held, return_exceptions=True), 5)
-    assert [r.data for r in results if isinstance(r, EncodedFrame)] == [
-        f"{LONG.sop_instance_uid}:{n}".encode() for n in range(1, 21)
-    ]
-    assert [n for _, n in source.calls][2:] == [list(range(5, 21))]
+    arrived = [r.data for r in results if isinstance(r, EncodedFrame)]
+    expected = range(1, 21) if again else range(1, 5)
+    assert arrived == [f"{LONG.sop_instance_uid}:{n}".encode() for n in expected]
+    assert [n for _, n in source.calls][2:] == ([list(range(5, 21))] if again else [])
+    if not again:
+        failed = results[4:]
+        assert all(isinstance(r, SourceError) for r in failed)
+        assert all(r is error or r.__cause__ is error for r in failed)
     assert all((LONG.sop_instance_uid, n) not in service.cache for n in range(21, 41))
 
 
