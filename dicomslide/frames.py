@@ -861,6 +861,12 @@ class FrameService:
         if again and not self._closed:
             # Readers' frames of a failed read-ahead request: once more, on their own.
             self._start(instance, again, limited=False)
+        elif again:  # e.g. a source that turned aclose's cancellation into its own error
+            error = SourceError("The frame service is closed.")
+            for number in again:
+                fut = self._inflight.pop((instance.sop_instance_uid, number), None)
+                if fut is not None and not fut.done():
+                    fut.set_exception(error)
 
     async def _fetch_frames(
         self, instance: InstanceRef, numbers: list[int], asked: frozenset[int] = frozenset()

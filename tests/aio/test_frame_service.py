@@ -531,6 +531,38 @@ async def test_a_rejected_read_ahead_frame_does_not_fail_frames_readers_asked_fo
     assert all((LONG.sop_instance_uid, n) not in service.cache for n in range(21, 41))
 
 
+class CancelledIntoErrorSource(GatedSource):
+    """Turns the cancellation of a call into an error of its own (as some sources do)."""
+
+    async def iter_frames(
+        self, study: str, series: str, sop: str, numbers: Sequence[int]
+    ) -> AsyncIterator[tuple[int, EncodedFrame]]:
+        self.calls.append((sop, list(numbers)))
+        try:
+            await self.gate.wait()
+        except asyncio.CancelledError:
+            raise ProtocolError(f"The answer for {sop} was cut short.") from None
+        for n in numbers:
+            yield n, EncodedFrame(f"{sop}:{n}".encode(), SYNTAX)
+
+
+async def test_closing_fails_readers_frames_a_failed_read_ahead_would_ask_for_again() -> None:
+    # Closing cancels the request of the readers' frames and a window; the source answers
+    # with an error a window frame could cause, so the readers' frames would be asked for
+    # again: the service is closed, so they fail instead of waiting forever.
+    source = CancelledIntoErrorSource()
+    service = FrameService(source, FrameCache(1 << 20), readahead=40)  # type: ignore[arg-type]
+    futures = _ask(service, list(range(1, 17)), LONG)
+    await _ticks()
+    assert [n for _, n in source.calls] == [list(range(1, 49))]
+    await asyncio.wait_for(service.aclose(), 5)
+    results = await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), 5)
+    assert all(isinstance(r, SourceError) for r in results)
+    assert {str(r) for r in results} == {"The frame service is closed."}
+    assert len(source.calls) == 1
+    assert not any(key[0] == LONG.sop_instance_uid for key in service._inflight)
+
+
 async def test_a_viewport_read_row_by_row_is_not_read_ahead_a_whole_window_per_row() -> None:
     # A viewer reading 8 rows of a 16-tile-wide viewport of a 100-column level, one tile
     # per call: every row looks like a short run. A whole 256-frame window per row fetched
