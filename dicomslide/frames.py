@@ -772,9 +772,14 @@ class FrameService:
         against the per-instance limit) and the frames the limit holds back: one request
         instead of two or three, each a parse of the instance on the server, and no wait
         for the instance's first answer (the window would queue behind it in the DICOMweb
-        client). Should that request fail, the frames readers asked for that it did not
-        deliver are asked for once more on their own (:meth:`_fetch`), so a window frame
-        the server rejects never fails them.
+        client). Should that request fail with an error a frame may cause (a malformed
+        answer, a 4xx other than 408 and 429), the frames readers asked for that it did not
+        deliver yet are asked for once more on their own (:meth:`_fetch`), so a window frame
+        the server rejects fails none of them. The one frame delivered right before the
+        broken part is not confirmed by it and fails with the request, as in any request
+        (asking for it again would cost a request of one frame). After any other error
+        (a dropped connection; 5xx, 408 or 429, which the transport retried already) they
+        fail with the request.
         """
         instance = ahead.instance
         uid = instance.sop_instance_uid
