@@ -12,11 +12,12 @@ scripted server (``httpx.MockTransport``) holds the probe's answer until the tes
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import httpx
 
 import dicomslide
-from dicomslide._syntaxes import JPEG_BASELINE
+from dicomslide._syntaxes import J2K_LOSSLESS, JPEG_BASELINE
 from tests.aio.test_web_requests import BOUNDARY, multipart_body
 
 ROOT = "http://dicomweb.test/dicom-web"
@@ -167,3 +168,57 @@ async def test_a_syntax_the_metadata_names_is_not_raced() -> None:
         await asyncio.wait_for(asyncio.gather(probe, window), 5)
     assert all(EXPLICIT in accept for accept, _ in server.requests)
     assert len(server.requests) == 2
+
+
+async def test_a_request_while_the_raced_answer_names_no_syntax_yet_does_not_guess_again() -> None:
+    # The raced window's headers are in but its first part is not: stored bytes are served,
+    # but in which syntax is still unknown. A request then must not repeat the guess (the
+    # stored frames are JPEG 2000 here, which Orthanc would transcode to JPEG for seconds):
+    # it waits, and once the part names the syntax, later requests ask for that one.
+    inner = f"image/jp2; transfer-syntax={J2K_LOSSLESS}"
+    codestream = b"\xff\x4f\xff\x51" + b"\x00" * 8
+    body_gate = asyncio.Event()
+    requests: list[tuple[str, list[int]]] = []
+    release = asyncio.Event()
+
+    async def held_body(numbers: list[int]) -> AsyncIterator[bytes]:
+        await body_gate.wait()  # set once the raced window's body may come
+        yield multipart_body([(codestream, inner) for _ in numbers])
+
+    async def server(request: httpx.Request) -> httpx.Response:
+        accept = request.headers["accept"]
+        numbers = [int(n) for n in request.url.path.rsplit("/", 1)[-1].split(",")]
+        requests.append((accept, numbers))
+        if JPEG_BASELINE not in accept:
+            content_type = f'multipart/related; type="image/jp2"; boundary={BOUNDARY}'
+            return httpx.Response(
+                200, headers={"content-type": content_type}, content=held_body(numbers)
+            )
+        await release.wait()  # the guess: never answered in this test
+        return httpx.Response(503)
+
+    async def frames(numbers: list[int]) -> list[tuple[int, str]]:
+        return [
+            (number, frame.transfer_syntax_uid)
+            async for number, frame in client.iter_frames(STUDY, SERIES, SOP, numbers)
+        ]
+
+    client = dicomslide.DICOMwebClient(ROOT, transport=httpx.MockTransport(server))
+    client._negotiation.of(SOP).implied = JPEG_BASELINE
+    async with client:
+        probe = asyncio.create_task(frames([1]))
+        await _until(lambda: len(requests) == 1, "the probe")
+        window = asyncio.create_task(frames(list(range(2, 40))))
+        await _until(lambda: len(requests) == 2, "the raced window")
+        gap = asyncio.create_task(frames([50]))
+        await asyncio.sleep(0.05)
+        assert len(requests) == 2, requests[2:]  # no second guess while the syntax is unknown
+        body_gate.set()
+        assert await asyncio.wait_for(window, 5) == [(n, J2K_LOSSLESS) for n in range(2, 40)]
+        assert await asyncio.wait_for(frames([60]), 5) == [(60, J2K_LOSSLESS)]
+        probe.cancel()
+        gap.cancel()
+        await asyncio.gather(probe, gap, return_exceptions=True)
+    assert [numbers for _, numbers in requests] == [[1], list(range(2, 40)), [60]]
+    assert J2K_LOSSLESS in requests[2][0]
+    assert sum(JPEG_BASELINE in accept for accept, _ in requests) == 1

@@ -563,6 +563,8 @@ class DICOMwebClient:
         # Stored bytes beside a probe that guesses the syntax (InstanceNegotiation.may_race);
         # None when refused: the caller then waits for the probe like any other request
         # (the refusal settles the instance, but only the probe's answer confirms the guess).
+        # Served, it settles the instance only once its first part names the syntax
+        # (_learn): settled sooner, a request in between would repeat the guess.
         state = self._negotiation.of(sop)
         state.raced = True
         try:
@@ -571,8 +573,6 @@ class DICOMwebClient:
             if exc.status_code not in _REFUSAL_STATUSES:
                 raise
             return None  # not recorded: stored=False would settle the unconfirmed guess
-        if state.stored is None:
-            state.stored = True
         return response
 
     async def _frames_or_refusal(self, sop: str, url: str) -> httpx.Response:
@@ -741,6 +741,8 @@ class DICOMwebClient:
             )
             if label is not None:
                 state.syntax = label
+                if state.stored is None:  # a request beside the probe (_race_probe)
+                    state.stored = True
 
     def _frame(
         self, body: bytes, part_type: str | None, outer_syntax: str | None, sop: str
