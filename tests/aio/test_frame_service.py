@@ -551,15 +551,15 @@ async def test_closing_fails_readers_frames_a_failed_read_ahead_would_ask_for_ag
     # with an error a window frame could cause, so the readers' frames would be asked for
     # again: the service is closed, so they fail instead of waiting forever.
     source = CancelledIntoErrorSource()
-    service = FrameService(source, FrameCache(1 << 20), readahead=40)  # type: ignore[arg-type]
-    futures = _ask(service, list(range(1, 17)), LONG)
-    await _ticks()
-    assert [n for _, n in source.calls] == [list(range(1, 49))]
+    service, first, held = await _held_behind_a_scan(source, readahead=20)
     await asyncio.wait_for(service.aclose(), 5)
-    results = await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), 5)
+    results = await asyncio.wait_for(asyncio.gather(*held, return_exceptions=True), 5)
     assert all(isinstance(r, SourceError) for r in results)
     assert {str(r) for r in results} == {"The frame service is closed."}
-    assert len(source.calls) == 1
+    # The readers' own request (1..4) fails with the source's error, as any request does.
+    results = await asyncio.wait_for(asyncio.gather(*first, return_exceptions=True), 5)
+    assert all(isinstance(r, ProtocolError) for r in results)
+    assert len(source.calls) == 2
     assert not any(key[0] == LONG.sop_instance_uid for key in service._inflight)
 
 
