@@ -8,7 +8,7 @@ alone; asked for a megabyte per read, the same transfer takes 30 receives and 12
 plain request of the 340 frames of a level, 9 runs).
 
 httpx offers no way to choose httpcore's network backend, so :class:`WideReadTransport` makes
-httpcore's connection pool itself, with :class:`WideReadBackend`: httpcore's anyio backend
+httpcore's connection pool itself, with a network backend that is httpcore's anyio backend
 whose streams ask for at least :data:`READ_BYTES` whatever httpcore asks. httpcore feeds what
 a read returns straight to its HTTP/1.1 or HTTP/2 state machine, which takes any amount. Only
 requests without a proxy use it; httpx still mounts its own transports for proxies taken
@@ -25,7 +25,7 @@ from typing import Any, Final
 import httpcore
 import httpx
 
-__all__ = ["READ_BYTES", "WideReadBackend", "WideReadTransport"]
+__all__ = ["READ_BYTES", "WideReadTransport"]
 
 #: Fewest bytes each read of a connection asks for.
 READ_BYTES: Final = 1024 * 1024
@@ -58,7 +58,7 @@ class _WideStream(httpcore.AsyncNetworkStream):
         return self._inner.get_extra_info(info)
 
 
-class WideReadBackend(httpcore.AsyncNetworkBackend):
+class _WideReadBackend(httpcore.AsyncNetworkBackend):
     """httpcore's anyio network backend with streams that read up to :data:`READ_BYTES`."""
 
     def __init__(self) -> None:
@@ -72,26 +72,6 @@ class WideReadBackend(httpcore.AsyncNetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.AsyncNetworkStream:
-        """Open a TCP connection (see ``httpcore.AsyncNetworkBackend``).
-
-        Parameters
-        ----------
-        host: str
-            Host name or address
-        port: int
-            Port
-        timeout: float | None, optional
-            Seconds to wait for the connection
-        local_address: str | None, optional
-            Address to connect from
-        socket_options: Iterable[Any] | None, optional
-            ``setsockopt`` arguments
-
-        Returns
-        -------
-        httpcore.AsyncNetworkStream
-            The connection
-        """
         stream = await self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
         return _WideStream(stream)
 
@@ -101,32 +81,9 @@ class WideReadBackend(httpcore.AsyncNetworkBackend):
         timeout: float | None = None,
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.AsyncNetworkStream:
-        """Open a Unix socket connection (see ``httpcore.AsyncNetworkBackend``).
-
-        Parameters
-        ----------
-        path: str
-            Socket path
-        timeout: float | None, optional
-            Seconds to wait for the connection
-        socket_options: Iterable[Any] | None, optional
-            ``setsockopt`` arguments
-
-        Returns
-        -------
-        httpcore.AsyncNetworkStream
-            The connection
-        """
         return _WideStream(await self._inner.connect_unix_socket(path, timeout, socket_options))
 
     async def sleep(self, seconds: float) -> None:
-        """Sleep (see ``httpcore.AsyncNetworkBackend``).
-
-        Parameters
-        ----------
-        seconds: float
-            How long
-        """
         await self._inner.sleep(seconds)
 
 
@@ -162,7 +119,7 @@ class _Body(httpx.AsyncByteStream):
 
 
 class WideReadTransport(httpx.AsyncBaseTransport):
-    """httpx transport over httpcore's connection pool with :class:`WideReadBackend`.
+    """httpx transport over httpcore's connection pool, its connections reading wide.
 
     Parameters
     ----------
@@ -184,7 +141,7 @@ class WideReadTransport(httpx.AsyncBaseTransport):
             keepalive_expiry=limits.keepalive_expiry,
             http1=True,
             http2=http2,
-            network_backend=WideReadBackend(),
+            network_backend=_WideReadBackend(),
         )
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
