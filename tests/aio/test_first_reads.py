@@ -10,6 +10,8 @@ the pixels and errors are those of reads that waited in turn.
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from pathlib import Path
 
 import httpx
@@ -113,3 +115,20 @@ async def test_a_read_whose_frame_fails_while_the_profile_loads_gets_the_frame_e
         release.set()
         with pytest.raises(dicomslide.DicomSlideError, match=r"404|not found|frames"):
             await read
+
+
+async def test_a_finished_read_leaves_no_cycle_holding_its_output(server: FakeDicomWeb) -> None:
+    # A reference cycle through the read's callbacks kept every output array alive until
+    # the cycle collector ran: 90 MB more peak memory in a 1,360-tile local scan.
+    async with server.client() as client:
+        (slide,) = await dicomslide.find_slides(client, correct_color=True)
+        gc.collect()
+        gc.disable()
+        try:
+            for _ in range(2):  # the profile loading, then loaded
+                region = await slide.get_image_region((0, 0), 0, (128, 128))
+                ref = weakref.ref(region)
+                del region
+                assert ref() is None
+        finally:
+            gc.enable()
