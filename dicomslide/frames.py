@@ -296,10 +296,13 @@ class DecodedTileCache:
         return True
 
 
-def _consume_exception(future: asyncio.Future[Any]) -> None:
-    # A fetch error may have no waiter left (all cancelled); retrieving it here keeps asyncio
-    # from logging "exception was never retrieved" for a failure somebody already handled.
-    if not future.cancelled():
+def _fail(future: asyncio.Future[Any], error: BaseException) -> None:
+    if not future.done():
+        future.set_exception(error)
+        # A fetch error may have no waiter left (all cancelled); retrieving it at once keeps
+        # asyncio from logging "exception was never retrieved" for a failure somebody already
+        # handled (a done callback on every future did it at the cost of a loop callback per
+        # frame fetched).
         future.exception()
 
 
@@ -591,7 +594,6 @@ class FrameService:
         fut = self._unsettled.get(key)
         if fut is None:
             fut = self._unsettled[key] = self.loop.create_future()
-            fut.add_done_callback(_consume_exception)
         return fut
 
     def _settle(self, key: tuple[str, int], frame: EncodedFrame) -> None:
@@ -838,7 +840,6 @@ class FrameService:
     def _in_flight(self, key: tuple[str, int]) -> asyncio.Future[EncodedFrame]:
         """A new future for a frame about to be fetched, joinable until it arrives."""
         fut: asyncio.Future[EncodedFrame] = self.loop.create_future()
-        fut.add_done_callback(_consume_exception)
         self._inflight[key] = fut
         return fut
 
@@ -936,16 +937,14 @@ class FrameService:
                 remaining.difference_update(again)
             for number in remaining:
                 fut = self._inflight.pop((uid, number), None)
-                if fut is not None and not fut.done():
-                    fut.set_exception(error)
+                if fut is not None:
+                    _fail(fut, error)
             if last is not None:
                 # Handed out but never confirmed: its waiters must not use it. The failed
                 # future stays (until the frame is fetched again) for readers that took the
                 # frame but have not asked about it yet.
                 self._inflight.pop(last[0], None)
-                settle = self._settle_future(last[0])
-                if not settle.done():
-                    settle.set_exception(error)
+                _fail(self._settle_future(last[0]), error)
             if isinstance(exc, asyncio.CancelledError):
                 raise
             return again
@@ -967,5 +966,5 @@ class FrameService:
         for uid, entry in pending.items():
             for number in entry.numbers:
                 fut = self._inflight.pop((uid, number), None)
-                if fut is not None and not fut.done():
-                    fut.set_exception(error)
+                if fut is not None:
+                    _fail(fut, error)

@@ -647,6 +647,18 @@ def extract_frame_positions(ds: Dataset, number_of_frames: int) -> FramePosition
     return result
 
 
+def frame_positions_known(ds: Dataset) -> bool:
+    """Whether :func:`extract_frame_positions` answers ``ds`` without walking its items.
+
+    The positions are known once read, when the metadata's JSON arrived or by an earlier
+    call; then building a frame index from them takes about a millisecond.
+    """
+    if _CACHE_ATTRIBUTE in ds.__dict__:
+        return True
+    element = ds.get_item(_PER_FRAME)
+    return element is not None and getattr(element.value, "frame_positions", None) is not None
+
+
 def first_per_frame_item(ds: Dataset) -> Dataset | None:
     """The first Per-Frame Functional Groups item, without parsing the others.
 

@@ -197,7 +197,9 @@ class DecodeQueue:
         self._draining = 0
         self._lock = threading.Lock()
 
-    def submit(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+    def submit(
+        self, fn: Callable[..., Any], *args: Any, into: asyncio.Future[Any] | None = None
+    ) -> asyncio.Future[Any]:
         """Queue ``fn(*args)``; call from the event loop's thread.
 
         Parameters
@@ -206,14 +208,17 @@ class DecodeQueue:
             The job, run in a pool thread
         *args: Any
             Its arguments
+        into: asyncio.Future[Any] | None, optional
+            A future of the loop to resolve instead of a new one: a read of one tile hands
+            its own, so its decode costs no second future and callback on the loop
 
         Returns
         -------
         asyncio.Future[Any]
-            Resolves with the job's result or exception; cancelling it before the job starts
-            skips the job
+            ``into`` or a new future; resolves with the job's result or exception (unless
+            already done by then); cancelling it before the job starts skips the job
         """
-        fut: asyncio.Future[Any] = self.loop.create_future()
+        fut: asyncio.Future[Any] = self.loop.create_future() if into is None else into
         self._jobs.append((fut, fn, args))
         with self._lock:
             start = self._draining < self._workers
@@ -242,7 +247,7 @@ class DecodeQueue:
                         self._draining -= 1
                         break
                 continue
-            if fut.cancelled():
+            if fut.done():  # cancelled, or a caller's own future that failed meanwhile
                 continue
             try:
                 finished.append((fut, fn(*args), None))

@@ -136,3 +136,32 @@ async def test_at_least_one_worker(workers: int) -> None:
     with ThreadPoolExecutor(1) as pool:
         queue = DecodeQueue(asyncio.get_running_loop(), pool, workers=workers)
         assert await queue.submit(int, "7") == 7
+
+
+async def test_a_job_resolves_the_future_it_is_given_and_skips_one_already_done() -> None:
+    loop = asyncio.get_running_loop()
+    ran: list[int] = []
+
+    def job(i: int) -> int:
+        ran.append(i)
+        if i == 2:
+            raise ValueError("frame 2 is corrupt")
+        return i * 10
+
+    with ThreadPoolExecutor(1) as pool:
+        queue = DecodeQueue(loop, pool, workers=1)
+        mine: asyncio.Future[int] = loop.create_future()
+        assert queue.submit(job, 1, into=mine) is mine
+        assert await mine == 10
+        failing: asyncio.Future[int] = loop.create_future()
+        queue.submit(job, 2, into=failing)
+        with pytest.raises(ValueError, match="frame 2"):
+            await failing
+        # A read that failed before its decode ran (its frame's error set its future).
+        failed: asyncio.Future[int] = loop.create_future()
+        failed.set_exception(LookupError("frame fetch failed"))
+        queue.submit(job, 3, into=failed)
+        assert await queue.submit(job, 4) == 40
+    assert ran == [1, 2, 4]
+    with pytest.raises(LookupError):
+        failed.result()

@@ -77,8 +77,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping, Sequence
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 import httpx
@@ -105,6 +105,7 @@ from dicomslide.sources.dicomweb_urls import (
 from dicomslide.sources.foreign import looks_like_rle
 from dicomslide.sources.multipart import (
     MultipartParser,
+    Part,
     boundary_from_content_type,
     transfer_syntax_from_content_type,
 )
@@ -148,6 +149,26 @@ class _IncompleteResponse(ProtocolError):
     def __init__(self, message: str, url: str) -> None:
         super().__init__(message)
         self.url = url
+
+
+#: Bytes of a body the multipart parser is given at a time: what httpcore's reads returned
+#: before connections read a megabyte at once (see dicomslide.sources.web.wide).
+PARSE_BYTES: Final = 64 * 1024
+
+
+def _parsed(parser: MultipartParser, chunk: bytes) -> Iterator[Part]:
+    """Parts a body chunk completes, fed to the parser :data:`PARSE_BYTES` at a time.
+
+    Whether a wrong part is retried depends on whether the close delimiter was parsed with
+    it (see ``_frames_once``), so the pieces stay those of 64 KiB reads: a one-chunk
+    response with a duplicated part is asked again as before, not failed.
+    """
+    if len(chunk) <= PARSE_BYTES:
+        yield from parser.feed(chunk)
+        return
+    view = memoryview(chunk)
+    for start in range(0, len(chunk), PARSE_BYTES):
+        yield from parser.feed(view[start : start + PARSE_BYTES])
 
 
 class DICOMwebClient:
@@ -645,7 +666,7 @@ class DICOMwebClient:
             index = 0
             try:
                 async for chunk in self._transport.chunks(response, clock):
-                    for part in parser.feed(chunk):
+                    for part in _parsed(parser, chunk):
                         if index >= len(numbers):
                             raise ProtocolError(
                                 f"Server returned more parts than the {len(numbers)} frames "

@@ -43,6 +43,7 @@ from dicomslide.sources.web.redaction import (
     install_log_redaction,
     redact,
 )
+from dicomslide.sources.web.wide import WideReadTransport
 
 __all__ = [
     "DEFAULT_DEADLINE",
@@ -401,8 +402,9 @@ class Transport:
                 "verify": self._verify,
                 "limits": httpx.Limits(max_connections=32, max_keepalive_connections=16),
             }
-            if self._transport is not None:
-                kwargs["transport"] = self._transport
+            kwargs["transport"] = self._transport or WideReadTransport(
+                verify=self._verify, http2=self._http2, limits=kwargs["limits"]
+            )
             client = httpx.AsyncClient(**kwargs)
             self._clients[loop] = client
         return client
