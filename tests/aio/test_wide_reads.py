@@ -88,3 +88,26 @@ async def test_the_dicomweb_client_reads_through_it(http_server: str) -> None:
     async with dicomslide.DICOMwebClient(http_server.rsplit("/", 1)[0]) as client:
         transport = client._transport.client()._transport  # type: ignore[attr-defined]
         assert isinstance(transport, wide.WideReadTransport)
+
+
+@pytest.mark.parametrize(
+    ("url", "proxy"),
+    [
+        ("https://127.0.0.1:9/dicom-web", None),  # TLS: reads return one record whatever asked
+        ("http://127.0.0.1:9/dicom-web", "http://proxy.invalid:3128"),
+    ],
+)
+async def test_httpx_keeps_its_own_transport_for_tls_and_proxies(
+    monkeypatch: pytest.MonkeyPatch, url: str, proxy: str | None
+) -> None:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    if proxy is not None:
+        monkeypatch.setenv("HTTP_PROXY", proxy)
+    async with dicomslide.DICOMwebClient(url) as client:
+        httpx_client = client._transport.client()  # type: ignore[attr-defined]
+        assert not isinstance(httpx_client._transport, wide.WideReadTransport)
+        if proxy is not None:
+            # httpx mounted its proxy transport, as it does for a client without a transport.
+            assert any(mount is not None for mount in httpx_client._mounts.values())

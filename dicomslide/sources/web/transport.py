@@ -18,6 +18,7 @@ import random
 import ssl
 import sys
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from typing import Any, Final, TypeVar
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
@@ -402,9 +403,12 @@ class Transport:
                 "verify": self._verify,
                 "limits": httpx.Limits(max_connections=32, max_keepalive_connections=16),
             }
-            kwargs["transport"] = self._transport or WideReadTransport(
-                verify=self._verify, http2=self._http2, limits=kwargs["limits"]
-            )
+            if self._transport is not None:
+                kwargs["transport"] = self._transport
+            elif _wide_reads_help(self.url):
+                kwargs["transport"] = WideReadTransport(
+                    verify=self._verify, http2=self._http2, limits=kwargs["limits"]
+                )
             client = httpx.AsyncClient(**kwargs)
             self._clients[loop] = client
         return client
@@ -711,3 +715,15 @@ class Transport:
     def _same_origin(self, url: str) -> bool:
         parts = urlsplit(url)
         return (parts.scheme, parts.netloc) == self._origin
+
+
+def _wide_reads_help(url: str) -> bool:
+    """Whether :class:`WideReadTransport` should carry the requests to ``url``.
+
+    Only plain ``http://`` gains: over TLS every read returns one record of at most 16 KiB
+    whatever it asks for. And httpx applies proxies from the environment only to clients
+    without a transport of their own, so with any proxy configured httpx's own stays.
+    """
+    if urlsplit(url).scheme != "http":
+        return False
+    return not any(scheme != "no" for scheme in urllib.request.getproxies())

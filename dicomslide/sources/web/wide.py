@@ -10,9 +10,11 @@ plain request of the 340 frames of a level, 9 runs).
 httpx offers no way to choose httpcore's network backend, so :class:`WideReadTransport` makes
 httpcore's connection pool itself, with a network backend that is httpcore's anyio backend
 whose streams ask for at least :data:`READ_BYTES` whatever httpcore asks. httpcore feeds what
-a read returns straight to its HTTP/1.1 or HTTP/2 state machine, which takes any amount. Only
-requests without a proxy use it; httpx still mounts its own transports for proxies taken
-from the environment.
+a read returns straight to its HTTP/1.1 or HTTP/2 state machine, which takes any amount.
+
+The DICOMweb client uses it only for plain ``http://`` servers when no proxy is configured in
+the environment: over TLS each read returns one TLS record (at most 16 KiB) whatever it asks
+for, and httpx applies proxies from the environment only to clients that bring no transport.
 """
 
 from __future__ import annotations
