@@ -196,6 +196,13 @@ class DecodeQueue:
         ] = collections.deque()
         self._draining = 0
         self._lock = threading.Lock()
+        # Finished batches waiting for the loop, and whether a wake-up of the loop is on its
+        # way: decode threads finishing together share one write to its self-pipe (a
+        # syscall that also hands the GIL to another thread).
+        self._finished: collections.deque[
+            list[tuple[asyncio.Future[Any], Any, BaseException | None]]
+        ] = collections.deque()
+        self._wake_pending = False
 
     def submit(
         self, fn: Callable[..., Any], *args: Any, into: asyncio.Future[Any] | None = None
@@ -263,8 +270,20 @@ class DecodeQueue:
     def _hand_back(
         self, finished: list[tuple[asyncio.Future[Any], Any, BaseException | None]]
     ) -> None:
-        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
-            self.loop.call_soon_threadsafe(_resolve_all, finished)
+        self._finished.append(finished)
+        if not self._wake_pending:
+            # Two threads may both see the flag down: one wake-up too many, never one short.
+            self._wake_pending = True
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+                self.loop.call_soon_threadsafe(self._resolve_finished)
+
+    def _resolve_finished(self) -> None:
+        # Cleared before popping: a batch added after this line is either popped below or
+        # finds the flag down and wakes the loop again.
+        self._wake_pending = False
+        finished = self._finished
+        while finished:
+            _resolve_all(finished.popleft())
 
 
 def _resolve_all(finished: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:

@@ -165,3 +165,24 @@ async def test_a_job_resolves_the_future_it_is_given_and_skips_one_already_done(
     assert ran == [1, 2, 4]
     with pytest.raises(LookupError):
         failed.result()
+
+
+async def test_batches_finished_while_the_loop_is_busy_share_one_wake_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    loop = asyncio.get_running_loop()
+    wakes: list[object] = []
+    original = loop.call_soon_threadsafe
+
+    def counting(callback: object, *args: object, **kwargs: object) -> asyncio.Handle:
+        wakes.append(callback)
+        return original(callback, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(loop, "call_soon_threadsafe", counting)
+    with ThreadPoolExecutor(2) as pool:
+        queue = DecodeQueue(loop, pool, workers=2)
+        # Two drainers, each handing back its own batch, 30 ms apart.
+        futures = [queue.submit(time.sleep, 0.01), queue.submit(time.sleep, 0.04)]
+        time.sleep(0.2)  # noqa: ASYNC251 - the loop is kept busy on purpose: both batches arrive before it looks
+        assert len(wakes) == 1
+        await asyncio.wait_for(asyncio.gather(*futures), 5)
