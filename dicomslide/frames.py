@@ -296,6 +296,11 @@ class DecodedTileCache:
         return True
 
 
+def _dense(numbers: Sequence[int]) -> bool:
+    """Whether sorted frame numbers miss at most every other frame of their span."""
+    return numbers[-1] - numbers[0] + 1 <= 2 * len(numbers)
+
+
 def _fail(future: asyncio.Future[Any], error: BaseException) -> None:
     if not future.done():
         future.set_exception(error)
@@ -636,13 +641,10 @@ class FrameService:
                         entry.instance, held, reads=entry.reads, held=len(held)
                     )
                     chunks = chunks[:free]
-            lead = [n for chunk in chunks for n in chunk]
-            if (
-                self.readahead
-                and not entry.unlimited
-                and self._detect_sequential(entry.instance, numbers, entry.reads, lead)
-            ):
-                continue  # this flush's frames left with the first window
+            if self.readahead and not entry.unlimited:
+                lead = [n for chunk in chunks for n in chunk]
+                if self._detect_sequential(entry.instance, numbers, entry.reads, lead):
+                    continue  # this flush's frames left with the first window
             for chunk in chunks:
                 self._start(entry.instance, chunk)
 
@@ -675,7 +677,7 @@ class FrameService:
             or self._active.get(uid)
             or entry.reads < READAHEAD_MIN_READS
             or len(numbers) >= READAHEAD_MIN_RUN
-            or numbers[-1] - numbers[0] + 1 > 2 * len(numbers)
+            or not _dense(numbers)
         ):
             return False
         if waiting is None:
@@ -714,7 +716,7 @@ class FrameService:
         if total is None:
             return False
         lo, hi, count = numbers[0], numbers[-1], len(numbers)
-        dense = hi - lo + 1 <= 2 * count
+        dense = _dense(numbers)
         stream = self._streams.get(uid)
         if (
             dense
@@ -871,8 +873,8 @@ class FrameService:
             error = SourceError("The frame service is closed.")
             for number in again:
                 fut = self._inflight.pop((instance.sop_instance_uid, number), None)
-                if fut is not None and not fut.done():
-                    fut.set_exception(error)
+                if fut is not None:
+                    _fail(fut, error)
 
     async def _fetch_frames(
         self, instance: InstanceRef, numbers: list[int], asked: frozenset[int] = frozenset()

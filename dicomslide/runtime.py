@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import os
 import threading
 import time
@@ -27,7 +26,7 @@ import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Generic, TypeVar
 
 from dicomslide.errors import InvalidClientError
 from dicomslide.frames import CacheStats, FrameService
@@ -35,11 +34,14 @@ from dicomslide.sources.foreign import ForeignClientSource, is_foreign_client
 from dicomslide.sources.protocol import Source
 from dicomslide.sources.runtime import DEFAULT_CACHE_BYTES, DEFAULT_DECODED_CACHE_BYTES
 
+T = TypeVar("T")
+
 __all__ = [
     "DEFAULT_CACHE_BYTES",
     "DEFAULT_DECODED_CACHE_BYTES",
     "as_source",
     "DecodeQueue",
+    "LoopInbox",
     "decode_executor",
     "decode_queue",
     "frame_service",
@@ -161,6 +163,64 @@ def decode_executor() -> ThreadPoolExecutor:
     return _executor
 
 
+class LoopInbox(Generic[T]):
+    """Items posted from any thread, handled on an event loop, with one wake-up per burst.
+
+    Each ``loop.call_soon_threadsafe`` writes to the loop's self-pipe: a syscall that also
+    hands the GIL to another thread. Items posted while a wake-up is on its way ride with
+    it, so threads posting together (16 blocking readers, two decode threads) cost the
+    loop one wake-up instead of one each.
+
+    Parameters
+    ----------
+    loop: asyncio.AbstractEventLoop
+        The loop that handles the items
+    handle: Callable[[T], None]
+        Called on the loop thread with each item, in the order posted
+    """
+
+    __slots__ = ("_handle", "_items", "_loop", "_wake_pending")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, handle: Callable[[T], None]) -> None:
+        self._loop = loop
+        self._handle = handle
+        self._items: collections.deque[T] = collections.deque()
+        self._wake_pending = False
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def post(self, item: T) -> None:
+        """Queue ``item`` and wake the loop unless a wake-up is on its way (any thread).
+
+        Parameters
+        ----------
+        item: T
+            What ``handle`` gets; dropped quietly once the loop is closed
+        """
+        self._items.append(item)
+        if self._wake_pending:
+            return
+        # Two threads may both see the flag down: one wake-up too many, never one short.
+        try:
+            self._wake_pending = True
+            self._loop.call_soon_threadsafe(self._drain)
+        except RuntimeError:  # a closed loop: nobody handles anything any more
+            pass
+        except BaseException:
+            # Ctrl-C before the wake-up left: the next post must send one.
+            self._wake_pending = False
+            raise
+
+    def _drain(self) -> None:
+        # Cleared before popping: an item posted after this line is either popped below or
+        # finds the flag down and wakes the loop again.
+        self._wake_pending = False
+        items, handle = self._items, self._handle
+        while items:
+            handle(items.popleft())
+
+
 #: Longest a decode thread keeps finished jobs before handing them to the event loop.
 RESULT_BATCH_SECONDS: Final = 0.002
 
@@ -196,13 +256,10 @@ class DecodeQueue:
         ] = collections.deque()
         self._draining = 0
         self._lock = threading.Lock()
-        # Finished batches waiting for the loop, and whether a wake-up of the loop is on its
-        # way: decode threads finishing together share one write to its self-pipe (a
-        # syscall that also hands the GIL to another thread).
-        self._finished: collections.deque[
-            list[tuple[asyncio.Future[Any], Any, BaseException | None]]
-        ] = collections.deque()
-        self._wake_pending = False
+        # Decode threads finishing together share one wake-up of the loop.
+        self._finished: LoopInbox[list[tuple[asyncio.Future[Any], Any, BaseException | None]]] = (
+            LoopInbox(loop, _resolve_all)
+        )
 
     def submit(
         self, fn: Callable[..., Any], *args: Any, into: asyncio.Future[Any] | None = None
@@ -270,20 +327,7 @@ class DecodeQueue:
     def _hand_back(
         self, finished: list[tuple[asyncio.Future[Any], Any, BaseException | None]]
     ) -> None:
-        self._finished.append(finished)
-        if not self._wake_pending:
-            # Two threads may both see the flag down: one wake-up too many, never one short.
-            self._wake_pending = True
-            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
-                self.loop.call_soon_threadsafe(self._resolve_finished)
-
-    def _resolve_finished(self) -> None:
-        # Cleared before popping: a batch added after this line is either popped below or
-        # finds the flag down and wakes the loop again.
-        self._wake_pending = False
-        finished = self._finished
-        while finished:
-            _resolve_all(finished.popleft())
+        self._finished.post(finished)
 
 
 def _resolve_all(finished: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:

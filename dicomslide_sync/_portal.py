@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import collections
 import concurrent.futures
 import contextlib
 import os
@@ -36,6 +35,7 @@ from typing import Any, Generic, TypeVar, cast
 
 # SyncTimeoutError lives in the one error tree; imported here so the old name keeps working.
 from dicomslide.errors import RegionError, SyncTimeoutError, UsageError
+from dicomslide.runtime import LoopInbox
 
 if sys.version_info < (3, 11):  # pragma: no cover - the backport ships with anyio on 3.10
     from exceptiongroup import BaseExceptionGroup
@@ -118,20 +118,11 @@ class _Portal:
         self.closing = False
         self.calls: set[_Call[Any]] = set()
         self.ready = threading.Event()
-        # Calls waiting for the loop to start them, and whether a wake-up of the loop is
-        # already on its way: callers arriving together share one write to the loop's
-        # self-pipe (each write is a syscall that hands the GIL to another thread).
-        self.queued: collections.deque[_Call[Any]] = collections.deque()
-        self.wake_pending = False
-
-    def start_queued(self) -> None:
-        """Start every queued call (loop thread)."""
-        # Cleared before popping: a call queued after this line either is popped below or
-        # sees the flag down and wakes the loop once more.
-        self.wake_pending = False
-        queued = self.queued
-        while queued:
-            queued.popleft().start()
+        # Calls waiting for the loop to start them: callers arriving together share one
+        # wake-up of the loop. Posted outside ``lock``, which the loop's bookkeeping would
+        # otherwise wait on for the length of the write to its self-pipe; registered calls
+        # are abandoned when the loop ends, so a closed loop just means that.
+        self.queued: LoopInbox[_Call[Any]] = LoopInbox(self.loop, _Call.start)
 
     def serve(self) -> None:
         """Run the loop until stopped, then cancel what is left and close it (loop thread)."""
@@ -216,20 +207,7 @@ class _Call(Generic[T]):
                     self.portal = portal
                     portal.calls.add(self)
             if registered:
-                portal.queued.append(self)
-                if not portal.wake_pending:
-                    # Outside the lock, which the loop's bookkeeping would otherwise wait on
-                    # for the length of this write to the self-pipe. Registered calls are
-                    # abandoned when the loop ends, so a closed loop just means that.
-                    try:
-                        portal.wake_pending = True
-                        portal.loop.call_soon_threadsafe(portal.start_queued)
-                    except RuntimeError:
-                        pass
-                    except BaseException:
-                        # Ctrl-C before the wake-up left: the next caller must send one.
-                        portal.wake_pending = False
-                        raise
+                portal.queued.post(self)
                 return
             # Lost a race with shutdown(): the next round starts a new loop.
 

@@ -405,7 +405,7 @@ class Transport:
             }
             if self._transport is not None:
                 kwargs["transport"] = self._transport
-            elif _wide_reads_help(self.url):
+            elif self._origin[0] == "http" and not _proxy_in_environment():
                 kwargs["transport"] = WideReadTransport(
                     verify=self._verify, http2=self._http2, limits=kwargs["limits"]
                 )
@@ -717,13 +717,11 @@ class Transport:
         return (parts.scheme, parts.netloc) == self._origin
 
 
-def _wide_reads_help(url: str) -> bool:
-    """Whether :class:`WideReadTransport` should carry the requests to ``url``.
+def _proxy_in_environment() -> bool:
+    """Whether the environment configures a proxy (what httpx reads, ``no`` aside).
 
-    Only plain ``http://`` gains: over TLS every read returns one record of at most 16 KiB
-    whatever it asks for. And httpx applies proxies from the environment only to clients
-    without a transport of their own, so with any proxy configured httpx's own stays.
+    :class:`WideReadTransport` serves only plain ``http://`` without one: over TLS every read
+    returns one record of at most 16 KiB whatever it asks for, and httpx applies proxies from
+    the environment only to clients without a transport of their own.
     """
-    if urlsplit(url).scheme != "http":
-        return False
-    return not any(scheme != "no" for scheme in urllib.request.getproxies())
+    return any(scheme != "no" for scheme in urllib.request.getproxies())
